@@ -1,0 +1,47 @@
+"""One exception tree for everything taskfuse rejects.
+
+Every message names what was wrong (model, tensor, key) and how to fix it, so a user never has to read a traceback.
+"""
+from __future__ import annotations
+
+
+class TaskfuseError(Exception):
+    """Base of every error taskfuse raises on purpose."""
+
+
+class SpecError(TaskfuseError, ValueError):
+    """The merge spec (YAML, mergekit YAML or Python) is malformed or asks for something unsupported."""
+
+
+class UnknownMethodError(SpecError, KeyError):
+    """A method name that is not registered; the message lists the closest registered names."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class IncompatibleInputsError(TaskfuseError, ValueError):
+    """Checkpoints that cannot be merged together: shapes, vocabularies or tensor sets disagree."""
+
+
+class CheckpointError(TaskfuseError, OSError):
+    """A checkpoint is missing, unreadable, truncated or of an unknown layout."""
+
+
+class HubUnavailableError(CheckpointError):
+    """A hub id was given but the hub cannot be reached (offline, no network) and it is not cached."""
+
+
+class NonFiniteInputError(TaskfuseError, ValueError):
+    """An input tensor holds NaN or Inf."""
+
+
+class OutputExistsError(TaskfuseError, FileExistsError):
+    """The output directory exists and is not empty."""
+
+
+def collect(errors: list[str], kind: type[TaskfuseError], header: str) -> None:
+    """Raise one error listing every problem found, so users fix them all in one pass."""
+    if errors:
+        lines = "\n".join(f"  - {e}" for e in errors)
+        raise kind(f"{header} ({len(errors)} problem{'s' if len(errors) > 1 else ''}):\n{lines}")

@@ -1,0 +1,22 @@
+"""Registered merge methods. Each is a pure function `fn(Inputs, Params) -> Tensor`.
+
+    >>> from taskfuse.methods import ties, Ties, Inputs
+    >>> merged_delta = ties(Inputs.of(deltas, weights), Ties(density=0.2))
+"""
+from .breadcrumbs import Breadcrumbs, BreadcrumbsTies, breadcrumbs, breadcrumbs_ties
+from .consensus import Consensus, consensus
+from .dare import Dare, DareTies, dare_linear, dare_ties
+from .della import Della, DellaLinear, della, della_linear
+from .inputs import Inputs
+from .iso import IsoC, IsoCts, iso_c, iso_cts
+from .karcher import Karcher, karcher
+from .linear import Linear, linear
+from .model_stock import ModelStock, model_stock
+from .passthrough import Passthrough, passthrough
+from .registry import MethodInfo, all_methods, get_method, method
+from .slerp import Slerp, slerp
+from .task_arithmetic import TaskArithmetic, task_arithmetic
+from .ties import Ties, ties
+from .tsv import Tsv, tsv
+
+__all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,0 +1,66 @@
+"""Isotropic merging: flatten the singular spectrum of the merged task matrix (Iso-C), plus task subspaces (Iso-CTS)."""
+from __future__ import annotations
+
+import torch
+from pydantic.dataclasses import dataclass
+
+from ..ops.consensus import broadcast_weights, combine
+from ..ops.subspace import nearest_orthonormal, svd
+from .inputs import Inputs
+from .params import STRICT, Fraction
+from .registry import method
+
+PAPER = ("Marczak et al. 2025, No Task Left Behind: Isotropic Model Merging with Common and Task-Specific "
+         "Subspaces, ICML, arXiv:2502.04959")
+REFERENCE = "github.com/danielm1405/iso-merging; fusion_bench isotropic_merging"
+
+
+@dataclass(config=STRICT)
+class IsoC:
+    scale: float = 1.0  # α
+
+
+@dataclass(config=STRICT)
+class IsoCts:
+    common_fraction: Fraction = 0.8  # share of the rank given to the common (task-arithmetic) subspace
+    scale: float = 1.0  # α
+
+
+def _mean_fallback(x: Inputs, scale: float) -> torch.Tensor:
+    """Non-matrix tensors (biases, norms) take the weighted mean of task vectors, as the reference code does."""
+    return scale * combine(x.stack, x.weights, None, "weights")
+
+
+@method("iso_c", params=IsoC, space="delta", paper=PAPER, reference=REFERENCE, traits=("matrix",))
+def iso_c(x: Inputs, p: IsoC):
+    """SVD of Σ_t w_t τ_t with every singular value replaced by their mean: σ̄ U Vᵀ (Eq. 6)."""
+    if x.stack.dim() != 3:
+        return _mean_fallback(x, p.scale)
+    u, s, vh = svd(combine(x.stack, x.weights, None, "none"))
+    return p.scale * (s.mean() * (u @ vh)).to(x.stack.dtype)
+
+
+def iso_cts_matrix(stack: torch.Tensor, common_fraction: float) -> torch.Tensor:
+    """Top singular directions of Σ τ_t as the common subspace; the rest of the rank is split equally among tasks'
+    top directions orthogonal to it; orthogonalise and give all directions the mean singular value (Sec. 4.2)."""
+    n_tasks, rank = stack.shape[0], min(stack.shape[1:])
+    per_task = (rank - int(rank * common_fraction)) // n_tasks
+    common = rank - per_task * n_tasks
+    u, s, vh = svd(stack.sum(0))
+    us, ss, vhs = [u[:, :common]], [s[:common]], [vh[:common]]
+    projector = u[:, :common] @ u[:, :common].T
+    for t in stack.double():
+        tu, ts, tvh = svd(t - projector @ t)
+        us.append(tu[:, :per_task]), ss.append(ts[:per_task]), vhs.append(tvh[:per_task])
+    u_all = nearest_orthonormal(torch.cat(us, dim=1))
+    vh_all = nearest_orthonormal(torch.cat(vhs, dim=0))
+    return torch.cat(ss).mean() * (u_all @ vh_all)
+
+
+@method("iso_cts", params=IsoCts, space="delta", paper=PAPER, reference=REFERENCE, traits=("matrix",))
+def iso_cts(x: Inputs, p: IsoCts):
+    """Iso-CTS on 2-D tensors with rank ≥ T; weighted mean elsewhere."""
+    if x.stack.dim() != 3 or min(x.stack.shape[1:]) < x.count:
+        return _mean_fallback(x, p.scale)
+    weighted = x.stack * broadcast_weights(x.weights, x.stack)
+    return p.scale * iso_cts_matrix(weighted, p.common_fraction).to(x.stack.dtype)

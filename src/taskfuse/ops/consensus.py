@@ -1,0 +1,56 @@
+"""TIES-style sign election and disjoint combination over a stack of task vectors."""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+SignElection = Literal["mass", "count"]
+Normalize = Literal["weights", "count", "none"]
+
+
+def broadcast_weights(weights: Tensor, like: Tensor) -> Tensor:
+    """(T,) weights reshaped to broadcast against a (T, *S) stack."""
+    return weights.reshape(-1, *([1] * (like.dim() - 1))).to(like.dtype)
+
+
+def elect_sign(stack: Tensor, how: SignElection) -> Tensor:
+    """Majority sign per entry, (*S) of ±1. Eq. 'Elect' in TIES: by total mass, or by number of models (count).
+
+    A zero total elects +1 (both PEFT and mergekit do so), documented here because it decides ties.
+    """
+    votes = stack.sum(0) if how == "mass" else stack.sign().sum(0)
+    return torch.where(votes >= 0, 1.0, -1.0).to(stack.dtype)
+
+
+def agreement_mask(stack: Tensor, sign: Tensor) -> Tensor:
+    """(T, *S) float mask of entries whose sign equals the elected sign; zeros never agree."""
+    return (stack.sign() == sign.unsqueeze(0)).to(stack.dtype)
+
+
+def combine(stack: Tensor, weights: Tensor, mask: Tensor | None, normalize: Normalize) -> Tensor:
+    """Σ_t w_t m_t τ_t, divided by Σ w_t m_t ("weights", mergekit), Σ m_t ("count", TIES paper/PEFT) or 1.
+
+    A zero divisor (no model kept that entry) divides by 1, so the entry stays 0 rather than NaN.
+    """
+    w = broadcast_weights(weights, stack)
+    m = torch.ones_like(stack) if mask is None else mask
+    merged = (stack * w * m).sum(0)
+    if normalize == "none":
+        return merged
+    divisor = (w * m).sum(0) if normalize == "weights" else m.sum(0)
+    return merged / torch.where(divisor.abs() < 1e-12, torch.ones_like(divisor), divisor)
+
+
+def disjoint_merge(
+    stack: Tensor, weights: Tensor, how: SignElection, elect_on: str, normalize: Normalize
+) -> Tensor:
+    """TIES 'Elect' + 'Disjoint merge' on already-trimmed task vectors.
+
+    elect_on="raw" votes with the unweighted vectors (TIES paper, PEFT); "weighted" votes with w_t·τ_t (mergekit).
+    The same vectors decide agreement, so a negative weight flips a model's vote only under "weighted".
+    """
+    voters = stack * broadcast_weights(weights, stack) if elect_on == "weighted" else stack
+    mask = agreement_mask(voters, elect_sign(voters, how))
+    return combine(stack, weights, mask, normalize)
