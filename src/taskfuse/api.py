@@ -1,0 +1,40 @@
+"""The public Python API; the CLI is a thin layer over these calls."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .execute import MergeResult, execute
+from .execute.executor import Progress
+from .io.output import check_output_dir
+from .plan import Plan, build_plan
+from .spec import MergeSpec, load_spec, parse_spec
+
+
+def as_spec(spec: MergeSpec | str | Path | dict[str, Any]) -> MergeSpec:
+    if isinstance(spec, MergeSpec):
+        return spec
+    if isinstance(spec, dict):
+        return parse_spec(spec)
+    return load_spec(spec)
+
+
+def plan(spec: MergeSpec | str | Path | dict[str, Any], max_shard_size: int | str = "2GB") -> Plan:
+    """The Plan for a spec, from checkpoint headers only."""
+    return build_plan(as_spec(spec), max_shard_size)[0]
+
+
+def merge(
+    spec: MergeSpec | str | Path | dict[str, Any],
+    out: str | Path,
+    *,
+    device: str = "cpu",
+    threads: int | None = None,
+    max_shard_size: int | str = "2GB",
+    progress: Progress | None = None,
+) -> MergeResult:
+    """Merge as `spec` says and write a Hugging Face model directory to `out`."""
+    merge_spec = as_spec(spec)
+    check_output_dir(Path(out))
+    the_plan, checkpoints = build_plan(merge_spec, max_shard_size)
+    return execute(the_plan, checkpoints, out, device=device, threads=threads, progress=progress)

@@ -1,0 +1,89 @@
+"""Run a Plan: stream every job through its method into safetensors shards, staged and renamed atomically."""
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import yaml
+
+from ..io.checkpoint import Checkpoint
+from ..io.layout import copy_side_files, write_config, write_index
+from ..io.output import staged_directory
+from ..io.safetensors_stream import SafetensorsStreamWriter
+from ..plan.plan import Plan, TensorJob
+from .compute import compute_job
+from .loading import prefetched
+from .model_card import model_card
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    out: Path
+    plan: Plan
+    seconds: float
+    peak_rss_bytes: int  # of the whole process so far (ru_maxrss)
+    files: tuple[str, ...]
+
+
+def execute(
+    plan: Plan,
+    checkpoints: Sequence[Checkpoint],
+    out: str | Path,
+    *,
+    device: str = "cpu",
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> MergeResult:
+    """Write the merged model described by `plan` to `out`, which appears only when complete."""
+    start = time.perf_counter()
+    if threads:
+        torch.set_num_threads(threads)
+    out = Path(out)
+    with staged_directory(out) as stage:
+        _write_shards(plan, checkpoints, stage, torch.device(device), progress)
+        _write_side_files(plan, checkpoints, stage)
+        files = tuple(sorted(p.name for p in stage.iterdir()))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    return MergeResult(out, plan, time.perf_counter() - start, peak, files)
+
+
+def _write_shards(plan: Plan, ckpts: Sequence[Checkpoint], stage: Path, device, progress) -> None:
+    done, total = 0, len(plan.jobs)
+    for shard in plan.shards:
+        jobs = [j for j in plan.jobs if j.shard == shard]
+        layout = [(j.name, j.shape, getattr(torch, j.dtype)) for j in jobs]
+        writer = SafetensorsStreamWriter(stage / shard, layout, {"format": "pt"})
+        try:
+            for loaded in prefetched(plan, ckpts, jobs):
+                writer.write(loaded.job.name, compute_job(loaded, plan.seed, device))
+                done += 1
+                if progress:
+                    progress(done, total, loaded.job.name)
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+    if len(plan.shards) > 1:
+        write_index(stage, {j.name: j.shard for j in plan.jobs}, sum(_nbytes(j) for j in plan.jobs))
+
+
+def _nbytes(job: TensorJob) -> int:
+    n = torch.empty((), dtype=getattr(torch, job.dtype)).element_size()
+    for d in job.shape:
+        n *= d
+    return n
+
+
+def _write_side_files(plan: Plan, ckpts: Sequence[Checkpoint], stage: Path) -> None:
+    config_src = ckpts[plan.config_from].root if plan.config_from is not None else None
+    tok_src = ckpts[plan.tokenizer_from].root if plan.tokenizer_from is not None else config_src
+    write_config(config_src, stage, getattr(torch, plan.dtype), plan.config_updates)
+    copy_side_files(config_src, tok_src, stage)
+    (stage / "README.md").write_text(model_card(plan))
+    (stage / "taskfuse_spec.yaml").write_text(yaml.safe_dump(plan.spec, sort_keys=False))

@@ -1,0 +1,1 @@
+"""Reading checkpoints lazily and writing merged ones atomically."""

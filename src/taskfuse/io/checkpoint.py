@@ -1,0 +1,167 @@
+"""Lazy, header-first access to Hugging Face checkpoints: safetensors (single or sharded) and pytorch_model.bin."""
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from ..errors import CheckpointError
+from .hub import resolve_hub_id
+
+SAFE_INDEX, SAFE_SINGLE = "model.safetensors.index.json", "model.safetensors"
+BIN_INDEX, BIN_SINGLE = "pytorch_model.bin.index.json", "pytorch_model.bin"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    file: str  # path of the file holding it, relative to the checkpoint root
+
+    @property
+    def nbytes(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n * torch.empty((), dtype=self.dtype).element_size()
+
+
+class Checkpoint:
+    """A model checkpoint whose tensor names, shapes and dtypes are known without reading tensor data."""
+
+    def __init__(self, ref: str, root: Path, tensors: dict[str, TensorMeta]):
+        self.ref, self.root, self.tensors = ref, root, tensors
+        self._handles: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Checkpoint({self.ref!r}, {len(self.tensors)} tensors)"
+
+    @classmethod
+    def open(cls, ref: str | Path, base_dir: Path | None = None) -> "Checkpoint":
+        """Open a local directory or .safetensors file, or a hub id (downloaded through huggingface_hub)."""
+        ref = str(ref)
+        path = Path(ref).expanduser()
+        if not path.is_absolute() and base_dir is not None and (base_dir / path).exists():
+            path = base_dir / path
+        if not path.exists():
+            if HUB_ID.match(ref) and not ref.startswith((".", "/")):
+                path = resolve_hub_id(ref)
+            else:
+                raise CheckpointError(f"model {ref!r}: path {path} does not exist. Fix: check the path in the spec.")
+        if path.is_file():
+            return cls(ref, path.parent, _read_safetensors_headers(ref, path.parent, [path.name]))
+        return cls(ref, path, _scan_directory(ref, path))
+
+    def meta(self, name: str) -> TensorMeta:
+        return self.tensors[name]
+
+    def read(self, name: str) -> torch.Tensor:
+        """The tensor's data in its stored dtype (memory-mapped where the format allows)."""
+        meta = self.tensors[name]
+        try:
+            if meta.file.endswith(".safetensors"):
+                return self._handle(meta.file, _open_safetensors).get_tensor(name)
+            return self._handle(meta.file, _load_bin)[name]
+        except CheckpointError:
+            raise
+        except Exception as e:  # the data region can be damaged even when the header parsed
+            raise CheckpointError(
+                f"model {self.ref!r}: cannot read tensor {name!r} from {meta.file}: {e}. "
+                "Fix: re-download or re-save this checkpoint."
+            ) from e
+
+    def _handle(self, file: str, opener):
+        with self._lock:
+            if file not in self._handles:
+                self._handles[file] = opener(self.ref, self.root / file)
+            return self._handles[file]
+
+
+def _open_safetensors(ref: str, path: Path):
+    try:
+        return safe_open(str(path), framework="pt")
+    except FileNotFoundError:
+        raise CheckpointError(f"model {ref!r}: shard {path.name} is missing from {path.parent}. "
+                              "Fix: download the complete checkpoint.") from None
+    except Exception as e:
+        raise CheckpointError(f"model {ref!r}: {path.name} is not a valid safetensors file ({e}); it may be "
+                              "truncated. Fix: re-download or re-save this checkpoint.") from e
+
+
+def _load_bin(ref: str, path: Path) -> dict:
+    # weights_only=True: a .bin is a pickle, and we never execute code from a checkpoint.
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"model {ref!r}: {path.name} is missing from {path.parent}.") from None
+    except Exception as e:
+        raise CheckpointError(f"model {ref!r}: cannot load {path.name} with weights_only=True ({e}). "
+                              "Fix: re-save it with torch.save(state_dict) or convert it to safetensors.") from e
+
+
+def _read_safetensors_headers(ref: str, root: Path, files: list[str]) -> dict[str, TensorMeta]:
+    tensors: dict[str, TensorMeta] = {}
+    for file in files:
+        handle = _open_safetensors(ref, root / file)
+        for name in handle.keys():
+            sl = handle.get_slice(name)
+            dtype = _DTYPES.get(sl.get_dtype())
+            if dtype is None:
+                raise CheckpointError(f"model {ref!r}: tensor {name!r} has unsupported dtype {sl.get_dtype()}.")
+            tensors[name] = TensorMeta(name, tuple(sl.get_shape()), dtype, file)
+    return tensors
+
+
+def _bin_headers(ref: str, root: Path, files: list[str]) -> dict[str, TensorMeta]:
+    tensors: dict[str, TensorMeta] = {}
+    for file in files:
+        for name, t in _load_bin(ref, root / file).items():
+            if not isinstance(t, torch.Tensor):
+                raise CheckpointError(f"model {ref!r}: entry {name!r} in {file} is not a tensor.")
+            tensors[name] = TensorMeta(name, tuple(t.shape), t.dtype, file)
+    return tensors
+
+
+def _index_files(ref: str, root: Path, index: str) -> list[str]:
+    try:
+        weight_map = json.loads((root / index).read_text())["weight_map"]
+    except (OSError, ValueError, KeyError) as e:
+        raise CheckpointError(f"model {ref!r}: {index} is unreadable or has no weight_map ({e}).") from e
+    files = sorted(set(weight_map.values()))
+    missing = [f for f in files if not (root / f).exists()]
+    if missing:
+        raise CheckpointError(f"model {ref!r}: shard(s) {', '.join(missing)} listed in {index} are missing from "
+                              f"{root}. Fix: download the complete checkpoint.")
+    return files
+
+
+def _scan_directory(ref: str, root: Path) -> dict[str, TensorMeta]:
+    if (root / SAFE_INDEX).exists():
+        return _read_safetensors_headers(ref, root, _index_files(ref, root, SAFE_INDEX))
+    if (root / SAFE_SINGLE).exists():
+        return _read_safetensors_headers(ref, root, [SAFE_SINGLE])
+    if (root / BIN_INDEX).exists():
+        return _bin_headers(ref, root, _index_files(ref, root, BIN_INDEX))
+    if (root / BIN_SINGLE).exists():
+        return _bin_headers(ref, root, [BIN_SINGLE])
+    if (root / "adapter_config.json").exists():
+        raise CheckpointError(f"model {ref!r} is a PEFT adapter, not a full model. Fix: merge it into its base "
+                              "first (peft's merge_and_unload) or give the full fine-tuned model.")
+    loose = sorted(p.name for p in root.glob("*.safetensors"))
+    if loose:
+        return _read_safetensors_headers(ref, root, loose)
+    raise CheckpointError(f"model {ref!r}: no model.safetensors, safetensors index or pytorch_model.bin in {root}.")

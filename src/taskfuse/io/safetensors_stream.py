@@ -1,0 +1,67 @@
+"""Stream tensors into a .safetensors file one at a time.
+
+The safetensors library only saves a whole dict held in memory. Because the plan fixes every output tensor's name,
+shape and dtype before any data is read, we can write the header first and then append each tensor as soon as it
+is computed, so peak memory never holds a whole shard. The format (8-byte little-endian header length, JSON header,
+raw little-endian data) is specified at github.com/huggingface/safetensors; files are read back with the library.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from .checkpoint import _DTYPES
+
+_CODES = {v: k for k, v in _DTYPES.items()}
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+class SafetensorsStreamWriter:
+    """Writes to `<path>.partial` and renames to `path` on close(); abort() removes the partial file."""
+
+    def __init__(self, path: Path, layout: list[tuple[str, tuple[int, ...], torch.dtype]], metadata: dict[str, str]):
+        self.path, self._partial = path, path.with_name(path.name + ".partial")
+        self._order = [name for name, _, _ in layout]
+        self._expect = {name: (tuple(shape), dtype) for name, shape, dtype in layout}
+        self._next = 0
+        header, offset = {"__metadata__": metadata}, 0
+        for name, shape, dtype in layout:
+            size = _numel(shape) * torch.empty((), dtype=dtype).element_size()
+            header[name] = {"dtype": _CODES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
+            offset += size
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)  # the data section must start 8-byte aligned
+        self._file = open(self._partial, "wb")
+        self._file.write(len(raw).to_bytes(8, "little") + raw)
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        """Append the next tensor; it must come in layout order with the planned shape and dtype."""
+        expected = self._order[self._next]
+        shape, dtype = self._expect[expected]
+        if name != expected or tuple(tensor.shape) != shape or tensor.dtype != dtype:
+            raise RuntimeError(f"stream writer expected {expected} {shape} {dtype}, got {name} "
+                               f"{tuple(tensor.shape)} {tensor.dtype}")
+        data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
+        self._file.write(memoryview(data.numpy()))
+        self._next += 1
+
+    def close(self) -> None:
+        if self._next != len(self._order):
+            raise RuntimeError(f"{self.path.name}: only {self._next} of {len(self._order)} tensors written")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self._partial, self.path)
+
+    def abort(self) -> None:
+        self._file.close()
+        self._partial.unlink(missing_ok=True)

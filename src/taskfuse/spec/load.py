@@ -1,0 +1,85 @@
+"""Load a spec from YAML (ours or mergekit's), reporting every unknown key with a suggestion."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from ..errors import SpecError, collect
+from ..methods.registry import suggest
+from .model import MergeSpec
+
+
+def unknown_keys(data: Any, model: type[BaseModel], where: str) -> list[str]:
+    """Every key in `data` that `model` (recursively) does not define, with the closest valid key."""
+    if not isinstance(data, dict):
+        return []
+    problems = []
+    for key, value in data.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            problems.append(f"unknown key {where}{key!r}{suggest(str(key), list(model.model_fields))}")
+            continue
+        sub = _nested_model(field.annotation)
+        if sub is not None:
+            items = value if isinstance(value, list) else [value]
+            for i, item in enumerate(items):
+                at = f"{where}{key}[{i}]." if isinstance(value, list) else f"{where}{key}."
+                problems += unknown_keys(item, sub, at)
+    return problems
+
+
+def _nested_model(annotation) -> type[BaseModel] | None:
+    for candidate in (annotation, *getattr(annotation, "__args__", ())):
+        for inner in (candidate, *getattr(candidate, "__args__", ())):
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                return inner
+    return None
+
+
+def parse_spec(data: Any, source: str = "spec") -> MergeSpec:
+    """A MergeSpec from parsed YAML/dict; mergekit configs (they have `merge_method`) are translated first."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: a spec must be a mapping, got {type(data).__name__}")
+    if "merge_method" in data:
+        from .mergekit import translate_mergekit
+
+        data = translate_mergekit(data, source)
+    collect(unknown_keys(data, MergeSpec, ""), SpecError, f"{source}: invalid spec")
+    try:
+        return MergeSpec.model_validate(data)
+    except ValidationError as e:
+        errors = [f"{'.'.join(map(str, err['loc'])) or '(top)'}: {err['msg']}" for err in e.errors()]
+        collect(errors, SpecError, f"{source}: invalid spec")
+        raise  # unreachable: collect raised
+
+
+def load_spec(path: str | Path) -> MergeSpec:
+    """Read and validate a YAML spec file. Relative model paths resolve against the spec's directory."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise SpecError(f"cannot read spec {path}: {e.strerror}. Fix: check the path.") from e
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path} is not valid YAML: {e}") from e
+    spec = parse_spec(data, str(path))
+    return _resolve_paths(spec, path.parent)
+
+
+def _resolve_paths(spec: MergeSpec, root: Path) -> MergeSpec:
+    def fix(p: str | None) -> str | None:
+        if p is None or p == "base" or Path(p).is_absolute() or not (root / p).exists():
+            return p
+        return str((root / p).resolve())
+
+    update = {
+        "base": fix(spec.base),
+        "models": [m.model_copy(update={"path": fix(m.path)}) for m in spec.models],
+        "config_from": fix(spec.config_from),
+        "tokenizer_from": fix(spec.tokenizer_from),
+        "slices": [s.model_copy(update={"model": fix(s.model)}) for s in spec.slices] if spec.slices else None,
+    }
+    return spec.model_copy(update=update)

@@ -1,0 +1,142 @@
+"""Translate mergekit YAML configs into taskfuse specs.
+
+Only the documented semantics are mapped (mergekit's docs and config schema); anything else is an error naming the
+key, never ignored. Conventions differ from the papers and PEFT, so each mergekit method maps to our method plus
+the variant switches that reproduce mergekit's arithmetic (sign election on weighted deltas, normalisation by
+the agreeing weights, L1-norm rescaling after random drops).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import SpecError, collect
+from ..methods.registry import suggest
+
+_TIES_LIKE = {"elect_on": "weighted"}
+# mergekit name -> (taskfuse method, fixed params that reproduce mergekit, its default normalize, default rescale)
+METHODS: dict[str, tuple[str, dict, bool | None, bool | None]] = {
+    "linear": ("linear", {}, True, None),
+    "task_arithmetic": ("task_arithmetic", {}, False, None),
+    "ties": ("ties", _TIES_LIKE, True, None),
+    "dare_ties": ("dare_ties", _TIES_LIKE, False, True),
+    "dare_linear": ("dare_linear", {}, False, True),
+    "breadcrumbs": ("breadcrumbs", {}, False, None),
+    "breadcrumbs_ties": ("breadcrumbs_ties", _TIES_LIKE, False, None),
+    "della": ("della", _TIES_LIKE, True, True),
+    "della_linear": ("della_linear", {}, False, True),
+    "slerp": ("slerp", {}, None, None),
+    "model_stock": ("model_stock", {}, None, None),
+    "karcher": ("karcher", {}, None, None),
+    "passthrough": ("passthrough", {}, None, None),
+}
+TOP_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "out_dtype", "tokenizer_source", "slices"}
+# Plain renames of mergekit parameter names; weight/normalize/rescale are handled separately.
+RENAME = {"density": "density", "gamma": "gamma", "epsilon": "epsilon", "lambda": "scale", "t": "t",
+          "max_iter": "max_iter", "tol": "tol"}
+NO_EFFECT = {"int8_mask"}  # changes the mask's storage dtype only, never the result
+
+
+def translate_mergekit(cfg: dict[str, Any], source: str) -> dict[str, Any]:
+    problems = [f"mergekit key {k!r} is not supported{suggest(k, TOP_KEYS)}" for k in cfg if k not in TOP_KEYS]
+    name = cfg.get("merge_method")
+    if name not in METHODS:
+        problems.append(f"mergekit merge_method {name!r} is not supported{suggest(str(name), METHODS)}; "
+                        f"supported: {', '.join(sorted(METHODS))}")
+        collect(problems, SpecError, f"{source}: mergekit config")
+    method, fixed, default_norm, default_rescale = METHODS[name]
+    params, overrides = _parameters(cfg.get("parameters") or {}, method, default_norm, default_rescale, problems)
+    spec: dict[str, Any] = {"method": method, "params": {**fixed, **params}, "overrides": overrides}
+    base = cfg.get("base_model")
+    if cfg.get("slices"):
+        models, spec["slices"] = _slices(cfg["slices"], problems)
+    else:
+        models = _models(cfg, base, method, problems)
+    if method in ("slerp",):
+        spec["models"] = [{"path": base}] + [m for m in models if m["path"] != base] if base else models
+    else:
+        spec["models"] = models
+        if base is not None:
+            spec["base"] = base
+    dtype = cfg.get("out_dtype") or cfg.get("dtype")
+    if dtype is not None:
+        spec["dtype"] = dtype
+    _tokenizer(cfg.get("tokenizer_source"), base, spec, problems)
+    collect(problems, SpecError, f"{source}: mergekit config")
+    return spec
+
+
+def _models(cfg: dict, base: str | None, method: str, problems: list[str]) -> list[dict]:
+    models = []
+    for i, entry in enumerate(cfg.get("models") or []):
+        unknown = set(entry) - {"model", "parameters"}
+        problems += [f"models[{i}]: key {k!r} is not supported" for k in sorted(unknown)]
+        params = dict(entry.get("parameters") or {})
+        weight = params.pop("weight", 1.0)
+        if isinstance(weight, (list, dict)):
+            problems.append(f"models[{i}].parameters.weight: per-layer or filtered weights are not supported")
+            weight = 1.0
+        mapped, filtered = _parameters(params, method, None, None, problems)
+        if filtered:
+            problems.append(f"models[{i}].parameters: per-model parameter filters are not supported")
+        # mergekit skips the base among delta-space models: its task vector is zero
+        if entry.get("model") == base and method not in ("linear", "karcher", "slerp", "passthrough"):
+            continue
+        models.append({"path": entry.get("model"), "weight": weight, "params": mapped})
+    return models
+
+
+def _parameters(raw: dict, method: str, default_norm, default_rescale, problems) -> tuple[dict, list]:
+    params, overrides = {}, []
+    if default_norm is not None:
+        params["normalize"] = _normalize(method, raw.pop("normalize", default_norm))
+    if default_rescale is not None:
+        params["rescale"] = "l1" if raw.pop("rescale", default_rescale) else "none"
+    for key, value in raw.items():
+        if key in NO_EFFECT:
+            continue
+        if key == "filter_wise" and method == "model_stock":
+            if value:
+                problems.append("model_stock filter_wise: true is not supported")
+            continue
+        if key not in RENAME:
+            problems.append(f"mergekit parameter {key!r} is not supported for {method}{suggest(key, RENAME)}")
+            continue
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for rule in value:
+                if "filter" in rule:
+                    overrides.append({"tensors": f"*{rule['filter']}*", "params": {RENAME[key]: rule["value"]}})
+                else:
+                    params[RENAME[key]] = rule["value"]
+        else:
+            params[RENAME[key]] = value
+    return params, overrides
+
+
+def _normalize(method: str, value: bool):
+    if method in ("linear", "task_arithmetic"):
+        return bool(value)
+    return "weights" if value else "none"
+
+
+def _slices(slices: list, problems: list[str]) -> tuple[list[dict], list[dict]]:
+    entries = []
+    for i, sl in enumerate(slices):
+        sources = sl.get("sources") or []
+        if len(sources) != 1 or set(sl) != {"sources"}:
+            problems.append(f"slices[{i}]: only one source per slice (layer stacking) is supported")
+            continue
+        src = sources[0]
+        if set(src) - {"model", "layer_range"}:
+            problems.append(f"slices[{i}].sources[0]: keys {sorted(set(src) - {'model', 'layer_range'})} unsupported")
+        entries.append({"model": src.get("model"), "layers": src.get("layer_range")})
+    unique = list(dict.fromkeys(e["model"] for e in entries))
+    return [{"path": p} for p in unique], entries
+
+
+def _tokenizer(source, base, spec: dict, problems: list[str]) -> None:
+    if source is None:
+        return
+    if source == "union":
+        problems.append("tokenizer_source: union (vocabulary merging) is not supported; use 'base' or a model")
+    else:
+        spec["tokenizer_from"] = base if source == "base" else source

@@ -1,0 +1,75 @@
+"""The taskfuse merge spec (version 1). Unknown keys are errors; see load.py for how they are reported."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+STRICT = ConfigDict(extra="forbid")
+DType = Literal["float32", "float16", "bfloat16"]
+
+
+class ModelEntry(BaseModel):
+    model_config = STRICT
+    path: str = Field(description="local directory, .safetensors file, or hub id")
+    weight: float = 1.0
+    params: dict[str, Any] = Field(default_factory=dict, description="per-model method parameters (e.g. density)")
+
+
+class Override(BaseModel):
+    """Tensors whose names match any glob get this method and/or these parameters (later overrides win)."""
+
+    model_config = STRICT
+    tensors: str | list[str]
+    method: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def globs(self) -> list[str]:
+        return [self.tensors] if isinstance(self.tensors, str) else list(self.tensors)
+
+
+class TensorRules(BaseModel):
+    """What happens to tensors that are not plain floating-point tensors present in every model."""
+
+    model_config = STRICT
+    # in the base (or first model) but absent from some models
+    missing: Literal["error", "merge_present", "copy_base"] = "error"
+    # in some models but absent from the base (or first model)
+    extra: Literal["error", "drop"] = "error"
+    # integer/bool buffers (position ids, masks) cannot be averaged: copy them from the base, or refuse
+    integer: Literal["copy_base", "error"] = "copy_base"
+
+
+class SliceEntry(BaseModel):
+    """Layer stacking: take layers [start, end) of `model` (passthrough only)."""
+
+    model_config = STRICT
+    model: str
+    layers: tuple[int, int]
+
+
+class MergeSpec(BaseModel):
+    model_config = STRICT
+    taskfuse: Literal[1] = Field(1, description="spec format version")
+    method: str
+    base: str | None = None
+    models: list[ModelEntry] = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict, description="method parameters; a list is a per-layer "
+                                   "schedule interpolated across layers")
+    overrides: list[Override] = Field(default_factory=list)
+    dtype: DType | None = Field(None, description="output dtype; default: the base's floating dtype")
+    seed: int = 0
+    config_from: str | None = Field(None, description="'base' or a model path; default: base, else first model")
+    tokenizer_from: str | None = None
+    tensor_rules: TensorRules = Field(default_factory=TensorRules)
+    slices: list[SliceEntry] | None = None
+
+    @field_validator("models")
+    @classmethod
+    def _distinct(cls, models: list[ModelEntry]) -> list[ModelEntry]:
+        paths = [m.path for m in models]
+        dup = sorted({p for p in paths if paths.count(p) > 1})
+        if dup:
+            raise ValueError(f"model(s) listed twice: {', '.join(dup)}")
+        return models

@@ -1,0 +1,1 @@
+"""Public testing helpers: tiny real checkpoints and the method conformance kit."""
