@@ -13,10 +13,12 @@ def check_output_dir(out: Path) -> None:
     """Fail before any work if `out` cannot receive a merge."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OutputExistsError(f"output {out} exists and is not empty. Fix: choose a new directory or remove it.")
-    parent = out.resolve().parent
-    if not parent.exists() or not os.access(parent, os.W_OK):
-        raise OutputExistsError(f"cannot write into {parent}: it does not exist or is not writable. "
-                                "Fix: create it or choose another output path.")
+    ancestor = out.resolve().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
+        raise OutputExistsError(f"cannot create {out}: {ancestor} is not a writable directory. "
+                                "Fix: choose another output path or fix its permissions.")
 
 
 @contextmanager
@@ -29,7 +31,7 @@ def staged_directory(out: Path):
     check_output_dir(out)
     stage = out.resolve().parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
+    stage.mkdir(parents=True)  # also creates missing parents of `out`
     try:
         yield stage
     except BaseException:

@@ -18,7 +18,7 @@ TRAITS = {
     "stochastic": "draws from Inputs.generator()",
     "differentiable": "gradients flow to the weights (used by learned programs)",
     "matrix": "2-D tensors get a subspace treatment; other shapes a documented fallback",
-    "idempotent": "merging T copies of one tensor (unit weights) returns that tensor",
+    "idempotent": "merging T copies of one tensor (unit weights, density 1) returns that tensor",
 }
 
 

@@ -1,0 +1,1 @@
+"""The taskfuse command line; every command is a call into the public API."""

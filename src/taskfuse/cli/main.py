@@ -1,0 +1,116 @@
+"""`taskfuse merge | plan | methods | demo`."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from .. import api
+from ..errors import TaskfuseError
+from ..methods import all_methods, get_method
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Merge task-specific fine-tunes into one model.")
+console = Console(stderr=True)
+
+
+def _fail(e: TaskfuseError) -> None:
+    console.print(Text.assemble(("error", "bold red"), f" ({type(e).__name__}): {e}"))
+    raise typer.Exit(2)
+
+
+@app.command()
+def merge(
+    spec: Path = typer.Argument(..., help="taskfuse or mergekit YAML spec"),
+    out: Path = typer.Option(..., "-o", "--out", help="output directory (must not exist or be empty)"),
+    device: str = typer.Option("cpu", help="torch device for the arithmetic, e.g. cuda"),
+    threads: Optional[int] = typer.Option(None, help="torch intra-op threads"),
+    max_shard_size: str = typer.Option("2GB", help="largest shard, e.g. 500MB, 2GB, 1GiB"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="plan and validate only; write nothing"),
+) -> None:
+    """Merge the models of SPEC into a Hugging Face directory OUT."""
+    try:
+        if dry_run:
+            p = api.plan(spec, max_shard_size)
+            console.print(f"dry run: {json.dumps(p.summary())}")
+            return
+        with Progress(TextColumn("[bold]merging"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("{task.description}"), console=console, transient=False) as bar:
+            task = bar.add_task("", total=None)
+
+            def progress(done: int, total: int, name: str) -> None:
+                bar.update(task, completed=done, total=total, description=name)
+
+            result = api.merge(spec, out, device=device, threads=threads, max_shard_size=max_shard_size,
+                               progress=progress)
+    except TaskfuseError as e:
+        _fail(e)
+    console.print(f"wrote {result.out} ({len(result.plan.jobs)} tensors, {len(result.plan.shards)} shard(s)) in "
+                  f"{result.seconds:.1f}s, peak RSS {result.peak_rss_bytes / 2**20:.0f} MiB")
+
+
+@app.command()
+def plan(
+    spec: Path = typer.Argument(..., help="taskfuse or mergekit YAML spec"),
+    as_json: bool = typer.Option(False, "--json", help="print the full plan as JSON"),
+    max_shard_size: str = typer.Option("2GB"),
+) -> None:
+    """Show every output tensor's method, parameters and sources without reading tensor data."""
+    try:
+        p = api.plan(spec, max_shard_size)
+    except TaskfuseError as e:
+        _fail(e)
+    if as_json:
+        sys.stdout.write(p.to_json() + "\n")
+        return
+    table = Table("tensor", "method", "params", "sources", "shard")
+    for j in p.jobs:
+        params = ", ".join(f"{k}={v}" for k, v in j.params.items() if v is not None)
+        table.add_row(j.name, j.method, params, ", ".join(str(s.checkpoint) for s in j.sources), j.shard)
+    Console().print(table)
+    Console().print(json.dumps(p.summary()))
+
+
+@app.command()
+def methods(name: Optional[str] = typer.Argument(None, help="show one method in detail")) -> None:
+    """List the registered merge methods (generated from the registry)."""
+    out = Console()
+    if name is None:
+        table = Table("method", "space", "summary", "paper")
+        for m in all_methods():
+            table.add_row(m.name, m.space, m.summary, m.paper)
+        out.print(table)
+        return
+    try:
+        m = get_method(name)
+    except TaskfuseError as e:
+        _fail(e)
+    out.print(f"[bold]{m.name}[/] ({m.space} space): {m.summary}\npaper: {m.paper}\nreference: {m.reference}\n"
+              f"traits: {', '.join(sorted(m.traits)) or '-'}\nmodels: {m.min_models}..{m.max_models or 'any'}")
+    table = Table("parameter", "type", "default")
+    for f in m.params.__dataclass_fields__.values():
+        table.add_row(f.name, str(f.type), repr(f.default))
+    out.print(table)
+
+
+@app.command()
+def demo(
+    workdir: Path = typer.Option(Path("out/demo"), help="where the demo builds checkpoints and writes merges"),
+) -> None:
+    """Build tiny real checkpoints, merge them with every applicable method, and check each output loads."""
+    from ..demo import run_demo
+
+    try:
+        run_demo(workdir, Console())
+    except TaskfuseError as e:
+        _fail(e)
+
+
+if __name__ == "__main__":
+    app()

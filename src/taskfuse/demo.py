@@ -1,0 +1,63 @@
+"""The built-in default job: tiny real checkpoints merged with every data-free method, each output loaded back.
+
+Until the offline benchmark lands this is what `taskfuse demo` (the README's first command) runs.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from . import api
+from .methods import all_methods
+from .testing.checkpoints import build_family
+
+PROMPT = torch.tensor([[1, 5, 9, 13, 17, 21]])
+
+
+def _logits(path: Path) -> torch.Tensor:
+    from transformers import AutoModelForCausalLM
+
+    with torch.no_grad():
+        return AutoModelForCausalLM.from_pretrained(path).eval()(PROMPT).logits
+
+
+def run_demo(workdir: Path, console: Console) -> list[dict]:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    workdir = Path(workdir)
+    shutil.rmtree(workdir, ignore_errors=True)
+    console.print(f"building a tiny Llama base and 3 fine-tunes in {workdir} (bf16, sharded) ...")
+    base, tunes = build_family(workdir / "models", "llama", 3, torch.bfloat16, max_shard_size="150KB")
+    ref = {"base": _logits(base), **{f"ft{i}": _logits(t) for i, t in enumerate(tunes)}}
+    rows = []
+    for info in all_methods():
+        models = tunes[: info.max_models or len(tunes)]
+        spec = {"method": info.name, "base": str(base), "models": [{"path": str(m)} for m in models], "seed": 0}
+        if info.name in ("slerp", "karcher", "linear", "passthrough"):
+            spec.pop("base")
+        (workdir / "specs").mkdir(parents=True, exist_ok=True)
+        spec_path = workdir / "specs" / f"{info.name}.yaml"
+        spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        result = api.merge(spec_path, workdir / "merged" / info.name, max_shard_size="200KB")
+        logits = _logits(result.out)
+        dist = {k: float((logits - v).abs().mean()) for k, v in ref.items()}
+        rows.append({"method": info.name, "seconds": result.seconds, "files": len(result.files), **dist})
+    _print(console, rows)
+    return rows
+
+
+def _print(console: Console, rows: list[dict]) -> None:
+    table = Table("method", "merge s", "files", "|Δlogits| vs base", "vs ft0", "vs ft1", "vs ft2",
+                  title="each merged model loaded with transformers and run on one prompt")
+    for r in rows:
+        table.add_row(r["method"], f"{r['seconds']:.2f}", str(r["files"]),
+                      *(f"{r[k]:.4f}" for k in ("base", "ft0", "ft1", "ft2")))
+    console.print(table)
+    console.print("Specs are in specs/, merged models in merged/. Try: taskfuse plan <spec> --json")
