@@ -1,0 +1,113 @@
+"""The CLI on tiny real checkpoints; every output loads with transformers and runs a forward pass."""
+import json
+
+import pytest
+import torch
+import yaml
+from transformers import AutoModel, AutoModelForCausalLM
+from typer.testing import CliRunner
+
+from taskfuse.cli.main import app
+from tests.conftest import spec_for
+
+runner = CliRunner()
+
+
+def write(tmp_path, spec, name="spec.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.mark.parametrize("method", ["ties", "dare_ties", "task_arithmetic", "iso_c"])
+def test_merge_llama_loads_and_runs(tmp_path, llama_family, method):
+    base, tunes = llama_family
+    out = tmp_path / "merged"
+    res = runner.invoke(app, ["merge", str(write(tmp_path, spec_for(method, base, tunes))), "-o", str(out),
+                              "--max-shard-size", "100KB"])
+    assert res.exit_code == 0, res.output
+    files = {p.name for p in out.iterdir()}
+    assert {"config.json", "generation_config.json", "model.safetensors.index.json", "README.md",
+            "taskfuse_spec.yaml"} <= files
+    assert not [f for f in files if f.endswith(".partial")]
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.dtype == torch.bfloat16
+    logits = model(torch.tensor([[1, 2, 3]])).logits
+    assert logits.shape == (1, 3, 128) and torch.isfinite(logits).all()
+    assert method in (out / "README.md").read_text()
+
+
+def test_merge_bert_single_file(tmp_path, bert_family):
+    base, tunes = bert_family
+    out = tmp_path / "bert"
+    res = runner.invoke(app, ["merge", str(write(tmp_path, spec_for("ties", base, tunes))), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert (out / "model.safetensors").exists() and not (out / "model.safetensors.index.json").exists()
+    model = AutoModel.from_pretrained(out)
+    hidden = model(input_ids=torch.tensor([[2, 7, 9]])).last_hidden_state
+    assert hidden.shape == (1, 3, 48)
+
+
+def test_plan_json_lists_every_tensor_without_writing(tmp_path, llama_family):
+    base, tunes = llama_family
+    spec = spec_for("ties", base, tunes, params={"density": [0.2, 0.8]},
+                    overrides=[{"tensors": "*norm*", "method": "linear"}])
+    res = runner.invoke(app, ["plan", str(write(tmp_path, spec)), "--json"])
+    assert res.exit_code == 0, res.output
+    plan = json.loads(res.stdout)
+    jobs = {j["name"]: j for j in plan["jobs"]}
+    assert jobs["model.norm.weight"]["method"] == "linear"
+    assert jobs["model.layers.0.mlp.up_proj.weight"]["params"]["density"] == pytest.approx(0.2)
+    assert jobs["model.layers.2.mlp.up_proj.weight"]["params"]["density"] == pytest.approx(0.8)
+    assert jobs["model.layers.1.mlp.up_proj.weight"]["params"]["density"] == pytest.approx(0.5)
+    assert list(tmp_path.iterdir()) == [tmp_path / "spec.yaml"]
+
+
+def test_dry_run_writes_nothing(tmp_path, llama_family):
+    base, tunes = llama_family
+    res = runner.invoke(app, ["merge", str(write(tmp_path, spec_for("ties", base, tunes))), "-o",
+                              str(tmp_path / "o"), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_methods_listing_is_generated_from_registry():
+    res = runner.invoke(app, ["methods"])
+    assert res.exit_code == 0
+    for name in ("ties", "tsv", "iso_cts", "model_stock", "karcher"):
+        assert name in res.output
+    detail = runner.invoke(app, ["methods", "ties"])
+    assert "sign_election" in detail.output and "2306.01708" in detail.output
+
+
+def test_mergekit_yaml_is_accepted(tmp_path, llama_family):
+    base, tunes = llama_family
+    cfg = {"merge_method": "ties", "base_model": str(base), "dtype": "float32",
+           "parameters": {"normalize": True, "int8_mask": True},
+           "models": [{"model": str(t), "parameters": {"weight": 0.5, "density": [0.3, 0.9]}} for t in tunes[:2]]}
+    out = tmp_path / "mk"
+    res = runner.invoke(app, ["merge", str(write(tmp_path, cfg)), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert AutoModelForCausalLM.from_pretrained(out).dtype == torch.float32
+    saved = yaml.safe_load((out / "taskfuse_spec.yaml").read_text())
+    assert saved["params"]["elect_on"] == "weighted" and saved["params"]["normalize"] == "weights"
+
+
+def test_slices_stack_layers(tmp_path, llama_family):
+    base, tunes = llama_family
+    cfg = {"merge_method": "passthrough", "dtype": "bfloat16",
+           "slices": [{"sources": [{"model": str(tunes[0]), "layer_range": [0, 2]}]},
+                      {"sources": [{"model": str(tunes[1]), "layer_range": [1, 3]}]}]}
+    out = tmp_path / "stack"
+    res = runner.invoke(app, ["merge", str(write(tmp_path, cfg)), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.num_hidden_layers == 4
+    src = AutoModelForCausalLM.from_pretrained(tunes[1])
+    torch.testing.assert_close(model.model.layers[3].mlp.up_proj.weight, src.model.layers[2].mlp.up_proj.weight)
+
+
+def test_demo_runs(tmp_path):
+    res = runner.invoke(app, ["demo", "--workdir", str(tmp_path / "demo")])
+    assert res.exit_code == 0, res.output
+    assert "tsv" in res.output and (tmp_path / "demo" / "merged" / "ties" / "config.json").exists()
