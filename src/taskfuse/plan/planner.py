@@ -53,8 +53,10 @@ def open_checkpoints(spec: MergeSpec) -> list[Checkpoint]:
         try:
             opened.append(Checkpoint.open(ref))
         except CheckpointError as e:
-            errors.append(str(e))
-    collect(errors, CheckpointError, "cannot open the checkpoints")
+            errors.append(e)
+    # keep the subtype (e.g. HubUnavailableError) when every failure shares it
+    kind = type(errors[0]) if errors and all(type(e) is type(errors[0]) for e in errors) else CheckpointError
+    collect([str(e) for e in errors], kind, "cannot open the checkpoints")
     return opened
 
 

@@ -1,0 +1,196 @@
+"""Every kind of bad input gets a typed error that names the model, the tensor and the fix, and leaves no output."""
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from taskfuse import (
+    CheckpointError, HubUnavailableError, IncompatibleInputsError, NonFiniteInputError, OutputExistsError, SpecError,
+    UnknownMethodError, merge,
+)
+from taskfuse.io.checkpoint import Checkpoint
+from tests.conftest import spec_for
+
+
+def assert_no_output(tmp_path, out):
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.partial")]
+
+
+def shard_holding(ckpt, tensor):
+    index = json.loads((ckpt / "model.safetensors.index.json").read_text())
+    return ckpt / index["weight_map"][tensor]
+
+
+def rewrite(ckpt, tensor, fn):
+    """Replace one tensor inside its shard (keeping the index valid)."""
+    path = shard_holding(ckpt, tensor)
+    data = load_file(path)
+    data = fn(data)
+    save_file(data, path, metadata={"format": "pt"})
+
+
+def test_unknown_method_suggests_closest(tmp_path, llama_family):
+    base, tunes = llama_family
+    with pytest.raises(UnknownMethodError, match="did you mean 'ties'"):
+        merge(spec_for("tiez", base, tunes), tmp_path / "o")
+    assert_no_output(tmp_path, tmp_path / "o")
+
+
+def test_unknown_keys_all_reported_with_suggestions(tmp_path, llama_family):
+    base, tunes = llama_family
+    spec = spec_for("ties", base, tunes, parms={"density": 0.2}, sed=3)
+    with pytest.raises(SpecError) as e:
+        merge(spec, tmp_path / "o")
+    assert "'parms'" in str(e.value) and "did you mean 'params'" in str(e.value)
+    assert "'sed'" in str(e.value) and "2 problems" in str(e.value)
+
+
+def test_unknown_method_parameter_names_tensor(tmp_path, llama_family):
+    base, tunes = llama_family
+    with pytest.raises(SpecError, match="'densty'.*did you mean 'density'"):
+        merge(spec_for("ties", base, tunes, params={"densty": 0.2}), tmp_path / "o")
+
+
+def test_out_of_range_parameter(tmp_path, llama_family):
+    base, tunes = llama_family
+    with pytest.raises(SpecError, match="density"):
+        merge(spec_for("ties", base, tunes, params={"density": 1.5}), tmp_path / "o")
+
+
+def test_delta_method_without_base(tmp_path, llama_family):
+    _, tunes = llama_family
+    with pytest.raises(SpecError, match="needs `base`"):
+        merge(spec_for("ties", None, tunes), tmp_path / "o")
+
+
+def test_shape_mismatch_names_model_tensor_and_fix(family_copy, tmp_path):
+    base, tunes = family_copy
+    name = "model.layers.1.mlp.down_proj.weight"
+    rewrite(tunes[1], name, lambda d: {**d, name: torch.zeros(64, 95, dtype=torch.bfloat16)})
+    out = tmp_path / "o"
+    with pytest.raises(IncompatibleInputsError) as e:
+        merge(spec_for("ties", base, tunes), out)
+    msg = str(e.value)
+    assert name in msg and str(tunes[1]) in msg and "Fix:" in msg and "shape mismatch" in msg
+    assert_no_output(tmp_path, out)
+
+
+def test_vocab_size_mismatch(family_copy, tmp_path):
+    base, tunes = family_copy
+    name = "model.embed_tokens.weight"
+    rewrite(tunes[0], name, lambda d: {**d, name: torch.zeros(130, 64, dtype=torch.bfloat16)})
+    with pytest.raises(IncompatibleInputsError, match="vocabulary size mismatch.*128 rows.*130"):
+        merge(spec_for("ties", base, tunes), tmp_path / "o")
+
+
+def test_missing_tensor_and_rules(family_copy, tmp_path):
+    base, tunes = family_copy
+    name = "model.layers.0.self_attn.q_proj.weight"
+    rewrite(tunes[2], name, lambda d: {k: v for k, v in d.items() if k != name})
+    index = tunes[2] / "model.safetensors.index.json"
+    data = json.loads(index.read_text())
+    del data["weight_map"][name]
+    index.write_text(json.dumps(data))
+    with pytest.raises(IncompatibleInputsError, match=f"{name}.*missing from model.*tensor_rules.missing"):
+        merge(spec_for("ties", base, tunes), tmp_path / "o")
+    spec = spec_for("task_arithmetic", base, tunes, tensor_rules={"missing": "copy_base"})
+    out = merge(spec, tmp_path / "copied").out
+    torch.testing.assert_close(Checkpoint.open(out).read(name), Checkpoint.open(base).read(name))
+    present = merge(spec_for("task_arithmetic", base, tunes, tensor_rules={"missing": "merge_present"}),
+                    tmp_path / "present")
+    job = next(j for j in present.plan.jobs if j.name == name)
+    assert len(job.sources) == 2
+
+
+def test_missing_shard(family_copy, tmp_path):
+    base, tunes = family_copy
+    shard = shard_holding(tunes[0], "model.norm.weight")
+    shard.unlink()
+    with pytest.raises(CheckpointError, match=f"{shard.name}.*missing.*Fix"):
+        merge(spec_for("ties", base, tunes), tmp_path / "o")
+    assert_no_output(tmp_path, tmp_path / "o")
+
+
+def test_truncated_safetensors(family_copy, tmp_path):
+    base, tunes = family_copy
+    shard = shard_holding(tunes[1], "model.norm.weight")
+    size = shard.stat().st_size
+    with open(shard, "r+b") as f:
+        f.truncate(size // 2)
+    with pytest.raises(CheckpointError, match=f"{shard.name}.*truncated"):
+        merge(spec_for("ties", base, tunes), tmp_path / "o")
+    assert_no_output(tmp_path, tmp_path / "o")
+
+
+def test_nan_in_input_leaves_nothing(family_copy, tmp_path):
+    base, tunes = family_copy
+    name = "model.layers.2.mlp.gate_proj.weight"
+
+    def poison(d):
+        t = d[name].clone()
+        t[0, 0] = float("nan")
+        return {**d, name: t}
+
+    rewrite(tunes[0], name, poison)
+    out = tmp_path / "o"
+    with pytest.raises(NonFiniteInputError, match=f"{tunes[0]}.*{name}.*NaN"):
+        merge(spec_for("ties", base, tunes), out, max_shard_size="50KB")
+    assert_no_output(tmp_path, out)
+
+
+def test_existing_nonempty_output(tmp_path, llama_family):
+    base, tunes = llama_family
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="not empty"):
+        merge(spec_for("ties", base, tunes), out)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can read any file")
+def test_unreadable_path_as_user(family_copy, tmp_path):
+    base, tunes = family_copy
+    shard = shard_holding(tunes[0], "model.norm.weight")
+    shard.chmod(0)
+    with pytest.raises(CheckpointError):
+        merge(spec_for("ties", base, tunes), tmp_path / "o")
+
+
+def test_unreadable_path(tmp_path, llama_family):
+    base, tunes = llama_family
+    with pytest.raises(CheckpointError, match="does not exist.*Fix"):
+        merge(spec_for("ties", base, [tunes[0], tmp_path / "nope"]), tmp_path / "o")
+    notdir = tmp_path / "file.txt"
+    notdir.write_text("x")
+    with pytest.raises(CheckpointError, match="no model.safetensors"):
+        merge(spec_for("ties", base, [tunes[0], tmp_path]), tmp_path / "o2")
+
+
+def test_binary_file_posing_as_checkpoint(tmp_path, llama_family):
+    base, tunes = llama_family
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "pytorch_model.bin").write_bytes(b"not a pickle at all")
+    with pytest.raises(CheckpointError, match="weights_only=True"):
+        merge(spec_for("ties", base, [tunes[0], bad]), tmp_path / "o")
+
+
+def test_hub_id_offline_fails_fast_and_clearly(tmp_path, llama_family, monkeypatch):
+    base, tunes = llama_family
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(HubUnavailableError, match="some-org/some-model.*Fix"):
+        merge(spec_for("ties", base, [tunes[0], "some-org/some-model"]), tmp_path / "o")
+
+
+def test_mergekit_unsupported_keys_are_errors(tmp_path, llama_family):
+    base, tunes = llama_family
+    cfg = {"merge_method": "nuslerp", "base_model": str(base), "tokenizer_source": "union", "chat_template": "x",
+           "models": [{"model": str(t)} for t in tunes]}
+    with pytest.raises(SpecError) as e:
+        merge(cfg, tmp_path / "o")
+    assert "nuslerp" in str(e.value) and "chat_template" in str(e.value)
