@@ -78,9 +78,15 @@ def plan(
 
 
 @app.command()
-def methods(name: Optional[str] = typer.Argument(None, help="show one method in detail")) -> None:
+def methods(
+    name: Optional[str] = typer.Argument(None, help="show one method in detail"),
+    markdown: bool = typer.Option(False, "--markdown", help="print the README's method table"),
+) -> None:
     """List the registered merge methods (generated from the registry)."""
     out = Console()
+    if markdown:
+        sys.stdout.write(methods_markdown())
+        return
     if name is None:
         table = Table("method", "space", "summary", "paper")
         for m in all_methods():
@@ -97,6 +103,14 @@ def methods(name: Optional[str] = typer.Argument(None, help="show one method in 
     for f in m.params.__dataclass_fields__.values():
         table.add_row(f.name, str(f.type), repr(f.default))
     out.print(table)
+
+
+def methods_markdown() -> str:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    rows = [f"| `{m.name}` | {m.space} | {cell(m.summary)} | {cell(m.paper)} |" for m in all_methods()]
+    return "| method | space | what it does | paper |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
 
 
 @app.command()
