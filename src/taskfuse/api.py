@@ -8,6 +8,7 @@ from .execute import MergeResult, execute
 from .execute.executor import Progress
 from .io.output import check_output_dir
 from .plan import Plan, build_plan
+from .programs.whole_model_trim import apply_whole_model_trim
 from .spec import MergeSpec, load_spec, parse_spec
 
 
@@ -37,4 +38,5 @@ def merge(
     merge_spec = as_spec(spec)
     check_output_dir(Path(out))
     the_plan, checkpoints = build_plan(merge_spec, max_shard_size)
+    the_plan = apply_whole_model_trim(the_plan, checkpoints)  # reads data only if a job asks for trim="model"
     return execute(the_plan, checkpoints, out, device=device, threads=threads, progress=progress)

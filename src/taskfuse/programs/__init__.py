@@ -1,0 +1,1 @@
+"""Algorithms that are not per-tensor: they read data to learn or rewrite a Plan, then the executor writes it."""

@@ -1,0 +1,112 @@
+"""Spec parsing: strictness, overrides, per-model values, schedules, and mergekit translation."""
+import pytest
+import yaml
+
+from taskfuse import SpecError, plan
+from taskfuse.plan.schedule import depth_position, interpolate
+from taskfuse.spec import load_spec, parse_spec
+from tests.conftest import spec_for
+
+
+def jobs_by_name(p):
+    return {j.name: j for j in p.jobs}
+
+
+def test_nested_unknown_keys_are_reported_with_paths(llama_family):
+    base, tunes = llama_family
+    spec = spec_for("ties", base, tunes)
+    spec["models"][1]["wieght"] = 2
+    spec["tensor_rules"] = {"mising": "error"}
+    with pytest.raises(SpecError) as e:
+        parse_spec(spec)
+    assert "models[1].'wieght'" in str(e.value) and "did you mean 'weight'" in str(e.value)
+    assert "tensor_rules.'mising'" in str(e.value)
+
+
+def test_relative_paths_resolve_against_spec_file(tmp_path, llama_family):
+    base, tunes = llama_family
+    spec = spec_for("linear", None, [tunes[0].name, tunes[1].name])
+    path = tunes[0].parent / "rel.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    loaded = load_spec(path)
+    assert loaded.models[0].path == str(tunes[0].resolve())
+    path.unlink()
+
+
+def test_per_model_parameters_become_tuples(llama_family):
+    base, tunes = llama_family
+    spec = spec_for("ties", base, tunes, params={"density": 0.5})
+    spec["models"][0]["params"] = {"density": 0.1}
+    job = plan(spec).jobs[0]
+    assert tuple(job.params["density"]) == (0.1, 0.5, 0.5)
+
+
+def test_override_changes_method_and_later_wins(llama_family):
+    base, tunes = llama_family
+    spec = spec_for("ties", base, tunes, overrides=[
+        {"tensors": ["*norm*"], "method": "task_arithmetic", "params": {"scale": 0.5}},
+        {"tensors": "model.norm.weight", "params": {"scale": 0.25}},
+    ])
+    jobs = jobs_by_name(plan(spec))
+    assert jobs["model.layers.0.input_layernorm.weight"].params["scale"] == 0.5
+    assert jobs["model.norm.weight"].method == "task_arithmetic"
+    assert jobs["model.norm.weight"].params["scale"] == 0.25
+    assert jobs["model.layers.0.mlp.up_proj.weight"].method == "ties"
+
+
+def test_schedule_interpolation():
+    assert interpolate([0.0, 1.0], 0.25) == pytest.approx(0.25)
+    assert interpolate([0.0, 1.0, 0.0], 0.5) == pytest.approx(1.0)
+    assert interpolate([0.2, 0.4, 0.8], 0.75) == pytest.approx(0.6)
+    assert depth_position("model.embed_tokens.weight", 3) == 0.0
+    assert depth_position("lm_head.weight", 3) == 1.0
+    assert depth_position("encoder.layer.1.output.dense.weight", 3) == 0.5
+
+
+def test_integer_buffers_copy_from_base(tmp_path, llama_family):
+    import torch
+    from safetensors.torch import save_file
+
+    base, tunes = llama_family
+    root = tmp_path / "withbuf"
+    paths = []
+    for src in [base, *tunes[:2]]:
+        from taskfuse.io.checkpoint import Checkpoint
+
+        ck = Checkpoint.open(src)
+        data = {n: ck.read(n) for n in ck.tensors}
+        data["model.position_ids"] = torch.arange(64).unsqueeze(0)
+        (root / src.name).mkdir(parents=True)
+        save_file(data, root / src.name / "model.safetensors", metadata={"format": "pt"})
+        paths.append(root / src.name)
+    p = plan(spec_for("ties", paths[0], paths[1:]))
+    job = jobs_by_name(p)["model.position_ids"]
+    assert job.rule == "copy_base" and job.dtype == "int64" and job.sources[0].checkpoint == 0
+    strict = spec_for("ties", paths[0], paths[1:], tensor_rules={"integer": "error"})
+    with pytest.raises(Exception, match="position_ids.*int64"):
+        plan(strict)
+
+
+def test_mergekit_filters_and_gradients(llama_family):
+    base, tunes = llama_family
+    cfg = {"merge_method": "slerp", "base_model": str(base),
+           "models": [{"model": str(base)}, {"model": str(tunes[0])}],
+           "parameters": {"t": [{"filter": "self_attn", "value": [0.0, 1.0]}, {"filter": "mlp", "value": 0.9},
+                                {"value": 0.5}]}}
+    jobs = jobs_by_name(plan(cfg))
+    assert jobs["model.layers.2.self_attn.q_proj.weight"].params["t"] == pytest.approx(1.0)
+    assert jobs["model.layers.0.self_attn.q_proj.weight"].params["t"] == pytest.approx(0.0)
+    assert jobs["model.layers.1.mlp.up_proj.weight"].params["t"] == pytest.approx(0.9)
+    assert jobs["model.norm.weight"].params["t"] == pytest.approx(0.5)
+    assert [s.checkpoint for s in jobs["model.norm.weight"].sources] == [0, 1]
+
+
+def test_mergekit_dare_conventions(llama_family):
+    base, tunes = llama_family
+    cfg = {"merge_method": "dare_ties", "base_model": str(base),
+           "models": [{"model": str(base)}] + [{"model": str(t), "parameters": {"weight": 0.5, "density": 0.4}}
+                                               for t in tunes[:2]]}
+    p = plan(cfg)
+    job = p.jobs[0]
+    assert job.params["rescale"] == "l1" and job.params["elect_on"] == "weighted" and job.params["normalize"] == "none"
+    assert len(job.sources) == 2  # the base listed among models contributes no task vector
