@@ -171,3 +171,13 @@ def test_della_keep_probabilities_span_window():
 def test_della_rejects_window_outside_unit_interval():
     with pytest.raises(ValueError, match="epsilon"):
         Della(density=0.1, epsilon=0.2)
+
+
+def test_largest_mask_tie_break_and_nesting():
+    from taskfuse.ops.masks import largest_mask
+
+    v = torch.tensor([2.0, 1.0, 2.0, 1.0, 1.0, 3.0])
+    assert largest_mask(v, 3).tolist() == [True, False, True, False, False, True]
+    assert largest_mask(v, 4).tolist() == [True, True, True, False, False, True]
+    for a in range(7):
+        assert (largest_mask(v, a) <= largest_mask(v, a + 1)).all()

@@ -13,12 +13,22 @@ def keep_count(density: float, numel: int) -> int:
     return max(1, min(numel, int(density * numel))) if numel else 0
 
 
-def _rank_descending(x: Tensor) -> Tensor:
-    """Rank of each entry of flat `x` by value descending; ties broken by lower flat index first (stable sort)."""
-    order = torch.sort(x, descending=True, stable=True).indices
-    ranks = torch.empty_like(order)
-    ranks[order] = torch.arange(order.numel(), device=x.device)
-    return ranks
+def largest_mask(values: Tensor, count: int) -> Tensor:
+    """Flat boolean mask of the `count` largest entries of flat `values`; among entries equal to the cut-off value,
+    the lower flat indices are kept. O(n) selection (kthvalue), no full sort.
+
+    Masks are nested: largest_mask(v, a) ⊆ largest_mask(v, b) for a ≤ b, which the band mask relies on.
+    """
+    n = values.numel()
+    if count >= n:
+        return torch.ones_like(values, dtype=torch.bool)
+    if count <= 0:
+        return torch.zeros_like(values, dtype=torch.bool)
+    cutoff = torch.kthvalue(values, n - count + 1).values  # the count-th largest value
+    above = values > cutoff
+    equal = values == cutoff
+    still_needed = count - int(above.sum())
+    return above | (equal & (torch.cumsum(equal, 0) <= still_needed))
 
 
 def top_magnitude_mask(x: Tensor, density: float) -> Tensor:
@@ -28,9 +38,7 @@ def top_magnitude_mask(x: Tensor, density: float) -> Tensor:
     """
     if density >= 1.0:
         return torch.ones_like(x, dtype=torch.bool)
-    k = keep_count(density, x.numel())
-    ranks = _rank_descending(x.abs().reshape(-1))
-    return (ranks < k).reshape(x.shape)
+    return largest_mask(x.abs().reshape(-1), keep_count(density, x.numel())).reshape(x.shape)
 
 
 def band_magnitude_mask(x: Tensor, density: float, gamma: float) -> Tensor:
@@ -43,8 +51,8 @@ def band_magnitude_mask(x: Tensor, density: float, gamma: float) -> Tensor:
         return torch.ones_like(x, dtype=torch.bool)
     k = keep_count(density, n)
     top = min(int(gamma * n), n - k)
-    ranks = _rank_descending(x.abs().reshape(-1))
-    return ((ranks >= top) & (ranks < top + k)).reshape(x.shape)
+    a = x.abs().reshape(-1)
+    return (largest_mask(a, top + k) & ~largest_mask(a, top)).reshape(x.shape)
 
 
 def rescale_to_norm(masked: Tensor, original: Tensor, eps: float = 1e-12) -> Tensor:

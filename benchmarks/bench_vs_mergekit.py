@@ -1,0 +1,177 @@
+"""Speed and peak memory of taskfuse vs mergekit on the same checkpoints and the same mergekit YAML.
+
+    python benchmarks/bench_vs_mergekit.py                 # ~1.1B-parameter Llama (TinyLlama shape), bf16
+    python benchmarks/bench_vs_mergekit.py --layers 4 --hidden 1024 --intermediate 2816   # a quick run
+
+Builds a random Llama base and two perturbed fine-tunes (bf16, sharded safetensors), sets up mergekit in its own
+virtual environment (benchmarks/.mergekit-venv; none of its code is used by taskfuse), then runs each method with
+both tools as separate processes and reports wall time, peak RSS (ru_maxrss of the merge process) and the ratios.
+Targets (issue 2): taskfuse >= 5x faster on ties, dare_ties, slerp; >= 2x on linear, task_arithmetic; lower RSS.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import save_file
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+MERGEKIT_VENV = HERE / ".mergekit-venv"
+MERGEKIT_VERSION = "0.1.5"
+METHODS = ["linear", "task_arithmetic", "ties", "dare_ties", "slerp"]
+# Runs one command and prints its wall time and peak RSS; a fresh wrapper per run keeps RUSAGE_CHILDREN per run.
+MEASURE = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+           "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True); "
+           "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, r.returncode); "
+           "sys.stderr.write(r.stderr[-2000:] if r.returncode else '')")
+
+
+def llama_shapes(layers: int, hidden: int, inter: int, vocab: int, kv_heads: int, heads: int) -> dict:
+    head = hidden // heads
+    shapes = {"model.embed_tokens.weight": (vocab, hidden), "model.norm.weight": (hidden,),
+              "lm_head.weight": (vocab, hidden)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        shapes.update({
+            p + "self_attn.q_proj.weight": (hidden, hidden), p + "self_attn.k_proj.weight": (kv_heads * head, hidden),
+            p + "self_attn.v_proj.weight": (kv_heads * head, hidden), p + "self_attn.o_proj.weight": (hidden, hidden),
+            p + "mlp.gate_proj.weight": (inter, hidden), p + "mlp.up_proj.weight": (inter, hidden),
+            p + "mlp.down_proj.weight": (hidden, inter), p + "input_layernorm.weight": (hidden,),
+            p + "post_attention_layernorm.weight": (hidden,)})
+    return shapes
+
+
+def write_checkpoint(path: Path, shapes: dict, seed: int, base_seed: int, config: dict, shard_bytes: int) -> None:
+    """Base tensors from `base_seed`; a fine-tune (seed != base_seed) adds seeded noise of 1% scale."""
+    path.mkdir(parents=True, exist_ok=True)
+    shards, current, size, weight_map = [], {}, 0, {}
+    g_base, g_tune = torch.Generator().manual_seed(base_seed), torch.Generator().manual_seed(seed)
+    for name, shape in shapes.items():
+        t = torch.randn(shape, generator=g_base) * 0.02
+        if seed != base_seed:
+            t += torch.randn(shape, generator=g_tune) * 0.0002
+        current[name] = t.to(torch.bfloat16)
+        size += current[name].numel() * 2
+        if size >= shard_bytes:
+            shards.append(current)
+            current, size = {}, 0
+    shards += [current] if current else []
+    for i, shard in enumerate(shards):
+        fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, path / fname, metadata={"format": "pt"})
+        weight_map.update({k: fname for k in shard})
+    total = sum(t.numel() * 2 for s in shards for t in s.values())
+    (path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total},
+                                                                   "weight_map": weight_map}))
+    (path / "config.json").write_text(json.dumps(config))
+
+
+def build_models(work: Path, args) -> list[Path]:
+    from transformers import LlamaConfig
+
+    config = LlamaConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
+                         num_hidden_layers=args.layers, num_attention_heads=32, num_key_value_heads=4,
+                         tie_word_embeddings=False, dtype="bfloat16").to_dict()
+    config["architectures"] = ["LlamaForCausalLM"]  # as save_pretrained writes it; mergekit requires it
+    shapes = llama_shapes(args.layers, args.hidden, args.intermediate, args.vocab, 4, 32)
+    params = sum(torch.Size(s).numel() for s in shapes.values())
+    print(f"model: {params / 1e9:.2f}B parameters, bf16, {args.layers} layers")
+    paths = [work / "models" / n for n in ("base", "ft0", "ft1")]
+    for seed, path in zip((0, 1, 2), paths):
+        if not (path / "model.safetensors.index.json").exists():
+            write_checkpoint(path, shapes, seed, 0, config, 2_000_000_000)
+    return paths
+
+
+def ensure_mergekit() -> Path:
+    exe = MERGEKIT_VENV / "bin" / "mergekit-yaml"
+    if not exe.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(MERGEKIT_VENV)], check=True)
+        pip = [str(MERGEKIT_VENV / "bin" / "python"), "-m", "pip", "install", "-q"]
+        subprocess.run(pip + ["torch==2.13.0"], check=True)  # CPU wheel; mergekit's open range would pull CUDA
+        subprocess.run(pip + [f"mergekit=={MERGEKIT_VERSION}"], check=True)
+    return exe
+
+
+def mergekit_config(method: str, base: Path, tunes: list[Path]) -> dict:
+    models = [{"model": str(t), "parameters": {"weight": 0.5, "density": 0.5}} for t in tunes]
+    if method in ("linear",):
+        models = [{"model": str(t), "parameters": {"weight": 0.5}} for t in tunes]
+        return {"merge_method": method, "models": models, "dtype": "bfloat16"}
+    if method == "slerp":
+        return {"merge_method": "slerp", "base_model": str(base), "dtype": "bfloat16", "parameters": {"t": 0.4},
+                "models": [{"model": str(base)}, {"model": str(tunes[0])}]}
+    if method == "task_arithmetic":
+        models = [{"model": str(t), "parameters": {"weight": 0.5}} for t in tunes]
+    return {"merge_method": method, "base_model": str(base), "models": models, "dtype": "bfloat16"}
+
+
+def measure(cmd: list[str]) -> tuple[float, int]:
+    out = subprocess.run([sys.executable, "-c", MEASURE, *cmd], capture_output=True, text=True)
+    seconds, rss, rc = out.stdout.split()
+    if rc != "0":
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr}")
+    return float(seconds), int(rss)
+
+
+def run_method(method: str, work: Path, paths: list[Path], mergekit: Path, threads: int) -> dict:
+    cfg = work / f"{method}.yaml"
+    cfg.write_text(yaml.safe_dump(mergekit_config(method, paths[0], paths[1:])))
+    outs = {tool: work / "out" / f"{method}-{tool}" for tool in ("mergekit", "taskfuse")}
+    for o in outs.values():
+        subprocess.run(["rm", "-rf", str(o)], check=True)
+    mk = measure([str(mergekit), str(cfg), str(outs["mergekit"]), "--out-shard-size", "2B"])
+    tf = measure([str(ROOT / ".venv" / "bin" / "taskfuse"), "merge", str(cfg), "-o", str(outs["taskfuse"]),
+                  "--threads", str(threads)])
+    return {"method": method, "mergekit_s": mk[0], "taskfuse_s": tf[0], "speedup": mk[0] / tf[0],
+            "mergekit_rss_mib": mk[1] / 2**20, "taskfuse_rss_mib": tf[1] / 2**20, "rss_ratio": tf[1] / mk[1],
+            "max_abs_diff": max_abs_diff(outs["mergekit"], outs["taskfuse"]) if method != "dare_ties" else None}
+
+
+def max_abs_diff(a: Path, b: Path) -> float:
+    sys.path.insert(0, str(ROOT / "src"))
+    from taskfuse.io.checkpoint import Checkpoint
+
+    ca, cb = Checkpoint.open(a), Checkpoint.open(b)
+    return max(float((ca.read(n).float() - cb.read(n).float()).abs().max()) for n in ca.tensors)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--layers", type=int, default=22)
+    ap.add_argument("--hidden", type=int, default=2048)
+    ap.add_argument("--intermediate", type=int, default=5632)
+    ap.add_argument("--vocab", type=int, default=32000)
+    ap.add_argument("--methods", nargs="+", default=METHODS)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workdir", type=Path, default=ROOT / "out" / "bench")
+    args = ap.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    paths, mergekit = build_models(args.workdir, args), ensure_mergekit()
+    rows = []
+    for method in args.methods:
+        rows.append(run_method(method, args.workdir, paths, mergekit, args.threads))
+        print(json.dumps(rows[-1]))
+    print_table(rows, args)
+    (args.workdir / "results.json").write_text(json.dumps({"args": vars(args) | {"workdir": str(args.workdir)},
+                                                           "mergekit": MERGEKIT_VERSION, "rows": rows}, indent=2))
+
+
+def print_table(rows: list[dict], args) -> None:
+    print(f"\n| method | mergekit {MERGEKIT_VERSION} s | taskfuse s | speed-up | mergekit peak RSS MiB | "
+          "taskfuse peak RSS MiB | RSS ratio | max abs diff |\n|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        diff = "random" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.2e}"
+        print(f"| {r['method']} | {r['mergekit_s']:.1f} | {r['taskfuse_s']:.1f} | {r['speedup']:.1f}x | "
+              f"{r['mergekit_rss_mib']:.0f} | {r['taskfuse_rss_mib']:.0f} | {r['rss_ratio']:.2f} | {diff} |")
+
+
+if __name__ == "__main__":
+    main()
