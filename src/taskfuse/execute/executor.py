@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import resource
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -14,7 +15,7 @@ from ..io.checkpoint import Checkpoint
 from ..io.layout import copy_side_files, write_config, write_index
 from ..io.output import staged_directory
 from ..io.safetensors_stream import SafetensorsStreamWriter
-from ..plan.plan import Plan, TensorJob
+from ..plan.plan import Plan
 from .compute import compute_job
 from .loading import prefetched
 from .model_card import model_card
@@ -59,25 +60,30 @@ def _write_shards(plan: Plan, ckpts: Sequence[Checkpoint], stage: Path, device, 
         jobs = [j for j in plan.jobs if j.shard == shard]
         layout = [(j.name, j.shape, getattr(torch, j.dtype)) for j in jobs]
         writer = SafetensorsStreamWriter(stage / shard, layout, {"format": "pt"})
-        try:
-            for loaded in prefetched(plan, ckpts, jobs):
-                writer.write(loaded.job.name, compute_job(loaded, plan.seed, device))
-                done += 1
-                if progress:
-                    progress(done, total, loaded.job.name)
-            writer.close()
-        except BaseException:
-            writer.abort()
-            raise
+        # Writes run in one background thread (order preserved) so disk I/O overlaps the next job's math;
+        # waiting on the previous write before queueing the next bounds memory to two outputs in flight.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskfuse-write") as pool:
+            pending: Future | None = None
+            try:
+                for loaded in prefetched(plan, ckpts, jobs):
+                    result = compute_job(loaded, plan.seed, device)
+                    if pending is not None:
+                        pending.result()
+                    pending = pool.submit(writer.write, loaded.job.name, result)
+                    done += 1
+                    if progress:
+                        progress(done, total, loaded.job.name)
+                if pending is not None:
+                    pending.result()
+                writer.close()
+            except BaseException:
+                if pending is not None:
+                    pending.cancel()
+                    wait([pending])
+                writer.abort()
+                raise
     if len(plan.shards) > 1:
-        write_index(stage, {j.name: j.shard for j in plan.jobs}, sum(_nbytes(j) for j in plan.jobs))
-
-
-def _nbytes(job: TensorJob) -> int:
-    n = torch.empty((), dtype=getattr(torch, job.dtype)).element_size()
-    for d in job.shape:
-        n *= d
-    return n
+        write_index(stage, {j.name: j.shard for j in plan.jobs}, sum(j.nbytes for j in plan.jobs))
 
 
 def _write_side_files(plan: Plan, ckpts: Sequence[Checkpoint], stage: Path) -> None:

@@ -19,19 +19,28 @@ class LoadedJob:
     base: torch.Tensor | None
 
 
-def read_checked(plan: Plan, ckpts: Sequence[Checkpoint], src: Source) -> torch.Tensor:
-    t = ckpts[src.checkpoint].read(src.tensor)
-    if t.dtype.is_floating_point and not torch.isfinite(t).all():
-        role = "base" if plan.has_base and src.checkpoint == 0 else "model"
-        raise NonFiniteInputError(
-            f"{role} {plan.checkpoints[src.checkpoint]!r}: tensor {src.tensor!r} contains NaN or Inf. "
-            "Fix: repair or replace this checkpoint (its training probably diverged); nothing was written.")
-    return t
+def check_finite(plan: Plan, tensors: Sequence[torch.Tensor], sources: Sequence[Source]) -> None:
+    """Raise NonFiniteInputError naming the first input holding NaN/Inf.
+
+    A float32 sum is one cheap reduction and is non-finite whenever any input is; only then (or on a harmless
+    overflow of the sum) are the inputs checked one by one.
+    """
+    floats = [(t, s) for t, s in zip(tensors, sources) if t.dtype.is_floating_point]
+    if all(torch.isfinite(t.sum(dtype=torch.float32)) for t, _ in floats):
+        return
+    for t, src in floats:
+        if not torch.isfinite(t).all():
+            role = "base" if plan.has_base and src.checkpoint == 0 else "model"
+            raise NonFiniteInputError(
+                f"{role} {plan.checkpoints[src.checkpoint]!r}: tensor {src.tensor!r} contains NaN or Inf. "
+                "Fix: repair or replace this checkpoint (its training probably diverged); nothing was written.")
 
 
 def load_job(plan: Plan, ckpts: Sequence[Checkpoint], job: TensorJob) -> LoadedJob:
-    sources = [read_checked(plan, ckpts, s) for s in job.sources]
-    base = read_checked(plan, ckpts, job.base) if job.base else None
+    sources = [ckpts[s.checkpoint].read(s.tensor) for s in job.sources]
+    base = ckpts[job.base.checkpoint].read(job.base.tensor) if job.base else None
+    everything = sources + ([base] if base is not None else [])
+    check_finite(plan, everything, list(job.sources) + ([job.base] if job.base else []))
     return LoadedJob(job, sources, base)
 
 

@@ -12,6 +12,7 @@ from safetensors import safe_open
 
 from ..errors import CheckpointError
 from .hub import resolve_hub_id
+from .safetensors_pread import PreadSafetensors
 
 SAFE_INDEX, SAFE_SINGLE = "model.safetensors.index.json", "model.safetensors"
 BIN_INDEX, BIN_SINGLE = "pytorch_model.bin.index.json", "pytorch_model.bin"
@@ -74,7 +75,7 @@ class Checkpoint:
         meta = self.tensors[name]
         try:
             if meta.file.endswith(".safetensors"):
-                return self._handle(meta.file, _open_safetensors).get_tensor(name)
+                return self._handle(meta.file, _open_pread).get_tensor(name, meta.dtype, meta.shape)
             return self._handle(meta.file, _load_bin)[name]
         except CheckpointError:
             raise
@@ -100,6 +101,11 @@ def _open_safetensors(ref: str, path: Path):
     except Exception as e:
         raise CheckpointError(f"model {ref!r}: {path.name} is not a valid safetensors file ({e}); it may be "
                               "truncated. Fix: re-download or re-save this checkpoint.") from e
+
+
+def _open_pread(ref: str, path: Path) -> PreadSafetensors:
+    _open_safetensors(ref, path)  # full validation by the safetensors library first
+    return PreadSafetensors(path)
 
 
 def _load_bin(ref: str, path: Path) -> dict:

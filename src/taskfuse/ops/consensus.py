@@ -32,14 +32,22 @@ def agreement_mask(stack: Tensor, sign: Tensor) -> Tensor:
 def combine(stack: Tensor, weights: Tensor, mask: Tensor | None, normalize: Normalize) -> Tensor:
     """Σ_t w_t m_t τ_t, divided by Σ w_t m_t ("weights", mergekit), Σ m_t ("count", TIES paper/PEFT) or 1.
 
-    A zero divisor (no model kept that entry) divides by 1, so the entry stays 0 rather than NaN.
+    A zero divisor (no model kept that entry, or weights summing to 0) divides by 1, so the entry stays finite.
     """
-    w = broadcast_weights(weights, stack)
-    m = torch.ones_like(stack) if mask is None else mask
-    merged = (stack * w * m).sum(0)
+    w = weights.to(stack.dtype)
+    if mask is None:
+        # The divisor is a scalar here: fold it into the weights so the merge is a single pass over the stack.
+        if normalize == "weights":
+            total = w.sum()
+            w = w / torch.where(total.abs() < 1e-12, torch.ones_like(total), total)
+        elif normalize == "count":
+            w = w / stack.shape[0]
+        return torch.tensordot(w, stack, dims=1)
+    weighted_mask = mask * broadcast_weights(w, stack)  # (T, *S)
+    merged = (stack * weighted_mask).sum(0)
     if normalize == "none":
         return merged
-    divisor = (w * m).sum(0) if normalize == "weights" else m.sum(0)
+    divisor = weighted_mask.sum(0) if normalize == "weights" else mask.sum(0)
     return merged / torch.where(divisor.abs() < 1e-12, torch.ones_like(divisor), divisor)
 
 

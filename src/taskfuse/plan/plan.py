@@ -5,6 +5,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
+
 
 @dataclass(frozen=True)
 class Source:
@@ -24,6 +26,14 @@ class TensorJob:
     dtype: str  # output dtype
     shard: str = ""
     rule: str = "merge"  # why this job exists: merge, copy_base (integer buffer / missing rule), stack (slices)
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the output tensor in bytes."""
+        n = torch.empty((), dtype=getattr(torch, self.dtype)).element_size()
+        for d in self.shape:
+            n *= d
+        return n
 
 
 @dataclass(frozen=True)

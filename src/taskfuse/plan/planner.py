@@ -9,9 +9,8 @@ from dataclasses import asdict, replace
 from fnmatch import fnmatch
 from typing import Any
 
-import torch
 from huggingface_hub.serialization import split_state_dict_into_shards_factory
-from transformers.utils.hub import convert_file_size_to_int
+from huggingface_hub.serialization._base import parse_size_to_int
 
 from ..errors import CheckpointError, IncompatibleInputsError, SpecError, TaskfuseError, collect
 from ..io.checkpoint import Checkpoint, TensorMeta
@@ -207,18 +206,14 @@ def output_dtype(ctx: PlanContext) -> str:
 
 
 def assign_shards(jobs: list[TensorJob], max_shard_size: int | str) -> list[TensorJob]:
-    size = convert_file_size_to_int(max_shard_size) if isinstance(max_shard_size, str) else max_shard_size
-    nbytes = {j.name: _job_nbytes(j) for j in jobs}
+    try:  # the hub's own parser: "2GB", "500MB" (decimal units, as save_pretrained uses)
+        size = parse_size_to_int(max_shard_size) if isinstance(max_shard_size, str) else int(max_shard_size)
+    except ValueError as e:
+        raise SpecError(f"max shard size {max_shard_size!r}: {e}") from None
+    nbytes = {j.name: j.nbytes for j in jobs}
     split = split_state_dict_into_shards_factory(
         nbytes, get_storage_size=lambda n: n, filename_pattern="model{suffix}.safetensors", max_shard_size=size)
     return [_with_shard(j, split.tensor_to_filename[j.name]) for j in jobs]
-
-
-def _job_nbytes(job: TensorJob) -> int:
-    n = 1
-    for d in job.shape:
-        n *= d
-    return n * torch.empty((), dtype=getattr(torch, job.dtype)).element_size()
 
 
 def _with_shard(job: TensorJob, shard: str) -> TensorJob:

@@ -1,0 +1,50 @@
+"""Reference conformance against mergekit: the same mergekit YAML run by mergekit (fixtures generated in its own
+virtual environment by scripts/make_mergekit_fixtures.py; versions in tests/fixtures/mergekit/versions.json) and by
+taskfuse, on the same float32 checkpoints."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from taskfuse import merge
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mergekit"
+METHODS = sorted(p.stem for p in FIXTURES.glob("*.yaml"))
+# karcher iterates to a tolerance; everything else is the same arithmetic in float32
+TOLERANCE = {"karcher": 1e-4}
+
+
+def test_fixtures_present_and_versioned():
+    assert len(METHODS) >= 8, "run scripts/make_mergekit_fixtures.py"
+    assert json.loads((FIXTURES / "versions.json").read_text())["mergekit"]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mk_inputs")
+    tensors = load_file(FIXTURES / "inputs.safetensors")
+    paths = {}
+    for tag in ("base", "ft0", "ft1"):
+        d = root / tag
+        d.mkdir()
+        save_file({k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith(tag + "/")},
+                  d / "model.safetensors", metadata={"format": "pt"})
+        (d / "config.json").write_text((FIXTURES / "config.json").read_text())
+        paths["@" + tag] = str(d)
+    return paths
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_matches_mergekit(tmp_path, checkpoints, method):
+    text = (FIXTURES / f"{method}.yaml").read_text()
+    for tag, path in checkpoints.items():
+        text = text.replace(tag, path)
+    out = merge(yaml.safe_load(text), tmp_path / "out").out
+    ours, theirs = load_file(out / "model.safetensors"), load_file(FIXTURES / f"{method}.safetensors")
+    assert ours.keys() == theirs.keys()
+    tol = TOLERANCE.get(method, 1e-6)
+    for name in theirs:
+        torch.testing.assert_close(ours[name], theirs[name], atol=tol, rtol=tol, msg=f"{method}: {name}")
