@@ -15,7 +15,8 @@ from ..io.checkpoint import Checkpoint
 from ..io.layout import copy_side_files, write_config, write_index
 from ..io.output import staged_directory
 from ..io.safetensors_stream import SafetensorsStreamWriter
-from ..plan.plan import Plan
+from ..plan.plan import Plan, TensorJob
+from .buffers import BufferPool
 from .compute import compute_job
 from .loading import prefetched
 from .model_card import model_card
@@ -54,22 +55,32 @@ def execute(
     return MergeResult(out, plan, time.perf_counter() - start, peak, files)
 
 
+def job_footprint(job: TensorJob, ckpts: Sequence[Checkpoint]) -> int:
+    """Bytes of the pooled buffers one job uses: inputs as stored, the float32 stack and the output."""
+    inputs = [*job.sources, *([job.base] if job.base else [])]
+    stored = sum(ckpts[s.checkpoint].meta(s.tensor).nbytes for s in inputs)
+    numel = job.nbytes // getattr(torch, job.dtype).itemsize
+    return stored + len(job.sources) * numel * 4 + job.nbytes
+
+
 def _write_shards(plan: Plan, ckpts: Sequence[Checkpoint], stage: Path, device, progress) -> None:
     done, total = 0, len(plan.jobs)
+    # two jobs' buffers are alive at once (one computing, one prefetched); keep at most that much idle
+    pool = BufferPool(2 * max((job_footprint(j, ckpts) for j in plan.jobs), default=0))
     for shard in plan.shards:
         jobs = [j for j in plan.jobs if j.shard == shard]
         layout = [(j.name, j.shape, getattr(torch, j.dtype)) for j in jobs]
         writer = SafetensorsStreamWriter(stage / shard, layout, {"format": "pt"})
         # Writes run in one background thread (order preserved) so disk I/O overlaps the next job's math;
         # waiting on the previous write before queueing the next bounds memory to two outputs in flight.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskfuse-write") as pool:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskfuse-write") as writes:
             pending: Future | None = None
             try:
-                for loaded in prefetched(plan, ckpts, jobs):
-                    result = compute_job(loaded, plan.seed, device)
+                for loaded in prefetched(plan, ckpts, jobs, pool):
+                    result = compute_job(loaded, plan.seed, device, pool)
                     if pending is not None:
                         pending.result()
-                    pending = pool.submit(writer.write, loaded.job.name, result)
+                    pending = writes.submit(_write_and_recycle, writer, pool, loaded.job.name, result)
                     done += 1
                     if progress:
                         progress(done, total, loaded.job.name)
@@ -84,6 +95,11 @@ def _write_shards(plan: Plan, ckpts: Sequence[Checkpoint], stage: Path, device, 
                 raise
     if len(plan.shards) > 1:
         write_index(stage, {j.name: j.shard for j in plan.jobs}, sum(j.nbytes for j in plan.jobs))
+
+
+def _write_and_recycle(writer: SafetensorsStreamWriter, pool: BufferPool, name: str, tensor: torch.Tensor) -> None:
+    writer.write(name, tensor)
+    pool.give(tensor)
 
 
 def _write_side_files(plan: Plan, ckpts: Sequence[Checkpoint], stage: Path) -> None:

@@ -70,13 +70,14 @@ class Checkpoint:
     def meta(self, name: str) -> TensorMeta:
         return self.tensors[name]
 
-    def read(self, name: str) -> torch.Tensor:
-        """The tensor's data in its stored dtype (memory-mapped where the format allows)."""
+    def read(self, name: str, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The tensor's data in its stored dtype, written into `out` when given (same shape and dtype)."""
         meta = self.tensors[name]
         try:
             if meta.file.endswith(".safetensors"):
-                return self._handle(meta.file, _open_pread).get_tensor(name, meta.dtype, meta.shape)
-            return self._handle(meta.file, _load_bin)[name]
+                return self._handle(meta.file, _open_pread).get_tensor(name, meta.dtype, meta.shape, out)
+            t = self._handle(meta.file, _load_bin)[name]
+            return t if out is None else out.copy_(t)
         except CheckpointError:
             raise
         except Exception as e:  # the data region can be damaged even when the header parsed

@@ -26,9 +26,11 @@ class PreadSafetensors:
         self._data_start = 8 + size
         self._fd = os.open(path, os.O_RDONLY)
 
-    def get_tensor(self, name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+    def get_tensor(self, name: str, dtype: torch.dtype, shape: tuple[int, ...],
+                   out: torch.Tensor | None = None) -> torch.Tensor:
+        """The tensor's data, read into `out` (contiguous, right shape and dtype) when given."""
         start, end = self._entries[name]["data_offsets"]
-        tensor = torch.empty(shape, dtype=dtype)
+        tensor = torch.empty(shape, dtype=dtype) if out is None else out
         if end == start:
             return tensor
         view = memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
