@@ -36,7 +36,7 @@ def merged_float(loaded: LoadedJob, seed: int, device: torch.device, pool: Buffe
     job = loaded.job
     info = get_method(job.method)
     stack = float_stack(loaded.sources, device, pool)
-    base = loaded.base.to(device=device, dtype=torch.float32) if loaded.base is not None else None
+    base = float_stack([loaded.base], device, pool)[0] if loaded.base is not None else None
     if info.space == "delta":
         stack -= base
     weights = torch.tensor(job.weights, dtype=torch.float32, device=device)
@@ -44,8 +44,9 @@ def merged_float(loaded: LoadedJob, seed: int, device: torch.device, pool: Buffe
     result = info.fn(Inputs(stack, weights, base, job.name, seed), params)
     if info.space == "delta":
         result = result + base if _shares_memory(result, stack) else result.add_(base)
-    if not _shares_memory(result, stack):
-        pool.give(stack)
+    for scratch in (stack, base):
+        if scratch is not None and not _shares_memory(result, scratch):
+            pool.give(scratch)
     return result
 
 

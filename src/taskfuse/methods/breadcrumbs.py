@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from pydantic.dataclasses import dataclass
 
-from ..ops.consensus import Normalize, SignElection, combine, disjoint_merge
+from ..ops.consensus import Normalize, SignElection, combine, disjoint_merge, scaled
 from ..ops.masks import band_magnitude_mask
 from .inputs import Inputs
 from .params import STRICT, PerModelDensity, PerModelFraction, per_model
@@ -41,7 +41,7 @@ def crumb_stack(x: Inputs, density, gamma) -> torch.Tensor:
         traits=("symmetric",))
 def breadcrumbs(x: Inputs, p: Breadcrumbs):
     """Mask outliers and small entries of each task vector, then λ · Σ_t w_t τ̃_t."""
-    return p.scale * combine(crumb_stack(x, p.density, p.gamma), x.weights, None, p.normalize)
+    return scaled(combine(crumb_stack(x, p.density, p.gamma), x.weights, None, p.normalize), p.scale)
 
 
 @method("breadcrumbs_ties", params=BreadcrumbsTies, space="delta", paper=PAPER,
@@ -49,4 +49,4 @@ def breadcrumbs(x: Inputs, p: Breadcrumbs):
 def breadcrumbs_ties(x: Inputs, p: BreadcrumbsTies):
     """Breadcrumbs masks followed by TIES sign election and disjoint merge."""
     crumbs = crumb_stack(x, p.density, p.gamma)
-    return p.scale * disjoint_merge(crumbs, x.weights, p.sign_election, p.elect_on, p.normalize)
+    return scaled(disjoint_merge(crumbs, x.weights, p.sign_election, p.elect_on, p.normalize), p.scale)

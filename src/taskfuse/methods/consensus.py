@@ -6,7 +6,7 @@ from typing import Annotated
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
-from ..ops.consensus import combine
+from ..ops.consensus import combine, scaled
 from .inputs import Inputs
 from .params import STRICT
 from .registry import method
@@ -33,4 +33,4 @@ def consensus(x: Inputs, p: Consensus):
     multi_task = x.stack.sum(0)  # τ_MTL, the plain sum as in the paper
     tall = x.stack.abs() >= p.tall_lambda * (multi_task.unsqueeze(0) - x.stack).abs()
     agree = tall.sum(0) >= p.k
-    return p.scale * combine(x.stack, x.weights, None, "none") * agree
+    return scaled(combine(x.stack, x.weights, None, "none") * agree, p.scale)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from pydantic.dataclasses import dataclass
 
-from ..ops.consensus import Normalize, SignElection, combine, disjoint_merge
+from ..ops.consensus import Normalize, SignElection, combine, disjoint_merge, scaled
 from ..ops.dropout import Rescale, drop_with_probability
 from .inputs import Inputs
 from .params import STRICT, PerModelDensity, per_model
@@ -51,7 +51,7 @@ def drop_stack(x: Inputs, density, rescale: Rescale) -> torch.Tensor:
 )
 def dare_linear(x: Inputs, p: Dare):
     """Drop-and-rescale each task vector, then λ · Σ_t w_t τ̃_t."""
-    return p.scale * combine(drop_stack(x, p.density, p.rescale), x.weights, None, p.normalize)
+    return scaled(combine(drop_stack(x, p.density, p.rescale), x.weights, None, p.normalize), p.scale)
 
 
 @method(
@@ -65,4 +65,4 @@ def dare_linear(x: Inputs, p: Dare):
 def dare_ties(x: Inputs, p: DareTies):
     """Drop-and-rescale each task vector, then TIES sign election and disjoint merge."""
     dropped = drop_stack(x, p.density, p.rescale)
-    return p.scale * disjoint_merge(dropped, x.weights, p.sign_election, p.elect_on, p.normalize)
+    return scaled(disjoint_merge(dropped, x.weights, p.sign_election, p.elect_on, p.normalize), p.scale)

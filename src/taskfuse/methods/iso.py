@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from pydantic.dataclasses import dataclass
 
-from ..ops.consensus import broadcast_weights, combine
+from ..ops.consensus import broadcast_weights, combine, scaled
 from ..ops.subspace import nearest_orthonormal, svd
 from .inputs import Inputs
 from .params import STRICT, Fraction
@@ -37,7 +37,7 @@ def iso_c(x: Inputs, p: IsoC):
     if x.stack.dim() != 3:
         return _mean_fallback(x, p.scale)
     u, s, vh = svd(combine(x.stack, x.weights, None, "none"))
-    return p.scale * (s.mean() * (u @ vh)).to(x.stack.dtype)
+    return scaled((s.mean() * (u @ vh)).to(x.stack.dtype), p.scale)
 
 
 def iso_cts_matrix(stack: torch.Tensor, common_fraction: float) -> torch.Tensor:
@@ -63,4 +63,4 @@ def iso_cts(x: Inputs, p: IsoCts):
     if x.stack.dim() != 3 or min(x.stack.shape[1:]) < x.count:
         return _mean_fallback(x, p.scale)
     weighted = x.stack * broadcast_weights(x.weights, x.stack)
-    return p.scale * iso_cts_matrix(weighted, p.common_fraction).to(x.stack.dtype)
+    return scaled(iso_cts_matrix(weighted, p.common_fraction).to(x.stack.dtype), p.scale)

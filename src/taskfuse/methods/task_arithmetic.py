@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic.dataclasses import dataclass
 
-from ..ops.consensus import combine
+from ..ops.consensus import combine, scaled
 from .inputs import Inputs
 from .params import STRICT
 from .registry import method
@@ -25,4 +25,4 @@ class TaskArithmetic:
 )
 def task_arithmetic(x: Inputs, p: TaskArithmetic):
     """λ · Σ_t w_t τ_t (Eq. 1 of the paper with per-task weights)."""
-    return p.scale * combine(x.stack, x.weights, None, "weights" if p.normalize else "none")
+    return scaled(combine(x.stack, x.weights, None, "weights" if p.normalize else "none"), p.scale)

@@ -6,7 +6,7 @@ from typing import Literal
 import torch
 from pydantic.dataclasses import dataclass
 
-from ..ops.consensus import Normalize, SignElection, disjoint_merge
+from ..ops.consensus import Normalize, SignElection, disjoint_merge, scaled
 from ..ops.masks import top_magnitude_mask
 from .inputs import Inputs
 from .params import STRICT, PerModelDensity, per_model
@@ -49,4 +49,4 @@ def trim_stack(x: Inputs, density, trim: str, thresholds) -> torch.Tensor:
 def ties(x: Inputs, p: Ties):
     """Trim each task vector to its top-`density` magnitudes, elect a sign per entry, average the agreeing ones."""
     trimmed = trim_stack(x, p.density, p.trim, p.thresholds)
-    return p.scale * disjoint_merge(trimmed, x.weights, p.sign_election, p.elect_on, p.normalize)
+    return scaled(disjoint_merge(trimmed, x.weights, p.sign_election, p.elect_on, p.normalize), p.scale)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from pydantic.dataclasses import dataclass
 
-from ..ops.consensus import broadcast_weights, combine
+from ..ops.consensus import broadcast_weights, combine, scaled
 from ..ops.subspace import nearest_orthonormal, svd
 from .inputs import Inputs
 from .params import STRICT
@@ -42,6 +42,6 @@ def tsv_matrix(stack: torch.Tensor) -> torch.Tensor:
 def tsv(x: Inputs, p: Tsv):
     """TSV-M on 2-D tensors with rank ≥ T; other tensors take the weighted mean of task vectors, as the paper's code."""
     if x.stack.dim() != 3 or min(x.stack.shape[1:]) < x.count:
-        return p.scale * combine(x.stack, x.weights, None, "weights")
+        return scaled(combine(x.stack, x.weights, None, "weights"), p.scale)
     weighted = x.stack * broadcast_weights(x.weights, x.stack)
-    return p.scale * tsv_matrix(weighted).to(x.stack.dtype)
+    return scaled(tsv_matrix(weighted).to(x.stack.dtype), p.scale)

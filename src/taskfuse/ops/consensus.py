@@ -15,6 +15,11 @@ def broadcast_weights(weights: Tensor, like: Tensor) -> Tensor:
     return weights.reshape(-1, *([1] * (like.dim() - 1))).to(like.dtype)
 
 
+def scaled(fresh: Tensor, scale: float) -> Tensor:
+    """λ · `fresh`, in place: `fresh` must be a new result no one else holds (saves a full-size allocation)."""
+    return fresh if scale == 1.0 else fresh.mul_(scale)
+
+
 def elect_sign(stack: Tensor, how: SignElection) -> Tensor:
     """Majority sign per entry, (*S) of ±1. Eq. 'Elect' in TIES: by total mass, or by number of models (count).
 
