@@ -160,6 +160,16 @@ def test_unreadable_path_as_user(family_copy, tmp_path):
         merge(spec_for("ties", base, tunes), tmp_path / "o")
 
 
+def test_unreadable_shard_directory_in_place_of_file(family_copy, tmp_path):
+    base, tunes = family_copy
+    shard = shard_holding(tunes[0], "model.norm.weight")
+    shard.unlink()
+    shard.mkdir()  # readable by nobody as a file, root included
+    with pytest.raises(CheckpointError, match=f"{shard.name}.*Fix"):
+        merge(spec_for("ties", base, tunes), tmp_path / "o")
+    assert_no_output(tmp_path, tmp_path / "o")
+
+
 def test_unreadable_path(tmp_path, llama_family):
     base, tunes = llama_family
     with pytest.raises(CheckpointError, match="does not exist.*Fix"):

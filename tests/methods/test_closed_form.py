@@ -181,3 +181,12 @@ def test_largest_mask_tie_break_and_nesting():
     assert largest_mask(v, 4).tolist() == [True, True, True, False, False, True]
     for a in range(7):
         assert (largest_mask(v, a) <= largest_mask(v, a + 1)).all()
+
+
+def test_zero_divisors_are_defined():
+    # weights summing to zero (task negation) with normalisation: divide by 1, not by 0
+    x = Inputs.of(torch.tensor([[2.0], [1.0]]), [1.0, -1.0])
+    assert linear(x, Linear()).item() == pytest.approx(1.0)
+    # no model agrees with the elected sign at an entry whose vectors are all zero: stays 0
+    z = Inputs.of(torch.zeros(2, 3))
+    assert ties(z, Ties(density=1.0, normalize="weights")).abs().sum().item() == 0.0

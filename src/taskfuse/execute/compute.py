@@ -18,12 +18,19 @@ def _params(method: str, frozen: str):
     return get_method(method).make_params(json.loads(frozen))
 
 
-def float_stack(tensors: list[torch.Tensor], device: torch.device, pool: BufferPool) -> torch.Tensor:
-    """(T, *S) float32 stack filled in place: one converting copy per input instead of convert-then-stack."""
+def float_stack(tensors: list[torch.Tensor], device: torch.device, pool: BufferPool,
+                minus: torch.Tensor | None = None) -> torch.Tensor:
+    """(T, *S) float32 stack, each row converted in one pass; with `minus`, rows are t − minus (task vectors),
+    fused into the same pass."""
     shape = (len(tensors), *tensors[0].shape)
     stack = pool.take(shape, torch.float32) if device.type == "cpu" else torch.empty(shape, device=device)
     for row, t in zip(stack, tensors):
-        row.copy_(t)
+        if minus is not None and t.device == row.device:
+            torch.sub(t, minus, out=row)
+        else:
+            row.copy_(t)
+            if minus is not None:
+                row -= minus
     return stack
 
 
@@ -31,23 +38,23 @@ def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
-def merged_float(loaded: LoadedJob, seed: int, device: torch.device, pool: BufferPool) -> torch.Tensor:
-    """The job's merged tensor in float32 on `device`; recycles the stack when the result does not alias it."""
+def merge_into(loaded: LoadedJob, seed: int, device: torch.device, pool: BufferPool, out: torch.Tensor) -> None:
+    """Run the job's method and write the merged tensor into `out` (its output dtype, on the CPU)."""
     job = loaded.job
     info = get_method(job.method)
-    stack = float_stack(loaded.sources, device, pool)
+    delta = info.space == "delta"
     base = float_stack([loaded.base], device, pool)[0] if loaded.base is not None else None
-    if info.space == "delta":
-        stack -= base
+    stack = float_stack(loaded.sources, device, pool, minus=base if delta else None)
     weights = torch.tensor(job.weights, dtype=torch.float32, device=device)
     params = _params(job.method, json.dumps(job.params, sort_keys=True))
     result = info.fn(Inputs(stack, weights, base, job.name, seed), params)
-    if info.space == "delta":
-        result = result + base if _shares_memory(result, stack) else result.add_(base)
+    if delta and result.device == out.device:
+        torch.add(result, base, out=out)  # base + τ, cast straight into the output dtype in one pass
+    else:
+        out.copy_(result + base if delta else result)
     for scratch in (stack, base):
         if scratch is not None and not _shares_memory(result, scratch):
             pool.give(scratch)
-    return result
 
 
 def compute_job(loaded: LoadedJob, seed: int, device: torch.device, pool: BufferPool) -> torch.Tensor:
@@ -57,11 +64,11 @@ def compute_job(loaded: LoadedJob, seed: int, device: torch.device, pool: Buffer
     if job.method == "passthrough":  # a copy: skip the float32 round trip (integer buffers stay exact)
         out.copy_(loaded.sources[job.params.get("source", 0)])
     else:
-        result = merged_float(loaded, seed, device, pool)
-        if not torch.isfinite(result.sum()) and not torch.isfinite(result).all():  # cheap test first
-            raise TaskfuseError(f"method {job.method!r} produced NaN/Inf for tensor {job.name!r} from finite "
-                                f"inputs; parameters {job.params}. This is a bug: please report it with the spec.")
-        out.copy_(result)
+        merge_into(loaded, seed, device, pool, out)
+        if not torch.isfinite(out.sum()) and not torch.isfinite(out).all():  # cheap test first
+            raise TaskfuseError(f"method {job.method!r} produced NaN/Inf in {job.dtype} for tensor {job.name!r} "
+                                f"from finite inputs (parameters {job.params}). If the values overflow {job.dtype}, "
+                                "choose a wider output dtype; otherwise please report this with the spec.")
     for t in [*loaded.sources, loaded.base]:
         pool.give(t)
     return out

@@ -63,7 +63,18 @@ def disjoint_merge(
 
     elect_on="raw" votes with the unweighted vectors (TIES paper, PEFT); "weighted" votes with w_t·τ_t (mergekit).
     The same vectors decide agreement, so a negative weight flips a model's vote only under "weighted".
+    Models are folded in one at a time so temporaries are (*S), never (T, *S): on large tensors the allocations,
+    not the arithmetic, dominate.
     """
-    voters = stack * broadcast_weights(weights, stack) if elect_on == "weighted" else stack
-    mask = agreement_mask(voters, elect_sign(voters, how))
-    return combine(stack, weights, mask, normalize)
+    w = weights.to(stack.dtype)
+    voters = stack * broadcast_weights(w, stack) if elect_on == "weighted" else stack
+    sign = elect_sign(voters, how)
+    merged = torch.zeros_like(sign)
+    divisor = torch.zeros_like(sign)
+    for t in range(stack.shape[0]):
+        agree = (voters[t] * sign) > 0  # zeros never agree
+        merged = merged + torch.where(agree, stack[t], 0.0) * w[t]
+        divisor = divisor + agree.to(stack.dtype) * (w[t] if normalize == "weights" else 1.0)
+    if normalize == "none":
+        return merged
+    return merged / torch.where(divisor.abs() < 1e-12, torch.ones_like(divisor), divisor)

@@ -13,9 +13,33 @@ def keep_count(density: float, numel: int) -> int:
     return max(1, min(numel, int(density * numel))) if numel else 0
 
 
+def _suffix_counts(counts: Tensor) -> Tensor:
+    """at_least[b] = number of entries in buckets >= b."""
+    return counts.flip(0).cumsum(0).flip(0)
+
+
+def kth_largest_nonnegative(values: Tensor, count: int) -> tuple[float, int, int]:
+    """(v, above, equal): the count-th largest of flat non-negative finite float32 `values`, how many entries
+    are > v and how many == v. Exact radix selection on the IEEE-754 bit patterns (monotonic for x >= 0):
+    two bincount passes instead of a selection algorithm, ~4x faster than torch.kthvalue here."""
+    bits = values.view(torch.int32)
+    high = bits >> 16
+    counts_hi = torch.bincount(high, minlength=1 << 15)
+    at_least_hi = _suffix_counts(counts_hi)
+    b = int(torch.nonzero(at_least_hi >= count)[-1])
+    above = int(at_least_hi[b] - counts_hi[b])
+    low = bits[high == b] & 0xFFFF
+    counts_lo = torch.bincount(low, minlength=1 << 16)
+    at_least_lo = _suffix_counts(counts_lo)
+    lo = int(torch.nonzero(at_least_lo >= count - above)[-1])
+    above += int(at_least_lo[lo] - counts_lo[lo])
+    cutoff = torch.tensor([(b << 16) | lo], dtype=torch.int32).view(torch.float32).item()
+    return cutoff, above, int(counts_lo[lo])
+
+
 def largest_mask(values: Tensor, count: int) -> Tensor:
-    """Flat boolean mask of the `count` largest entries of flat `values`; among entries equal to the cut-off value,
-    the lower flat indices are kept. O(n) selection (kthvalue), no full sort.
+    """Flat boolean mask of the `count` largest entries of flat non-negative `values`; among entries equal to the
+    cut-off value, the lower flat indices are kept.
 
     Masks are nested: largest_mask(v, a) ⊆ largest_mask(v, b) for a ≤ b, which the band mask relies on.
     """
@@ -24,11 +48,15 @@ def largest_mask(values: Tensor, count: int) -> Tensor:
         return torch.ones_like(values, dtype=torch.bool)
     if count <= 0:
         return torch.zeros_like(values, dtype=torch.bool)
-    cutoff = torch.kthvalue(values, n - count + 1).values  # the count-th largest value
-    above = values > cutoff
-    equal = values == cutoff
-    still_needed = count - int(above.sum())
-    return above | (equal & (torch.cumsum(equal, 0) <= still_needed))
+    if values.dtype == torch.float32 and values.device.type == "cpu":
+        cutoff, above, equal = kth_largest_nonnegative(values.contiguous(), count)
+        if above + equal == count:  # no tie at the cut-off: one comparison pass
+            return values >= cutoff
+    else:
+        cutoff = torch.kthvalue(values, n - count + 1).values  # the count-th largest value
+        above = int((values > cutoff).sum())
+    ties = values == cutoff
+    return (values > cutoff) | (ties & (torch.cumsum(ties, 0) <= count - above))
 
 
 def top_magnitude_mask(x: Tensor, density: float) -> Tensor:
