@@ -174,7 +174,10 @@ def test_della_rejects_window_outside_unit_interval():
 
 
 def test_largest_mask_tie_break_and_nesting():
-    from taskfuse.ops.masks import largest_mask
+    from taskfuse.ops.masks import magnitude_cut
+
+    def largest_mask(values, count):
+        return magnitude_cut(values, count).keep(values.abs())
 
     v = torch.tensor([2.0, 1.0, 2.0, 1.0, 1.0, 3.0])
     assert largest_mask(v, 3).tolist() == [True, False, True, False, False, True]
@@ -190,3 +193,32 @@ def test_zero_divisors_are_defined():
     # no model agrees with the elected sign at an entry whose vectors are all zero: stays 0
     z = Inputs.of(torch.zeros(2, 3))
     assert ties(z, Ties(density=1.0, normalize="weights")).abs().sum().item() == 0.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_chunked_selection_matches_global_rank_with_many_ties(monkeypatch, dtype):
+    import taskfuse.ops.chunks as chunks
+    import taskfuse.ops.masks as masks
+
+    monkeypatch.setattr(masks, "chunk_slices", lambda n: chunks.chunk_slices(n, 7))  # many tiny chunks
+    x = torch.randint(-4, 5, (101,)).to(dtype)  # heavy ties, as in bf16 task vectors
+    for k in (1, 13, 50, 100):
+        mask = masks.magnitude_cut(x, k).keep(x.abs())
+        order = sorted(range(101), key=lambda i: (-abs(float(x[i])), i))
+        assert mask.nonzero().squeeze(1).tolist() == sorted(order[:k])
+
+
+@pytest.mark.parametrize("method,params", [("dare_linear", Dare(density=0.3)), ("dare_ties", None),
+                                           ("ties", Ties(density=0.3)), ("breadcrumbs", Breadcrumbs(density=0.5))])
+def test_chunk_size_does_not_change_results(monkeypatch, method, params):
+    import taskfuse.ops.chunks as chunks
+    from taskfuse.methods import get_method
+
+    info = get_method(method)
+    p = params or info.params(density=0.3)
+    x = Inputs.of(torch.randn(3, 37, 29), [1.0, 0.5, 0.8], key="layer.weight", seed=4)
+    whole = info.fn(x, p)
+    monkeypatch.setattr(chunks, "CHUNK", 64)
+    monkeypatch.setattr(chunks.chunk_slices, "__defaults__", (64,))
+    sliced = info.fn(x, p)
+    torch.testing.assert_close(whole, sliced, atol=0, rtol=0)

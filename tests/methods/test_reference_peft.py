@@ -1,9 +1,10 @@
 """Reference conformance against PEFT's merge utilities (peft.utils.merge_utils), installed from PyPI.
 
 PEFT conventions = our defaults (paper): sign elected on unweighted trimmed vectors, disjoint mean by count,
-DARE rescale 1/density. For DARE the random mask is reproduced exactly: PEFT draws torch.bernoulli from the global
-generator, one model at a time, and we draw from a generator seeded with stable_seed(seed, key) in the same order,
-so seeding the global generator with that value injects the identical mask.
+DARE rescale 1/density. For DARE the random masks are injected: PEFT draws torch.bernoulli from the global
+generator, one model after another; we draw the same masks with the same seed and hand them to our merge through
+its mask-drawing hook. A single model is also compared without injection: our first model's stream is seeded
+exactly like the global generator we seed for PEFT.
 """
 import peft
 import pytest
@@ -12,6 +13,7 @@ from peft.utils import merge_utils as ref
 
 from taskfuse.methods import Dare, DareTies, Inputs, TaskArithmetic, Ties, dare_linear, dare_ties, task_arithmetic
 from taskfuse.methods import ties
+from taskfuse.methods import dare as dare_module
 from taskfuse.methods.inputs import stable_seed
 
 TOL = dict(atol=1e-6, rtol=1e-5)
@@ -45,25 +47,43 @@ def test_ties(shape, density, election):
     torch.testing.assert_close(ours, theirs, **TOL)
 
 
+def peft_masks(tvs, density, seed):
+    """The masks PEFT's random pruning draws after torch.manual_seed(seed), in its order."""
+    torch.manual_seed(seed)
+    return [torch.bernoulli(torch.full_like(t, density)) for t in tvs]
+
+
+def inject(monkeypatch, masks):
+    queue = list(masks)
+    monkeypatch.setattr(dare_module, "draw_keep_mask", lambda row, density, g: queue.pop(0).reshape(row.shape))
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("density", [0.2, 0.7])
-def test_dare_linear_with_injected_mask(shape, density):
+def test_dare_linear_with_injected_mask(monkeypatch, shape, density):
     tvs, w = inputs(shape, seed=2)
-    x = Inputs.of(tvs, w, key="model.layers.0.mlp.weight", seed=5)
-    torch.manual_seed(stable_seed(5, x.key))
+    inject(monkeypatch, peft_masks(tvs, density, 5))
+    torch.manual_seed(5)
     theirs = ref.dare_linear(tvs, w, density)
-    torch.testing.assert_close(dare_linear(x, Dare(density=density)), theirs, **TOL)
+    torch.testing.assert_close(dare_linear(Inputs.of(tvs, w, key="k"), Dare(density=density)), theirs, **TOL)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("election", [("total", "mass"), ("frequency", "count")])
-def test_dare_ties_with_injected_mask(shape, election):
+def test_dare_ties_with_injected_mask(monkeypatch, shape, election):
     tvs, w = inputs(shape, seed=3)
-    x = Inputs.of(tvs, w, key="k", seed=9)
-    torch.manual_seed(stable_seed(9, "k"))
+    inject(monkeypatch, peft_masks(tvs, 0.4, 9))
+    torch.manual_seed(9)
     theirs = ref.dare_ties(tvs, w, 0.4, majority_sign_method=election[0])
-    ours = dare_ties(x, DareTies(density=0.4, sign_election=election[1]))
+    ours = dare_ties(Inputs.of(tvs, w, key="k"), DareTies(density=0.4, sign_election=election[1]))
     torch.testing.assert_close(ours, theirs, **TOL)
+
+
+def test_dare_single_model_stream_equals_peft_without_injection():
+    tvs, w = inputs((50, 40), seed=6, t=1)
+    x = Inputs.of(tvs, w, key="model.layers.0.mlp.weight", seed=5)
+    torch.manual_seed(stable_seed(5, x.key))
+    torch.testing.assert_close(dare_linear(x, Dare(density=0.3)), ref.dare_linear(tvs, w, 0.3), **TOL)
 
 
 def test_magnitude_prune_equals_ties_trim_then_sum():
@@ -71,5 +91,5 @@ def test_magnitude_prune_equals_ties_trim_then_sum():
     theirs = ref.magnitude_prune(tvs, w, 0.3)
     from taskfuse.methods.ties import trim_stack
 
-    trimmed = trim_stack(Inputs.of(tvs, w), 0.3, "tensor", None)
+    trimmed = trim_stack(Inputs.of(tvs, w), 0.3)
     torch.testing.assert_close((trimmed * w[:, None, None]).sum(0), theirs, **TOL)

@@ -5,7 +5,8 @@ import torch
 from pydantic.dataclasses import dataclass
 
 from ..ops.consensus import Normalize, SignElection, combine, disjoint_merge, scaled
-from ..ops.masks import band_magnitude_mask
+from ..ops.chunks import map_chunks
+from ..ops.masks import MagnitudeCut, band_cuts
 from .inputs import Inputs
 from .params import STRICT, PerModelDensity, PerModelFraction, per_model
 from .registry import method
@@ -32,21 +33,40 @@ class BreadcrumbsTies:
     normalize: Normalize = "count"
 
 
-def crumb_stack(x: Inputs, density, gamma) -> torch.Tensor:
+def band_cuts_per_model(x: Inputs, density, gamma) -> list[tuple[MagnitudeCut, MagnitudeCut]]:
     d, g = per_model(density, x.count, "density"), per_model(gamma, x.count, "gamma")
-    return torch.stack([t * band_magnitude_mask(t, float(d[i]), float(g[i])) for i, t in enumerate(x.stack)])
+    flat = x.stack.reshape(x.count, -1)
+    return [band_cuts(flat[i], float(d[i]), float(g[i])) for i in range(x.count)]
+
+
+def apply_bands(chunk: torch.Tensor, bands, start: int) -> torch.Tensor:
+    """(T, C) chunk keeping, per model, the magnitudes inside its band."""
+    rows = []
+    for (outer, outliers), row in zip(bands, chunk):
+        magnitudes = row.abs()
+        rows.append(torch.where(outer.keep(magnitudes, start) & ~outliers.keep(magnitudes, start), row, 0.0))
+    return torch.stack(rows)
 
 
 @method("breadcrumbs", params=Breadcrumbs, space="delta", paper=PAPER, reference="mergekit breadcrumbs",
         traits=("symmetric",))
 def breadcrumbs(x: Inputs, p: Breadcrumbs):
     """Mask outliers and small entries of each task vector, then λ · Σ_t w_t τ̃_t."""
-    return scaled(combine(crumb_stack(x, p.density, p.gamma), x.weights, None, p.normalize), p.scale)
+    bands = band_cuts_per_model(x, p.density, p.gamma)
+    merged = map_chunks(lambda c, sl: combine(apply_bands(c, bands, sl.start), x.weights, None, p.normalize),
+                        x.stack.reshape(x.count, -1))
+    return scaled(merged.reshape(x.stack.shape[1:]), p.scale)
 
 
 @method("breadcrumbs_ties", params=BreadcrumbsTies, space="delta", paper=PAPER,
         reference="mergekit breadcrumbs_ties", traits=("symmetric",))
 def breadcrumbs_ties(x: Inputs, p: BreadcrumbsTies):
     """Breadcrumbs masks followed by TIES sign election and disjoint merge."""
-    crumbs = crumb_stack(x, p.density, p.gamma)
-    return scaled(disjoint_merge(crumbs, x.weights, p.sign_election, p.elect_on, p.normalize), p.scale)
+    bands = band_cuts_per_model(x, p.density, p.gamma)
+
+    def merge_chunk(chunk: torch.Tensor, sl: slice) -> torch.Tensor:
+        return disjoint_merge(apply_bands(chunk, bands, sl.start), x.weights, p.sign_election, p.elect_on,
+                              p.normalize)
+
+    merged = map_chunks(merge_chunk, x.stack.reshape(x.count, -1))
+    return scaled(merged.reshape(x.stack.shape[1:]), p.scale)

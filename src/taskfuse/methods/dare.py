@@ -5,7 +5,8 @@ import torch
 from pydantic.dataclasses import dataclass
 
 from ..ops.consensus import Normalize, SignElection, combine, disjoint_merge, scaled
-from ..ops.dropout import Rescale, drop_with_probability
+from ..ops.chunks import map_chunks
+from ..ops.dropout import Rescale, draw_keep_mask, l1_rescale_factors
 from .inputs import Inputs
 from .params import STRICT, PerModelDensity, per_model
 from .registry import method
@@ -32,13 +33,24 @@ class DareTies:
     normalize: Normalize = "count"
 
 
-def drop_stack(x: Inputs, density, rescale: Rescale) -> torch.Tensor:
-    """(T, *S) randomly sparsified task vectors; one Bernoulli draw per model, in model order."""
-    d = per_model(density, x.count, "density")
-    g = x.generator()
-    return torch.stack(
-        [t if d[i] >= 1 else drop_with_probability(t, d[i], rescale, g) for i, t in enumerate(x.stack)]
-    )
+class Dropper:
+    """DARE's random drop for one tensor: per model a generator stream, a density and a survivor scale."""
+
+    def __init__(self, x: Inputs, density, rescale: Rescale):
+        self.densities = per_model(density, x.count, "density")
+        self.gens = [x.generator(i) for i in range(x.count)]
+        if rescale == "l1":
+            self.factors = l1_rescale_factors(x.stack.reshape(x.count, -1), self.densities, self.gens)
+        else:
+            self.factors = [1.0 / float(d) if rescale == "inverse" else 1.0 for d in self.densities]
+
+    def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
+        """(T, C) chunk with dropped entries zeroed and survivors rescaled; chunks must come in order."""
+        rows = []
+        for i, row in enumerate(chunk):
+            d = float(self.densities[i])
+            rows.append(row if d >= 1 else row * draw_keep_mask(row, d, self.gens[i]) * self.factors[i])
+        return torch.stack(rows)
 
 
 @method(
@@ -51,7 +63,9 @@ def drop_stack(x: Inputs, density, rescale: Rescale) -> torch.Tensor:
 )
 def dare_linear(x: Inputs, p: Dare):
     """Drop-and-rescale each task vector, then λ · Σ_t w_t τ̃_t."""
-    return scaled(combine(drop_stack(x, p.density, p.rescale), x.weights, None, p.normalize), p.scale)
+    drop = Dropper(x, p.density, p.rescale)
+    merged = map_chunks(lambda c, _: combine(drop(c), x.weights, None, p.normalize), x.stack.reshape(x.count, -1))
+    return scaled(merged.reshape(x.stack.shape[1:]), p.scale)
 
 
 @method(
@@ -64,5 +78,10 @@ def dare_linear(x: Inputs, p: Dare):
 )
 def dare_ties(x: Inputs, p: DareTies):
     """Drop-and-rescale each task vector, then TIES sign election and disjoint merge."""
-    dropped = drop_stack(x, p.density, p.rescale)
-    return scaled(disjoint_merge(dropped, x.weights, p.sign_election, p.elect_on, p.normalize), p.scale)
+    drop = Dropper(x, p.density, p.rescale)
+
+    def merge_chunk(chunk: torch.Tensor, _: slice) -> torch.Tensor:
+        return disjoint_merge(drop(chunk), x.weights, p.sign_election, p.elect_on, p.normalize)
+
+    merged = map_chunks(merge_chunk, x.stack.reshape(x.count, -1))
+    return scaled(merged.reshape(x.stack.shape[1:]), p.scale)

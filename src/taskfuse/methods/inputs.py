@@ -53,8 +53,12 @@ class Inputs:
         """T, the number of models."""
         return self.stack.shape[0]
 
-    def generator(self) -> torch.Generator:
-        """A fresh generator seeded from (seed, key): the only source of randomness a method may use."""
+    def generator(self, stream: int = 0) -> torch.Generator:
+        """A fresh generator seeded from (seed, key, stream): the only source of randomness a method may use.
+
+        Methods draw one stream per model, so a model's draws do not depend on how the tensor is sliced.
+        Stream 0 is seeded from (seed, key) alone.
+        """
         g = torch.Generator(device=self.stack.device)
-        g.manual_seed(stable_seed(self.seed, self.key))
+        g.manual_seed(stable_seed(self.seed, self.key if stream == 0 else f"{self.key}#{stream}"))
         return g

@@ -7,7 +7,8 @@ import torch
 from pydantic.dataclasses import dataclass
 
 from ..ops.consensus import Normalize, SignElection, disjoint_merge, scaled
-from ..ops.masks import top_magnitude_mask
+from ..ops.chunks import map_chunks
+from ..ops.masks import MagnitudeCut, keep_count, magnitude_cut
 from .inputs import Inputs
 from .params import STRICT, PerModelDensity, per_model
 from .registry import method
@@ -28,14 +29,27 @@ class Ties:
     thresholds: tuple[float, ...] | None = None  # per-model |τ| cut-offs; filled in by the planner for trim="model"
 
 
-def trim_stack(x: Inputs, density, trim: str, thresholds) -> torch.Tensor:
-    """(T, *S) task vectors with all but the largest-magnitude entries zeroed (TIES step 1, 'Trim')."""
+def trim_cuts(x: Inputs, density, trim: str, thresholds) -> list[MagnitudeCut]:
+    """Per model, which magnitudes survive TIES step 1 ('Trim'): top `density` of the tensor, or |τ| >= a
+    per-model threshold computed over the whole model (trim="model")."""
     if trim == "model":
         if thresholds is None or len(thresholds) != x.count:
             raise ValueError("trim='model' needs one threshold per model, computed by the planner over all tensors")
-        return torch.stack([t * (t.abs() >= th) for t, th in zip(x.stack, thresholds)])
+        return [MagnitudeCut(float(th), 1 << 62) for th in thresholds]
     d = per_model(density, x.count, "density")
-    return torch.stack([t * top_magnitude_mask(t, float(d[i])) for i, t in enumerate(x.stack)])
+    flat = x.stack.reshape(x.count, -1)
+    return [magnitude_cut(flat[i], keep_count(float(d[i]), flat.shape[1])) for i in range(x.count)]
+
+
+def apply_cuts(chunk: torch.Tensor, cuts: list[MagnitudeCut], start: int) -> torch.Tensor:
+    """(T, C) chunk with the entries each model's cut drops set to zero."""
+    return torch.stack([torch.where(cut.keep(row.abs(), start), row, 0.0) for cut, row in zip(cuts, chunk)])
+
+
+def trim_stack(x: Inputs, density, trim: str = "tensor", thresholds=None) -> torch.Tensor:
+    """(T, *S) trimmed task vectors (for inspection and tests; ties() itself works chunk by chunk)."""
+    cuts = trim_cuts(x, density, trim, thresholds)
+    return apply_cuts(x.stack.reshape(x.count, -1), cuts, 0).reshape(x.stack.shape)
 
 
 @method(
@@ -48,5 +62,11 @@ def trim_stack(x: Inputs, density, trim: str, thresholds) -> torch.Tensor:
 )
 def ties(x: Inputs, p: Ties):
     """Trim each task vector to its top-`density` magnitudes, elect a sign per entry, average the agreeing ones."""
-    trimmed = trim_stack(x, p.density, p.trim, p.thresholds)
-    return scaled(disjoint_merge(trimmed, x.weights, p.sign_election, p.elect_on, p.normalize), p.scale)
+    cuts = trim_cuts(x, p.density, p.trim, p.thresholds)
+
+    def merge_chunk(chunk: torch.Tensor, sl: slice) -> torch.Tensor:
+        trimmed = apply_cuts(chunk, cuts, sl.start)
+        return disjoint_merge(trimmed, x.weights, p.sign_election, p.elect_on, p.normalize)
+
+    merged = map_chunks(merge_chunk, x.stack.reshape(x.count, -1))
+    return scaled(merged.reshape(x.stack.shape[1:]), p.scale)

@@ -1,8 +1,14 @@
-"""Magnitude masks with exact counts and a documented tie-break."""
+"""Magnitude selection with exact counts and a documented tie-break: among entries equal to the cut-off value,
+lower flat indices are kept. Selection runs in chunks (see chunks.py) and yields a MagnitudeCut that any slice
+can apply independently."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from .chunks import chunk_slices
 
 
 def keep_count(density: float, numel: int) -> int:
@@ -13,74 +19,106 @@ def keep_count(density: float, numel: int) -> int:
     return max(1, min(numel, int(density * numel))) if numel else 0
 
 
+@dataclass(frozen=True)
+class MagnitudeCut:
+    """Keep |x| > cutoff, and |x| == cutoff at flat indices <= tie_limit."""
+
+    cutoff: float
+    tie_limit: int
+
+    def keep(self, magnitudes: Tensor, start: int = 0) -> Tensor:
+        """Boolean mask for the flat slice of magnitudes beginning at flat index `start`."""
+        end = start + magnitudes.numel()
+        if self.tie_limit >= end - 1:
+            return magnitudes >= self.cutoff
+        if self.tie_limit < start:
+            return magnitudes > self.cutoff
+        index = torch.arange(start, end, device=magnitudes.device)
+        return (magnitudes > self.cutoff) | ((magnitudes == self.cutoff) & (index <= self.tie_limit))
+
+
+KEEP_ALL = MagnitudeCut(0.0, 1 << 62)
+
+
 def _suffix_counts(counts: Tensor) -> Tensor:
     """at_least[b] = number of entries in buckets >= b."""
     return counts.flip(0).cumsum(0).flip(0)
 
 
-def kth_largest_nonnegative(values: Tensor, count: int) -> tuple[float, int, int]:
-    """(v, above, equal): the count-th largest of flat non-negative finite float32 `values`, how many entries
-    are > v and how many == v. Exact radix selection on the IEEE-754 bit patterns (monotonic for x >= 0):
-    two bincount passes instead of a selection algorithm, ~4x faster than torch.kthvalue here."""
-    bits = values.view(torch.int32)
-    high = bits >> 16
-    counts_hi = torch.bincount(high, minlength=1 << 15)
+def _bit_histogram(flat: Tensor, bucket_of, bins: int) -> Tensor:
+    counts = torch.zeros(bins, dtype=torch.int64, device=flat.device)
+    for sl in chunk_slices(flat.numel()):
+        buckets = bucket_of(flat[sl].abs().view(torch.int32))
+        counts += torch.bincount(buckets, minlength=bins)
+    return counts
+
+
+def _radix_cutoff(flat: Tensor, count: int) -> tuple[float, int, int]:
+    """(v, above, equal) for the count-th largest |x| of float32 `flat`: exact radix selection on the IEEE-754
+    bits (monotonic for x >= 0) with two chunked bincount passes; ~4x faster than torch.kthvalue here."""
+    counts_hi = _bit_histogram(flat, lambda bits: bits >> 16, 1 << 15)
     at_least_hi = _suffix_counts(counts_hi)
-    b = int(torch.nonzero(at_least_hi >= count)[-1])
-    above = int(at_least_hi[b] - counts_hi[b])
-    low = bits[high == b] & 0xFFFF
-    counts_lo = torch.bincount(low, minlength=1 << 16)
+    hi = int(torch.nonzero(at_least_hi >= count)[-1])
+    above = int(at_least_hi[hi] - counts_hi[hi])
+    counts_lo = _bit_histogram(flat, lambda bits: bits[(bits >> 16) == hi] & 0xFFFF, 1 << 16)
     at_least_lo = _suffix_counts(counts_lo)
     lo = int(torch.nonzero(at_least_lo >= count - above)[-1])
     above += int(at_least_lo[lo] - counts_lo[lo])
-    cutoff = torch.tensor([(b << 16) | lo], dtype=torch.int32).view(torch.float32).item()
+    cutoff = torch.tensor([(hi << 16) | lo], dtype=torch.int32).view(torch.float32).item()
     return cutoff, above, int(counts_lo[lo])
 
 
-def largest_mask(values: Tensor, count: int) -> Tensor:
-    """Flat boolean mask of the `count` largest entries of flat non-negative `values`; among entries equal to the
-    cut-off value, the lower flat indices are kept.
+def _nth_tie_index(flat: Tensor, cutoff: float, nth: int) -> int:
+    """Flat index of the nth (1-based) entry with |x| == cutoff, scanning chunks in order."""
+    seen = 0
+    for sl in chunk_slices(flat.numel()):
+        tied = torch.nonzero(flat[sl].abs() == cutoff).squeeze(1)
+        if seen + tied.numel() >= nth:
+            return sl.start + int(tied[nth - seen - 1])
+        seen += tied.numel()
+    raise AssertionError("tie count changed between passes")
 
-    Masks are nested: largest_mask(v, a) ⊆ largest_mask(v, b) for a ≤ b, which the band mask relies on.
-    """
-    n = values.numel()
+
+def magnitude_cut(flat: Tensor, count: int) -> MagnitudeCut:
+    """The cut keeping exactly the `count` largest |x| of 1-D `flat` (ties broken by lower index)."""
+    n = flat.numel()
     if count >= n:
-        return torch.ones_like(values, dtype=torch.bool)
+        return KEEP_ALL
     if count <= 0:
-        return torch.zeros_like(values, dtype=torch.bool)
-    if values.dtype == torch.float32 and values.device.type == "cpu":
-        cutoff, above, equal = kth_largest_nonnegative(values.contiguous(), count)
-        if above + equal == count:  # no tie at the cut-off: one comparison pass
-            return values >= cutoff
-    else:
-        cutoff = torch.kthvalue(values, n - count + 1).values  # the count-th largest value
-        above = int((values > cutoff).sum())
-    ties = values == cutoff
-    return (values > cutoff) | (ties & (torch.cumsum(ties, 0) <= count - above))
+        return MagnitudeCut(float("inf"), -1)
+    if flat.dtype == torch.float32:
+        cutoff, above, equal = _radix_cutoff(flat, count)
+    else:  # float64 (gradient checks) and others: a plain selection
+        magnitudes = flat.abs()
+        cutoff = float(torch.kthvalue(magnitudes, n - count + 1).values)
+        above, equal = int((magnitudes > cutoff).sum()), int((magnitudes == cutoff).sum())
+    quota = count - above
+    return MagnitudeCut(cutoff, n if quota == equal else _nth_tie_index(flat, cutoff, quota))
 
 
 def top_magnitude_mask(x: Tensor, density: float) -> Tensor:
-    """Boolean mask keeping exactly keep_count(density, numel) entries of largest |x|.
+    """Boolean mask keeping exactly keep_count(density, numel) entries of largest |x|."""
+    flat = x.reshape(-1)
+    return magnitude_cut(flat, keep_count(density, flat.numel())).keep(flat.abs()).reshape(x.shape)
 
-    Ties at the threshold are broken by flat index (earlier entries kept), so the count is exact and deterministic.
-    """
+
+def band_cuts(flat: Tensor, density: float, gamma: float) -> tuple[MagnitudeCut, MagnitudeCut]:
+    """Model Breadcrumbs: (outer, outliers) cuts; keep = outer.keep & ~outliers.keep. The `gamma` fraction of
+    largest |x| is dropped as outliers and the smallest are dropped so that keep_count(density) survive; if
+    density + gamma > 1 the outlier cut shrinks. Cuts are nested, so exactly keep_count entries remain."""
+    n = flat.numel()
     if density >= 1.0:
-        return torch.ones_like(x, dtype=torch.bool)
-    return largest_mask(x.abs().reshape(-1), keep_count(density, x.numel())).reshape(x.shape)
+        return KEEP_ALL, MagnitudeCut(float("inf"), -1)
+    k = keep_count(density, n)
+    top = min(int(gamma * n), n - k)
+    return magnitude_cut(flat, top + k), magnitude_cut(flat, top)
 
 
 def band_magnitude_mask(x: Tensor, density: float, gamma: float) -> Tensor:
-    """Model Breadcrumbs mask: drop the `gamma` fraction of largest |x| (outliers) and the smallest, keep `density`.
-
-    If density + gamma > 1 the outlier cut shrinks so that exactly keep_count(density) entries survive.
-    """
-    n = x.numel()
-    if density >= 1.0:
-        return torch.ones_like(x, dtype=torch.bool)
-    k = keep_count(density, n)
-    top = min(int(gamma * n), n - k)
-    a = x.abs().reshape(-1)
-    return (largest_mask(a, top + k) & ~largest_mask(a, top)).reshape(x.shape)
+    flat = x.reshape(-1)
+    outer, outliers = band_cuts(flat, density, gamma)
+    magnitudes = flat.abs()
+    return (outer.keep(magnitudes) & ~outliers.keep(magnitudes)).reshape(x.shape)
 
 
 def rescale_to_norm(masked: Tensor, original: Tensor, eps: float = 1e-12) -> Tensor:

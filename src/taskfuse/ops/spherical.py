@@ -19,12 +19,12 @@ def slerp(a: Tensor, b: Tensor, t: float, eps: float = 1e-8) -> Tensor:
     na, nb = a.norm(), b.norm()
     if na < eps or nb < eps:
         return torch.lerp(a, b, t)
-    cos = torch.clamp((a / na) @ (b / nb), -1.0, 1.0)
+    cos = torch.clamp((a @ b) / (na * nb), -1.0, 1.0)  # no normalised copies of a and b
     if cos.abs() > COLINEAR_COS:
         return torch.lerp(a, b, t)
     theta = torch.arccos(cos)
     s = torch.sin(theta)
-    return (torch.sin((1 - t) * theta) / s) * a + (torch.sin(t * theta) / s) * b
+    return torch.add(a * (torch.sin((1 - t) * theta) / s), b, alpha=float(torch.sin(t * theta) / s))
 
 
 def log_map(base: Tensor, x: Tensor, eps: float = 1e-8) -> Tensor:
