@@ -41,11 +41,9 @@ def band_cuts_per_model(x: Inputs, density, gamma) -> list[tuple[MagnitudeCut, M
 
 def apply_bands(chunk: torch.Tensor, bands, start: int) -> torch.Tensor:
     """(T, C) chunk keeping, per model, the magnitudes inside its band."""
-    rows = []
-    for (outer, outliers), row in zip(bands, chunk):
-        magnitudes = row.abs()
-        rows.append(torch.where(outer.keep(magnitudes, start) & ~outliers.keep(magnitudes, start), row, 0.0))
-    return torch.stack(rows)
+    # the cuts are nested (outliers ⊆ outer), so the band is the difference of the two trimmed rows
+    return torch.stack([outer.apply(row, start) - outliers.apply(row, start) for (outer, outliers), row in
+                        zip(bands, chunk)])
 
 
 @method("breadcrumbs", params=Breadcrumbs, space="delta", paper=PAPER, reference="mergekit breadcrumbs",

@@ -43,7 +43,7 @@ def trim_cuts(x: Inputs, density, trim: str, thresholds) -> list[MagnitudeCut]:
 
 def apply_cuts(chunk: torch.Tensor, cuts: list[MagnitudeCut], start: int) -> torch.Tensor:
     """(T, C) chunk with the entries each model's cut drops set to zero."""
-    return torch.stack([torch.where(cut.keep(row.abs(), start), row, 0.0) for cut, row in zip(cuts, chunk)])
+    return torch.stack([cut.apply(row, start) for cut, row in zip(cuts, chunk)])
 
 
 def trim_stack(x: Inputs, density, trim: str = "tensor", thresholds=None) -> torch.Tensor:

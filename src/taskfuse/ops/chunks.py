@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-CHUNK = 1 << 20  # elements: 4 MB of float32, below glibc's mmap threshold
+CHUNK = 1 << 18  # elements: 1 MB of float32, cache-sized and below glibc's mmap threshold (measured best of 2^18..2^22)
 
 
 def chunk_slices(n: int, size: int = CHUNK) -> list[slice]:
