@@ -66,7 +66,7 @@ def job_footprint(job: TensorJob, ckpts: Sequence[Checkpoint]) -> int:
 def _write_shards(plan: Plan, ckpts: Sequence[Checkpoint], stage: Path, device, progress) -> None:
     done, total = 0, len(plan.jobs)
     # keep at most one job's worth of idle buffers: enough to recycle across layers, bounded for peak RSS
-    pool = BufferPool(max((job_footprint(j, ckpts) for j in plan.jobs), default=0))
+    pool = BufferPool(2 * max((job_footprint(j, ckpts) for j in plan.jobs), default=0))
     for shard in plan.shards:
         jobs = [j for j in plan.jobs if j.shard == shard]
         layout = [(j.name, j.shape, getattr(torch, j.dtype)) for j in jobs]

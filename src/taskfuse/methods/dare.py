@@ -5,8 +5,8 @@ import torch
 from pydantic.dataclasses import dataclass
 
 from ..ops.consensus import Normalize, SignElection, combine, disjoint_merge, scaled
-from ..ops.chunks import map_chunks
-from ..ops.dropout import Rescale, draw_keep_mask, l1_rescale_factors
+from ..ops.chunks import chunk_slices, map_chunks
+from ..ops.dropout import Rescale, draw_keep_mask
 from .inputs import Inputs
 from .params import STRICT, PerModelDensity, per_model
 from .registry import method
@@ -34,23 +34,36 @@ class DareTies:
 
 
 class Dropper:
-    """DARE's random drop for one tensor: per model a generator stream, a density and a survivor scale."""
+    """DARE's random drop for one tensor: per model a generator stream, a density and a survivor scale.
+
+    With rescale="l1" the scale depends on every survivor of the tensor, so the first pass keeps the dropped
+    vectors ((T, N), like the stack itself) and the merge reads them back instead of drawing twice.
+    """
 
     def __init__(self, x: Inputs, density, rescale: Rescale):
-        self.densities = per_model(density, x.count, "density")
+        self.densities = [float(d) for d in per_model(density, x.count, "density")]
         self.gens = [x.generator(i) for i in range(x.count)]
+        self.factors = [1.0 / d if rescale == "inverse" else 1.0 for d in self.densities]
+        self.kept: torch.Tensor | None = None
         if rescale == "l1":
-            self.factors = l1_rescale_factors(x.stack.reshape(x.count, -1), self.densities, self.gens)
-        else:
-            self.factors = [1.0 / float(d) if rescale == "inverse" else 1.0 for d in self.densities]
+            flat = x.stack.reshape(x.count, -1)
+            self.kept = torch.cat([self._drop(flat[:, sl]) for sl in chunk_slices(flat.shape[1])], dim=1)
+            self.factors = [_l1_ratio(row, kept) for row, kept in zip(flat, self.kept)]
 
-    def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
+    def _drop(self, chunk: torch.Tensor) -> torch.Tensor:
+        return torch.stack([row if d >= 1 else row * draw_keep_mask(row, d, g)
+                            for row, d, g in zip(chunk, self.densities, self.gens)])
+
+    def __call__(self, chunk: torch.Tensor, sl: slice) -> torch.Tensor:
         """(T, C) chunk with dropped entries zeroed and survivors rescaled; chunks must come in order."""
-        rows = []
-        for i, row in enumerate(chunk):
-            d = float(self.densities[i])
-            rows.append(row if d >= 1 else row * draw_keep_mask(row, d, self.gens[i]) * self.factors[i])
-        return torch.stack(rows)
+        dropped = self._drop(chunk) if self.kept is None else self.kept[:, sl]
+        return dropped * torch.tensor(self.factors, dtype=chunk.dtype, device=chunk.device)[:, None]
+
+
+def _l1_ratio(original: torch.Tensor, kept: torch.Tensor) -> float:
+    """‖τ‖₁ / ‖τ ⊙ mask‖₁ (mergekit's rescale); 1 when either norm is ~0."""
+    before, after = float(original.abs().sum()), float(kept.abs().sum())
+    return before / after if before > 1e-12 and after > 1e-12 else 1.0
 
 
 @method(
@@ -64,7 +77,7 @@ class Dropper:
 def dare_linear(x: Inputs, p: Dare):
     """Drop-and-rescale each task vector, then λ · Σ_t w_t τ̃_t."""
     drop = Dropper(x, p.density, p.rescale)
-    merged = map_chunks(lambda c, _: combine(drop(c), x.weights, None, p.normalize), x.stack.reshape(x.count, -1))
+    merged = map_chunks(lambda c, sl: combine(drop(c, sl), x.weights, None, p.normalize), x.stack.reshape(x.count, -1))
     return scaled(merged.reshape(x.stack.shape[1:]), p.scale)
 
 
@@ -80,8 +93,8 @@ def dare_ties(x: Inputs, p: DareTies):
     """Drop-and-rescale each task vector, then TIES sign election and disjoint merge."""
     drop = Dropper(x, p.density, p.rescale)
 
-    def merge_chunk(chunk: torch.Tensor, _: slice) -> torch.Tensor:
-        return disjoint_merge(drop(chunk), x.weights, p.sign_election, p.elect_on, p.normalize)
+    def merge_chunk(chunk: torch.Tensor, sl: slice) -> torch.Tensor:
+        return disjoint_merge(drop(chunk, sl), x.weights, p.sign_election, p.elect_on, p.normalize)
 
     merged = map_chunks(merge_chunk, x.stack.reshape(x.count, -1))
     return scaled(merged.reshape(x.stack.shape[1:]), p.scale)

@@ -1,0 +1,24 @@
+import torch
+
+from taskfuse.execute.buffers import BufferPool
+
+
+def test_best_fit_reuse_and_cap():
+    pool = BufferPool(max_free_bytes=4 * 1000)
+    a = pool.take((10, 10), torch.float32)
+    ptr = a.data_ptr()
+    pool.give(a)
+    b = pool.take((5, 4), torch.float32)  # served from the 100-element buffer
+    assert b.shape == (5, 4) and b.data_ptr() == ptr and b.is_contiguous()
+    pool.give(b)
+    big = pool.take((2000,), torch.float32)  # nothing large enough: fresh
+    assert big.data_ptr() != ptr
+    pool.give(big)  # 8000 bytes idle > cap: the smallest buffer is dropped first, then the big one
+    assert pool._free_bytes <= 4000
+
+
+def test_dtypes_are_kept_apart():
+    pool = BufferPool(10**6)
+    a = pool.take((8,), torch.float32)
+    pool.give(a)
+    assert pool.take((8,), torch.bfloat16).dtype == torch.bfloat16
