@@ -121,15 +121,15 @@ def measure(cmd: list[str]) -> tuple[float, int]:
     return float(seconds), int(rss)
 
 
-def run_method(method: str, work: Path, paths: list[Path], mergekit: Path, threads: int) -> dict:
+def run_method(method: str, work: Path, paths: list[Path], mergekit: Path, threads: int | None) -> dict:
     cfg = work / f"{method}.yaml"
     cfg.write_text(yaml.safe_dump(mergekit_config(method, paths[0], paths[1:])))
     outs = {tool: work / "out" / f"{method}-{tool}" for tool in ("mergekit", "taskfuse")}
     for o in outs.values():
         subprocess.run(["rm", "-rf", str(o)], check=True)
     mk = measure([str(mergekit), str(cfg), str(outs["mergekit"]), "--out-shard-size", "2B"])
-    tf = measure([str(ROOT / ".venv" / "bin" / "taskfuse"), "merge", str(cfg), "-o", str(outs["taskfuse"]),
-                  "--threads", str(threads)])
+    tf = measure([str(ROOT / ".venv" / "bin" / "taskfuse"), "merge", str(cfg), "-o", str(outs["taskfuse"])]
+                 + (["--threads", str(threads)] if threads else []))
     return {"method": method, "mergekit_s": mk[0], "taskfuse_s": tf[0], "speedup": mk[0] / tf[0],
             "mergekit_rss_mib": mk[1] / 2**20, "taskfuse_rss_mib": tf[1] / 2**20, "rss_ratio": tf[1] / mk[1],
             "max_abs_diff": max_abs_diff(outs["mergekit"], outs["taskfuse"]) if method != "dare_ties" else None}
@@ -150,7 +150,7 @@ def main() -> None:
     ap.add_argument("--intermediate", type=int, default=5632)
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--methods", nargs="+", default=METHODS)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="taskfuse --threads (default: its own)")
     ap.add_argument("--workdir", type=Path, default=ROOT / "out" / "bench")
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
