@@ -51,7 +51,7 @@ def apply_bands(chunk: torch.Tensor, bands, start: int) -> torch.Tensor:
 def breadcrumbs(x: Inputs, p: Breadcrumbs):
     """Mask outliers and small entries of each task vector, then λ · Σ_t w_t τ̃_t."""
     bands = band_cuts_per_model(x, p.density, p.gamma)
-    merged = map_chunks(lambda c, sl: combine(apply_bands(c, bands, sl.start), x.weights, None, p.normalize),
+    merged = map_chunks(lambda c, sl: combine(apply_bands(c, bands, sl.start), x.weights, p.normalize),
                         x.stack.reshape(x.count, -1))
     return scaled(merged.reshape(x.stack.shape[1:]), p.scale)
 

@@ -33,4 +33,4 @@ def consensus(x: Inputs, p: Consensus):
     multi_task = x.stack.sum(0)  # τ_MTL, the plain sum as in the paper
     tall = x.stack.abs() >= p.tall_lambda * (multi_task.unsqueeze(0) - x.stack).abs()
     agree = tall.sum(0) >= p.k
-    return scaled(combine(x.stack, x.weights, None, "none") * agree, p.scale)
+    return scaled(combine(x.stack, x.weights, "none") * agree, p.scale)

@@ -77,7 +77,7 @@ def _l1_ratio(original: torch.Tensor, kept: torch.Tensor) -> float:
 def dare_linear(x: Inputs, p: Dare):
     """Drop-and-rescale each task vector, then λ · Σ_t w_t τ̃_t."""
     drop = Dropper(x, p.density, p.rescale)
-    merged = map_chunks(lambda c, sl: combine(drop(c, sl), x.weights, None, p.normalize), x.stack.reshape(x.count, -1))
+    merged = map_chunks(lambda c, sl: combine(drop(c, sl), x.weights, p.normalize), x.stack.reshape(x.count, -1))
     return scaled(merged.reshape(x.stack.shape[1:]), p.scale)
 
 

@@ -68,4 +68,4 @@ def della(x: Inputs, p: Della):
         traits=("stochastic",))
 def della_linear(x: Inputs, p: DellaLinear):
     """MagPrune each task vector, then λ · Σ_t w_t τ̃_t."""
-    return scaled(combine(magprune_stack(x, p), x.weights, None, p.normalize), p.scale)
+    return scaled(combine(magprune_stack(x, p), x.weights, p.normalize), p.scale)

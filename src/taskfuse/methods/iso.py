@@ -28,7 +28,7 @@ class IsoCts:
 
 def _mean_fallback(x: Inputs, scale: float) -> torch.Tensor:
     """Non-matrix tensors (biases, norms) take the weighted mean of task vectors, as the reference code does."""
-    return scale * combine(x.stack, x.weights, None, "weights")
+    return scale * combine(x.stack, x.weights, "weights")
 
 
 @method("iso_c", params=IsoC, space="delta", paper=PAPER, reference=REFERENCE, traits=("matrix",))
@@ -36,7 +36,7 @@ def iso_c(x: Inputs, p: IsoC):
     """SVD of Σ_t w_t τ_t with every singular value replaced by their mean: σ̄ U Vᵀ (Eq. 6)."""
     if x.stack.dim() != 3:
         return _mean_fallback(x, p.scale)
-    u, s, vh = svd(combine(x.stack, x.weights, None, "none"))
+    u, s, vh = svd(combine(x.stack, x.weights, "none"))
     return scaled((s.mean() * (u @ vh)).to(x.stack.dtype), p.scale)
 
 

@@ -24,4 +24,4 @@ class Linear:
 )
 def linear(x: Inputs, p: Linear):
     """Weighted average of the models' weights (uniform soup with default weights)."""
-    return combine(x.stack, x.weights, None, "weights" if p.normalize else "none")
+    return combine(x.stack, x.weights, "weights" if p.normalize else "none")

@@ -25,4 +25,4 @@ class TaskArithmetic:
 )
 def task_arithmetic(x: Inputs, p: TaskArithmetic):
     """λ · Σ_t w_t τ_t (Eq. 1 of the paper with per-task weights)."""
-    return scaled(combine(x.stack, x.weights, None, "weights" if p.normalize else "none"), p.scale)
+    return scaled(combine(x.stack, x.weights, "weights" if p.normalize else "none"), p.scale)

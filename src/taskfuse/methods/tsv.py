@@ -42,6 +42,6 @@ def tsv_matrix(stack: torch.Tensor) -> torch.Tensor:
 def tsv(x: Inputs, p: Tsv):
     """TSV-M on 2-D tensors with rank ≥ T; other tensors take the weighted mean of task vectors, as the paper's code."""
     if x.stack.dim() != 3 or min(x.stack.shape[1:]) < x.count:
-        return scaled(combine(x.stack, x.weights, None, "weights"), p.scale)
+        return scaled(combine(x.stack, x.weights, "weights"), p.scale)
     weighted = x.stack * broadcast_weights(x.weights, x.stack)
     return scaled(tsv_matrix(weighted).to(x.stack.dtype), p.scale)

@@ -30,31 +30,19 @@ def elect_sign(stack: Tensor, how: SignElection) -> Tensor:
     return sign + (1 - sign.abs())  # 0 -> +1 with float ops only (boolean masks are ~10x slower here)
 
 
-def agreement_mask(stack: Tensor, sign: Tensor) -> Tensor:
-    """(T, *S) float mask of entries whose sign equals the elected sign; zeros never agree."""
-    return (stack.sign() == sign.unsqueeze(0)).to(stack.dtype)
+def combine(stack: Tensor, weights: Tensor, normalize: Normalize) -> Tensor:
+    """Σ_t w_t τ_t, divided by Σ w_t ("weights"), by T ("count") or by 1 ("none").
 
-
-def combine(stack: Tensor, weights: Tensor, mask: Tensor | None, normalize: Normalize) -> Tensor:
-    """Σ_t w_t m_t τ_t, divided by Σ w_t m_t ("weights", mergekit), Σ m_t ("count", TIES paper/PEFT) or 1.
-
-    A zero divisor (no model kept that entry, or weights summing to 0) divides by 1, so the entry stays finite.
+    Weights summing to ~0 (task negation) divide by 1, so the result stays finite. The divisor is a scalar, so
+    it is folded into the weights and the merge is a single pass over the stack (no (T, *S) temporaries).
     """
     w = weights.to(stack.dtype)
-    if mask is None:
-        # The divisor is a scalar here: fold it into the weights so the merge is a single pass over the stack.
-        if normalize == "weights":
-            total = w.sum()
-            w = w / torch.where(total.abs() < 1e-12, torch.ones_like(total), total)
-        elif normalize == "count":
-            w = w / stack.shape[0]
-        return torch.tensordot(w, stack, dims=1)
-    weighted_mask = mask * broadcast_weights(w, stack)  # (T, *S)
-    merged = (stack * weighted_mask).sum(0)
-    if normalize == "none":
-        return merged
-    divisor = weighted_mask.sum(0) if normalize == "weights" else mask.sum(0)
-    return merged / torch.where(divisor.abs() < 1e-12, torch.ones_like(divisor), divisor)
+    if normalize == "weights":
+        total = w.sum()
+        w = w / torch.where(total.abs() < 1e-12, torch.ones_like(total), total)
+    elif normalize == "count":
+        w = w / stack.shape[0]
+    return torch.tensordot(w, stack, dims=1)
 
 
 def disjoint_merge(
