@@ -59,7 +59,7 @@ def test_schedule_interpolation():
     assert interpolate([0.0, 1.0, 0.0], 0.5) == pytest.approx(1.0)
     assert interpolate([0.2, 0.4, 0.8], 0.75) == pytest.approx(0.6)
     assert depth_position("model.embed_tokens.weight", 3) == 0.0
-    assert depth_position("lm_head.weight", 3) == 1.0
+    assert depth_position("lm_head.weight", 3) == 0.0  # outside the layer stack: the first value, as mergekit
     assert depth_position("encoder.layer.1.output.dense.weight", 3) == 0.5
 
 

@@ -35,6 +35,9 @@ def mean_pairwise_cosine(stack: torch.Tensor, eps: float = 1e-12) -> torch.Tenso
 def model_stock(x: Inputs, p: ModelStock):
     """t · mean(τ) with t = k·cosθ / ((k-1)·cosθ + 1) (Eq. 2), cosθ the mean pairwise cosine, per tensor."""
     k = x.count
-    cos = mean_pairwise_cosine(x.stack).clamp(min=0.0)  # negative agreement: fall back toward the base
-    t = k * cos / ((k - 1) * cos + 1)
+    cos = mean_pairwise_cosine(x.stack)
+    denominator = (k - 1) * cos + 1
+    # Opposed task vectors (cos <= -1/(k-1)) make Eq. 2 diverge: stay at the base there. Elsewhere the formula
+    # is used as written, negative t included, as in the paper and mergekit.
+    t = torch.where(denominator > 1e-6, k * cos / denominator.clamp_min(1e-6), torch.zeros_like(cos))
     return t * x.stack.mean(0)

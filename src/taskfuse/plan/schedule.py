@@ -5,8 +5,6 @@ import re
 from typing import Any
 
 LAYER = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)\.")
-# Tensors outside the layer stack sit at the start (embeddings) or the end (final norm, heads) of the depth axis.
-EMBEDDING_HINTS = ("embed", "wte", "wpe", "word_embeddings", "position_embeddings", "token_type_embeddings")
 
 
 def layer_index(name: str) -> int | None:
@@ -15,11 +13,11 @@ def layer_index(name: str) -> int | None:
 
 
 def depth_position(name: str, num_layers: int) -> float:
-    """Position in [0, 1] along the depth: layer i of L at i/(L-1); embeddings at 0, everything else outside at 1."""
+    """Position in [0, 1] along the depth: layer i of L at i/(L-1). Tensors outside the layer stack (embeddings,
+    final norm, heads) take position 0, i.e. the schedule's first value, as mergekit does (checked against
+    mergekit 0.1.5 in tests/methods/test_reference_mergekit.py), so a mergekit gradient means the same here."""
     idx = layer_index(name)
-    if idx is None:
-        return 0.0 if any(h in name for h in EMBEDDING_HINTS) else 1.0
-    return idx / max(num_layers - 1, 1)
+    return 0.0 if idx is None else idx / max(num_layers - 1, 1)
 
 
 def interpolate(values: list[float], position: float) -> float:

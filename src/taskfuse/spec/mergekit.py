@@ -81,6 +81,8 @@ def _models(cfg: dict, base: str | None, method: str, problems: list[str]) -> li
         # mergekit skips the base among delta-space models: its task vector is zero
         if entry.get("model") == base and method not in ("linear", "karcher", "slerp", "passthrough"):
             continue
+        if method == "karcher":
+            weight = 1.0  # mergekit's karcher averages uniformly and ignores per-model weights
         models.append({"path": entry.get("model"), "weight": weight, "params": mapped})
     return models
 
