@@ -8,17 +8,12 @@ the smallest are dropped first, since large buffers can serve any request.
 """
 from __future__ import annotations
 
+import math
+
 import bisect
 import threading
 
 import torch
-
-
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 class BufferPool:
@@ -31,7 +26,7 @@ class BufferPool:
 
     def take(self, shape, dtype: torch.dtype) -> torch.Tensor:
         """An uninitialised contiguous tensor of `shape` and `dtype`, carved from a recycled buffer if possible."""
-        n = _numel(shape)
+        n = math.prod(shape)
         with self._lock:
             bucket = self._free.get(dtype, [])
             i = bisect.bisect_left(bucket, (n, -1))

@@ -7,6 +7,8 @@ raw little-endian data) is specified at github.com/huggingface/safetensors; file
 """
 from __future__ import annotations
 
+import math
+
 import json
 import os
 from pathlib import Path
@@ -16,13 +18,6 @@ import torch
 from .checkpoint import _DTYPES
 
 _CODES = {v: k for k, v in _DTYPES.items()}
-
-
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 class SafetensorsStreamWriter:
@@ -35,7 +30,7 @@ class SafetensorsStreamWriter:
         self._next = 0
         header, offset = {"__metadata__": metadata}, 0
         for name, shape, dtype in layout:
-            size = _numel(shape) * torch.empty((), dtype=dtype).element_size()
+            size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
             header[name] = {"dtype": _CODES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
             offset += size
         raw = json.dumps(header, separators=(",", ":")).encode()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -30,10 +31,7 @@ class TensorJob:
     @property
     def nbytes(self) -> int:
         """Size of the output tensor in bytes."""
-        n = torch.empty((), dtype=getattr(torch, self.dtype)).element_size()
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape) * getattr(torch, self.dtype).itemsize
 
 
 @dataclass(frozen=True)
