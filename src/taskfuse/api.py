@@ -6,6 +6,7 @@ from typing import Any
 
 from .execute import MergeResult, execute
 from .execute.executor import Progress
+from .io.checkpoint import Checkpoint
 from .io.output import check_output_dir
 from .plan import Plan, build_plan
 from .programs.whole_model_trim import apply_whole_model_trim
@@ -25,6 +26,16 @@ def plan(spec: MergeSpec | str | Path | dict[str, Any], max_shard_size: int | st
     return build_plan(as_spec(spec), max_shard_size)[0]
 
 
+def prepare(
+    spec: MergeSpec | str | Path | dict[str, Any], out: str | Path, max_shard_size: int | str = "2GB"
+) -> tuple[Plan, list[Checkpoint]]:
+    """Everything that can fail before a merge starts: spec, output directory, checkpoints, plan."""
+    merge_spec = as_spec(spec)
+    check_output_dir(Path(out))
+    the_plan, checkpoints = build_plan(merge_spec, max_shard_size)
+    return apply_whole_model_trim(the_plan, checkpoints), checkpoints  # reads data only for trim="model"
+
+
 def merge(
     spec: MergeSpec | str | Path | dict[str, Any],
     out: str | Path,
@@ -35,8 +46,5 @@ def merge(
     progress: Progress | None = None,
 ) -> MergeResult:
     """Merge as `spec` says and write a Hugging Face model directory to `out`."""
-    merge_spec = as_spec(spec)
-    check_output_dir(Path(out))
-    the_plan, checkpoints = build_plan(merge_spec, max_shard_size)
-    the_plan = apply_whole_model_trim(the_plan, checkpoints)  # reads data only if a job asks for trim="model"
+    the_plan, checkpoints = prepare(spec, out, max_shard_size)
     return execute(the_plan, checkpoints, out, device=device, threads=threads, progress=progress)

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import api
+from ..execute import execute
 from ..errors import TaskfuseError
 from ..methods import all_methods, get_method
 
@@ -40,15 +41,15 @@ def merge(
             p = api.plan(spec, max_shard_size)
             console.print(f"dry run: {json.dumps(p.summary())}")
             return
+        the_plan, checkpoints = api.prepare(spec, out, max_shard_size)
         with Progress(TextColumn("[bold]merging"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TextColumn("{task.description}"), console=console, transient=False) as bar:
-            task = bar.add_task("", total=None)
+            task = bar.add_task("", total=len(the_plan.jobs))
 
             def progress(done: int, total: int, name: str) -> None:
                 bar.update(task, completed=done, total=total, description=name)
 
-            result = api.merge(spec, out, device=device, threads=threads, max_shard_size=max_shard_size,
-                               progress=progress)
+            result = execute(the_plan, checkpoints, out, device=device, threads=threads, progress=progress)
     except TaskfuseError as e:
         _fail(e)
     console.print(f"wrote {result.out} ({len(result.plan.jobs)} tensors, {len(result.plan.shards)} shard(s)) in "

@@ -15,6 +15,7 @@ def model_card(plan: Plan) -> str:
     front = {"library_name": "transformers", "tags": ["merge", "taskfuse", spec.get("method", "")],
              "base_model": list(plan.checkpoints)}
     rows = "\n".join(f"| {m} | {n} |" for m, n in methods.most_common())
+    resolved = {m: next(j.params for j in plan.jobs if j.method == m) for m in methods}
     models = "\n".join(f"- `{ref}`" + (" (base)" if plan.has_base and i == 0 else "")
                        for i, ref in enumerate(plan.checkpoints))
     return f"""---
@@ -27,9 +28,9 @@ Made with taskfuse {__version__} using **{spec.get('method')}** (seed {plan.seed
 ## Sources
 {models}
 
-## Parameters
+## Parameters (resolved, first tensor of each method)
 ```yaml
-{yaml.safe_dump({"params": spec.get("params", {}), "overrides": spec.get("overrides", [])}, sort_keys=False).strip()}
+{yaml.safe_dump(resolved, sort_keys=False).strip()}
 ```
 
 ## Tensors per method

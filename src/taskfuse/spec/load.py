@@ -7,7 +7,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ..errors import SpecError, collect
+from ..errors import SpecError, UnknownMethodError, collect
 from ..methods.registry import suggest
 from .model import MergeSpec
 
@@ -31,6 +31,18 @@ def unknown_keys(data: Any, model: type[BaseModel], where: str) -> list[str]:
     return problems
 
 
+def unknown_methods(data: dict) -> list[str]:
+    """Method names (top level and overrides) that are not registered, with the closest registered names."""
+    from ..methods.registry import all_methods
+
+    known = [m.name for m in all_methods()]
+    names = [("method", data.get("method"))] + [
+        (f"overrides[{i}].method", ov.get("method")) for i, ov in enumerate(data.get("overrides") or [])
+        if isinstance(ov, dict)]
+    return [f"{where}: unknown merge method {name!r}{suggest(str(name), known)}"
+            for where, name in names if isinstance(name, str) and name not in known]
+
+
 def _nested_model(annotation) -> type[BaseModel] | None:
     for candidate in (annotation, *getattr(annotation, "__args__", ())):
         for inner in (candidate, *getattr(candidate, "__args__", ())):
@@ -47,7 +59,9 @@ def parse_spec(data: Any, source: str = "spec") -> MergeSpec:
         from .mergekit import translate_mergekit
 
         data = translate_mergekit(data, source)
-    collect(unknown_keys(data, MergeSpec, ""), SpecError, f"{source}: invalid spec")
+    bad_keys, bad_methods = unknown_keys(data, MergeSpec, ""), unknown_methods(data)
+    kind = UnknownMethodError if bad_methods and not bad_keys else SpecError
+    collect(bad_keys + bad_methods, kind, f"{source}: invalid spec")
     try:
         return MergeSpec.model_validate(data)
     except ValidationError as e:
