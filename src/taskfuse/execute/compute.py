@@ -9,6 +9,7 @@ import torch
 from ..errors import TaskfuseError
 from ..methods import get_method
 from ..methods.inputs import Inputs
+from ..ops.chunks import chunk_slices
 from .buffers import BufferPool
 from .loading import LoadedJob
 
@@ -34,11 +35,36 @@ def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
+def merge_in_slices(loaded: LoadedJob, seed: int, out: torch.Tensor) -> None:
+    """Elementwise ("chunkable") methods, slice by slice: conversion, subtraction, method, addition and cast all
+    run on cache-sized slices instead of making full-size passes through memory (the conformance kit checks that
+    slicing does not change these methods' results)."""
+    job = loaded.job
+    info = get_method(job.method)
+    delta = info.space == "delta"
+    sources = [t.reshape(-1) for t in loaded.sources]
+    base = loaded.base.reshape(-1) if loaded.base is not None else None
+    weights = torch.tensor(job.weights, dtype=torch.float32)
+    params = _params(job.method, json.dumps(job.params, sort_keys=True))
+    flat_out = out.view(-1)
+    for sl in chunk_slices(flat_out.numel()):
+        base_slice = base[sl].float() if base is not None else None
+        stack = torch.empty((len(sources), sl.stop - sl.start))
+        for row, src in zip(stack, sources):
+            row.copy_(src[sl])
+            if delta:
+                row -= base_slice
+        result = info.fn(Inputs(stack, weights, base_slice, job.name, seed), params)
+        flat_out[sl].copy_(result + base_slice if delta else result)
+
+
 def merge_into(loaded: LoadedJob, seed: int, device: torch.device, pool: BufferPool, out: torch.Tensor) -> None:
     """Run the job's method and write the merged tensor into `out` (its output dtype, on the CPU)."""
     job = loaded.job
     info = get_method(job.method)
     delta = info.space == "delta"
+    if "chunkable" in info.traits and device.type == "cpu":
+        return merge_in_slices(loaded, seed, out)
     base = float_stack([loaded.base], device, pool)[0] if loaded.base is not None else None
     stack = float_stack(loaded.sources, device, pool, minus=base if delta else None)
     weights = torch.tensor(job.weights, dtype=torch.float32, device=device)
