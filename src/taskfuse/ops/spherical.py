@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .chunks import chunk_slices
+
 # Above this |cos| the two directions are treated as colinear and we interpolate linearly: the slerp formula
 # divides by sin(theta) -> 0 and amplifies rounding noise.
 COLINEAR_COS = 0.9995
@@ -24,7 +26,15 @@ def slerp(a: Tensor, b: Tensor, t: float, eps: float = 1e-8) -> Tensor:
         return torch.lerp(a, b, t)
     theta = torch.arccos(cos)
     s = torch.sin(theta)
-    return torch.add(a * (torch.sin((1 - t) * theta) / s), b, alpha=float(torch.sin(t * theta) / s))
+    return blend(a, b, torch.sin((1 - t) * theta) / s, torch.sin(t * theta) / s)
+
+
+def blend(a: Tensor, b: Tensor, wa: Tensor, wb: Tensor) -> Tensor:
+    """wa·a + wb·b for flat a, b, slice by slice (no full-size temporaries; see chunks.py)."""
+    out = torch.empty_like(a)
+    for sl in chunk_slices(a.numel()):
+        out[sl] = a[sl] * wa + b[sl] * wb  # slice assignment, not out=, so autograd still flows
+    return out
 
 
 def log_map(base: Tensor, x: Tensor, eps: float = 1e-8) -> Tensor:
