@@ -5,7 +5,7 @@ import torch
 from pydantic.dataclasses import dataclass
 
 from ..ops.consensus import Normalize, SignElection, combine, disjoint_merge, scaled
-from ..ops.chunks import map_chunks
+from ..ops.chunks import map_slices
 from ..ops.masks import MagnitudeCut, band_cuts
 from .inputs import Inputs
 from .params import STRICT, PerModelDensity, PerModelFraction, per_model
@@ -51,9 +51,11 @@ def apply_bands(chunk: torch.Tensor, bands, start: int) -> torch.Tensor:
 def breadcrumbs(x: Inputs, p: Breadcrumbs):
     """Mask outliers and small entries of each task vector, then λ · Σ_t w_t τ̃_t."""
     bands = band_cuts_per_model(x, p.density, p.gamma)
-    merged = map_chunks(lambda c, sl: combine(apply_bands(c, bands, sl.start), x.weights, p.normalize),
-                        x.stack.reshape(x.count, -1))
-    return scaled(merged.reshape(x.stack.shape[1:]), p.scale)
+
+    def merge_chunk(chunk: torch.Tensor, sl: slice) -> torch.Tensor:
+        return combine(apply_bands(chunk, bands, sl.start), x.weights, p.normalize)
+
+    return scaled(map_slices(merge_chunk, x.stack), p.scale)
 
 
 @method("breadcrumbs_ties", params=BreadcrumbsTies, space="delta", paper=PAPER,
@@ -66,5 +68,4 @@ def breadcrumbs_ties(x: Inputs, p: BreadcrumbsTies):
         return disjoint_merge(apply_bands(chunk, bands, sl.start), x.weights, p.sign_election, p.elect_on,
                               p.normalize)
 
-    merged = map_chunks(merge_chunk, x.stack.reshape(x.count, -1))
-    return scaled(merged.reshape(x.stack.shape[1:]), p.scale)
+    return scaled(map_slices(merge_chunk, x.stack), p.scale)

@@ -5,7 +5,7 @@ import torch
 from pydantic.dataclasses import dataclass
 
 from ..ops.consensus import Normalize, SignElection, combine, disjoint_merge, scaled
-from ..ops.chunks import chunk_slices, map_chunks
+from ..ops.chunks import chunk_slices, map_slices
 from ..ops.dropout import Rescale, draw_keep_mask
 from .inputs import Inputs
 from .params import STRICT, PerModelDensity, per_model
@@ -77,8 +77,7 @@ def _l1_ratio(original: torch.Tensor, kept: torch.Tensor) -> float:
 def dare_linear(x: Inputs, p: Dare):
     """Drop-and-rescale each task vector, then λ · Σ_t w_t τ̃_t."""
     drop = Dropper(x, p.density, p.rescale)
-    merged = map_chunks(lambda c, sl: combine(drop(c, sl), x.weights, p.normalize), x.stack.reshape(x.count, -1))
-    return scaled(merged.reshape(x.stack.shape[1:]), p.scale)
+    return scaled(map_slices(lambda c, sl: combine(drop(c, sl), x.weights, p.normalize), x.stack), p.scale)
 
 
 @method(
@@ -96,5 +95,4 @@ def dare_ties(x: Inputs, p: DareTies):
     def merge_chunk(chunk: torch.Tensor, sl: slice) -> torch.Tensor:
         return disjoint_merge(drop(chunk, sl), x.weights, p.sign_election, p.elect_on, p.normalize)
 
-    merged = map_chunks(merge_chunk, x.stack.reshape(x.count, -1))
-    return scaled(merged.reshape(x.stack.shape[1:]), p.scale)
+    return scaled(map_slices(merge_chunk, x.stack), p.scale)

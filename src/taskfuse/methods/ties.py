@@ -7,7 +7,7 @@ import torch
 from pydantic.dataclasses import dataclass
 
 from ..ops.consensus import Normalize, SignElection, disjoint_merge, scaled
-from ..ops.chunks import map_chunks
+from ..ops.chunks import map_slices
 from ..ops.masks import MagnitudeCut, keep_count, magnitude_cut
 from .inputs import Inputs
 from .params import STRICT, PerModelDensity, per_model
@@ -68,5 +68,4 @@ def ties(x: Inputs, p: Ties):
         trimmed = apply_cuts(chunk, cuts, sl.start)
         return disjoint_merge(trimmed, x.weights, p.sign_election, p.elect_on, p.normalize)
 
-    merged = map_chunks(merge_chunk, x.stack.reshape(x.count, -1))
-    return scaled(merged.reshape(x.stack.shape[1:]), p.scale)
+    return scaled(map_slices(merge_chunk, x.stack), p.scale)
