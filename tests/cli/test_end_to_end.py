@@ -111,3 +111,26 @@ def test_demo_runs(tmp_path):
     res = runner.invoke(app, ["demo", "--workdir", str(tmp_path / "demo")])
     assert res.exit_code == 0, res.output
     assert "tsv" in res.output and (tmp_path / "demo" / "merged" / "ties" / "config.json").exists()
+
+
+def test_tokenizer_files_come_from_the_chosen_source(tmp_path, bert_family):
+    import shutil
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    base, tunes = bert_family
+    words = ["[PAD]", "[UNK]", "merge", "the", "models"]
+    root = tmp_path / "with_tokenizer"
+    shutil.copytree(base.parent, root)
+    raw = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]", pad_token="[PAD]")
+    fast.save_pretrained(root / tunes[1].name)  # only the second fine-tune carries a tokenizer
+    spec = spec_for("task_arithmetic", root / "base", [root / t.name for t in tunes],
+                    tokenizer_from=str(root / tunes[1].name))
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["merge", str(write(tmp_path, spec)), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert (out / "tokenizer.json").exists() and (out / "config.json").exists()
+    assert AutoTokenizer.from_pretrained(out)("merge the models")["input_ids"] == [2, 3, 4]
