@@ -46,9 +46,19 @@ class Dropper:
         self.factors = [1.0 / d if rescale == "inverse" else 1.0 for d in self.densities]
         self.kept: torch.Tensor | None = None
         if rescale == "l1":
-            flat = x.stack.reshape(x.count, -1)
-            self.kept = torch.cat([self._drop(flat[:, sl]) for sl in chunk_slices(flat.shape[1])], dim=1)
-            self.factors = [_l1_ratio(row, kept) for row, kept in zip(flat, self.kept)]
+            self.kept, self.factors = self._drop_and_measure(x.stack.reshape(x.count, -1))
+
+    def _drop_and_measure(self, flat: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
+        """All dropped vectors, and per model ‖τ‖₁ / ‖τ ⊙ mask‖₁ (mergekit's rescale; 1 when either is ~0),
+        accumulated slice by slice while the slice is in cache."""
+        kept = torch.empty_like(flat)
+        before = torch.zeros(flat.shape[0], dtype=torch.float64)
+        after = torch.zeros(flat.shape[0], dtype=torch.float64)
+        for sl in chunk_slices(flat.shape[1]):
+            kept[:, sl] = self._drop(flat[:, sl])
+            before += flat[:, sl].abs().sum(1)  # float32 per slice: a float64-accumulating sum measured slower
+            after += kept[:, sl].abs().sum(1)
+        return kept, [b / a if b > 1e-12 and a > 1e-12 else 1.0 for b, a in zip(before.tolist(), after.tolist())]
 
     def _drop(self, chunk: torch.Tensor) -> torch.Tensor:
         return torch.stack([row if d >= 1 else row * draw_keep_mask(row, d, g)
@@ -58,12 +68,6 @@ class Dropper:
         """(T, C) chunk with dropped entries zeroed and survivors rescaled; chunks must come in order."""
         dropped = self._drop(chunk) if self.kept is None else self.kept[:, sl]
         return dropped * torch.tensor(self.factors, dtype=chunk.dtype, device=chunk.device)[:, None]
-
-
-def _l1_ratio(original: torch.Tensor, kept: torch.Tensor) -> float:
-    """‖τ‖₁ / ‖τ ⊙ mask‖₁ (mergekit's rescale); 1 when either norm is ~0."""
-    before, after = float(original.abs().sum()), float(kept.abs().sum())
-    return before / after if before > 1e-12 and after > 1e-12 else 1.0
 
 
 @method(
