@@ -110,3 +110,14 @@ def test_mergekit_dare_conventions(llama_family):
     job = p.jobs[0]
     assert job.params["rescale"] == "l1" and job.params["elect_on"] == "weighted" and job.params["normalize"] == "none"
     assert len(job.sources) == 2  # the base listed among models contributes no task vector
+
+
+def test_plan_json_round_trip(llama_family):
+    import json
+
+    from taskfuse.plan import Plan
+
+    base, tunes = llama_family
+    p = plan(spec_for("ties", base, tunes, params={"density": [0.2, 0.6]}))
+    again = Plan.from_dict(json.loads(p.to_json()))
+    assert again.jobs == p.jobs and again.checkpoints == p.checkpoints and again.spec == p.spec

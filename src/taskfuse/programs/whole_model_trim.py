@@ -18,10 +18,6 @@ from ..ops.masks import keep_count
 from ..plan.plan import Plan, TensorJob
 
 
-def needs_whole_model_trim(plan: Plan) -> bool:
-    return any(j.params.get("trim") == "model" for j in plan.jobs)
-
-
 def _densities(jobs: list[TensorJob]) -> tuple[float, ...]:
     found = {tuple(j.params["density"]) if isinstance(j.params["density"], (list, tuple)) else
              (j.params["density"],) * len(j.sources) for j in jobs}
