@@ -204,3 +204,16 @@ def test_mergekit_unsupported_keys_are_errors(tmp_path, llama_family):
     with pytest.raises(SpecError) as e:
         merge(cfg, tmp_path / "o")
     assert "nuslerp" in str(e.value) and "chat_template" in str(e.value)
+
+
+def test_copied_float_tensors_take_the_output_dtype(family_copy, tmp_path):
+    base, tunes = family_copy
+    name = "model.layers.0.self_attn.q_proj.weight"
+    rewrite(tunes[2], name, lambda d: {k: v for k, v in d.items() if k != name})
+    index = tunes[2] / "model.safetensors.index.json"
+    data = json.loads(index.read_text())
+    del data["weight_map"][name]
+    index.write_text(json.dumps(data))
+    spec = spec_for("task_arithmetic", base, tunes, dtype="float32", tensor_rules={"missing": "copy_base"})
+    jobs = {j.name: j for j in merge(spec, tmp_path / "o").plan.jobs}
+    assert jobs[name].rule == "copy_base" and jobs[name].dtype == "float32"  # base is bf16

@@ -19,7 +19,7 @@ from ..methods.registry import MethodInfo, get_method
 from ..spec.model import MergeSpec
 from . import schedule
 from .plan import Plan, Source, TensorJob
-from .stacking import plan_slices
+from .stacking import copy_job, plan_slices
 
 VOCAB_HINTS = ("embed", "lm_head", "wte", "word_embeddings", "output.weight")
 
@@ -112,14 +112,14 @@ def plan_tensor(ctx: PlanContext, name: str, meta: TensorMeta) -> TensorJob:
     if not meta.dtype.is_floating_point:
         if rules.integer == "error":
             raise IncompatibleInputsError(f"tensor {name!r} is {meta.dtype}; tensor_rules.integer is 'error'")
-        return copy_job(name, meta, "copy_base")
+        return copy_job(meta, Source(0, name), name, output_dtype(ctx), "copy_base")
     present = [i for i in models if name in ctx.checkpoints[i].tensors]
     missing = [i for i in models if i not in present]
     if missing:
         if rules.missing == "error":
             raise missing_error(ctx, name, missing)
         if rules.missing == "copy_base" or not present:  # checkpoint 0: the base, or the first model
-            return copy_job(name, meta, "copy_base")
+            return copy_job(meta, Source(0, name), name, output_dtype(ctx), "copy_base")
     check_shapes(ctx, name, meta, present)
     method, params = method_and_params(ctx, name, [i - ctx.offset for i in present])
     info = get_method(method)
@@ -128,12 +128,6 @@ def plan_tensor(ctx: PlanContext, name: str, meta: TensorMeta) -> TensorJob:
         weights=tuple(ctx.spec.models[i - ctx.offset].weight for i in present),
         base=Source(0, name) if ctx.has_base and info.space == "delta" else None,
         shape=meta.shape, dtype=output_dtype(ctx))
-
-
-def copy_job(name: str, meta: TensorMeta, rule: str) -> TensorJob:
-    dtype = DTYPE_NAMES.get(meta.dtype) if meta.dtype.is_floating_point else str(meta.dtype).removeprefix("torch.")
-    return TensorJob(name=name, method="passthrough", params={"source": 0}, sources=(Source(0, name),),
-                     weights=(1.0,), base=None, shape=meta.shape, dtype=dtype, rule=rule)
 
 
 def missing_error(ctx: PlanContext, name: str, missing: list[int]) -> IncompatibleInputsError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import SpecError, collect
+from ..io.checkpoint import TensorMeta
 from .plan import Source, TensorJob
 from .schedule import LAYER, layer_index
 
@@ -40,8 +41,12 @@ def plan_slices(ctx: "PlanContext", dtype: str) -> list[TensorJob]:
     return jobs
 
 
-def _copy(ctx: "PlanContext", ckpt: int, name: str, out_name: str, dtype: str) -> TensorJob:
-    meta = ctx.checkpoints[ckpt].tensors[name]
+def copy_job(meta: TensorMeta, source: Source, out_name: str, dtype: str, rule: str) -> TensorJob:
+    """A job copying one checkpoint's tensor: floating tensors take the output dtype, integer ones keep theirs."""
     out_dtype = dtype if meta.dtype.is_floating_point else str(meta.dtype).removeprefix("torch.")
-    return TensorJob(name=out_name, method="passthrough", params={"source": 0}, sources=(Source(ckpt, name),),
-                     weights=(1.0,), base=None, shape=meta.shape, dtype=out_dtype, rule="stack")
+    return TensorJob(name=out_name, method="passthrough", params={"source": 0}, sources=(source,), weights=(1.0,),
+                     base=None, shape=meta.shape, dtype=out_dtype, rule=rule)
+
+
+def _copy(ctx: "PlanContext", ckpt: int, name: str, out_name: str, dtype: str) -> TensorJob:
+    return copy_job(ctx.checkpoints[ckpt].tensors[name], Source(ckpt, name), out_name, dtype, "stack")
