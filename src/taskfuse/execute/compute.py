@@ -10,6 +10,7 @@ from ..errors import TaskfuseError
 from ..methods import get_method
 from ..methods.inputs import Inputs
 from ..ops.chunks import chunk_slices
+from ..plan.plan import TensorJob
 from .buffers import BufferPool
 from .loading import LoadedJob
 
@@ -17,6 +18,12 @@ from .loading import LoadedJob
 @lru_cache(maxsize=4096)
 def _params(method: str, frozen: str):
     return get_method(method).make_params(json.loads(frozen))
+
+
+def job_arguments(job: TensorJob, device: torch.device | str = "cpu"):
+    """The job's validated Params (cached per distinct value set) and its (T,) weights tensor."""
+    params = _params(job.method, json.dumps(job.params, sort_keys=True))
+    return params, torch.tensor(job.weights, dtype=torch.float32, device=device)
 
 
 def float_stack(tensors: list[torch.Tensor], device: torch.device, pool: BufferPool,
@@ -44,8 +51,7 @@ def merge_in_slices(loaded: LoadedJob, seed: int, out: torch.Tensor) -> None:
     delta = info.space == "delta"
     sources = [t.reshape(-1) for t in loaded.sources]
     base = loaded.base.reshape(-1) if loaded.base is not None else None
-    weights = torch.tensor(job.weights, dtype=torch.float32)
-    params = _params(job.method, json.dumps(job.params, sort_keys=True))
+    params, weights = job_arguments(job)
     flat_out = out.view(-1)
     for sl in chunk_slices(flat_out.numel()):
         base_slice = base[sl].float() if base is not None else None
@@ -67,8 +73,7 @@ def merge_into(loaded: LoadedJob, seed: int, device: torch.device, pool: BufferP
         return merge_in_slices(loaded, seed, out)
     base = float_stack([loaded.base], device, pool)[0] if loaded.base is not None else None
     stack = float_stack(loaded.sources, device, pool, minus=base if delta else None)
-    weights = torch.tensor(job.weights, dtype=torch.float32, device=device)
-    params = _params(job.method, json.dumps(job.params, sort_keys=True))
+    params, weights = job_arguments(job, device)
     result = info.fn(Inputs(stack, weights, base, job.name, seed), params)
     if delta:
         # in float32 then one converting copy: 2x faster here than adding straight into a bf16 `out`

@@ -63,15 +63,14 @@ def execute(
 
 def job_footprint(job: TensorJob, ckpts: Sequence[Checkpoint]) -> int:
     """Bytes of the pooled buffers one job uses: inputs as stored, the float32 stack and the output."""
-    inputs = [*job.sources, *([job.base] if job.base else [])]
-    stored = sum(ckpts[s.checkpoint].meta(s.tensor).nbytes for s in inputs)
+    stored = sum(ckpts[s.checkpoint].meta(s.tensor).nbytes for s in job.inputs)
     numel = job.nbytes // getattr(torch, job.dtype).itemsize
     return stored + len(job.sources) * numel * 4 + job.nbytes
 
 
 def _write_shards(plan: Plan, ckpts: Sequence[Checkpoint], stage: Path, device, progress) -> None:
     done, total = 0, len(plan.jobs)
-    # keep at most one job's worth of idle buffers: enough to recycle across layers, bounded for peak RSS
+    # keep at most two jobs' worth of idle buffers (one computing, one prefetched): bounded for peak RSS
     pool = BufferPool(2 * max((job_footprint(j, ckpts) for j in plan.jobs), default=0))
     for shard in plan.shards:
         jobs = [j for j in plan.jobs if j.shard == shard]

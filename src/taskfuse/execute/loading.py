@@ -44,18 +44,17 @@ def read_into_pool(ckpts: Sequence[Checkpoint], src: Source, pool: BufferPool | 
 
 
 def load_job(plan: Plan, ckpts: Sequence[Checkpoint], job: TensorJob, pool: BufferPool | None = None) -> LoadedJob:
-    sources = [read_into_pool(ckpts, s, pool) for s in job.sources]
-    base = read_into_pool(ckpts, job.base, pool) if job.base else None
-    everything = sources + ([base] if base is not None else [])
-    check_finite(plan, everything, list(job.sources) + ([job.base] if job.base else []))
-    return LoadedJob(job, sources, base)
+    tensors = [read_into_pool(ckpts, s, pool) for s in job.inputs]
+    check_finite(plan, tensors, job.inputs)
+    count = len(job.sources)
+    return LoadedJob(job, tensors[:count], tensors[count] if job.base else None)
 
 
 def prefetched(plan: Plan, ckpts: Sequence[Checkpoint], jobs: Sequence[TensorJob],
                pool: BufferPool | None = None) -> Iterator[LoadedJob]:
     """Yield loaded jobs in order while the next one is read in a background thread.
 
-    Reading (mmap page-ins, dtype conversion) releases the GIL, so it overlaps with the previous job's math.
+    Reading (positioned file reads, finite checks) releases the GIL, so it overlaps with the previous job's math.
     """
     if not jobs:
         return

@@ -30,7 +30,7 @@ class SafetensorsStreamWriter:
         self._next = 0
         header, offset = {"__metadata__": metadata}, 0
         for name, shape, dtype in layout:
-            size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+            size = math.prod(shape) * dtype.itemsize
             header[name] = {"dtype": _CODES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
             offset += size
         raw = json.dumps(header, separators=(",", ":")).encode()

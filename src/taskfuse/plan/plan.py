@@ -29,6 +29,11 @@ class TensorJob:
     rule: str = "merge"  # why this job exists: merge, copy_base (integer buffer / missing rule), stack (slices)
 
     @property
+    def inputs(self) -> tuple[Source, ...]:
+        """Every tensor the job reads: the sources, then the base."""
+        return self.sources + ((self.base,) if self.base else ())
+
+    @property
     def nbytes(self) -> int:
         """Size of the output tensor in bytes."""
         return math.prod(self.shape) * getattr(torch, self.dtype).itemsize
