@@ -45,3 +45,11 @@ def collect(errors: list[str], kind: type[TaskfuseError], header: str) -> None:
     if errors:
         lines = "\n".join(f"  - {e}" for e in errors)
         raise kind(f"{header} ({len(errors)} problem{'s' if len(errors) > 1 else ''}):\n{lines}")
+
+
+class TaskDataError(TaskfuseError, ValueError):
+    """A benchmark task's data is missing (an uninstalled Debian package) or malformed (a user's task file)."""
+
+
+class ZooError(TaskfuseError, RuntimeError):
+    """An expert of the benchmark zoo cannot be built or loaded."""
