@@ -1,4 +1,4 @@
-"""`taskfuse merge | plan | methods | demo`."""
+"""`taskfuse merge | plan | methods | demo`, and the benchmark's `zoo | eval | bench` (cli/bench.py)."""
 from __future__ import annotations
 
 import json
@@ -16,6 +16,7 @@ from .. import api
 from ..execute import execute
 from ..errors import TaskfuseError
 from ..methods import all_methods, get_method
+from .bench import register as register_bench_commands
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Merge task-specific fine-tunes into one model.")
 console = Console(stderr=True)
@@ -126,6 +127,8 @@ def demo(
     except TaskfuseError as e:
         _fail(e)
 
+
+register_bench_commands(app, _fail)
 
 if __name__ == "__main__":
     app()

@@ -5,7 +5,7 @@ import torch
 from pydantic.dataclasses import dataclass
 
 from ..ops.consensus import broadcast_weights, combine, scaled
-from ..ops.subspace import nearest_orthonormal, svd
+from ..ops.subspace import all_zero, nearest_orthonormal, svd
 from .inputs import Inputs
 from .params import STRICT, Fraction
 from .registry import method
@@ -34,7 +34,7 @@ def _mean_fallback(x: Inputs, scale: float) -> torch.Tensor:
 @method("iso_c", params=IsoC, space="delta", paper=PAPER, reference=REFERENCE, traits=("matrix",))
 def iso_c(x: Inputs, p: IsoC):
     """SVD of Σ_t w_t τ_t with every singular value replaced by their mean: σ̄ U Vᵀ (Eq. 6)."""
-    if x.stack.dim() != 3:
+    if x.stack.dim() != 3 or all_zero(x.stack):
         return _mean_fallback(x, p.scale)
     u, s, vh = svd(combine(x.stack, x.weights, "none"))
     return scaled((s.mean() * (u @ vh)).to(x.stack.dtype), p.scale)
@@ -48,9 +48,10 @@ def iso_cts_matrix(stack: torch.Tensor, common_fraction: float) -> torch.Tensor:
     common = rank - per_task * n_tasks
     u, s, vh = svd(stack.sum(0))
     us, ss, vhs = [u[:, :common]], [s[:common]], [vh[:common]]
-    projector = u[:, :common] @ u[:, :common].T
+    u_common = u[:, :common]
     for t in stack.double():
-        tu, ts, tvh = svd(t - projector @ t)
+        # (I − U Uᵀ) τ without forming the (m, m) projector: m is 30k rows for an embedding table
+        tu, ts, tvh = svd(t - u_common @ (u_common.T @ t))
         us.append(tu[:, :per_task]), ss.append(ts[:per_task]), vhs.append(tvh[:per_task])
     u_all = nearest_orthonormal(torch.cat(us, dim=1))
     vh_all = nearest_orthonormal(torch.cat(vhs, dim=0))
@@ -60,7 +61,7 @@ def iso_cts_matrix(stack: torch.Tensor, common_fraction: float) -> torch.Tensor:
 @method("iso_cts", params=IsoCts, space="delta", paper=PAPER, reference=REFERENCE, traits=("matrix",))
 def iso_cts(x: Inputs, p: IsoCts):
     """Iso-CTS on 2-D tensors with rank ≥ T; weighted mean elsewhere."""
-    if x.stack.dim() != 3 or min(x.stack.shape[1:]) < x.count:
+    if x.stack.dim() != 3 or min(x.stack.shape[1:]) < x.count or all_zero(x.stack):
         return _mean_fallback(x, p.scale)
     weighted = x.stack * broadcast_weights(x.weights, x.stack)
     return scaled(iso_cts_matrix(weighted, p.common_fraction).to(x.stack.dtype), p.scale)

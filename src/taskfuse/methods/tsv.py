@@ -5,7 +5,7 @@ import torch
 from pydantic.dataclasses import dataclass
 
 from ..ops.consensus import broadcast_weights, combine, scaled
-from ..ops.subspace import nearest_orthonormal, svd
+from ..ops.subspace import all_zero, nearest_orthonormal, svd
 from .inputs import Inputs
 from .params import STRICT
 from .registry import method
@@ -41,7 +41,7 @@ def tsv_matrix(stack: torch.Tensor) -> torch.Tensor:
 )
 def tsv(x: Inputs, p: Tsv):
     """TSV-M on 2-D tensors with rank ≥ T; other tensors take the weighted mean of task vectors, as the paper's code."""
-    if x.stack.dim() != 3 or min(x.stack.shape[1:]) < x.count:
+    if x.stack.dim() != 3 or min(x.stack.shape[1:]) < x.count or all_zero(x.stack):
         return scaled(combine(x.stack, x.weights, "weights"), p.scale)
     weighted = x.stack * broadcast_weights(x.weights, x.stack)
     return scaled(tsv_matrix(weighted).to(x.stack.dtype), p.scale)

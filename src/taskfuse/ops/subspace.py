@@ -15,3 +15,8 @@ def nearest_orthonormal(m: Tensor) -> Tensor:
     """Polar factor P Qᵀ of m = P S Qᵀ: the closest matrix with orthonormal columns (or rows) in Frobenius norm."""
     p, _, qh = torch.linalg.svd(m, full_matrices=False)
     return p @ qh
+
+
+def all_zero(stack: Tensor) -> bool:
+    """True when every task vector is zero (a table no expert trained): its SVD is wasted work and its merge is 0."""
+    return bool(stack.abs().amax() == 0) if stack.numel() else True

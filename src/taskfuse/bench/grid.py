@@ -1,0 +1,61 @@
+"""Per-method hyperparameter grids searched on the validation split.
+
+Ranges follow each paper's own search (task arithmetic: λ over 0.1..1; TIES: top-20% density with λ near 1 under
+the disjoint mean; TSV-M and Iso-C: α near 1 to 2). Quick runs search a centred subset.
+"""
+from __future__ import annotations
+
+from itertools import product
+
+from ..methods import all_methods
+
+EXCLUDED = {
+    "slerp": "interpolates exactly two models; the zoo has one expert per task",
+    "passthrough": "copies one input unchanged; the experts' own rows show that",
+}
+
+_SUMMED = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)  # λ on a sum of T task vectors
+_MEANS = (0.6, 1.0, 1.5, 2.0)  # λ on a disjoint or spectral mean
+
+
+def _grid(**axes) -> list[dict]:
+    names = list(axes)
+    return [dict(zip(names, values)) for values in product(*(axes[n] for n in names))]
+
+
+GRIDS: dict[str, list[dict]] = {
+    "linear": [{}],
+    "model_stock": [{}],
+    "karcher": [{}],
+    "task_arithmetic": _grid(scale=_SUMMED),
+    "ties": _grid(density=(0.1, 0.2, 0.3), scale=_MEANS),
+    "dare_ties": _grid(density=(0.3, 0.5), scale=(0.6, 1.0, 1.5)),
+    "dare_linear": _grid(density=(0.3, 0.6), scale=(0.2, 0.3, 0.5)),
+    "breadcrumbs": _grid(scale=(0.2, 0.3, 0.5)),
+    "breadcrumbs_ties": _grid(scale=(0.6, 1.0, 1.5)),
+    "della": _grid(scale=(0.6, 1.0, 1.5)),
+    "della_linear": _grid(scale=(0.2, 0.3, 0.5)),
+    "consensus": _grid(tall_lambda=(0.4, 0.6), scale=(0.2, 0.3, 0.5)),
+    "tsv": _grid(scale=(0.5, 0.75, 1.0, 1.25)),
+    "iso_c": _grid(scale=_MEANS),
+    "iso_cts": _grid(scale=(1.0, 1.5, 2.0)),
+}
+
+
+def benchmarked_methods() -> list[str]:
+    """Every registered method, each either gridded or excluded for a stated reason."""
+    names = [m.name for m in all_methods()]
+    unaccounted = [n for n in names if n not in GRIDS and n not in EXCLUDED]
+    if unaccounted:
+        raise KeyError(f"methods {unaccounted} have no benchmark grid; add one to taskfuse/bench/grid.py or list them "
+                       "in EXCLUDED with the reason")
+    return [n for n in names if n in GRIDS]
+
+
+def configs(method: str, quick: bool) -> list[dict]:
+    """The grid, or for quick runs at most three configurations around its middle."""
+    grid = GRIDS[method]
+    if not quick or len(grid) <= 3:
+        return grid
+    middle = len(grid) // 2
+    return grid[max(0, middle - 1): middle + 2]

@@ -1,0 +1,50 @@
+"""The report's figures: per-task normalised accuracy per method, and validation accuracy against λ."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on the machines this runs on
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .table import ranked_rows  # noqa: E402
+
+
+def normalized_heatmap(result: dict, path: Path) -> None:
+    rows = ranked_rows(result)
+    tasks = [t["name"] for t in result["tasks"]]
+    grid = [[r["normalized"][t] * 100 for t in tasks] + [r["average_normalized"] * 100] for r in rows]
+    fig, ax = plt.subplots(figsize=(1.0 * len(tasks) + 4, 0.42 * len(rows) + 2))
+    low, high = min(min(g) for g in grid), max(100.0, max(max(g) for g in grid))
+    image = ax.imshow(grid, cmap="viridis", vmin=low, vmax=high, aspect="auto")
+    ax.set_xticks(range(len(tasks) + 1), [*tasks, "average"], rotation=35, ha="right")
+    ax.set_yticks(range(len(rows)), [r["label"] for r in rows])
+    for i, row in enumerate(grid):
+        for j, value in enumerate(row):
+            ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=8,
+                    color="white" if value < (low + high) / 2 else "black")
+    fig.colorbar(image, ax=ax, label="% of expert accuracy", fraction=0.05)
+    ax.set_title(f"Normalised test accuracy per task ({result['variant']} zoo, {len(tasks)} tasks)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def scale_curves(result: dict, path: Path) -> None:
+    """Validation normalised accuracy against λ (the `scale` parameter); other parameters at their chosen value."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for m in result["methods"]:
+        chosen = {k: v for k, v in m["params"].items() if k != "scale"}
+        points = sorted((t["params"]["scale"], t["validation_normalized"] * 100) for t in m["trials"]
+                        if "scale" in t["params"] and {k: v for k, v in t["params"].items() if k != "scale"} == chosen)
+        if len(points) > 1:
+            ax.plot(*zip(*points), marker="o", label=m["method"])
+    ax.set_xlabel("λ (scale)")
+    ax.set_ylabel("validation normalised accuracy (%)")
+    ax.set_title("Accuracy against λ on the validation split")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,120 @@
+"""Writing a benchmark's report: result.json, results.md, two PNG figures and a self-contained report.html.
+
+Everything is written to a staging folder that replaces the report folder only when complete.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import shutil
+from pathlib import Path
+
+from .plots import normalized_heatmap, scale_curves
+from .table import markdown, ranked_rows, task_markdown
+
+FIGURES = {"normalized_accuracy.png": normalized_heatmap, "accuracy_vs_scale.png": scale_curves}
+
+
+def write_report(result: dict, out: Path) -> Path:
+    out = Path(out)
+    stage = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        (stage / "result.json").write_text(json.dumps(result, indent=1))
+        (stage / "results.md").write_text(f"{markdown(result)}\n\n{task_markdown(result)}\n")
+        for name, draw in FIGURES.items():
+            draw(result, stage / name)
+        (stage / "report.html").write_text(render_html(result, {n: stage / n for n in FIGURES}))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return out
+
+
+def _e(value) -> str:
+    return html.escape(str(value))
+
+
+def _table(header: list[str], rows: list[list], classes: list[str] | None = None) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join(f"<tr class='{(classes or [''] * len(rows))[i]}'>" + "".join(f"<td>{_e(c)}</td>" for c in row)
+                   + "</tr>" for i, row in enumerate(rows))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _results_table(result: dict) -> str:
+    tasks = [t["name"] for t in result["tasks"]]
+    rows, classes = [], []
+    for r in ranked_rows(result):
+        rows.append([r["label"], r["params"], f"{r['average_normalized'] * 100:.1f}",
+                     f"{r['average_accuracy'] * 100:.1f}", f"{r['average_macro_f1'] * 100:.1f}",
+                     *(f"{r['accuracy'][t] * 100:.1f}" for t in tasks)])
+        classes.append("reference" if r["reference"] else "method")
+    header = ["model", "chosen on validation", "avg normalized %", "avg accuracy %", "avg macro-F1 %",
+              *(f"{t} acc %" for t in tasks)]
+    return _table(header, rows, classes)
+
+
+def _tasks_table(result: dict) -> str:
+    rows = [[t["name"], t["kind"], t["description"],
+             "; ".join(f"{s['package']} {s['version']} ({s['licence']})" for s in t["sources"]),
+             ", ".join(f"{k}: {v}" for k, v in t["classes"].items()),
+             " / ".join(str(t["sizes"][s]) for s in ("train", "validation", "test"))] for t in result["tasks"]]
+    return _table(["task", "kind", "what", "source package, version, licence", "classes", "train / val / test"], rows)
+
+
+def _image(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f"<figure><img alt='{_e(alt)}' src='data:image/png;base64,{data}'><figcaption>{_e(alt)}</figcaption></figure>"
+
+
+def render_html(result: dict, figures: dict[str, Path]) -> str:
+    machine = result["machine"]
+    provenance = _table(["what", "value"], [
+        ["taskfuse", result["taskfuse"]], ["zoo variant", result["variant"]], ["seed", result["seed"]],
+        ["training recipe", json.dumps(result["recipe"])], *([f"data used: {k}", v] for k, v in result["data_used"].items()),
+        ["machine", f"{machine['platform']}, {machine['cpus']} CPUs, {machine['memory_gib']} GiB, torch {machine['torch']}"],
+        ["wall time", f"zoo {result['seconds']['zoo']} s, total {result['seconds']['total']} s"],
+        ["peak RSS", f"{result['peak_rss_mib']} MiB"],
+        *([f"not benchmarked: {k}", v] for k, v in result["excluded"].items())])
+    specs = "".join(f"<details><summary>{_e(m['method'])}: spec of the chosen merge and every trial</summary><pre>"
+                    f"{_e(json.dumps({'spec': m['spec'], 'trials': m['trials']}, indent=1))}</pre></details>"
+                    for m in result["methods"])
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>taskfuse bench: {_e(result['variant'])}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.85em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; }}
+tr.reference td {{ font-style: italic; background: #f4f4f4; }}
+img {{ max-width: 100%; border: 1px solid #ddd; }}
+pre {{ font-size: 0.75em; background: #f8f8f8; padding: 0.5em; overflow-x: auto; }}
+</style></head>
+<body>
+<h1>taskfuse offline benchmark ({_e(result['variant'])} zoo)</h1>
+<p>Encoder: sentence-transformers/all-MiniLM-L6-v2. One expert per task, merged with every data-free method;
+each method's parameters chosen on the validation split, scores on the test split. Normalised accuracy is a
+merge's accuracy on a task divided by that task's expert's accuracy.</p>
+<h2>Results</h2>
+<div id="results">{_results_table(result)}</div>
+{''.join(_image(p, n) for n, p in figures.items())}
+<h2>Tasks</h2>
+{_tasks_table(result)}
+<h2>Provenance</h2>
+{provenance}
+{specs}
+<script>
+// Marks the page once every figure has decoded, so a headless browser test can tell the figures render.
+window.addEventListener("load", () => {{
+  const images = Array.from(document.images);
+  document.body.dataset.imagesOk = String(images.length > 0 && images.every(i => i.complete && i.naturalWidth > 0));
+}});
+</script>
+</body></html>
+"""

@@ -1,0 +1,102 @@
+"""`taskfuse bench`: zoo → every data-free method tuned on validation → judged on test → report."""
+from __future__ import annotations
+
+import platform
+import resource
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import psutil
+import torch
+
+from .. import __version__
+from ..eval.encoder import load_encoder
+from ..eval.harness import Evaluator, Score, as_dict, mean, normalized
+from ..zoo.build import Zoo, ZooProgress, build_zoo
+from ..zoo.recipe import VARIANTS
+from .grid import EXCLUDED, benchmarked_methods, configs
+from .merging import merge_zoo
+from .references import reference_scores
+
+# (stage, done, total, what): stages "zoo", "references", "search", "test".
+BenchProgress = Callable[[str, int, int, str], None]
+DATA_USED = {"merge": "none (data-free)", "selection": "labelled validation split (hyperparameters only)",
+             "reported": "test split, never used for selection"}
+
+
+def run_bench(variant: str = "full", workers: int = 1, task_files: tuple[str, ...] = (),
+              progress: BenchProgress | None = None, zoo_progress: ZooProgress | None = None) -> dict:
+    """Run the benchmark and return everything the report shows, as plain JSON-ready data."""
+    started = time.perf_counter()
+    report = progress or (lambda *a: None)
+    zoo = build_zoo(VARIANTS[variant], workers, zoo_progress, task_files)
+    zoo_seconds = time.perf_counter() - started
+    heads = {t: e.head() for t, e in zoo.experts.items()}
+    validation = Evaluator(zoo.tasks, heads, "validation")
+    test = Evaluator(zoo.tasks, heads, "test", )
+    report("references", 0, 2, "zero-shot, experts, LoRA experts")
+    val_refs = reference_scores(zoo, validation)
+    report("references", 1, 2, "test split")
+    test_refs = reference_scores(zoo, test)
+    report("references", 2, 2, "")
+    methods = [_run_method(zoo, m, variant != "full", validation, test, val_refs["expert"], test_refs["expert"],
+                           report) for m in benchmarked_methods()]
+    return {
+        "taskfuse": __version__, "variant": variant, "seed": zoo.variant.recipe.seed,
+        "recipe": zoo.variant.recipe.as_dict(), "data_used": DATA_USED,
+        "machine": _machine(), "seconds": {"zoo": round(zoo_seconds, 1),
+                                           "total": round(time.perf_counter() - started, 1)},
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "tasks": [_task_row(zoo, name) for name in zoo.tasks],
+        "references": {split: {k: as_dict(v) for k, v in refs.items()}
+                       for split, refs in (("validation", val_refs), ("test", test_refs))},
+        "methods": methods, "excluded": EXCLUDED,
+    }
+
+
+def _run_method(zoo: Zoo, method: str, quick: bool, validation: Evaluator, test: Evaluator,
+                val_experts: dict[str, Score], test_experts: dict[str, Score], report: BenchProgress) -> dict:
+    grid = configs(method, quick)
+    trials = []
+    with tempfile.TemporaryDirectory(prefix=f"taskfuse-bench-{method}-") as work:
+        best_dir = None
+        for i, params in enumerate(grid):
+            report("search", i, len(grid), f"{method} {params}")
+            out = Path(work) / f"trial{i}"
+            spec, merge_seconds = merge_zoo(zoo, method, params, out, seed=zoo.variant.recipe.seed)
+            scores = validation.score(load_encoder(out))
+            trial = {"params": params, "merge_seconds": round(merge_seconds, 2),
+                     "validation_normalized": mean(normalized(scores, val_experts).values()),
+                     "validation_accuracy": {t: s.accuracy for t, s in scores.items()}}
+            trials.append(trial)
+            if best_dir is None or trial["validation_normalized"] > trials[best_index]["validation_normalized"]:
+                if best_dir is not None:
+                    shutil.rmtree(best_dir)
+                best_dir, best_index, best_spec = out, i, spec
+            else:
+                shutil.rmtree(out)
+        report("test", 0, 1, f"{method} {trials[best_index]['params']}")
+        scores = test.score(load_encoder(best_dir))
+    norm = normalized(scores, test_experts)
+    return {"method": method, "params": trials[best_index]["params"], "spec": best_spec, "trials": trials,
+            "test": as_dict(scores), "test_normalized": norm,
+            "average": {"accuracy": mean(s.accuracy for s in scores.values()),
+                        "macro_f1": mean(s.macro_f1 for s in scores.values()), "normalized": mean(norm.values())}}
+
+
+def _task_row(zoo: Zoo, name: str) -> dict:
+    task = zoo.tasks[name]
+    return {"name": name, "description": task.description, "kind": task.kind,
+            "sources": [asdict(s) for s in task.sources], "classes": task.class_counts(),
+            "sizes": {s: len(split) for s, split in task.splits.items()},
+            "expert_seconds": zoo.experts[name].info["seconds"]}
+
+
+def _machine() -> dict:
+    return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpus": psutil.cpu_count(logical=True), "torch_threads": torch.get_num_threads(),
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "processor": platform.processor()}

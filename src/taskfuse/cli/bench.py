@@ -1,0 +1,110 @@
+"""`taskfuse zoo | eval | bench`: the offline benchmark's commands."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..errors import TaskfuseError
+
+console = Console(stderr=True)
+VARIANT_HELP = "zoo size: full (8 tasks), quick (4 tasks, fewer examples), tiny (2 tasks, for tests)"
+
+
+def _progress_bars():
+    return Progress(TextColumn("[bold]{task.fields[stage]}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("{task.description}"), console=console)
+
+
+def _zoo_reporter(bars: Progress):
+    bar = bars.add_task("", total=None, stage="zoo")
+
+    def report(task: str, stage: str, done: int, total: int) -> None:
+        bars.update(bar, completed=done, total=total, description=f"{task}: {stage}")
+    return report
+
+
+def _bench_reporter(bars: Progress):
+    ids: dict[str, int] = {}
+
+    def report(stage: str, done: int, total: int, what: str) -> None:
+        if stage not in ids:
+            ids[stage] = bars.add_task("", total=total, stage=stage)
+        bars.update(ids[stage], completed=done, total=total, description=what)
+    return report
+
+
+def register(app: typer.Typer, fail) -> None:
+    @app.command()
+    def zoo(variant: str = typer.Option("full", help=VARIANT_HELP),
+            workers: int = typer.Option(1, help="training processes (each gets cores/workers threads)"),
+            task_file: list[Path] = typer.Option([], "--task-file", help="your own .jsonl/.csv task (repeatable)")) -> None:
+        """Build (or find in the cache) one full fine-tune and one LoRA expert per task."""
+        from ..zoo.build import build_zoo
+        from ..zoo.recipe import VARIANTS
+        try:
+            with _progress_bars() as bars:
+                built = build_zoo(VARIANTS[variant], workers, _zoo_reporter(bars), tuple(map(str, task_file)))
+        except TaskfuseError as e:
+            fail(e)
+        table = Table("task", "expert folder", "train s", "final loss (full / LoRA)")
+        for name, e in built.experts.items():
+            info = e.info
+            table.add_row(name, str(e.path), str(info["seconds"]), f"{info['final_loss']['full']} / {info['final_loss']['lora']}")
+        Console().print(table)
+
+    @app.command("eval")
+    def evaluate(model: Path = typer.Argument(..., help="encoder directory (e.g. a merge of the zoo's experts)"),
+                 tasks: Optional[str] = typer.Option(None, help="comma-separated task names (default: the zoo's)"),
+                 variant: str = typer.Option("full", help=VARIANT_HELP),
+                 split: str = typer.Option("test", help="validation or test"),
+                 task_file: list[Path] = typer.Option([], "--task-file", help="your own .jsonl/.csv task"),
+                 json_out: Optional[Path] = typer.Option(None, "--json", help="also write the report as JSON")) -> None:
+        """Score MODEL on each task with the experts' heads: accuracy, macro-F1, normalised accuracy."""
+        from ..bench.evaluate import evaluate_model
+        try:
+            with _progress_bars() as bars:
+                report = evaluate_model(model, tuple(tasks.split(",")) if tasks else None, variant, split,
+                                        tuple(map(str, task_file)), _zoo_reporter(bars))
+        except TaskfuseError as e:
+            fail(e)
+        table = Table("task", "accuracy %", "macro-F1 %", "normalized %", "expert %", "zero-shot %",
+                      title=f"{model} on the {split} split")
+        for t, s in report["scores"].items():
+            refs = report["references"]
+            table.add_row(t, f"{s['accuracy'] * 100:.1f}", f"{s['macro_f1'] * 100:.1f}",
+                          f"{report['normalized'][t] * 100:.1f}", f"{refs['expert'][t]['accuracy'] * 100:.1f}",
+                          f"{refs['zero_shot'][t]['accuracy'] * 100:.1f}")
+        Console().print(table)
+        Console().print(f"average accuracy {report['average']['accuracy'] * 100:.1f}%, normalized "
+                        f"{report['average']['normalized'] * 100:.1f}% ({report['seconds']} s)")
+        if json_out:
+            json_out.write_text(json.dumps(report, indent=1))
+
+    @app.command()
+    def bench(variant: str = typer.Option("full", help=VARIANT_HELP),
+              quick: bool = typer.Option(False, "--quick", help="same as --variant quick (about 5 minutes)"),
+              out: Path = typer.Option(Path("out/bench"), help="report folder (replaced when the run completes)"),
+              workers: int = typer.Option(1, help="processes for building missing experts"),
+              task_file: list[Path] = typer.Option([], "--task-file", help="your own .jsonl/.csv task")) -> None:
+        """Build the zoo, merge it with every data-free method (tuned on validation), judge on test, report."""
+        from ..bench.report import write_report
+        from ..bench.run import run_bench
+        from ..bench.table import markdown
+        chosen = "quick" if quick else variant
+        target = out / chosen if out == Path("out/bench") else out
+        try:
+            with _progress_bars() as bars:
+                result = run_bench(chosen, workers, tuple(map(str, task_file)), _bench_reporter(bars),
+                                   _zoo_reporter(bars))
+            write_report(result, target)
+        except TaskfuseError as e:
+            fail(e)
+        print(markdown(result))
+        console.print(f"report: {target / 'report.html'} (JSON, Markdown and PNG figures beside it); "
+                      f"{result['seconds']['total']} s in all, zoo {result['seconds']['zoo']} s")

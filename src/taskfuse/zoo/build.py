@@ -1,0 +1,145 @@
+"""Building the zoo: each missing expert is trained once, written atomically, and found again by its key.
+
+Several processes may build one zoo: a file lock per expert makes each train a different one, and an interrupted
+build resumes at the first expert that has no finished folder.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from filelock import FileLock, Timeout
+from safetensors.torch import save_file
+
+from ..eval.encoder import base_encoder_dir, encode, load_encoder, load_tokenizer
+from ..eval.tasks import Task, load_task
+from .recipe import Recipe, ZooVariant
+from .store import Expert, expert_dir, expert_key, find_expert
+from .train import fine_tune, prepare_full, prepare_lora, probe_head
+
+# (task, stage, done, total): stage is "probe", "full", "lora", "done" or "cached".
+ZooProgress = Callable[[str, str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Zoo:
+    base_dir: Path
+    variant: ZooVariant
+    tasks: dict[str, Task]
+    experts: dict[str, Expert]
+
+
+def train_expert(task: Task, base_dir: Path, recipe: Recipe, out: Path, progress: ZooProgress | None = None) -> None:
+    """Train and write one expert into `out`, which must not exist; a failure leaves nothing behind."""
+    report = (lambda stage: (lambda d, t: progress(task.name, stage, d, t))) if progress else (lambda stage: None)
+    tokenizer = load_tokenizer(base_dir)
+    train = encode(tokenizer, task.splits["train"].texts, task.splits["train"].labels)
+    started = time.perf_counter()
+    head = probe_head(load_encoder(base_dir), train, task.num_labels, recipe)
+    report("probe")(1, 1)
+    torch.manual_seed(recipe.seed)
+    full = prepare_full(load_encoder(base_dir), recipe)
+    full_losses = fine_tune(full, head, train, recipe, recipe.lr, report("full"))
+    lora = prepare_lora(load_encoder(base_dir), recipe)
+    lora_losses = fine_tune(lora, head, train, recipe, recipe.lora_lr, report("lora"))
+    stage = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        full.save_pretrained(stage / "model", safe_serialization=True)
+        tokenizer.save_pretrained(stage / "model")
+        lora.save_pretrained(stage / "lora")
+        save_file({"weight": head.weight.contiguous(), "bias": head.bias.contiguous()}, stage / "head.safetensors")
+        info = {"task": task.name, "labels": list(task.label_names), "recipe": recipe.as_dict(),
+                "train_examples": len(train.ids), "seconds": round(time.perf_counter() - started, 1),
+                "final_loss": {"full": _tail_mean(full_losses), "lora": _tail_mean(lora_losses)},
+                "torch": torch.__version__}
+        (stage / "expert.json").write_text(json.dumps(info, indent=1))
+        os.replace(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+def _tail_mean(losses: list[float]) -> float:
+    tail = losses[-max(1, len(losses) // 10):]
+    return round(sum(tail) / len(tail), 4)
+
+
+def build_zoo(variant: ZooVariant, workers: int = 1, progress: ZooProgress | None = None,
+              task_files: tuple[str, ...] = ()) -> Zoo:
+    """Load every expert of `variant` (plus users' task files), training the missing ones in `workers` processes."""
+    base_dir = base_encoder_dir()
+    tasks = {t.name: t for t in (load_task(n, variant.recipe.seed, variant.sizes) for n in variant.tasks + task_files)}
+    keys = {name: expert_key(task, base_dir, variant.recipe) for name, task in tasks.items()}
+    missing = [n for n in tasks if find_expert(tasks[n], keys[n]) is None]
+    for name in tasks:
+        if name not in missing and progress:
+            progress(name, "cached", 1, 1)
+    if missing:
+        if workers > 1 and len(missing) > 1:
+            _build_in_processes([tasks[n] for n in missing], base_dir, variant.recipe, workers, progress)
+        else:
+            for name in missing:
+                _build_one(tasks[name], base_dir, variant.recipe, keys[name], progress, wait=True)
+    experts = {n: find_expert(tasks[n], keys[n]) for n in tasks}
+    return Zoo(base_dir, variant, tasks, experts)
+
+
+def _build_one(task: Task, base_dir: Path, recipe: Recipe, key: str, progress: ZooProgress | None,
+               wait: bool) -> bool:
+    """Train unless finished or being trained elsewhere; with `wait`, wait for the other trainer instead."""
+    out = expert_dir(task, key)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out) + ".lock")
+    try:
+        lock.acquire(timeout=-1 if wait else 0)
+    except Timeout:
+        return False
+    try:
+        if find_expert(task, key) is None:
+            train_expert(task, base_dir, recipe, out, progress)
+    finally:
+        lock.release()
+    if progress:
+        progress(task.name, "done", 1, 1)
+    return True
+
+
+def _worker(tasks: list[Task], base_dir: Path, recipe: Recipe, threads: int, queue) -> None:
+    torch.set_num_threads(threads)
+    report = (lambda *a: queue.put(a)) if queue is not None else None
+    pending = list(tasks)
+    for wait in (False, True):  # first take what nobody holds, then wait for the rest
+        pending = [t for t in pending
+                   if not _build_one(t, base_dir, recipe, expert_key(t, base_dir, recipe), report, wait)]
+    queue.put(None)
+
+
+def _build_in_processes(tasks: list[Task], base_dir: Path, recipe: Recipe, workers: int,
+                        progress: ZooProgress | None) -> None:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    threads = max(1, (os.cpu_count() or 2) // workers)
+    procs = [ctx.Process(target=_worker, args=(tasks[i:] + tasks[:i], base_dir, recipe, threads, queue))
+             for i in range(0, workers)]
+    for p in procs:
+        p.start()
+    running = len(procs)
+    while running:
+        item = queue.get()
+        if item is None:
+            running -= 1
+        elif progress:
+            progress(*item)
+    for p in procs:
+        p.join()
+        if p.exitcode:
+            from ..errors import ZooError
+            raise ZooError(f"a zoo worker process failed (exit {p.exitcode}); rerun to resume where it stopped")

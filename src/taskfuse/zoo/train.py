@@ -1,0 +1,76 @@
+"""Training one expert: linear probe for the head, then a full fine-tune and a LoRA fine-tune with it frozen."""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..eval.encoder import Encoded, embed_all, make_head, sentence_embedding
+from .recipe import Recipe
+
+StepProgress = Callable[[int, int], None]
+
+
+def linear_probe(features: torch.Tensor, labels: torch.Tensor, num_labels: int, recipe: Recipe) -> nn.Linear:
+    """L2-regularised multinomial logistic regression on frozen features, solved with L-BFGS."""
+    torch.manual_seed(recipe.seed)
+    head = make_head(features.shape[1], num_labels)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    opt = torch.optim.LBFGS(head.parameters(), max_iter=recipe.probe_steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(head(features), labels) + recipe.probe_l2 * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return head.requires_grad_(False)
+
+
+def probe_head(encoder: nn.Module, train: Encoded, num_labels: int, recipe: Recipe) -> nn.Linear:
+    return linear_probe(embed_all(encoder, train), train.labels, num_labels, recipe)
+
+
+def fine_tune(encoder: nn.Module, head: nn.Linear, train: Encoded, recipe: Recipe, lr: float,
+              progress: StepProgress | None = None) -> list[float]:
+    """AdamW with linear warm-up and decay on the encoder's trainable parameters; the head stays frozen.
+    Returns the loss of every step."""
+    params = [p for p in encoder.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=recipe.weight_decay)
+    steps_per_epoch = math.ceil(len(train.ids) / recipe.batch_size)
+    total = steps_per_epoch * recipe.epochs
+    warm = max(1, int(total * recipe.warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / (total - warm + 1))))
+    order_rng = torch.Generator().manual_seed(recipe.seed)
+    torch.manual_seed(recipe.seed)  # dropout
+    encoder.train()
+    losses = []
+    for _ in range(recipe.epochs):
+        order = torch.randperm(len(train.ids), generator=order_rng).tolist()
+        for rows, ids, mask in train.batches(recipe.batch_size, order):
+            loss = nn.functional.cross_entropy(head(sentence_embedding(encoder, ids, mask)), train.labels[rows])
+            loss.backward()
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            if progress:
+                progress(len(losses), total)
+    encoder.eval()
+    return losses
+
+
+def prepare_full(encoder: nn.Module, recipe: Recipe) -> nn.Module:
+    encoder.embeddings.word_embeddings.weight.requires_grad_(not recipe.freeze_word_embeddings)
+    return encoder
+
+
+def prepare_lora(encoder: nn.Module, recipe: Recipe) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+    config = LoraConfig(r=recipe.lora_rank, lora_alpha=recipe.lora_alpha, lora_dropout=0.0,
+                        target_modules=list(recipe.lora_targets))
+    return get_peft_model(encoder, config)
