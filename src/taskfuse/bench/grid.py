@@ -53,9 +53,9 @@ def benchmarked_methods() -> list[str]:
 
 
 def configs(method: str, quick: bool) -> list[dict]:
-    """The grid, or for quick runs at most three configurations around its middle."""
+    """The grid, or for quick runs the two configurations at its middle."""
     grid = GRIDS[method]
-    if not quick or len(grid) <= 3:
+    if not quick or len(grid) <= 2:
         return grid
     middle = len(grid) // 2
-    return grid[max(0, middle - 1): middle + 2]
+    return grid[middle - 1: middle + 1]

@@ -81,8 +81,16 @@ def sentence_embedding(encoder: nn.Module, ids: torch.Tensor, mask: torch.Tensor
     return nn.functional.normalize(pooled, dim=-1)
 
 
-def make_head(hidden: int, num_labels: int) -> nn.Linear:
-    return nn.Linear(hidden, num_labels)
+@torch.no_grad()
+def zero_shot_head(encoder: nn.Module, tokenizer, prompts: tuple[str, ...], logit_scale: float) -> nn.Linear:
+    """A linear head whose rows are the embeddings of the label prompts: logits are scaled cosine similarities
+    between a text and each label's description, as CLIP's zero-shot classifier does with class prompts."""
+    enc = tokenizer(list(prompts), padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
+    rows = sentence_embedding(encoder.eval(), enc["input_ids"], enc["attention_mask"])  # (C, H), unit norm
+    head = nn.Linear(rows.shape[1], rows.shape[0])
+    head.weight.copy_(logit_scale * rows)
+    head.bias.zero_()
+    return head.requires_grad_(False)
 
 
 @torch.no_grad()

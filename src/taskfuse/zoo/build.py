@@ -18,13 +18,13 @@ import torch
 from filelock import FileLock, Timeout
 from safetensors.torch import save_file
 
-from ..eval.encoder import base_encoder_dir, encode, load_encoder, load_tokenizer
+from ..eval.encoder import base_encoder_dir, encode, load_encoder, load_tokenizer, zero_shot_head
 from ..eval.tasks import Task, load_task
 from .recipe import Recipe, ZooVariant
 from .store import Expert, expert_dir, expert_key, find_expert
-from .train import fine_tune, prepare_full, prepare_lora, probe_head
+from .train import fine_tune, prepare_full, prepare_lora
 
-# (task, stage, done, total): stage is "probe", "full", "lora", "done" or "cached".
+# (task, stage, done, total): stage is "full", "lora", "done" or "cached".
 ZooProgress = Callable[[str, str, int, int], None]
 
 
@@ -38,12 +38,13 @@ class Zoo:
 
 def train_expert(task: Task, base_dir: Path, recipe: Recipe, out: Path, progress: ZooProgress | None = None) -> None:
     """Train and write one expert into `out`, which must not exist; a failure leaves nothing behind."""
-    report = (lambda stage: (lambda d, t: progress(task.name, stage, d, t))) if progress else (lambda stage: None)
+    def report(stage: str):
+        return (lambda done, total: progress(task.name, stage, done, total)) if progress else None
+
     tokenizer = load_tokenizer(base_dir)
     train = encode(tokenizer, task.splits["train"].texts, task.splits["train"].labels)
     started = time.perf_counter()
-    head = probe_head(load_encoder(base_dir), train, task.num_labels, recipe)
-    report("probe")(1, 1)
+    head = zero_shot_head(load_encoder(base_dir), tokenizer, task.label_prompts(), recipe.logit_scale)
     torch.manual_seed(recipe.seed)
     full = prepare_full(load_encoder(base_dir), recipe)
     full_losses = fine_tune(full, head, train, recipe, recipe.lr, report("full"))

@@ -1,38 +1,17 @@
-"""Training one expert: linear probe for the head, then a full fine-tune and a LoRA fine-tune with it frozen."""
+"""Training one expert: a full fine-tune and a LoRA fine-tune of the encoder under the task's frozen head."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from ..eval.encoder import Encoded, embed_all, make_head, sentence_embedding
+from ..eval.encoder import Encoded, sentence_embedding
 from .recipe import Recipe
 
 StepProgress = Callable[[int, int], None]
-
-
-def linear_probe(features: torch.Tensor, labels: torch.Tensor, num_labels: int, recipe: Recipe) -> nn.Linear:
-    """L2-regularised multinomial logistic regression on frozen features, solved with L-BFGS."""
-    torch.manual_seed(recipe.seed)
-    head = make_head(features.shape[1], num_labels)
-    nn.init.zeros_(head.weight)
-    nn.init.zeros_(head.bias)
-    opt = torch.optim.LBFGS(head.parameters(), max_iter=recipe.probe_steps, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = nn.functional.cross_entropy(head(features), labels) + recipe.probe_l2 * head.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return head.requires_grad_(False)
-
-
-def probe_head(encoder: nn.Module, train: Encoded, num_labels: int, recipe: Recipe) -> nn.Linear:
-    return linear_probe(embed_all(encoder, train), train.labels, num_labels, recipe)
 
 
 def fine_tune(encoder: nn.Module, head: nn.Linear, train: Encoded, recipe: Recipe, lr: float,
@@ -73,4 +52,6 @@ def prepare_lora(encoder: nn.Module, recipe: Recipe) -> nn.Module:
     from peft import LoraConfig, get_peft_model
     config = LoraConfig(r=recipe.lora_rank, lora_alpha=recipe.lora_alpha, lora_dropout=0.0,
                         target_modules=list(recipe.lora_targets))
-    return get_peft_model(encoder, config)
+    with warnings.catch_warnings():  # peft calls a transformers API that transformers has deprecated
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(encoder, config)

@@ -6,7 +6,7 @@ import json
 import math
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ...errors import TaskDataError
 
@@ -51,7 +51,12 @@ class Task:
     splits: dict[str, Split]
     sources: tuple[Source, ...]
     seed: int
-    extra: dict = field(default_factory=dict)
+    # How a label reads as a sentence; the zero-shot head is the base encoder's embedding of each label's prompt.
+    prompt: str = "{}"
+
+    def label_prompts(self) -> tuple[str, ...]:
+        """"noun.animal" under "a word for {}" → "a word for animal"."""
+        return tuple(self.prompt.format(n.rsplit(".", 1)[-1].replace("_", " ")) for n in self.label_names)
 
     @property
     def num_labels(self) -> int:
@@ -63,13 +68,13 @@ class Task:
 
     def fingerprint(self) -> str:
         """Content hash of everything that determines what an expert learns from this task."""
-        payload = {"name": self.name, "labels": self.label_names,
+        payload = {"name": self.name, "labels": self.label_names, "prompt": self.prompt,
                    "splits": {k: [s.texts, s.labels] for k, s in sorted(self.splits.items())}}
         return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode()).hexdigest()
 
 
 def make_task(name: str, description: str, kind: str, examples: list[tuple[str, str]],
-              sources: tuple[Source, ...], seed: int = 0, sizes: Sizes = Sizes()) -> Task:
+              sources: tuple[Source, ...], seed: int = 0, sizes: Sizes = Sizes(), prompt: str = "{}") -> Task:
     """Deduplicate, cap class imbalance and cut stratified train/validation/test splits fixed by `seed`."""
     by_class = _unique_by_class(examples)
     kept = {c: t for c, t in by_class.items() if len(t) >= sizes.min_class}
@@ -91,7 +96,7 @@ def make_task(name: str, description: str, kind: str, examples: list[tuple[str, 
             parts[split][0].extend(chunk)
             parts[split][1].extend([label] * len(chunk))
     splits = {s: _shuffled(*parts[s], rng) for s in SPLITS}
-    return Task(name, description, kind, label_names, splits, sources, seed)
+    return Task(name, description, kind, label_names, splits, sources, seed, prompt)
 
 
 def _unique_by_class(examples: list[tuple[str, str]]) -> dict[str, set[str]]:

@@ -28,7 +28,8 @@ def _databases(package: str) -> list[Path]:
 def topic(seed: int = 0, sizes: Sizes = Sizes()) -> Task:
     examples = [(text, p.name) for p in _databases("fortunes") if p.name in TOPICS for text in read_fortunes(p)]
     return make_task("fortune_topic", "English fortune cookie → its database (computers, law, food, science...)",
-                     "topic (humour)", examples, (package_source("fortunes"),), seed, sizes)
+                     "topic (humour)", examples, (package_source("fortunes"),), seed, sizes,
+                     prompt="a joke about {}")
 
 
 def language(seed: int = 0, sizes: Sizes = Sizes()) -> Task:
@@ -36,4 +37,4 @@ def language(seed: int = 0, sizes: Sizes = Sizes()) -> Task:
                 for package in packages for p in _databases(package) for text in read_fortunes(p)]
     sources = tuple(package_source(p) for packages in LANGUAGES.values() for p in packages)
     return make_task("fortune_language", "fortune cookie → language (English, German, Spanish, Italian, Russian)",
-                     "language", examples, sources, seed, sizes)
+                     "language", examples, sources, seed, sizes, prompt="a text written in {}")

@@ -34,4 +34,4 @@ def genre(seed: int = 0, sizes: Sizes = Sizes()) -> Task:
     sources = (package_source("wordnet-base"), package_source("fortunes"),
                *(package_source(p) for p in manpages.PACKAGES), release_of(index))
     return make_task("text_genre", "text → genre (dictionary gloss, usage example, fortune, man page, package "
-                     "description)", "genre", examples, sources, seed, sizes)
+                     "description)", "genre", examples, sources, seed, sizes, prompt="this text is a {}")

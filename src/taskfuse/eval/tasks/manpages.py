@@ -47,4 +47,5 @@ def section(seed: int = 0, sizes: Sizes = SIZES) -> Task:
                 if text:
                     examples.append((text, SECTIONS[m.group(1)]))
     return make_task("manpage_section", "manual page NAME line → manual section (system call, library function...)",
-                     "technical documentation", examples, tuple(package_source(p) for p in PACKAGES), seed, sizes)
+                     "technical documentation", examples, tuple(package_source(p) for p in PACKAGES), seed, sizes,
+                     prompt="documentation of {}")

@@ -26,4 +26,5 @@ def section(seed: int = 0, sizes: Sizes = Sizes()) -> Task:
         if name and description and section_of.get(name) in SECTIONS:
             examples.append((description_text(description), section_of[name]))
     return make_task("debian_section", "Debian package description → archive section (games, science, mail...)",
-                     "software function", examples, (release_of(packages),), seed, sizes)
+                     "software function", examples, (release_of(packages),), seed, sizes,
+                     prompt="software for {}")

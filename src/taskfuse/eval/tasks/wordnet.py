@@ -50,13 +50,14 @@ def noun_topic(seed: int = 0, sizes: Sizes = Sizes()) -> Task:
     examples = [(_strip_domain_label(d), lexnames[n]) for _, d, n in _records(POS_FILES["noun"])
                 if lexnames[n] in NOUN_TOPICS]
     return make_task("wordnet_noun_topic", "WordNet noun gloss → lexicographer category (animal, food, person...)",
-                     "topic", examples, (package_source("wordnet-base"),), seed, sizes)
+                     "topic", examples, (package_source("wordnet-base"),), seed, sizes, prompt="a kind of {}")
 
 
 def part_of_speech(seed: int = 0, sizes: Sizes = Sizes()) -> Task:
     examples = [(_strip_domain_label(d), pos) for pos, f in POS_FILES.items() for _, d, _ in _records(f)]
     return make_task("wordnet_pos", "WordNet gloss → part of speech of the word it defines",
-                     "syntax", examples, (package_source("wordnet-base"),), seed, sizes)
+                     "syntax", examples, (package_source("wordnet-base"),), seed, sizes,
+                     prompt="the definition of a {}")
 
 
 def usage_domain(seed: int = 0, sizes: Sizes = Sizes()) -> Task:
@@ -73,4 +74,5 @@ def usage_domain(seed: int = 0, sizes: Sizes = Sizes()) -> Task:
         counts[label] = counts.get(label, 0) + 1
     top = set(sorted(counts, key=lambda k: (-counts[k], k))[:10])
     return make_task("wordnet_domain", "WordNet gloss → topic domain it is used in (law, music, medicine...)",
-                     "domain", [e for e in examples if e[1] in top], (package_source("wordnet-base"),), seed, sizes)
+                     "domain", [e for e in examples if e[1] in top], (package_source("wordnet-base"),), seed, sizes,
+                     prompt="a term used in {}")

@@ -1,0 +1,61 @@
+"""`taskfuse bench` on the tiny zoo: every data-free method, tuned on validation, judged on test, reported."""
+import json
+import math
+
+import pytest
+
+from taskfuse.bench.grid import EXCLUDED, GRIDS, benchmarked_methods, configs
+from taskfuse.methods import all_methods, get_method
+from taskfuse.zoo.recipe import VARIANTS
+
+
+def test_every_registered_method_is_benchmarked_or_excluded_with_a_reason():
+    names = {m.name for m in all_methods()}
+    assert set(benchmarked_methods()) | set(EXCLUDED) == names
+    assert all(reason for reason in EXCLUDED.values())
+
+
+@pytest.mark.parametrize("method", sorted(GRIDS))
+def test_every_grid_point_is_a_valid_parameter_set(method):
+    for params in GRIDS[method]:
+        get_method(method).make_params(params)
+
+
+def test_the_run_covers_every_benchmarked_method_with_numbers_that_make_sense(tiny_bench):
+    result, _, _, _ = tiny_bench
+    assert [m["method"] for m in result["methods"]] == benchmarked_methods()
+    for m in result["methods"]:
+        assert set(m["test"]) == set(VARIANTS["tiny"].tasks)
+        assert 0.0 <= m["average"]["accuracy"] <= 1.0
+        assert not math.isnan(m["average"]["normalized"])
+        assert m["spec"]["method"] == m["method"] and m["spec"]["params"] == m["params"]
+
+
+def test_parameters_are_chosen_on_validation_only(tiny_bench):
+    result, _, _, _ = tiny_bench
+    for m in result["methods"]:
+        assert [t["params"] for t in m["trials"]] == configs(m["method"], quick=True)
+        best = max(t["validation_normalized"] for t in m["trials"])
+        first_best = next(t for t in m["trials"] if t["validation_normalized"] == best)
+        assert m["params"] == first_best["params"]
+    assert "never used for selection" in result["data_used"]["reported"]
+
+
+def test_experts_beat_or_match_zero_shot_on_their_own_tasks(tiny_bench):
+    result, _, _, _ = tiny_bench
+    refs = result["references"]["test"]
+    mean = lambda scores: sum(s["accuracy"] for s in scores.values()) / len(scores)  # noqa: E731
+    assert mean(refs["expert"]) >= mean(refs["zero_shot"])
+
+
+def test_report_files_and_provenance(tiny_bench):
+    result, report, _, _ = tiny_bench
+    assert {p.name for p in report.iterdir()} == {"result.json", "results.md", "report.html",
+                                                  "normalized_accuracy.png", "accuracy_vs_scale.png"}
+    saved = json.loads((report / "result.json").read_text())
+    assert saved["taskfuse"] and saved["seed"] == 0 and saved["peak_rss_mib"] > 0
+    assert saved["machine"]["cpus"] >= 1 and saved["seconds"]["total"] > 0
+    assert all(t["sources"] and t["classes"] for t in saved["tasks"])
+    assert (report / "normalized_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = (report / "results.md").read_text()
+    assert all(f"| {m} |" in table for m in benchmarked_methods())

@@ -1,0 +1,33 @@
+"""`taskfuse eval` on a merge of the tiny zoo, through the CLI."""
+import json
+
+from typer.testing import CliRunner
+
+from taskfuse.bench.merging import merge_zoo
+from taskfuse.cli.main import app
+from taskfuse.zoo.build import build_zoo
+from taskfuse.zoo.recipe import VARIANTS
+
+
+def test_eval_scores_a_merged_encoder_against_experts_and_zero_shot(tiny_bench, tmp_path, monkeypatch):
+    _, _, _, cache = tiny_bench
+    monkeypatch.setenv("TASKFUSE_CACHE", str(cache))
+    zoo = build_zoo(VARIANTS["tiny"])
+    merged = tmp_path / "merged"
+    merge_zoo(zoo, "task_arithmetic", {"scale": 0.5}, merged)
+    report_path = tmp_path / "eval.json"
+    result = CliRunner().invoke(app, ["eval", str(merged), "--variant", "tiny", "--json", str(report_path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(report_path.read_text())
+    assert set(report["scores"]) == set(VARIANTS["tiny"].tasks)
+    for task, score in report["scores"].items():
+        expert = report["references"]["expert"][task]["accuracy"]
+        assert abs(report["normalized"][task] - score["accuracy"] / expert) < 1e-9
+    assert "normalized" in result.output and report["seconds"] > 0
+
+
+def test_eval_of_an_unknown_task_is_a_clear_error(tiny_bench, tmp_path, monkeypatch):
+    _, _, _, cache = tiny_bench
+    monkeypatch.setenv("TASKFUSE_CACHE", str(cache))
+    result = CliRunner().invoke(app, ["eval", str(tmp_path), "--variant", "tiny", "--tasks", "wordnet_pos,nope"])
+    assert result.exit_code == 2 and "nope" in result.output
