@@ -5,12 +5,14 @@ from __future__ import annotations
 from ..eval.encoder import load_encoder
 from ..eval.harness import Evaluator, Score
 from ..zoo.build import Zoo
+from ..zoo.train import peft_quietly
 
 
 def lora_encoder(zoo: Zoo, task: str):
     """The base encoder with the task's PEFT adapter folded in (W + BA), as a plain BERT module."""
     from peft import PeftModel
-    return PeftModel.from_pretrained(load_encoder(zoo.base_dir), str(zoo.experts[task].lora_dir)).merge_and_unload()
+    with peft_quietly():
+        return PeftModel.from_pretrained(load_encoder(zoo.base_dir), str(zoo.experts[task].lora_dir)).merge_and_unload()
 
 
 def reference_scores(zoo: Zoo, evaluator: Evaluator) -> dict[str, dict[str, Score]]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 import warnings
 from collections.abc import Callable
 
@@ -52,6 +53,13 @@ def prepare_lora(encoder: nn.Module, recipe: Recipe) -> nn.Module:
     from peft import LoraConfig, get_peft_model
     config = LoraConfig(r=recipe.lora_rank, lora_alpha=recipe.lora_alpha, lora_dropout=0.0,
                         target_modules=list(recipe.lora_targets))
-    with warnings.catch_warnings():  # peft calls a transformers API that transformers has deprecated
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    with peft_quietly():
         return get_peft_model(encoder, config)
+
+
+@contextmanager
+def peft_quietly():
+    """peft reads a transformers attribute that transformers has deprecated; the warning is theirs, not the user's."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
