@@ -24,6 +24,7 @@ def test_eval_scores_a_merged_encoder_against_experts_and_zero_shot(tiny_bench, 
         expert = report["references"]["expert"][task]["accuracy"]
         assert abs(report["normalized"][task] - score["accuracy"] / expert) < 1e-9
     assert "normalized" in result.output and report["seconds"] > 0
+    assert report["spec"]["method"] == "task_arithmetic" and report["spec"]["params"] == {"scale": 0.5}
 
 
 def test_eval_of_an_unknown_task_is_a_clear_error(tiny_bench, tmp_path, monkeypatch):
@@ -31,3 +32,22 @@ def test_eval_of_an_unknown_task_is_a_clear_error(tiny_bench, tmp_path, monkeypa
     monkeypatch.setenv("TASKFUSE_CACHE", str(cache))
     result = CliRunner().invoke(app, ["eval", str(tmp_path), "--variant", "tiny", "--tasks", "wordnet_pos,nope"])
     assert result.exit_code == 2 and "nope" in result.output
+
+
+def test_a_user_task_file_is_a_first_class_task(tiny_bench, tmp_path, monkeypatch):
+    """A JSONL file of real text (WordNet glosses relabelled by part of speech) gets its own expert and scores."""
+    from taskfuse.eval.tasks import load_task
+    _, _, _, cache = tiny_bench
+    monkeypatch.setenv("TASKFUSE_CACHE", str(cache))
+    source = load_task("wordnet_pos", seed=3, sizes=VARIANTS["tiny"].sizes)
+    rows = [{"text": t, "label": source.label_names[y]} for s in source.splits.values() for t, y in zip(s.texts, s.labels)]
+    path = tmp_path / "my_pos.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    zoo = build_zoo(VARIANTS["tiny"], task_files=(str(path),))
+    assert (zoo.experts["my_pos"].lora_dir / "adapter_config.json").exists()
+    report_path = tmp_path / "eval.json"
+    result = CliRunner().invoke(app, ["eval", str(zoo.experts["my_pos"].model_dir), "--variant", "tiny",
+                                      "--task-file", str(path), "--json", str(report_path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(report_path.read_text())
+    assert report["normalized"]["my_pos"] == 1.0  # the expert judged against itself

@@ -5,6 +5,8 @@ import resource
 import time
 from pathlib import Path
 
+import yaml
+
 from .. import __version__
 from ..errors import TaskDataError
 from ..eval.harness import Evaluator, as_dict, mean, normalized
@@ -30,7 +32,9 @@ def evaluate_model(model: str | Path, tasks: tuple[str, ...] | None = None, vari
     scores = evaluator.score(Path(model))
     refs = reference_scores(zoo, evaluator)
     norm = normalized(scores, refs["expert"])
-    return {"model": str(model), "split": split, "taskfuse": __version__, "variant": variant,
+    spec_file = Path(model) / "taskfuse_spec.yaml"  # written beside every taskfuse merge
+    spec = yaml.safe_load(spec_file.read_text()) if spec_file.exists() else None
+    return {"model": str(model), "spec": spec, "split": split, "taskfuse": __version__, "variant": variant,
             "seed": zoo.variant.recipe.seed, "scores": as_dict(scores), "normalized": norm,
             "average": {"accuracy": mean(s.accuracy for s in scores.values()), "normalized": mean(norm.values())},
             "references": {k: as_dict(v) for k, v in refs.items()},

@@ -15,7 +15,8 @@ EXCLUDED = {
 }
 
 _SUMMED = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)  # λ on a sum of T task vectors
-_MEANS = (0.6, 1.0, 1.5, 2.0)  # λ on a disjoint or spectral mean
+_MEANS = (0.6, 1.0, 1.5, 2.0)  # λ on a disjoint mean
+_SPECTRAL = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)  # α on a flattened spectrum (Iso-C's σ̄ is far below the top σ)
 
 
 def _grid(**axes) -> list[dict]:
@@ -32,13 +33,14 @@ GRIDS: dict[str, list[dict]] = {
     "dare_ties": _grid(density=(0.3, 0.5), scale=(0.6, 1.0, 1.5)),
     "dare_linear": _grid(density=(0.3, 0.6), scale=(0.2, 0.3, 0.5)),
     "breadcrumbs": _grid(scale=(0.2, 0.3, 0.5)),
-    "breadcrumbs_ties": _grid(scale=(0.6, 1.0, 1.5)),
+    "breadcrumbs_ties": _grid(scale=(0.6, 1.0, 1.5, 2.0)),
     "della": _grid(scale=(0.6, 1.0, 1.5)),
     "della_linear": _grid(scale=(0.2, 0.3, 0.5)),
-    "consensus": _grid(tall_lambda=(0.4, 0.6), scale=(0.2, 0.3, 0.5)),
-    "tsv": _grid(scale=(0.5, 0.75, 1.0, 1.25)),
-    "iso_c": _grid(scale=_MEANS),
-    "iso_cts": _grid(scale=(1.0, 1.5, 2.0)),
+    "consensus": _grid(tall_lambda=(0.4, 0.6), scale=(0.3, 0.5, 0.7)),
+    # Spectral merges peaked at the top of narrower grids in the first full run, hence the wider ranges.
+    "tsv": _grid(scale=(0.5, 1.0, 1.5, 2.0)),
+    "iso_c": _grid(scale=_SPECTRAL),
+    "iso_cts": _grid(scale=_SPECTRAL),
 }
 
 

@@ -33,18 +33,19 @@ def normalized_heatmap(result: dict, path: Path) -> None:
 
 def scale_curves(result: dict, path: Path) -> None:
     """Validation normalised accuracy against λ (the `scale` parameter); other parameters at their chosen value."""
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for m in result["methods"]:
+    fig, ax = plt.subplots(figsize=(10, 5))
+    colors = plt.get_cmap("tab20").colors  # more methods than the default cycle's ten colours
+    for i, m in enumerate(result["methods"]):
         chosen = {k: v for k, v in m["params"].items() if k != "scale"}
         points = sorted((t["params"]["scale"], t["validation_normalized"] * 100) for t in m["trials"]
                         if "scale" in t["params"] and {k: v for k, v in t["params"].items() if k != "scale"} == chosen)
         if len(points) > 1:
-            ax.plot(*zip(*points), marker="o", label=m["method"])
+            ax.plot(*zip(*points), marker="osD^v"[i % 5], color=colors[i % len(colors)], label=m["method"])
     ax.set_xlabel("λ (scale)")
     ax.set_ylabel("validation normalised accuracy (%)")
-    ax.set_title("Accuracy against λ on the validation split")
+    ax.set_title("Accuracy against λ on the validation split (other parameters at their chosen values)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: curves fill the axes
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -33,24 +33,19 @@ class Evaluator:
         self.data: dict[str, Encoded] = {
             name: encode(tokenizer, t.splits[split].texts, t.splits[split].labels) for name, t in tasks.items()}
 
-    @torch.no_grad()
-    def score(self, encoder: nn.Module | str | Path, heads: dict[str, nn.Linear] | None = None) -> dict[str, Score]:
-        """Per-task accuracy and macro-F1; `heads` replaces the shared heads (e.g. one task's own expert)."""
+    def score(self, encoder: nn.Module | str | Path) -> dict[str, Score]:
+        """Per-task accuracy and macro-F1 of one encoder under the shared heads."""
         model = load_encoder(encoder) if isinstance(encoder, (str, Path)) else encoder.eval()
-        heads = heads or self.heads
-        out = {}
-        for name, data in self.data.items():
-            predicted = heads[name](embed_all(model, data)).argmax(-1)
-            out[name] = Score(accuracy(predicted, data.labels), macro_f1(predicted, data.labels,
-                                                                          self.tasks[name].num_labels), len(data.ids))
-        return out
+        return {name: self._score(model, name) for name in self.data}
 
     def score_task(self, encoder: nn.Module | str | Path, task: str) -> Score:
         """One task only: an expert is judged on its own task."""
-        model = load_encoder(encoder) if isinstance(encoder, (str, Path)) else encoder.eval()
+        return self._score(load_encoder(encoder) if isinstance(encoder, (str, Path)) else encoder.eval(), task)
+
+    @torch.no_grad()
+    def _score(self, model: nn.Module, task: str) -> Score:
         data = self.data[task]
-        with torch.no_grad():
-            predicted = self.heads[task](embed_all(model, data)).argmax(-1)
+        predicted = self.heads[task](embed_all(model, data)).argmax(-1)
         return Score(accuracy(predicted, data.labels), macro_f1(predicted, data.labels, self.tasks[task].num_labels),
                      len(data.ids))
 

@@ -84,12 +84,22 @@ def merge_into(loaded: LoadedJob, seed: int, device: torch.device, pool: BufferP
             pool.give(scratch)
 
 
+def _no_model_moved(loaded: LoadedJob) -> bool:
+    base = loaded.base
+    return (base is not None and get_method(loaded.job.method).space == "delta"
+            and all(s.dtype == base.dtype and torch.equal(s, base) for s in loaded.sources))
+
+
 def compute_job(loaded: LoadedJob, seed: int, device: torch.device, pool: BufferPool) -> torch.Tensor:
     """The merged tensor in the job's output dtype, on the CPU, in a pool buffer; the inputs go back to the pool."""
     job = loaded.job
     out = pool.take(job.shape, getattr(torch, job.dtype))
     if job.method == "passthrough":  # a copy: skip the float32 round trip (integer buffers stay exact)
         out.copy_(loaded.sources[job.params.get("source", 0)])
+    elif _no_model_moved(loaded):
+        # Every delta-space method maps all-zero task vectors to a zero delta (the conformance kit's zeros check),
+        # so a tensor no fine-tune changed, such as a frozen embedding table, is the base without the arithmetic.
+        out.copy_(loaded.base)
     else:
         merge_into(loaded, seed, device, pool, out)
         if not torch.isfinite(out.sum()) and not torch.isfinite(out).all():  # cheap test first
