@@ -30,7 +30,7 @@ GRIDS: dict[str, list[dict]] = {
     "karcher": [{}],
     "task_arithmetic": _grid(scale=_SUMMED),
     "ties": _grid(density=(0.1, 0.2, 0.3), scale=_MEANS),
-    "dare_ties": _grid(density=(0.3, 0.5), scale=(0.6, 1.0, 1.5)),
+    "dare_ties": _grid(density=(0.3, 0.5), scale=(0.3, 0.6, 1.0, 1.5)),
     "dare_linear": _grid(density=(0.3, 0.6), scale=(0.2, 0.3, 0.5)),
     "breadcrumbs": _grid(scale=(0.2, 0.3, 0.5)),
     "breadcrumbs_ties": _grid(scale=(0.6, 1.0, 1.5, 2.0)),
@@ -40,7 +40,7 @@ GRIDS: dict[str, list[dict]] = {
     # Spectral merges peaked at the top of narrower grids in the first full run, hence the wider ranges.
     "tsv": _grid(scale=(0.5, 1.0, 1.5, 2.0)),
     "iso_c": _grid(scale=_SPECTRAL),
-    "iso_cts": _grid(scale=_SPECTRAL),
+    "iso_cts": _grid(scale=(*_SPECTRAL, 5.0, 6.0)),  # still rising at 4 in the second full run
 }
 
 

@@ -94,6 +94,7 @@ table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.85em; }}
 th, td {{ border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; }}
 tr.reference td {{ font-style: italic; background: #f4f4f4; }}
 img {{ max-width: 100%; border: 1px solid #ddd; }}
+#results {{ overflow-x: auto; }}
 pre {{ font-size: 0.75em; background: #f8f8f8; padding: 0.5em; overflow-x: auto; }}
 </style></head>
 <body>

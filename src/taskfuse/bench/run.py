@@ -37,7 +37,7 @@ def run_bench(variant: str = "full", workers: int = 1, task_files: tuple[str, ..
     zoo_seconds = time.perf_counter() - started
     heads = {t: e.head() for t, e in zoo.experts.items()}
     validation = Evaluator(zoo.tasks, heads, "validation")
-    test = Evaluator(zoo.tasks, heads, "test", )
+    test = Evaluator(zoo.tasks, heads, "test")
     report("references", 0, 2, "zero-shot, experts, LoRA experts")
     val_refs = reference_scores(zoo, validation)
     report("references", 1, 2, "test split")

@@ -12,12 +12,9 @@ from .debian import main_archive_index, package_files, package_source, read_apt_
 def _wordnet_examples() -> list[tuple[str, str]]:
     out = []
     for pos_file in wordnet.POS_FILES.values():
-        for line in (wordnet.ROOT / pos_file).read_text(encoding="latin-1").splitlines():
-            if line.startswith(" ") or "|" not in line:
-                continue
-            definition, *rest = line.partition("|")[2].split(";")
-            out.append((wordnet._strip_domain_label(definition.strip()), "dictionary gloss"))
-            out.extend((m, "usage example") for part in rest for m in re.findall(r'"([^"]{12,})"', part))
+        for synset in wordnet.synsets(pos_file):
+            out.append((synset.definition, "dictionary gloss"))
+            out.extend((example, "usage example") for example in synset.examples)
     return out
 
 

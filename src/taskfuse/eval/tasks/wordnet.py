@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from .data import Sizes, Task, make_task
@@ -14,16 +15,23 @@ NOUN_TOPICS = ("noun.animal", "noun.artifact", "noun.body", "noun.food", "noun.l
                "noun.plant", "noun.substance", "noun.communication", "noun.cognition")
 
 
-def _records(pos_file: str) -> list[tuple[list[str], str, str]]:
-    """(fields before the gloss, gloss definition, lexicographer file number) per synset line of a data file."""
+@dataclass(frozen=True)
+class Synset:
+    fields: list[str]  # the data line before the gloss: offset, lexicographer file, type, words, pointers...
+    definition: str  # the gloss up to its first ';'
+    examples: list[str]  # the quoted usage examples that follow
+
+
+def synsets(pos_file: str) -> list[Synset]:
+    """Every synset line of a WordNet data file (wndb(5WN))."""
     out = []
     for line in (ROOT / pos_file).read_text(encoding="latin-1").splitlines():
         if line.startswith(" ") or "|" not in line:  # licence header lines start with two spaces
             continue
         head, _, gloss = line.partition("|")
-        definition = gloss.split(";")[0].strip()  # examples ("...") follow the first ';'
-        fields = head.split()
-        out.append((fields, definition, fields[1]))
+        definition, *rest = gloss.split(";")
+        examples = [m for part in rest for m in re.findall(r'"([^"]{12,})"', part)]
+        out.append(Synset(head.split(), strip_domain_label(definition.strip()), examples))
     return out
 
 
@@ -39,7 +47,7 @@ def _lexnames() -> dict[str, str]:
     return {f"{i:02d}": n for i, n in enumerate(names)}
 
 
-def _strip_domain_label(definition: str) -> str:
+def strip_domain_label(definition: str) -> str:
     """Glosses sometimes open with their domain in parentheses, "(physics) an ideal space": that would give the
     answer away in the domain task, and it is dropped everywhere for consistency."""
     return re.sub(r"^\([^)]*\)\s*", "", definition)
@@ -47,14 +55,14 @@ def _strip_domain_label(definition: str) -> str:
 
 def noun_topic(seed: int = 0, sizes: Sizes = Sizes()) -> Task:
     lexnames = _lexnames()
-    examples = [(_strip_domain_label(d), lexnames[n]) for _, d, n in _records(POS_FILES["noun"])
-                if lexnames[n] in NOUN_TOPICS]
+    examples = [(s.definition, lexnames[s.fields[1]]) for s in synsets(POS_FILES["noun"])
+                if lexnames[s.fields[1]] in NOUN_TOPICS]
     return make_task("wordnet_noun_topic", "WordNet noun gloss → lexicographer category (animal, food, person...)",
                      "topic", examples, (package_source("wordnet-base"),), seed, sizes, prompt="a kind of {}")
 
 
 def part_of_speech(seed: int = 0, sizes: Sizes = Sizes()) -> Task:
-    examples = [(_strip_domain_label(d), pos) for pos, f in POS_FILES.items() for _, d, _ in _records(f)]
+    examples = [(s.definition, pos) for pos, f in POS_FILES.items() for s in synsets(f)]
     return make_task("wordnet_pos", "WordNet gloss → part of speech of the word it defines",
                      "syntax", examples, (package_source("wordnet-base"),), seed, sizes,
                      prompt="the definition of a {}")
@@ -62,13 +70,14 @@ def part_of_speech(seed: int = 0, sizes: Sizes = Sizes()) -> Task:
 
 def usage_domain(seed: int = 0, sizes: Sizes = Sizes()) -> Task:
     """Synsets with a topic-domain pointer (';c') labelled by the domain synset's first word (law, music...)."""
-    noun_words = {f[0]: f[4] for f, _, _ in _records(POS_FILES["noun"])}
+    noun_words = {s.fields[0]: s.fields[4] for s in synsets(POS_FILES["noun"])}
     examples = []
     for pos_file in POS_FILES.values():
-        for fields, definition, _ in _records(pos_file):
+        for synset in synsets(pos_file):
+            fields = synset.fields
             targets = [fields[i + 1] for i, f in enumerate(fields) if f == ";c" and fields[i + 2] == "n"]
             if len(targets) == 1 and targets[0] in noun_words:
-                examples.append((_strip_domain_label(definition), noun_words[targets[0]].replace("_", " ")))
+                examples.append((synset.definition, noun_words[targets[0]].replace("_", " ")))
     counts: dict[str, int] = {}
     for _, label in examples:
         counts[label] = counts.get(label, 0) + 1
