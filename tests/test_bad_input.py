@@ -86,14 +86,19 @@ def test_vocab_size_mismatch(family_copy, tmp_path):
         merge(spec_for("ties", base, tunes), tmp_path / "o")
 
 
-def test_missing_tensor_and_rules(family_copy, tmp_path):
-    base, tunes = family_copy
-    name = "model.layers.0.self_attn.q_proj.weight"
-    rewrite(tunes[2], name, lambda d: {k: v for k, v in d.items() if k != name})
-    index = tunes[2] / "model.safetensors.index.json"
+def drop_tensor(folder, name):
+    """Remove one tensor from a sharded checkpoint: from its shard and from the index."""
+    rewrite(folder, name, lambda d: {k: v for k, v in d.items() if k != name})
+    index = folder / "model.safetensors.index.json"
     data = json.loads(index.read_text())
     del data["weight_map"][name]
     index.write_text(json.dumps(data))
+
+
+def test_missing_tensor_and_rules(family_copy, tmp_path):
+    base, tunes = family_copy
+    name = "model.layers.0.self_attn.q_proj.weight"
+    drop_tensor(tunes[2], name)
     with pytest.raises(IncompatibleInputsError, match=f"{name}.*missing from model.*tensor_rules.missing"):
         merge(spec_for("ties", base, tunes), tmp_path / "o")
     spec = spec_for("task_arithmetic", base, tunes, tensor_rules={"missing": "copy_base"})
@@ -209,11 +214,7 @@ def test_mergekit_unsupported_keys_are_errors(tmp_path, llama_family):
 def test_copied_float_tensors_take_the_output_dtype(family_copy, tmp_path):
     base, tunes = family_copy
     name = "model.layers.0.self_attn.q_proj.weight"
-    rewrite(tunes[2], name, lambda d: {k: v for k, v in d.items() if k != name})
-    index = tunes[2] / "model.safetensors.index.json"
-    data = json.loads(index.read_text())
-    del data["weight_map"][name]
-    index.write_text(json.dumps(data))
+    drop_tensor(tunes[2], name)
     spec = spec_for("task_arithmetic", base, tunes, dtype="float32", tensor_rules={"missing": "copy_base"})
     jobs = {j.name: j for j in merge(spec, tmp_path / "o").plan.jobs}
     assert jobs[name].rule == "copy_base" and jobs[name].dtype == "float32"  # base is bf16
