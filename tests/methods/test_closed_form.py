@@ -199,8 +199,9 @@ def test_zero_divisors_are_defined():
 def test_chunked_selection_matches_global_rank_with_many_ties(monkeypatch, dtype):
     import taskfuse.ops.chunks as chunks
     import taskfuse.ops.masks as masks
+    import taskfuse.ops.slices as slices
 
-    monkeypatch.setattr(masks, "chunk_slices", lambda n: chunks.chunk_slices(n, 7))  # many tiny chunks
+    monkeypatch.setattr(slices, "chunk_slices", lambda n: chunks.chunk_slices(n, 7))  # many tiny chunks
     x = torch.randint(-4, 5, (101,)).to(dtype)  # heavy ties, as in bf16 task vectors
     for k in (1, 13, 50, 100):
         mask = masks.magnitude_cut(x, k).keep(x.abs())

@@ -54,7 +54,7 @@ def peft_masks(tvs, density, seed):
 
 def inject(monkeypatch, masks):
     queue = list(masks)
-    monkeypatch.setattr(dare_module, "draw_keep_mask", lambda row, density, g: queue.pop(0).reshape(row.shape))
+    monkeypatch.setattr(dare_module, "draw_keep_mask", lambda keep, uniform: queue.pop(0).reshape(uniform.shape))
 
 
 @pytest.mark.parametrize("shape", SHAPES)

@@ -9,7 +9,8 @@ import torch
 from ..errors import TaskfuseError
 from ..methods import get_method
 from ..methods.inputs import Inputs
-from ..ops.chunks import chunk_slices
+from ..methods.sliced import SliceInputs
+from ..ops.slices import Runner, Slices, run_in_order
 from ..plan.plan import TensorJob
 from .buffers import BufferPool
 from .loading import LoadedJob
@@ -42,26 +43,37 @@ def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
-def merge_in_slices(loaded: LoadedJob, seed: int, out: torch.Tensor) -> None:
-    """Elementwise ("chunkable") methods, slice by slice: conversion, subtraction, method, addition and cast all
-    run on cache-sized slices instead of making full-size passes through memory (the conformance kit checks that
-    slicing does not change these methods' results)."""
+def streams(job: TensorJob, device: torch.device) -> bool:
+    """Whether the job runs slice by slice from its stored inputs: methods with a sliced form and elementwise
+    ones, on the CPU (on a GPU the whole-tensor path is faster and memory is not the constraint)."""
+    info = get_method(job.method)
+    return device.type == "cpu" and (info.prepare is not None or "chunkable" in info.traits)
+
+
+def merge_streaming(loaded: LoadedJob, seed: int, out: torch.Tensor, runner: Runner = run_in_order) -> None:
+    """Merge slice by slice into `out`: each slice is converted to float32 (minus the base for delta methods),
+    merged, has the base added back and is cast into `out` while it is in cache. No full-size float32 tensor is
+    allocated, and `runner` may spread the slices of every pass over threads."""
     job = loaded.job
     info = get_method(job.method)
     delta = info.space == "delta"
-    sources = [t.reshape(-1) for t in loaded.sources]
-    base = loaded.base.reshape(-1) if loaded.base is not None else None
     params, weights = job_arguments(job)
+    slices = Slices.of_stored(loaded.sources, loaded.base if delta else None, runner)
+    if info.prepare is not None:
+        merge_chunk = info.prepare(SliceInputs(slices, weights, tuple(job.shape), job.name, seed), params)
+    else:  # elementwise: the method itself merges any slice (the conformance kit's chunkable check)
+        def merge_chunk(chunk: torch.Tensor, sl: slice) -> torch.Tensor:
+            return info.fn(Inputs(chunk, weights, None, job.name, seed), params)
+    flat_base = loaded.base.reshape(-1) if delta else None
     flat_out = out.view(-1)
-    for sl in chunk_slices(flat_out.numel()):
-        base_slice = base[sl].float() if base is not None else None
-        stack = torch.empty((len(sources), sl.stop - sl.start))
-        for row, src in zip(stack, sources):
-            row.copy_(src[sl])
-            if delta:
-                row -= base_slice
-        result = info.fn(Inputs(stack, weights, base_slice, job.name, seed), params)
-        flat_out[sl].copy_(result + base_slice if delta else result)
+
+    def write(chunk: torch.Tensor, sl: slice) -> None:
+        result = merge_chunk(chunk, sl)
+        if flat_base is not None:
+            result = result.add_(flat_base[sl].float())  # in place: a merge_chunk result is fresh per slice
+        flat_out[sl].copy_(result)
+
+    slices.map(write)
 
 
 def merge_into(loaded: LoadedJob, seed: int, device: torch.device, pool: BufferPool, out: torch.Tensor) -> None:
@@ -69,8 +81,6 @@ def merge_into(loaded: LoadedJob, seed: int, device: torch.device, pool: BufferP
     job = loaded.job
     info = get_method(job.method)
     delta = info.space == "delta"
-    if "chunkable" in info.traits and device.type == "cpu":
-        return merge_in_slices(loaded, seed, out)
     base = float_stack([loaded.base], device, pool)[0] if loaded.base is not None else None
     stack = float_stack(loaded.sources, device, pool, minus=base if delta else None)
     params, weights = job_arguments(job, device)
@@ -90,7 +100,8 @@ def _no_model_moved(loaded: LoadedJob) -> bool:
             and all(s.dtype == base.dtype and torch.equal(s, base) for s in loaded.sources))
 
 
-def compute_job(loaded: LoadedJob, seed: int, device: torch.device, pool: BufferPool) -> torch.Tensor:
+def compute_job(loaded: LoadedJob, seed: int, device: torch.device, pool: BufferPool,
+                runner: Runner = run_in_order) -> torch.Tensor:
     """The merged tensor in the job's output dtype, on the CPU, in a pool buffer; the inputs go back to the pool."""
     job = loaded.job
     out = pool.take(job.shape, getattr(torch, job.dtype))
@@ -101,7 +112,10 @@ def compute_job(loaded: LoadedJob, seed: int, device: torch.device, pool: Buffer
         # so a tensor no fine-tune changed, such as a frozen embedding table, is the base without the arithmetic.
         out.copy_(loaded.base)
     else:
-        merge_into(loaded, seed, device, pool, out)
+        if streams(job, device):
+            merge_streaming(loaded, seed, out, runner)
+        else:
+            merge_into(loaded, seed, device, pool, out)
         if not torch.isfinite(out.sum()) and not torch.isfinite(out).all():  # cheap test first
             raise TaskfuseError(f"method {job.method!r} produced NaN/Inf in {job.dtype} for tensor {job.name!r} "
                                 f"from finite inputs (parameters {job.params}). If the values overflow {job.dtype}, "

@@ -18,8 +18,9 @@ from ..io.output import staged_directory
 from ..io.safetensors_stream import SafetensorsStreamWriter
 from ..plan.plan import Plan, TensorJob
 from .buffers import BufferPool
-from .compute import compute_job
-from .loading import prefetched
+from ..ops.slices import Runner, run_in_order
+from .compute import compute_job, streams
+from .loading import LoadedJob, prefetched
 from .model_card import model_card
 
 Progress = Callable[[int, int, str], None]
@@ -46,13 +47,12 @@ def execute(
     """Write the merged model described by `plan` to `out`, which appears only when complete."""
     start = time.perf_counter()
     previous_threads = torch.get_num_threads()
-    # One core is left to the reader and writer threads: measured on 2 cores, 1 intra-op thread merged TIES 20%
-    # and DARE 25% faster than 2, because the I/O threads otherwise compete with torch's workers.
-    torch.set_num_threads(threads or max(1, (os.cpu_count() or 2) - 1))
+    workers = threads or os.cpu_count() or 1
     out = Path(out)
     try:
-        with staged_directory(out) as stage:
-            _write_shards(plan, checkpoints, stage, torch.device(device), progress)
+        with staged_directory(out) as stage, ThreadPoolExecutor(workers, thread_name_prefix="taskfuse-math") as math:
+            compute = Compute(torch.device(device), workers, thread_runner(math, workers))
+            _write_shards(plan, checkpoints, stage, compute, progress)
             _write_side_files(plan, checkpoints, stage)
             files = tuple(sorted(p.name for p in stage.iterdir()))
     finally:
@@ -68,7 +68,34 @@ def job_footprint(job: TensorJob, ckpts: Sequence[Checkpoint]) -> int:
     return stored + len(job.sources) * numel * 4 + job.nbytes
 
 
-def _write_shards(plan: Plan, ckpts: Sequence[Checkpoint], stage: Path, device, progress) -> None:
+@dataclass(frozen=True)
+class Compute:
+    device: torch.device
+    workers: int
+    runner: Runner  # spreads a streamed job's slices over the worker threads
+
+    def job(self, loaded: LoadedJob, seed: int, pool: BufferPool) -> torch.Tensor:
+        # Streamed jobs parallelise over slices in our threads, each running torch single-threaded (torch's own
+        # threads on cache-sized slices cost more in synchronisation than they gain); whole-tensor jobs (SVDs)
+        # use torch's threads.
+        torch.set_num_threads(1 if streams(loaded.job, self.device) else self.workers)
+        return compute_job(loaded, seed, self.device, pool, self.runner)
+
+
+def thread_runner(threads: ThreadPoolExecutor, workers: int) -> Runner:
+    """A Slices runner that splits a pass into contiguous groups of slices run on `threads`."""
+
+    def run(work, slices):
+        if workers == 1 or len(slices) < 2:
+            return run_in_order(work, slices)
+        parts = min(len(slices), 4 * workers)  # a few groups per worker balance uneven progress
+        return list(threads.map(work, [slices[i * len(slices) // parts:(i + 1) * len(slices) // parts]
+                                       for i in range(parts)]))
+
+    return run
+
+
+def _write_shards(plan: Plan, ckpts: Sequence[Checkpoint], stage: Path, compute: Compute, progress) -> None:
     done, total = 0, len(plan.jobs)
     # keep at most two jobs' worth of idle buffers (one computing, one prefetched): bounded for peak RSS
     pool = BufferPool(2 * max((job_footprint(j, ckpts) for j in plan.jobs), default=0))
@@ -82,7 +109,7 @@ def _write_shards(plan: Plan, ckpts: Sequence[Checkpoint], stage: Path, device, 
             pending: Future | None = None
             try:
                 for loaded in prefetched(plan, ckpts, jobs, pool):
-                    result = compute_job(loaded, plan.seed, device, pool)
+                    result = compute.job(loaded, plan.seed, pool)
                     if pending is not None:
                         pending.result()
                     pending = writes.submit(_write_and_recycle, writer, pool, loaded.job.name, result)

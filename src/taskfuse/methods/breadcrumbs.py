@@ -5,11 +5,10 @@ import torch
 from pydantic.dataclasses import dataclass
 
 from ..ops.consensus import Normalize, SignElection, combine, disjoint_merge, scaled
-from ..ops.chunks import map_slices
 from ..ops.masks import MagnitudeCut, band_cuts
-from .inputs import Inputs
 from .params import STRICT, PerModelDensity, PerModelFraction, per_model
 from .registry import method
+from .sliced import SliceInputs, sliced
 from .ties import ElectOn
 
 PAPER = "Davari & Belilovsky 2024, Model Breadcrumbs, ECCV, arXiv:2312.06795"
@@ -33,10 +32,9 @@ class BreadcrumbsTies:
     normalize: Normalize = "count"
 
 
-def band_cuts_per_model(x: Inputs, density, gamma) -> list[tuple[MagnitudeCut, MagnitudeCut]]:
+def band_cuts_per_model(x: SliceInputs, density, gamma) -> list[tuple[MagnitudeCut, MagnitudeCut]]:
     d, g = per_model(density, x.count, "density"), per_model(gamma, x.count, "gamma")
-    flat = x.stack.reshape(x.count, -1)
-    return [band_cuts(flat[i], float(d[i]), float(g[i])) for i in range(x.count)]
+    return band_cuts(x.slices, [float(v) for v in d], [float(v) for v in g])
 
 
 def apply_bands(chunk: torch.Tensor, bands, start: int) -> torch.Tensor:
@@ -48,24 +46,22 @@ def apply_bands(chunk: torch.Tensor, bands, start: int) -> torch.Tensor:
 
 @method("breadcrumbs", params=Breadcrumbs, space="delta", paper=PAPER, reference="mergekit breadcrumbs",
         traits=("symmetric",))
-def breadcrumbs(x: Inputs, p: Breadcrumbs):
+@sliced
+def breadcrumbs(x: SliceInputs, p: Breadcrumbs):
     """Mask outliers and small entries of each task vector, then λ · Σ_t w_t τ̃_t."""
     bands = band_cuts_per_model(x, p.density, p.gamma)
-
-    def merge_chunk(chunk: torch.Tensor, sl: slice) -> torch.Tensor:
-        return combine(apply_bands(chunk, bands, sl.start), x.weights, p.normalize)
-
-    return scaled(map_slices(merge_chunk, x.stack), p.scale)
+    return lambda chunk, sl: scaled(combine(apply_bands(chunk, bands, sl.start), x.weights, p.normalize), p.scale)
 
 
 @method("breadcrumbs_ties", params=BreadcrumbsTies, space="delta", paper=PAPER,
         reference="mergekit breadcrumbs_ties", traits=("symmetric",))
-def breadcrumbs_ties(x: Inputs, p: BreadcrumbsTies):
+@sliced
+def breadcrumbs_ties(x: SliceInputs, p: BreadcrumbsTies):
     """Breadcrumbs masks followed by TIES sign election and disjoint merge."""
     bands = band_cuts_per_model(x, p.density, p.gamma)
 
     def merge_chunk(chunk: torch.Tensor, sl: slice) -> torch.Tensor:
-        return disjoint_merge(apply_bands(chunk, bands, sl.start), x.weights, p.sign_election, p.elect_on,
-                              p.normalize)
+        trimmed = apply_bands(chunk, bands, sl.start)
+        return scaled(disjoint_merge(trimmed, x.weights, p.sign_election, p.elect_on, p.normalize), p.scale)
 
-    return scaled(map_slices(merge_chunk, x.stack), p.scale)
+    return merge_chunk

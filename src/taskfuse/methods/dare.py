@@ -5,11 +5,10 @@ import torch
 from pydantic.dataclasses import dataclass
 
 from ..ops.consensus import Normalize, SignElection, combine, disjoint_merge, scaled
-from ..ops.chunks import chunk_slices, map_slices
 from ..ops.dropout import Rescale, draw_keep_mask
-from .inputs import Inputs
 from .params import STRICT, PerModelDensity, per_model
 from .registry import method
+from .sliced import SliceInputs, sliced
 from .ties import ElectOn
 
 PAPER = "Yu et al. 2024, Language Models are Super Mario (DARE), ICML, arXiv:2311.03099"
@@ -34,40 +33,34 @@ class DareTies:
 
 
 class Dropper:
-    """DARE's random drop for one tensor: per model a generator stream, a density and a survivor scale.
+    """DARE's random drop for one tensor: per model a random stream, a density and a survivor scale.
 
-    With rescale="l1" the scale depends on every survivor of the tensor, so the first pass keeps the dropped
-    vectors ((T, N), like the stack itself) and the merge reads them back instead of drawing twice.
+    Draws are addressed by flat position (Inputs.random), so a slice is dropped the same way in every pass and on
+    any thread. With rescale="l1" the scale depends on every survivor of the tensor: a first pass measures the
+    norms and the merge pass draws the same masks again (cheaper in memory than keeping them).
     """
 
-    def __init__(self, x: Inputs, density, rescale: Rescale):
+    def __init__(self, x: SliceInputs, density, rescale: Rescale):
         self.densities = [float(d) for d in per_model(density, x.count, "density")]
-        self.gens = [x.generator(i) for i in range(x.count)]
-        self.factors = [1.0 / d if rescale == "inverse" else 1.0 for d in self.densities]
-        self.kept: torch.Tensor | None = None
-        if rescale == "l1":
-            self.kept, self.factors = self._drop_and_measure(x.stack.reshape(x.count, -1))
+        self.random = x.random
+        factors = [1.0 / d if rescale == "inverse" else 1.0 for d in self.densities]
+        if rescale == "l1" and x.slices.numel:
+            before, after = x.slices.sum(self._norms).tolist()
+            factors = [b / a if b > 1e-12 and a > 1e-12 else 1.0 for b, a in zip(before, after)]
+        self.factors = torch.tensor(factors)[:, None]
 
-    def _drop_and_measure(self, flat: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
-        """All dropped vectors, and per model ‖τ‖₁ / ‖τ ⊙ mask‖₁ (mergekit's rescale; 1 when either is ~0),
-        accumulated slice by slice while the slice is in cache."""
-        kept = torch.empty_like(flat)
-        before = torch.zeros(flat.shape[0], dtype=torch.float64)
-        after = torch.zeros(flat.shape[0], dtype=torch.float64)
-        for sl in chunk_slices(flat.shape[1]):
-            kept[:, sl] = self._drop(flat[:, sl])
-            before += flat[:, sl].abs().sum(1)  # float32 per slice: a float64-accumulating sum measured slower
-            after += kept[:, sl].abs().sum(1)
-        return kept, [b / a if b > 1e-12 and a > 1e-12 else 1.0 for b, a in zip(before.tolist(), after.tolist())]
+    def _norms(self, chunk: torch.Tensor, sl: slice) -> torch.Tensor:
+        """(2, T) float64: per model ‖τ‖₁ and ‖τ ⊙ mask‖₁ over the slice (mergekit's rescale; 1 when either ~0)."""
+        before = chunk.abs().sum(1)  # float32 per slice: a float64-accumulating sum measured slower
+        return torch.stack([before, self._drop(chunk, sl).abs_().sum(1)]).double()
 
-    def _drop(self, chunk: torch.Tensor) -> torch.Tensor:
-        return torch.stack([row if d >= 1 else row * draw_keep_mask(row, d, g)
-                            for row, d, g in zip(chunk, self.densities, self.gens)])
+    def _drop(self, chunk: torch.Tensor, sl: slice) -> torch.Tensor:
+        return torch.stack([row if d >= 1 else row * draw_keep_mask(d, self.random.uniform(i, sl, row.device))
+                            for i, (row, d) in enumerate(zip(chunk, self.densities))])
 
     def __call__(self, chunk: torch.Tensor, sl: slice) -> torch.Tensor:
-        """(T, C) chunk with dropped entries zeroed and survivors rescaled; chunks must come in order."""
-        dropped = self._drop(chunk) if self.kept is None else self.kept[:, sl]
-        return dropped * torch.tensor(self.factors, dtype=chunk.dtype, device=chunk.device)[:, None]
+        """(T, C) slice with dropped entries zeroed and survivors rescaled."""
+        return self._drop(chunk, sl).mul_(self.factors.to(chunk.dtype))
 
 
 @method(
@@ -78,10 +71,11 @@ class Dropper:
     reference="peft.utils.merge_utils.dare_linear; mergekit dare_linear",
     traits=("stochastic",),
 )
-def dare_linear(x: Inputs, p: Dare):
+@sliced
+def dare_linear(x: SliceInputs, p: Dare):
     """Drop-and-rescale each task vector, then λ · Σ_t w_t τ̃_t."""
     drop = Dropper(x, p.density, p.rescale)
-    return scaled(map_slices(lambda c, sl: combine(drop(c, sl), x.weights, p.normalize), x.stack), p.scale)
+    return lambda chunk, sl: scaled(combine(drop(chunk, sl), x.weights, p.normalize), p.scale)
 
 
 @method(
@@ -92,11 +86,12 @@ def dare_linear(x: Inputs, p: Dare):
     reference="peft.utils.merge_utils.dare_ties; mergekit dare_ties",
     traits=("stochastic",),
 )
-def dare_ties(x: Inputs, p: DareTies):
+@sliced
+def dare_ties(x: SliceInputs, p: DareTies):
     """Drop-and-rescale each task vector, then TIES sign election and disjoint merge."""
     drop = Dropper(x, p.density, p.rescale)
 
     def merge_chunk(chunk: torch.Tensor, sl: slice) -> torch.Tensor:
-        return disjoint_merge(drop(chunk, sl), x.weights, p.sign_election, p.elect_on, p.normalize)
+        return scaled(disjoint_merge(drop(chunk, sl), x.weights, p.sign_election, p.elect_on, p.normalize), p.scale)
 
-    return scaled(map_slices(merge_chunk, x.stack), p.scale)
+    return merge_chunk

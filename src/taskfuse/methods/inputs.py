@@ -8,6 +8,10 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+# Draws at flat position i of a tensor come from generator block i // RANDOM_BLOCK, so any slice of a tensor can
+# be drawn on its own (in any order, on any thread) and get the same values as drawing the whole tensor.
+RANDOM_BLOCK = 1 << 16
+
 
 def stable_seed(seed: int, key: str) -> int:
     """63-bit seed from (seed, tensor name) with blake2b: stable across processes, unlike Python's hash()."""
@@ -16,13 +20,33 @@ def stable_seed(seed: int, key: str) -> int:
 
 
 @dataclass(frozen=True)
+class RandomField:
+    """Uniform draws addressed by (stream, flat position) for one tensor, seeded from (seed, key)."""
+
+    seed: int
+    key: str
+
+    def uniform(self, stream: int, sl: slice, device: torch.device | str = "cpu") -> Tensor:
+        """(sl.stop - sl.start,) float32 U[0, 1) values at flat positions sl of stream `stream`."""
+        first, last = sl.start // RANDOM_BLOCK, (sl.stop - 1) // RANDOM_BLOCK
+        blocks = []
+        for block in range(first, last + 1):
+            g = torch.Generator(device=device)
+            g.manual_seed(stable_seed(self.seed, f"{self.key}#{stream}@{block}"))
+            blocks.append(torch.rand(RANDOM_BLOCK, generator=g, device=device))  # whole blocks: same values always
+        drawn = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
+        offset = first * RANDOM_BLOCK
+        return drawn[sl.start - offset:sl.stop - offset]
+
+
+@dataclass(frozen=True)
 class Inputs:
     """What a method sees for one output tensor.
 
     stack: (T, *S) task vectors (delta-space methods) or raw weights (weight-space methods), float32.
     weights: (T,) per-model weights. base: (*S) base weights or None. key: the tensor's name.
-    seed: the merge seed; randomness comes only from generator(), seeded from (seed, key), so results do not
-    depend on thread count or the order tensors are processed in.
+    seed: the merge seed; randomness comes only from generator() and random, seeded from (seed, key), so results
+    do not depend on thread count or the order tensors are processed in.
     """
 
     stack: Tensor
@@ -62,3 +86,8 @@ class Inputs:
         g = torch.Generator(device=self.stack.device)
         g.manual_seed(stable_seed(self.seed, self.key if stream == 0 else f"{self.key}#{stream}"))
         return g
+
+    @property
+    def random(self) -> RandomField:
+        """Position-addressed draws (see RandomField), for methods that work slice by slice."""
+        return RandomField(self.seed, self.key)

@@ -34,6 +34,8 @@ class MethodInfo:
     min_models: int = 1
     max_models: int | None = None
     summary: str = ""
+    # "statistics over slices, then merge per slice" form (methods/sliced.py), which the executor streams
+    prepare: Callable[..., Any] | None = None
 
     def make_params(self, values: dict[str, Any], where: str = "") -> Any:
         """Validated Params from a plain dict; every bad key or value reported at once as a SpecError."""
@@ -75,7 +77,8 @@ def method(
             raise ValueError(f"method {name!r} registered twice")
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         _REGISTRY[name] = MethodInfo(
-            name, fn, params, space, paper, reference, frozenset(traits), min_models, max_models, summary
+            name, fn, params, space, paper, reference, frozenset(traits), min_models, max_models, summary,
+            getattr(fn, "prepare", None),
         )
         return fn
 

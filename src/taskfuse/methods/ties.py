@@ -7,11 +7,12 @@ import torch
 from pydantic.dataclasses import dataclass
 
 from ..ops.consensus import Normalize, SignElection, disjoint_merge, scaled
-from ..ops.chunks import map_slices
-from ..ops.masks import MagnitudeCut, keep_count, magnitude_cut
+from ..ops.masks import MagnitudeCut, keep_count, magnitude_cuts
+from ..ops.slices import Slices
 from .inputs import Inputs
 from .params import STRICT, PerModelDensity, per_model
 from .registry import method
+from .sliced import SliceInputs, sliced
 
 ElectOn = Literal["raw", "weighted"]
 
@@ -29,7 +30,7 @@ class Ties:
     thresholds: tuple[float, ...] | None = None  # per-model |τ| cut-offs; filled in by the planner for trim="model"
 
 
-def trim_cuts(x: Inputs, density, trim: str, thresholds) -> list[MagnitudeCut]:
+def trim_cuts(x: SliceInputs, density, trim: str, thresholds) -> list[MagnitudeCut]:
     """Per model, which magnitudes survive TIES step 1 ('Trim'): top `density` of the tensor, or |τ| >= a
     per-model threshold computed over the whole model (trim="model")."""
     if trim == "model":
@@ -37,8 +38,7 @@ def trim_cuts(x: Inputs, density, trim: str, thresholds) -> list[MagnitudeCut]:
             raise ValueError("trim='model' needs one threshold per model, computed by the planner over all tensors")
         return [MagnitudeCut(float(th), 1 << 62) for th in thresholds]
     d = per_model(density, x.count, "density")
-    flat = x.stack.reshape(x.count, -1)
-    return [magnitude_cut(flat[i], keep_count(float(d[i]), flat.shape[1])) for i in range(x.count)]
+    return magnitude_cuts(x.slices, [keep_count(float(d[i]), x.slices.numel) for i in range(x.count)])
 
 
 def apply_cuts(chunk: torch.Tensor, cuts: list[MagnitudeCut], start: int) -> torch.Tensor:
@@ -47,9 +47,10 @@ def apply_cuts(chunk: torch.Tensor, cuts: list[MagnitudeCut], start: int) -> tor
 
 
 def trim_stack(x: Inputs, density, trim: str = "tensor", thresholds=None) -> torch.Tensor:
-    """(T, *S) trimmed task vectors (for inspection and tests; ties() itself works chunk by chunk)."""
-    cuts = trim_cuts(x, density, trim, thresholds)
-    return apply_cuts(x.stack.reshape(x.count, -1), cuts, 0).reshape(x.stack.shape)
+    """(T, *S) trimmed task vectors (for inspection and tests; ties() itself works slice by slice)."""
+    flat = x.stack.reshape(x.count, -1)
+    sx = SliceInputs(Slices.of_stack(flat), x.weights, tuple(x.stack.shape[1:]), x.key, x.seed)
+    return apply_cuts(flat, trim_cuts(sx, density, trim, thresholds), 0).reshape(x.stack.shape)
 
 
 @method(
@@ -60,12 +61,13 @@ def trim_stack(x: Inputs, density, trim: str = "tensor", thresholds=None) -> tor
     reference="peft.utils.merge_utils.ties; mergekit ties; github.com/prateeky2806/ties-merging",
     traits=("symmetric", "idempotent"),
 )
-def ties(x: Inputs, p: Ties):
+@sliced
+def ties(x: SliceInputs, p: Ties):
     """Trim each task vector to its top-`density` magnitudes, elect a sign per entry, average the agreeing ones."""
     cuts = trim_cuts(x, p.density, p.trim, p.thresholds)
 
     def merge_chunk(chunk: torch.Tensor, sl: slice) -> torch.Tensor:
         trimmed = apply_cuts(chunk, cuts, sl.start)
-        return disjoint_merge(trimmed, x.weights, p.sign_election, p.elect_on, p.normalize)
+        return scaled(disjoint_merge(trimmed, x.weights, p.sign_election, p.elect_on, p.normalize), p.scale)
 
-    return scaled(map_slices(merge_chunk, x.stack), p.scale)
+    return merge_chunk

@@ -11,15 +11,15 @@ from .masks import rescale_to_norm
 Rescale = Literal["inverse", "l1", "none"]
 
 
-def draw_keep_mask(row: Tensor, keep: Tensor | float, g: torch.Generator) -> Tensor:
-    """Float 0/1 mask shaped like `row`, 1 with probability `keep` (a number or a tensor broadcastable to row).
+def draw_keep_mask(keep: Tensor | float, uniform: Tensor) -> Tensor:
+    """Float 0/1 mask shaped like `uniform` (U[0, 1) draws), 1 with probability `keep` (a number or a tensor
+    broadcastable to it).
 
-    Drawn as 1[u < keep] with u ~ U[0, 1) through float ops only: 4x faster here than torch.bernoulli, whose CPU
-    kernel draws one value at a time. Same distribution; different draws than PEFT's for the same seed, which is
-    why the PEFT reference tests inject masks.
+    1[u < keep] through float ops only: 4x faster here than torch.bernoulli, whose CPU kernel draws one value at a
+    time. Same distribution; different draws than PEFT's for the same seed, which is why the PEFT reference tests
+    inject masks.
     """
-    u = torch.rand(row.shape, generator=g, dtype=row.dtype, device=row.device)
-    return (keep - u).sign_().clamp_min_(0.0)
+    return (keep - uniform).sign_().clamp_min_(0.0)
 
 
 def drop_with_probability(t: Tensor, keep: Tensor, rescale: Rescale, g: torch.Generator) -> Tensor:
@@ -29,7 +29,7 @@ def drop_with_probability(t: Tensor, keep: Tensor, rescale: Rescale, g: torch.Ge
     "l1" matches the L1 norm of the input instead (mergekit's rescale); "none" leaves them as they are.
     """
     probs = torch.broadcast_to(keep, t.shape).to(t.dtype)
-    mask = draw_keep_mask(t, probs, g)
+    mask = draw_keep_mask(probs, torch.rand(t.shape, generator=g, dtype=t.dtype, device=t.device))
     kept = t * mask
     if rescale == "inverse":
         return kept / probs

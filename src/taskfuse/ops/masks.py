@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .chunks import chunk_slices
+from .slices import Slices
 
 
 def keep_count(density: float, numel: int) -> int:
@@ -56,65 +56,93 @@ class MagnitudeCut:
 
 
 KEEP_ALL = MagnitudeCut(0.0, 1 << 62)
+DROP_ALL = MagnitudeCut(float("inf"), -1)
 
 
 def _suffix_counts(counts: Tensor) -> Tensor:
-    """at_least[b] = number of entries in buckets >= b."""
-    return counts.flip(0).cumsum(0).flip(0)
+    """at_least[..., b] = number of entries in buckets >= b (per row)."""
+    return counts.flip(-1).cumsum(-1).flip(-1)
 
 
-def _bit_histogram(flat: Tensor, bucket_of, bins: int) -> Tensor:
-    counts = torch.zeros(bins, dtype=torch.int64, device=flat.device)
-    for sl in chunk_slices(flat.numel()):
-        buckets = bucket_of(flat[sl].abs().view(torch.int32))
-        counts += torch.bincount(buckets, minlength=bins)
-    return counts
+def _bit_histograms(slices: Slices, bucket_of, bins: int) -> Tensor:
+    """(T, bins) counts of bucket_of(|x| as int32 bits, (T, C)) per row, in one pass.
+
+    One int32 bincount per row: folding the rows into one bincount with int64 offsets measured 8x slower."""
+
+    def count(chunk: Tensor, sl: slice) -> Tensor:
+        buckets = bucket_of(chunk.abs_().view(torch.int32))
+        return torch.stack([torch.bincount(row, minlength=bins) for row in buckets])
+
+    return slices.sum(count)
 
 
-def _radix_cutoff(flat: Tensor, count: int) -> tuple[float, int, int]:
-    """(v, above, equal) for the count-th largest |x| of float32 `flat`: exact radix selection on the IEEE-754
-    bits (monotonic for x >= 0) with two chunked bincount passes; ~4x faster than torch.kthvalue here."""
-    counts_hi = _bit_histogram(flat, lambda bits: bits >> 16, 1 << 15)
+def _radix_cutoffs(slices: Slices, counts: Tensor) -> tuple[list[float], list[int], list[int]]:
+    """Per row, (v, above, equal) for the counts[row]-th largest |x| of float32 rows: exact radix selection on the
+    IEEE-754 bits (monotonic for x >= 0) with two bincount passes; ~4x faster than torch.kthvalue here."""
+    counts_hi = _bit_histograms(slices, lambda bits: bits >> 16, 1 << 15)
     at_least_hi = _suffix_counts(counts_hi)
-    hi = int(torch.nonzero(at_least_hi >= count)[-1])
-    above = int(at_least_hi[hi] - counts_hi[hi])
+    hi = (at_least_hi >= counts[:, None]).sum(1) - 1  # last bucket with enough entries at or above it
+    above = at_least_hi.gather(1, hi[:, None]).squeeze(1) - counts_hi.gather(1, hi[:, None]).squeeze(1)
     # Low 16 bits of the entries in bucket `hi`: shift that bucket onto bins 1..65536 and clamp everything else
     # onto the two end bins (2x faster than selecting the bucket's entries with a boolean mask).
-    offset = hi << 16
-    counts_lo = _bit_histogram(flat, lambda bits: (bits - offset).clamp_(-1, 1 << 16).add_(1), (1 << 16) + 2)[1:-1]
+    offsets = (hi << 16).to(torch.int32)[:, None]
+    counts_lo = _bit_histograms(slices, lambda bits: (bits - offsets).clamp_(-1, 1 << 16).add_(1), (1 << 16) + 2)
+    counts_lo = counts_lo[:, 1:-1]
     at_least_lo = _suffix_counts(counts_lo)
-    lo = int(torch.nonzero(at_least_lo >= count - above)[-1])
-    above += int(at_least_lo[lo] - counts_lo[lo])
-    cutoff = torch.tensor([(hi << 16) | lo], dtype=torch.int32).view(torch.float32).item()
-    return cutoff, above, int(counts_lo[lo])
+    lo = (at_least_lo >= (counts - above)[:, None]).sum(1) - 1
+    above += at_least_lo.gather(1, lo[:, None]).squeeze(1) - counts_lo.gather(1, lo[:, None]).squeeze(1)
+    cutoffs = ((hi << 16) | lo).to(torch.int32).view(torch.float32)
+    return cutoffs.tolist(), above.tolist(), counts_lo.gather(1, lo[:, None]).squeeze(1).tolist()
 
 
-def _nth_tie_index(flat: Tensor, cutoff: float, nth: int) -> int:
-    """Flat index of the nth (1-based) entry with |x| == cutoff, scanning chunks in order."""
-    seen = 0
-    for sl in chunk_slices(flat.numel()):
-        tied = torch.nonzero(flat[sl].abs() == cutoff).squeeze(1)
-        if seen + tied.numel() >= nth:
-            return sl.start + int(tied[nth - seen - 1])
-        seen += tied.numel()
-    raise AssertionError("tie count changed between passes")
+def _exact_cutoffs(slices: Slices, counts: Tensor) -> tuple[list[float], list[int], list[int]]:
+    """The same as _radix_cutoffs for other dtypes (float64 in gradient checks), through a sort of each row."""
+    magnitudes = torch.cat(slices.map(lambda chunk, sl: chunk.abs()), dim=1)
+    cutoffs = [float(torch.kthvalue(row, row.numel() - int(c) + 1).values) for row, c in zip(magnitudes, counts)]
+    above = [int((row > v).sum()) for row, v in zip(magnitudes, cutoffs)]
+    equal = [int((row == v).sum()) for row, v in zip(magnitudes, cutoffs)]
+    return cutoffs, above, equal
+
+
+def _tie_limits(slices: Slices, cutoffs: list[float], quotas: dict[int, int]) -> dict[int, int]:
+    """For each row r in `quotas`, the flat index of its quotas[r]-th (1-based) entry with |x| == cutoffs[r]."""
+    rows = sorted(quotas)
+    wanted = torch.tensor([cutoffs[r] for r in rows], dtype=slices.dtype)[:, None]
+
+    def count_ties(chunk: Tensor, sl: slice) -> Tensor:
+        # C − Σ sign(||x| − v|): float ops only, 3x faster here than summing a boolean |x| == v
+        differs = chunk[rows].abs_().sub_(wanted).abs_().sign_().sum(1)
+        return (sl.stop - sl.start) - differs.to(torch.int64)
+
+    seen = torch.stack(slices.map(count_ties)).cumsum(0)  # (slices, rows): ties up to and including each slice
+    limits = {}
+    for j, r in enumerate(rows):
+        i = int((seen[:, j] < quotas[r]).sum())  # the slice holding the quota-th tie
+        before = int(seen[i - 1, j]) if i else 0
+        sl = slices.slices[i]
+        tied = torch.nonzero(slices.read(sl)[r].abs() == cutoffs[r]).squeeze(1)
+        limits[r] = sl.start + int(tied[quotas[r] - before - 1])
+    return limits
+
+
+def magnitude_cuts(slices: Slices, counts: list[int]) -> list[MagnitudeCut]:
+    """Per row of the stack, the cut keeping exactly counts[row] largest |x| (ties broken by lower index)."""
+    n = slices.numel
+    cuts: list[MagnitudeCut | None] = [KEEP_ALL if c >= n else DROP_ALL if c <= 0 else None for c in counts]
+    if all(cut is not None for cut in cuts):
+        return cuts  # type: ignore[return-value]
+    wanted = torch.tensor([min(max(c, 1), n) for c in counts])
+    select = _radix_cutoffs if slices.dtype == torch.float32 else _exact_cutoffs
+    cutoffs, above, equal = select(slices, wanted)
+    quotas = {r: counts[r] - above[r] for r in range(len(counts)) if cuts[r] is None}
+    limits = _tie_limits(slices, cutoffs, {r: q for r, q in quotas.items() if q != equal[r]})
+    return [cut if cut is not None else MagnitudeCut(cutoffs[r], limits.get(r, n))
+            for r, cut in enumerate(cuts)]
 
 
 def magnitude_cut(flat: Tensor, count: int) -> MagnitudeCut:
     """The cut keeping exactly the `count` largest |x| of 1-D `flat` (ties broken by lower index)."""
-    n = flat.numel()
-    if count >= n:
-        return KEEP_ALL
-    if count <= 0:
-        return MagnitudeCut(float("inf"), -1)
-    if flat.dtype == torch.float32:
-        cutoff, above, equal = _radix_cutoff(flat, count)
-    else:  # float64 (gradient checks) and others: a plain selection
-        magnitudes = flat.abs()
-        cutoff = float(torch.kthvalue(magnitudes, n - count + 1).values)
-        above, equal = int((magnitudes > cutoff).sum()), int((magnitudes == cutoff).sum())
-    quota = count - above
-    return MagnitudeCut(cutoff, n if quota == equal else _nth_tie_index(flat, cutoff, quota))
+    return magnitude_cuts(Slices.of_stack(flat.reshape(1, -1)), [count])[0]
 
 
 def top_magnitude_mask(x: Tensor, density: float) -> Tensor:
@@ -123,21 +151,21 @@ def top_magnitude_mask(x: Tensor, density: float) -> Tensor:
     return magnitude_cut(flat, keep_count(density, flat.numel())).keep(flat.abs()).reshape(x.shape)
 
 
-def band_cuts(flat: Tensor, density: float, gamma: float) -> tuple[MagnitudeCut, MagnitudeCut]:
-    """Model Breadcrumbs: (outer, outliers) cuts; keep = outer.keep & ~outliers.keep. The `gamma` fraction of
-    largest |x| is dropped as outliers and the smallest are dropped so that keep_count(density) survive; if
+def band_cuts(slices: Slices, density: list[float], gamma: list[float]) -> list[tuple[MagnitudeCut, MagnitudeCut]]:
+    """Model Breadcrumbs, per row: (outer, outliers) cuts; keep = outer.keep & ~outliers.keep. The `gamma` fraction
+    of largest |x| is dropped as outliers and the smallest are dropped so that keep_count(density) survive; if
     density + gamma > 1 the outlier cut shrinks. Cuts are nested, so exactly keep_count entries remain."""
-    n = flat.numel()
-    if density >= 1.0:
-        return KEEP_ALL, MagnitudeCut(float("inf"), -1)
-    k = keep_count(density, n)
-    top = min(int(gamma * n), n - k)
-    return magnitude_cut(flat, top + k), magnitude_cut(flat, top)
+    n = slices.numel
+    kept = [keep_count(d, n) if d < 1.0 else n for d in density]
+    tops = [0 if d >= 1.0 else min(int(g * n), n - k) for d, g, k in zip(density, gamma, kept)]
+    outer = magnitude_cuts(slices, [t + k for t, k in zip(tops, kept)])
+    outliers = magnitude_cuts(slices, tops)
+    return list(zip(outer, outliers))
 
 
 def band_magnitude_mask(x: Tensor, density: float, gamma: float) -> Tensor:
     flat = x.reshape(-1)
-    outer, outliers = band_cuts(flat, density, gamma)
+    [(outer, outliers)] = band_cuts(Slices.of_stack(flat[None]), [density], [gamma])
     magnitudes = flat.abs()
     return (outer.keep(magnitudes) & ~outliers.keep(magnitudes)).reshape(x.shape)
 

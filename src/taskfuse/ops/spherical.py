@@ -1,40 +1,31 @@
 """Spherical interpolation kernels (SLERP and its Riemannian-mean generalisation)."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
-
-from .chunks import chunk_slices
 
 # Above this |cos| the two directions are treated as colinear and we interpolate linearly: the slerp formula
 # divides by sin(theta) -> 0 and amplifies rounding noise.
 COLINEAR_COS = 0.9995
 
 
-def slerp(a: Tensor, b: Tensor, t: float, eps: float = 1e-8) -> Tensor:
-    """Spherical linear interpolation between flat tensors a (t=0) and b (t=1) (Shoemake 1985).
+def slerp_weights(dot: float, norm_a: float, norm_b: float, t: float, eps: float = 1e-8) -> tuple[float, float] | None:
+    """(wa, wb) with slerp(a, b, t) = wa·a + wb·b (Shoemake 1985), from a·b, |a| and |b|; None where the formula is
+    ill-conditioned and we interpolate linearly instead: a zero-norm input or (anti)colinear inputs.
 
     Directions are interpolated on the sphere of unit vectors and the result keeps the geometry of the raw
     tensors (as in the common LLM-merging practice): out = sin((1-t)θ)/sinθ · a + sin(tθ)/sinθ · b.
-    Falls back to lerp for (anti)colinear inputs or a zero-norm input.
     """
-    na, nb = a.norm(), b.norm()
-    if na < eps or nb < eps:
-        return torch.lerp(a, b, t)
-    cos = torch.clamp((a @ b) / (na * nb), -1.0, 1.0)  # no normalised copies of a and b
-    if cos.abs() > COLINEAR_COS:
-        return torch.lerp(a, b, t)
-    theta = torch.arccos(cos)
-    s = torch.sin(theta)
-    return blend(a, b, torch.sin((1 - t) * theta) / s, torch.sin(t * theta) / s)
-
-
-def blend(a: Tensor, b: Tensor, wa: Tensor, wb: Tensor) -> Tensor:
-    """wa·a + wb·b for flat a, b, slice by slice (no full-size temporaries; see chunks.py)."""
-    out = torch.empty_like(a)
-    for sl in chunk_slices(a.numel()):
-        out[sl] = a[sl] * wa + b[sl] * wb  # slice assignment, not out=, so autograd still flows
-    return out
+    if norm_a < eps or norm_b < eps:
+        return None
+    cos = min(1.0, max(-1.0, dot / (norm_a * norm_b)))  # no normalised copies of a and b
+    if abs(cos) > COLINEAR_COS:
+        return None
+    theta = math.acos(cos)
+    s = math.sin(theta)
+    return math.sin((1 - t) * theta) / s, math.sin(t * theta) / s
 
 
 def log_map(base: Tensor, x: Tensor, eps: float = 1e-8) -> Tensor:
