@@ -12,6 +12,7 @@ import math
 
 import bisect
 import threading
+import weakref
 
 import torch
 
@@ -22,6 +23,8 @@ class BufferPool:
         self._free: dict[torch.dtype, list[tuple[int, int, torch.Tensor]]] = {}  # sorted by capacity
         self._free_bytes = 0
         self._ids = 0
+        # the buffers this pool allocated, by identity (a tensor's == is elementwise, so no WeakSet)
+        self._owned: dict[int, weakref.ref] = {}
         self._lock = threading.Lock()
 
     def take(self, shape, dtype: torch.dtype) -> torch.Tensor:
@@ -35,6 +38,8 @@ class BufferPool:
                 self._free_bytes -= flat.nbytes
         if flat is None:
             flat = torch.empty(n, dtype=dtype)
+            with self._lock:
+                self._owned[id(flat)] = weakref.ref(flat)
         return flat[:n].view(shape)
 
     def give(self, tensor: torch.Tensor | None) -> None:
@@ -42,13 +47,16 @@ class BufferPool:
         if tensor is None or tensor.device.type != "cpu":
             return
         flat = tensor._base if tensor._base is not None else tensor
-        if flat.dim() != 1 or not flat.is_contiguous():
-            return  # not one of ours
         with self._lock:
+            mine = self._owned.get(id(flat))
+            if mine is None or mine() is not flat:
+                return  # not one of ours (a mapped input, a method's own result)
             bucket = self._free.setdefault(flat.dtype, [])
             self._ids += 1
             bisect.insort(bucket, (flat.numel(), self._ids, flat))
             self._free_bytes += flat.nbytes
             while self._free_bytes > self.max_free_bytes:
                 smallest = min((b for b in self._free.values() if b), key=lambda b: b[0][2].nbytes)
-                self._free_bytes -= smallest.pop(0)[2].nbytes
+                dropped = smallest.pop(0)[2]
+                self._free_bytes -= dropped.nbytes
+                self._owned.pop(id(dropped), None)

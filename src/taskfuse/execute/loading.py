@@ -38,7 +38,12 @@ def check_finite(plan: Plan, tensors: Sequence[torch.Tensor], sources: Sequence[
 
 
 def read_into_pool(ckpts: Sequence[Checkpoint], src: Source, pool: BufferPool | None) -> torch.Tensor:
+    """The stored tensor: mapped from the page cache where possible (no copy), else read into a pool buffer.
+    Inputs are only ever read, never written, so a mapped tensor serves as well as a copy."""
     ckpt = ckpts[src.checkpoint]
+    mapped = ckpt.map(src.tensor)
+    if mapped is not None:
+        return mapped
     meta = ckpt.meta(src.tensor)
     return ckpt.read(src.tensor, out=pool.take(meta.shape, meta.dtype) if pool else None)
 

@@ -84,6 +84,22 @@ class Checkpoint:
                 "Fix: re-download or re-save this checkpoint."
             ) from e
 
+    def map(self, name: str) -> torch.Tensor | None:
+        """The tensor mapped from the page cache without a copy (read-only use; private, so writes never reach
+        the file), or None where that is not possible (.bin files, older kernels): use read() then."""
+        meta = self.tensors[name]
+        if not meta.file.endswith(".safetensors"):
+            return None
+        try:
+            return self._handle(meta.file, _open_pread).map_tensor(name, meta.dtype, meta.shape)
+        except CheckpointError:
+            raise
+        except Exception as e:
+            raise CheckpointError(
+                f"model {self.ref!r}: cannot map tensor {name!r} from {meta.file}: {e}. "
+                "Fix: re-download or re-save this checkpoint."
+            ) from e
+
     def _handle(self, file: str, opener):
         with self._lock:
             if file not in self._handles:

@@ -41,16 +41,31 @@ class Slices:
 
     def sum(self, fn: Callable[[Tensor, slice], Tensor]) -> Tensor:
         """Σ over slices of fn(chunk, sl) (tensors of one shape), summed as the pass goes: one pass."""
+        return self.fold(lambda chunk, sl: (fn(chunk, sl), None))[0]
 
-        def work(group: list[slice]) -> Tensor:
-            total = fn(self.read(group[0]), group[0])
+    def fold(self, fn: Callable[[Tensor, slice], tuple[Tensor, R]]) -> tuple[Tensor, list[R]]:
+        """One pass of fn(chunk, sl) -> (tensor, item): the tensors summed as the pass goes (so large per-slice
+        statistics such as histograms are never all held), the items kept in slice order."""
+
+        def work(group: list[slice]) -> tuple[Tensor, list[R]]:
+            total, first = fn(self.read(group[0]), group[0])
+            items = [first]
             for sl in group[1:]:
-                total += fn(self.read(sl), sl)
-            return total
+                part, item = fn(self.read(sl), sl)
+                total += part
+                items.append(item)
+            return total, items
 
         if not self.slices:
-            raise ValueError("sum over an empty stack has no shape; handle numel == 0 before the pass")
-        return functools.reduce(torch.add, self.runner(work, self.slices))
+            raise ValueError("a pass over an empty stack has no shape; handle numel == 0 before the pass")
+        parts = self.runner(work, self.slices)
+        return functools.reduce(torch.add, [p[0] for p in parts]), [i for p in parts for i in p[1]]
+
+    def every(self, step: int) -> "Slices":
+        """The same stack restricted to every step-th slice (a sample for estimates)."""
+        sample = Slices(self.count, self.numel, self.read, self.dtype, self.runner)
+        sample.slices = self.slices[::step]
+        return sample
 
     @classmethod
     def of_stack(cls, flat: Tensor, runner: Runner = run_in_order) -> "Slices":
