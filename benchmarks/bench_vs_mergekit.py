@@ -5,13 +5,18 @@
 
 Builds a random Llama base and two perturbed fine-tunes (bf16, sharded safetensors), sets up mergekit in its own
 virtual environment (benchmarks/.mergekit-venv; none of its code is used by taskfuse), then runs each method with
-both tools as separate processes and reports wall time, peak RSS (ru_maxrss of the merge process) and the ratios.
+both tools as separate processes, alternating, --repeat times (the page cache is flushed to disk before every
+run), and reports the median wall time, the largest peak RSS (ru_maxrss of the merge process) and the ratios,
+with the I/O floor: taskfuse copying one model, which reads and writes the same bytes without arithmetic.
 Targets (issue 2): taskfuse >= 5x faster on ties, dare_ties, slerp; >= 2x on linear, task_arithmetic; lower RSS.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -114,6 +119,7 @@ def mergekit_config(method: str, base: Path, tunes: list[Path]) -> dict:
 
 
 def measure(cmd: list[str]) -> tuple[float, int]:
+    os.sync()  # the previous run's dirty pages must not be written back on this run's time
     out = subprocess.run([sys.executable, "-c", MEASURE, *cmd], capture_output=True, text=True)
     seconds, rss, rc = out.stdout.split()
     if rc != "0":
@@ -121,18 +127,39 @@ def measure(cmd: list[str]) -> tuple[float, int]:
     return float(seconds), int(rss)
 
 
-def run_method(method: str, work: Path, paths: list[Path], mergekit: Path, threads: int | None) -> dict:
+def run_method(method: str, work: Path, paths: list[Path], mergekit: Path, args) -> dict:
+    """`args.repeat` alternating runs of both tools; the median time and the largest peak RSS of each."""
     cfg = work / f"{method}.yaml"
     cfg.write_text(yaml.safe_dump(mergekit_config(method, paths[0], paths[1:])))
     outs = {tool: work / "out" / f"{method}-{tool}" for tool in ("mergekit", "taskfuse")}
-    for o in outs.values():
-        subprocess.run(["rm", "-rf", str(o)], check=True)
-    mk = measure([str(mergekit), str(cfg), str(outs["mergekit"]), "--out-shard-size", "2B"])
-    tf = measure([str(ROOT / ".venv" / "bin" / "taskfuse"), "merge", str(cfg), "-o", str(outs["taskfuse"])]
-                 + (["--threads", str(threads)] if threads else []))
-    return {"method": method, "mergekit_s": mk[0], "taskfuse_s": tf[0], "speedup": mk[0] / tf[0],
-            "mergekit_rss_mib": mk[1] / 2**20, "taskfuse_rss_mib": tf[1] / 2**20, "rss_ratio": tf[1] / mk[1],
-            "max_abs_diff": max_abs_diff(outs["mergekit"], outs["taskfuse"]) if method != "dare_ties" else None}
+    commands = {
+        "mergekit": [str(mergekit), str(cfg), str(outs["mergekit"]), "--out-shard-size", "2B"],
+        "taskfuse": [str(ROOT / ".venv" / "bin" / "taskfuse"), "merge", str(cfg), "-o", str(outs["taskfuse"])]
+        + (["--threads", str(args.threads)] if args.threads else []),
+    }
+    runs: dict[str, list[tuple[float, int]]] = {"mergekit": [], "taskfuse": []}
+    for _ in range(args.repeat):
+        for tool, cmd in commands.items():
+            shutil.rmtree(outs[tool], ignore_errors=True)
+            runs[tool].append(measure(cmd))
+    mk_s, tf_s = (statistics.median(t for t, _ in runs[tool]) for tool in ("mergekit", "taskfuse"))
+    mk_rss, tf_rss = (max(r for _, r in runs[tool]) for tool in ("mergekit", "taskfuse"))
+    return {"method": method, "mergekit_s": mk_s, "taskfuse_s": tf_s, "speedup": mk_s / tf_s,
+            "mergekit_rss_mib": mk_rss / 2**20, "taskfuse_rss_mib": tf_rss / 2**20, "rss_ratio": tf_rss / mk_rss,
+            "max_abs_diff": max_abs_diff(outs["mergekit"], outs["taskfuse"]) if method != "dare_ties" else None,
+            "runs_s": {tool: [t for t, _ in r] for tool, r in runs.items()}}
+
+
+def io_floor(work: Path, paths: list[Path], args) -> float:
+    """Median time of taskfuse copying one model (passthrough): reading and writing the bytes, no arithmetic."""
+    cfg = work / "copy.yaml"
+    cfg.write_text(yaml.safe_dump({"method": "passthrough", "models": [{"path": str(paths[1])}]}))
+    out = work / "out" / "copy-taskfuse"
+    times = []
+    for _ in range(args.repeat):
+        shutil.rmtree(out, ignore_errors=True)
+        times.append(measure([str(ROOT / ".venv" / "bin" / "taskfuse"), "merge", str(cfg), "-o", str(out)])[0])
+    return statistics.median(times)
 
 
 def max_abs_diff(a: Path, b: Path) -> float:
@@ -151,17 +178,22 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--methods", nargs="+", default=METHODS)
     ap.add_argument("--threads", type=int, default=None, help="taskfuse --threads (default: its own)")
+    ap.add_argument("--repeat", type=int, default=3, help="alternating runs per tool; medians are reported")
     ap.add_argument("--workdir", type=Path, default=ROOT / "out" / "bench")
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     paths, mergekit = build_models(args.workdir, args), ensure_mergekit()
+    floor = io_floor(args.workdir, paths, args)
+    print(json.dumps({"io_floor_s": floor}))
     rows = []
     for method in args.methods:
-        rows.append(run_method(method, args.workdir, paths, mergekit, args.threads))
+        rows.append(run_method(method, args.workdir, paths, mergekit, args))
         print(json.dumps(rows[-1]))
     print_table(rows, args)
+    print(f"\nI/O floor: taskfuse copies one model (read + write, no arithmetic) in {floor:.1f} s")
     (args.workdir / "results.json").write_text(json.dumps({"args": vars(args) | {"workdir": str(args.workdir)},
-                                                           "mergekit": MERGEKIT_VERSION, "rows": rows}, indent=2))
+                                                           "mergekit": MERGEKIT_VERSION, "io_floor_s": floor,
+                                                           "rows": rows}, indent=2))
 
 
 def print_table(rows: list[dict], args) -> None:

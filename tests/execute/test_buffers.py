@@ -22,3 +22,15 @@ def test_dtypes_are_kept_apart():
     a = pool.take((8,), torch.float32)
     pool.give(a)
     assert pool.take((8,), torch.bfloat16).dtype == torch.bfloat16
+
+
+def test_foreign_tensors_are_not_recycled():
+    """Mapped inputs and methods' own results never enter the pool: handing them out could write into a file's
+    mapping or into a tensor someone still holds."""
+    pool = BufferPool(10**6)
+    pool.give(torch.empty(100))
+    pool.give(torch.empty(100)[:50])
+    assert pool._free_bytes == 0
+    mine = pool.take((10,), torch.float32)
+    pool.give(mine)
+    assert pool._free_bytes == mine.nbytes

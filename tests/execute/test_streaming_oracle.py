@@ -54,9 +54,43 @@ def test_streaming_equals_in_memory(tmp_path, llama_family, method, params):
         torch.testing.assert_close(got[name].float(), want[name].float(), atol=0, rtol=0, msg=name)
 
 
-def test_result_independent_of_threads(tmp_path, llama_family):
+@pytest.fixture
+def small_slices(monkeypatch):
+    """256-entry slices, so most tensors have many and the passes of sliced methods really run on both threads."""
+    import taskfuse.ops.chunks as chunks
+
+    monkeypatch.setattr(chunks.chunk_slices, "__defaults__", (256,))
+
+
+@pytest.mark.parametrize("method", ["dare_linear", "ties", "breadcrumbs_ties", "model_stock", "task_arithmetic"])
+def test_result_independent_of_threads(tmp_path, llama_family, small_slices, method):
     base, tunes = llama_family
-    spec = spec_for("dare_linear", base, tunes, seed=3)
+    spec = spec_for(method, base, tunes, seed=3)
     a = load_dir(merge(spec, tmp_path / "a", threads=1).out)
     b = load_dir(merge(spec, tmp_path / "b", threads=2).out)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("method,params", [("ties", {"density": 0.3}), ("dare_ties", {"density": 0.5}),
+                                           ("model_stock", {})])
+def test_streaming_in_small_slices_equals_in_memory(tmp_path, llama_family, small_slices, method, params):
+    base, tunes = llama_family
+    got = load_dir(merge(spec_for(method, base, tunes, params=params, seed=0), tmp_path / "out", threads=2).out)
+    want = oracle(method, base, tunes, params, [1.0, 1.0, 1.0])
+    for name in want:
+        torch.testing.assert_close(got[name].float(), want[name].float(), atol=0, rtol=0, msg=name)
+
+
+def test_mapped_inputs_merge_like_read_inputs(tmp_path, llama_family, monkeypatch):
+    import taskfuse.io.safetensors_pread as pread
+    from taskfuse.io.checkpoint import Checkpoint
+
+    base, tunes = llama_family
+    probe = Checkpoint.open(base)
+    if probe.map(next(iter(probe.tensors))) is None:
+        pytest.skip("this kernel cannot prefault mappings (MADV_POPULATE_READ); inputs are read instead")
+    spec = spec_for("ties", base, tunes, params={"density": 0.4})
+    mapped = load_dir(merge(spec, tmp_path / "mapped").out)
+    monkeypatch.setattr(pread, "_POPULATE_READ", None)
+    read = load_dir(merge(spec, tmp_path / "read").out)
+    assert all(torch.equal(mapped[k], read[k]) for k in mapped)

@@ -32,7 +32,7 @@ def merge(
     spec: Path = typer.Argument(..., help="taskfuse or mergekit YAML spec"),
     out: Path = typer.Option(..., "-o", "--out", help="output directory (must not exist or be empty)"),
     device: str = typer.Option("cpu", help="torch device for the arithmetic, e.g. cuda"),
-    threads: Optional[int] = typer.Option(None, help="torch intra-op threads"),
+    threads: Optional[int] = typer.Option(None, help="worker threads for the arithmetic (default: all cores)"),
     max_shard_size: str = typer.Option("2GB", help="largest shard in bytes or with a unit: 500MB, 2GB"),
     dry_run: bool = typer.Option(False, "--dry-run", help="plan and validate only; write nothing"),
 ) -> None:

@@ -6,10 +6,9 @@ from pydantic import Field
 from pydantic.dataclasses import dataclass
 from typing import Annotated
 
-from ..ops.spherical import exp_map, log_map
-from .inputs import Inputs
 from .params import STRICT
 from .registry import method
+from .sliced import SliceInputs, sliced
 
 
 @dataclass(config=STRICT)
@@ -18,16 +17,33 @@ class Karcher:
     tol: Annotated[float, Field(gt=0)] = 1e-5
 
 
-def karcher_direction(units: torch.Tensor, alphas: torch.Tensor, p: Karcher) -> torch.Tensor:
-    """Fixed-point iteration μ ← exp_μ(Σ α_i log_μ(u_i)) (Karcher 1977; Buss & Fillmore 2001)."""
-    mu = (alphas[:, None] * units).sum(0)
-    mu = mu / mu.norm().clamp_min(1e-12)
+def karcher_coefficients(gram: torch.Tensor, alphas: torch.Tensor, p: Karcher, eps: float = 1e-12) -> torch.Tensor:
+    """c with μ = Σ_i c_i u_i for the weighted Karcher mean μ of unit vectors u_i whose Gram matrix is `gram`.
+
+    The fixed-point iteration μ ← exp_μ(Σ α_i log_μ(u_i)) (Karcher 1977; Buss & Fillmore 2001) never leaves the
+    span of the u_i, so it runs on T coefficients with dot products from the Gram matrix (float64) instead of on
+    full-size vectors: one pass over the tensor for the Gram matrix, one to write the mean.
+    """
+    count = gram.shape[0]
+
+    def norm(a: torch.Tensor) -> torch.Tensor:
+        return (a @ gram @ a).clamp_min(0.0).sqrt()
+
+    c = alphas / norm(alphas).clamp_min(eps)
+    basis = torch.eye(count, dtype=gram.dtype)
     for _ in range(p.max_iter):
-        step = sum(a * log_map(mu, u) for a, u in zip(alphas, units))
-        if step.norm() < p.tol:
+        step = torch.zeros(count, dtype=gram.dtype)
+        for i in range(count):  # log_μ(u_i): the tangent at μ toward u_i, as long as their angle
+            cos = (gram[i] @ c).clamp(-1.0, 1.0)
+            direction = basis[i] - cos * c
+            length = norm(direction)
+            if length > 1e-8:
+                step += alphas[i] * direction * (torch.arccos(cos) / length)
+        size = norm(step)
+        if size < p.tol:
             break
-        mu = exp_map(mu, step)
-    return mu
+        c = torch.cos(size) * c + torch.sin(size) * (step / size)  # exp_μ(step)
+    return c
 
 
 @method(
@@ -38,13 +54,18 @@ def karcher_direction(units: torch.Tensor, alphas: torch.Tensor, p: Karcher) -> 
     reference="mergekit karcher",
     traits=("symmetric", "idempotent"),
 )
-def karcher(x: Inputs, p: Karcher):
+@sliced
+def karcher(x: SliceInputs, p: Karcher):
     """Weighted Karcher mean of directions, scaled by the weighted mean norm; zero tensors carry no direction."""
-    flat = x.stack.reshape(x.count, -1)
-    norms = flat.norm(dim=1)
+    gram = x.slices.sum(lambda chunk, sl: (chunk @ chunk.T).double()) if x.slices.numel else \
+        torch.zeros(x.count, x.count, dtype=torch.float64)
+    norms = gram.diagonal().sqrt()
     keep = norms > 1e-12
     if not keep.any():
-        return torch.zeros_like(x.stack[0])
-    alphas = x.weights[keep] / x.weights[keep].sum()
-    mu = karcher_direction(flat[keep] / norms[keep, None], alphas, p)
-    return (mu * (alphas * norms[keep]).sum()).reshape(x.stack.shape[1:])
+        return lambda chunk, sl: torch.zeros_like(chunk[0])
+    weights = x.weights.double()[keep]
+    alphas = weights / weights.sum()
+    c = karcher_coefficients(gram[keep][:, keep] / (norms[keep, None] * norms[None, keep]), alphas, p)
+    coefficients = torch.zeros(x.count, dtype=torch.float64)  # out = Σ_j coefficients_j · x_j
+    coefficients[keep] = c / norms[keep] * (alphas * norms[keep]).sum()
+    return lambda chunk, sl: coefficients.to(chunk.dtype) @ chunk

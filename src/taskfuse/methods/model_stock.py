@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 from pydantic.dataclasses import dataclass
 
-from .inputs import Inputs
 from .params import STRICT
 from .registry import method
+from .sliced import SliceInputs, sliced
 
 
 @dataclass(config=STRICT)
@@ -14,13 +14,13 @@ class ModelStock:
     pass
 
 
-def mean_pairwise_cosine(stack: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Average cosine over all pairs of flattened task vectors; a zero vector counts as orthogonal."""
-    flat = stack.reshape(stack.shape[0], -1)
-    unit = flat / flat.norm(dim=1, keepdim=True).clamp_min(eps)
-    gram = unit @ unit.T
-    n = stack.shape[0]
-    return (gram.sum() - gram.diagonal().sum()) / (n * (n - 1))
+def mean_pairwise_cosine(gram: torch.Tensor, eps: float = 1e-12) -> float:
+    """Average cosine over all pairs of task vectors from their (T, T) Gram matrix; a zero vector counts as
+    orthogonal."""
+    norms = gram.diagonal().sqrt().clamp_min(eps)
+    cosines = gram / (norms[:, None] * norms[None, :])
+    n = gram.shape[0]
+    return float((cosines.sum() - cosines.diagonal().sum()) / (n * (n - 1)))
 
 
 @method(
@@ -32,12 +32,15 @@ def mean_pairwise_cosine(stack: torch.Tensor, eps: float = 1e-12) -> torch.Tenso
     traits=("symmetric", "idempotent"),
     min_models=2,
 )
-def model_stock(x: Inputs, p: ModelStock):
+@sliced
+def model_stock(x: SliceInputs, p: ModelStock):
     """t · mean(τ) with t = k·cosθ / ((k-1)·cosθ + 1) (Eq. 2), cosθ the mean pairwise cosine, per tensor."""
     k = x.count
-    cos = mean_pairwise_cosine(x.stack)
+    # one pass for the Gram matrix of the flattened task vectors (float64 sums of float32 slices)
+    gram = x.slices.sum(lambda chunk, sl: (chunk @ chunk.T).double()) if x.slices.numel else torch.zeros(k, k)
+    cos = mean_pairwise_cosine(gram)
     denominator = (k - 1) * cos + 1
     # Opposed task vectors (cos <= -1/(k-1)) make Eq. 2 diverge: stay at the base there. Elsewhere the formula
     # is used as written, negative t included, as in the paper and mergekit.
-    t = torch.where(denominator > 1e-6, k * cos / denominator.clamp_min(1e-6), torch.zeros_like(cos))
-    return t * x.stack.mean(0)
+    t = k * cos / denominator if denominator > 1e-6 else 0.0
+    return lambda chunk, sl: chunk.mean(0).mul_(t)

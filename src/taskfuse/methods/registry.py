@@ -15,7 +15,7 @@ Space = Literal["delta", "weight"]
 TRAITS = {
     "symmetric": "permuting the models (and their weights) leaves the result unchanged",
     "chunkable": "elementwise: merging a slice equals slicing the merge",
-    "stochastic": "draws from Inputs.generator()",
+    "stochastic": "draws from Inputs.generator() or Inputs.random",
     "differentiable": "gradients flow to the weights (used by learned programs)",
     "matrix": "2-D tensors get a subspace treatment; other shapes a documented fallback",
     "idempotent": "merging T copies of one tensor (unit weights, density 1) returns that tensor",

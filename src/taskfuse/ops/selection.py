@@ -29,7 +29,11 @@ SPARSE_LIMIT = 64  # distinct low halves per row and slice remembered for locati
 class _Pass:
     hi: Tensor | None  # (T, HI_BINS) counts of high halves
     lo: Tensor  # (T, LO_BINS) counts of low halves of the entries inside each row's bucket
-    per_slice: list[list[tuple[Tensor, Tensor] | None]]  # per slice and row: (low halves, counts) if few
+    # per slice and row, the low halves present in the bucket (-1 pads) and their counts, unless there were more
+    # than SPARSE_LIMIT (overflow); preallocated, as thousands of tiny per-slice tensors fragmented the heap
+    present: Tensor  # (slices, T, SPARSE_LIMIT) int32
+    tally: Tensor  # (slices, T, SPARSE_LIMIT) int64
+    overflow: Tensor  # (slices, T) bool
 
 
 def _suffix_counts(counts: Tensor) -> Tensor:
@@ -54,24 +58,30 @@ def _high_halves(slices: Slices) -> Tensor:
     return slices.sum(lambda chunk, sl: _bincounts(chunk.abs_().view(torch.int32) >> 16, HI_BINS))
 
 
-def _sparse(row: Tensor) -> tuple[Tensor, Tensor] | None:
-    present = row.nonzero().squeeze(1)
-    return (present, row[present]) if present.numel() <= SPARSE_LIMIT else None
-
-
 def _low_halves(slices: Slices, buckets: Tensor, with_high: bool) -> _Pass:
     offsets = (buckets << 16).to(torch.int32)[:, None]
+    size = slices.slices[0].stop  # every slice but the last has this size, so sl.start // size indexes it
+    shape = (len(slices.slices), slices.count, SPARSE_LIMIT)
+    present = torch.full(shape, -1, dtype=torch.int32)
+    tally = torch.zeros(shape, dtype=torch.int64)
+    overflow = torch.zeros(shape[:2], dtype=torch.bool)
 
     def count(chunk: Tensor, sl: slice):
         bits = chunk.abs_().view(torch.int32)
         # shift each row's bucket onto bins 1..LO_BINS and clamp every other entry onto the two end bins
         # (2x faster than selecting the bucket's entries with a boolean mask)
         lo = _bincounts((bits - offsets).clamp_(-1, LO_BINS).add_(1), LO_BINS + 2)[:, 1:-1]
-        parts = torch.cat([_bincounts(bits >> 16, HI_BINS), lo], 1) if with_high else lo
-        return parts, [_sparse(row) for row in lo]
+        for row, counts in enumerate(lo):  # each slice writes only its own entries: safe across threads
+            bins = counts.nonzero().squeeze(1)
+            if bins.numel() > SPARSE_LIMIT:
+                overflow[sl.start // size, row] = True
+            else:
+                present[sl.start // size, row, :bins.numel()] = bins
+                tally[sl.start // size, row, :bins.numel()] = counts[bins]
+        return (torch.cat([_bincounts(bits >> 16, HI_BINS), lo], 1) if with_high else lo), None
 
-    total, per_slice = slices.fold(count)
-    return _Pass(total[:, :HI_BINS] if with_high else None, total[:, -LO_BINS:], per_slice)
+    total, _ = slices.fold(count)
+    return _Pass(total[:, :HI_BINS] if with_high else None, total[:, -LO_BINS:], present, tally, overflow)
 
 
 def _radix_cutoffs(slices: Slices, counts: Tensor):
@@ -107,14 +117,9 @@ def _remembered_ties(radix, row: int) -> Tensor | None:
     if radix is None:
         return None
     found, lo = radix
-    counts = []
-    for per_row in found.per_slice:
-        if per_row[row] is None:
-            return None
-        values, tally = per_row[row]
-        hit = (values == lo[row]).nonzero()
-        counts.append(int(tally[hit[0, 0]]) if hit.numel() else 0)
-    return torch.tensor(counts)
+    if bool(found.overflow[:, row].any()):
+        return None
+    return (found.tally[:, row] * (found.present[:, row] == lo[row])).sum(1)
 
 
 def _counted_ties(slices: Slices, cutoffs: list[float], rows: list[int]) -> Tensor:

@@ -28,11 +28,11 @@ def run_in_order(work: Callable[[list[slice]], R], slices: list[slice]) -> list[
 
 class Slices:
     def __init__(self, count: int, numel: int, read: Callable[[slice], Tensor], dtype: torch.dtype = torch.float32,
-                 runner: Runner = run_in_order):
+                 runner: Runner = run_in_order, size: int | None = None):
         self.count, self.numel, self.dtype = count, numel, dtype
         self.read = read  # (T, C) rows of one slice: a fresh tensor the caller may modify in place
         self.runner = runner
-        self.slices = chunk_slices(numel)
+        self.slices = chunk_slices(numel) if size is None else chunk_slices(numel, size)
 
     def map(self, fn: Callable[[Tensor, slice], R]) -> list[R]:
         """fn(chunk, sl) for every slice, results in slice order: one pass over the stack."""
@@ -68,9 +68,9 @@ class Slices:
         return sample
 
     @classmethod
-    def of_stack(cls, flat: Tensor, runner: Runner = run_in_order) -> "Slices":
+    def of_stack(cls, flat: Tensor, runner: Runner = run_in_order, size: int | None = None) -> "Slices":
         """Slices of an in-memory (T, N) stack."""
-        return cls(flat.shape[0], flat.shape[1], lambda sl: flat[:, sl].clone(), flat.dtype, runner)
+        return cls(flat.shape[0], flat.shape[1], lambda sl: flat[:, sl].clone(), flat.dtype, runner, size)
 
     @classmethod
     def of_stored(cls, sources: Sequence[Tensor], base: Tensor | None, runner: Runner = run_in_order) -> "Slices":

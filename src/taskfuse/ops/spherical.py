@@ -1,10 +1,8 @@
-"""Spherical interpolation kernels (SLERP and its Riemannian-mean generalisation)."""
+"""Spherical interpolation (SLERP) coefficients."""
 from __future__ import annotations
 
 import math
 
-import torch
-from torch import Tensor
 
 # Above this |cos| the two directions are treated as colinear and we interpolate linearly: the slerp formula
 # divides by sin(theta) -> 0 and amplifies rounding noise.
@@ -26,18 +24,3 @@ def slerp_weights(dot: float, norm_a: float, norm_b: float, t: float, eps: float
     theta = math.acos(cos)
     s = math.sin(theta)
     return math.sin((1 - t) * theta) / s, math.sin(t * theta) / s
-
-
-def log_map(base: Tensor, x: Tensor, eps: float = 1e-8) -> Tensor:
-    """Tangent vector at unit `base` pointing to unit `x` with length equal to their angle."""
-    cos = torch.clamp(base @ x, -1.0, 1.0)
-    theta = torch.arccos(cos)
-    direction = x - cos * base
-    norm = direction.norm()
-    return direction * (theta / norm) if norm > eps else torch.zeros_like(x)
-
-
-def exp_map(base: Tensor, v: Tensor, eps: float = 1e-8) -> Tensor:
-    """Point on the unit sphere reached from `base` along tangent vector `v`."""
-    n = v.norm()
-    return base if n < eps else torch.cos(n) * base + torch.sin(n) * (v / n)

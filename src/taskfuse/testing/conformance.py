@@ -100,6 +100,29 @@ def check_gradients(info: MethodInfo) -> None:
     assert torch.autograd.gradcheck(f, (stack, weights)), f"{info.name}: gradcheck failed"
 
 
+def out_of_order(work, slices):
+    """A Slices runner that works through small groups last to first, as threads may."""
+    groups = [slices[i:i + 3] for i in range(0, len(slices), 3)]
+    done = {i: work(group) for i, group in reversed(list(enumerate(groups)))}
+    return [done[i] for i in range(len(groups))]
+
+
+def check_sliced(info: MethodInfo) -> None:
+    """The sliced form (what the executor streams) over tiny slices run out of order equals the whole method."""
+    from ..methods.sliced import SliceInputs
+    from ..ops.slices import Slices
+
+    x = sample(info, (13, 11))
+    flat = x.stack.reshape(x.count, -1)
+    merge_chunk = info.prepare(SliceInputs(Slices.of_stack(flat, out_of_order, size=7), x.weights, (13, 11),
+                                           x.key, x.seed), info.params())
+    pieces = list(enumerate(Slices.of_stack(flat, size=7).slices))
+    merged = {i: merge_chunk(flat[:, sl].clone(), sl) for i, sl in reversed(pieces)}  # merges hold no state
+    sliced = torch.cat([merged[i] for i, _ in pieces])
+    assert torch.allclose(sliced.reshape(13, 11), run(info, x), atol=1e-5), \
+        f"{info.name}: the sliced form differs from the whole-tensor method"
+
+
 CHECKS: dict[str, tuple[Callable[[MethodInfo], None], str | None]] = {
     "shapes": (check_shapes, None),
     "no_mutation": (check_no_mutation, None),
@@ -109,12 +132,15 @@ CHECKS: dict[str, tuple[Callable[[MethodInfo], None], str | None]] = {
     "chunkable": (check_chunkable, "chunkable"),
     "idempotent": (check_idempotent, "idempotent"),
     "gradients": (check_gradients, "differentiable"),
+    "sliced": (check_sliced, "sliced"),
 }
 
 
 def applicable(info: MethodInfo) -> list[str]:
-    """Checks that apply to `info`: the generic ones plus one per declared trait."""
-    return [name for name, (_, trait) in CHECKS.items() if trait is None or trait in info.traits]
+    """Checks that apply to `info`: the generic ones plus one per declared trait (and "sliced" for methods
+    written in the sliced form)."""
+    traits = info.traits | ({"sliced"} if info.prepare is not None else set())
+    return [name for name, (_, trait) in CHECKS.items() if trait is None or trait in traits]
 
 
 def check_method(info: MethodInfo) -> None:
