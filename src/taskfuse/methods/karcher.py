@@ -57,8 +57,7 @@ def karcher_coefficients(gram: torch.Tensor, alphas: torch.Tensor, p: Karcher, e
 @sliced
 def karcher(x: SliceInputs, p: Karcher):
     """Weighted Karcher mean of directions, scaled by the weighted mean norm; zero tensors carry no direction."""
-    gram = x.slices.sum(lambda chunk, sl: (chunk @ chunk.T).double()) if x.slices.numel else \
-        torch.zeros(x.count, x.count, dtype=torch.float64)
+    gram = x.slices.gram()
     norms = gram.diagonal().sqrt()
     keep = norms > 1e-12
     if not keep.any():

@@ -36,9 +36,7 @@ def mean_pairwise_cosine(gram: torch.Tensor, eps: float = 1e-12) -> float:
 def model_stock(x: SliceInputs, p: ModelStock):
     """t · mean(τ) with t = k·cosθ / ((k-1)·cosθ + 1) (Eq. 2), cosθ the mean pairwise cosine, per tensor."""
     k = x.count
-    # one pass for the Gram matrix of the flattened task vectors (float64 sums of float32 slices)
-    gram = x.slices.sum(lambda chunk, sl: (chunk @ chunk.T).double()) if x.slices.numel else torch.zeros(k, k)
-    cos = mean_pairwise_cosine(gram)
+    cos = mean_pairwise_cosine(x.slices.gram())
     denominator = (k - 1) * cos + 1
     # Opposed task vectors (cos <= -1/(k-1)) make Eq. 2 diverge: stay at the base there. Elsewhere the formula
     # is used as written, negative t included, as in the paper and mergekit.

@@ -30,11 +30,8 @@ class Slerp:
 @sliced
 def slerp(x: SliceInputs, p: Slerp):
     """Spherical interpolation of two flattened weight tensors; linear for (near-)colinear or zero inputs."""
-    # one pass for a·b, |a|², |b|² (float64 sums of float32 slices), then a weighted sum per slice
-    stats = x.slices.sum(lambda c, sl: torch.stack([c[0] @ c[1], c[0] @ c[0], c[1] @ c[1]]).double()) \
-        if x.slices.numel else torch.zeros(3, dtype=torch.float64)
-    dot, aa, bb = stats.tolist()
-    weights = spherical.slerp_weights(dot, math.sqrt(aa), math.sqrt(bb), p.t)
+    gram = x.slices.gram()  # one pass for a·b, |a|², |b|², then a weighted sum per slice
+    weights = spherical.slerp_weights(float(gram[0, 1]), math.sqrt(gram[0, 0]), math.sqrt(gram[1, 1]), p.t)
     if weights is None:
         return lambda chunk, sl: torch.lerp(chunk[0], chunk[1], p.t)
     wa, wb = weights

@@ -61,6 +61,12 @@ class Slices:
         parts = self.runner(work, self.slices)
         return functools.reduce(torch.add, [p[0] for p in parts]), [i for p in parts for i in p[1]]
 
+    def gram(self) -> Tensor:
+        """(T, T) float64 Gram matrix of the rows (dot products of the flattened tensors), in one pass."""
+        if not self.slices:
+            return torch.zeros(self.count, self.count, dtype=torch.float64)
+        return self.sum(lambda chunk, sl: (chunk @ chunk.T).double())  # float64 sums of float32 slices
+
     def every(self, step: int) -> "Slices":
         """The same stack restricted to every step-th slice (a sample for estimates)."""
         sample = Slices(self.count, self.numel, self.read, self.dtype, self.runner)
