@@ -39,7 +39,7 @@ def test_selection_is_exact_with_heavy_ties(tiny_slices, monkeypatch, n, sparse_
         assert kept(stack, [k, n - k]) == [expected_kept(stack[0], k), expected_kept(stack[1], n - k)]
 
 
-def test_wrong_sampled_bucket_costs_a_pass_not_exactness(tiny_slices, monkeypatch):
+def test_wrong_sampled_bucket_costs_passes_not_exactness(tiny_slices, monkeypatch):
     n = 7 * 64
     stack = torch.randn(2, n) * 1e-3
     # the sampled slices (every 16th) hold the largest values, so the estimate points at the wrong bucket

@@ -5,9 +5,9 @@ MagnitudeCut keeping exactly the k largest |x| (ties at the cut-off broken by lo
 of the high 16 bits gives its bucket, a histogram of the low 16 bits of the entries in that bucket gives the value
 (~4x faster than torch.kthvalue here, and it needs no full-size copy). Passes over a big tensor are the cost of a
 TIES merge, so they are fused: the bucket is first estimated from a sample of the slices, then one full pass counts
-the high halves, the low halves inside the estimated bucket and, per slice, the few distinct low halves there,
-which locate the ties without another pass. A wrong estimate, or too many distinct values to remember, costs one
-more pass; the result is exact either way.
+the entries above the estimated bucket, the low halves inside it and, per slice, the few distinct low halves
+there, which locate the ties without another pass. A wrong estimate costs two more passes, too many distinct
+values to remember one more; the result is exact either way.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ SPARSE_LIMIT = 64  # distinct low halves per row and slice remembered for locati
 
 @dataclass
 class _Pass:
-    hi: Tensor | None  # (T, HI_BINS) counts of high halves
+    above: Tensor  # (T,) entries above each row's bucket
     lo: Tensor  # (T, LO_BINS) counts of low halves of the entries inside each row's bucket
     # per slice and row, the low halves present in the bucket (-1 pads) and their counts, unless there were more
     # than SPARSE_LIMIT (overflow); preallocated, as thousands of tiny per-slice tensors fragmented the heap
@@ -58,7 +58,7 @@ def _high_halves(slices: Slices) -> Tensor:
     return slices.sum(lambda chunk, sl: _bincounts(chunk.abs_().view(torch.int32) >> 16, HI_BINS))
 
 
-def _low_halves(slices: Slices, buckets: Tensor, with_high: bool) -> _Pass:
+def _low_halves(slices: Slices, buckets: Tensor) -> _Pass:
     offsets = (buckets << 16).to(torch.int32)[:, None]
     size = slices.slices[0].stop  # every slice but the last has this size, so sl.start // size indexes it
     shape = (len(slices.slices), slices.count, SPARSE_LIMIT)
@@ -68,35 +68,37 @@ def _low_halves(slices: Slices, buckets: Tensor, with_high: bool) -> _Pass:
 
     def count(chunk: Tensor, sl: slice):
         bits = chunk.abs_().view(torch.int32)
-        # shift each row's bucket onto bins 1..LO_BINS and clamp every other entry onto the two end bins
-        # (2x faster than selecting the bucket's entries with a boolean mask)
-        lo = _bincounts((bits - offsets).clamp_(-1, LO_BINS).add_(1), LO_BINS + 2)[:, 1:-1]
-        for row, counts in enumerate(lo):  # each slice writes only its own entries: safe across threads
+        # shift each row's bucket onto bins 1..LO_BINS and clamp the entries below and above it onto the two end
+        # bins (2x faster than selecting the bucket's entries with a boolean mask; the top bin counts those above)
+        binned = _bincounts((bits - offsets).clamp_(-1, LO_BINS).add_(1), LO_BINS + 2)
+        for row, counts in enumerate(binned[:, 1:-1]):  # each slice writes only its own entries: safe across threads
             bins = counts.nonzero().squeeze(1)
             if bins.numel() > SPARSE_LIMIT:
                 overflow[sl.start // size, row] = True
             else:
                 present[sl.start // size, row, :bins.numel()] = bins
                 tally[sl.start // size, row, :bins.numel()] = counts[bins]
-        return (torch.cat([_bincounts(bits >> 16, HI_BINS), lo], 1) if with_high else lo), None
+        return binned, None
 
     total, _ = slices.fold(count)
-    return _Pass(total[:, :HI_BINS] if with_high else None, total[:, -LO_BINS:], present, tally, overflow)
+    return _Pass(total[:, -1], total[:, 1:-1], present, tally, overflow)
 
 
 def _radix_cutoffs(slices: Slices, counts: Tensor):
     """Per row (cut-off, entries above it, entries equal to it) and the pass that found them."""
+    found = None
     if len(slices.slices) >= 2 * SAMPLE_EVERY:
         sample = slices.every(SAMPLE_EVERY)
         fraction = sum(sl.stop - sl.start for sl in sample.slices) / slices.numel
-        guess, _ = _bucket(_high_halves(sample), (counts * fraction).round().clamp_min(1).long())
-        found = _low_halves(slices, guess, with_high=True)
-        hi, above = _bucket(found.hi, counts)
-        if not torch.equal(hi, guess):
-            found = _low_halves(slices, hi, with_high=False)
-    else:
-        hi, above = _bucket(_high_halves(slices), counts)
-        found = _low_halves(slices, hi, with_high=False)
+        hi, _ = _bucket(_high_halves(sample), (counts * fraction).round().clamp_min(1).long())
+        found = _low_halves(slices, hi)
+        # the guessed bucket is right if the entries above it are too few and with it enough
+        if not bool(((found.above < counts) & (counts <= found.above + found.lo.sum(1))).all()):
+            found = None
+    if found is None:
+        hi, _ = _bucket(_high_halves(slices), counts)
+        found = _low_halves(slices, hi)
+    above = found.above
     lo, above_in_bucket = _bucket(found.lo, counts - above)
     cutoffs = ((hi << 16) | lo).to(torch.int32).view(torch.float32)
     equal = found.lo.gather(1, lo[:, None]).squeeze(1)
