@@ -17,8 +17,8 @@ from ..io.layout import copy_side_files, write_config, write_index
 from ..io.output import staged_directory
 from ..io.safetensors_stream import SafetensorsStreamWriter
 from ..plan.plan import Plan, TensorJob
-from .buffers import BufferPool
 from ..ops.slices import Runner, run_in_order
+from .buffers import BufferPool
 from .compute import compute_job, streams
 from .loading import LoadedJob, prefetched
 from .model_card import model_card

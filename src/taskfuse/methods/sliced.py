@@ -12,10 +12,9 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import torch
 from torch import Tensor
 
-from ..ops.chunks import chunk_slices
+from ..ops.chunks import map_chunks
 from ..ops.slices import Slices
 from .inputs import Inputs, RandomField
 
@@ -32,6 +31,11 @@ class SliceInputs:
     key: str = ""
     seed: int = 0
 
+    @classmethod
+    def of(cls, x: Inputs) -> "SliceInputs":
+        """The slices of an in-memory Inputs."""
+        return cls(Slices.of_stack(x.stack.reshape(x.count, -1)), x.weights, tuple(x.stack.shape[1:]), x.key, x.seed)
+
     @property
     def count(self) -> int:
         return self.slices.count
@@ -46,12 +50,10 @@ Prepare = Callable[[SliceInputs, Any], ChunkMerge]
 
 def merge_whole(prepare: Prepare, x: Inputs, p: Any) -> Tensor:
     """Run a sliced method over an in-memory stack: the (*S) result."""
-    flat = x.stack.reshape(x.count, -1)
-    merge_chunk = prepare(SliceInputs(Slices.of_stack(flat), x.weights, tuple(x.stack.shape[1:]), x.key, x.seed), p)
-    out = torch.empty(flat.shape[1], dtype=flat.dtype, device=flat.device)
-    for sl in chunk_slices(flat.shape[1]):
-        out[sl] = merge_chunk(flat[:, sl].clone(), sl)
-    return out.reshape(x.stack.shape[1:])
+    merge_chunk = prepare(SliceInputs.of(x), p)
+    # a copy per slice: merges may work in place on their slice, and a method must not mutate its inputs
+    flat = map_chunks(lambda chunk, sl: merge_chunk(chunk.clone(), sl), x.stack.reshape(x.count, -1))
+    return flat.reshape(x.stack.shape[1:])
 
 
 def sliced(prepare: Prepare) -> Callable[[Inputs, Any], Tensor]:

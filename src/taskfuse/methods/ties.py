@@ -8,7 +8,6 @@ from pydantic.dataclasses import dataclass
 
 from ..ops.consensus import Normalize, SignElection, disjoint_merge, scaled
 from ..ops.masks import MagnitudeCut, keep_count, magnitude_cuts
-from ..ops.slices import Slices
 from .inputs import Inputs
 from .params import STRICT, PerModelDensity, per_model
 from .registry import method
@@ -48,9 +47,8 @@ def apply_cuts(chunk: torch.Tensor, cuts: list[MagnitudeCut], start: int) -> tor
 
 def trim_stack(x: Inputs, density, trim: str = "tensor", thresholds=None) -> torch.Tensor:
     """(T, *S) trimmed task vectors (for inspection and tests; ties() itself works slice by slice)."""
-    flat = x.stack.reshape(x.count, -1)
-    sx = SliceInputs(Slices.of_stack(flat), x.weights, tuple(x.stack.shape[1:]), x.key, x.seed)
-    return apply_cuts(flat, trim_cuts(sx, density, trim, thresholds), 0).reshape(x.stack.shape)
+    cuts = trim_cuts(SliceInputs.of(x), density, trim, thresholds)
+    return apply_cuts(x.stack.reshape(x.count, -1), cuts, 0).reshape(x.stack.shape)
 
 
 @method(

@@ -24,8 +24,3 @@ def map_chunks(fn: Callable[[Tensor, slice], Tensor], flat: Tensor) -> Tensor:
     for sl in chunk_slices(flat.shape[1]):
         out[sl] = fn(flat[:, sl], sl)
     return out
-
-
-def map_slices(fn: Callable[[Tensor, slice], Tensor], stack: Tensor) -> Tensor:
-    """(*S) result of fn over (T, chunk) slices of a (T, *S) stack flattened to (T, N)."""
-    return map_chunks(fn, stack.reshape(stack.shape[0], -1)).reshape(stack.shape[1:])

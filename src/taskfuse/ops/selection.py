@@ -78,9 +78,9 @@ def _low_halves(slices: Slices, buckets: Tensor) -> _Pass:
             else:
                 present[sl.start // size, row, :bins.numel()] = bins
                 tally[sl.start // size, row, :bins.numel()] = counts[bins]
-        return binned, None
+        return binned
 
-    total, _ = slices.fold(count)
+    total = slices.sum(count)
     return _Pass(total[:, -1], total[:, 1:-1], present, tally, overflow)
 
 

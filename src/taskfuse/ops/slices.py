@@ -40,26 +40,18 @@ class Slices:
         return [r for group in groups for r in group]
 
     def sum(self, fn: Callable[[Tensor, slice], Tensor]) -> Tensor:
-        """Σ over slices of fn(chunk, sl) (tensors of one shape), summed as the pass goes: one pass."""
-        return self.fold(lambda chunk, sl: (fn(chunk, sl), None))[0]
+        """Σ over slices of fn(chunk, sl) (tensors of one shape), summed as the pass goes (so large per-slice
+        statistics such as histograms are never all held): one pass."""
 
-    def fold(self, fn: Callable[[Tensor, slice], tuple[Tensor, R]]) -> tuple[Tensor, list[R]]:
-        """One pass of fn(chunk, sl) -> (tensor, item): the tensors summed as the pass goes (so large per-slice
-        statistics such as histograms are never all held), the items kept in slice order."""
-
-        def work(group: list[slice]) -> tuple[Tensor, list[R]]:
-            total, first = fn(self.read(group[0]), group[0])
-            items = [first]
+        def work(group: list[slice]) -> Tensor:
+            total = fn(self.read(group[0]), group[0])
             for sl in group[1:]:
-                part, item = fn(self.read(sl), sl)
-                total += part
-                items.append(item)
-            return total, items
+                total += fn(self.read(sl), sl)
+            return total
 
         if not self.slices:
             raise ValueError("a pass over an empty stack has no shape; handle numel == 0 before the pass")
-        parts = self.runner(work, self.slices)
-        return functools.reduce(torch.add, [p[0] for p in parts]), [i for p in parts for i in p[1]]
+        return functools.reduce(torch.add, self.runner(work, self.slices))
 
     def gram(self) -> Tensor:
         """(T, T) float64 Gram matrix of the rows (dot products of the flattened tensors), in one pass."""
