@@ -7,15 +7,15 @@ raw little-endian data) is specified at github.com/huggingface/safetensors; file
 """
 from __future__ import annotations
 
-import math
-
 import json
+import math
 import os
 from pathlib import Path
 
 import torch
 
 from .checkpoint import _DTYPES
+from .direct_file import DirectFile
 
 _CODES = {v: k for k, v in _DTYPES.items()}
 
@@ -23,7 +23,8 @@ _CODES = {v: k for k, v in _DTYPES.items()}
 class SafetensorsStreamWriter:
     """Writes to `<path>.partial` and renames to `path` on close(); abort() removes the partial file."""
 
-    def __init__(self, path: Path, layout: list[tuple[str, tuple[int, ...], torch.dtype]], metadata: dict[str, str]):
+    def __init__(self, path: Path, layout: list[tuple[str, tuple[int, ...], torch.dtype]], metadata: dict[str, str],
+                 direct: bool = True):
         self.path, self._partial = path, path.with_name(path.name + ".partial")
         self._order = [name for name, _, _ in layout]
         self._expect = {name: (tuple(shape), dtype) for name, shape, dtype in layout}
@@ -35,7 +36,7 @@ class SafetensorsStreamWriter:
             offset += size
         raw = json.dumps(header, separators=(",", ":")).encode()
         raw += b" " * (-len(raw) % 8)  # the data section must start 8-byte aligned
-        self._file = open(self._partial, "wb")
+        self._file = DirectFile(self._partial, direct)  # see direct_file: the page cache costs more than it helps
         self._file.write(len(raw).to_bytes(8, "little") + raw)
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
@@ -46,17 +47,14 @@ class SafetensorsStreamWriter:
             raise RuntimeError(f"stream writer expected {expected} {shape} {dtype}, got {name} "
                                f"{tuple(tensor.shape)} {tensor.dtype}")
         data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
-        self._file.write(memoryview(data.numpy()))
+        self._file.write(data.numpy())
         self._next += 1
 
     def close(self) -> None:
         if self._next != len(self._order):
             raise RuntimeError(f"{self.path.name}: only {self._next} of {len(self._order)} tensors written")
-        self._file.flush()
-        os.fsync(self._file.fileno())
         self._file.close()
         os.replace(self._partial, self.path)
 
     def abort(self) -> None:
-        self._file.close()
-        self._partial.unlink(missing_ok=True)
+        self._file.abort()
