@@ -16,8 +16,9 @@ from ..io.checkpoint import Checkpoint
 from ..io.layout import copy_side_files, write_config, write_index
 from ..io.output import staged_directory
 from ..io.safetensors_stream import SafetensorsStreamWriter
-from ..plan.plan import Plan, TensorJob
 from ..ops.slices import Runner, run_in_order
+from ..plan.plan import Plan, TensorJob
+from .allocator import reuse_freed_memory
 from .buffers import BufferPool
 from .compute import compute_job, streams
 from .loading import LoadedJob, prefetched
@@ -46,6 +47,7 @@ def execute(
 ) -> MergeResult:
     """Write the merged model described by `plan` to `out`, which appears only when complete."""
     start = time.perf_counter()
+    reuse_freed_memory()
     previous_threads = torch.get_num_threads()
     workers = threads or os.cpu_count() or 1
     out = Path(out)

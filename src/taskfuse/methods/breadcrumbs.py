@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from pydantic.dataclasses import dataclass
 
-from ..ops.consensus import Normalize, SignElection, combine, disjoint_merge, scaled
+from ..ops.consensus import Normalize, SignElection, combine, disjoint_merge_, scaled
 from ..ops.masks import MagnitudeCut, band_cuts
 from .params import STRICT, PerModelDensity, PerModelFraction, per_model
 from .registry import method
@@ -62,6 +62,6 @@ def breadcrumbs_ties(x: SliceInputs, p: BreadcrumbsTies):
 
     def merge_chunk(chunk: torch.Tensor, sl: slice) -> torch.Tensor:
         trimmed = apply_bands(chunk, bands, sl.start)
-        return scaled(disjoint_merge(trimmed, x.weights, p.sign_election, p.elect_on, p.normalize), p.scale)
+        return scaled(disjoint_merge_(trimmed, x.weights, p.sign_election, p.elect_on, p.normalize), p.scale)
 
     return merge_chunk

@@ -4,8 +4,10 @@ from __future__ import annotations
 import torch
 from pydantic.dataclasses import dataclass
 
-from ..ops.consensus import Normalize, SignElection, combine, disjoint_merge, scaled
-from ..ops.dropout import Rescale, draw_keep_mask
+from ..ops.bernoulli import drop_
+from ..ops.consensus import Normalize, SignElection, combine, disjoint_merge_, scaled
+from ..ops.dropout import Rescale
+from .inputs import RandomField
 from .params import STRICT, PerModelDensity, per_model
 from .registry import method
 from .sliced import SliceInputs, sliced
@@ -35,9 +37,9 @@ class DareTies:
 class Dropper:
     """DARE's random drop for one tensor: per model a random stream, a density and a survivor scale.
 
-    Draws are addressed by flat position (Inputs.random), so a slice is dropped the same way in every pass and on
+    Masks are addressed by flat position (RandomField), so a slice is dropped the same way in every pass and on
     any thread. With rescale="l1" the scale depends on every survivor of the tensor: a first pass measures the
-    norms and the merge pass draws the same masks again (cheaper in memory than keeping them).
+    norms and the merge pass draws the same masks again (cheaper than keeping them: about 1 ns per entry).
     """
 
     def __init__(self, x: SliceInputs, density, rescale: Rescale):
@@ -47,7 +49,7 @@ class Dropper:
         if rescale == "l1" and x.slices.numel:
             before, after = x.slices.sum(self._norms).tolist()
             factors = [b / a if b > 1e-12 and a > 1e-12 else 1.0 for b, a in zip(before, after)]
-        self.factors = torch.tensor(factors)[:, None]
+        self.factors = factors
 
     def _norms(self, chunk: torch.Tensor, sl: slice) -> torch.Tensor:
         """(2, T) float64: per model ‖τ‖₁ and ‖τ ⊙ mask‖₁ over the slice (mergekit's rescale; 1 when either ~0)."""
@@ -55,12 +57,23 @@ class Dropper:
         return torch.stack([before, self._drop(chunk, sl).abs_().sum(1)]).double()
 
     def _drop(self, chunk: torch.Tensor, sl: slice) -> torch.Tensor:
-        return torch.stack([row if d >= 1 else row * draw_keep_mask(d, self.random.uniform(i, sl, row.device))
-                            for i, (row, d) in enumerate(zip(chunk, self.densities))])
+        """The (T, C) slice with dropped entries zeroed, in place (a slice is always a fresh tensor)."""
+        for i, (row, d) in enumerate(zip(chunk, self.densities)):
+            if d < 1:
+                drop_(row, keep_mask(self.random, i, sl, d))
+        return chunk
 
     def __call__(self, chunk: torch.Tensor, sl: slice) -> torch.Tensor:
-        """(T, C) slice with dropped entries zeroed and survivors rescaled."""
-        return self._drop(chunk, sl).mul_(self.factors.to(chunk.dtype))
+        """(T, C) slice with dropped entries zeroed and survivors rescaled, in place."""
+        for row, factor in zip(self._drop(chunk, sl), self.factors):
+            if factor != 1.0:
+                row.mul_(factor)
+        return chunk
+
+
+def keep_mask(random: RandomField, stream: int, sl: slice, density: float) -> torch.Tensor:
+    """Model `stream`'s int32 keep mask over slice sl (a seam where tests inject a reference's masks)."""
+    return random.keep_mask(stream, sl, density)
 
 
 @method(
@@ -92,6 +105,6 @@ def dare_ties(x: SliceInputs, p: DareTies):
     drop = Dropper(x, p.density, p.rescale)
 
     def merge_chunk(chunk: torch.Tensor, sl: slice) -> torch.Tensor:
-        return scaled(disjoint_merge(drop(chunk, sl), x.weights, p.sign_election, p.elect_on, p.normalize), p.scale)
+        return scaled(disjoint_merge_(drop(chunk, sl), x.weights, p.sign_election, p.elect_on, p.normalize), p.scale)
 
     return merge_chunk

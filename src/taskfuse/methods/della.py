@@ -5,7 +5,7 @@ import torch
 from pydantic import model_validator
 from pydantic.dataclasses import dataclass
 
-from ..ops.consensus import Normalize, SignElection, combine, disjoint_merge, scaled
+from ..ops.consensus import Normalize, SignElection, combine, disjoint_merge_, scaled
 from ..ops.dropout import Rescale, drop_with_probability
 from .inputs import Inputs
 from .params import STRICT, PerModelDensity, per_model
@@ -61,7 +61,7 @@ def magprune_stack(x: Inputs, p: DellaLinear) -> torch.Tensor:
 def della(x: Inputs, p: Della):
     """MagPrune each task vector, elect signs, fuse the agreeing entries, scale by λ."""
     pruned = magprune_stack(x, p)
-    return scaled(disjoint_merge(pruned, x.weights, p.sign_election, p.elect_on, p.normalize), p.scale)
+    return scaled(disjoint_merge_(pruned, x.weights, p.sign_election, p.elect_on, p.normalize), p.scale)
 
 
 @method("della_linear", params=DellaLinear, space="delta", paper=PAPER, reference="mergekit della_linear",

@@ -8,9 +8,11 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from ..ops.bernoulli import keep_mask_block
+
 # Draws at flat position i of a tensor come from generator block i // RANDOM_BLOCK, so any slice of a tensor can
 # be drawn on its own (in any order, on any thread) and get the same values as drawing the whole tensor.
-RANDOM_BLOCK = 1 << 16
+RANDOM_BLOCK = 1 << 18
 
 
 def stable_seed(seed: int, key: str) -> int:
@@ -21,22 +23,20 @@ def stable_seed(seed: int, key: str) -> int:
 
 @dataclass(frozen=True)
 class RandomField:
-    """Uniform draws addressed by (stream, flat position) for one tensor, seeded from (seed, key)."""
+    """Random draws addressed by (stream, flat position) for one tensor, seeded from (seed, key)."""
 
     seed: int
     key: str
 
-    def uniform(self, stream: int, sl: slice, device: torch.device | str = "cpu") -> Tensor:
-        """(sl.stop - sl.start,) float32 U[0, 1) values at flat positions sl of stream `stream`."""
+    def keep_mask(self, stream: int, sl: slice, keep: float, device: torch.device | str = "cpu") -> Tensor:
+        """(sl.stop - sl.start,) int32 mask at flat positions sl of stream `stream`: -1 (all bits set) with
+        probability `keep`, else 0; apply with bernoulli.drop_ (a bitwise and on float32 bits)."""
         first, last = sl.start // RANDOM_BLOCK, (sl.stop - 1) // RANDOM_BLOCK
-        blocks = []
-        for block in range(first, last + 1):
-            g = torch.Generator(device=device)
-            g.manual_seed(stable_seed(self.seed, f"{self.key}#{stream}@{block}"))
-            blocks.append(torch.rand(RANDOM_BLOCK, generator=g, device=device))  # whole blocks: same values always
-        drawn = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
+        masks = [keep_mask_block(stable_seed(self.seed, f"{self.key}#{stream}@{block}"), RANDOM_BLOCK, keep)
+                 for block in range(first, last + 1)]  # whole blocks, so a position's draw never depends on sl
+        drawn = masks[0] if len(masks) == 1 else torch.cat(masks)
         offset = first * RANDOM_BLOCK
-        return drawn[sl.start - offset:sl.stop - offset]
+        return drawn[sl.start - offset:sl.stop - offset].to(device)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from typing import Literal
 import torch
 from pydantic.dataclasses import dataclass
 
-from ..ops.consensus import Normalize, SignElection, disjoint_merge, scaled
+from ..ops.consensus import Normalize, SignElection, disjoint_merge_, scaled
 from ..ops.masks import MagnitudeCut, keep_count, magnitude_cuts
 from .inputs import Inputs
 from .params import STRICT, PerModelDensity, per_model
@@ -66,6 +66,6 @@ def ties(x: SliceInputs, p: Ties):
 
     def merge_chunk(chunk: torch.Tensor, sl: slice) -> torch.Tensor:
         trimmed = apply_cuts(chunk, cuts, sl.start)
-        return scaled(disjoint_merge(trimmed, x.weights, p.sign_election, p.elect_on, p.normalize), p.scale)
+        return scaled(disjoint_merge_(trimmed, x.weights, p.sign_election, p.elect_on, p.normalize), p.scale)
 
     return merge_chunk

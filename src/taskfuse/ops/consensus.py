@@ -48,27 +48,32 @@ def combine(stack: Tensor, weights: Tensor, normalize: Normalize) -> Tensor:
 def disjoint_merge(
     stack: Tensor, weights: Tensor, how: SignElection, elect_on: str, normalize: Normalize
 ) -> Tensor:
-    """TIES 'Elect' + 'Disjoint merge' on already-trimmed task vectors.
+    """TIES 'Elect' + 'Disjoint merge' on already-trimmed task vectors; `stack` is left unchanged."""
+    return disjoint_merge_(stack.clone(), weights, how, elect_on, normalize)
+
+
+def disjoint_merge_(
+    stack: Tensor, weights: Tensor, how: SignElection, elect_on: str, normalize: Normalize
+) -> Tensor:
+    """disjoint_merge using `stack` (a fresh tensor the caller gives up) as its scratch space.
 
     elect_on="raw" votes with the unweighted vectors (TIES paper, PEFT); "weighted" votes with w_t·τ_t (mergekit).
     The same vectors decide agreement, so a negative weight flips a model's vote only under "weighted".
     With s the elected sign, a model agrees where v_t·s > 0, and then contributes w_t·τ_t = s·w_t·relu(τ_t·s)
-    (raw) or s·relu(w_t·τ_t·s) (weighted): models are folded in one at a time with (*S)-sized temporaries.
+    (raw) or s·relu(w_t·τ_t·s) (weighted). Every step works in place on the stack or reduces it over models,
+    because on slices the cost is memory traffic, not arithmetic.
     """
     w = weights.to(stack.dtype)
     weighted = elect_on == "weighted"
-    voters = stack * broadcast_weights(w, stack) if weighted else stack
-    sign = elect_sign(voters, how)
-    merged = torch.zeros_like(sign)
-    divisor = torch.zeros_like(sign)
-    for t in range(stack.shape[0]):
-        agreeing = (voters[t] * sign).clamp_min_(0.0)  # |v_t| where model t agrees, else 0 (zeros never agree)
-        merged.add_(agreeing, alpha=1.0 if weighted else float(w[t]))
-        if normalize != "none":
-            divisor.add_(agreeing.sign_(), alpha=float(w[t]) if normalize == "weights" else 1.0)
+    if weighted:
+        stack.mul_(broadcast_weights(w, stack))  # the voters v_t = w_t·τ_t
+    sign = elect_sign(stack, how)
+    agreeing = stack.mul_(sign).clamp_min_(0.0)  # (T, *S): |v_t| where model t agrees, else 0 (zeros never agree)
+    merged = torch.tensordot(torch.ones_like(w) if weighted else w, agreeing, dims=1)
     merged.mul_(sign)
     if normalize == "none":
         return merged
+    divisor = torch.tensordot(w if normalize == "weights" else torch.ones_like(w), agreeing.sign_(), dims=1)
     if normalize == "count" or bool((w > 0).all()):  # divisor is 0 only where merged is 0: any positive floor
         return merged.div_(divisor.clamp_min_(1e-30))
     return merged.div_(torch.where(divisor.abs() < 1e-12, torch.ones_like(divisor), divisor))
