@@ -130,20 +130,38 @@ def test_truncated_safetensors(family_copy, tmp_path):
     assert_no_output(tmp_path, tmp_path / "o")
 
 
-def test_nan_in_input_leaves_nothing(family_copy, tmp_path):
+@pytest.mark.parametrize("method,poisoned,value", [
+    ("ties", "tune", float("nan")),  # sliced: checked as the slices are built
+    ("task_arithmetic", "base", float("inf")),  # elementwise, the base side of t - base
+    ("linear", "tune", float("-inf")),  # weight space: no base in the slices
+    ("tsv", "tune", float("nan")),  # whole-tensor method: checked when read
+])
+def test_nan_or_inf_in_input_leaves_nothing(family_copy, tmp_path, method, poisoned, value):
     base, tunes = family_copy
     name = "model.layers.2.mlp.gate_proj.weight"
+    target = base if poisoned == "base" else tunes[-1]
 
     def poison(d):
         t = d[name].clone()
-        t[0, 0] = float("nan")
+        t[3, 5] = value
         return {**d, name: t}
 
-    rewrite(tunes[0], name, poison)
+    rewrite(target, name, poison)
     out = tmp_path / "o"
-    with pytest.raises(NonFiniteInputError, match=f"{tunes[0]}.*{name}.*NaN"):
-        merge(spec_for("ties", base, tunes), out, max_shard_size="50KB")
+    with pytest.raises(NonFiniteInputError, match=f"{target}.*{name}.*NaN"):
+        merge(spec_for(method, base if method != "linear" else None, tunes), out, max_shard_size="50KB")
     assert_no_output(tmp_path, out)
+
+
+def test_huge_finite_inputs_are_not_mistaken_for_inf(family_copy, tmp_path):
+    # the streamed check sums each slice; a sum that overflows on finite values must not fail the merge
+    base, tunes = family_copy
+    name = "model.layers.2.mlp.gate_proj.weight"
+    for tune in tunes:
+        rewrite(tune, name, lambda d: {**d, name: torch.full_like(d[name], 3e38)})
+    result = merge(spec_for("linear", None, tunes), tmp_path / "o")
+    merged = Checkpoint.open(result.out).read(name)
+    assert torch.isfinite(merged).all() and float(merged.min()) == pytest.approx(3e38, rel=1e-2)  # bf16 output
 
 
 def test_existing_nonempty_output(tmp_path, llama_family):

@@ -58,7 +58,7 @@ def merge_streaming(loaded: LoadedJob, seed: int, out: torch.Tensor, runner: Run
     info = get_method(job.method)
     delta = info.space == "delta"
     params, weights = job_arguments(job)
-    slices = Slices.of_stored(loaded.sources, loaded.base if delta else None, runner)
+    slices = Slices.of_stored(loaded.sources, loaded.base if delta else None, runner, on_nonfinite=loaded.verify)
     if info.prepare is not None:
         merge_chunk = info.prepare(SliceInputs(slices, weights, tuple(job.shape), job.name, seed), params)
     else:  # elementwise: the method itself merges any slice (the conformance kit's chunkable check)
@@ -106,15 +106,18 @@ def compute_job(loaded: LoadedJob, seed: int, device: torch.device, pool: Buffer
     job = loaded.job
     out = pool.take(job.shape, getattr(torch, job.dtype))
     if job.method == "passthrough":  # a copy: skip the float32 round trip (integer buffers stay exact)
+        loaded.verify()
         out.copy_(loaded.sources[job.params.get("source", 0)])
     elif _no_model_moved(loaded):
         # Every delta-space method maps all-zero task vectors to a zero delta (the conformance kit's zeros check),
         # so a tensor no fine-tune changed, such as a frozen embedding table, is the base without the arithmetic.
+        loaded.verify()
         out.copy_(loaded.base)
     else:
         if streams(job, device):
-            merge_streaming(loaded, seed, out, runner)
+            merge_streaming(loaded, seed, out, runner)  # checks its inputs slice by slice as it reads them
         else:
+            loaded.verify()
             merge_into(loaded, seed, device, pool, out)
         if not torch.isfinite(out.sum()) and not torch.isfinite(out).all():  # cheap test first
             raise TaskfuseError(f"method {job.method!r} produced NaN/Inf in {job.dtype} for tensor {job.name!r} "

@@ -110,7 +110,8 @@ def _write_shards(plan: Plan, ckpts: Sequence[Checkpoint], stage: Path, compute:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskfuse-write") as writes:
             pending: Future | None = None
             try:
-                for loaded in prefetched(plan, ckpts, jobs, pool):
+                # streamed jobs check their inputs for NaN/Inf as they slice them, the others when they are read
+                for loaded in prefetched(plan, ckpts, jobs, pool, lambda job: streams(job, compute.device)):
                     result = compute.job(loaded, plan.seed, pool)
                     if pending is not None:
                         pending.result()

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -18,6 +18,8 @@ class LoadedJob:
     job: TensorJob
     sources: list[torch.Tensor]
     base: torch.Tensor | None
+    # raises NonFiniteInputError naming the first input with NaN/Inf; a no-op once it has run (see load_job)
+    verify: Callable[[], None] = field(default=lambda: None)
 
 
 def check_finite(plan: Plan, tensors: Sequence[torch.Tensor], sources: Sequence[Source]) -> None:
@@ -48,15 +50,27 @@ def read_into_pool(ckpts: Sequence[Checkpoint], src: Source, pool: BufferPool | 
     return ckpt.read(src.tensor, out=pool.take(meta.shape, meta.dtype) if pool else None)
 
 
-def load_job(plan: Plan, ckpts: Sequence[Checkpoint], job: TensorJob, pool: BufferPool | None = None) -> LoadedJob:
+def load_job(plan: Plan, ckpts: Sequence[Checkpoint], job: TensorJob, pool: BufferPool | None = None,
+             defer_check: bool = False) -> LoadedJob:
+    """The job's inputs, checked for NaN/Inf now, or with defer_check by the caller through `verify` (a streamed
+    merge folds the check into its own first pass over the slices instead of reading every input once more)."""
     tensors = [read_into_pool(ckpts, s, pool) for s in job.inputs]
-    check_finite(plan, tensors, job.inputs)
     count = len(job.sources)
-    return LoadedJob(job, tensors[:count], tensors[count] if job.base else None)
+    checked: list[bool] = []
+
+    def verify() -> None:  # exact and slow: runs at most once per job
+        if not checked:
+            checked.append(True)
+            check_finite(plan, tensors, job.inputs)
+
+    if not defer_check:
+        verify()
+    return LoadedJob(job, tensors[:count], tensors[count] if job.base else None, verify)
 
 
 def prefetched(plan: Plan, ckpts: Sequence[Checkpoint], jobs: Sequence[TensorJob],
-               pool: BufferPool | None = None) -> Iterator[LoadedJob]:
+               pool: BufferPool | None = None,
+               defer_check: Callable[[TensorJob], bool] = lambda job: False) -> Iterator[LoadedJob]:
     """Yield loaded jobs in order while the next one is read in a background thread.
 
     Reading (positioned file reads, finite checks) releases the GIL, so it overlaps with the previous job's math.
@@ -64,9 +78,9 @@ def prefetched(plan: Plan, ckpts: Sequence[Checkpoint], jobs: Sequence[TensorJob
     if not jobs:
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskfuse-read") as reader:
-        pending: Future = reader.submit(load_job, plan, ckpts, jobs[0], pool)
+        pending: Future = reader.submit(load_job, plan, ckpts, jobs[0], pool, defer_check(jobs[0]))
         for nxt in list(jobs[1:]) + [None]:
             current = pending.result()
             if nxt is not None:
-                pending = reader.submit(load_job, plan, ckpts, nxt, pool)
+                pending = reader.submit(load_job, plan, ckpts, nxt, pool, defer_check(nxt))
             yield current

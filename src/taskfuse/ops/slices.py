@@ -71,8 +71,14 @@ class Slices:
         return cls(flat.shape[0], flat.shape[1], lambda sl: flat[:, sl].clone(), flat.dtype, runner, size)
 
     @classmethod
-    def of_stored(cls, sources: Sequence[Tensor], base: Tensor | None, runner: Runner = run_in_order) -> "Slices":
-        """Slices of float32 rows built from stored tensors of any float dtype; with `base`, rows are t − base."""
+    def of_stored(cls, sources: Sequence[Tensor], base: Tensor | None, runner: Runner = run_in_order,
+                  on_nonfinite: Callable[[], None] | None = None) -> "Slices":
+        """Slices of float32 rows built from stored tensors of any float dtype; with `base`, rows are t − base.
+
+        With `on_nonfinite`, it is called whenever a slice's sum is not finite: the slice then holds a NaN/Inf
+        from some input (t − base is non-finite whenever t or base is), or its finite values overflowed the sum.
+        The sum is taken while the slice is in cache, so checking costs far less than a separate pass.
+        """
         flats = [t.reshape(-1) for t in sources]
         flat_base = base.reshape(-1) if base is not None else None
 
@@ -82,6 +88,8 @@ class Slices:
                 row.copy_(src[sl])  # a converting copy then an in-place subtract: 3x faster than a mixed-dtype one
             if flat_base is not None:
                 chunk -= flat_base[sl].float()
+            if on_nonfinite is not None and not bool(torch.isfinite(chunk.sum())):
+                on_nonfinite()
             return chunk
 
         return cls(len(flats), flats[0].numel(), read, torch.float32, runner)
