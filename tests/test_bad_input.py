@@ -135,6 +135,8 @@ def test_truncated_safetensors(family_copy, tmp_path):
     ("task_arithmetic", "base", float("inf")),  # elementwise, the base side of t - base
     ("linear", "tune", float("-inf")),  # weight space: no base in the slices
     ("tsv", "tune", float("nan")),  # whole-tensor method: checked when read
+    ("slerp", "tune", float("inf")),  # checked on the Gram matrix of its first pass
+    ("dare_ties_l1", "base", float("nan")),  # checked on the L1 norms of its first pass
 ])
 def test_nan_or_inf_in_input_leaves_nothing(family_copy, tmp_path, method, poisoned, value):
     base, tunes = family_copy
@@ -148,8 +150,13 @@ def test_nan_or_inf_in_input_leaves_nothing(family_copy, tmp_path, method, poiso
 
     rewrite(target, name, poison)
     out = tmp_path / "o"
+    spec = spec_for(method, base if method not in ("linear", "slerp") else None, tunes)
+    if method == "slerp":
+        spec["models"] = [{"path": str(base)}, {"path": str(tunes[-1])}]
+    if method == "dare_ties_l1":
+        spec.update(method="dare_ties", params={"rescale": "l1", "density": 0.5})
     with pytest.raises(NonFiniteInputError, match=f"{target}.*{name}.*NaN"):
-        merge(spec_for(method, base if method != "linear" else None, tunes), out, max_shard_size="50KB")
+        merge(spec, out, max_shard_size="50KB")
     assert_no_output(tmp_path, out)
 
 

@@ -50,10 +50,13 @@ def streams(job: TensorJob, device: torch.device) -> bool:
     return device.type == "cpu" and (info.prepare is not None or "chunkable" in info.traits)
 
 
-def merge_streaming(loaded: LoadedJob, seed: int, out: torch.Tensor, runner: Runner = run_in_order) -> None:
+def merge_streaming(loaded: LoadedJob, seed: int, out: torch.Tensor, runner: Runner = run_in_order) -> bool:
     """Merge slice by slice into `out`: each slice is converted to float32 (minus the base for delta methods),
     merged, has the base added back and is cast into `out` while it is in cache. No full-size float32 tensor is
-    allocated, and `runner` may spread the slices of every pass over threads."""
+    allocated, and `runner` may spread the slices of every pass over threads.
+
+    Returns whether every output slice's sum was finite (checked in cache; False may also be a harmless overflow
+    of the sum, which the caller settles with an exact check)."""
     job = loaded.job
     info = get_method(job.method)
     delta = info.space == "delta"
@@ -67,13 +70,15 @@ def merge_streaming(loaded: LoadedJob, seed: int, out: torch.Tensor, runner: Run
     flat_base = loaded.base.reshape(-1) if delta else None
     flat_out = out.view(-1)
 
-    def write(chunk: torch.Tensor, sl: slice) -> None:
+    def write(chunk: torch.Tensor, sl: slice) -> bool:
         result = merge_chunk(chunk, sl)
         if flat_base is not None:
             result = result.add_(flat_base[sl].float())  # in place: a merge_chunk result is fresh per slice
-        flat_out[sl].copy_(result)
+        cast = flat_out[sl]
+        cast.copy_(result)
+        return bool(torch.isfinite(cast.sum()))  # in the output dtype, which may overflow where float32 did not
 
-    slices.map(write)
+    return all(slices.map(write))
 
 
 def merge_into(loaded: LoadedJob, seed: int, device: torch.device, pool: BufferPool, out: torch.Tensor) -> None:
@@ -115,11 +120,13 @@ def compute_job(loaded: LoadedJob, seed: int, device: torch.device, pool: Buffer
         out.copy_(loaded.base)
     else:
         if streams(job, device):
-            merge_streaming(loaded, seed, out, runner)  # checks its inputs slice by slice as it reads them
+            # checks its inputs in its first pass over the slices and its output slice by slice
+            finite = merge_streaming(loaded, seed, out, runner)
         else:
             loaded.verify()
             merge_into(loaded, seed, device, pool, out)
-        if not torch.isfinite(out.sum()) and not torch.isfinite(out).all():  # cheap test first
+            finite = bool(torch.isfinite(out.sum()))  # a cheap test first
+        if not finite and not torch.isfinite(out).all():
             raise TaskfuseError(f"method {job.method!r} produced NaN/Inf in {job.dtype} for tensor {job.name!r} "
                                 f"from finite inputs (parameters {job.params}). If the values overflow {job.dtype}, "
                                 "choose a wider output dtype; otherwise please report this with the spec.")

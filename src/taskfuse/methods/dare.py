@@ -47,7 +47,8 @@ class Dropper:
         self.random = x.random
         factors = [1.0 / d if rescale == "inverse" else 1.0 for d in self.densities]
         if rescale == "l1" and x.slices.numel:
-            before, after = x.slices.sum(self._norms).tolist()
+            # ‖τ‖₁ of a tensor is non-finite whenever one of its entries is: the inputs' NaN/Inf check
+            before, after = x.slices.sum(self._norms, flags_nonfinite=True).tolist()
             factors = [b / a if b > 1e-12 and a > 1e-12 else 1.0 for b, a in zip(before, after)]
         self.factors = factors
 

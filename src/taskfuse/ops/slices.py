@@ -28,40 +28,64 @@ def run_in_order(work: Callable[[list[slice]], R], slices: list[slice]) -> list[
 
 class Slices:
     def __init__(self, count: int, numel: int, read: Callable[[slice], Tensor], dtype: torch.dtype = torch.float32,
-                 runner: Runner = run_in_order, size: int | None = None):
+                 runner: Runner = run_in_order, size: int | None = None, checks: "InputChecks | None" = None):
         self.count, self.numel, self.dtype = count, numel, dtype
-        self.read = read  # (T, C) rows of one slice: a fresh tensor the caller may modify in place
+        self.read_unchecked = read  # (T, C) rows of one slice: a fresh tensor the caller may modify in place
         self.runner = runner
         self.slices = chunk_slices(numel) if size is None else chunk_slices(numel, size)
+        self.checks = checks or InputChecks(None)
+
+    def read(self, sl: slice) -> Tensor:
+        """The (T, C) rows of one slice, checked for NaN/Inf until a whole pass has checked every slice."""
+        chunk = self.read_unchecked(sl)
+        if not self.checks.done and not bool(torch.isfinite(chunk.sum())):
+            self.checks.on_nonfinite()
+        return chunk
 
     def map(self, fn: Callable[[Tensor, slice], R]) -> list[R]:
         """fn(chunk, sl) for every slice, results in slice order: one pass over the stack."""
         groups = self.runner(lambda group: [fn(self.read(sl), sl) for sl in group], self.slices)
+        self._passed()
         return [r for group in groups for r in group]
 
-    def sum(self, fn: Callable[[Tensor, slice], Tensor]) -> Tensor:
+    def sum(self, fn: Callable[[Tensor, slice], Tensor], flags_nonfinite: bool = False) -> Tensor:
         """Σ over slices of fn(chunk, sl) (tensors of one shape), summed as the pass goes (so large per-slice
-        statistics such as histograms are never all held): one pass."""
+        statistics such as histograms are never all held): one pass.
+
+        flags_nonfinite: the total is non-finite whenever some input entry is (sums of |x| or x², say), so the
+        inputs are checked once on the total instead of slice by slice.
+        """
+        read = self.read_unchecked if flags_nonfinite else self.read
 
         def work(group: list[slice]) -> Tensor:
-            total = fn(self.read(group[0]), group[0])
+            total = fn(read(group[0]), group[0])
             for sl in group[1:]:
-                total += fn(self.read(sl), sl)
+                total += fn(read(sl), sl)
             return total
 
         if not self.slices:
             raise ValueError("a pass over an empty stack has no shape; handle numel == 0 before the pass")
-        return functools.reduce(torch.add, self.runner(work, self.slices))
+        total = functools.reduce(torch.add, self.runner(work, self.slices))
+        if flags_nonfinite and not self.checks.done and not bool(torch.isfinite(total).all()):
+            self.checks.on_nonfinite()
+        self._passed()
+        return total
+
+    def _passed(self) -> None:
+        """A pass over every slice has run (and raised if an input held NaN/Inf): later passes skip the check."""
+        if self.slices is self.checks.slices:
+            self.checks.done = True
 
     def gram(self) -> Tensor:
         """(T, T) float64 Gram matrix of the rows (dot products of the flattened tensors), in one pass."""
         if not self.slices:
             return torch.zeros(self.count, self.count, dtype=torch.float64)
-        return self.sum(lambda chunk, sl: (chunk @ chunk.T).double())  # float64 sums of float32 slices
+        # float64 sums of float32 slices; a NaN/Inf entry makes its row's |x|² non-finite
+        return self.sum(lambda chunk, sl: (chunk @ chunk.T).double(), flags_nonfinite=True)
 
     def every(self, step: int) -> "Slices":
         """The same stack restricted to every step-th slice (a sample for estimates)."""
-        sample = Slices(self.count, self.numel, self.read, self.dtype, self.runner)
+        sample = Slices(self.count, self.numel, self.read_unchecked, self.dtype, self.runner, checks=self.checks)
         sample.slices = self.slices[::step]
         return sample
 
@@ -75,9 +99,10 @@ class Slices:
                   on_nonfinite: Callable[[], None] | None = None) -> "Slices":
         """Slices of float32 rows built from stored tensors of any float dtype; with `base`, rows are t − base.
 
-        With `on_nonfinite`, it is called whenever a slice's sum is not finite: the slice then holds a NaN/Inf
-        from some input (t − base is non-finite whenever t or base is), or its finite values overflowed the sum.
-        The sum is taken while the slice is in cache, so checking costs far less than a separate pass.
+        With `on_nonfinite`, it is called whenever a slice's sum is not finite in the first pass that reads every
+        slice: the slice then holds a NaN/Inf from some input (t − base is non-finite whenever t or base is), or
+        its finite values overflowed the sum. The sum is taken while the slice is in cache, so checking costs far
+        less than a separate pass, and later passes read the same inputs without it.
         """
         flats = [t.reshape(-1) for t in sources]
         flat_base = base.reshape(-1) if base is not None else None
@@ -88,8 +113,18 @@ class Slices:
                 row.copy_(src[sl])  # a converting copy then an in-place subtract: 3x faster than a mixed-dtype one
             if flat_base is not None:
                 chunk -= flat_base[sl].float()
-            if on_nonfinite is not None and not bool(torch.isfinite(chunk.sum())):
-                on_nonfinite()
             return chunk
 
-        return cls(len(flats), flats[0].numel(), read, torch.float32, runner)
+        slices = cls(len(flats), flats[0].numel(), read, torch.float32, runner)
+        slices.checks = InputChecks(on_nonfinite, slices.slices)
+        return slices
+
+
+class InputChecks:
+    """Whether the inputs behind a Slices still need their NaN/Inf check, and what to call when one fails (it
+    raises naming the input, or returns when a sum merely overflowed). Shared with samples of the stack."""
+
+    def __init__(self, on_nonfinite: Callable[[], None] | None, slices: list[slice] | None = None):
+        self.on_nonfinite = on_nonfinite or (lambda: None)
+        self.slices = slices  # a pass over exactly these slices has checked every input entry
+        self.done = on_nonfinite is None
