@@ -5,9 +5,13 @@
 
 Builds a random Llama base and two perturbed fine-tunes (bf16, sharded safetensors), sets up mergekit in its own
 virtual environment (benchmarks/.mergekit-venv; none of its code is used by taskfuse), then runs each method with
-both tools as separate processes, alternating, --repeat times (the page cache is flushed to disk before every
-run), and reports the median wall time, the largest peak RSS (ru_maxrss of the merge process) and the ratios,
+both tools as separate processes, alternating, --repeat times, and reports the median wall time, the largest peak RSS (ru_maxrss of the merge process) and the ratios,
 with the I/O floor: taskfuse copying one model, which reads and writes the same bytes without arithmetic.
+Before every run the inputs are read once, untimed, and the page cache is flushed to disk (sync): every run starts
+from cached inputs and no run pays for the previous one's writes. (The benchmark machine reclaims idle page cache
+at about 50 MB/s, so without this a run's inputs were partly re-read from disk, by chance and for either tool.)
+Outputs are deleted after each method is compared, so earlier outputs do not crowd the page cache.
+
 Targets (issue 2): taskfuse >= 5x faster on ties, dare_ties, slerp; >= 2x on linear, task_arithmetic; lower RSS.
 """
 from __future__ import annotations
@@ -118,7 +122,21 @@ def mergekit_config(method: str, base: Path, tunes: list[Path]) -> dict:
     return {"merge_method": method, "base_model": str(base), "models": models, "dtype": "bfloat16"}
 
 
-def measure(cmd: list[str]) -> tuple[float, int]:
+def warm(paths: list[Path]) -> None:
+    """Read every input file once (untimed) so that the run starts from cached inputs, as both tools would on a
+    machine that had just downloaded or used the checkpoints."""
+    for path in paths:
+        for f in sorted(path.glob("*.safetensors")):
+            with open(f, "rb") as fh:
+                while fh.readinto(WARM_BUFFER):
+                    pass
+
+
+WARM_BUFFER = bytearray(64 << 20)
+
+
+def measure(cmd: list[str], inputs: list[Path]) -> tuple[float, int]:
+    warm(inputs)
     os.sync()  # the previous run's dirty pages must not be written back on this run's time
     out = subprocess.run([sys.executable, "-c", MEASURE, *cmd], capture_output=True, text=True)
     seconds, rss, rc = out.stdout.split()
@@ -141,13 +159,15 @@ def run_method(method: str, work: Path, paths: list[Path], mergekit: Path, args)
     for _ in range(args.repeat):
         for tool, cmd in commands.items():
             shutil.rmtree(outs[tool], ignore_errors=True)
-            runs[tool].append(measure(cmd))
+            runs[tool].append(measure(cmd, paths))
     mk_s, tf_s = (statistics.median(t for t, _ in runs[tool]) for tool in ("mergekit", "taskfuse"))
     mk_rss, tf_rss = (max(r for _, r in runs[tool]) for tool in ("mergekit", "taskfuse"))
+    diff = max_abs_diff(outs["mergekit"], outs["taskfuse"]) if method != "dare_ties" else None
+    for out in outs.values():
+        shutil.rmtree(out, ignore_errors=True)
     return {"method": method, "mergekit_s": mk_s, "taskfuse_s": tf_s, "speedup": mk_s / tf_s,
             "mergekit_rss_mib": mk_rss / 2**20, "taskfuse_rss_mib": tf_rss / 2**20, "rss_ratio": tf_rss / mk_rss,
-            "max_abs_diff": max_abs_diff(outs["mergekit"], outs["taskfuse"]) if method != "dare_ties" else None,
-            "runs_s": {tool: [t for t, _ in r] for tool, r in runs.items()}}
+            "max_abs_diff": diff, "runs_s": {tool: [t for t, _ in r] for tool, r in runs.items()}}
 
 
 def io_floor(work: Path, paths: list[Path], args) -> float:
@@ -158,7 +178,9 @@ def io_floor(work: Path, paths: list[Path], args) -> float:
     times = []
     for _ in range(args.repeat):
         shutil.rmtree(out, ignore_errors=True)
-        times.append(measure([str(ROOT / ".venv" / "bin" / "taskfuse"), "merge", str(cfg), "-o", str(out)])[0])
+        times.append(measure([str(ROOT / ".venv" / "bin" / "taskfuse"), "merge", str(cfg), "-o", str(out)],
+                             paths[1:2])[0])
+    shutil.rmtree(out, ignore_errors=True)
     return statistics.median(times)
 
 
