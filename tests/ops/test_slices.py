@@ -62,3 +62,18 @@ def test_a_sample_pass_does_not_count_as_checked():
     assert not slices.checks.done
     slices.map(lambda chunk, sl: None)
     assert slices.checks.done
+
+
+def test_base_of_reuses_the_slice_this_thread_read_and_converts_otherwise():
+    base = torch.randn(1 << 19).bfloat16()
+    tune = torch.randn(1 << 19).bfloat16()
+    slices = Slices.of_stored([tune], base)
+    first, second = slices.slices[:2]
+    chunk = slices.read(first)
+    reused = slices.base_of(first)
+    assert torch.equal(chunk[0] + reused, tune[first].float() - base[first].float() + base[first].float())
+    assert slices.base_of(first) is reused  # no second conversion
+    converted = slices.base_of(second)  # never read on this thread
+    assert converted is not reused and torch.equal(converted, base[second].float())
+    with pytest.raises(ValueError, match="base"):
+        Slices.of_stored([tune], None).base_of(first)

@@ -67,13 +67,12 @@ def merge_streaming(loaded: LoadedJob, seed: int, out: torch.Tensor, runner: Run
     else:  # elementwise: the method itself merges any slice (the conformance kit's chunkable check)
         def merge_chunk(chunk: torch.Tensor, sl: slice) -> torch.Tensor:
             return info.fn(Inputs(chunk, weights, None, job.name, seed), params)
-    flat_base = loaded.base.reshape(-1) if delta else None
     flat_out = out.view(-1)
 
     def write(chunk: torch.Tensor, sl: slice) -> bool:
         result = merge_chunk(chunk, sl)
-        if flat_base is not None:
-            result = result.add_(flat_base[sl].float())  # in place: a merge_chunk result is fresh per slice
+        if delta:
+            result = result.add_(slices.base_of(sl))  # in place: a merge_chunk result is fresh per slice
         cast = flat_out[sl]
         cast.copy_(result)
         return bool(torch.isfinite(cast.sum()))  # in the output dtype, which may overflow where float32 did not

@@ -39,12 +39,14 @@ class Dropper:
 
     Masks are addressed by flat position (RandomField), so a slice is dropped the same way in every pass and on
     any thread. With rescale="l1" the scale depends on every survivor of the tensor: a first pass measures the
-    norms and the merge pass draws the same masks again (cheaper than keeping them: about 1 ns per entry).
+    norms and keeps each slice's masks as int8 (1 byte per entry and model, a quarter of a float32 copy of the
+    inputs) for the merge pass, which is cheaper than drawing them again (0.8 ns per entry and model here).
     """
 
     def __init__(self, x: SliceInputs, density, rescale: Rescale):
         self.densities = [float(d) for d in per_model(density, x.count, "density")]
         self.random = x.random
+        self.kept: dict[int, list[torch.Tensor | None]] = {}  # first-pass masks by slice start, until used
         factors = [1.0 / d if rescale == "inverse" else 1.0 for d in self.densities]
         if rescale == "l1" and x.slices.numel:
             # ‖τ‖₁ of a tensor is non-finite whenever one of its entries is: the inputs' NaN/Inf check
@@ -54,14 +56,26 @@ class Dropper:
 
     def _norms(self, chunk: torch.Tensor, sl: slice) -> torch.Tensor:
         """(2, T) float64: per model ‖τ‖₁ and ‖τ ⊙ mask‖₁ over the slice (mergekit's rescale; 1 when either ~0)."""
-        before = chunk.abs().sum(1)  # float32 per slice: a float64-accumulating sum measured slower
-        return torch.stack([before, self._drop(chunk, sl).abs_().sum(1)]).double()
+        masks = [self._mask(i, sl) for i in range(len(self.densities))]
+        self.kept[sl.start] = [None if m is None else m.to(torch.int8) for m in masks]
+        magnitudes = chunk.abs_()  # the slice is fresh, and this pass only measures it
+        before = magnitudes.sum(1)  # float32 per slice: a float64-accumulating sum measured slower
+        for row, mask in zip(magnitudes, masks):
+            if mask is not None:
+                drop_(row, mask)
+        return torch.stack([before, magnitudes.sum(1)]).double()
+
+    def _mask(self, model: int, sl: slice) -> torch.Tensor | None:
+        density = self.densities[model]
+        return keep_mask(self.random, model, sl, density) if density < 1 else None
 
     def _drop(self, chunk: torch.Tensor, sl: slice) -> torch.Tensor:
         """The (T, C) slice with dropped entries zeroed, in place (a slice is always a fresh tensor)."""
-        for i, (row, d) in enumerate(zip(chunk, self.densities)):
-            if d < 1:
-                drop_(row, keep_mask(self.random, i, sl, d))
+        kept = self.kept.pop(sl.start, None)
+        for i, row in enumerate(chunk):
+            mask = self._mask(i, sl) if kept is None else kept[i]
+            if mask is not None:
+                drop_(row, mask.to(torch.int32))
         return chunk
 
     def __call__(self, chunk: torch.Tensor, sl: slice) -> torch.Tensor:
