@@ -1,5 +1,9 @@
 """The CLI on tiny real checkpoints; every output loads with transformers and runs a forward pass."""
 import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -35,6 +39,22 @@ def test_merge_llama_loads_and_runs(tmp_path, llama_family, method):
     logits = model(torch.tensor([[1, 2, 3]])).logits
     assert logits.shape == (1, 3, 128) and torch.isfinite(logits).all()
     assert method in (out / "README.md").read_text()
+
+
+def test_console_script_exits_fast_with_its_message_and_a_complete_model(tmp_path, llama_family):
+    # the installed `taskfuse` script ends a merge with os._exit: stdout must still be flushed, the exit code 0
+    base, tunes = llama_family
+    script = shutil.which("taskfuse", path=str(Path(sys.executable).parent))
+    out = tmp_path / "merged"
+    done = subprocess.run([script, "merge", str(write(tmp_path, spec_for("ties", base, tunes))), "-o", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"wrote {out}" in done.stderr.replace("\n", "")  # messages and progress go to stderr
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()
+    failed = subprocess.run([script, "merge", str(write(tmp_path, {"method": "nope", "models": []}, "bad.yaml")),
+                             "-o", str(tmp_path / "o2")], capture_output=True, text=True, timeout=300)
+    assert failed.returncode != 0 and "nope" in failed.stdout + failed.stderr
 
 
 def test_merge_bert_single_file(tmp_path, bert_family):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -55,6 +56,21 @@ def merge(
         _fail(e)
     console.print(f"wrote {result.out} ({len(result.plan.jobs)} tensors, {len(result.plan.shards)} shard(s)) in "
                   f"{result.seconds:.1f}s, peak RSS {result.peak_rss_bytes / 2**20:.0f} MiB")
+    _exit_now_if_standalone()
+
+
+# Set by main(), the console script, and never by in-process callers such as tests' CliRunner.
+_STANDALONE = False
+
+
+def _exit_now_if_standalone() -> None:
+    """End the process without the interpreter's teardown once a merge is complete (its output renamed into
+    place): unloading torch's modules and freeing the buffer pool took 0.3-1 s here, a tenth of a SLERP merge of
+    the benchmark model. Nothing is left to clean up; output streams are flushed first."""
+    if _STANDALONE:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 @app.command()
@@ -130,5 +146,13 @@ def demo(
 
 register_bench_commands(app, _fail)
 
-if __name__ == "__main__":
+
+def main() -> None:
+    """The `taskfuse` console script."""
+    global _STANDALONE
+    _STANDALONE = True
     app()
+
+
+if __name__ == "__main__":
+    main()
