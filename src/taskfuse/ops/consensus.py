@@ -25,9 +25,27 @@ def elect_sign(stack: Tensor, how: SignElection) -> Tensor:
 
     A zero total elects +1 (both PEFT and mergekit do so), documented here because it decides ties.
     """
-    votes = stack.sum(0) if how == "mass" else stack.sign().sum(0)
+    votes = sum_rows(stack) if how == "mass" else sum_rows(stack.sign())
     # sign(sign(v) + 0.5) maps -1, 0, +1 to -1, +1, +1 with float ops only (boolean masks are ~10x slower here)
     return votes.sign_().add_(0.5).sign_()
+
+
+def sum_rows(stack: Tensor) -> Tensor:
+    """Σ_t stack[t], a fresh (*S) tensor: row by row, because a reduction over the leading dim of a few rows
+    measured 30% slower here than adding the rows."""
+    total = torch.add(stack[0], stack[1]) if stack.shape[0] > 1 else stack[0].clone()
+    for row in stack[2:]:
+        total.add_(row)
+    return total
+
+
+def weighted_rows(weights: Tensor, stack: Tensor) -> Tensor:
+    """Σ_t w_t stack[t], a fresh (*S) tensor, row by row (a (1, T) @ (T, N) product is slower for small T)."""
+    w = weights.tolist()
+    total = torch.mul(stack[0], w[0])
+    for wt, row in zip(w[1:], stack[1:]):
+        total.add_(row, alpha=wt)
+    return total
 
 
 def combine(stack: Tensor, weights: Tensor, normalize: Normalize) -> Tensor:
@@ -69,11 +87,11 @@ def disjoint_merge_(
         stack.mul_(broadcast_weights(w, stack))  # the voters v_t = w_t·τ_t
     sign = elect_sign(stack, how)
     agreeing = stack.mul_(sign).clamp_min_(0.0)  # (T, *S): |v_t| where model t agrees, else 0 (zeros never agree)
-    merged = torch.tensordot(torch.ones_like(w) if weighted else w, agreeing, dims=1)
-    merged.mul_(sign)
+    merged = sum_rows(agreeing) if weighted else weighted_rows(w, agreeing)
     if normalize == "none":
-        return merged
-    divisor = torch.tensordot(w if normalize == "weights" else torch.ones_like(w), agreeing.sign_(), dims=1)
+        return merged.mul_(sign)
+    agreed = agreeing.sign_()  # 1 where model t agrees, else 0
+    divisor = weighted_rows(w, agreed) if normalize == "weights" else sum_rows(agreed)
     if normalize == "count" or bool((w > 0).all()):  # divisor is 0 only where merged is 0: any positive floor
-        return merged.div_(divisor.clamp_min_(1e-30))
-    return merged.div_(torch.where(divisor.abs() < 1e-12, torch.ones_like(divisor), divisor))
+        return merged.mul_(sign).div_(divisor.clamp_min_(1e-30))  # a division, as the references: not × 1/d
+    return merged.mul_(sign).div_(torch.where(divisor.abs() < 1e-12, torch.ones_like(divisor), divisor))
