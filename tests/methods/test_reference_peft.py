@@ -54,9 +54,9 @@ def peft_masks(tvs, density, seed):
 
 def inject(monkeypatch, masks):
     queue = list(masks)
-    # as int32 -1/0 masks, the form dare's keep_mask returns
+    # as int8 -1/0 masks, the form dare's keep_mask returns
     monkeypatch.setattr(dare_module, "keep_mask",
-                        lambda random, stream, sl, keep: queue.pop(0).reshape(-1)[sl].to(torch.int32).neg())
+                        lambda random, stream, sl, keep: queue.pop(0).reshape(-1)[sl].to(torch.int8).neg())
 
 
 @pytest.mark.parametrize("shape", SHAPES)

@@ -10,7 +10,7 @@ from taskfuse.ops.bernoulli import LEVELS, drop_, keep_mask_block
 
 def kept(keep: float, n: int, seed: int = 0) -> int:
     mask = keep_mask_block(seed, n, keep)
-    assert mask.dtype == torch.int32 and set(mask.unique().tolist()) <= {-1, 0}
+    assert mask.dtype == torch.int8 and set(mask.unique().tolist()) <= {-1, 0}
     return int((mask == -1).sum())
 
 

@@ -29,7 +29,7 @@ class RandomField:
     key: str
 
     def keep_mask(self, stream: int, sl: slice, keep: float, device: torch.device | str = "cpu") -> Tensor:
-        """(sl.stop - sl.start,) int32 mask at flat positions sl of stream `stream`: -1 (all bits set) with
+        """(sl.stop - sl.start,) int8 mask at flat positions sl of stream `stream`: -1 (all bits set) with
         probability `keep`, else 0; apply with bernoulli.drop_ (a bitwise and on float32 bits)."""
         first, last = sl.start // RANDOM_BLOCK, (sl.stop - 1) // RANDOM_BLOCK
         masks = [keep_mask_block(stable_seed(self.seed, f"{self.key}#{stream}@{block}"), RANDOM_BLOCK, keep)
