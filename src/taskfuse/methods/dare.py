@@ -52,7 +52,8 @@ class Dropper:
             # ‖τ‖₁ of a tensor is non-finite whenever one of its entries is: the inputs' NaN/Inf check
             before, after = x.slices.sum(self._norms, flags_nonfinite=True).tolist()
             factors = [b / a if b > 1e-12 and a > 1e-12 else 1.0 for b, a in zip(before, after)]
-        self.factors = factors
+        # the survivors' positive factors, which the merge folds into its weights (None: all 1)
+        self.scales = None if all(f == 1.0 for f in factors) else torch.tensor(factors)
 
     def _norms(self, chunk: torch.Tensor, sl: slice) -> torch.Tensor:
         """(2, T) float64: per model ‖τ‖₁ and ‖τ ⊙ mask‖₁ over the slice (mergekit's rescale; 1 when either ~0)."""
@@ -69,20 +70,14 @@ class Dropper:
         density = self.densities[model]
         return keep_mask(self.random, model, sl, density) if density < 1 else None
 
-    def _drop(self, chunk: torch.Tensor, sl: slice) -> torch.Tensor:
-        """The (T, C) slice with dropped entries zeroed, in place (a slice is always a fresh tensor)."""
+    def __call__(self, chunk: torch.Tensor, sl: slice) -> torch.Tensor:
+        """The (T, C) slice with dropped entries zeroed, in place (a slice is always a fresh tensor); the
+        survivors still need `scales`."""
         kept = self.kept.pop(sl.start, None)
         for i, row in enumerate(chunk):
             mask = self._mask(i, sl) if kept is None else kept[i]
             if mask is not None:
                 drop_(row, mask)
-        return chunk
-
-    def __call__(self, chunk: torch.Tensor, sl: slice) -> torch.Tensor:
-        """(T, C) slice with dropped entries zeroed and survivors rescaled, in place."""
-        for row, factor in zip(self._drop(chunk, sl), self.factors):
-            if factor != 1.0:
-                row.mul_(factor)
         return chunk
 
 
@@ -103,7 +98,7 @@ def keep_mask(random: RandomField, stream: int, sl: slice, density: float) -> to
 def dare_linear(x: SliceInputs, p: Dare):
     """Drop-and-rescale each task vector, then λ · Σ_t w_t τ̃_t."""
     drop = Dropper(x, p.density, p.rescale)
-    return lambda chunk, sl: scaled(combine(drop(chunk, sl), x.weights, p.normalize), p.scale)
+    return lambda chunk, sl: scaled(combine(drop(chunk, sl), x.weights, p.normalize, drop.scales), p.scale)
 
 
 @method(
@@ -120,6 +115,8 @@ def dare_ties(x: SliceInputs, p: DareTies):
     drop = Dropper(x, p.density, p.rescale)
 
     def merge_chunk(chunk: torch.Tensor, sl: slice) -> torch.Tensor:
-        return scaled(disjoint_merge_(drop(chunk, sl), x.weights, p.sign_election, p.elect_on, p.normalize), p.scale)
+        dropped = drop(chunk, sl)
+        merged = disjoint_merge_(dropped, x.weights, p.sign_election, p.elect_on, p.normalize, drop.scales)
+        return scaled(merged, p.scale)
 
     return merge_chunk

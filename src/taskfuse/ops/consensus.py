@@ -20,12 +20,16 @@ def scaled(fresh: Tensor, scale: float) -> Tensor:
     return fresh if scale == 1.0 else fresh.mul_(scale)
 
 
-def elect_sign(stack: Tensor, how: SignElection) -> Tensor:
+def elect_sign(stack: Tensor, how: SignElection, scales: Tensor | None = None) -> Tensor:
     """Majority sign per entry, (*S) of ±1. Eq. 'Elect' in TIES: by total mass, or by number of models (count).
+    With positive `scales`, row t votes as scales[t] · stack[t] (only the mass changes).
 
     A zero total elects +1 (both PEFT and mergekit do so), documented here because it decides ties.
     """
-    votes = sum_rows(stack) if how == "mass" else sum_rows(stack.sign())
+    if how == "mass":
+        votes = sum_rows(stack) if scales is None else weighted_rows(scales, stack)
+    else:
+        votes = sum_rows(stack.sign())
     # sign(sign(v) + 0.5) maps -1, 0, +1 to -1, +1, +1 with float ops only (boolean masks are ~10x slower here)
     return votes.sign_().add_(0.5).sign_()
 
@@ -48,11 +52,13 @@ def weighted_rows(weights: Tensor, stack: Tensor) -> Tensor:
     return total
 
 
-def combine(stack: Tensor, weights: Tensor, normalize: Normalize) -> Tensor:
-    """Σ_t w_t τ_t, divided by Σ w_t ("weights"), by T ("count") or by 1 ("none").
+def combine(stack: Tensor, weights: Tensor, normalize: Normalize, scales: Tensor | None = None) -> Tensor:
+    """Σ_t w_t τ_t, divided by Σ w_t ("weights"), by T ("count") or by 1 ("none"); with `scales`, the rows are
+    τ_t = scales[t] · stack[t] (a rescale the caller has not applied yet).
 
-    Weights summing to ~0 (task negation) divide by 1, so the result stays finite. The divisor is a scalar, so
-    it is folded into the weights and the merge is a single pass over the stack (no (T, *S) temporaries).
+    Weights summing to ~0 (task negation) divide by 1, so the result stays finite. The divisor and the scales are
+    scalars, so they are folded into the weights and the merge is a single pass over the stack (no (T, *S)
+    temporaries).
     """
     w = weights.to(stack.dtype)
     if normalize == "weights":
@@ -60,6 +66,8 @@ def combine(stack: Tensor, weights: Tensor, normalize: Normalize) -> Tensor:
         w = w / torch.where(total.abs() < 1e-12, torch.ones_like(total), total)
     elif normalize == "count":
         w = w / stack.shape[0]
+    if scales is not None:
+        w = w * scales.to(w.dtype)
     return torch.tensordot(w, stack, dims=1)
 
 
@@ -71,7 +79,8 @@ def disjoint_merge(
 
 
 def disjoint_merge_(
-    stack: Tensor, weights: Tensor, how: SignElection, elect_on: str, normalize: Normalize
+    stack: Tensor, weights: Tensor, how: SignElection, elect_on: str, normalize: Normalize,
+    scales: Tensor | None = None,
 ) -> Tensor:
     """disjoint_merge using `stack` (a fresh tensor the caller gives up) as its scratch space.
 
@@ -80,14 +89,19 @@ def disjoint_merge_(
     With s the elected sign, a model agrees where v_t·s > 0, and then contributes w_t·τ_t = s·w_t·relu(τ_t·s)
     (raw) or s·relu(w_t·τ_t·s) (weighted). Every step works in place on the stack or reduces it over models,
     because on slices the cost is memory traffic, not arithmetic.
+
+    scales: positive per-model factors the rows still need (DARE's rescale), τ_t = scales[t] · stack[t]. A positive
+    factor changes no sign, so it only enters the mass vote and the contributions, where it rides on products the
+    merge makes anyway instead of a pass of its own over the stack.
     """
     w = weights.to(stack.dtype)
+    contribution = w if scales is None else w * scales.to(w.dtype)  # w_t per stored row
     weighted = elect_on == "weighted"
     if weighted:
-        stack.mul_(broadcast_weights(w, stack))  # the voters v_t = w_t·τ_t
-    sign = elect_sign(stack, how)
+        stack.mul_(broadcast_weights(contribution, stack))  # the voters v_t = w_t·τ_t
+    sign = elect_sign(stack, how, None if weighted else scales)
     agreeing = stack.mul_(sign).clamp_min_(0.0)  # (T, *S): |v_t| where model t agrees, else 0 (zeros never agree)
-    merged = sum_rows(agreeing) if weighted else weighted_rows(w, agreeing)
+    merged = sum_rows(agreeing) if weighted else weighted_rows(contribution, agreeing)
     if normalize == "none":
         return merged.mul_(sign)
     agreed = agreeing.sign_()  # 1 where model t agrees, else 0
