@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import resource
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -15,14 +15,14 @@ import yaml
 from ..io.checkpoint import Checkpoint
 from ..io.layout import copy_side_files, write_config, write_index
 from ..io.output import staged_directory
-from ..io.safetensors_stream import SafetensorsStreamWriter
 from ..ops.slices import Runner, run_in_order
 from ..plan.plan import Plan, TensorJob
 from .allocator import reuse_freed_memory
 from .buffers import BufferPool
 from .compute import compute_job, streams
-from .loading import LoadedJob, prefetched
+from .loading import LoadedJob, prefetched, stored_bytes
 from .model_card import model_card
+from .shards import ShardWriter, jobs_in_write_order
 
 Progress = Callable[[int, int, str], None]
 
@@ -65,7 +65,7 @@ def execute(
 
 def job_footprint(job: TensorJob, ckpts: Sequence[Checkpoint]) -> int:
     """Bytes of the pooled buffers one job uses: inputs as stored, the float32 stack and the output."""
-    stored = sum(ckpts[s.checkpoint].meta(s.tensor).nbytes for s in job.inputs)
+    stored = stored_bytes(job, ckpts)
     numel = job.nbytes // getattr(torch, job.dtype).itemsize
     return stored + len(job.sources) * numel * 4 + job.nbytes
 
@@ -101,40 +101,24 @@ def _write_shards(plan: Plan, ckpts: Sequence[Checkpoint], stage: Path, compute:
     done, total = 0, len(plan.jobs)
     # keep at most two jobs' worth of idle buffers (one computing, one prefetched): bounded for peak RSS
     pool = BufferPool(2 * max((job_footprint(j, ckpts) for j in plan.jobs), default=0))
-    for shard in plan.shards:
-        jobs = [j for j in plan.jobs if j.shard == shard]
-        layout = [(j.name, j.shape, getattr(torch, j.dtype)) for j in jobs]
-        writer = SafetensorsStreamWriter(stage / shard, layout, {"format": "pt"})
-        # Writes run in one background thread (order preserved) so disk I/O overlaps the next job's math;
-        # waiting on the previous write before queueing the next bounds memory to two outputs in flight.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskfuse-write") as writes:
-            pending: Future | None = None
-            try:
-                # streamed jobs check their inputs for NaN/Inf as they slice them, the others when they are read
-                for loaded in prefetched(plan, ckpts, jobs, pool, lambda job: streams(job, compute.device)):
-                    result = compute.job(loaded, plan.seed, pool)
-                    if pending is not None:
-                        pending.result()
-                    pending = writes.submit(_write_and_recycle, writer, pool, loaded.job.name, result)
-                    done += 1
-                    if progress:
-                        progress(done, total, loaded.job.name)
-                if pending is not None:
-                    pending.result()
-                writer.close()
-            except BaseException:
-                if pending is not None:
-                    pending.cancel()
-                    wait([pending])
-                writer.abort()
-                raise
+    # One read-ahead and one writer across all shards, so a shard boundary is no pipeline bubble: disk writes
+    # overlap the next jobs' math and the next job's read overlaps this one's.
+    writer = ShardWriter(plan, stage, pool)
+    try:
+        # streamed jobs check their inputs for NaN/Inf as they slice them, the others when they are read
+        jobs = jobs_in_write_order(plan)
+        ahead = max((stored_bytes(j, ckpts) for j in jobs), default=0)  # as much as the largest job reads
+        for loaded in prefetched(plan, ckpts, jobs, pool, lambda job: streams(job, compute.device), ahead):
+            writer.submit(loaded.job, compute.job(loaded, plan.seed, pool))
+            done += 1
+            if progress:
+                progress(done, total, loaded.job.name)
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
     if len(plan.shards) > 1:
         write_index(stage, {j.name: j.shard for j in plan.jobs}, sum(j.nbytes for j in plan.jobs))
-
-
-def _write_and_recycle(writer: SafetensorsStreamWriter, pool: BufferPool, name: str, tensor: torch.Tensor) -> None:
-    writer.write(name, tensor)
-    pool.give(tensor)
 
 
 def _write_side_files(plan: Plan, ckpts: Sequence[Checkpoint], stage: Path) -> None:

@@ -1,6 +1,7 @@
-"""Reading a job's input tensors, checked for NaN/Inf, optionally one job ahead in a background thread."""
+"""Reading a job's input tensors, checked for NaN/Inf, optionally ahead in a background thread."""
 from __future__ import annotations
 
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
@@ -68,19 +69,40 @@ def load_job(plan: Plan, ckpts: Sequence[Checkpoint], job: TensorJob, pool: Buff
     return LoadedJob(job, tensors[:count], tensors[count] if job.base else None, verify)
 
 
+def stored_bytes(job: TensorJob, ckpts: Sequence[Checkpoint]) -> int:
+    """Bytes of the job's inputs as stored."""
+    return sum(ckpts[s.checkpoint].meta(s.tensor).nbytes for s in job.inputs)
+
+
 def prefetched(plan: Plan, ckpts: Sequence[Checkpoint], jobs: Sequence[TensorJob],
                pool: BufferPool | None = None,
-               defer_check: Callable[[TensorJob], bool] = lambda job: False) -> Iterator[LoadedJob]:
-    """Yield loaded jobs in order while the next one is read in a background thread.
+               defer_check: Callable[[TensorJob], bool] = lambda job: False,
+               ahead_bytes: int = 0) -> Iterator[LoadedJob]:
+    """Yield loaded jobs in order while later ones are read in a background thread: always the next one, and more
+    while their stored inputs total at most `ahead_bytes`.
 
-    Reading (positioned file reads, finite checks) releases the GIL, so it overlaps with the previous job's math.
+    Reading (positioned file reads, mapping, finite checks) releases the GIL, so it overlaps with the math. One
+    job ahead was not enough: a run of small tensors (norms, k/v projections) computes faster than one read-ahead
+    keeps up with, and the math threads waited for reads ~7% of a SLERP merge here. The byte bound keeps large
+    tensors from piling up in memory: a large next job is read alone.
     """
-    if not jobs:
-        return
+    waiting = deque(jobs)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskfuse-read") as reader:
-        pending: Future = reader.submit(load_job, plan, ckpts, jobs[0], pool, defer_check(jobs[0]))
-        for nxt in list(jobs[1:]) + [None]:
-            current = pending.result()
-            if nxt is not None:
-                pending = reader.submit(load_job, plan, ckpts, nxt, pool, defer_check(nxt))
+        reading: deque[tuple[Future, int]] = deque()
+        in_flight = 0
+
+        def read_ahead() -> None:
+            nonlocal in_flight
+            while waiting and (not reading or in_flight + stored_bytes(waiting[0], ckpts) <= ahead_bytes):
+                job = waiting.popleft()
+                size = stored_bytes(job, ckpts)
+                reading.append((reader.submit(load_job, plan, ckpts, job, pool, defer_check(job)), size))
+                in_flight += size
+
+        read_ahead()
+        while reading:
+            future, size = reading.popleft()
+            current = future.result()
+            in_flight -= size
+            read_ahead()
             yield current
