@@ -9,7 +9,7 @@ import torch
 from ..errors import TaskfuseError
 from ..methods import get_method
 from ..methods.inputs import Inputs
-from ..methods.sliced import SliceInputs
+from ..methods.sliced import ALL_EMITTED, SliceInputs
 from ..ops.slices import Runner, Slices, run_in_order
 from ..plan.plan import TensorJob
 from .buffers import BufferPool
@@ -62,22 +62,32 @@ def merge_streaming(loaded: LoadedJob, seed: int, out: torch.Tensor, runner: Run
     delta = info.space == "delta"
     params, weights = job_arguments(job)
     slices = Slices.of_stored(loaded.sources, loaded.base if delta else None, runner, on_nonfinite=loaded.verify)
+    flat_out = out.view(-1)
+
+    def store(result: torch.Tensor, sl: slice) -> bool:
+        """Cast one fresh (C,) result into `out`; whether its sum is finite in the output dtype (which may
+        overflow where float32 did not)."""
+        if delta:
+            result = result.add_(slices.base_of(sl))  # in place: a merge result is fresh per slice
+        cast = flat_out[sl]
+        cast.copy_(result)
+        return bool(torch.isfinite(cast.sum()))
+
+    emitted_nonfinite: list[slice] = []  # appended from worker threads (list.append is atomic)
+
+    def emit(result: torch.Tensor, sl: slice) -> None:
+        if not store(result, sl):
+            emitted_nonfinite.append(sl)
+
     if info.prepare is not None:
-        merge_chunk = info.prepare(SliceInputs(slices, weights, tuple(job.shape), job.name, seed), params)
+        merge_chunk = info.prepare(SliceInputs(slices, weights, tuple(job.shape), job.name, seed, emit), params)
+        if merge_chunk is ALL_EMITTED:
+            return not emitted_nonfinite
     else:  # elementwise: the method itself merges any slice (the conformance kit's chunkable check)
         def merge_chunk(chunk: torch.Tensor, sl: slice) -> torch.Tensor:
             return info.fn(Inputs(chunk, weights, None, job.name, seed), params)
-    flat_out = out.view(-1)
 
-    def write(chunk: torch.Tensor, sl: slice) -> bool:
-        result = merge_chunk(chunk, sl)
-        if delta:
-            result = result.add_(slices.base_of(sl))  # in place: a merge_chunk result is fresh per slice
-        cast = flat_out[sl]
-        cast.copy_(result)
-        return bool(torch.isfinite(cast.sum()))  # in the output dtype, which may overflow where float32 did not
-
-    return all(slices.map(write))
+    return all(slices.map(lambda chunk, sl: store(merge_chunk(chunk, sl), sl)))
 
 
 def merge_into(loaded: LoadedJob, seed: int, device: torch.device, pool: BufferPool, out: torch.Tensor) -> None:

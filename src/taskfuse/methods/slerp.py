@@ -9,7 +9,7 @@ from pydantic.dataclasses import dataclass
 from ..ops import spherical
 from .params import STRICT, Fraction
 from .registry import method
-from .sliced import SliceInputs, sliced
+from .sliced import ALL_EMITTED, SliceInputs, sliced
 
 
 @dataclass(config=STRICT)
@@ -29,10 +29,22 @@ class Slerp:
 )
 @sliced
 def slerp(x: SliceInputs, p: Slerp):
-    """Spherical interpolation of two flattened weight tensors; linear for (near-)colinear or zero inputs."""
-    gram = x.slices.gram()  # one pass for a·b, |a|², |b|², then a weighted sum per slice
+    """Spherical interpolation of two flattened weight tensors; linear for (near-)colinear or zero inputs.
+
+    One pass gathers a·b, |a|², |b|²; then each slice is a weighted sum. Where the executor offers `emit`, that
+    pass also emits the linear result: fine-tunes of one base are usually colinear within the threshold, and the
+    merge is then done in one read of the inputs instead of two (else the second pass overwrites it).
+    """
+    def gram_and_lerp(chunk: torch.Tensor, sl: slice) -> torch.Tensor:
+        gram = (chunk @ chunk.T).double()
+        x.emit(torch.lerp(chunk[0], chunk[1], p.t), sl)
+        return gram
+
+    # float64 sums of float32 slices; a NaN/Inf entry makes its row's |x|² non-finite
+    offered = x.emit is not None and x.slices.numel > 0
+    gram = x.slices.sum(gram_and_lerp, flags_nonfinite=True) if offered else x.slices.gram()
     weights = spherical.slerp_weights(float(gram[0, 1]), math.sqrt(gram[0, 0]), math.sqrt(gram[1, 1]), p.t)
     if weights is None:
-        return lambda chunk, sl: torch.lerp(chunk[0], chunk[1], p.t)
+        return ALL_EMITTED if offered else lambda chunk, sl: torch.lerp(chunk[0], chunk[1], p.t)
     wa, wb = weights
     return lambda chunk, sl: chunk[0].mul_(wa).add_(chunk[1], alpha=wb)

@@ -5,6 +5,11 @@ gather whole-tensor statistics (top-k cut-offs, norms, an angle) and returns `me
 one (T, C) slice into its (C,) result. The executor runs prepare on slices built from the stored tensors, so it
 never holds a float32 copy of the stack and can spread the slices over threads; `@sliced` derives the plain
 whole-stack method `fn(Inputs, p)` from the same function, so the math lives in one place.
+
+A method whose result is usually known before its statistics are (SLERP, linear for nearly colinear tensors) may
+write each slice's likely result through `x.emit` during a statistics pass, while the slice is in cache, and
+return ALL_EMITTED when the statistics confirm it: one pass over the inputs instead of two. Otherwise it returns a
+merge_chunk as usual, whose results overwrite the emitted ones.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import torch
 from torch import Tensor
 
 from ..ops.chunks import map_chunks
@@ -19,6 +25,15 @@ from ..ops.slices import Slices
 from .inputs import Inputs, RandomField
 
 ChunkMerge = Callable[[Tensor, slice], Tensor]
+Emit = Callable[[Tensor, slice], None]
+
+
+class _AllEmitted:
+    def __repr__(self) -> str:
+        return "ALL_EMITTED"
+
+
+ALL_EMITTED = _AllEmitted()  # what prepare returns when every slice's result went out through x.emit
 
 
 @dataclass(frozen=True)
@@ -30,11 +45,14 @@ class SliceInputs:
     shape: tuple[int, ...]  # S, the tensor's shape
     key: str = ""
     seed: int = 0
+    # emit(result, sl) stores a slice's (C,) result early (may be called from any thread); None: not offered
+    emit: Emit | None = None
 
     @classmethod
-    def of(cls, x: Inputs) -> "SliceInputs":
+    def of(cls, x: Inputs, emit: Emit | None = None) -> "SliceInputs":
         """The slices of an in-memory Inputs."""
-        return cls(Slices.of_stack(x.stack.reshape(x.count, -1)), x.weights, tuple(x.stack.shape[1:]), x.key, x.seed)
+        return cls(Slices.of_stack(x.stack.reshape(x.count, -1)), x.weights, tuple(x.stack.shape[1:]), x.key, x.seed,
+                   emit)
 
     @property
     def count(self) -> int:
@@ -45,12 +63,19 @@ class SliceInputs:
         return RandomField(self.seed, self.key)
 
 
-Prepare = Callable[[SliceInputs, Any], ChunkMerge]
+Prepare = Callable[[SliceInputs, Any], "ChunkMerge | _AllEmitted"]
 
 
 def merge_whole(prepare: Prepare, x: Inputs, p: Any) -> Tensor:
     """Run a sliced method over an in-memory stack: the (*S) result."""
-    merge_chunk = prepare(SliceInputs.of(x), p)
+    emitted = torch.empty(x.stack[0].numel(), dtype=x.stack.dtype, device=x.stack.device)
+
+    def emit(result: Tensor, sl: slice) -> None:
+        emitted[sl] = result
+
+    merge_chunk = prepare(SliceInputs.of(x, emit), p)
+    if merge_chunk is ALL_EMITTED:
+        return emitted.reshape(x.stack.shape[1:])
     # a copy per slice: merges may work in place on their slice, and a method must not mutate its inputs
     flat = map_chunks(lambda chunk, sl: merge_chunk(chunk.clone(), sl), x.stack.reshape(x.count, -1))
     return flat.reshape(x.stack.shape[1:])
