@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
@@ -12,6 +12,7 @@ from ..errors import NonFiniteInputError
 from ..io.checkpoint import Checkpoint
 from ..plan.plan import Plan, Source, TensorJob
 from .buffers import BufferPool
+from .in_flight import InFlight
 
 
 @dataclass
@@ -88,21 +89,15 @@ def prefetched(plan: Plan, ckpts: Sequence[Checkpoint], jobs: Sequence[TensorJob
     """
     waiting = deque(jobs)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskfuse-read") as reader:
-        reading: deque[tuple[Future, int]] = deque()
-        in_flight = 0
+        reading = InFlight(ahead_bytes)
 
         def read_ahead() -> None:
-            nonlocal in_flight
-            while waiting and (not reading or in_flight + stored_bytes(waiting[0], ckpts) <= ahead_bytes):
+            while waiting and reading.has_room(size := stored_bytes(waiting[0], ckpts)):
                 job = waiting.popleft()
-                size = stored_bytes(job, ckpts)
-                reading.append((reader.submit(load_job, plan, ckpts, job, pool, defer_check(job)), size))
-                in_flight += size
+                reading.add(reader.submit(load_job, plan, ckpts, job, pool, defer_check(job)), size)
 
         read_ahead()
         while reading:
-            future, size = reading.popleft()
-            current = future.result()
-            in_flight -= size
+            current = reading.pop_oldest()
             read_ahead()
             yield current

@@ -1,8 +1,7 @@
 """Write a plan's merged tensors, in plan order, into its safetensors shards from one background thread."""
 from __future__ import annotations
 
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -10,10 +9,17 @@ import torch
 from ..io.safetensors_stream import SafetensorsStreamWriter
 from ..plan.plan import Plan, TensorJob
 from .buffers import BufferPool
+from .in_flight import InFlight
+
+
+def jobs_by_shard(plan: Plan) -> dict[str, list[TensorJob]]:
+    """Each shard's jobs in plan order, shards in the plan's shard order."""
+    return {shard: [job for job in plan.jobs if job.shard == shard] for shard in plan.shards}
+
 
 def jobs_in_write_order(plan: Plan) -> list[TensorJob]:
     """Every job, shard by shard in the plan's shard order, each shard's jobs in plan order."""
-    return [job for shard in plan.shards for job in plan.jobs if job.shard == shard]
+    return [job for jobs in jobs_by_shard(plan).values() for job in jobs]
 
 
 class ShardWriter:
@@ -27,43 +33,32 @@ class ShardWriter:
         # Outputs may queue while the next jobs compute, up to the largest output's bytes (always one). The device
         # writes at a steady rate while jobs finish unevenly (small k/v projections after a large MLP tensor);
         # with one output queued, the math threads waited on writes for ~7% of a SLERP merge here.
-        self.queue_bytes = max((j.nbytes for j in plan.jobs), default=0)
-        self.layouts = {shard: [(j.name, j.shape, getattr(torch, j.dtype)) for j in plan.jobs if j.shard == shard]
-                        for shard in plan.shards}
+        self._queued = InFlight(max((j.nbytes for j in plan.jobs), default=0))
+        self.layouts = {shard: [(j.name, j.shape, getattr(torch, j.dtype)) for j in jobs]
+                        for shard, jobs in jobs_by_shard(plan).items()}
         self.remaining = {shard: len(layout) for shard, layout in self.layouts.items()}
         self.current: SafetensorsStreamWriter | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskfuse-write")
-        self._queued: deque[tuple[Future, int]] = deque()
-        self._queued_bytes = 0
 
     def submit(self, job: TensorJob, tensor: torch.Tensor) -> None:
         """Queue one output; waits while the queue is full (bounds memory), and re-raises a failed write here."""
-        while self._queued and self._queued_bytes + job.nbytes > self.queue_bytes:
-            self._wait_oldest()
-        self._queued.append((self._thread.submit(self._write, job, tensor), job.nbytes))
-        self._queued_bytes += job.nbytes
+        while not self._queued.has_room(job.nbytes):
+            self._queued.pop_oldest()
+        self._queued.add(self._thread.submit(self._write, job, tensor), job.nbytes)
 
     def finish(self) -> None:
         """Wait for every queued write; every shard is then complete on disk."""
         while self._queued:
-            self._wait_oldest()
+            self._queued.pop_oldest()
         self._thread.shutdown()
 
     def abort(self) -> None:
         """Drop queued writes, wait for the one running, and remove the shard being written."""
-        futures = [future for future, _ in self._queued]
-        for future in futures:
-            future.cancel()
-        wait(futures)
+        self._queued.cancel()
         self._thread.shutdown()
         if self.current is not None:
             self.current.abort()
             self.current = None
-
-    def _wait_oldest(self) -> None:
-        future, size = self._queued.popleft()
-        self._queued_bytes -= size
-        future.result()
 
     def _write(self, job: TensorJob, tensor: torch.Tensor) -> None:
         if self.current is None:

@@ -35,16 +35,12 @@ def slerp(x: SliceInputs, p: Slerp):
     pass also emits the linear result: fine-tunes of one base are usually colinear within the threshold, and the
     merge is then done in one read of the inputs instead of two (else the second pass overwrites it).
     """
-    def gram_and_lerp(chunk: torch.Tensor, sl: slice) -> torch.Tensor:
-        gram = (chunk @ chunk.T).double()
+    def emit_lerp(chunk: torch.Tensor, sl: slice) -> None:
         x.emit(torch.lerp(chunk[0], chunk[1], p.t), sl)
-        return gram
 
-    # float64 sums of float32 slices; a NaN/Inf entry makes its row's |x|² non-finite
-    offered = x.emit is not None and x.slices.numel > 0
-    gram = x.slices.sum(gram_and_lerp, flags_nonfinite=True) if offered else x.slices.gram()
+    gram = x.slices.gram(also=emit_lerp if x.emit is not None else None)
     weights = spherical.slerp_weights(float(gram[0, 1]), math.sqrt(gram[0, 0]), math.sqrt(gram[1, 1]), p.t)
     if weights is None:
-        return ALL_EMITTED if offered else lambda chunk, sl: torch.lerp(chunk[0], chunk[1], p.t)
+        return ALL_EMITTED if x.emit is not None else lambda chunk, sl: torch.lerp(chunk[0], chunk[1], p.t)
     wa, wb = weights
     return lambda chunk, sl: chunk[0].mul_(wa).add_(chunk[1], alpha=wb)

@@ -77,12 +77,20 @@ class Slices:
         if self.slices is self.checks.slices:
             self.checks.done = True
 
-    def gram(self) -> Tensor:
-        """(T, T) float64 Gram matrix of the rows (dot products of the flattened tensors), in one pass."""
+    def gram(self, also: Callable[[Tensor, slice], None] | None = None) -> Tensor:
+        """(T, T) float64 Gram matrix of the rows (dot products of the flattened tensors), in one pass; `also`
+        runs on each slice in the same pass, after its products (it may then modify the slice)."""
         if not self.slices:
             return torch.zeros(self.count, self.count, dtype=torch.float64)
-        # float64 sums of float32 slices; a NaN/Inf entry makes its row's |x|² non-finite
-        return self.sum(lambda chunk, sl: (chunk @ chunk.T).double(), flags_nonfinite=True)
+
+        def products(chunk: Tensor, sl: slice) -> Tensor:
+            gram = (chunk @ chunk.T).double()  # float64 sums of float32 slices
+            if also is not None:
+                also(chunk, sl)
+            return gram
+
+        # a NaN/Inf entry makes its row's |x|² non-finite
+        return self.sum(products, flags_nonfinite=True)
 
     def every(self, step: int) -> "Slices":
         """The same stack restricted to every step-th slice (a sample for estimates)."""
