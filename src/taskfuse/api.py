@@ -8,7 +8,8 @@ from .execute import MergeResult, execute
 from .execute.executor import Progress
 from .io.checkpoint import Checkpoint
 from .io.output import check_output_dir
-from .plan import Plan, build_plan
+from .plan.plan import Plan
+from .plan.planner import build_plan
 from .programs.whole_model_trim import apply_whole_model_trim
 from .spec import MergeSpec, load_spec, parse_spec
 

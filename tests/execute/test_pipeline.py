@@ -9,7 +9,7 @@ from taskfuse import merge
 from taskfuse.execute import loading
 from taskfuse.execute.loading import prefetched, stored_bytes
 from taskfuse.execute.shards import jobs_in_write_order
-from taskfuse.plan import build_plan
+from taskfuse.plan.planner import build_plan
 from taskfuse.spec import parse_spec
 from tests.conftest import spec_for
 

@@ -115,7 +115,7 @@ def test_mergekit_dare_conventions(llama_family):
 def test_plan_json_round_trip(llama_family):
     import json
 
-    from taskfuse.plan import Plan
+    from taskfuse.plan.plan import Plan
 
     base, tunes = llama_family
     p = plan(spec_for("ties", base, tunes, params={"density": [0.2, 0.6]}))

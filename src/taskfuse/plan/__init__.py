@@ -1,5 +1,5 @@
-"""Planning: a MergeSpec plus checkpoint headers becomes an inspectable Plan of per-tensor jobs."""
-from .plan import Plan, Source, TensorJob
-from .planner import build_plan
+"""Planning: a MergeSpec plus checkpoint headers becomes an inspectable Plan of per-tensor jobs.
 
-__all__ = ["Plan", "Source", "TensorJob", "build_plan"]
+plan.py holds the Plan, TensorJob and Source records, planner.py builds them (build_plan). Nothing is imported
+here, so that importing this subpackage is free (taskfuse/__init__.py relies on that).
+"""
