@@ -8,7 +8,7 @@ from safetensors.torch import load_file, save_file
 
 from taskfuse import (
     CheckpointError, HubUnavailableError, IncompatibleInputsError, NonFiniteInputError, OutputExistsError, SpecError,
-    UnknownMethodError, merge,
+    TaskfuseError, UnknownMethodError, merge,
 )
 from taskfuse.io.checkpoint import Checkpoint
 from tests.conftest import spec_for
@@ -169,6 +169,19 @@ def test_huge_finite_inputs_are_not_mistaken_for_inf(family_copy, tmp_path):
     result = merge(spec_for("linear", None, tunes), tmp_path / "o")
     merged = Checkpoint.open(result.out).read(name)
     assert torch.isfinite(merged).all() and float(merged.min()) == pytest.approx(3e38, rel=1e-2)  # bf16 output
+
+
+def test_slerp_of_huge_opposite_inputs_overflowing_float32_is_caught(family_copy, tmp_path):
+    # antiparallel, so SLERP takes its linear path, whose difference b - a overflows float32: the emitted slices'
+    # bound (their norms, here inf) must not let the output check be skipped
+    base, tunes = family_copy
+    name = "model.layers.2.mlp.gate_proj.weight"
+    for tune, value in zip(tunes[:2], (3e38, -3e38)):
+        rewrite(tune, name, lambda d: {**d, name: torch.full_like(d[name], value)})
+    spec = {"method": "slerp", "models": [{"path": str(t)} for t in tunes[:2]], "params": {"t": 0.5}}
+    with pytest.raises(TaskfuseError, match=f"slerp.*NaN/Inf.*{name}"):
+        merge(spec, tmp_path / "o")
+    assert_no_output(tmp_path, tmp_path / "o")
 
 
 def test_existing_nonempty_output(tmp_path, llama_family):

@@ -35,8 +35,9 @@ def slerp(x: SliceInputs, p: Slerp):
     pass also emits the linear result: fine-tunes of one base are usually colinear within the threshold, and the
     merge is then done in one read of the inputs instead of two (else the second pass overwrites it).
     """
-    def emit_lerp(chunk: torch.Tensor, sl: slice) -> None:
-        x.emit(torch.lerp(chunk[0], chunk[1], p.t), sl)
+    def emit_lerp(chunk: torch.Tensor, sl: slice, products: torch.Tensor) -> None:
+        # no entry exceeds its row's norm, and a lerp of two values stays within twice the larger (its difference)
+        x.emit(torch.lerp(chunk[0], chunk[1], p.t), sl, bound=math.sqrt(float(products.diagonal().max())))
 
     gram = x.slices.gram(also=emit_lerp if x.emit is not None else None)
     weights = spherical.slerp_weights(float(gram[0, 1]), math.sqrt(gram[0, 0]), math.sqrt(gram[1, 1]), p.t)

@@ -14,8 +14,9 @@ merge_chunk as usual, whose results overwrite the emitted ones.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import torch
 from torch import Tensor
@@ -25,7 +26,16 @@ from ..ops.slices import Slices
 from .inputs import Inputs, RandomField
 
 ChunkMerge = Callable[[Tensor, slice], Tensor]
-Emit = Callable[[Tensor, slice], None]
+
+
+class Emit(Protocol):
+    def __call__(self, result: Tensor, sl: slice, bound: float = math.inf) -> None:
+        """Store one slice's (C,) result early (from any thread).
+
+        bound: the result was computed in float32 from values of magnitude at most about `bound` (within
+        rounding), by steps that never exceed twice that (a lerp, a convex combination). The executor then knows
+        the slice is finite in the output dtype without checking it, when the bound is far inside both float32's
+        and that dtype's range; a NaN or infinite bound is always checked."""
 
 
 class _AllEmitted:
@@ -45,8 +55,7 @@ class SliceInputs:
     shape: tuple[int, ...]  # S, the tensor's shape
     key: str = ""
     seed: int = 0
-    # emit(result, sl) stores a slice's (C,) result early (may be called from any thread); None: not offered
-    emit: Emit | None = None
+    emit: Emit | None = None  # stores a slice's result early; None: not offered
 
     @classmethod
     def of(cls, x: Inputs, emit: Emit | None = None) -> "SliceInputs":
@@ -70,7 +79,7 @@ def merge_whole(prepare: Prepare, x: Inputs, p: Any) -> Tensor:
     """Run a sliced method over an in-memory stack: the (*S) result."""
     emitted = torch.empty(x.stack[0].numel(), dtype=x.stack.dtype, device=x.stack.device)
 
-    def emit(result: Tensor, sl: slice) -> None:
+    def emit(result: Tensor, sl: slice, bound: float = math.inf) -> None:
         emitted[sl] = result
 
     merge_chunk = prepare(SliceInputs.of(x, emit), p)

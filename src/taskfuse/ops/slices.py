@@ -77,16 +77,17 @@ class Slices:
         if self.slices is self.checks.slices:
             self.checks.done = True
 
-    def gram(self, also: Callable[[Tensor, slice], None] | None = None) -> Tensor:
+    def gram(self, also: Callable[[Tensor, slice, Tensor], None] | None = None) -> Tensor:
         """(T, T) float64 Gram matrix of the rows (dot products of the flattened tensors), in one pass; `also`
-        runs on each slice in the same pass, after its products (it may then modify the slice)."""
+        runs on each slice in the same pass, after its products: also(chunk, sl, the slice's (T, T) products)
+        (it may then modify the chunk)."""
         if not self.slices:
             return torch.zeros(self.count, self.count, dtype=torch.float64)
 
         def products(chunk: Tensor, sl: slice) -> Tensor:
             gram = (chunk @ chunk.T).double()  # float64 sums of float32 slices
             if also is not None:
-                also(chunk, sl)
+                also(chunk, sl, gram)
             return gram
 
         # a NaN/Inf entry makes its row's |x|² non-finite
