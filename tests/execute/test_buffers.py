@@ -34,3 +34,16 @@ def test_foreign_tensors_are_not_recycled():
     mine = pool.take((10,), torch.float32)
     pool.give(mine)
     assert pool._free_bytes == mine.nbytes
+
+
+def test_buffers_placed_at_a_requested_address_residue_also_when_recycled():
+    # the writer asks for an output's file position modulo the block size, so its blocks go to disk uncopied
+    pool = BufferPool(10**7)
+    for residue in (0, 2, 4094, 1000, 2, 3000):
+        t = pool.take((300, 7), torch.bfloat16, address=(4096, residue))
+        assert t.shape == (300, 7) and t.is_contiguous() and t.data_ptr() % 4096 == residue
+        t.fill_(1.0)  # the whole view lies inside its buffer
+        pool.give(t)
+    assert len(pool._owned) == 1  # one buffer, re-placed for every residue
+    odd = pool.take((10,), torch.float32, address=(4096, 3))  # no float32 can start at an odd address
+    assert odd.shape == (10,) and odd.data_ptr() % 4 == 0

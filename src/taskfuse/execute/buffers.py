@@ -27,20 +27,30 @@ class BufferPool:
         self._owned: dict[int, weakref.ref] = {}
         self._lock = threading.Lock()
 
-    def take(self, shape, dtype: torch.dtype) -> torch.Tensor:
-        """An uninitialised contiguous tensor of `shape` and `dtype`, carved from a recycled buffer if possible."""
+    def take(self, shape, dtype: torch.dtype, address: tuple[int, int] | None = None) -> torch.Tensor:
+        """An uninitialised contiguous tensor of `shape` and `dtype`, carved from a recycled buffer if possible.
+
+        address=(modulus, residue): its data starts at an address ≡ residue (mod modulus), where the residue is
+        a multiple of the element size (else it starts anywhere). The output writer asks for its position in
+        the file modulo the block size, so the tensor's whole blocks go to disk without a copy (DirectFile).
+        """
         n = math.prod(shape)
+        slack = -(-address[0] // dtype.itemsize) if address else 0  # elements that let any residue be met
         with self._lock:
             bucket = self._free.get(dtype, [])
-            i = bisect.bisect_left(bucket, (n, -1))
+            i = bisect.bisect_left(bucket, (n + slack, -1))
             flat = bucket.pop(i)[2] if i < len(bucket) else None
             if flat is not None:
                 self._free_bytes -= flat.nbytes
         if flat is None:
-            flat = torch.empty(n, dtype=dtype)
+            flat = torch.empty(n + slack, dtype=dtype)
             with self._lock:
                 self._owned[id(flat)] = weakref.ref(flat)
-        return flat[:n].view(shape)
+        start = 0
+        if address:
+            gap = (address[1] - flat.data_ptr()) % address[0]
+            start = gap // dtype.itemsize if gap % dtype.itemsize == 0 else 0
+        return flat[start:start + n].view(shape)
 
     def give(self, tensor: torch.Tensor | None) -> None:
         """Return a tensor obtained from take(); the caller must hold no other reference to its data."""

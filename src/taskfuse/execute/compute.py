@@ -120,10 +120,11 @@ def _no_model_moved(loaded: LoadedJob) -> bool:
 
 
 def compute_job(loaded: LoadedJob, seed: int, device: torch.device, pool: BufferPool,
-                runner: Runner = run_in_order) -> torch.Tensor:
-    """The merged tensor in the job's output dtype, on the CPU, in a pool buffer; the inputs go back to the pool."""
+                runner: Runner = run_in_order, out_address: tuple[int, int] | None = None) -> torch.Tensor:
+    """The merged tensor in the job's output dtype, on the CPU, in a pool buffer (placed at `out_address`: see
+    BufferPool.take); the inputs go back to the pool."""
     job = loaded.job
-    out = pool.take(job.shape, getattr(torch, job.dtype))
+    out = pool.take(job.shape, getattr(torch, job.dtype), out_address)
     if job.method == "passthrough":  # a copy: skip the float32 round trip (integer buffers stay exact)
         loaded.verify()
         out.copy_(loaded.sources[job.params.get("source", 0)])

@@ -76,12 +76,13 @@ class Compute:
     workers: int
     runner: Runner  # spreads a streamed job's slices over the worker threads
 
-    def job(self, loaded: LoadedJob, seed: int, pool: BufferPool) -> torch.Tensor:
+    def job(self, loaded: LoadedJob, seed: int, pool: BufferPool,
+            out_address: tuple[int, int] | None = None) -> torch.Tensor:
         # Streamed jobs parallelise over slices in our threads, each running torch single-threaded (torch's own
         # threads on cache-sized slices cost more in synchronisation than they gain); whole-tensor jobs (SVDs)
         # use torch's threads.
         torch.set_num_threads(1 if streams(loaded.job, self.device) else self.workers)
-        return compute_job(loaded, seed, self.device, pool, self.runner)
+        return compute_job(loaded, seed, self.device, pool, self.runner, out_address)
 
 
 def thread_runner(threads: ThreadPoolExecutor, workers: int) -> Runner:
@@ -109,7 +110,7 @@ def _write_shards(plan: Plan, ckpts: Sequence[Checkpoint], stage: Path, compute:
         jobs = jobs_in_write_order(plan)
         ahead = max((stored_bytes(j, ckpts) for j in jobs), default=0)  # as much as the largest job reads
         for loaded in prefetched(plan, ckpts, jobs, pool, lambda job: streams(job, compute.device), ahead):
-            writer.submit(loaded.job, compute.job(loaded, plan.seed, pool))
+            writer.submit(loaded.job, compute.job(loaded, plan.seed, pool, writer.address_for(loaded.job)))
             done += 1
             if progress:
                 progress(done, total, loaded.job.name)

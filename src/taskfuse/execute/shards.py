@@ -6,10 +6,13 @@ from pathlib import Path
 
 import torch
 
-from ..io.safetensors_stream import SafetensorsStreamWriter
+from ..io.direct_file import BLOCK
+from ..io.safetensors_stream import SafetensorsStreamWriter, file_header
 from ..plan.plan import Plan, TensorJob
 from .buffers import BufferPool
 from .in_flight import InFlight
+
+METADATA = {"format": "pt"}  # the safetensors header's metadata, as transformers writes it
 
 
 def jobs_by_shard(plan: Plan) -> dict[str, list[TensorJob]]:
@@ -36,9 +39,15 @@ class ShardWriter:
         self._queued = InFlight(max((j.nbytes for j in plan.jobs), default=0))
         self.layouts = {shard: [(j.name, j.shape, getattr(torch, j.dtype)) for j in jobs]
                         for shard, jobs in jobs_by_shard(plan).items()}
+        self.file_offsets = {name: offset for layout in self.layouts.values()
+                             for name, offset in file_header(layout, METADATA)[1].items()}
         self.remaining = {shard: len(layout) for shard, layout in self.layouts.items()}
         self.current: SafetensorsStreamWriter | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskfuse-write")
+
+    def address_for(self, job: TensorJob) -> tuple[int, int]:
+        """Where the job's output should sit in memory (BufferPool.take) to be written without a copy."""
+        return BLOCK, self.file_offsets[job.name] % BLOCK
 
     def submit(self, job: TensorJob, tensor: torch.Tensor) -> None:
         """Queue one output; waits while the queue is full (bounds memory), and re-raises a failed write here."""
@@ -62,7 +71,7 @@ class ShardWriter:
 
     def _write(self, job: TensorJob, tensor: torch.Tensor) -> None:
         if self.current is None:
-            self.current = SafetensorsStreamWriter(self.stage / job.shard, self.layouts[job.shard], {"format": "pt"})
+            self.current = SafetensorsStreamWriter(self.stage / job.shard, self.layouts[job.shard], METADATA)
         self.current.write(job.name, tensor)
         self.pool.give(tensor)
         self.remaining[job.shard] -= 1

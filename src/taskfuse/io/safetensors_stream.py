@@ -20,24 +20,33 @@ from .direct_file import DirectFile
 _CODES = {v: k for k, v in _DTYPES.items()}
 
 
+Layout = list[tuple[str, tuple[int, ...], torch.dtype]]
+
+
+def file_header(layout: Layout, metadata: dict[str, str]) -> tuple[bytes, dict[str, int]]:
+    """The file's leading bytes (length and JSON header), and each tensor's byte offset in the file."""
+    header, offset, offsets = {"__metadata__": metadata}, 0, {}
+    for name, shape, dtype in layout:
+        size = math.prod(shape) * dtype.itemsize
+        header[name] = {"dtype": _CODES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offsets[name] = offset
+        offset += size
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the data section must start 8-byte aligned
+    start = 8 + len(raw)
+    return len(raw).to_bytes(8, "little") + raw, {name: start + offset for name, offset in offsets.items()}
+
+
 class SafetensorsStreamWriter:
     """Writes to `<path>.partial` and renames to `path` on close(); abort() removes the partial file."""
 
-    def __init__(self, path: Path, layout: list[tuple[str, tuple[int, ...], torch.dtype]], metadata: dict[str, str],
-                 direct: bool = True):
+    def __init__(self, path: Path, layout: Layout, metadata: dict[str, str], direct: bool = True):
         self.path, self._partial = path, path.with_name(path.name + ".partial")
         self._order = [name for name, _, _ in layout]
         self._expect = {name: (tuple(shape), dtype) for name, shape, dtype in layout}
         self._next = 0
-        header, offset = {"__metadata__": metadata}, 0
-        for name, shape, dtype in layout:
-            size = math.prod(shape) * dtype.itemsize
-            header[name] = {"dtype": _CODES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
-            offset += size
-        raw = json.dumps(header, separators=(",", ":")).encode()
-        raw += b" " * (-len(raw) % 8)  # the data section must start 8-byte aligned
         self._file = DirectFile(self._partial, direct)  # see direct_file: the page cache costs more than it helps
-        self._file.write(len(raw).to_bytes(8, "little") + raw)
+        self._file.write(file_header(layout, metadata)[0])
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
         """Append the next tensor; it must come in layout order with the planned shape and dtype."""
