@@ -36,3 +36,11 @@ def spec_for(method, base, tunes, **extra):
     if base is not None:
         spec["base"] = str(base)
     return spec
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Tests never read or write the user's cache (frozen task data, experts): one fresh cache per session."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TASKFUSE_CACHE", str(tmp_path_factory.mktemp("taskfuse-cache")))
+        yield

@@ -7,11 +7,13 @@ from typing import Any
 from .execute import MergeResult, execute
 from .execute.executor import Progress
 from .io.checkpoint import Checkpoint
-from .io.output import check_output_dir
+from .io.output import check_free_space, check_output_dir
 from .plan.plan import Plan
 from .plan.planner import build_plan
 from .programs.whole_model_trim import apply_whole_model_trim
 from .spec import MergeSpec, load_spec, parse_spec
+
+SIDE_FILES_ALLOWANCE = 64 * 2**20  # config, tokenizer (tokenizer.json can be ~30 MB), model card, spec
 
 
 def as_spec(spec: MergeSpec | str | Path | dict[str, Any]) -> MergeSpec:
@@ -34,6 +36,7 @@ def prepare(
     merge_spec = as_spec(spec)
     check_output_dir(Path(out))
     the_plan, checkpoints = build_plan(merge_spec, max_shard_size)
+    check_free_space(Path(out), sum(j.nbytes for j in the_plan.jobs) + SIDE_FILES_ALLOWANCE)
     return apply_whole_model_trim(the_plan, checkpoints), checkpoints  # reads data only for trim="model"
 
 

@@ -4,7 +4,6 @@ Until the offline benchmark lands this is what `taskfuse demo` (the README's fir
 """
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import api
+from .io.output import claim_folder
 from .methods import all_methods
 from .testing.checkpoints import build_family
 
@@ -32,7 +32,7 @@ def run_demo(workdir: Path, console: Console) -> list[dict]:
 
     hf_logging.disable_progress_bar()
     workdir = Path(workdir)
-    shutil.rmtree(workdir, ignore_errors=True)
+    claim_folder(workdir, "demo")  # a previous demo is replaced, any other folder refused
     console.print(f"building a tiny Llama base and 3 fine-tunes in {workdir} (bf16, sharded) ...")
     base, tunes = build_family(workdir / "models", "llama", 3, torch.bfloat16, max_shard_size="150KB")
     ref = {"base": _logits(base), **{f"ft{i}": _logits(t) for i, t in enumerate(tunes)}}

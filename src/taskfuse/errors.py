@@ -40,6 +40,18 @@ class OutputExistsError(TaskfuseError, FileExistsError):
     """The output directory exists and is not empty."""
 
 
+class OutputWriteError(TaskfuseError, OSError):
+    """The output cannot be written: not enough free space, or the device failed during the write."""
+
+
+class UsageError(TaskfuseError, ValueError):
+    """An option or argument out of its range (a thread count below 1, an unknown name)."""
+
+
+class DeviceError(UsageError):
+    """A --device that is not a torch device, or one this machine's torch cannot use."""
+
+
 def collect(errors: list[str], kind: type[TaskfuseError], header: str) -> None:
     """Raise one error listing every problem found, so users fix them all in one pass."""
     if errors:

@@ -6,7 +6,12 @@ import pytest
 
 from taskfuse.bench.grid import EXCLUDED, GRIDS, benchmarked_methods, configs
 from taskfuse.methods import all_methods, get_method
+from taskfuse.bench.report import write_report
+from taskfuse.errors import OutputExistsError
+from taskfuse.eval.tasks import load_task
+from taskfuse.io.output import MARKER
 from taskfuse.zoo.recipe import VARIANTS
+from tests.io.test_output import assert_untouched, foreign_folder
 
 
 def test_every_registered_method_is_benchmarked_or_excluded_with_a_reason():
@@ -51,11 +56,27 @@ def test_experts_beat_or_match_zero_shot_on_their_own_tasks(tiny_bench):
 def test_report_files_and_provenance(tiny_bench):
     result, report, _, _ = tiny_bench
     assert {p.name for p in report.iterdir()} == {"result.json", "results.md", "report.html",
-                                                  "normalized_accuracy.png", "accuracy_vs_scale.png"}
+                                                  "normalized_accuracy.png", "accuracy_vs_scale.png", MARKER}
     saved = json.loads((report / "result.json").read_text())
     assert saved["taskfuse"] and saved["seed"] == 0 and saved["peak_rss_mib"] > 0
     assert saved["machine"]["cpus"] >= 1 and saved["seconds"]["total"] > 0
     assert all(t["sources"] and t["classes"] for t in saved["tasks"])
+    fingerprints = {t["name"]: t["fingerprint"] for t in saved["tasks"]}
+    assert fingerprints == {n: load_task(n, 0, VARIANTS["tiny"].sizes).fingerprint() for n in VARIANTS["tiny"].tasks}
+    assert all(f"`{f[:12]}`" in (report / "results.md").read_text() for f in fingerprints.values())
     assert (report / "normalized_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (report / "results.md").read_text()
     assert all(f"| {m} |" in table for m in benchmarked_methods())
+
+
+def test_a_report_replaces_an_earlier_report_but_never_a_foreign_folder(tiny_bench, tmp_path):
+    result = tiny_bench[0]
+    folder = foreign_folder(tmp_path)
+    with pytest.raises(OutputExistsError, match="did not write"):
+        write_report(result, folder)
+    assert_untouched(folder)
+    out = write_report(result, tmp_path / "report")
+    (out / "results.md").write_text("stale")
+    write_report(result, out)
+    assert (out / "results.md").read_text() != "stale"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "report"]

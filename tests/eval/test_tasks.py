@@ -106,3 +106,37 @@ def test_bad_user_task_files_are_typed_errors_naming_the_problem(tmp_path, conte
 def test_missing_task_file_is_a_typed_error(tmp_path):
     with pytest.raises(TaskDataError, match="does not exist"):
         load_task(tmp_path / "nope.jsonl")
+
+
+def test_a_task_is_frozen_when_first_built_and_survives_a_vanished_apt_index(tmp_path, monkeypatch):
+    from taskfuse.eval.tasks import debian, packages
+    from taskfuse.eval.tasks.frozen import frozen_path
+
+    monkeypatch.setenv("TASKFUSE_CACHE", str(tmp_path / "cache"))
+    sizes = Sizes(max_examples=200)
+    first = load_task("debian_section", 0, sizes)
+    assert frozen_path("debian_section", 0, sizes).exists() and first.frozen_at
+    monkeypatch.setattr(debian, "apt_lists", lambda: tmp_path / "moved-away")  # what `apt-get update` can do
+    with pytest.raises(TaskDataError, match="index is missing"):
+        packages.section(0, sizes)  # the builder itself now fails...
+    again = load_task("debian_section", 0, sizes)  # ...the benchmark does not, and sees the same data
+    assert again == first and again.fingerprint() == first.fingerprint()
+    with pytest.raises(TaskDataError, match="missing"):
+        load_task("debian_section", 1, sizes)  # another seed was never frozen
+
+
+def test_damaged_frozen_data_is_a_typed_error_naming_the_file(tmp_path, monkeypatch):
+    from taskfuse.eval.tasks.frozen import frozen_path
+
+    monkeypatch.setenv("TASKFUSE_CACHE", str(tmp_path / "cache"))
+    sizes = Sizes(max_examples=100, min_class=8)
+    load_task("wordnet_pos", 0, sizes)
+    path = frozen_path("wordnet_pos", 0, sizes)
+    data = json.loads(path.read_text())
+    data["splits"]["test"]["labels"][0] = (data["splits"]["test"]["labels"][0] + 1) % 4
+    path.write_text(json.dumps(data))
+    with pytest.raises(TaskDataError, match=f"{path.name}.*fingerprint.*delete"):
+        load_task("wordnet_pos", 0, sizes)
+    path.write_text("{ not json")
+    with pytest.raises(TaskDataError, match="unreadable.*delete"):
+        load_task("wordnet_pos", 0, sizes)

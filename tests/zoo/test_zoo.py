@@ -1,10 +1,13 @@
 """The tiny zoo: real MiniLM experts trained, saved in real formats, cached by content, resumable, parallel."""
 import json
+import time
 
+import psutil
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from taskfuse.errors import ZooError
 from taskfuse.eval.encoder import base_encoder_dir, load_encoder
 from taskfuse.eval.tasks import load_task
 from taskfuse.zoo import build as zoo_build
@@ -94,3 +97,31 @@ def test_two_worker_processes_build_the_same_zoo_as_one(tiny_zoo, tmp_path, monk
         a = load_file(expert.model_dir / "model.safetensors")
         b = load_file(zoo.experts[name].model_dir / "model.safetensors")
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_a_worker_that_raises_fails_the_build_with_its_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TASKFUSE_CACHE", str(tmp_path))
+    tasks = [load_task(n, 0, TINY.sizes) for n in TINY.tasks]
+    started = time.monotonic()
+    with pytest.raises(ZooError, match="zoo worker . failed: FileNotFoundError.*no-such-base"):
+        zoo_build._build_in_processes(tasks, tmp_path / "no-such-base", TINY.recipe, 2, None)
+    assert time.monotonic() - started < 60
+
+
+def test_a_worker_killed_from_outside_fails_the_build_instead_of_hanging(tmp_path, monkeypatch):
+    monkeypatch.setenv("TASKFUSE_CACHE", str(tmp_path))
+    killed = []
+
+    def workers():
+        return [p for p in psutil.Process().children() if "spawn_main" in " ".join(p.cmdline())]
+
+    def kill_a_worker_once_training(task, stage, done, total):
+        if stage == "full" and not killed:
+            victim = workers()[-1]
+            victim.kill()  # SIGKILL, as the OOM killer sends: the worker can say nothing
+            killed.append(victim.pid)
+
+    with pytest.raises(ZooError, match="killed by signal 9"):
+        build_zoo(TINY, workers=2, progress=kill_a_worker_once_training)
+    assert killed and not workers()  # the surviving worker was stopped too
+    assert not [p.name for p in (tmp_path / "experts").iterdir() if "partial" in p.name]

@@ -10,8 +10,9 @@ import yaml
 from .. import __version__
 from ..errors import TaskDataError
 from ..eval.harness import Evaluator, as_dict, mean, normalized
+from ..eval.tasks import SPLITS
 from ..zoo.build import ZooProgress, build_zoo
-from ..zoo.recipe import VARIANTS, ZooVariant
+from ..zoo.recipe import ZooVariant, variant_named
 from .references import reference_scores
 
 
@@ -20,7 +21,10 @@ def evaluate_model(model: str | Path, tasks: tuple[str, ...] | None = None, vari
                    zoo_progress: ZooProgress | None = None) -> dict:
     """Per-task accuracy and macro-F1 of `model`, normalised by each task's expert, beside zero-shot and experts."""
     started = time.perf_counter()
-    chosen = VARIANTS[variant]
+    chosen = variant_named(variant)
+    if split not in SPLITS:  # checked now, not after minutes of building the zoo
+        raise TaskDataError(f"unknown split {split!r}. Fix: use one of {', '.join(SPLITS)} (test is the default; "
+                            "validation is what the benchmark tunes on).")
     if tasks:
         unknown = sorted(set(tasks) - set(chosen.tasks))
         if unknown:

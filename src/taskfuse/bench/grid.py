@@ -36,7 +36,7 @@ GRIDS: dict[str, list[dict]] = {
     "breadcrumbs_ties": _grid(scale=(0.6, 1.0, 1.5, 2.0)),
     "della": _grid(scale=(0.6, 1.0, 1.5)),
     "della_linear": _grid(scale=(0.2, 0.3, 0.5)),
-    "consensus": _grid(tall_lambda=(0.4, 0.6), scale=(0.3, 0.5, 0.7)),
+    "consensus": _grid(tall_lambda=(0.2, 0.4, 0.6), scale=(0.3, 0.5, 0.7)),  # 0.4, the low edge, won
     # Spectral merges peaked at the top of narrower grids in the first full run, hence the wider ranges.
     "tsv": _grid(scale=(0.5, 1.0, 1.5, 2.0)),
     "iso_c": _grid(scale=_SPECTRAL),

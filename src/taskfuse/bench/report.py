@@ -7,34 +7,24 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
-import shutil
 from pathlib import Path
 
+from ..io.output import staged_output
 from .plots import normalized_heatmap, scale_curves
-from .table import markdown, ranked_rows, task_markdown
+from .table import data_fingerprint, markdown, ranked_rows, task_markdown
 
 FIGURES = {"normalized_accuracy.png": normalized_heatmap, "accuracy_vs_scale.png": scale_curves}
 
 
 def write_report(result: dict, out: Path) -> Path:
-    out = Path(out)
-    stage = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    try:
+    """Write the report folder `out` atomically; a previous report there is replaced, any other folder refused."""
+    with staged_output(Path(out), "report") as stage:
         (stage / "result.json").write_text(json.dumps(result, indent=1))
         (stage / "results.md").write_text(f"{markdown(result)}\n\n{task_markdown(result)}\n")
         for name, draw in FIGURES.items():
             draw(result, stage / name)
         (stage / "report.html").write_text(render_html(result, {n: stage / n for n in FIGURES}))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    return out
+    return Path(out)
 
 
 def _e(value) -> str:
@@ -65,8 +55,10 @@ def _tasks_table(result: dict) -> str:
     rows = [[t["name"], t["kind"], t["description"],
              "; ".join(f"{s['package']} {s['version']} ({s['licence']})" for s in t["sources"]),
              ", ".join(f"{k}: {v}" for k, v in t["classes"].items()),
-             " / ".join(str(t["sizes"][s]) for s in ("train", "validation", "test"))] for t in result["tasks"]]
-    return _table(["task", "kind", "what", "source package, version, licence", "classes", "train / val / test"], rows)
+             " / ".join(str(t["sizes"][s]) for s in ("train", "validation", "test")),
+             data_fingerprint(t).replace("`", "")] for t in result["tasks"]]
+    return _table(["task", "kind", "what", "source package, version, licence", "classes", "train / val / test",
+                   "data fingerprint"], rows)
 
 
 def _image(path: Path, alt: str) -> str:
@@ -74,10 +66,17 @@ def _image(path: Path, alt: str) -> str:
     return f"<figure><img alt='{_e(alt)}' src='data:image/png;base64,{data}'><figcaption>{_e(alt)}</figcaption></figure>"
 
 
+def _commit_text(code: dict | None) -> str:
+    if not code or not code.get("commit"):
+        return "not recorded (not run from a git checkout)"
+    return code["commit"] + (" with uncommitted changes" if code["uncommitted_changes"] else "")
+
+
 def render_html(result: dict, figures: dict[str, Path]) -> str:
     machine = result["machine"]
     provenance = _table(["what", "value"], [
-        ["taskfuse", result["taskfuse"]], ["zoo variant", result["variant"]], ["seed", result["seed"]],
+        ["taskfuse", result["taskfuse"]], ["command", result.get("command", "not recorded")],
+        ["code", _commit_text(result.get("code"))], ["zoo variant", result["variant"]], ["seed", result["seed"]],
         ["training recipe", json.dumps(result["recipe"])], *([f"data used: {k}", v] for k, v in result["data_used"].items()),
         ["machine", f"{machine['platform']}, {machine['cpus']} CPUs, {machine['memory_gib']} GiB, torch {machine['torch']}"],
         ["wall time", f"zoo {result['seconds']['zoo']} s, total {result['seconds']['total']} s"],

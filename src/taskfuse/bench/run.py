@@ -1,7 +1,6 @@
 """`taskfuse bench`: zoo → every data-free method tuned on validation → judged on test → report."""
 from __future__ import annotations
 
-import platform
 import resource
 import shutil
 import tempfile
@@ -10,16 +9,14 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-import psutil
-import torch
-
 from .. import __version__
 from ..eval.encoder import load_encoder
 from ..eval.harness import Evaluator, Score, as_dict, mean, normalized
 from ..zoo.build import Zoo, ZooProgress, build_zoo
-from ..zoo.recipe import VARIANTS
+from ..zoo.recipe import variant_named
 from .grid import EXCLUDED, benchmarked_methods, configs
 from .merging import merge_zoo
+from .provenance import code_commit, command_line, machine
 from .references import reference_scores
 
 # (stage, done, total, what): stages "zoo", "references", "search", "test".
@@ -33,7 +30,7 @@ def run_bench(variant: str = "full", workers: int = 1, task_files: tuple[str, ..
     """Run the benchmark and return everything the report shows, as plain JSON-ready data."""
     started = time.perf_counter()
     report = progress or (lambda *a: None)
-    zoo = build_zoo(VARIANTS[variant], workers, zoo_progress, task_files)
+    zoo = build_zoo(variant_named(variant), workers, zoo_progress, task_files)
     zoo_seconds = time.perf_counter() - started
     heads = {t: e.head() for t, e in zoo.experts.items()}
     validation = Evaluator(zoo.tasks, heads, "validation")
@@ -48,7 +45,7 @@ def run_bench(variant: str = "full", workers: int = 1, task_files: tuple[str, ..
     return {
         "taskfuse": __version__, "variant": variant, "seed": zoo.variant.recipe.seed,
         "recipe": zoo.variant.recipe.as_dict(), "data_used": DATA_USED,
-        "machine": _machine(), "seconds": {"zoo": round(zoo_seconds, 1),
+        "command": command_line(), "code": code_commit(), "machine": machine(), "seconds": {"zoo": round(zoo_seconds, 1),
                                            "total": round(time.perf_counter() - started, 1)},
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "tasks": [_task_row(zoo, name) for name in zoo.tasks],
@@ -93,10 +90,5 @@ def _task_row(zoo: Zoo, name: str) -> dict:
     return {"name": name, "description": task.description, "kind": task.kind,
             "sources": [asdict(s) for s in task.sources], "classes": task.class_counts(),
             "sizes": {s: len(split) for s, split in task.splits.items()},
+            "fingerprint": task.fingerprint(), "frozen_at": task.frozen_at,
             "expert_seconds": zoo.experts[name].info["seconds"]}
-
-
-def _machine() -> dict:
-    return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpus": psutil.cpu_count(logical=True), "torch_threads": torch.get_num_threads(),
-            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "processor": platform.processor()}

@@ -40,10 +40,20 @@ def markdown(result: dict) -> str:
 
 
 def task_markdown(result: dict) -> str:
-    lines = ["| task | kind | source (version, licence) | classes | train / val / test |", "|---|---|---|---|---|"]
+    lines = ["| task | kind | source (version, licence) | classes | train / val / test | data fingerprint |",
+             "|---|---|---|---|---|---|"]
     for t in result["tasks"]:
         sources = "; ".join(f"{s['package']} {s['version']} ({s['licence']})" for s in t["sources"])
         counts = ", ".join(f"{k}: {v}" for k, v in t["classes"].items())
         sizes = " / ".join(str(t["sizes"][s]) for s in ("train", "validation", "test"))
-        lines.append(f"| {t['name']} | {t['kind']} | {sources} | {counts} | {sizes} |")
+        lines.append(f"| {t['name']} | {t['kind']} | {sources} | {counts} | {sizes} | {data_fingerprint(t)} |")
     return "\n".join(lines)
+
+
+def data_fingerprint(task_row: dict) -> str:
+    """The task data's content hash (12 hex digits) and the day it was frozen: two runs with the same fingerprint
+    saw the same texts, labels and splits. Results from before fingerprints were recorded show "not recorded"."""
+    if "fingerprint" not in task_row:
+        return "not recorded"
+    frozen = f", frozen {task_row['frozen_at']}" if task_row.get("frozen_at") else ""
+    return f"`{task_row['fingerprint'][:12]}`{frozen}"

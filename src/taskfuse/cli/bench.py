@@ -7,21 +7,20 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..errors import TaskfuseError
+from .progress import progress_display
 
 console = Console(stderr=True)
 VARIANT_HELP = "zoo size: full (8 tasks), quick (4 tasks, fewer examples), tiny (2 tasks, for tests)"
 
 
 def _progress_bars():
-    return Progress(TextColumn("[bold]{task.fields[stage]}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("{task.description}"), console=console)
+    return progress_display(console)
 
 
-def _zoo_reporter(bars: Progress):
+def _zoo_reporter(bars):
     bar = bars.add_task("", total=None, stage="zoo")
 
     def report(task: str, stage: str, done: int, total: int) -> None:
@@ -29,7 +28,7 @@ def _zoo_reporter(bars: Progress):
     return report
 
 
-def _bench_reporter(bars: Progress):
+def _bench_reporter(bars):
     ids: dict[str, int] = {}
 
     def report(stage: str, done: int, total: int, what: str) -> None:
@@ -46,10 +45,10 @@ def register(app: typer.Typer, fail) -> None:
             task_file: list[Path] = typer.Option([], "--task-file", help="your own .jsonl/.csv task (repeatable)")) -> None:
         """Build (or find in the cache) one full fine-tune and one LoRA expert per task."""
         from ..zoo.build import build_zoo
-        from ..zoo.recipe import VARIANTS
+        from ..zoo.recipe import variant_named
         try:
             with _progress_bars() as bars:
-                built = build_zoo(VARIANTS[variant], workers, _zoo_reporter(bars), tuple(map(str, task_file)))
+                built = build_zoo(variant_named(variant), workers, _zoo_reporter(bars), tuple(map(str, task_file)))
         except TaskfuseError as e:
             fail(e)
         table = Table("task", "expert folder", "train s", "final loss (full / LoRA)")
@@ -89,16 +88,18 @@ def register(app: typer.Typer, fail) -> None:
     @app.command()
     def bench(variant: str = typer.Option("full", help=VARIANT_HELP),
               quick: bool = typer.Option(False, "--quick", help="same as --variant quick (about 5 minutes)"),
-              out: Path = typer.Option(Path("out/bench"), help="report folder (replaced when the run completes)"),
+              out: Path = typer.Option(Path("out/bench"), help="report folder: created, or replaced if it holds an earlier report; anything else is refused"),
               workers: int = typer.Option(1, help="processes for building missing experts"),
               task_file: list[Path] = typer.Option([], "--task-file", help="your own .jsonl/.csv task")) -> None:
         """Build the zoo, merge it with every data-free method (tuned on validation), judge on test, report."""
         from ..bench.report import write_report
         from ..bench.run import run_bench
         from ..bench.table import markdown
+        from ..io.output import check_output_dir
         chosen = "quick" if quick else variant
         target = out / chosen if out == Path("out/bench") else out
         try:
+            check_output_dir(target, "report")  # refuse a foreign folder now, not after the whole run
             with _progress_bars() as bars:
                 result = run_bench(chosen, workers, tuple(map(str, task_file)), _bench_reporter(bars),
                                    _zoo_reporter(bars))

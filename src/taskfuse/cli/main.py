@@ -9,43 +9,50 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from .. import api
 from ..execute import execute
+from ..execute.device import resolve_device
 from ..errors import TaskfuseError
 from ..methods import all_methods, get_method
+from ..terminate import exit_cleanly_on_sigterm
+from .crash import EXIT_STATUS as CRASH_STATUS
+from .crash import report_crash
+from .progress import progress_display
 from .bench import register as register_bench_commands
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Merge task-specific fine-tunes into one model.")
 console = Console(stderr=True)
 
 
-def _fail(e: TaskfuseError) -> None:
+def _print_error(e: TaskfuseError) -> None:
     console.print(Text.assemble(("error", "bold red"), f" ({type(e).__name__}): {e}"))
+
+
+def _fail(e: TaskfuseError) -> None:
+    _print_error(e)
     raise typer.Exit(2)
 
 
 @app.command()
 def merge(
     spec: Path = typer.Argument(..., help="taskfuse or mergekit YAML spec"),
-    out: Path = typer.Option(..., "-o", "--out", help="output directory (must not exist or be empty)"),
+    out: Path = typer.Option(..., "-o", "--out", help="output folder: new, empty, or an earlier taskfuse merge (replaced); anything else is refused"),
     device: str = typer.Option("cpu", help="torch device for the arithmetic, e.g. cuda"),
-    threads: Optional[int] = typer.Option(None, help="worker threads for the arithmetic (default: all cores)"),
+    threads: Optional[int] = typer.Option(None, min=1, help="worker threads for the arithmetic (default: all cores)"),
     max_shard_size: str = typer.Option("2GB", help="largest shard in bytes or with a unit: 500MB, 2GB"),
     dry_run: bool = typer.Option(False, "--dry-run", help="plan and validate only; write nothing"),
 ) -> None:
     """Merge the models of SPEC into a Hugging Face directory OUT."""
     try:
+        resolve_device(device)
+        the_plan, checkpoints = api.prepare(spec, out, max_shard_size)  # every check a merge makes before writing
         if dry_run:
-            p = api.plan(spec, max_shard_size)
-            console.print(f"dry run: {json.dumps(p.summary())}")
+            console.print(f"dry run: {out} can be written; {json.dumps(the_plan.summary())}")
             return
-        the_plan, checkpoints = api.prepare(spec, out, max_shard_size)
-        with Progress(TextColumn("[bold]merging"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("{task.description}"), console=console, transient=False) as bar:
+        with progress_display(console, "merging") as bar:
             task = bar.add_task("", total=len(the_plan.jobs))
 
             def progress(done: int, total: int, name: str) -> None:
@@ -133,7 +140,7 @@ def methods_markdown() -> str:
 
 @app.command()
 def demo(
-    workdir: Path = typer.Option(Path("out/demo"), help="where the demo builds checkpoints and writes merges"),
+    workdir: Path = typer.Option(Path("out/demo"), help="where the demo builds checkpoints and writes merges (new, empty, or an earlier demo folder)"),
 ) -> None:
     """Build tiny real checkpoints, merge them with every applicable method, and check each output loads."""
     from ..demo import run_demo
@@ -151,7 +158,15 @@ def main() -> None:
     """The `taskfuse` console script."""
     global _STANDALONE
     _STANDALONE = True
-    app()
+    exit_cleanly_on_sigterm()
+    try:
+        app()
+    except TaskfuseError as e:  # a command that let a typed error through still gets the one-paragraph message
+        _print_error(e)
+        sys.exit(2)
+    except Exception as e:
+        report_crash(e, console)
+        sys.exit(CRASH_STATUS)
 
 
 if __name__ == "__main__":

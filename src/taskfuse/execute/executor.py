@@ -12,14 +12,16 @@ from typing import Callable, Sequence
 import torch
 import yaml
 
+from ..errors import UsageError
 from ..io.checkpoint import Checkpoint
 from ..io.layout import copy_side_files, write_config, write_index
-from ..io.output import staged_directory
+from ..io.output import staged_output
 from ..ops.slices import Runner, run_in_order
 from ..plan.plan import Plan, TensorJob
 from .allocator import reuse_freed_memory
 from .buffers import BufferPool
 from .compute import compute_job, streams
+from .device import resolve_device
 from .loading import LoadedJob, prefetched, stored_bytes
 from .model_card import model_card
 from .shards import ShardWriter, jobs_in_write_order
@@ -47,13 +49,16 @@ def execute(
 ) -> MergeResult:
     """Write the merged model described by `plan` to `out`, which appears only when complete."""
     start = time.perf_counter()
+    torch_device = resolve_device(device)
+    if threads is not None and threads < 1:
+        raise UsageError(f"threads={threads}: give 1 or more worker threads, or leave it unset for one per core.")
     reuse_freed_memory()
     previous_threads = torch.get_num_threads()
     workers = threads or os.cpu_count() or 1
     out = Path(out)
     try:
-        with staged_directory(out) as stage, ThreadPoolExecutor(workers, thread_name_prefix="taskfuse-math") as math:
-            compute = Compute(torch.device(device), workers, thread_runner(math, workers))
+        with staged_output(out, "merge") as stage, ThreadPoolExecutor(workers, thread_name_prefix="taskfuse-math") as math:
+            compute = Compute(torch_device, workers, thread_runner(math, workers))
             _write_shards(plan, checkpoints, stage, compute, progress)
             _write_side_files(plan, checkpoints, stage)
             files = tuple(sorted(p.name for p in stage.iterdir()))
@@ -125,7 +130,8 @@ def _write_shards(plan: Plan, ckpts: Sequence[Checkpoint], stage: Path, compute:
 def _write_side_files(plan: Plan, ckpts: Sequence[Checkpoint], stage: Path) -> None:
     config_src = ckpts[plan.config_from].root if plan.config_from is not None else None
     tok_src = ckpts[plan.tokenizer_from].root if plan.tokenizer_from is not None else config_src
-    write_config(config_src, stage, getattr(torch, plan.dtype), plan.config_updates)
+    config = ckpts[plan.config_from].config if plan.config_from is not None else None
+    write_config(config, stage, getattr(torch, plan.dtype), plan.config_updates)
     copy_side_files(config_src, tok_src, stage)
     (stage / "README.md").write_text(model_card(plan))
     (stage / "taskfuse_spec.yaml").write_text(yaml.safe_dump(plan.spec, sort_keys=False))

@@ -41,8 +41,9 @@ class TensorMeta:
 class Checkpoint:
     """A model checkpoint whose tensor names, shapes and dtypes are known without reading tensor data."""
 
-    def __init__(self, ref: str, root: Path, tensors: dict[str, TensorMeta]):
+    def __init__(self, ref: str, root: Path, tensors: dict[str, TensorMeta], config: dict | None = None):
         self.ref, self.root, self.tensors = ref, root, tensors
+        self.config = config  # config.json, parsed when the checkpoint is opened; None if it has none
         self._handles: dict[str, object] = {}
         self._lock = threading.Lock()
 
@@ -63,7 +64,7 @@ class Checkpoint:
                 raise CheckpointError(f"model {ref!r}: path {path} does not exist. Fix: check the path in the spec.")
         if path.is_file():
             return cls(ref, path.parent, _read_safetensors_headers(ref, path.parent, [path.name]))
-        return cls(ref, path, _scan_directory(ref, path))
+        return cls(ref, path, _scan_directory(ref, path), _read_config(ref, path))
 
     def meta(self, name: str) -> TensorMeta:
         return self.tensors[name]
@@ -105,6 +106,22 @@ class Checkpoint:
             if file not in self._handles:
                 self._handles[file] = opener(self.ref, self.root / file)
             return self._handles[file]
+
+
+def _read_config(ref: str, root: Path) -> dict | None:
+    """config.json, checked while planning so that a damaged one fails before any work, not after the merge."""
+    path = root / "config.json"
+    if not path.exists():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"model {ref!r}: {path} is not valid JSON ({e}). Fix: restore the model's "
+                              "config.json (re-download it, or save it again with transformers).") from e
+    if not isinstance(config, dict):
+        raise CheckpointError(f"model {ref!r}: {path} holds a JSON {type(config).__name__}, not an object. Fix: "
+                              "restore the model's config.json.")
+    return config
 
 
 def _open_safetensors(ref: str, path: Path):

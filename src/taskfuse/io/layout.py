@@ -15,12 +15,12 @@ TOKENIZER_FILES = (
 DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
 
 
-def write_config(src: Path | None, dst: Path, dtype: torch.dtype, updates: dict) -> bool:
-    """Copy config.json from `src`, recording the output dtype and planned updates (e.g. stacked layer count)."""
-    path = src / "config.json" if src else None
-    if path is None or not path.exists():
+def write_config(source: dict | None, dst: Path, dtype: torch.dtype, updates: dict) -> bool:
+    """Write the source model's config.json (parsed when it was opened) with the output dtype and the planned
+    updates (e.g. stacked layer count); nothing if the source has no config."""
+    if source is None:
         return False
-    config = json.loads(path.read_text())
+    config = dict(source)
     # transformers 5 reads "dtype", 4.x "torch_dtype": keep whichever the source used, default to the new name.
     key = "torch_dtype" if "torch_dtype" in config and "dtype" not in config else "dtype"
     config[key] = DTYPE_NAMES.get(dtype, str(dtype).removeprefix("torch."))

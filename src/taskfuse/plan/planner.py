@@ -224,9 +224,8 @@ def _index_of(ctx: PlanContext, ref: str | None) -> int:
 
 
 def _num_layers(ckpt: Checkpoint) -> int:
-    cfg_path = ckpt.root / "config.json"
-    if cfg_path.exists():
-        cfg = json.loads(cfg_path.read_text())
+    cfg = ckpt.config
+    if cfg is not None:
         for key in ("num_hidden_layers", "n_layer", "num_layers"):
             if isinstance(cfg.get(key), int):
                 return cfg[key]

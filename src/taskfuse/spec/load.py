@@ -74,9 +74,12 @@ def load_spec(path: str | Path) -> MergeSpec:
     """Read and validate a YAML spec file. Relative model paths resolve against the spec's directory."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise SpecError(f"cannot read spec {path}: {e.strerror}. Fix: check the path.") from e
+    except UnicodeDecodeError as e:
+        raise SpecError(f"spec {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}): is it "
+                        "the right file? Fix: save the spec as UTF-8 YAML.") from e
     except yaml.YAMLError as e:
         raise SpecError(f"{path} is not valid YAML: {e}") from e
     spec = parse_spec(data, str(path))

@@ -8,22 +8,26 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from queue import Empty
 
 import torch
 from filelock import FileLock, Timeout
 from safetensors.torch import save_file
 
+from ..errors import ZooError
 from ..eval.encoder import base_encoder_dir, encode, load_encoder, load_tokenizer, zero_shot_head
 from ..eval.tasks import Task, load_task
+from ..io.output import check_output_dir, staged_output
+from ..terminate import exit_cleanly_on_sigterm
 from .recipe import Recipe, ZooVariant
 from .store import Expert, expert_dir, expert_key, find_expert
 from .train import fine_tune, prepare_full, prepare_lora
 
+WORKER_POLL_SECONDS = 1.0  # how soon a dead worker is noticed
 # (task, stage, done, total): stage is "full", "lora", "done" or "cached".
 ZooProgress = Callable[[str, str, int, int], None]
 
@@ -38,6 +42,8 @@ class Zoo:
 
 def train_expert(task: Task, base_dir: Path, recipe: Recipe, out: Path, progress: ZooProgress | None = None) -> None:
     """Train and write one expert into `out`, which must not exist; a failure leaves nothing behind."""
+    check_output_dir(out, "expert")  # before minutes of training
+
     def report(stage: str):
         return (lambda done, total: progress(task.name, stage, done, total)) if progress else None
 
@@ -50,9 +56,7 @@ def train_expert(task: Task, base_dir: Path, recipe: Recipe, out: Path, progress
     full_losses = fine_tune(full, head, train, recipe, recipe.lr, report("full"))
     lora = prepare_lora(load_encoder(base_dir), recipe)
     lora_losses = fine_tune(lora, head, train, recipe, recipe.lora_lr, report("lora"))
-    stage = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(stage, ignore_errors=True)
-    try:
+    with staged_output(out, "expert") as stage:
         full.save_pretrained(stage / "model", safe_serialization=True)
         tokenizer.save_pretrained(stage / "model")
         lora.save_pretrained(stage / "lora")
@@ -62,10 +66,6 @@ def train_expert(task: Task, base_dir: Path, recipe: Recipe, out: Path, progress
                 "final_loss": {"full": _tail_mean(full_losses), "lora": _tail_mean(lora_losses)},
                 "torch": torch.__version__}
         (stage / "expert.json").write_text(json.dumps(info, indent=1))
-        os.replace(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
 
 
 def _tail_mean(losses: list[float]) -> float:
@@ -113,34 +113,71 @@ def _build_one(task: Task, base_dir: Path, recipe: Recipe, key: str, progress: Z
     return True
 
 
-def _worker(tasks: list[Task], base_dir: Path, recipe: Recipe, threads: int, queue) -> None:
+def _worker(index: int, tasks: list[Task], base_dir: Path, recipe: Recipe, threads: int, queue) -> None:
+    exit_cleanly_on_sigterm()
     torch.set_num_threads(threads)
-    report = (lambda *a: queue.put(a)) if queue is not None else None
-    pending = list(tasks)
-    for wait in (False, True):  # first take what nobody holds, then wait for the rest
-        pending = [t for t in pending
-                   if not _build_one(t, base_dir, recipe, expert_key(t, base_dir, recipe), report, wait)]
-    queue.put(None)
+    try:
+        pending = list(tasks)
+        for wait in (False, True):  # first take what nobody holds, then wait for the rest
+            pending = [t for t in pending if not _build_one(t, base_dir, recipe, expert_key(t, base_dir, recipe),
+                                                            lambda *a: queue.put(("progress", index, a)), wait)]
+    except BaseException as e:
+        queue.put(("failed", index, f"{type(e).__name__}: {e}"))
+        raise
+    queue.put(("finished", index, None))
 
 
 def _build_in_processes(tasks: list[Task], base_dir: Path, recipe: Recipe, workers: int,
                         progress: ZooProgress | None) -> None:
+    """Train `tasks` in `workers` processes; the first worker that fails or dies fails the build with its error."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     threads = max(1, (os.cpu_count() or 2) // workers)
-    procs = [ctx.Process(target=_worker, args=(tasks[i:] + tasks[:i], base_dir, recipe, threads, queue))
-             for i in range(0, workers)]
+    procs = [ctx.Process(target=_worker, args=(i, tasks[i:] + tasks[:i], base_dir, recipe, threads, queue))
+             for i in range(workers)]
     for p in procs:
         p.start()
-    running = len(procs)
-    while running:
-        item = queue.get()
-        if item is None:
-            running -= 1
-        elif progress:
-            progress(*item)
-    for p in procs:
-        p.join()
-        if p.exitcode:
-            from ..errors import ZooError
-            raise ZooError(f"a zoo worker process failed (exit {p.exitcode}); rerun to resume where it stopped")
+    try:
+        finished: set[int] = set()
+        while len(finished) < len(procs):
+            try:
+                message = queue.get(timeout=WORKER_POLL_SECONDS)
+            except Empty:
+                _fail_if_a_worker_died(procs, finished, queue, progress)
+                continue
+            _handle(message, finished, progress)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()  # SIGTERM: the worker removes its staging folder on the way out
+        for p in procs:
+            p.join()
+
+
+def _handle(message: tuple, finished: set[int], progress: ZooProgress | None) -> None:
+    kind, index, payload = message
+    if kind == "progress" and progress:
+        progress(*payload)
+    elif kind == "finished":
+        finished.add(index)
+    elif kind == "failed":
+        raise ZooError(f"zoo worker {index} failed: {payload}. Experts it finished are kept; fix the cause and rerun "
+                       "to resume (`--workers 1` shows the full error).")
+
+
+def _fail_if_a_worker_died(procs: list, finished: set[int], queue, progress: ZooProgress | None) -> None:
+    """A worker killed from outside (SIGKILL, the OOM killer) sends nothing: notice it by its exit status."""
+    dead = [i for i, p in enumerate(procs) if i not in finished and not p.is_alive()]
+    if not dead:
+        return
+    while True:  # what it sent before it died (its last message may be its "finished") comes first
+        try:
+            _handle(queue.get_nowait(), finished, progress)
+        except Empty:
+            break
+    for i in dead:
+        if i not in finished:
+            code = procs[i].exitcode
+            how = f"was killed by signal {-code}" if code and code < 0 else f"exited with status {code}"
+            raise ZooError(f"zoo worker {i} {how} before finishing its experts (out of memory?). Experts already "
+                           "finished are kept; rerun to resume, with fewer --workers if memory ran out.")

@@ -47,3 +47,12 @@ VARIANTS = {
     "tiny": ZooVariant("tiny", ("wordnet_pos", "fortune_language"), Sizes(max_examples=100, min_class=8),
                        Recipe(epochs=1, batch_size=16)),
 }
+
+
+def variant_named(name: str) -> ZooVariant:
+    from ..errors import ZooError
+
+    if name not in VARIANTS:
+        raise ZooError(f"unknown zoo variant {name!r}. Fix: use one of {', '.join(VARIANTS)} "
+                       "(full: 8 tasks, quick: 4 tasks and fewer examples, tiny: 2 tasks for tests).")
+    return VARIANTS[name]

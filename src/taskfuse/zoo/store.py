@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -13,16 +12,10 @@ from safetensors.torch import load_file
 
 from ..errors import ZooError
 from ..eval.tasks import Task
+from ..io.cache_dir import cache_root
 from .recipe import Recipe
 
 ZOO_FORMAT = 1  # bump when training changes in a way the key does not capture
-
-
-def cache_root() -> Path:
-    """$TASKFUSE_CACHE, else $XDG_CACHE_HOME/taskfuse, else ~/.cache/taskfuse."""
-    if os.environ.get("TASKFUSE_CACHE"):
-        return Path(os.environ["TASKFUSE_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "taskfuse"
 
 
 @lru_cache(maxsize=None)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ...errors import TaskDataError
 from . import fortunes, genre, manpages, packages, wordnet
+from .frozen import load_or_freeze
 from .data import SPLITS, Sizes, Source, Split, Task, make_task
 from .user import load_user_task
 
@@ -27,7 +28,7 @@ def load_task(name_or_path: str | Path, seed: int = 0, sizes: Sizes | None = Non
     key = str(name_or_path)
     if key in BUILTIN:
         builder = BUILTIN[key]
-        return builder(seed) if sizes is None else builder(seed, sizes)
+        return load_or_freeze(key, seed, sizes, lambda: builder(seed) if sizes is None else builder(seed, sizes))
     if key.endswith((".jsonl", ".json", ".csv")) or Path(key).exists():
         return load_user_task(key, seed, sizes or Sizes())
     close = get_close_matches(key, BUILTIN, n=3)

@@ -53,6 +53,7 @@ class Task:
     seed: int
     # How a label reads as a sentence; the zero-shot head is the base encoder's embedding of each label's prompt.
     prompt: str = "{}"
+    frozen_at: str | None = None  # UTC date a built-in task's data was frozen (tasks/frozen.py); not in the fingerprint
 
     def label_prompts(self) -> tuple[str, ...]:
         """"noun.animal" under "a word for {}" → "a word for animal"."""
