@@ -29,6 +29,7 @@ def run_bench(variant: str = "full", workers: int = 1, task_files: tuple[str, ..
               progress: BenchProgress | None = None, zoo_progress: ZooProgress | None = None) -> dict:
     """Run the benchmark and return everything the report shows, as plain JSON-ready data."""
     started = time.perf_counter()
+    code = code_commit()  # now: the code that runs, not whatever the checkout holds when the run ends
     report = progress or (lambda *a: None)
     zoo = build_zoo(variant_named(variant), workers, zoo_progress, task_files)
     zoo_seconds = time.perf_counter() - started
@@ -45,7 +46,7 @@ def run_bench(variant: str = "full", workers: int = 1, task_files: tuple[str, ..
     return {
         "taskfuse": __version__, "variant": variant, "seed": zoo.variant.recipe.seed,
         "recipe": zoo.variant.recipe.as_dict(), "data_used": DATA_USED,
-        "command": command_line(), "code": code_commit(), "machine": machine(), "seconds": {"zoo": round(zoo_seconds, 1),
+        "command": command_line(), "code": code, "machine": machine(), "seconds": {"zoo": round(zoo_seconds, 1),
                                            "total": round(time.perf_counter() - started, 1)},
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "tasks": [_task_row(zoo, name) for name in zoo.tasks],

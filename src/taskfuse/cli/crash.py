@@ -31,4 +31,4 @@ def report_crash(error: BaseException, console: Console) -> None:
     path = save_traceback(error)
     console.print(f"[bold red]internal error[/] ({type(error).__name__}: {error}). This is a bug in taskfuse, not "
                   f"in your input. The full traceback is in {path}; please attach it to a bug report.",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)

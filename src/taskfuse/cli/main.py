@@ -28,7 +28,7 @@ console = Console(stderr=True)
 
 
 def _print_error(e: TaskfuseError) -> None:
-    console.print(Text.assemble(("error", "bold red"), f" ({type(e).__name__}): {e}"))
+    console.print(Text.assemble(("error", "bold red"), f" ({type(e).__name__}): {e}"), soft_wrap=True)
 
 
 def _fail(e: TaskfuseError) -> None:
@@ -50,7 +50,7 @@ def merge(
         resolve_device(device)
         the_plan, checkpoints = api.prepare(spec, out, max_shard_size)  # every check a merge makes before writing
         if dry_run:
-            console.print(f"dry run: {out} can be written; {json.dumps(the_plan.summary())}")
+            console.print(f"dry run: {out} can be written; {json.dumps(the_plan.summary())}", soft_wrap=True)
             return
         with progress_display(console, "merging") as bar:
             task = bar.add_task("", total=len(the_plan.jobs))

@@ -5,6 +5,7 @@ import json
 import math
 import re
 import threading
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,7 +144,8 @@ def _open_pread(ref: str, path: Path) -> PreadSafetensors:
 def _load_bin(ref: str, path: Path) -> dict:
     # weights_only=True: a .bin is a pickle, and we never execute code from a checkpoint.
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        # mmap needs the zip format torch.save has written since 1.6; older (legacy pickle) files load into memory
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except FileNotFoundError:
         raise CheckpointError(f"model {ref!r}: {path.name} is missing from {path.parent}.") from None
     except Exception as e:

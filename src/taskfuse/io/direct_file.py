@@ -104,4 +104,7 @@ class DirectFile:
             os.close(self._fd)
             self._fd = -1
         self._view.release()
-        self._staging.close()
+        try:
+            self._staging.close()
+        except BufferError:  # a failed write's traceback still holds a slice of it: freed with the traceback
+            pass
