@@ -36,9 +36,10 @@ def unknown_methods(data: dict) -> list[str]:
     from ..methods.registry import all_methods
 
     known = [m.name for m in all_methods()]
+    overrides = data.get("overrides")
     names = [("method", data.get("method"))] + [
-        (f"overrides[{i}].method", ov.get("method")) for i, ov in enumerate(data.get("overrides") or [])
-        if isinstance(ov, dict)]
+        (f"overrides[{i}].method", ov.get("method")) for i, ov in enumerate(overrides)
+        if isinstance(ov, dict)] if isinstance(overrides, list) else [("method", data.get("method"))]
     return [f"{where}: unknown merge method {name!r}{suggest(str(name), known)}"
             for where, name in names if isinstance(name, str) and name not in known]
 

@@ -37,6 +37,7 @@ NO_EFFECT = {"int8_mask"}  # changes the mask's storage dtype only, never the re
 
 
 def translate_mergekit(cfg: dict[str, Any], source: str) -> dict[str, Any]:
+    collect(_shape_problems(cfg), SpecError, f"{source}: mergekit config")
     problems = [f"mergekit key {k!r} is not supported{suggest(k, TOP_KEYS)}" for k in cfg if k not in TOP_KEYS]
     name = cfg.get("merge_method")
     if name not in METHODS:
@@ -63,6 +64,60 @@ def translate_mergekit(cfg: dict[str, Any], source: str) -> dict[str, Any]:
     _tokenizer(cfg.get("tokenizer_source"), base, spec, problems)
     collect(problems, SpecError, f"{source}: mergekit config")
     return spec
+
+
+def _shape_problems(cfg: dict) -> list[str]:
+    """Where the document's structure is not mergekit's (a list where a mapping belongs, a number for a model path),
+    say so by key, before translation looks inside."""
+    problems = [f"key {k!r}: keys must be strings" for k in cfg if not isinstance(k, str)]
+    for key in ("merge_method", "base_model", "dtype", "out_dtype", "tokenizer_source"):
+        if cfg.get(key) is not None and not isinstance(cfg[key], str):
+            problems.append(f"{key}: expected a string, got {type(cfg[key]).__name__}")
+    problems += _parameter_shape(cfg.get("parameters"), "parameters")
+    for key, entry_keys in (("models", ("model",)), ("slices", ("sources",))):
+        entries = cfg.get(key)
+        if entries is not None and not isinstance(entries, list):
+            problems.append(f"{key}: expected a list, got {type(entries).__name__}")
+            continue
+        for i, entry in enumerate(entries or []):
+            if not isinstance(entry, dict) or not all(isinstance(k, str) for k in entry):
+                problems.append(f"{key}[{i}]: expected a mapping with {entry_keys[0]!r}")
+            elif key == "models":
+                if not isinstance(entry.get("model"), str):
+                    problems.append(f"models[{i}].model: expected a model path or hub id (a string)")
+                problems += _parameter_shape(entry.get("parameters"), f"models[{i}].parameters")
+            else:
+                problems += _slice_shape(entry, f"slices[{i}]")
+    return problems
+
+
+def _parameter_shape(raw, where: str) -> list[str]:
+    if raw is None:
+        return []
+    if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
+        return [f"{where}: expected a mapping of parameter names to values"]
+    problems = []
+    for key, value in raw.items():
+        rules = value if isinstance(value, list) and value and all(isinstance(v, dict) for v in value) else []
+        for j, rule in enumerate(rules):
+            if "value" not in rule or not isinstance(rule.get("filter", ""), str) or set(rule) - {"filter", "value"}:
+                problems.append(f"{where}.{key}[{j}]: a filtered value is {{filter: <name part>, value: <value>}}")
+    return problems
+
+
+def _slice_shape(entry: dict, where: str) -> list[str]:
+    sources = entry.get("sources")
+    if not isinstance(sources, list):
+        return [f"{where}.sources: expected a list"]
+    problems = []
+    for j, src in enumerate(sources):
+        if not isinstance(src, dict) or not isinstance(src.get("model"), str):
+            problems.append(f"{where}.sources[{j}]: expected a mapping with a model path")
+            continue
+        layers = src.get("layer_range")
+        if not (isinstance(layers, list) and len(layers) == 2 and all(type(n) is int for n in layers)):
+            problems.append(f"{where}.sources[{j}].layer_range: expected [start, end] (two integers)")
+    return problems
 
 
 def _models(cfg: dict, base: str | None, method: str, problems: list[str]) -> list[dict]:
