@@ -62,3 +62,30 @@ def test_adapter_directory_is_refused_clearly(tmp_path):
     (tmp_path / "adapter_config.json").write_text("{}")
     with pytest.raises(Exception, match="PEFT adapter"):
         Checkpoint.open(tmp_path)
+
+
+@pytest.mark.parametrize("repo_files, expected", [
+    (["config.json", "model.safetensors", "pytorch_model.bin", "training_args.bin", "optimizer.bin"],
+     {"config.json", "model.safetensors"}),
+    (["config.json", "pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin",
+      "pytorch_model.bin.index.json", "training_args.bin", "optimizer.bin", "rng_state.pth"],
+     {"config.json", "pytorch_model.bin.index.json", "pytorch_model-00001-of-00002.bin",
+      "pytorch_model-00002-of-00002.bin"}),
+])
+def test_hub_downloads_fetch_one_weight_format_safetensors_first(tmp_path, monkeypatch, repo_files, expected):
+    # The hub is out of reach here, so a stand-in repository answers snapshot_download's allow_patterns the way
+    # huggingface_hub does (fnmatch on the repository's file names).
+    import fnmatch
+
+    import huggingface_hub
+
+    from taskfuse.io.hub import resolve_hub_id
+
+    def snapshot_download(repo_id, allow_patterns):
+        for name in repo_files:
+            if any(fnmatch.fnmatch(name, p) for p in allow_patterns):
+                (tmp_path / name).write_text("x")
+        return str(tmp_path)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    assert {p.name for p in resolve_hub_id("org/model").iterdir()} == expected

@@ -83,7 +83,8 @@ class Inputs:
         Methods draw one stream per model, so a model's draws do not depend on how the tensor is sliced.
         Stream 0 is seeded from (seed, key) alone.
         """
-        g = torch.Generator(device=self.stack.device)
+        # Always a CPU generator: CUDA's generators produce other streams, and results must not depend on the device.
+        g = torch.Generator()
         g.manual_seed(stable_seed(self.seed, self.key if stream == 0 else f"{self.key}#{stream}"))
         return g
 

@@ -45,5 +45,5 @@ def drop_(row: Tensor, mask: Tensor) -> Tensor:
         bits = row.view(torch.int32).numpy()
         np.bitwise_and(bits, mask.numpy(), out=bits)
     else:
-        row.view(torch.int32).bitwise_and_(mask.to(torch.int32))
+        row.view(torch.int32).bitwise_and_(mask.to(row.device, torch.int32))  # masks are drawn on the CPU
     return row

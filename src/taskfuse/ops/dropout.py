@@ -29,7 +29,9 @@ def drop_with_probability(t: Tensor, keep: Tensor, rescale: Rescale, g: torch.Ge
     "l1" matches the L1 norm of the input instead (mergekit's rescale); "none" leaves them as they are.
     """
     probs = torch.broadcast_to(keep, t.shape).to(t.dtype)
-    mask = draw_keep_mask(probs, torch.rand(t.shape, generator=g, dtype=t.dtype, device=t.device))
+    # drawn on the generator's device (the CPU: Inputs.generator) and moved, so a GPU merge draws what a CPU one does
+    uniform = torch.rand(t.shape, generator=g, dtype=t.dtype, device=g.device).to(t.device)
+    mask = draw_keep_mask(probs, uniform)
     kept = t * mask
     if rescale == "inverse":
         return kept / probs
