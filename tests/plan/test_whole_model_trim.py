@@ -25,3 +25,18 @@ def test_whole_model_trim_keeps_global_top_k(tmp_path, llama_family):
     assert abs(kept / total - 0.1) < 0.01
     # unlike per-tensor trimming, tensors keep different fractions
     assert max(per_tensor_fractions) - min(per_tensor_fractions) > 0.05
+
+
+def test_streamed_thresholds_are_exactly_the_global_kth_largest(tmp_path, llama_family):
+    base, tunes = llama_family
+    spec = spec_for("ties", base, tunes, params={"trim": "model"}, dtype="float32")
+    for model, density in zip(spec["models"], (0.1, 0.37, 0.8)):
+        model["params"] = {"density": density}
+    thresholds = merge(spec, tmp_path / "o").plan.jobs[0].params["thresholds"]
+    b = Checkpoint.open(base)
+    for tune, density, threshold in zip(tunes, (0.1, 0.37, 0.8), thresholds):
+        ft = Checkpoint.open(tune)
+        flat = torch.cat([(ft.read(n).float() - b.read(n).float()).abs().reshape(-1) for n in b.tensors
+                          if b.tensors[n].dtype.is_floating_point])
+        k = int(density * flat.numel())
+        assert threshold == float(torch.topk(flat, k).values[-1])  # exact, not approximately

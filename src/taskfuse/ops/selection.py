@@ -41,7 +41,7 @@ def _suffix_counts(counts: Tensor) -> Tensor:
     return counts.flip(-1).cumsum(-1).flip(-1)
 
 
-def _bucket(hist: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
+def kth_bucket(hist: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
     """Per row, the bucket holding the counts[row]-th largest entry and the number of entries above it."""
     at_least = _suffix_counts(hist)
     bucket = (at_least >= counts[:, None]).sum(1) - 1  # at_least is non-increasing: the last bucket that suffices
@@ -49,13 +49,13 @@ def _bucket(hist: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
     return bucket, above
 
 
-def _bincounts(ids: Tensor, bins: int) -> Tensor:
+def row_bincounts(ids: Tensor, bins: int) -> Tensor:
     # one int32 bincount per row: one bincount over all rows with int64 offsets measured 8x slower
     return torch.stack([torch.bincount(row, minlength=bins) for row in ids])
 
 
 def _high_halves(slices: Slices) -> Tensor:
-    return slices.sum(lambda chunk, sl: _bincounts(chunk.abs_().view(torch.int32) >> 16, HI_BINS))
+    return slices.sum(lambda chunk, sl: row_bincounts(chunk.abs_().view(torch.int32) >> 16, HI_BINS))
 
 
 def _low_halves(slices: Slices, buckets: Tensor) -> _Pass:
@@ -70,7 +70,7 @@ def _low_halves(slices: Slices, buckets: Tensor) -> _Pass:
         bits = chunk.abs_().view(torch.int32)
         # shift each row's bucket onto bins 1..LO_BINS and clamp the entries below and above it onto the two end
         # bins (2x faster than selecting the bucket's entries with a boolean mask; the top bin counts those above)
-        binned = _bincounts((bits - offsets).clamp_(-1, LO_BINS).add_(1), LO_BINS + 2)
+        binned = row_bincounts((bits - offsets).clamp_(-1, LO_BINS).add_(1), LO_BINS + 2)
         for row, counts in enumerate(binned[:, 1:-1]):  # each slice writes only its own entries: safe across threads
             bins = counts.nonzero().squeeze(1)
             if bins.numel() > SPARSE_LIMIT:
@@ -90,16 +90,16 @@ def _radix_cutoffs(slices: Slices, counts: Tensor):
     if len(slices.slices) >= 2 * SAMPLE_EVERY:
         sample = slices.every(SAMPLE_EVERY)
         fraction = sum(sl.stop - sl.start for sl in sample.slices) / slices.numel
-        hi, _ = _bucket(_high_halves(sample), (counts * fraction).round().clamp_min(1).long())
+        hi, _ = kth_bucket(_high_halves(sample), (counts * fraction).round().clamp_min(1).long())
         found = _low_halves(slices, hi)
         # the guessed bucket is right if the entries above it are too few and with it enough
         if not bool(((found.above < counts) & (counts <= found.above + found.lo.sum(1))).all()):
             found = None
     if found is None:
-        hi, _ = _bucket(_high_halves(slices), counts)
+        hi, _ = kth_bucket(_high_halves(slices), counts)
         found = _low_halves(slices, hi)
     above = found.above
-    lo, above_in_bucket = _bucket(found.lo, counts - above)
+    lo, above_in_bucket = kth_bucket(found.lo, counts - above)
     cutoffs = ((hi << 16) | lo).to(torch.int32).view(torch.float32)
     equal = found.lo.gather(1, lo[:, None]).squeeze(1)
     return cutoffs.tolist(), (above + above_in_bucket).tolist(), equal.tolist(), (found, lo.tolist())

@@ -7,6 +7,8 @@ model's global threshold and writes it into the jobs' parameters, so the executo
 from __future__ import annotations
 
 from dataclasses import replace
+import math
+from collections.abc import Iterator
 from typing import Sequence
 
 import torch
@@ -14,7 +16,8 @@ import torch
 from ..errors import SpecError
 from ..execute.loading import load_job
 from ..io.checkpoint import Checkpoint
-from ..ops.masks import keep_count
+from ..ops.cuts import keep_count
+from ..ops.selection import HI_BINS, LO_BINS, row_bincounts, kth_bucket
 from ..plan.plan import Plan, TensorJob
 
 
@@ -28,20 +31,34 @@ def _densities(jobs: list[TensorJob]) -> tuple[float, ...]:
 
 
 def model_thresholds(plan: Plan, ckpts: Sequence[Checkpoint], jobs: list[TensorJob]) -> tuple[float, ...]:
-    """Per model, the |τ| of its k-th largest entry over all `jobs` (k = density · total entries)."""
+    """Per model, the |τ| of its k-th largest entry over all `jobs` (k = density · total entries).
+
+    Found by radix selection in two streamed passes over the model, one tensor at a time (see ops/selection.py:
+    |τ| as int32 bits orders like |τ|): the high 16 bits' histogram over every tensor gives each model's bucket,
+    the low 16 bits of the entries inside it give the value. Memory: one job's inputs and two histograms per
+    model, never the whole model's task vectors.
+    """
     densities = _densities(jobs)
-    magnitudes: list[list[torch.Tensor]] = [[] for _ in densities]
+    total = sum(math.prod(j.shape) for j in jobs)
+    counts = torch.tensor([keep_count(d, total) for d in densities])
+    high = torch.zeros(len(densities), HI_BINS, dtype=torch.int64)
+    for bits in _magnitude_bits(plan, ckpts, jobs):
+        high += row_bincounts(bits >> 16, HI_BINS)
+    buckets, above = kth_bucket(high, counts)
+    low = torch.zeros(len(densities), LO_BINS, dtype=torch.int64)
+    for bits in _magnitude_bits(plan, ckpts, jobs):
+        for row, (model_bits, bucket) in enumerate(zip(bits, buckets.tolist())):
+            low[row] += torch.bincount(model_bits[(model_bits >> 16) == bucket] & 0xFFFF, minlength=LO_BINS)
+    within, _ = kth_bucket(low, counts - above)
+    return tuple((buckets << 16 | within).to(torch.int32).view(torch.float32).tolist())
+
+
+def _magnitude_bits(plan: Plan, ckpts: Sequence[Checkpoint], jobs: list[TensorJob]) -> Iterator[torch.Tensor]:
+    """Per job, (T, N) int32: the bits of |τ| of each model's flattened task vector."""
     for job in jobs:
         loaded = load_job(plan, ckpts, job)
         base = loaded.base.float()
-        for i, src in enumerate(loaded.sources):
-            magnitudes[i].append((src.float() - base).abs().reshape(-1))
-    thresholds = []
-    for density, parts in zip(densities, magnitudes):
-        flat = torch.cat(parts)
-        k = keep_count(density, flat.numel())
-        thresholds.append(float(torch.topk(flat, k, sorted=False).values.min()))
-    return tuple(thresholds)
+        yield torch.stack([(src.float() - base).abs_().reshape(-1) for src in loaded.sources]).view(torch.int32)
 
 
 def apply_whole_model_trim(plan: Plan, ckpts: Sequence[Checkpoint]) -> Plan:
