@@ -1,9 +1,14 @@
 """Every kind of bad input gets a typed error that names the model, the tensor and the fix, and leaves no output."""
 import json
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 
 from taskfuse import (
@@ -194,13 +199,25 @@ def test_existing_nonempty_output(tmp_path, llama_family):
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can read any file")
-def test_unreadable_path_as_user(family_copy, tmp_path):
+def test_a_shard_without_read_permission(family_copy, tmp_path):
     base, tunes = family_copy
     shard = shard_holding(tunes[0], "model.norm.weight")
     shard.chmod(0)
-    with pytest.raises(CheckpointError):
-        merge(spec_for("ties", base, tunes), tmp_path / "o")
+    if os.geteuid() != 0:
+        with pytest.raises(CheckpointError, match=f"{shard.name}"):
+            merge(spec_for("ties", base, tunes), tmp_path / "o")
+        return
+    # Root reads any file, and CI runs as root: run the merge with the two capabilities that let it do so dropped
+    # (util-linux's setpriv), so the permission check applies as it does to any user.
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(spec_for("ties", base, tunes)))
+    script = shutil.which("taskfuse", path=str(Path(sys.executable).parent))
+    drop = "-dac_override,-dac_read_search"
+    done = subprocess.run(["setpriv", f"--inh-caps={drop}", f"--bounding-set={drop}", "--", script, "merge",
+                           str(spec), "-o", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+    text = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 2 and "CheckpointError" in text and shard.name in text and "Traceback" not in text, text
+    assert_no_output(tmp_path, tmp_path / "o")
 
 
 def test_unreadable_shard_directory_in_place_of_file(family_copy, tmp_path):

@@ -1,12 +1,29 @@
 """`taskfuse eval` on a merge of the tiny zoo, through the CLI."""
 import json
 
+import torch
+from sklearn.metrics import accuracy_score, f1_score
+
 from typer.testing import CliRunner
 
 from taskfuse.bench.merging import merge_zoo
 from taskfuse.cli.main import app
+from taskfuse.eval.encoder import base_encoder_dir
 from taskfuse.zoo.build import build_zoo
 from taskfuse.zoo.recipe import VARIANTS
+
+
+def independent_predictions(model_dir, head, texts) -> list[int]:
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_encoder_dir())
+    model = AutoModel.from_pretrained(model_dir).eval()
+    batch = tokenizer(list(texts), padding=True, truncation=True, max_length=48, return_tensors="pt")
+    with torch.no_grad():
+        states = model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        pooled = torch.nn.functional.normalize((states * mask).sum(1) / mask.sum(1), dim=-1)
+        return head(pooled).argmax(-1).tolist()
 
 
 def test_eval_scores_a_merged_encoder_against_experts_and_zero_shot(tiny_bench, tmp_path, monkeypatch):
@@ -23,6 +40,12 @@ def test_eval_scores_a_merged_encoder_against_experts_and_zero_shot(tiny_bench, 
     for task, score in report["scores"].items():
         expert = report["references"]["expert"][task]["accuracy"]
         assert abs(report["normalized"][task] - score["accuracy"] / expert) < 1e-9
+        # scored again without taskfuse's harness: one padded batch through transformers, mean pooling, the
+        # expert's head, scikit-learn's metrics
+        texts, labels = zoo.tasks[task].splits["test"].texts, zoo.tasks[task].splits["test"].labels
+        predicted = independent_predictions(merged, zoo.experts[task].head(), texts)
+        assert abs(score["accuracy"] - accuracy_score(labels, predicted)) <= 1 / len(labels)  # one float-noise flip
+        assert abs(score["macro_f1"] - f1_score(labels, predicted, average="macro")) <= 0.02
     assert "normalized" in result.output and report["seconds"] > 0
     assert report["spec"]["method"] == "task_arithmetic" and report["spec"]["params"] == {"scale": 0.5}
 

@@ -4,6 +4,7 @@ import torch
 from safetensors.torch import load_file
 
 from taskfuse import merge
+from taskfuse.errors import CheckpointError
 from taskfuse.io.checkpoint import Checkpoint
 from taskfuse.io.safetensors_stream import SafetensorsStreamWriter
 from tests.conftest import spec_for
@@ -60,7 +61,7 @@ def test_tied_embeddings_round_trip(tmp_path):
 
 def test_adapter_directory_is_refused_clearly(tmp_path):
     (tmp_path / "adapter_config.json").write_text("{}")
-    with pytest.raises(Exception, match="PEFT adapter"):
+    with pytest.raises(CheckpointError, match="PEFT adapter"):
         Checkpoint.open(tmp_path)
 
 

@@ -2,7 +2,7 @@
 import pytest
 import yaml
 
-from taskfuse import SpecError, plan
+from taskfuse import IncompatibleInputsError, SpecError, plan
 from taskfuse.plan.schedule import depth_position, interpolate
 from taskfuse.spec import load_spec, parse_spec
 from tests.conftest import spec_for
@@ -83,7 +83,7 @@ def test_integer_buffers_copy_from_base(tmp_path, llama_family):
     job = jobs_by_name(p)["model.position_ids"]
     assert job.rule == "copy_base" and job.dtype == "int64" and job.sources[0].checkpoint == 0
     strict = spec_for("ties", paths[0], paths[1:], tensor_rules={"integer": "error"})
-    with pytest.raises(Exception, match="position_ids.*int64"):
+    with pytest.raises(IncompatibleInputsError, match="position_ids.*int64"):
         plan(strict)
 
 
