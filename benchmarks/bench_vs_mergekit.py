@@ -30,6 +30,8 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
+from taskfuse.bench.provenance import code_commit, command_line, machine
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 MERGEKIT_VENV = HERE / ".mergekit-venv"
@@ -204,6 +206,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=ROOT / "out" / "bench")
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
+    code = code_commit()  # the code that runs, recorded before anything can change the checkout
     paths, mergekit = build_models(args.workdir, args), ensure_mergekit()
     floor = io_floor(args.workdir, paths, args)
     print(json.dumps({"io_floor_s": floor}))
@@ -211,20 +214,24 @@ def main() -> None:
     for method in args.methods:
         rows.append(run_method(method, args.workdir, paths, mergekit, args))
         print(json.dumps(rows[-1]))
-    print_table(rows, args)
+    print("\n" + speed_table({"mergekit": MERGEKIT_VERSION, "rows": rows}))
     print(f"\nI/O floor: taskfuse copies one model (read + write, no arithmetic) in {floor:.1f} s")
-    (args.workdir / "results.json").write_text(json.dumps({"args": vars(args) | {"workdir": str(args.workdir)},
-                                                           "mergekit": MERGEKIT_VERSION, "io_floor_s": floor,
-                                                           "rows": rows}, indent=2))
+    result = {"command": command_line(), "code": code, "machine": machine(),
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "args": vars(args) | {"workdir": str(args.workdir)}, "mergekit": MERGEKIT_VERSION,
+              "io_floor_s": floor, "rows": rows}
+    (args.workdir / "results.json").write_text(json.dumps(result, indent=2))
 
 
-def print_table(rows: list[dict], args) -> None:
-    print(f"\n| method | mergekit {MERGEKIT_VERSION} s | taskfuse s | speed-up | mergekit peak RSS MiB | "
-          "taskfuse peak RSS MiB | RSS ratio | max abs diff |\n|---|---|---|---|---|---|---|---|")
-    for r in rows:
+def speed_table(result: dict) -> str:
+    """The docs' speed table (docs/performance.md), generated from a results file; a test keeps them in sync."""
+    lines = [f"| method | mergekit {result['mergekit']} s | taskfuse s | speed-up | mergekit peak RSS MiB | "
+             "taskfuse peak RSS MiB | RSS ratio | max abs diff |", "|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
         diff = "random" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.2e}"
-        print(f"| {r['method']} | {r['mergekit_s']:.1f} | {r['taskfuse_s']:.1f} | {r['speedup']:.1f}x | "
-              f"{r['mergekit_rss_mib']:.0f} | {r['taskfuse_rss_mib']:.0f} | {r['rss_ratio']:.2f} | {diff} |")
+        lines.append(f"| {r['method']} | {r['mergekit_s']:.1f} | {r['taskfuse_s']:.1f} | {r['speedup']:.1f}x | "
+                     f"{r['mergekit_rss_mib']:.0f} | {r['taskfuse_rss_mib']:.0f} | {r['rss_ratio']:.2f} | {diff} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from taskfuse.bench.grid import EXCLUDED, GRIDS, benchmarked_methods, configs
 from taskfuse.methods import all_methods, get_method
@@ -80,3 +81,24 @@ def test_a_report_replaces_an_earlier_report_but_never_a_foreign_folder(tiny_ben
     write_report(result, out)
     assert (out / "results.md").read_text() != "stale"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "report"]
+
+
+def test_task_vector_cosines_on_known_vectors(tmp_path):
+    from safetensors.torch import save_file
+
+    from taskfuse.bench.similarity import task_vector_cosines
+
+    vectors = {"base": ([0.0, 0.0], [1.0]), "a": ([1.0, 0.0], [2.0]), "b": ([0.0, 3.0], [2.0]), "c": ([2.0, 0.0], [1.0])}
+    for name, (w, frozen) in vectors.items():
+        (tmp_path / name).mkdir()
+        save_file({"w": torch.tensor(w), "frozen": torch.tensor(frozen if name == "base" else [1.0]),
+                   "n": torch.tensor([1.0, 2.0]) + (0.0 if name == "base" else 1.0)}, tmp_path / name / "model.safetensors")
+    stats = task_vector_cosines(tmp_path / "base", [tmp_path / n for n in "abc"])
+    # per tensor: w gives cos(a,b)=0, cos(a,c)=1, cos(b,c)=0; n moves equally in every expert (cos 1); frozen: skipped
+    assert stats["tensors"] == 2 and stats["pairs"] == 3
+    assert stats["per_tensor_mean"]["mean"] == pytest.approx((1 / 3 + 1) / 2)
+    # whole model: a=(1,0,1,1), b=(0,3,1,1), c=(2,0,1,1)
+    a, b, c = (torch.tensor(v, dtype=torch.float64) for v in ([1, 0, 1, 1], [0, 3, 1, 1], [2, 0, 1, 1]))
+    cos = [float(x @ y / (x.norm() * y.norm())) for x, y in ((a, b), (a, c), (b, c))]
+    assert stats["whole_model"]["mean"] == pytest.approx(sum(cos) / 3)
+    assert stats["whole_model"]["min"] == pytest.approx(min(cos)) and stats["whole_model"]["max"] == pytest.approx(max(cos))

@@ -74,13 +74,15 @@ def test_cuda_on_a_cpu_only_torch(tmp_path, llama_family):
     assert_user_error(done, "DeviceError", "--device 'cuda'", "no CUDA support", "Fix: use --device cpu")
 
 
-@pytest.mark.parametrize("command", [["zoo"], ["bench"], ["eval", "somewhere"]])
+@pytest.mark.parametrize("command", [["zoo"], ["bench", "--out", "report"], ["eval", "somewhere"]])
 def test_an_unknown_zoo_variant(tmp_path, command):
-    done = taskfuse(*command, "--variant", "nope", "--out" if command == ["bench"] else "--workers",
-                    tmp_path / "report" if command == ["bench"] else 1, env={"TASKFUSE_CACHE": str(tmp_path / "c")}) \
-        if command != ["eval", "somewhere"] else taskfuse(*command, "--variant", "nope",
-                                                          env={"TASKFUSE_CACHE": str(tmp_path / "c")})
+    done = taskfuse(*command, "--variant", "nope", cwd=tmp_path, env={"TASKFUSE_CACHE": str(tmp_path / "c")})
     assert_user_error(done, "ZooError", "unknown zoo variant 'nope'", "full, quick, tiny")
+
+
+def test_two_benchmark_sizes_at_once(tmp_path):
+    done = taskfuse("bench", "--full", "--variant", "tiny", cwd=tmp_path, env={"TASKFUSE_CACHE": str(tmp_path / "c")})
+    assert_user_error(done, "UsageError", "choose one benchmark size", "full and tiny")
 
 
 def test_a_split_typo_fails_before_the_zoo_is_built(tmp_path):

@@ -18,6 +18,7 @@ from .grid import EXCLUDED, benchmarked_methods, configs
 from .merging import merge_zoo
 from .provenance import code_commit, command_line, machine
 from .references import reference_scores
+from .similarity import task_vector_cosines
 
 # (stage, done, total, what): stages "zoo", "references", "search", "test".
 BenchProgress = Callable[[str, int, int, str], None]
@@ -50,6 +51,7 @@ def run_bench(variant: str = "full", workers: int = 1, task_files: tuple[str, ..
                                            "total": round(time.perf_counter() - started, 1)},
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "tasks": [_task_row(zoo, name) for name in zoo.tasks],
+        "task_vector_cosine": task_vector_cosines(zoo.base_dir, [e.model_dir for e in zoo.experts.values()]),
         "references": {split: {k: as_dict(v) for k, v in refs.items()}
                        for split, refs in (("validation", val_refs), ("test", test_refs))},
         "methods": methods, "excluded": EXCLUDED,

@@ -41,7 +41,7 @@ def _bench_reporter(bars):
 def register(app: typer.Typer, fail) -> None:
     @app.command()
     def zoo(variant: str = typer.Option("full", help=VARIANT_HELP),
-            workers: int = typer.Option(1, help="training processes (each gets cores/workers threads)"),
+            workers: int = typer.Option(1, min=1, help="training processes (each gets cores/workers threads)"),
             task_file: list[Path] = typer.Option([], "--task-file", help="your own .jsonl/.csv task (repeatable)")) -> None:
         """Build (or find in the cache) one full fine-tune and one LoRA expert per task."""
         from ..zoo.build import build_zoo
@@ -86,17 +86,26 @@ def register(app: typer.Typer, fail) -> None:
             json_out.write_text(json.dumps(report, indent=1))
 
     @app.command()
-    def bench(variant: str = typer.Option("full", help=VARIANT_HELP),
-              quick: bool = typer.Option(False, "--quick", help="same as --variant quick (about 5 minutes)"),
-              out: Path = typer.Option(Path("out/bench"), help="report folder: created, or replaced if it holds an earlier report; anything else is refused"),
-              workers: int = typer.Option(1, help="processes for building missing experts"),
+    def bench(variant: Optional[str] = typer.Option(None, help=VARIANT_HELP + " (default: quick)"),
+              full: bool = typer.Option(False, "--full", help="the full benchmark: 8 tasks, every grid point "
+                                        "(about 25 minutes from an empty cache on 2 cores)"),
+              quick: bool = typer.Option(False, "--quick", help="the default: 4 tasks, fewer examples, two grid "
+                                         "points per method (about 5 minutes)"),
+              out: Path = typer.Option(Path("out/bench"), help="report folder: created, or replaced if it holds an "
+                                       "earlier report; anything else is refused"),
+              workers: int = typer.Option(1, min=1, help="processes for building missing experts"),
               task_file: list[Path] = typer.Option([], "--task-file", help="your own .jsonl/.csv task")) -> None:
         """Build the zoo, merge it with every data-free method (tuned on validation), judge on test, report."""
         from ..bench.report import write_report
         from ..bench.run import run_bench
         from ..bench.table import markdown
+        from ..errors import UsageError
         from ..io.output import check_output_dir
-        chosen = "quick" if quick else variant
+        asked = {name for name, on in (("full", full), ("quick", quick), (variant, variant is not None)) if on}
+        if len(asked) > 1:
+            fail(UsageError(f"choose one benchmark size, not {' and '.join(sorted(asked))}: --full, --quick (the "
+                            "default) or --variant NAME."))
+        chosen = asked.pop() if asked else "quick"
         target = out / chosen if out == Path("out/bench") else out
         try:
             check_output_dir(target, "report")  # refuse a foreign folder now, not after the whole run
