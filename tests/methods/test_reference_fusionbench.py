@@ -1,0 +1,65 @@
+"""Reference conformance against FusionBench 0.2.33: its own TSV-M, Iso-C, Iso-CTS and TALL-mask functions run on
+the same task vectors in its own virtual environment (scripts/make_fusionbench_fixtures.py; versions in
+tests/fixtures/fusionbench/versions.json), taskfuse's merges through the public API on the same checkpoints."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from taskfuse import merge
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "fusionbench"
+VERSIONS = json.loads((FIXTURES / "versions.json").read_text())
+TAGS = ("ft0", "ft1", "ft2")
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fb_inputs")
+    tensors = load_file(FIXTURES / "inputs.safetensors")
+    paths = {}
+    for tag in ("base", *TAGS):
+        (root / tag).mkdir()
+        save_file({k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith(tag + "/")},
+                  root / tag / "model.safetensors", metadata={"format": "pt"})
+        (root / tag / "config.json").write_text((FIXTURES / "config.json").read_text())
+        paths[tag] = root / tag
+    return paths, tensors
+
+
+def merged_deltas(tmp_path, checkpoints, method, params) -> dict[str, torch.Tensor]:
+    paths, tensors = checkpoints
+    spec = {"method": method, "base": str(paths["base"]), "models": [{"path": str(paths[t])} for t in TAGS],
+            "params": params, "dtype": "float32"}
+    out = load_file(merge(spec, tmp_path / method).out / "model.safetensors")
+    return {n: out[n] - tensors[f"base/{n}"] for n in out}
+
+
+@pytest.mark.parametrize("method, params, fixture", [
+    ("tsv", {"scale": 1.0}, "tsv"),
+    ("iso_c", {"scale": 1.0}, "iso_c"),
+    ("iso_cts", {"scale": 1.0, "common_fraction": VERSIONS["iso_cts_common_fraction"]}, "iso_cts"),
+])
+def test_matches_fusionbench(tmp_path, checkpoints, method, params, fixture):
+    ours, theirs = merged_deltas(tmp_path, checkpoints, method, params), load_file(FIXTURES / f"{fixture}.safetensors")
+    assert ours.keys() == theirs.keys()
+    for name, expected in theirs.items():
+        # float32 SVDs on both sides, different LAPACK paths: agreement to float32 rounding of the largest entries
+        torch.testing.assert_close(ours[name], expected, rtol=1e-4, atol=5e-5 * float(expected.abs().max()),
+                                   msg=f"{method} vs FusionBench: {name}")
+
+
+def test_consensus_uses_fusionbench_tall_masks(tmp_path, checkpoints):
+    """FusionBench has TALL masks but no consensus merge: given its masks, consensus is task arithmetic restricted to
+    the entries at least k tasks' masks keep (the paper's Eq. 5 and its consensus rule)."""
+    _, tensors = checkpoints
+    k, tall_lambda = 2, VERSIONS["tall_lambda"]
+    ours = merged_deltas(tmp_path, checkpoints, "consensus", {"k": k, "tall_lambda": tall_lambda, "scale": 1.0})
+    masks = load_file(FIXTURES / "tall_masks.safetensors")
+    for name, mask in masks.items():
+        deltas = torch.stack([tensors[f"{t}/{name}"] - tensors[f"base/{name}"] for t in TAGS])
+        keep = mask.reshape(deltas.shape).sum(0) >= k
+        torch.testing.assert_close(ours[name], deltas.sum(0) * keep, rtol=1e-6, atol=1e-7, msg=name)
+        assert 0 < int(keep.sum()) < keep.numel() or deltas.abs().sum() == 0  # the masks do select something
