@@ -7,12 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from taskfuse.bench.table import markdown, task_markdown
-from taskfuse.cli.main import methods_markdown
-
 ROOT = Path(__file__).resolve().parents[1]
-BENCH_RESULT = ROOT / "benchmarks" / "results" / "bench-full" / "result.json"
-SPEED_RESULT = ROOT / "benchmarks" / "results-2026-11-22-zero-copy.json"
 # Code whose change changes the benchmark's numbers: the committed result must be at least as new as its last change.
 BENCH_CODE = ["src/taskfuse/methods", "src/taskfuse/ops", "src/taskfuse/plan", "src/taskfuse/execute/compute.py",
               "src/taskfuse/execute/loading.py", "src/taskfuse/zoo/recipe.py", "src/taskfuse/zoo/train.py",
@@ -20,15 +15,25 @@ BENCH_CODE = ["src/taskfuse/methods", "src/taskfuse/ops", "src/taskfuse/plan", "
               "src/taskfuse/bench/references.py"]
 
 
-def block(path: Path, marker: str) -> str:
-    text = path.read_text()
-    start = text.index(f"<!-- {marker}")
-    return text[text.index("\n", start) + 1: text.index(f"<!-- /{marker} -->")].strip()
+def load_script():
+    spec = importlib.util.spec_from_file_location("update_docs_tables", ROOT / "scripts" / "update_docs_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def test_method_table_matches_registry():
-    assert block(ROOT / "README.md", "methods-table") == methods_markdown().strip(), \
-        "regenerate with: taskfuse methods --markdown"
+def test_generated_tables_match_the_registry_and_the_committed_results():
+    """The method table comes from the registry, the benchmark and speed tables from the committed result files."""
+    docs = load_script()
+    for path, marker, body in docs.generated_blocks():
+        assert docs.current_block(path, marker) == body.strip(), \
+            f"{path.name} {marker} is stale: run python scripts/update_docs_tables.py"
+
+
+def test_the_readme_speed_claim_is_the_results_file():
+    docs = load_script()
+    speedups = [r["speedup"] for r in json.loads(docs.SPEED_RESULT.read_text())["rows"]]
+    assert f"{min(speedups):.1f}-{max(speedups):.1f}x faster" in (ROOT / "README.md").read_text()
 
 
 def test_ci_runs_the_readme_test_command():
@@ -37,31 +42,13 @@ def test_ci_runs_the_readme_test_command():
     assert "pytest" in (ROOT / ".ci" / "run").read_text()
 
 
-def test_benchmark_tables_are_the_committed_run():
-    """The benchmark tables are generated from the committed output of `taskfuse bench --full`."""
-    result = json.loads(BENCH_RESULT.read_text())
-    assert block(ROOT / "README.md", "bench-table") == markdown(result).strip()
-    assert block(ROOT / "docs" / "benchmark.md", "bench-table") == markdown(result).strip()
-    assert block(ROOT / "docs" / "benchmark.md", "task-table") == task_markdown(result).strip()
-
-
-def test_speed_table_is_its_results_file():
-    spec = importlib.util.spec_from_file_location("bench_vs_mergekit", ROOT / "benchmarks" / "bench_vs_mergekit.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    result = json.loads(SPEED_RESULT.read_text())
-    assert block(ROOT / "docs" / "performance.md", "speed-table") == module.speed_table(result)
-    speedups = [r["speedup"] for r in result["rows"]]
-    assert f"{min(speedups):.1f}-{max(speedups):.1f}x faster" in (ROOT / "README.md").read_text()
-
-
 def git(*args: str) -> str:
     return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True).stdout.strip()
 
 
 @pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="not a git checkout")
 def test_the_committed_benchmark_result_is_newer_than_the_code_under_it():
-    code = json.loads(BENCH_RESULT.read_text())["code"]
+    code = json.loads(load_script().BENCH_RESULT.read_text())["code"]
     assert code["commit"] and not code["uncommitted_changes"], "rerun `taskfuse bench --full` from a clean checkout"
     last_change = git("log", "-1", "--format=%H", "--", *BENCH_CODE)
     ancestor = subprocess.run(["git", "-C", str(ROOT), "merge-base", "--is-ancestor", last_change, code["commit"]])

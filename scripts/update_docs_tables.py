@@ -1,0 +1,57 @@
+"""Rewrite the generated tables in README.md and docs/ from the committed result files (tests keep them in sync).
+
+    python scripts/update_docs_tables.py
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+from taskfuse.bench.table import markdown, task_markdown  # noqa: E402
+from taskfuse.cli.main import methods_markdown  # noqa: E402
+
+BENCH_RESULT = ROOT / "benchmarks" / "results" / "bench-full" / "result.json"
+SPEED_RESULT = ROOT / "benchmarks" / "results-2026-11-22-zero-copy.json"
+
+
+def _span(text: str, marker: str) -> tuple[int, int]:
+    start = text.index("\n", text.index(f"<!-- {marker}")) + 1
+    return start, text.index(f"<!-- /{marker} -->")
+
+
+def replace_block(path: Path, marker: str, body: str) -> None:
+    text = path.read_text()
+    start, end = _span(text, marker)
+    path.write_text(text[:start] + body.strip() + "\n" + text[end:])
+
+
+def generated_blocks() -> list[tuple[Path, str, str]]:
+    """(file, marker, table) for every generated table in the docs."""
+    result = json.loads(BENCH_RESULT.read_text())
+    spec = importlib.util.spec_from_file_location("bench_vs_mergekit", ROOT / "benchmarks" / "bench_vs_mergekit.py")
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    return [(ROOT / "README.md", "methods-table", methods_markdown()),
+            (ROOT / "README.md", "bench-table", markdown(result)),
+            (ROOT / "docs" / "benchmark.md", "bench-table", markdown(result)),
+            (ROOT / "docs" / "benchmark.md", "task-table", task_markdown(result)),
+            (ROOT / "docs" / "performance.md", "speed-table", speed.speed_table(json.loads(SPEED_RESULT.read_text())))]
+
+
+def current_block(path: Path, marker: str) -> str:
+    text = path.read_text()
+    start, end = _span(text, marker)
+    return text[start:end].strip()
+
+
+def main() -> None:
+    for path, marker, body in generated_blocks():
+        replace_block(path, marker, body)
+
+
+if __name__ == "__main__":
+    main()
