@@ -131,6 +131,11 @@ def test_demo_runs(tmp_path):
     res = runner.invoke(app, ["demo", "--workdir", str(tmp_path / "demo")])
     assert res.exit_code == 0, res.output
     assert "tsv" in res.output and (tmp_path / "demo" / "merged" / "ties" / "config.json").exists()
+    stale = tmp_path / "demo" / "merged" / "ties" / "stale.txt"
+    stale.write_text("from the first run")
+    again = runner.invoke(app, ["demo", "--workdir", str(tmp_path / "demo")])  # an earlier demo is replaced
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "demo" / "merged" / "ties" / "config.json").exists() and not stale.exists()
 
 
 def test_tokenizer_files_come_from_the_chosen_source(tmp_path, bert_family):

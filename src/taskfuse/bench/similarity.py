@@ -27,7 +27,8 @@ def task_vector_cosines(base_dir: Path, expert_dirs: list[Path]) -> dict:
         gram = deltas @ deltas.T
         dots += torch.tensor([gram[i, j] for i, j in pairs])
         norms += tensor_norms ** 2
-        per_tensor.append(float(torch.tensor([gram[i, j] / (tensor_norms[i] * tensor_norms[j]) for i, j in pairs]).mean()))
+        cosines = [gram[i, j] / (tensor_norms[i] * tensor_norms[j]) for i, j in pairs]
+        per_tensor.append(float(torch.tensor(cosines).mean()))
     whole = dots / torch.tensor([(norms[i] * norms[j]).sqrt() for i, j in pairs])
     return {"pairs": len(pairs), "tensors": len(per_tensor),
             "whole_model": {"mean": float(whole.mean()), "min": float(whole.min()), "max": float(whole.max())},

@@ -13,15 +13,15 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import api
+from ..errors import TaskfuseError
 from ..execute import execute
 from ..execute.device import resolve_device
-from ..errors import TaskfuseError
 from ..methods import all_methods, get_method
 from ..terminate import exit_cleanly_on_sigterm
+from .bench import register as register_bench_commands
 from .crash import EXIT_STATUS as CRASH_STATUS
 from .crash import report_crash
 from .progress import progress_display
-from .bench import register as register_bench_commands
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Merge task-specific fine-tunes into one model.")
 console = Console(stderr=True)
@@ -39,7 +39,8 @@ def _fail(e: TaskfuseError) -> None:
 @app.command()
 def merge(
     spec: Path = typer.Argument(..., help="taskfuse or mergekit YAML spec"),
-    out: Path = typer.Option(..., "-o", "--out", help="output folder: new, empty, or an earlier taskfuse merge (replaced); anything else is refused"),
+    out: Path = typer.Option(..., "-o", "--out", help="output folder: new, empty, or an earlier taskfuse merge "
+                             "(replaced); anything else is refused"),
     device: str = typer.Option("cpu", help="torch device for the arithmetic, e.g. cuda"),
     threads: Optional[int] = typer.Option(None, min=1, help="worker threads for the arithmetic (default: all cores)"),
     max_shard_size: str = typer.Option("2GB", help="largest shard in bytes or with a unit: 500MB, 2GB"),
@@ -140,7 +141,8 @@ def methods_markdown() -> str:
 
 @app.command()
 def demo(
-    workdir: Path = typer.Option(Path("out/demo"), help="where the demo builds checkpoints and writes merges (new, empty, or an earlier demo folder)"),
+    workdir: Path = typer.Option(Path("out/demo"), help="where the demo builds checkpoints and writes merges (new, "
+                                 "empty, or an earlier demo folder)"),
 ) -> None:
     """Build tiny real checkpoints, merge them with every applicable method, and check each output loads."""
     from ..demo import run_demo

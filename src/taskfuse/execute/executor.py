@@ -57,7 +57,8 @@ def execute(
     workers = threads or os.cpu_count() or 1
     out = Path(out)
     try:
-        with staged_output(out, "merge") as stage, ThreadPoolExecutor(workers, thread_name_prefix="taskfuse-math") as math:
+        with (staged_output(out, "merge") as stage,
+              ThreadPoolExecutor(workers, thread_name_prefix="taskfuse-math") as math):
             compute = Compute(torch_device, workers, thread_runner(math, workers))
             _write_shards(plan, checkpoints, stage, compute, progress)
             _write_side_files(plan, checkpoints, stage)
