@@ -65,10 +65,10 @@ def test_a_zoo_expert_is_not_trained_into_a_foreign_folder(tmp_path):
     assert_untouched(folder)
 
 
-def slow_family(root: Path) -> tuple[Path, list[Path]]:
+def slow_family(root: Path, tensors: int = 24) -> tuple[Path, list[Path]]:
     """A base and two fine-tunes of 1024x1024 matrices: TSV's SVDs take seconds on one thread."""
     g = torch.Generator().manual_seed(0)
-    base = {f"layers.{i}.weight": torch.randn(1024, 1024, generator=g) for i in range(24)}
+    base = {f"layers.{i}.weight": torch.randn(1024, 1024, generator=g) for i in range(tensors)}
     paths = []
     for name, tensors in [("base", base)] + [(f"ft{k}", {n: t + 0.01 * torch.randn(t.shape, generator=g)
                                                          for n, t in base.items()}) for k in range(2)]:
@@ -97,3 +97,20 @@ def test_sigterm_during_a_merge_leaves_no_staging_folder(tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "Traceback" not in err
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_progress_reaches_a_log_while_the_merge_runs(tmp_path):
+    """Off a terminal (a pipe here, a log file or a scheduler elsewhere) progress is plain lines, each flushed."""
+    import yaml
+
+    base, tunes = slow_family(tmp_path / "models", tensors=4)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(spec_for("tsv", base, tunes)))
+    script = shutil.which("taskfuse", path=str(Path(sys.executable).parent))
+    proc = subprocess.Popen([script, "merge", str(spec), "-o", str(tmp_path / "o"), "--threads", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = proc.stderr.readline()
+    still_running = proc.poll() is None
+    rest = proc.communicate(timeout=300)[1]
+    assert still_running and first.startswith("merging 1/4 ["), first
+    assert proc.returncode == 0 and "merging 4/4" in rest and "\x1b[" not in first + rest  # no bar escapes

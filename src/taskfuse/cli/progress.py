@@ -56,3 +56,4 @@ class PlainProgress:
         done = f"{bar['completed']:g}/{bar['total']:g}" if bar["total"] is not None else f"{bar['completed']:g}"
         self.console.print(f"{label.strip()} {done} [{now - self.started:.0f} s] {bar['description']}",
                            markup=False, highlight=False, soft_wrap=True)
+        self.console.file.flush()  # a log file or pipe is block-buffered: show each line as it happens
