@@ -134,3 +134,22 @@ def test_everything_is_synced_before_the_rename(tmp_path, monkeypatch):
         assert os.path.join(stage_name, name).rstrip("/") in before
     assert str(tmp_path) in synced[synced_before:]  # the new directory entry itself
     assert json.loads((out / MARKER).read_text())["kind"] == "merge"
+
+
+def test_a_failed_rename_puts_the_earlier_output_back(tmp_path, monkeypatch):
+    out = tmp_path / "report"
+    with staged_output(out, "report") as stage:
+        (stage / "old.txt").write_text("old")
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if ".partial-" in str(src):
+            raise OSError(5, "Input/output error", str(dst))  # the device fails at the last step
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(output.os, "replace", replace)
+    with pytest.raises(OSError):
+        with staged_output(out, "report") as stage:
+            (stage / "new.txt").write_text("new")
+    assert (out / "old.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]

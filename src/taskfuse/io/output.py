@@ -159,7 +159,12 @@ def _replace(stage: Path, out: Path, kind: str) -> None:
             os.replace(out, old)
         else:
             out.rmdir()  # empty, checked above
-    os.replace(stage, out)
+    try:
+        os.replace(stage, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)  # put the earlier output back: a failed replace must not lose it
+        raise
     sync_dir(out.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
