@@ -36,6 +36,14 @@ def test_the_readme_speed_claim_is_the_results_file():
     assert f"{min(speedups):.1f}-{max(speedups):.1f}x faster" in (ROOT / "README.md").read_text()
 
 
+def test_the_readme_quick_run_time_is_its_results_file():
+    result = json.loads((ROOT / "benchmarks" / "results" / "bench-quick" / "result.json").read_text())
+    minutes = f"{result['seconds']['total'] / 60:.1f}"
+    readme = (ROOT / "README.md").read_text()
+    assert f"quick offline benchmark ({minutes} min)" in readme and f"it took {minutes} minutes" in readme
+    assert f"{result['seconds']['zoo'] / 60:.1f} of them training" in readme
+
+
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "bash .ci/run" in readme

@@ -88,9 +88,9 @@ def register(app: typer.Typer, fail) -> None:
     @app.command()
     def bench(variant: Optional[str] = typer.Option(None, help=VARIANT_HELP + " (default: quick)"),
               full: bool = typer.Option(False, "--full", help="the full benchmark: 8 tasks, every grid point "
-                                        "(about 25 minutes from an empty cache on 2 cores)"),
+                                        "(about an hour on 2 cores)"),
               quick: bool = typer.Option(False, "--quick", help="the default: 4 tasks, fewer examples, two grid "
-                                         "points per method (about 5 minutes)"),
+                                         "points per method (about 10 minutes from an empty cache on 2 cores)"),
               out: Path = typer.Option(Path("out/bench"), help="report folder: created, or replaced if it holds an "
                                        "earlier report; anything else is refused"),
               workers: int = typer.Option(1, min=1, help="processes for building missing experts"),

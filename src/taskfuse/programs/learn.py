@@ -1,0 +1,89 @@
+"""Learning merge coefficients: Λ of a MergeView fitted to an objective over several tasks' inputs.
+
+AdaMerging (Yang et al. 2024, arXiv:2310.02575) minimises the entropy of each task's predictions on unlabeled
+inputs of that task; its code starts every coefficient at 0.3, steps Adam at lr 1e-3 and clamps Λ to [0, 1] after
+each step, which is the default here. aTLAS minimises cross-entropy on labelled examples, from Λ = 0, unclamped,
+with AdamW. The loop is the same: per step, one batch of every task, the objectives summed over tasks.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import TaskfuseError
+from .merge_view import MergeView
+from .objectives import cross_entropy, entropy
+
+# (step, steps, loss) after each step
+LearnProgress = Callable[[int, int, float], None]
+
+
+class DivergedError(TaskfuseError, FloatingPointError):
+    """The coefficients or the loss became NaN/Inf while learning."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    objective: str = "entropy"  # or "cross_entropy" (needs labels)
+    steps: int = 100
+    lr: float = 1e-3
+    optimizer: str = "adam"  # or "adamw"
+    clamp: tuple[float, float] | None = (0.0, 1.0)
+
+    def __post_init__(self):
+        if self.objective not in ("entropy", "cross_entropy"):
+            raise ValueError(f"unknown objective {self.objective!r}: use entropy or cross_entropy")
+        if self.optimizer not in ("adam", "adamw"):
+            raise ValueError(f"unknown optimizer {self.optimizer!r}: use adam or adamw")
+
+
+@dataclass(frozen=True)
+class TaskBatches:
+    """One task's endless stream of batches, and the head that turns pooled features into its logits.
+
+    `batches()` yields (inputs, labels): inputs are whatever `features` takes; labels may be None for entropy.
+    """
+
+    head: nn.Module
+    batches: Callable[[], Iterator[tuple[dict, Tensor | None]]]
+    features: Callable[[nn.Module, dict], Tensor]  # (view, inputs) -> (B, H) features the head reads
+
+
+def learn_coefficients(view: MergeView, tasks: dict[str, TaskBatches], recipe: Recipe = Recipe(),
+                       progress: LearnProgress | None = None) -> list[float]:
+    """Fit view.coefficients in place; returns the loss of every step."""
+    params = [view.coefficients]
+    optimizer = (torch.optim.AdamW(params, lr=recipe.lr) if recipe.optimizer == "adamw"
+                 else torch.optim.Adam(params, lr=recipe.lr))
+    streams = {name: t.batches() for name, t in tasks.items()}
+    losses = []
+    for step in range(recipe.steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss = sum(_task_loss(view, task, next(streams[name]), recipe.objective) for name, task in tasks.items())
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            if recipe.clamp is not None:
+                view.coefficients.clamp_(*recipe.clamp)
+        value = float(loss)
+        if not math.isfinite(value) or not bool(torch.isfinite(view.coefficients).all()):
+            raise DivergedError(f"learning diverged at step {step + 1} of {recipe.steps} (loss {value}): the "
+                                "coefficients are not finite. Fix: lower the learning rate or clamp the coefficients.")
+        losses.append(value)
+        if progress:
+            progress(step + 1, recipe.steps, value)
+    return losses
+
+
+def _task_loss(view: MergeView, task: TaskBatches, batch: tuple[dict, Tensor | None], objective: str) -> Tensor:
+    inputs, labels = batch
+    logits = task.head(task.features(view, inputs))
+    if objective == "entropy":
+        return entropy(logits)
+    if labels is None:
+        raise ValueError("the cross_entropy objective needs labelled batches")
+    return cross_entropy(logits, labels)
