@@ -21,8 +21,7 @@ from safetensors.torch import save_file
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from taskfuse.io.checkpoint import Checkpoint  # noqa: E402
-from taskfuse.testing.checkpoints import build_family  # noqa: E402
+from taskfuse.testing.checkpoints import build_family, tagged_tensors  # noqa: E402
 
 VENV = ROOT / "benchmarks" / ".fusionbench-venv"
 VERSION = "0.2.33"
@@ -72,11 +71,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         base, tunes = build_family(Path(tmp) / "models", "llama", 3, torch.float32)
-        inputs = {}
-        for tag, path in zip(("base", "ft0", "ft1", "ft2"), [base, *tunes]):
-            ck = Checkpoint.open(path)
-            inputs.update({f"{tag}/{n}": ck.read(n) for n in ck.tensors})
-        save_file(inputs, OUT / "inputs.safetensors")
+        save_file(tagged_tensors(dict(zip(("base", "ft0", "ft1", "ft2"), [base, *tunes]))), OUT / "inputs.safetensors")
         (OUT / "config.json").write_text((base / "config.json").read_text())
         subprocess.run([str(python), "-c", REFERENCE_RUN, str(OUT / "inputs.safetensors"), str(OUT),
                         str(TALL_LAMBDA), str(ISO_CTS_COMMON)], check=True)

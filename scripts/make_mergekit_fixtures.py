@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_vs_mergekit import MERGEKIT_VENV, MERGEKIT_VERSION, ensure_mergekit  # noqa: E402
 
 from taskfuse.io.checkpoint import Checkpoint  # noqa: E402
-from taskfuse.testing.checkpoints import build_family  # noqa: E402
+from taskfuse.testing.checkpoints import build_family, tagged_tensors  # noqa: E402
 
 OUT = ROOT / "tests" / "fixtures" / "mergekit"
 W = [{"weight": 1.0, "density": 0.4}, {"weight": 0.5, "density": 0.6}]
@@ -60,11 +60,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         base, tunes = build_family(Path(tmp) / "models", "llama", 2, torch.float32)
-        inputs = {}
-        for tag, path in zip(("base", "ft0", "ft1"), [base, *tunes]):
-            ck = Checkpoint.open(path)
-            inputs.update({f"{tag}/{n}": ck.read(n) for n in ck.tensors})
-        save_file(inputs, OUT / "inputs.safetensors")
+        save_file(tagged_tensors(dict(zip(("base", "ft0", "ft1"), [base, *tunes]))), OUT / "inputs.safetensors")
         (OUT / "config.json").write_text((base / "config.json").read_text())
         for method, spec in CONFIGS.items():
             cfg = mergekit_yaml(method, spec, base, tunes)

@@ -15,6 +15,7 @@ from taskfuse import merge
 from taskfuse.cli import main as cli_main
 from taskfuse.errors import OutputWriteError
 from taskfuse.io import output
+from taskfuse.testing.checkpoints import save_as_bin
 from tests.conftest import spec_for
 
 SCRIPT = shutil.which("taskfuse", path=str(Path(sys.executable).parent))
@@ -95,15 +96,7 @@ def test_an_old_format_pytorch_bin_loads(tmp_path, bert_family):
     from taskfuse.io.checkpoint import Checkpoint
 
     base, tunes = bert_family
-    folders = []
-    for src in [base, *tunes]:
-        ck = Checkpoint.open(src)
-        folder = tmp_path / src.name
-        folder.mkdir()
-        torch.save({n: ck.read(n) for n in ck.tensors}, folder / "pytorch_model.bin",
-                   _use_new_zipfile_serialization=False)  # the pre-1.6 format many old hub checkpoints use
-        shutil.copy(src / "config.json", folder / "config.json")
-        folders.append(folder)
+    folders = save_as_bin([base, *tunes], tmp_path / "legacy", legacy=True)
     done = taskfuse("merge", write_spec(tmp_path, spec_for("task_arithmetic", folders[0], folders[1:])),
                     "-o", tmp_path / "o")
     assert done.returncode == 0, done.stderr

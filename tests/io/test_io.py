@@ -6,6 +6,7 @@ from safetensors.torch import load_file
 from taskfuse import merge
 from taskfuse.errors import CheckpointError
 from taskfuse.io.checkpoint import Checkpoint
+from taskfuse.testing.checkpoints import save_as_bin
 from taskfuse.io.safetensors_stream import SafetensorsStreamWriter
 from tests.conftest import spec_for
 
@@ -33,14 +34,7 @@ def test_stream_writer_rejects_out_of_order_and_aborts_cleanly(tmp_path):
 
 def test_pytorch_bin_checkpoints_load_with_weights_only(tmp_path, bert_family):
     base, tunes = bert_family
-    bins = []
-    for src in [base, *tunes]:
-        ck = Checkpoint.open(src)
-        d = tmp_path / src.name
-        d.mkdir()
-        torch.save({n: ck.read(n) for n in ck.tensors}, d / "pytorch_model.bin")
-        (d / "config.json").write_text((src / "config.json").read_text())
-        bins.append(d)
+    bins = save_as_bin([base, *tunes], tmp_path / "bin")
     ref = merge(spec_for("ties", base, tunes), tmp_path / "from_safetensors")
     got = merge(spec_for("ties", bins[0], bins[1:]), tmp_path / "from_bin")
     a, b = Checkpoint.open(ref.out), Checkpoint.open(got.out)

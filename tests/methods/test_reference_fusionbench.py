@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from taskfuse import merge
+from taskfuse.testing.checkpoints import checkpoints_from_tagged
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "fusionbench"
 VERSIONS = json.loads((FIXTURES / "versions.json").read_text())
@@ -17,16 +18,8 @@ TAGS = ("ft0", "ft1", "ft2")
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fb_inputs")
     tensors = load_file(FIXTURES / "inputs.safetensors")
-    paths = {}
-    for tag in ("base", *TAGS):
-        (root / tag).mkdir()
-        save_file({k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith(tag + "/")},
-                  root / tag / "model.safetensors", metadata={"format": "pt"})
-        (root / tag / "config.json").write_text((FIXTURES / "config.json").read_text())
-        paths[tag] = root / tag
-    return paths, tensors
+    return checkpoints_from_tagged(tensors, FIXTURES / "config.json", tmp_path_factory.mktemp("fb_inputs")), tensors
 
 
 def merged_deltas(tmp_path, checkpoints, method, params) -> dict[str, torch.Tensor]:

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from taskfuse import merge
+from taskfuse.testing.checkpoints import checkpoints_from_tagged
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mergekit"
 METHODS = sorted(p.stem for p in FIXTURES.glob("*.yaml"))
@@ -24,17 +25,9 @@ def test_fixtures_present_and_versioned():
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mk_inputs")
-    tensors = load_file(FIXTURES / "inputs.safetensors")
-    paths = {}
-    for tag in ("base", "ft0", "ft1"):
-        d = root / tag
-        d.mkdir()
-        save_file({k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith(tag + "/")},
-                  d / "model.safetensors", metadata={"format": "pt"})
-        (d / "config.json").write_text((FIXTURES / "config.json").read_text())
-        paths["@" + tag] = str(d)
-    return paths
+    paths = checkpoints_from_tagged(load_file(FIXTURES / "inputs.safetensors"), FIXTURES / "config.json",
+                                    tmp_path_factory.mktemp("mk_inputs"))
+    return {"@" + tag: str(path) for tag, path in paths.items()}
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -60,3 +60,44 @@ def build_family(root: Path, arch: str = "llama", n_models: int = 2, dtype: torc
         model = perturb(build_model(arch, 0, tie=tie), seed=100 + i)
         tunes.append(save(model, root / f"ft{i}", dtype, max_shard_size))
     return base, tunes
+
+
+def tagged_tensors(checkpoints: dict[str, Path]) -> dict[str, torch.Tensor]:
+    """Every tensor of each checkpoint as '<tag>/<name>': a whole family in one reference-fixture file."""
+    from ..io.checkpoint import Checkpoint
+
+    tensors = {}
+    for tag, path in checkpoints.items():
+        ck = Checkpoint.open(path)
+        tensors.update({f"{tag}/{n}": ck.read(n) for n in ck.tensors})
+    return tensors
+
+
+def checkpoints_from_tagged(tensors: dict[str, torch.Tensor], config: Path, root: Path) -> dict[str, Path]:
+    """The inverse of tagged_tensors: one model.safetensors checkpoint (with `config`) per tag under `root`."""
+    from safetensors.torch import save_file
+
+    paths = {}
+    for tag in sorted({k.split("/", 1)[0] for k in tensors}):
+        (root / tag).mkdir(parents=True)
+        save_file({k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith(tag + "/")},
+                  root / tag / "model.safetensors", metadata={"format": "pt"})
+        (root / tag / "config.json").write_text(config.read_text())
+        paths[tag] = root / tag
+    return paths
+
+
+def save_as_bin(sources: list[Path], root: Path, legacy: bool = False) -> list[Path]:
+    """Copies of `sources` as pytorch_model.bin checkpoints (with `legacy`, in the pre-1.6 non-zip format that many
+    old hub checkpoints use)."""
+    from ..io.checkpoint import Checkpoint
+
+    copies = []
+    for src in sources:
+        ck = Checkpoint.open(src)
+        (root / src.name).mkdir(parents=True)
+        torch.save({n: ck.read(n) for n in ck.tensors}, root / src.name / "pytorch_model.bin",
+                   _use_new_zipfile_serialization=not legacy)
+        (root / src.name / "config.json").write_text((src / "config.json").read_text())
+        copies.append(root / src.name)
+    return copies
