@@ -101,14 +101,19 @@ def build_models(work: Path, args) -> list[Path]:
     return paths
 
 
+def ensure_reference_venv(venv: Path, requirement: str, marker: str) -> Path:
+    """A virtual environment at `venv` holding a reference implementation (`requirement`), created unless its
+    `marker` file (relative to the venv) exists; returns the marker's path. None of its code enters taskfuse."""
+    if not (venv / marker).exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+        subprocess.run(pip + ["torch==2.13.0"], check=True)  # the CPU wheel; an open range would pull CUDA
+        subprocess.run(pip + [requirement], check=True)
+    return venv / marker
+
+
 def ensure_mergekit() -> Path:
-    exe = MERGEKIT_VENV / "bin" / "mergekit-yaml"
-    if not exe.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(MERGEKIT_VENV)], check=True)
-        pip = [str(MERGEKIT_VENV / "bin" / "python"), "-m", "pip", "install", "-q"]
-        subprocess.run(pip + ["torch==2.13.0"], check=True)  # CPU wheel; mergekit's open range would pull CUDA
-        subprocess.run(pip + [f"mergekit=={MERGEKIT_VERSION}"], check=True)
-    return exe
+    return ensure_reference_venv(MERGEKIT_VENV, f"mergekit=={MERGEKIT_VERSION}", "bin/mergekit-yaml")
 
 
 def mergekit_config(method: str, base: Path, tunes: list[Path]) -> dict:

@@ -21,6 +21,9 @@ from safetensors.torch import save_file
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_vs_mergekit import ensure_reference_venv  # noqa: E402
+
 from taskfuse.testing.checkpoints import build_family, tagged_tensors  # noqa: E402
 
 VENV = ROOT / "benchmarks" / ".fusionbench-venv"
@@ -56,18 +59,8 @@ save_file(masks, f"{out}/tall_masks.safetensors")
 """
 
 
-def ensure_fusionbench() -> Path:
-    python = VENV / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        pip = [str(python), "-m", "pip", "install", "-q"]
-        subprocess.run(pip + ["torch==2.13.0"], check=True)  # the CPU wheel; an open range would pull CUDA
-        subprocess.run(pip + [f"fusion-bench=={VERSION}"], check=True)
-    return python
-
-
 def main() -> None:
-    python = ensure_fusionbench()
+    python = ensure_reference_venv(VENV, f"fusion-bench=={VERSION}", "bin/python")
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         base, tunes = build_family(Path(tmp) / "models", "llama", 3, torch.float32)

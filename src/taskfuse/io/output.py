@@ -39,8 +39,8 @@ def check_output_dir(out: Path, kind: str = "merge") -> None:
         if not out.is_dir():
             raise OutputExistsError(f"output {out} exists and is not a folder. Fix: choose another path for the "
                                     f"{KIND_NAMES[kind]}.")
-        if any(out.iterdir()) and written_kind(out) != kind:
-            found = written_kind(out)
+        found = written_kind(out)
+        if found != kind and any(out.iterdir()):
             what = f"a taskfuse {KIND_NAMES.get(found, found)}" if found else "files taskfuse did not write"
             raise OutputExistsError(
                 f"output {out} exists and is not empty: it holds {what}, which taskfuse never replaces. Fix: choose "
