@@ -54,6 +54,21 @@ def test_override_changes_method_and_later_wins(llama_family):
     assert jobs["model.layers.0.mlp.up_proj.weight"].method == "ties"
 
 
+def test_override_weights_replace_model_weights_per_tensor_and_must_fit(llama_family):
+    base, tunes = llama_family
+    spec = spec_for("task_arithmetic", base, tunes, overrides=[
+        {"tensors": "model.layers.0.*", "weights": [0.1, 0.2, 0.3]},
+        {"tensors": "model.layers.0.mlp.*", "weights": [0.4, 0.5, 0.6]},
+    ])
+    jobs = jobs_by_name(plan(spec))
+    assert jobs["model.layers.0.input_layernorm.weight"].weights == (0.1, 0.2, 0.3)
+    assert jobs["model.layers.0.mlp.up_proj.weight"].weights == (0.4, 0.5, 0.6)
+    assert jobs["model.norm.weight"].weights == (1.0, 1.0, 1.0)
+    spec["overrides"][0]["weights"] = [0.1, 0.2]
+    with pytest.raises(SpecError, match=r"overrides\[0\].*2 weights for 3 models"):
+        parse_spec(spec)
+
+
 def test_schedule_interpolation():
     assert interpolate([0.0, 1.0], 0.25) == pytest.approx(0.25)
     assert interpolate([0.0, 1.0, 0.0], 0.5) == pytest.approx(1.0)

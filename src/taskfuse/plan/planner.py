@@ -125,7 +125,7 @@ def plan_tensor(ctx: PlanContext, name: str, meta: TensorMeta) -> TensorJob:
     info = get_method(method)
     return TensorJob(
         name=name, method=method, params=params, sources=tuple(Source(i, name) for i in present),
-        weights=tuple(ctx.spec.models[i - ctx.offset].weight for i in present),
+        weights=model_weights(ctx, name, [i - ctx.offset for i in present]),
         base=Source(0, name) if ctx.has_base and info.space == "delta" else None,
         shape=meta.shape, dtype=output_dtype(ctx))
 
@@ -177,6 +177,15 @@ def method_and_params(ctx: PlanContext, name: str, models: list[int]) -> tuple[s
     if method == ctx.spec.method:
         values.update(per_model_values(ctx, info, name, models, values))
     return method, ctx.params_for(info, values, f"tensor {name!r}")
+
+
+def model_weights(ctx: PlanContext, name: str, models: list[int]) -> tuple[float, ...]:
+    """Each model's `weight`, unless an override matching `name` gives per-model weights (the last one wins)."""
+    weights = [m.weight for m in ctx.spec.models]
+    for ov in ctx.spec.overrides:
+        if ov.weights is not None and any(fnmatch(name, g) for g in ov.globs):
+            weights = ov.weights
+    return tuple(weights[j] for j in models)
 
 
 def per_model_values(ctx: PlanContext, info: MethodInfo, name: str, models: list[int], shared: dict) -> dict:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 STRICT = ConfigDict(extra="forbid")
 DType = Literal["float32", "float16", "bfloat16"]
@@ -23,6 +23,9 @@ class Override(BaseModel):
     tensors: str | list[str]
     method: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    weights: list[float] | None = Field(None, description="per-model weights for these tensors, one per entry of "
+                                        "`models` in order, replacing each model's `weight` (learned merges "
+                                        "record their per-tensor coefficients this way)")
 
     @property
     def globs(self) -> list[str]:
@@ -64,6 +67,14 @@ class MergeSpec(BaseModel):
     tokenizer_from: str | None = None
     tensor_rules: TensorRules = Field(default_factory=TensorRules)
     slices: list[SliceEntry] | None = None
+
+    @model_validator(mode="after")
+    def _override_weights_fit(self) -> "MergeSpec":
+        for i, ov in enumerate(self.overrides):
+            if ov.weights is not None and len(ov.weights) != len(self.models):
+                raise ValueError(f"overrides[{i}] ({ov.globs[0]!r}) gives {len(ov.weights)} weights for "
+                                 f"{len(self.models)} models: give one weight per entry of `models`, in order")
+        return self
 
     @field_validator("models")
     @classmethod
