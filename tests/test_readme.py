@@ -12,7 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH_CODE = ["src/taskfuse/methods", "src/taskfuse/ops", "src/taskfuse/plan", "src/taskfuse/execute/compute.py",
               "src/taskfuse/execute/loading.py", "src/taskfuse/zoo/recipe.py", "src/taskfuse/zoo/train.py",
               "src/taskfuse/eval", "src/taskfuse/bench/grid.py", "src/taskfuse/bench/merging.py",
-              "src/taskfuse/bench/references.py"]
+              "src/taskfuse/bench/references.py", "src/taskfuse/bench/learned.py", "src/taskfuse/bench/learned_row.py",
+              "src/taskfuse/programs/learn.py", "src/taskfuse/programs/merge_view.py",
+              "src/taskfuse/programs/learned_spec.py", "src/taskfuse/programs/sparsify.py"]
 
 
 def load_script():

@@ -48,7 +48,10 @@ def merge(
     threads: int | None = None,
     max_shard_size: int | str = "2GB",
     progress: Progress | None = None,
+    extra_files: dict[str, bytes] | None = None,
 ) -> MergeResult:
-    """Merge as `spec` says and write a Hugging Face model directory to `out`."""
+    """Merge as `spec` says and write a Hugging Face model directory to `out`; `extra_files` (name → content, e.g.
+    a learned merge's record and figures) are written into it before it appears."""
     the_plan, checkpoints = prepare(spec, out, max_shard_size)
-    return execute(the_plan, checkpoints, out, device=device, threads=threads, progress=progress)
+    return execute(the_plan, checkpoints, out, device=device, threads=threads, progress=progress,
+                   extra_files=extra_files)

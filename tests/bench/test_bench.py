@@ -56,8 +56,10 @@ def test_experts_beat_or_match_zero_shot_on_their_own_tasks(tiny_bench):
 
 def test_report_files_and_provenance(tiny_bench):
     result, report, _, _ = tiny_bench
-    assert {p.name for p in report.iterdir()} == {"result.json", "results.md", "report.html",
-                                                  "normalized_accuracy.png", "accuracy_vs_scale.png", MARKER}
+    layer_wise = {f"coefficients_{r['method']}.png" for r in result["learned"] if r["params"]["coefficients"] == "layer"}
+    assert layer_wise  # the default learned rows include layer-wise ones
+    assert {p.name for p in report.iterdir()} == {"result.json", "results.md", "report.html", "normalized_accuracy.png",
+                                                  "accuracy_vs_scale.png", MARKER, *layer_wise}
     saved = json.loads((report / "result.json").read_text())
     assert saved["taskfuse"] and saved["seed"] == 0 and saved["peak_rss_mib"] > 0
     assert saved["machine"]["cpus"] >= 1 and saved["seconds"]["total"] > 0

@@ -29,14 +29,16 @@ GRIDS: dict[str, list[dict]] = {
     "model_stock": [{}],
     "karcher": [{}],
     "task_arithmetic": _grid(scale=_SUMMED),
-    "ties": _grid(density=(0.1, 0.2, 0.3), scale=_MEANS),
-    "dare_ties": _grid(density=(0.3, 0.5), scale=(0.3, 0.6, 1.0, 1.5)),
-    "dare_linear": _grid(density=(0.3, 0.6), scale=(0.2, 0.3, 0.5)),
+    # ties density and the dare densities: optima at an edge of the previous full run's grid, hence one more point
+    "ties": _grid(density=(0.1, 0.2, 0.3, 0.4), scale=_MEANS),
+    "dare_ties": _grid(density=(0.2, 0.3, 0.5), scale=(0.3, 0.6, 1.0, 1.5)),
+    "dare_linear": _grid(density=(0.2, 0.3, 0.6), scale=(0.2, 0.3, 0.5)),
     "breadcrumbs": _grid(scale=(0.2, 0.3, 0.5)),
     "breadcrumbs_ties": _grid(scale=(0.6, 1.0, 1.5, 2.0)),
     "della": _grid(scale=(0.6, 1.0, 1.5)),
     "della_linear": _grid(scale=(0.2, 0.3, 0.5)),
-    "consensus": _grid(tall_lambda=(0.2, 0.4, 0.6), scale=(0.3, 0.5, 0.7)),  # 0.4, the low edge, won
+    # tall_lambda 0.2 and scale 0.3 won at the low edges of (0.2-0.6) x (0.3-0.7) in the previous full run
+    "consensus": _grid(tall_lambda=(0.1, 0.2, 0.4, 0.6), scale=(0.2, 0.3, 0.5, 0.7)),
     # Spectral merges peaked at the top of narrower grids in the first full run, hence the wider ranges.
     "tsv": _grid(scale=(0.5, 1.0, 1.5, 2.0)),
     "iso_c": _grid(scale=_SPECTRAL),

@@ -8,6 +8,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on the machines this runs on
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..plan.schedule import layer_index  # noqa: E402
 from .table import ranked_rows  # noqa: E402
 
 
@@ -46,6 +47,28 @@ def scale_curves(result: dict, path: Path) -> None:
     ax.set_title("Accuracy against λ on the validation split (other parameters at their chosen values)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: curves fill the axes
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def coefficient_heatmap(tensor_weights: dict[str, list[float]], tasks: list[str], title: str, path: Path) -> None:
+    """Learned Λ as layer × task: each layer's tensors averaged (tensors outside the layer stack: "other")."""
+    groups: dict[str, list[list[float]]] = {}
+    for name, weights in tensor_weights.items():
+        index = layer_index(name)
+        groups.setdefault("other" if index is None else f"layer {index}", []).append(weights)
+    labels = sorted(groups, key=lambda g: (g == "other", int(g.split()[1]) if g != "other" else 0))
+    grid = [[sum(w[t] for w in groups[g]) / len(groups[g]) for t in range(len(tasks))] for g in labels]
+    fig, ax = plt.subplots(figsize=(0.9 * len(tasks) + 3, 0.4 * len(labels) + 2))
+    image = ax.imshow(grid, cmap="magma", aspect="auto")
+    ax.set_xticks(range(len(tasks)), tasks, rotation=35, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    for i, row in enumerate(grid):
+        for j, value in enumerate(row):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color="grey")
+    fig.colorbar(image, ax=ax, label="coefficient λ (mean over the layer's tensors)", fraction=0.05)
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

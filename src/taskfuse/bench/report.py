@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from ..io.output import staged_output
-from .plots import normalized_heatmap, scale_curves
+from .plots import coefficient_heatmap, normalized_heatmap, scale_curves
 from .table import data_fingerprint, markdown, ranked_rows, task_markdown
 
 FIGURES = {"normalized_accuracy.png": normalized_heatmap, "accuracy_vs_scale.png": scale_curves}
@@ -23,7 +23,13 @@ def write_report(result: dict, out: Path) -> Path:
         (stage / "results.md").write_text(f"{markdown(result)}\n\n{task_markdown(result)}\n")
         for name, draw in FIGURES.items():
             draw(result, stage / name)
-        (stage / "report.html").write_text(render_html(result, {n: stage / n for n in FIGURES}))
+        figures = {n: stage / n for n in FIGURES}
+        for row in result.get("learned", []):
+            if "*" not in row["coefficients"]:  # layer-wise: a layer × task map; task-wise Λ is in the table
+                figures[f"coefficients_{row['method']}.png"] = stage / f"coefficients_{row['method']}.png"
+                coefficient_heatmap(row["coefficients"], [t["name"] for t in result["tasks"]],
+                                    f"{row['method']}: learned coefficients", stage / f"coefficients_{row['method']}.png")
+        (stage / "report.html").write_text(render_html(result, figures))
     return Path(out)
 
 
@@ -72,6 +78,16 @@ def _commit_text(code: dict | None) -> str:
     return code["commit"] + (" with uncommitted changes" if code["uncommitted_changes"] else "")
 
 
+def _learned_text(row: dict) -> str:
+    seen = row["data_seen"]
+    examples = sum(seen["examples"].values())
+    memory = row["memory"]
+    return (f"{row['learning']['paper']}; {row['params']['objective']} on {row['params']['data']} "
+            f"({examples} examples over {len(seen['examples'])} tasks), {row['params']['steps']} steps in "
+            f"{row['seconds']['learn']} s; holds base {memory['base_mib']} MiB + task vectors "
+            f"{memory['task_vectors_mib']} MiB, RSS grew {memory['rss_added_mib']} MiB while learning")
+
+
 def render_html(result: dict, figures: dict[str, Path]) -> str:
     machine = result["machine"]
     provenance = _table(["what", "value"], [
@@ -81,8 +97,12 @@ def render_html(result: dict, figures: dict[str, Path]) -> str:
         ["machine", f"{machine['platform']}, {machine['cpus']} CPUs, {machine['memory_gib']} GiB, torch {machine['torch']}"],
         ["wall time", f"zoo {result['seconds']['zoo']} s, total {result['seconds']['total']} s"],
         ["peak RSS", f"{result['peak_rss_mib']} MiB"],
+        *([f"learned: {r['method']}", _learned_text(r)] for r in result.get("learned", [])),
         *([f"not benchmarked: {k}", v] for k, v in result["excluded"].items())])
-    specs = "".join(f"<details><summary>{_e(m['method'])}: spec of the chosen merge and every trial</summary><pre>"
+    specs = "".join(f"<details><summary>{_e(r['method'])} (learned): spec that replays it, losses</summary><pre>"
+                    f"{_e(json.dumps({'spec': r['spec'], 'losses': r['losses']}, indent=1))}</pre></details>"
+                    for r in result.get("learned", []))
+    specs += "".join(f"<details><summary>{_e(m['method'])}: spec of the chosen merge and every trial</summary><pre>"
                     f"{_e(json.dumps({'spec': m['spec'], 'trials': m['trials']}, indent=1))}</pre></details>"
                     for m in result["methods"])
     return f"""<!doctype html>
@@ -98,8 +118,9 @@ pre {{ font-size: 0.75em; background: #f8f8f8; padding: 0.5em; overflow-x: auto;
 </style></head>
 <body>
 <h1>taskfuse offline benchmark ({_e(result['variant'])} zoo)</h1>
-<p>Encoder: sentence-transformers/all-MiniLM-L6-v2. One expert per task, merged with every data-free method;
-each method's parameters chosen on the validation split, scores on the test split. Normalised accuracy is a
+<p>Encoder: sentence-transformers/all-MiniLM-L6-v2. One expert per task, merged with every data-free method
+(each method's parameters chosen on the validation split) and every learned method (coefficients learned from the
+validation data the provenance table names); scores on the test split. Normalised accuracy is a
 merge's accuracy on a task divided by that task's expert's accuracy.</p>
 <h2>Results</h2>
 <div id="results">{_results_table(result)}</div>

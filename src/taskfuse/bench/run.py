@@ -14,20 +14,24 @@ from ..eval.encoder import load_encoder
 from ..eval.harness import Evaluator, Score, as_dict, mean, normalized
 from ..zoo.build import Zoo, ZooProgress, build_zoo
 from ..zoo.recipe import variant_named
+from .learned import LEARNED, learned_method
+from .learned_row import run_learned
 from .grid import EXCLUDED, benchmarked_methods, configs
 from .merging import merge_zoo
 from .provenance import code_commit, command_line, machine
 from .references import reference_scores
 from .similarity import task_vector_cosines
 
-# (stage, done, total, what): stages "zoo", "references", "search", "test".
+# (stage, done, total, what): stages "zoo", "references", "search", "learn", "test".
 BenchProgress = Callable[[str, int, int, str], None]
-DATA_USED = {"merge": "none (data-free)", "selection": "labelled validation split (hyperparameters only)",
-             "reported": "test split, never used for selection"}
+DATA_USED = {"merge": "none (data-free rows); learned rows: the validation data each row names",
+             "selection": "labelled validation split (data-free rows' hyperparameters only)",
+             "reported": "test split, never used for selection or learning"}
 
 
 def run_bench(variant: str = "full", workers: int = 1, task_files: tuple[str, ...] = (),
-              progress: BenchProgress | None = None, zoo_progress: ZooProgress | None = None) -> dict:
+              progress: BenchProgress | None = None, zoo_progress: ZooProgress | None = None,
+              learned: tuple[str, ...] = tuple(LEARNED)) -> dict:
     """Run the benchmark and return everything the report shows, as plain JSON-ready data."""
     started = time.perf_counter()
     code = code_commit()  # now: the code that runs, not whatever the checkout holds when the run ends
@@ -44,6 +48,8 @@ def run_bench(variant: str = "full", workers: int = 1, task_files: tuple[str, ..
     report("references", 2, 2, "")
     methods = [_run_method(zoo, m, variant != "full", validation, test, val_refs["expert"], test_refs["expert"],
                            report) for m in benchmarked_methods()]
+    learned_rows = [run_learned(zoo, learned_method(name, zoo.variant.learn_steps), test, test_refs["expert"], report)
+                    for name in learned]
     return {
         "taskfuse": __version__, "variant": variant, "seed": zoo.variant.recipe.seed,
         "recipe": zoo.variant.recipe.as_dict(), "data_used": DATA_USED,
@@ -54,7 +60,7 @@ def run_bench(variant: str = "full", workers: int = 1, task_files: tuple[str, ..
         "task_vector_cosine": task_vector_cosines(zoo.base_dir, [e.model_dir for e in zoo.experts.values()]),
         "references": {split: {k: as_dict(v) for k, v in refs.items()}
                        for split, refs in (("validation", val_refs), ("test", test_refs))},
-        "methods": methods, "excluded": EXCLUDED,
+        "methods": methods, "learned": learned_rows, "excluded": EXCLUDED,
     }
 
 

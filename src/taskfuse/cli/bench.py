@@ -38,6 +38,15 @@ def _bench_reporter(bars):
     return report
 
 
+def learned_names(option: str) -> tuple[str, ...]:
+    from ..bench.learned import LEARNED, learned_method
+    if option == "all":
+        return tuple(LEARNED)
+    if option == "none":
+        return ()
+    return tuple(learned_method(name.strip()).name for name in option.split(","))
+
+
 def register(app: typer.Typer, fail) -> None:
     @app.command()
     def zoo(variant: str = typer.Option("full", help=VARIANT_HELP),
@@ -94,8 +103,11 @@ def register(app: typer.Typer, fail) -> None:
               out: Path = typer.Option(Path("out/bench"), help="report folder: created, or replaced if it holds an "
                                        "earlier report; anything else is refused"),
               workers: int = typer.Option(1, min=1, help="processes for building missing experts"),
-              task_file: list[Path] = typer.Option([], "--task-file", help="your own .jsonl/.csv task")) -> None:
-        """Build the zoo, merge it with every data-free method (tuned on validation), judge on test, report."""
+              task_file: list[Path] = typer.Option([], "--task-file", help="your own .jsonl/.csv task"),
+              learned: str = typer.Option("all", help="learned rows (AdaMerging, aTLAS): 'all', 'none' or "
+                                          "comma-separated names")) -> None:
+        """Build the zoo, merge it with every data-free method (tuned on validation) and every learned method
+        (coefficients learned on validation data), judge on test, report."""
         from ..bench.report import write_report
         from ..bench.run import run_bench
         from ..bench.table import markdown
@@ -106,12 +118,16 @@ def register(app: typer.Typer, fail) -> None:
             fail(UsageError(f"choose one benchmark size, not {' and '.join(sorted(asked))}: --full, --quick (the "
                             "default) or --variant NAME."))
         chosen = asked.pop() if asked else "quick"
+        try:
+            rows = learned_names(learned)
+        except TaskfuseError as e:
+            fail(e)
         target = out / chosen if out == Path("out/bench") else out
         try:
             check_output_dir(target, "report")  # refuse a foreign folder now, not after the whole run
             with _progress_bars() as bars:
                 result = run_bench(chosen, workers, tuple(map(str, task_file)), _bench_reporter(bars),
-                                   _zoo_reporter(bars))
+                                   _zoo_reporter(bars), rows)
             write_report(result, target)
         except TaskfuseError as e:
             fail(e)

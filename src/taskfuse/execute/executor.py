@@ -46,6 +46,7 @@ def execute(
     device: str = "cpu",
     threads: int | None = None,
     progress: Progress | None = None,
+    extra_files: dict[str, bytes] | None = None,
 ) -> MergeResult:
     """Write the merged model described by `plan` to `out`, which appears only when complete."""
     start = time.perf_counter()
@@ -62,6 +63,8 @@ def execute(
             compute = Compute(torch_device, workers, thread_runner(math, workers))
             _write_shards(plan, checkpoints, stage, compute, progress)
             _write_side_files(plan, checkpoints, stage)
+            for name, content in (extra_files or {}).items():
+                (stage / Path(name).name).write_bytes(content)
             files = tuple(sorted(p.name for p in stage.iterdir()))
     finally:
         torch.set_num_threads(previous_threads)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import TaskfuseError
-from .merge_view import MergeView
+from .merge_view import BoundMerge, MergeView
 from .objectives import cross_entropy, entropy
 
 # (step, steps, loss) after each step
@@ -50,7 +50,7 @@ class TaskBatches:
 
     head: nn.Module
     batches: Callable[[], Iterator[tuple[dict, Tensor | None]]]
-    features: Callable[[nn.Module, dict], Tensor]  # (view, inputs) -> (B, H) features the head reads
+    features: Callable[[Callable, dict], Tensor]  # (merged model, inputs) -> (B, H) features the head reads
 
 
 def learn_coefficients(view: MergeView, tasks: dict[str, TaskBatches], recipe: Recipe = Recipe(),
@@ -63,13 +63,11 @@ def learn_coefficients(view: MergeView, tasks: dict[str, TaskBatches], recipe: R
     losses = []
     for step in range(recipe.steps):
         optimizer.zero_grad(set_to_none=True)
-        loss = sum(_task_loss(view, task, next(streams[name]), recipe.objective) for name, task in tasks.items())
-        loss.backward()
+        value = _accumulate_gradients(view, tasks, streams, recipe.objective)
         optimizer.step()
         with torch.no_grad():
             if recipe.clamp is not None:
                 view.coefficients.clamp_(*recipe.clamp)
-        value = float(loss)
         if not math.isfinite(value) or not bool(torch.isfinite(view.coefficients).all()):
             raise DivergedError(f"learning diverged at step {step + 1} of {recipe.steps} (loss {value}): the "
                                 "coefficients are not finite. Fix: lower the learning rate or clamp the coefficients.")
@@ -79,7 +77,28 @@ def learn_coefficients(view: MergeView, tasks: dict[str, TaskBatches], recipe: R
     return losses
 
 
-def _task_loss(view: MergeView, task: TaskBatches, batch: tuple[dict, Tensor | None], objective: str) -> Tensor:
+def _accumulate_gradients(view: MergeView, tasks: dict[str, TaskBatches], streams: dict, objective: str) -> float:
+    """Λ.grad of the summed task losses; returns that sum.
+
+    θ(Λ) is computed once, then each task runs forward and backward on detached copies of it, so only one task's
+    activations are alive at a time and their gradients add up in θ's .grad; one backward from θ to Λ follows (the
+    merge's own backward, T × |θ| multiply-adds, runs once per step instead of once per task).
+    """
+    merged = view.merged_parameters()
+    leaves = {n: p.detach().requires_grad_() for n, p in merged.items()}
+    model = BoundMerge(view.base, leaves)
+    total = 0.0
+    for name, task in tasks.items():
+        loss = _task_loss(model, task, next(streams[name]), objective)
+        loss.backward()
+        total += float(loss.detach())
+    used = [n for n in merged if leaves[n].grad is not None]  # e.g. BERT's pooler feeds no sentence embedding
+    if used:
+        torch.autograd.backward([merged[n] for n in used], [leaves[n].grad for n in used])
+    return total
+
+
+def _task_loss(view: BoundMerge, task: TaskBatches, batch: tuple[dict, Tensor | None], objective: str) -> Tensor:
     inputs, labels = batch
     logits = task.head(task.features(view, inputs))
     if objective == "entropy":

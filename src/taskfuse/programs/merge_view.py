@@ -99,4 +99,15 @@ class MergeView(nn.Module):
         """Per parameter, the per-task weights of a task-wise or layer-wise view: what a spec records to replay it."""
         if self.parameterization.kind == "partition":
             raise ValueError("partition coefficients vary within a tensor; they are not per-tensor weights")
-        return {n: self.coefficient_of(i).detach().tolist() for i, n in enumerate(self.names)}
+        return {n: self.coefficient_of(i).detach().double().tolist() for i, n in enumerate(self.names)}
+
+
+class BoundMerge:
+    """The base module called with given parameters, e.g. one θ(Λ) shared by several batches (a closure, not a
+    module: it owns no parameters)."""
+
+    def __init__(self, base: nn.Module, parameters: dict[str, Tensor]):
+        self.base, self.parameters = base, parameters
+
+    def __call__(self, *args, **kwargs):
+        return functional_call(self.base, self.parameters, args, kwargs, strict=False)

@@ -38,6 +38,7 @@ class ZooVariant:
     tasks: tuple[str, ...]
     sizes: Sizes
     recipe: Recipe = field(default_factory=Recipe)
+    learn_steps: int = 100  # optimiser steps of the benchmark's learned rows (AdaMerging, aTLAS)
 
 
 VARIANTS = {
@@ -45,7 +46,7 @@ VARIANTS = {
     "quick": ZooVariant("quick", ("wordnet_noun_topic", "fortune_language", "manpage_section", "debian_section"),
                         Sizes(max_examples=560)),
     "tiny": ZooVariant("tiny", ("wordnet_pos", "fortune_language"), Sizes(max_examples=100, min_class=8),
-                       Recipe(epochs=1, batch_size=16)),
+                       Recipe(epochs=1, batch_size=16), learn_steps=8),
 }
 
 

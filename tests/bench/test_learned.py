@@ -1,0 +1,95 @@
+"""Learned rows of the benchmark and `taskfuse learn`: what they saw, and that the written merge is the learned one."""
+import json
+import os
+import subprocess
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from taskfuse import api
+from taskfuse.bench.learned import LEARNED, LearnedMethod, learn_on_zoo, learned_method
+from taskfuse.bench.learned_row import write_learned
+from taskfuse.errors import UsageError
+from taskfuse.programs.learn import Recipe
+from taskfuse.programs.learned_spec import learned_spec
+from taskfuse.programs.merge_view import Parameterization
+from taskfuse.zoo.build import build_zoo
+from taskfuse.zoo.recipe import VARIANTS
+from tests.cli.test_user_errors import SCRIPT
+from tests.io.test_output import assert_untouched, foreign_folder
+
+
+@pytest.fixture
+def tiny_zoo(tiny_bench, monkeypatch):
+    monkeypatch.setenv("TASKFUSE_CACHE", str(tiny_bench[3]))
+    return build_zoo(VARIANTS["tiny"])
+
+
+def test_every_learned_row_says_what_data_it_saw_and_is_scored_from_its_spec(tiny_bench):
+    result = tiny_bench[0]
+    rows = {r["method"]: r for r in result["learned"]}
+    assert set(rows) == set(LEARNED)
+    validation = {t["name"]: t["sizes"]["validation"] for t in result["tasks"]}
+    assert rows["adamerging_layer"]["data_seen"] == {"split": "validation", "labels": False, "examples": validation,
+                                                     "per_class": None}
+    assert rows["atlas"]["data_seen"]["labels"] is True
+    few = rows["atlas_fewshot"]["data_seen"]
+    assert few["per_class"] == 16 and all(few["examples"][t] <= validation[t] for t in validation)
+    for row in rows.values():
+        assert len(row["losses"]) == VARIANTS["tiny"].learn_steps and row["seconds"]["learn"] > 0
+        assert row["spec"]["method"] == "task_arithmetic" and 0.0 <= row["average"]["accuracy"] <= 1.0
+        assert row["memory"]["task_vectors_mib"] > 0
+    table = (tiny_bench[1] / "results.md").read_text()
+    assert "| atlas (learned) | objective=cross_entropy, coefficients=layer" in table
+    assert "unlabelled validation inputs" in table
+
+
+@pytest.mark.parametrize("name", ["adamerging_layer", "adamerging_layer_ties"])
+def test_the_written_merge_is_the_learned_view_and_its_spec_replays_bit_for_bit(tiny_zoo, tmp_path, name):
+    result = learn_on_zoo(tiny_zoo, learned_method(name, steps=3, lr=0.05))
+    spec, _ = write_learned(tiny_zoo, learned_method(name), result, tmp_path / "learned")
+    assert spec["method"] == ("ties" if name.endswith("ties") else "task_arithmetic")
+    written = load_file(tmp_path / "learned" / "model.safetensors")
+    with torch.no_grad():
+        for name, value in result.view.merged_parameters().items():
+            torch.testing.assert_close(written[name], value, rtol=0, atol=1e-6)
+    saved = yaml.safe_load((tmp_path / "learned" / "taskfuse_spec.yaml").read_text())
+    pick = lambda overrides: [(o["tensors"], o["weights"]) for o in overrides]  # noqa: E731
+    assert pick(saved["overrides"]) == pick(spec["overrides"]) and len(spec["overrides"]) == len(result.view.names)
+    api.merge(tmp_path / "learned" / "taskfuse_spec.yaml", tmp_path / "replayed")
+    replayed = load_file(tmp_path / "replayed" / "model.safetensors")
+    assert all(torch.equal(replayed[n], written[n]) for n in written)
+
+
+def test_task_wise_coefficients_become_model_weights_and_partitions_are_refused(tiny_zoo):
+    result = learn_on_zoo(tiny_zoo, learned_method("adamerging_task", steps=2, lr=0.05))
+    models = [str(e.model_dir) for e in tiny_zoo.experts.values()]
+    spec = learned_spec(result.view, str(tiny_zoo.base_dir), models)
+    assert [m["weight"] for m in spec["models"]] == result.view.coefficients.detach().double().tolist()
+    assert "overrides" not in spec
+    atlas_k = LearnedMethod("atlas_k", Parameterization("partition", 2), Recipe(steps=1), 0.0, labelled=False)
+    partitioned = learn_on_zoo(tiny_zoo, atlas_k)
+    with pytest.raises(UsageError, match="vary inside a tensor"):
+        learned_spec(partitioned.view, str(tiny_zoo.base_dir), models)
+
+
+def test_learn_command_writes_merge_record_and_map_and_refuses_bad_input(tiny_bench, tmp_path):
+    env = {"TASKFUSE_CACHE": str(tiny_bench[3])}
+    run = lambda *args: subprocess.run([SCRIPT, "learn", *args], capture_output=True, text=True,  # noqa: E731
+                                       env={**os.environ, **env})
+    done = run("atlas_fewshot", "--variant", "tiny", "--steps", "2", "-o", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    learned = json.loads((tmp_path / "out" / "taskfuse_learned.json").read_text())
+    assert learned["data_seen"]["labels"] is True and learned["data_seen"]["per_class"] == 16
+    assert len(learned["losses"]) == 2
+    assert (tmp_path / "out" / "coefficients.png").read_bytes()[:4] == b"\x89PNG"
+    assert "taskfuse merge" in done.stderr and "taskfuse eval" in done.stderr
+    bad = run("adamerge", "--variant", "tiny", "-o", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "unknown learned method 'adamerge'" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "x").exists()
+    folder = foreign_folder(tmp_path)
+    refused = run("atlas", "--variant", "tiny", "--steps", "1", "-o", str(folder))
+    assert refused.returncode == 2 and "OutputExistsError" in refused.stderr
+    assert_untouched(folder)
