@@ -44,7 +44,7 @@ class ZooVariant:
 VARIANTS = {
     "full": ZooVariant("full", tuple(BUILTIN), Sizes()),
     "quick": ZooVariant("quick", ("wordnet_noun_topic", "fortune_language", "manpage_section", "debian_section"),
-                        Sizes(max_examples=560)),
+                        Sizes(max_examples=560), learn_steps=60),
     "tiny": ZooVariant("tiny", ("wordnet_pos", "fortune_language"), Sizes(max_examples=100, min_class=8),
                        Recipe(epochs=1, batch_size=16), learn_steps=8),
 }
