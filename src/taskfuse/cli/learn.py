@@ -1,4 +1,5 @@
-"""`taskfuse learn`: learn merge coefficients (AdaMerging, aTLAS) for the zoo's experts and write the merge."""
+"""`taskfuse learn`: learn merge coefficients (AdaMerging, aTLAS) for the zoo's experts, or for a spec's causal LMs
+on the user's text, and write the merge with the spec that replays it."""
 from __future__ import annotations
 
 import json
@@ -15,20 +16,74 @@ from .bench import VARIANT_HELP, _progress_bars, _zoo_reporter
 console = Console(stderr=True)
 
 
+def learned_files(learned: dict, method: str) -> dict[str, bytes]:
+    """taskfuse_learned.json, and for per-tensor coefficients their layer × task map, to write beside the merge."""
+    from ..bench.plots import coefficient_heatmap
+    files = {"taskfuse_learned.json": json.dumps(learned, indent=1).encode()}
+    if "*" not in learned["coefficients"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            coefficient_heatmap(learned["coefficients"], learned["tasks"], f"{method}: learned coefficients",
+                                Path(tmp) / "coefficients.png")
+            files["coefficients.png"] = (Path(tmp) / "coefficients.png").read_bytes()
+    return files
+
+
+def _summary(out: Path, method: str, source, steps: int, learned: dict, score_hint: str) -> None:
+    memory = learned.get("memory")
+    held = (f" held base {memory['base_mib']} MiB + task vectors {memory['task_vectors_mib']} MiB, RSS grew "
+            f"{memory['rss_added_mib']} MiB." if memory else "")
+    console.print(f"wrote {out}: {method} on {source}, {steps} steps in {learned['seconds']['learn']} s (loss "
+                  f"{learned['losses'][0]:.4f} → {learned['losses'][-1]:.4f});{held} Replay: taskfuse merge "
+                  f"{out / 'taskfuse_spec.yaml'} -o OUT; score: {score_hint}", soft_wrap=True)
+
+
+def _learn_spec(chosen, spec_path: Path, data: list[str], out: Path) -> None:
+    """`taskfuse learn --spec`: a user's causal LMs, each learning from its own JSONL."""
+    from .. import api
+    from ..programs.learned_spec import learned_spec
+    from ..programs.spec_learning import SpecLearning, learn_for_spec
+    from ..bench.learned import describe, held_memory
+    from ..bench.memory import RssPeak
+    from ..bench.learned_row import coefficients
+    if chosen.per_class is not None:
+        raise UsageError(f"{chosen.name} takes k examples per class of a classification task; with --spec use "
+                         "atlas (cross-entropy on your texts) or an adamerging method.")
+    merge_spec = api.as_spec(spec_path)
+    how = SpecLearning(chosen.parameterization, chosen.recipe, chosen.init, chosen.ties_density,
+                       seed=merge_spec.seed)
+    with _progress_bars() as bars, RssPeak() as memory:
+        bar = bars.add_task(chosen.name, total=chosen.recipe.steps, stage="learn")
+        result = learn_for_spec(merge_spec, data, how, lambda done, total, loss: bars.update(
+            bar, completed=done, description=f"{chosen.name} loss {loss:.4f}"))
+    replay = learned_spec(result.view, merge_spec.base, [m.path for m in merge_spec.models], seed=merge_spec.seed,
+                          dtype=merge_spec.dtype, ties_density=chosen.ties_density)
+    learned = {"method": chosen.name, "learning": describe(chosen), "data_seen": result.data_seen,
+               "coefficients": coefficients(result.view), "tasks": [m.path for m in merge_spec.models],
+               "losses": [round(x, 5) for x in result.losses], "seconds": {"learn": round(result.seconds, 1)},
+               "memory": held_memory(result.view, memory.added)}
+    api.merge(replay, out, extra_files=learned_files(learned, chosen.name))
+    _summary(out, chosen.name, spec_path, chosen.recipe.steps, learned, f"load {out} with transformers")
+
+
 def register(app: typer.Typer, fail) -> None:
     @app.command()
-    def learn(method: str = typer.Argument(..., help="adamerging_task, adamerging_layer, atlas or atlas_fewshot"),
+    def learn(method: str = typer.Argument(..., help="adamerging_task, adamerging_layer, adamerging_layer_ties "
+                                           "(AdaMerging++), atlas or atlas_fewshot"),
               out: Path = typer.Option(..., "-o", "--out", help="output folder: new, empty, or an earlier taskfuse "
                                        "merge (replaced); anything else is refused"),
               variant: str = typer.Option("quick", help=VARIANT_HELP),
               task_file: list[Path] = typer.Option([], "--task-file", help="your own .jsonl/.csv task (repeatable)"),
               steps: Optional[int] = typer.Option(None, min=1, help="optimiser steps (default: the method's)"),
-              lr: Optional[float] = typer.Option(None, help="learning rate (default: the method's)")) -> None:
-        """Learn how much of each expert's task vector to take (per task or per tensor) on the zoo's validation
-        data, and write the merge with the spec that replays it, the learned record and a coefficient map."""
+              lr: Optional[float] = typer.Option(None, help="learning rate (default: the method's)"),
+              spec: Optional[Path] = typer.Option(None, help="your own models instead of the zoo: a spec with a base "
+                                                  "causal LM and its fine-tunes"),
+              data: list[Path] = typer.Option([], "--data", help="with --spec: one JSONL per model, in the spec's "
+                                              "order, of {\"text\"} or {\"prompt\", \"completion\"} lines")) -> None:
+        """Learn how much of each model's task vector to take (per task or per tensor) and write the merge with
+        the spec that replays it, the learned record and a coefficient map. Without --spec: the benchmark zoo's
+        experts on their validation data; with --spec and --data: your causal LMs on your text."""
         from ..bench.learned import learn_on_zoo, learned_method
         from ..bench.learned_row import record, write_learned
-        from ..bench.plots import coefficient_heatmap
         from ..io.output import check_output_dir
         from ..zoo.build import build_zoo
         from ..zoo.recipe import variant_named
@@ -37,24 +92,17 @@ def register(app: typer.Typer, fail) -> None:
                 raise UsageError(f"--lr {lr}: give a positive learning rate.")
             chosen = learned_method(method, steps, lr)
             check_output_dir(out, "merge")  # before the zoo and the learning, not after
+            if spec is not None:
+                return _learn_spec(chosen, spec, [str(d) for d in data], out)
+            if data:
+                raise UsageError("--data goes with --spec (your models); the zoo's experts learn on their own data.")
             with _progress_bars() as bars:
                 zoo = build_zoo(variant_named(variant), 1, _zoo_reporter(bars), tuple(map(str, task_file)))
                 bar = bars.add_task(method, total=chosen.recipe.steps, stage="learn")
                 result = learn_on_zoo(zoo, chosen, lambda done, total, loss: bars.update(
                     bar, completed=done, description=f"{method} loss {loss:.4f}"))
             learned = record(zoo, chosen, result)
-            files = {"taskfuse_learned.json": json.dumps(learned, indent=1).encode()}
-            if "*" not in learned["coefficients"]:
-                with tempfile.TemporaryDirectory() as tmp:
-                    coefficient_heatmap(learned["coefficients"], learned["tasks"], f"{method}: learned coefficients",
-                                        Path(tmp) / "coefficients.png")
-                    files["coefficients.png"] = (Path(tmp) / "coefficients.png").read_bytes()
-            write_learned(zoo, chosen, result, out, files)
+            write_learned(zoo, chosen, result, out, learned_files(learned, method))
         except TaskfuseError as e:
             fail(e)
-        memory = learned["memory"]
-        console.print(f"wrote {out}: {method} on the {variant} zoo, {chosen.recipe.steps} steps in "
-                      f"{learned['seconds']['learn']} s (loss {learned['losses'][0]:.4f} → {learned['losses'][-1]:.4f});"
-                      f" held base {memory['base_mib']} MiB + task vectors {memory['task_vectors_mib']} MiB, RSS grew "
-                      f"{memory['rss_added_mib']} MiB. Replay: taskfuse merge {out / 'taskfuse_spec.yaml'} -o OUT; "
-                      f"score: taskfuse eval {out} --variant {variant}", soft_wrap=True)
+        _summary(out, method, f"the {variant} zoo", chosen.recipe.steps, learned, f"taskfuse eval {out} --variant {variant}")

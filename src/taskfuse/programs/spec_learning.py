@@ -1,0 +1,77 @@
+"""Learning the coefficients of a user's spec: a base causal LM and its fine-tunes, one JSONL of text per model.
+
+The models are loaded with transformers once each to take their task vectors, then dropped: only the base and
+the T task vectors stay in memory, as in the benchmark's view.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import SpecError, TaskDataError
+from ..spec.model import MergeSpec
+from .learn import LearnProgress, Recipe, learn_coefficients
+from .merge_view import MergeView, Parameterization
+from .sparsify import ties_vectors
+from .text_data import language_model_batches, read_examples
+
+
+@dataclass(frozen=True)
+class SpecLearning:
+    parameterization: Parameterization
+    recipe: Recipe
+    init: float
+    ties_density: float | None = None
+    batch_size: int = 8
+    seed: int = 0
+
+
+@dataclass
+class SpecLearned:
+    view: MergeView
+    losses: list[float]
+    seconds: float
+    data_seen: list[dict]
+
+
+def check_spec_for_learning(spec: MergeSpec, data_files: list[str]) -> None:
+    if spec.base is None:
+        raise SpecError("learning coefficients needs `base` in the spec: they scale task vectors (model − base).")
+    if len(data_files) != len(spec.models):
+        named = ", ".join(m.path for m in spec.models)
+        raise TaskDataError(f"the spec names {len(spec.models)} models ({named}) but {len(data_files)} --data file(s) "
+                            "were given. Fix: one --data JSONL per model, in the spec's order.")
+    for f in data_files:
+        if not Path(f).is_file():
+            raise TaskDataError(f"task data {f} does not exist. Fix: give a JSONL file of {{\"text\": ...}} lines.")
+
+
+def learn_for_spec(spec: MergeSpec, data_files: list[str], how: SpecLearning,
+                   progress: LearnProgress | None = None) -> SpecLearned:
+    """Fit Λ for the spec's models, each on its own task's text."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    check_spec_for_learning(spec, data_files)
+    tokenizer = AutoTokenizer.from_pretrained(spec.base)
+    labelled = how.recipe.objective == "cross_entropy"
+    examples = [read_examples(f, tokenizer, labelled) for f in data_files]
+    base = AutoModelForCausalLM.from_pretrained(spec.base, dtype=torch.float32).eval()
+    theta0 = {n: p.detach() for n, p in base.named_parameters()}
+    vectors = []
+    for entry in spec.models:  # one fine-tune in memory at a time
+        tuned = dict(AutoModelForCausalLM.from_pretrained(entry.path, dtype=torch.float32).named_parameters())
+        vectors.append({n: tuned[n].detach() - theta0[n] for n in theta0 if n in tuned})
+        del tuned
+    if how.ties_density is not None:
+        vectors = ties_vectors(vectors, how.ties_density)
+    view = MergeView(base, vectors, how.parameterization, how.init)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    tasks = {entry.path: language_model_batches(ex, how.batch_size, how.seed + i, pad)
+             for i, (entry, ex) in enumerate(zip(spec.models, examples))}
+    torch.manual_seed(how.seed)
+    started = time.perf_counter()
+    losses = learn_coefficients(view, tasks, how.recipe, progress)
+    return SpecLearned(view, losses, time.perf_counter() - started, [ex.describe(labelled) for ex in examples])

@@ -1,0 +1,105 @@
+"""Per-task text for learning a causal LM's merge coefficients: JSONL files of {"text"} or {"prompt", "completion"}.
+
+- cross-entropy (aTLAS): next-token loss on every token of "text", or on the completion's tokens only;
+- entropy (AdaMerging): the mean entropy of the next-token distributions over the tokens of "prompt" (or "text"),
+  with no completion or label read: the unlabeled surrogate the paper uses, carried over to language models.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import TaskDataError
+from .learn import TaskBatches
+
+MAX_TOKENS = 256  # per example; longer texts are cut (recorded in the learned record)
+
+
+@dataclass(frozen=True)
+class TextExamples:
+    path: str
+    ids: tuple[tuple[int, ...], ...]  # prompt + completion token ids per example
+    scored_from: tuple[int, ...]  # first position whose next token is scored (0: all; len(prompt): completion)
+
+    def describe(self, labels: bool) -> dict:
+        return {"file": self.path, "examples": len(self.ids), "labels": labels,
+                "tokens": sum(len(i) for i in self.ids), "max_tokens": MAX_TOKENS}
+
+
+def read_examples(path: str | Path, tokenizer, labelled: bool) -> TextExamples:
+    """Tokenised examples of one task's JSONL file; a typed error names the file and line of any bad record."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise TaskDataError(f"cannot read task data {path}: {e}. Fix: give a UTF-8 JSONL file.") from None
+    ids, starts = [], []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        prompt, completion = _fields(path, n, line, labelled)
+        first = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        rest = tokenizer(completion, add_special_tokens=False)["input_ids"] if completion else []
+        row = (first + rest)[:MAX_TOKENS]
+        if len(row) < 2:
+            raise TaskDataError(f"{path}:{n}: fewer than two tokens, so no next token to score. Fix: drop the line.")
+        ids.append(tuple(row))
+        # completion tokens only when there is a completion (and labels may be read); else every next token
+        starts.append(min(len(first), len(row) - 1) - 1 if rest else 0)
+    if not ids:
+        raise TaskDataError(f"task data {path} has no examples. Fix: one JSON object per line.")
+    return TextExamples(str(path), tuple(ids), tuple(starts))
+
+
+def _fields(path: Path, n: int, line: str, labelled: bool) -> tuple[str, str]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise TaskDataError(f"{path}:{n}: not JSON ({e.msg}). Fix: one JSON object per line.") from None
+    if not isinstance(record, dict) or not isinstance(record.get("text", record.get("prompt")), str):
+        raise TaskDataError(f"{path}:{n}: needs a string \"text\", or \"prompt\" (with \"completion\" for "
+                            "cross-entropy). Fix: rewrite the line as {\"text\": ...}.")
+    if "text" in record:
+        return record["text"], ""
+    completion = record.get("completion", "")
+    if not isinstance(completion, str):
+        raise TaskDataError(f"{path}:{n}: \"completion\" must be a string.")
+    return record["prompt"], completion if labelled else ""
+
+
+def language_model_batches(examples: TextExamples, batch_size: int, seed: int, pad_id: int) -> TaskBatches:
+    """A task's endless stream of padded batches; the loss reads logits only at scored positions."""
+
+    def stream() -> Iterator[tuple[dict, Tensor]]:
+        g = torch.Generator().manual_seed(seed)
+        while True:  # a new order every pass
+            order = torch.randperm(len(examples.ids), generator=g).tolist()
+            for start in range(0, len(order), batch_size):
+                yield _batch([examples.ids[i] for i in order[start:start + batch_size]],
+                             [examples.scored_from[i] for i in order[start:start + batch_size]], pad_id)
+
+    return TaskBatches(nn.Identity(), stream, _scored_logits)
+
+
+def _batch(rows: list[tuple[int, ...]], starts: list[int], pad_id: int) -> tuple[dict, Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    scored = torch.zeros(len(rows), width - 1, dtype=torch.bool)  # position p predicts token p + 1
+    for r, (row, start) in enumerate(zip(rows, starts)):
+        ids[r, :len(row)] = torch.tensor(row)
+        mask[r, :len(row)] = 1
+        scored[r, start:len(row) - 1] = True
+    targets = ids[:, 1:][scored]  # (N,) next tokens at the scored positions
+    return {"ids": ids, "mask": mask, "scored": scored}, targets
+
+
+def _scored_logits(model: Callable, inputs: dict) -> Tensor:
+    """(N, V) next-token logits at the scored positions."""
+    logits = model(input_ids=inputs["ids"], attention_mask=inputs["mask"]).logits  # (B, L, V)
+    return logits[:, :-1][inputs["scored"]]

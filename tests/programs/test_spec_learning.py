@@ -1,0 +1,123 @@
+"""`taskfuse learn --spec`: coefficients for a user's causal LMs, learned from one JSONL of text per model.
+
+The models are real Llama checkpoints built from a transformers config and fine-tuned here on real Debian text
+(WordNet glosses, fortunes), with the benchmark encoder's real WordPiece tokenizer standing in for an LM's own.
+"""
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+import torch
+import yaml
+
+from taskfuse.eval.encoder import base_encoder_dir, load_tokenizer
+from taskfuse.eval.tasks import load_task
+from taskfuse.zoo.recipe import VARIANTS
+from tests.cli.test_user_errors import SCRIPT
+
+TASKS = ("wordnet_pos", "fortune_language")
+
+
+def mean_loss(model, tokenizer, texts):
+    enc = tokenizer(texts, padding=True, truncation=True, max_length=48, return_tensors="pt")
+    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+    with torch.no_grad():
+        return float(model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels).loss)
+
+
+@pytest.fixture(scope="module")
+def lm_family(tmp_path_factory):
+    """A random-init tiny Llama and two fine-tunes of it, each on one task's texts; JSONL data per task."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    root = tmp_path_factory.mktemp("lm")
+    tokenizer = load_tokenizer()
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(config)
+    base.save_pretrained(root / "base")
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (base_encoder_dir() / name).exists():
+            shutil.copy(base_encoder_dir() / name, root / "base" / name)
+    texts, data = {}, []
+    for i, task_name in enumerate(TASKS):
+        task = load_task(task_name, 0, VARIANTS["tiny"].sizes)
+        texts[task_name] = list(task.splits["validation"].texts[:24])
+        tune = LlamaForCausalLM.from_pretrained(root / "base")
+        optimizer = torch.optim.AdamW(tune.parameters(), lr=3e-3)
+        train = list(task.splits["train"].texts[:64])
+        for step in range(30):
+            batch = tokenizer(train[(step * 8) % 64:(step * 8) % 64 + 8], padding=True, truncation=True,
+                              max_length=48, return_tensors="pt")
+            labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+            tune(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        tune.save_pretrained(root / f"ft_{task_name}")
+        data.append(root / f"{task_name}.jsonl")
+        data[-1].write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[task_name]))
+    spec = {"method": "task_arithmetic", "base": str(root / "base"),
+            "models": [{"path": str(root / f"ft_{t}")} for t in TASKS]}
+    (root / "spec.yaml").write_text(yaml.safe_dump(spec))
+    return root, data, texts, tokenizer
+
+
+def learn(*args, cwd=None):
+    return subprocess.run([SCRIPT, "learn", *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, "TASKFUSE_CACHE": os.environ.get("TASKFUSE_CACHE", "/tmp/unused")})
+
+
+def test_atlas_on_a_spec_lowers_each_tasks_loss_and_writes_a_loadable_replayable_merge(lm_family, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    root, data, texts, tokenizer = lm_family
+    done = learn("atlas", "--spec", root / "spec.yaml", "--data", data[0], "--data", data[1], "--steps", "12",
+                 "--lr", "0.1", "-o", tmp_path / "merged")
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "merged" / "taskfuse_learned.json").read_text())
+    assert [d["examples"] for d in record["data_seen"]] == [len(texts[t]) for t in TASKS]
+    assert all(d["labels"] for d in record["data_seen"]) and record["losses"][-1] < record["losses"][0]
+    assert record["memory"]["task_vectors_mib"] >= 0 and (tmp_path / "merged" / "coefficients.png").exists()
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    base = AutoModelForCausalLM.from_pretrained(root / "base")
+    for task_name in TASKS:  # Λ starts at 0 (the base): learning must have improved every task
+        assert mean_loss(merged, tokenizer, texts[task_name]) < mean_loss(base, tokenizer, texts[task_name])
+    replay = subprocess.run([SCRIPT, "merge", tmp_path / "merged" / "taskfuse_spec.yaml", "-o", tmp_path / "again"],
+                            capture_output=True, text=True)
+    assert replay.returncode == 0, replay.stderr
+    assert (tmp_path / "again" / "model.safetensors").read_bytes() == (tmp_path / "merged" / "model.safetensors").read_bytes()
+
+
+def test_adamerging_on_a_spec_reads_no_completion(lm_family, tmp_path):
+    root, data, _, _ = lm_family
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "gloss:", "completion": "never read"}) + "\n" + json.dumps({"text": "a b c"}) + "\n")
+    done = learn("adamerging_task", "--spec", root / "spec.yaml", "--data", prompts, "--data", data[1], "--steps", "2",
+                 "-o", tmp_path / "merged")
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "merged" / "taskfuse_learned.json").read_text())
+    assert record["data_seen"][0] == {"file": str(prompts), "examples": 2, "labels": False,
+                                      "tokens": record["data_seen"][0]["tokens"], "max_tokens": 256}
+    assert 0.0 <= min(record["coefficients"]["*"]) and max(record["coefficients"]["*"]) <= 1.0
+
+
+@pytest.mark.parametrize("case, message", [
+    ("one_file", "names 2 models"),
+    ("bad_line", "bad.jsonl:2: not JSON"),
+    ("fewshot", "k examples per class"),
+    ("missing", "does not exist"),
+])
+def test_bad_learning_input_is_a_typed_error_and_writes_nothing(lm_family, tmp_path, case, message):
+    root, data, _, _ = lm_family
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"text": "fine"}) + "\n{oops\n")
+    files = {"one_file": [data[0]], "bad_line": [data[0], bad], "fewshot": data,
+             "missing": [data[0], tmp_path / "nope.jsonl"]}[case]
+    method = "atlas_fewshot" if case == "fewshot" else "atlas"
+    args = [a for f in files for a in ("--data", f)]
+    done = learn(method, "--spec", root / "spec.yaml", *args, "--steps", "1", "-o", tmp_path / "out")
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists()
