@@ -1,5 +1,5 @@
 """`taskfuse merge | plan | methods | demo`, the benchmark's `zoo | eval | bench` (cli/bench.py) and `learn`
-(cli/learn.py)."""
+(cli/learn.py), `search` (cli/search.py)."""
 from __future__ import annotations
 
 import json
@@ -21,6 +21,7 @@ from ..methods import all_methods, get_method
 from ..terminate import exit_cleanly_on_sigterm
 from .bench import register as register_bench_commands
 from .learn import register as register_learn_command
+from .search import register as register_search_command
 from .crash import EXIT_STATUS as CRASH_STATUS
 from .crash import report_crash
 from .progress import progress_display
@@ -157,6 +158,7 @@ def demo(
 
 register_bench_commands(app, _fail)
 register_learn_command(app, _fail)
+register_search_command(app, _fail)
 
 
 def main() -> None:

@@ -1,0 +1,63 @@
+"""Searching a method's parameters on the zoo: per-expert weights, and the method's λ and density where it has them.
+
+Each trial merges the zoo's experts through the public API and scores the merge on the validation split, in a
+worker process that builds the zoo (from the cache) and tokenises the validation data once.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+from .. import api
+from ..eval.harness import Evaluator, mean, normalized
+from ..methods import get_method
+from ..programs.search import Dimension
+from ..zoo.build import Zoo, build_zoo
+from ..zoo.recipe import variant_named
+from .grid import GRIDS
+from .merging import zoo_spec
+
+WORKER_BYTES = 3 << 30  # a trial worker's peak RSS on the full zoo: encoder, 8 experts' merge, evaluator (measured)
+
+
+def search_space(zoo: Zoo, method: str) -> list[Dimension]:
+    """Weights in [0, 1] per expert; λ over the method's benchmark grid, widened by half; density in [0.05, 0.9]."""
+    space = [Dimension(f"weight:{i}", 0.0, 1.0) for i in range(len(zoo.experts))]
+    names = {f.name for f in fields(get_method(method).params)}
+    scales = [p["scale"] for p in GRIDS.get(method, []) if "scale" in p]
+    if "scale" in names and method != "task_arithmetic" and scales:  # task arithmetic's λ is the weights' scale
+        space.append(Dimension("scale", min(scales) / 2, max(scales) * 1.5))
+    if "density" in names:
+        space.append(Dimension("density", 0.05, 0.9))
+    return space
+
+
+def trial_spec(zoo: Zoo, method: str, params: dict, seed: int) -> dict:
+    spec = zoo_spec(zoo, method, {k: v for k, v in params.items() if not k.startswith("weight:")}, seed)
+    for i, model in enumerate(spec["models"]):
+        model["weight"] = params[f"weight:{i}"]
+    return spec
+
+
+_WORKER: dict = {}  # per worker process: the zoo, its validation evaluator and the experts' validation scores
+
+
+def score_trial(item: tuple) -> float:
+    """A trial in a worker: merge with `params` and return the mean normalised validation accuracy."""
+    variant, task_files, method, params, seed, threads = item
+    torch.set_num_threads(threads)
+    key = (variant, task_files)
+    if _WORKER.get("key") != key:
+        zoo = build_zoo(variant_named(variant), 1, None, task_files)
+        evaluator = Evaluator(zoo.tasks, {t: e.head() for t, e in zoo.experts.items()}, "validation")
+        experts = {t: evaluator.score_task(e.model_dir, t) for t, e in zoo.experts.items()}
+        _WORKER.update(key=key, zoo=zoo, evaluator=evaluator, experts=experts)
+    zoo, evaluator = _WORKER["zoo"], _WORKER["evaluator"]
+    with tempfile.TemporaryDirectory(prefix="taskfuse-search-") as work:
+        spec = trial_spec(zoo, method, params, seed)
+        api.merge(spec, Path(work) / "merged", threads=threads)
+        scores = evaluator.score(Path(work) / "merged")
+    return mean(normalized(scores, _WORKER["experts"]).values())
