@@ -93,3 +93,11 @@ def test_learn_command_writes_merge_record_and_map_and_refuses_bad_input(tiny_be
     refused = run("atlas", "--variant", "tiny", "--steps", "1", "-o", str(folder))
     assert refused.returncode == 2 and "OutputExistsError" in refused.stderr
     assert_untouched(folder)
+
+
+def test_bench_refuses_an_unknown_learned_row_before_building_anything(tmp_path):
+    done = subprocess.run([SCRIPT, "bench", "--variant", "tiny", "--learned", "adamerging_layer,nope", "--out",
+                           str(tmp_path / "report")], capture_output=True, text=True,
+                          env={**os.environ, "TASKFUSE_CACHE": str(tmp_path / "cache")})
+    assert done.returncode == 2 and "unknown learned method 'nope'" in done.stderr
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "report").exists()

@@ -104,8 +104,9 @@ def register(app: typer.Typer, fail) -> None:
                                        "earlier report; anything else is refused"),
               workers: int = typer.Option(1, min=1, help="processes for building missing experts"),
               task_file: list[Path] = typer.Option([], "--task-file", help="your own .jsonl/.csv task"),
-              learned: str = typer.Option("all", help="learned rows (AdaMerging, aTLAS): 'all', 'none' or "
-                                          "comma-separated names")) -> None:
+              learned: Optional[str] = typer.Option(None, help="learned rows (AdaMerging, aTLAS): 'all', 'none' or "
+                                                    "comma-separated names (default: all with --full, none "
+                                                    "otherwise)")) -> None:
         """Build the zoo, merge it with every data-free method (tuned on validation) and every learned method
         (coefficients learned on validation data), judge on test, report."""
         from ..bench.report import write_report
@@ -119,7 +120,7 @@ def register(app: typer.Typer, fail) -> None:
                             "default) or --variant NAME."))
         chosen = asked.pop() if asked else "quick"
         try:
-            rows = learned_names(learned)
+            rows = learned_names(learned or ("all" if chosen == "full" else "none"))
         except TaskfuseError as e:
             fail(e)
         target = out / chosen if out == Path("out/bench") else out
