@@ -26,9 +26,10 @@ def write_report(result: dict, out: Path) -> Path:
         figures = {n: stage / n for n in FIGURES}
         for row in result.get("learned", []):
             if "*" not in row["coefficients"]:  # layer-wise: a layer × task map; task-wise Λ is in the table
-                figures[f"coefficients_{row['method']}.png"] = stage / f"coefficients_{row['method']}.png"
+                name = f"coefficients_{row['method']}.png"
+                figures[name] = stage / name
                 coefficient_heatmap(row["coefficients"], [t["name"] for t in result["tasks"]],
-                                    f"{row['method']}: learned coefficients", stage / f"coefficients_{row['method']}.png")
+                                    f"{row['method']}: learned coefficients", figures[name])
         (stage / "report.html").write_text(render_html(result, figures))
     return Path(out)
 

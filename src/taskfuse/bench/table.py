@@ -36,7 +36,8 @@ def _params(params: dict) -> str:
 
 
 def markdown(result: dict) -> str:
-    lines = ["| model | chosen on validation (data-free) or learned from | avg accuracy | avg macro-F1 | avg normalized |", "|---|---|---|---|---|"]
+    lines = ["| model | chosen on validation (data-free) or learned from | avg accuracy | avg macro-F1 | avg normalized |",
+             "|---|---|---|---|---|"]
     for r in ranked_rows(result):
         name = f"*{r['label']}*" if r["reference"] else r["label"]
         lines.append(f"| {name} | {r['params']} | {r['average_accuracy'] * 100:.1f} | "

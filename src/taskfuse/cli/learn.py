@@ -105,4 +105,5 @@ def register(app: typer.Typer, fail) -> None:
             write_learned(zoo, chosen, result, out, learned_files(learned, method))
         except TaskfuseError as e:
             fail(e)
-        _summary(out, method, f"the {variant} zoo", chosen.recipe.steps, learned, f"taskfuse eval {out} --variant {variant}")
+        _summary(out, method, f"the {variant} zoo", chosen.recipe.steps, learned,
+                 f"taskfuse eval {out} --variant {variant}")

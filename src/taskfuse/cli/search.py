@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
@@ -50,8 +50,9 @@ def register(app: typer.Typer, fail) -> None:
                                  "method (task_arithmetic, ties, dare_ties, ...).")
             check_output_dir(out, "merge")
             log_path = log or out.with_name(out.name + ".search.jsonl")
+            task_files = tuple(map(str, task_file))
             with _progress_bars() as bars:
-                zoo = build_zoo(variant_named(variant), 1, _zoo_reporter(bars), tuple(map(str, task_file)))
+                zoo = build_zoo(variant_named(variant), 1, _zoo_reporter(bars), task_files)
                 count = workers or workers_that_fit(WORKER_BYTES, popsize)
                 threads = max(1, (os.cpu_count() or 1) // count)
                 space = search_space(zoo, method)
@@ -60,9 +61,8 @@ def register(app: typer.Typer, fail) -> None:
                 try:
                     found = run_search(
                         space, lambda params: trials.map(score_trial, [
-                            (variant, tuple(map(str, task_file)), method, p, seed, threads) for p in params]),
-                        config, log_path,
-                        {"method": method, "variant": variant, "task_files": list(map(str, task_file))},
+                            (variant, task_files, method, p, seed, threads) for p in params]),
+                        config, log_path, {"method": method, "variant": variant, "task_files": list(task_files)},
                         lambda done, total, best: bars.update(bar, completed=done,
                                                               description=f"{method} best {best * 100:.2f}%"))
                 finally:
@@ -71,7 +71,7 @@ def register(app: typer.Typer, fail) -> None:
                       "space": [asdict(d) for d in space], "best": found.best,
                       "best_validation_normalized": found.best_score, "trials": found.trials,
                       "evaluated_now": found.evaluated, "log": str(log_path),
-                      "pool": {"kind": "ray" if ray_address else pool, "workers": count},
+                      "pool": {"kind": trials.kind, "workers": trials.workers},
                       "data_seen": "labelled validation split of each task (scores only)"}
             api.merge(trial_spec(zoo, method, found.best, seed), out,
                       extra_files={"taskfuse_search.json": json.dumps(record, indent=1).encode()})

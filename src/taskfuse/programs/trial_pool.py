@@ -22,6 +22,8 @@ def workers_that_fit(per_worker_bytes: int, cap: int | None = None) -> int:
 
 
 class ProcessTrialPool:
+    kind = "process"
+
     def __init__(self, workers: int):
         self.workers = workers
         self._pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))  # no forked torch threads
@@ -35,6 +37,8 @@ class ProcessTrialPool:
 
 class RayTrialPool:
     """Trials as Ray tasks; `address` None starts a local Ray with `workers` CPUs, else connects to that cluster."""
+
+    kind = "ray"
 
     def __init__(self, workers: int, address: str | None):
         try:
