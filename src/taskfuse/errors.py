@@ -32,6 +32,11 @@ class HubUnavailableError(CheckpointError):
     """A hub id was given but the hub cannot be reached (offline, no network) and it is not cached."""
 
 
+class AdapterError(CheckpointError):
+    """A PEFT adapter that cannot be read exactly as a weight update of its base: an unsupported PEFT type or
+    LoRA variant, a module the base lacks, factors whose shapes do not fit the base."""
+
+
 class NonFiniteInputError(TaskfuseError, ValueError):
     """An input tensor holds NaN or Inf."""
 

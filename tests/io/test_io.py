@@ -53,9 +53,9 @@ def test_tied_embeddings_round_trip(tmp_path):
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
 
 
-def test_adapter_directory_is_refused_clearly(tmp_path):
+def test_an_adapter_directory_of_an_unknown_kind_is_refused_clearly(tmp_path):
     (tmp_path / "adapter_config.json").write_text("{}")
-    with pytest.raises(CheckpointError, match="PEFT adapter"):
+    with pytest.raises(CheckpointError, match="PEFT type None is not supported"):
         Checkpoint.open(tmp_path)
 
 

@@ -54,15 +54,22 @@ class Checkpoint:
     @classmethod
     def open(cls, ref: str | Path, base_dir: Path | None = None) -> "Checkpoint":
         """Open a local directory or .safetensors file, or a hub id (downloaded through huggingface_hub)."""
+        from .adapter import AdapterCheckpoint, is_adapter_dir  # it builds on this module
+
         ref = str(ref)
-        path = Path(ref).expanduser()
-        if not path.is_absolute() and base_dir is not None and (base_dir / path).exists():
-            path = base_dir / path
+        path = _local(ref, base_dir)
+        if not path.exists() and "+" in ref:  # BASE+ADAPTER, mergekit's spelling of "this adapter on that base"
+            base_ref, adapter_ref = ref.split("+", 1)
+            adapter = _local(adapter_ref, base_dir)
+            adapter = adapter if adapter.exists() else _fetch(adapter_ref, adapter)
+            if not is_adapter_dir(adapter):
+                raise CheckpointError(f"model {ref!r}: {adapter_ref!r} is not a PEFT adapter directory (no "
+                                      "adapter_config.json). Fix: BASE+ADAPTER names a base and a LoRA adapter.")
+            return AdapterCheckpoint.open(ref, adapter, base_ref, base_dir)
         if not path.exists():
-            if HUB_ID.match(ref) and not ref.startswith((".", "/")):
-                path = resolve_hub_id(ref)
-            else:
-                raise CheckpointError(f"model {ref!r}: path {path} does not exist. Fix: check the path in the spec.")
+            path = _fetch(ref, path)
+        if is_adapter_dir(path):
+            return AdapterCheckpoint.open(ref, path, base_dir=base_dir)
         if path.is_file():
             return cls(ref, path.parent, _read_safetensors_headers(ref, path.parent, [path.name]))
         return cls(ref, path, _scan_directory(ref, path), _read_config(ref, path))
@@ -107,6 +114,19 @@ class Checkpoint:
             if file not in self._handles:
                 self._handles[file] = opener(self.ref, self.root / file)
             return self._handles[file]
+
+
+def _local(ref: str, base_dir: Path | None) -> Path:
+    path = Path(ref).expanduser()
+    if not path.is_absolute() and base_dir is not None and (base_dir / path).exists():
+        path = base_dir / path
+    return path
+
+
+def _fetch(ref: str, path: Path) -> Path:
+    if HUB_ID.match(ref) and not ref.startswith((".", "/")):
+        return resolve_hub_id(ref)
+    raise CheckpointError(f"model {ref!r}: path {path} does not exist. Fix: check the path in the spec.")
 
 
 def _read_config(ref: str, root: Path) -> dict | None:
@@ -198,9 +218,6 @@ def _scan_directory(ref: str, root: Path) -> dict[str, TensorMeta]:
         return _bin_headers(ref, root, _index_files(ref, root, BIN_INDEX))
     if (root / BIN_SINGLE).exists():
         return _bin_headers(ref, root, [BIN_SINGLE])
-    if (root / "adapter_config.json").exists():
-        raise CheckpointError(f"model {ref!r} is a PEFT adapter, not a full model. Fix: merge it into its base "
-                              "first (peft's merge_and_unload) or give the full fine-tuned model.")
     loose = sorted(p.name for p in root.glob("*.safetensors"))
     if loose:
         return _read_safetensors_headers(ref, root, loose)

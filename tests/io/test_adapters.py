@@ -1,0 +1,191 @@
+"""PEFT LoRA adapters as models in a spec: merged by their weight updates ΔW = scaling·B·A, checked against PEFT."""
+import json
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from taskfuse import api
+from taskfuse.errors import AdapterError, CheckpointError
+from taskfuse.io.checkpoint import Checkpoint
+from taskfuse.testing.checkpoints import build_model, save
+
+TARGETS = ["q_proj", "v_proj", "down_proj", "embed_tokens"]
+
+
+def make_adapter(base_dir, out, seed, **lora):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    torch.manual_seed(seed)
+    config = LoraConfig(**{"r": 4, "lora_alpha": 8, "target_modules": TARGETS, "init_lora_weights": False, **lora})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir), config)
+        with torch.no_grad():  # B starts at zero in PEFT's default init; make every factor count
+            for name, p in model.named_parameters():
+                if "lora_" in name:
+                    p.copy_(torch.randn_like(p) * 0.05)
+        model.save_pretrained(out)
+    return out
+
+
+def peft_merged(base_dir, adapter_dir) -> dict[str, torch.Tensor]:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), adapter_dir)
+        return {k: v.detach().clone() for k, v in model.merge_and_unload().state_dict().items()}
+
+
+def merged(tmp_path, base, models, weights, name="out", method="task_arithmetic"):
+    spec = {"method": method, "base": str(base),
+            "models": [{"path": str(m), "weight": w} for m, w in zip(models, weights)]}
+    out = tmp_path / name
+    api.merge(spec, out)
+    return load_file(out / "model.safetensors")
+
+
+def deltas(base_dir, adapter_dir) -> dict[str, torch.Tensor]:
+    base = load_file(base_dir / "model.safetensors")
+    return {k: v - base[k] for k, v in peft_merged(base_dir, adapter_dir).items() if k in base}
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory):
+    root = tmp_path_factory.mktemp("adapters")
+    base = save(build_model("llama", 0), root / "base")
+    return {
+        "root": root,
+        "base": base,
+        "plain": make_adapter(base, root / "plain", 1, modules_to_save=["lm_head"]),
+        "twin": make_adapter(base, root / "twin", 6),
+        "other": make_adapter(base, root / "other", 2, r=2, lora_alpha=3),
+        "rslora": make_adapter(base, root / "rslora", 3, use_rslora=True, r=8, lora_alpha=4),
+        "patterns": make_adapter(base, root / "patterns", 4, rank_pattern={"layers.1.self_attn.q_proj": 2},
+                                 alpha_pattern={"down_proj": 32}),
+        "dora": make_adapter(base, root / "dora", 5, use_dora=True, target_modules=["q_proj", "v_proj"]),
+    }
+
+
+@pytest.mark.parametrize("kind", ["plain", "rslora", "patterns", "dora"])
+def test_one_adapter_at_weight_one_is_peft_merge_and_unload(tmp_path, family, kind):
+    ours = merged(tmp_path, family["base"], [family[kind]], [1.0])
+    reference = peft_merged(family["base"], family[kind])
+    assert set(ours) == set(reference)
+    base = load_file(family["base"] / "model.safetensors")
+    changed = [k for k in ours if not torch.equal(reference[k], base[k])]
+    assert len(changed) >= 6  # the adapter really moved the weights it targets
+    for name in ours:
+        torch.testing.assert_close(ours[name], reference[name], rtol=0, atol=2e-6, msg=name)
+
+
+def test_a_linear_merge_is_the_sum_of_the_updates_where_peft_factor_sums_are_not(tmp_path, family):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    base_dir, a, b = family["base"], family["plain"], family["patterns"]
+    ours = merged(tmp_path, base_dir, [a, b], [0.7, 0.5])
+    base = load_file(base_dir / "model.safetensors")
+    da, db = deltas(base_dir, a), deltas(base_dir, b)
+    exact = {k: base[k] + 0.7 * da[k] + 0.5 * db[k] for k in base}
+    for name in ours:
+        torch.testing.assert_close(ours[name], exact[name], rtol=0, atol=2e-6, msg=name)
+    # PEFT's own "linear" combination refuses mixed ranks, and on equal ranks sums the factors: (ΣwA)(ΣwB) carries
+    # the cross terms B_a·A_b
+    b = family["twin"]
+    ours = merged(tmp_path, base_dir, [a, b], [0.7, 0.5], name="equal_ranks")
+    db = deltas(base_dir, b)
+    exact = {k: base[k] + 0.7 * da[k] + 0.5 * db[k] for k in base}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), a, adapter_name="a")
+        model.load_adapter(b, adapter_name="b")
+        model.add_weighted_adapter(["a", "b"], [0.7, 0.5], "mix", combination_type="linear")
+        model.set_adapter("mix")
+        theirs = model.merge_and_unload().state_dict()
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert (theirs[q] - exact[q]).abs().max() > 100 * (ours[q] - exact[q]).abs().max()
+
+
+def test_negative_weights_subtract_an_update(tmp_path, family):
+    base_dir, a, b = family["base"], family["plain"], family["other"]
+    ours = merged(tmp_path, base_dir, [a, b], [1.0, -1.0])
+    base = load_file(base_dir / "model.safetensors")
+    da, db = deltas(base_dir, a), deltas(base_dir, b)
+    for name in ("model.layers.0.self_attn.v_proj.weight", "model.embed_tokens.weight"):
+        torch.testing.assert_close(ours[name], base[name] + da[name] - db[name], rtol=0, atol=2e-6)
+
+
+def test_adapters_mix_with_full_fine_tunes_and_ties_reads_their_updates(tmp_path, family):
+    from taskfuse.testing.checkpoints import perturb
+    full = save(perturb(build_model("llama", 0), seed=9), tmp_path / "full")
+    out = merged(tmp_path, family["base"], [family["plain"], full], [1.0, 1.0], method="ties")
+    assert out["model.layers.0.self_attn.q_proj.weight"].isfinite().all()
+
+
+def test_base_plus_adapter_names_a_base_the_adapter_config_does_not(tmp_path, family):
+    moved = tmp_path / "moved_adapter"
+    moved.mkdir()
+    for f in family["other"].iterdir():
+        (moved / f.name).write_bytes(f.read_bytes())
+    config = json.loads((moved / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(tmp_path / "gone")
+    (moved / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(AdapterError, match="BASE\\+ADAPTER"):
+        Checkpoint.open(str(moved))
+    ckpt = Checkpoint.open(f"{family['base']}+{moved}")
+    q = "model.layers.2.self_attn.q_proj.weight"
+    torch.testing.assert_close(ckpt.read(q), peft_merged(family["base"], family["other"])[q], rtol=0, atol=2e-6)
+    assert ckpt.read("model.norm.weight").dtype == torch.float32  # untouched tensors are the base's
+
+
+def test_an_adapter_for_another_base_is_refused_naming_module_and_shapes(tmp_path, family):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    config = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=2)
+    other_base = save(LlamaForCausalLM(config), tmp_path / "other_base")
+    with pytest.raises(AdapterError, match=r"q_proj.*(B·A|base tensor).*\nFix|different base") as e:
+        api.plan({"method": "task_arithmetic", "base": str(other_base),
+                  "models": [{"path": f"{other_base}+{family['plain']}"}]})
+    assert str(family["plain"]) in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_module_the_base_lacks_is_named(tmp_path, family):
+    from transformers import BertConfig, BertModel
+    bert = save(BertModel(BertConfig(vocab_size=128, hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
+                                     intermediate_size=96)), tmp_path / "bert")
+    with pytest.raises(AdapterError, match=r"module 'model\.layers\.0\.self_attn\.q_proj' has no weight"):
+        Checkpoint.open(f"{bert}+{family['plain']}")
+
+
+def test_unknown_peft_types_and_variants_are_refused(tmp_path, family):
+    from peft import IA3Config, get_peft_model
+    from transformers import AutoModelForCausalLM
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ia3 = get_peft_model(AutoModelForCausalLM.from_pretrained(family["base"]),
+                             IA3Config(target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"]))
+        ia3.save_pretrained(tmp_path / "ia3")
+    with pytest.raises(AdapterError, match="PEFT type 'IA3' is not supported"):
+        Checkpoint.open(str(tmp_path / "ia3"))
+    biased = make_adapter(family["base"], tmp_path / "biased", 7, lora_bias=True, target_modules=["q_proj"])
+    with pytest.raises(AdapterError, match="lora_bias"):
+        Checkpoint.open(str(biased))
+    not_adapter = tmp_path / "empty"
+    not_adapter.mkdir()
+    with pytest.raises(CheckpointError, match="not a PEFT adapter directory"):
+        Checkpoint.open(f"{family['base']}+{not_adapter}")
+
+
+def test_a_mergekit_recipe_takes_model_plus_lora(tmp_path, family):
+    base_dir = family["base"]
+    recipe = {"merge_method": "task_arithmetic", "base_model": str(base_dir),
+              "models": [{"model": f"{base_dir}+{family['other']}", "parameters": {"weight": 1.0}}]}
+    out = tmp_path / "mk"
+    api.merge(recipe, out)
+    reference = peft_merged(base_dir, family["other"])
+    ours = load_file(out / "model.safetensors")
+    for name in ours:
+        torch.testing.assert_close(ours[name], reference[name], rtol=0, atol=2e-6, msg=name)
