@@ -1,5 +1,5 @@
 """`taskfuse merge | plan | methods | demo`, the benchmark's `zoo | eval | bench` (cli/bench.py) and `learn`
-(cli/learn.py), `search` (cli/search.py)."""
+(cli/learn.py), `search` (cli/search.py), `extract-lora` (cli/extract.py)."""
 from __future__ import annotations
 
 import json
@@ -20,6 +20,7 @@ from ..execute.device import resolve_device
 from ..methods import all_methods, get_method
 from ..terminate import exit_cleanly_on_sigterm
 from .bench import register as register_bench_commands
+from .extract import register as register_extract_command
 from .learn import register as register_learn_command
 from .search import register as register_search_command
 from .crash import EXIT_STATUS as CRASH_STATUS
@@ -159,6 +160,7 @@ def demo(
 register_bench_commands(app, _fail)
 register_learn_command(app, _fail)
 register_search_command(app, _fail)
+register_extract_command(app, _fail)
 
 
 def main() -> None:

@@ -169,6 +169,8 @@ def read_updates(ref: str, config: dict, factors: Checkpoint,
         if match:
             pairs.setdefault(match.group(1), {})[match.group(2).split(".")[0]] = key
             continue
+        if ".original_module." in name:  # PEFT's copy of the base module beside a modules_to_save one
+            continue
         if ".lora_" in name:
             errors.append(f"tensor {key!r} is a LoRA part taskfuse does not know (bias, convolution or a newer "
                           "variant)")

@@ -21,7 +21,8 @@ MARKER = ".taskfuse-output.json"
 # errno values that mean the output's disk, not taskfuse, failed: reported as OutputWriteError, not a traceback
 WRITE_FAILURES = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exhausted",
                   errno.EIO: "the device reported an I/O error", errno.EROFS: "the file system is read-only"}
-KIND_NAMES = {"merge": "merged model", "report": "benchmark report", "expert": "zoo expert", "demo": "demo folder"}
+KIND_NAMES = {"merge": "merged model", "report": "benchmark report", "expert": "zoo expert", "demo": "demo folder",
+              "adapter": "LoRA adapter"}
 
 
 def written_kind(folder: Path) -> str | None:

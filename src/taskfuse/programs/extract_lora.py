@@ -1,0 +1,217 @@
+"""A PEFT LoRA adapter from a full fine-tune: each changed matrix's update ΔW = model − base, truncated by SVD.
+
+Streams one tensor at a time (the adapter's small factors are all that accumulate). Linear, transformers Conv1D
+(fan-in-fan-out) and embedding weights become LoRA factors, B·A being the best rank-r approximation of ΔW
+(Eckart–Young); scaling is 1 (lora_alpha = r, per module through rank_pattern/alpha_pattern). What LoRA cannot
+express is saved whole, as PEFT does: changed biases (bias="all") and changed non-matrix modules such as norms
+(modules_to_save). The relative error ‖ΔW − B·A‖_F / ‖ΔW‖_F of every module is reported.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import save_file
+
+from ..errors import IncompatibleInputsError, UsageError
+from ..io.adapter import ADAPTER_CONFIG, PEFT_PREFIX
+from ..io.checkpoint import Checkpoint
+from ..io.output import staged_output
+
+FACTORED_KINDS = ("linear", "conv1d", "embedding")
+REPORT = "taskfuse_extraction.json"
+
+
+@dataclass(frozen=True)
+class RankRule:
+    """A fixed rank, or the smallest rank keeping `energy` of ΔW's squared singular values."""
+
+    rank: int | None = None
+    energy: float | None = None
+
+    def __post_init__(self):
+        if (self.rank is None) == (self.energy is None):
+            raise UsageError("give exactly one of --rank R (a fixed rank) or --energy E (keep the fraction E of each "
+                             "update's squared singular values, 0 < E ≤ 1).")
+        if self.rank is not None and self.rank < 1:
+            raise UsageError(f"--rank {self.rank}: a LoRA rank is at least 1.")
+        if self.energy is not None and not 0 < self.energy <= 1:
+            raise UsageError(f"--energy {self.energy}: give a fraction in (0, 1], e.g. 0.9.")
+
+    def choose(self, singular_values: torch.Tensor) -> int:
+        if self.rank is not None:
+            return min(self.rank, len(singular_values))
+        power = singular_values.double() ** 2
+        kept = torch.cumsum(power, 0) / power.sum()
+        return int(torch.searchsorted(kept, torch.tensor(self.energy, dtype=kept.dtype) - 1e-12).item()) + 1
+
+
+@dataclass
+class ModuleReport:
+    module: str
+    kind: str
+    shape: tuple[int, ...]
+    rank: int
+    relative_error: float  # ‖ΔW − B·A‖_F / ‖ΔW‖_F
+    energy_kept: float
+
+
+@dataclass
+class Extraction:
+    out: Path
+    modules: list[ModuleReport] = field(default_factory=list)
+    saved_whole: list[str] = field(default_factory=list)  # tensors stored in full (biases, norms)
+    unchanged: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> dict:
+        errors = [m.relative_error for m in self.modules]
+        return {"modules": len(self.modules), "tensors_saved_whole": len(self.saved_whole),
+                "tensors_unchanged": self.unchanged,
+                "rank": {"min": min((m.rank for m in self.modules), default=0),
+                         "max": max((m.rank for m in self.modules), default=0)},
+                "relative_error": {"mean": sum(errors) / len(errors) if errors else 0.0,
+                                   "max": max(errors, default=0.0)},
+                "seconds": round(self.seconds, 2)}
+
+
+def module_kinds(ckpt: Checkpoint) -> dict[str, str]:
+    """module name → linear | conv1d | embedding | other, from the model class built on the meta device (no
+    memory): a tensor's name alone cannot tell a Linear from an Embedding or a transposed Conv1D."""
+    import transformers
+    from transformers.pytorch_utils import Conv1D
+
+    if not ckpt.config:
+        raise IncompatibleInputsError(f"model {ckpt.ref!r} has no config.json, so its layer types are unknown. "
+                                      "Fix: give the model directory saved by save_pretrained.")
+    config = transformers.AutoConfig.for_model(**ckpt.config)
+    classes = [getattr(transformers, a, None) for a in (ckpt.config.get("architectures") or [])]
+    cls = next((c for c in classes if c is not None), transformers.AutoModel)
+    with torch.device("meta"):
+        model = cls.from_config(config) if cls is transformers.AutoModel else cls._from_config(config)
+    kinds = {}
+    for name, module in model.named_modules():
+        if isinstance(module, Conv1D):
+            kinds[name] = "conv1d"
+        elif isinstance(module, torch.nn.Linear):
+            kinds[name] = "linear"
+        elif isinstance(module, torch.nn.Embedding):
+            kinds[name] = "embedding"
+        else:
+            kinds[name] = "other"
+    return kinds
+
+
+def extract_lora(model: str | Path, base: str | Path, out: str | Path, rule: RankRule, *,
+                 progress: Callable[[int, int, str], None] | None = None) -> Extraction:
+    """Write a PEFT LoRA adapter to `out` (atomically) that turns `base` into (an approximation of) `model`."""
+    started = time.perf_counter()
+    fine_tune, pretrained = Checkpoint.open(model), Checkpoint.open(base)
+    check_same_tensors(fine_tune, pretrained)
+    kinds = _resolve_kinds(module_kinds(pretrained), pretrained)
+    result = Extraction(Path(out))
+    tensors: dict[str, torch.Tensor] = {}
+    ranks: dict[str, int] = {}
+    whole_modules: set[str] = set()
+    names = [n for n, m in fine_tune.tensors.items() if m.dtype.is_floating_point]
+    for done, name in enumerate(names, 1):
+        delta = fine_tune.read(name).float() - pretrained.read(name).float()
+        module, _, param = name.rpartition(".")
+        kind = kinds.get(module, "other")
+        if not delta.any():
+            result.unchanged += 1
+        elif kind in FACTORED_KINDS and param == "weight":
+            report, a, b = factorize(delta, kind, rule, module)
+            result.modules.append(report)
+            ranks[module] = report.rank
+            suffix = ("lora_embedding_A", "lora_embedding_B") if kind == "embedding" else \
+                ("lora_A.weight", "lora_B.weight")
+            tensors[f"{PEFT_PREFIX}{module}.{suffix[0]}"] = a
+            tensors[f"{PEFT_PREFIX}{module}.{suffix[1]}"] = b
+        else:
+            whole_modules.add(module)
+            result.saved_whole.append(name)
+        if progress:
+            progress(done, len(names), name)
+    # A changed bias of a LoRA layer is stored as PEFT's bias="all" stores it; any other changed module whole.
+    biases = [n for n in result.saved_whole if n.endswith(".bias") and n.rpartition(".")[0] in ranks]
+    to_save = sorted(m for m in whole_modules if m not in ranks)
+    for name in result.saved_whole:
+        module = name.rpartition(".")[0]
+        key = f"{PEFT_PREFIX}{module}.base_layer.bias" if name in biases else f"{PEFT_PREFIX}{name}"
+        tensors[key] = fine_tune.read(name).float().contiguous()
+    for module in to_save:  # modules_to_save restores the whole module: its unchanged tensors too
+        for name in fine_tune.tensors:
+            if name.rpartition(".")[0] == module and f"{PEFT_PREFIX}{name}" not in tensors:
+                tensors[f"{PEFT_PREFIX}{name}"] = fine_tune.read(name).float().contiguous()
+    if not ranks and not tensors:
+        raise IncompatibleInputsError(f"model {fine_tune.ref!r} is identical to the base {pretrained.ref!r}: there "
+                                      "is no update to extract.")
+    config = adapter_config(pretrained.ref, ranks, rule, to_save, bias="all" if biases else "none",
+                            fan_in_fan_out=any(kinds.get(m) == "conv1d" for m in ranks))
+    result.seconds = time.perf_counter() - started
+    with staged_output(Path(out), "adapter") as stage:
+        save_file(tensors, stage / "adapter_model.safetensors", metadata={"format": "pt"})
+        (stage / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        (stage / REPORT).write_text(json.dumps({
+            "model": str(model), "base": str(base), "rule": asdict(rule), "summary": result.summary(),
+            "modules": [asdict(m) for m in result.modules], "saved_whole": result.saved_whole}, indent=1) + "\n")
+    return result
+
+
+def factorize(delta: torch.Tensor, kind: str, rule: RankRule, module: str) -> tuple[ModuleReport, torch.Tensor,
+                                                                                    torch.Tensor]:
+    """B, A with B·A the best rank-r approximation of ΔW in PEFT's orientation for the layer kind."""
+    matrix = delta if kind == "linear" else delta.T  # PEFT applies (B·A)ᵀ to Conv1D and embedding weights
+    u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
+    rank = rule.choose(s)
+    b, a = (u[:, :rank] * s[:rank]).contiguous(), vh[:rank].contiguous()
+    total = float((s.double() ** 2).sum())
+    kept = float((s[:rank].double() ** 2).sum())
+    error = float(torch.linalg.norm(matrix - b @ a) / torch.linalg.norm(matrix))
+    return ModuleReport(module, kind, tuple(delta.shape), rank, error, kept / total if total else 1.0), a, b
+
+
+def adapter_config(base_ref: str, ranks: dict[str, int], rule: RankRule, modules_to_save: list[str], bias: str,
+                   fan_in_fan_out: bool) -> dict:
+    """adapter_config.json as PEFT reads it; lora_alpha = r everywhere, so scaling is 1 and B·A is ΔW itself."""
+    common = rule.rank if rule.rank is not None else max(ranks.values(), default=1)
+    differing = {m: r for m, r in ranks.items() if r != common}
+    return {"peft_type": "LORA", "base_model_name_or_path": base_ref, "task_type": None, "inference_mode": True,
+            "r": common, "lora_alpha": common, "rank_pattern": differing, "alpha_pattern": dict(differing),
+            "target_modules": sorted(ranks), "modules_to_save": modules_to_save or None, "bias": bias,
+            "fan_in_fan_out": fan_in_fan_out, "lora_dropout": 0.0, "use_rslora": False, "use_dora": False,
+            "init_lora_weights": True}
+
+
+def check_same_tensors(model: Checkpoint, base: Checkpoint) -> None:
+    problems = [f"tensor {n!r} is {'×'.join(map(str, m.shape))} in the model but "
+                f"{'×'.join(map(str, base.meta(n).shape))} in the base"
+                for n, m in model.tensors.items() if n in base.tensors and base.meta(n).shape != m.shape]
+    missing = sorted(set(model.tensors) ^ set(base.tensors))
+    problems += [f"tensor {n!r} is in only one of them" for n in missing[:5]]
+    if problems:
+        listed = "\n".join(f"  - {p}" for p in problems[:12])
+        raise IncompatibleInputsError(f"model {model.ref!r} is not a fine-tune of base {base.ref!r} with the same "
+                                      f"tensors ({len(problems)} problem(s)):\n{listed}\nFix: give the base it was "
+                                      "fine-tuned from (a resized vocabulary cannot be expressed as a LoRA update).")
+
+
+def _resolve_kinds(kinds: dict[str, str], ckpt: Checkpoint) -> dict[str, str]:
+    """Module kinds keyed by the checkpoint's own module names (a saved model may drop or add the class's prefix,
+    e.g. `model.` inside a ...ForCausalLM)."""
+    modules = {n.rpartition(".")[0] for n in ckpt.tensors}
+    resolved = {}
+    for module in modules:
+        if module in kinds:
+            resolved[module] = kinds[module]
+            continue
+        longer = [k for k in kinds if k.endswith("." + module)]
+        shorter = [module.split(".", i)[-1] for i in range(1, module.count(".") + 1)]
+        found = longer[0] if len(longer) == 1 else next((s for s in shorter if s in kinds), None)
+        resolved[module] = kinds.get(found, "other")
+    return resolved
