@@ -189,3 +189,55 @@ def test_a_mergekit_recipe_takes_model_plus_lora(tmp_path, family):
     ours = load_file(out / "model.safetensors")
     for name in ours:
         torch.testing.assert_close(ours[name], reference[name], rtol=0, atol=2e-6, msg=name)
+
+
+def test_a_linear_merge_of_adapters_is_written_as_an_exact_adapter(tmp_path, family):
+    from taskfuse.programs.merge_to_adapter import merge_to_adapter
+    base_dir = family["base"]
+    spec = {"method": "task_arithmetic", "base": str(base_dir), "params": {"scale": 0.8},
+            "models": [{"path": str(family["plain"]), "weight": 0.7}, {"path": str(family["patterns"]), "weight": -0.5}]}
+    report = merge_to_adapter(spec, tmp_path / "adapter")
+    assert report["exact"]
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    q1 = "model.layers.1.self_attn.q_proj"
+    assert report["ranks"][q1] == 4 + 2 and config["rank_pattern"].get(q1, config["r"]) == 6
+    api.merge(spec, tmp_path / "full")
+    expected = load_file(tmp_path / "full" / "model.safetensors")
+    got = peft_merged(base_dir, tmp_path / "adapter")
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=3e-6, msg=name)
+
+
+def test_other_merges_become_adapters_by_truncated_svd_or_are_refused(tmp_path, family):
+    from taskfuse.errors import UsageError
+    from taskfuse.programs.extract_lora import RankRule
+    from taskfuse.programs.merge_to_adapter import merge_to_adapter
+    base_dir = family["base"]
+    spec = {"method": "ties", "base": str(base_dir), "params": {"density": 0.5},
+            "models": [{"path": str(family["plain"])}, {"path": str(family["twin"])}]}
+    with pytest.raises(UsageError, match=r"(?s)not a sum of LoRA updates.*'ties'.*--rank"):
+        merge_to_adapter(spec, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    report = merge_to_adapter(spec, tmp_path / "svd", RankRule(rank=64))
+    assert not report["exact"] and report["summary"]["relative_error"]["max"] < 1e-5
+    api.merge(spec, tmp_path / "full")
+    expected = load_file(tmp_path / "full" / "model.safetensors")
+    got = peft_merged(base_dir, tmp_path / "svd")
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=3e-6, msg=name)
+    assert not list(tmp_path.glob(".svd*"))  # the intermediate full merge is gone
+
+
+def test_merge_as_adapter_on_the_command_line(tmp_path, family):
+    import yaml
+    from tests.cli.test_user_errors import assert_user_error, taskfuse
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"method": "task_arithmetic", "base": str(family["base"]),
+                                    "models": [{"path": str(family["plain"])}, {"path": str(family["twin"])}]}))
+    done = taskfuse("merge", spec, "-o", tmp_path / "a", "--as-adapter")
+    assert done.returncode == 0, done.stderr
+    assert "exact" in done.stderr and (tmp_path / "a" / "taskfuse_adapter.json").exists()
+    ties = tmp_path / "ties.yaml"
+    ties.write_text(spec.read_text().replace("task_arithmetic", "ties"))
+    assert_user_error(taskfuse("merge", ties, "-o", tmp_path / "b", "--as-adapter"), "--rank R or --energy E")
+    assert not (tmp_path / "b").exists()

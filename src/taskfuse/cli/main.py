@@ -49,8 +49,17 @@ def merge(
     threads: Optional[int] = typer.Option(None, min=1, help="worker threads for the arithmetic (default: all cores)"),
     max_shard_size: str = typer.Option("2GB", help="largest shard in bytes or with a unit: 500MB, 2GB"),
     dry_run: bool = typer.Option(False, "--dry-run", help="plan and validate only; write nothing"),
+    as_adapter: bool = typer.Option(False, "--as-adapter", help="write a PEFT LoRA adapter on the spec's base "
+                                    "instead of a full model: exact (concatenated factors) for a linear merge of "
+                                    "LoRA adapters, else with --rank/--energy"),
+    rank: Optional[int] = typer.Option(None, help="with --as-adapter: re-factorise every update at this rank"),
+    energy: Optional[float] = typer.Option(None, help="with --as-adapter: per layer, the smallest rank keeping this "
+                                           "fraction of the update's squared singular values"),
 ) -> None:
-    """Merge the models of SPEC into a Hugging Face directory OUT."""
+    """Merge the models of SPEC into a Hugging Face directory OUT (or a PEFT adapter, --as-adapter)."""
+    if as_adapter or rank is not None or energy is not None:
+        _merge_to_adapter(spec, out, rank, energy)
+        return
     try:
         resolve_device(device)
         the_plan, checkpoints = api.prepare(spec, out, max_shard_size)  # every check a merge makes before writing
@@ -69,6 +78,20 @@ def merge(
     console.print(f"wrote {result.out} ({len(result.plan.jobs)} tensors, {len(result.plan.shards)} shard(s)) in "
                   f"{result.seconds:.1f}s, peak RSS {result.peak_rss_bytes / 2**20:.0f} MiB")
     _exit_now_if_standalone()
+
+
+def _merge_to_adapter(spec: Path, out: Path, rank: Optional[int], energy: Optional[float]) -> None:
+    from ..programs.extract_lora import RankRule
+    from ..programs.merge_to_adapter import merge_to_adapter
+    try:
+        with console.status("merging into an adapter"):
+            report = merge_to_adapter(spec, out, None if rank is None and energy is None else RankRule(rank, energy))
+    except TaskfuseError as e:
+        _fail(e)
+    how = ("exact: the adapters' factors concatenated" if report["exact"] else
+           f"re-factorised, mean relative error {report['summary']['relative_error']['mean']:.4f}")
+    console.print(f"wrote the adapter {out} ({how}; details in {out / report['report_file']}); load it with "
+                  "PeftModel.from_pretrained(base, OUT)", soft_wrap=True)
 
 
 # Set by main(), the console script, and never by in-process callers such as tests' CliRunner.

@@ -39,6 +39,10 @@ class LoraUpdate:
     transpose: bool
     magnitude: str | None = None  # DoRA's per-output-row magnitude vector
 
+    @property
+    def kind(self) -> str:
+        return "embedding" if "lora_embedding" in self.lora_a else "conv1d" if self.transpose else "linear"
+
     def delta(self, factors: Checkpoint) -> torch.Tensor:
         a, b = factors.read(self.lora_a).float(), factors.read(self.lora_b).float()
         product = b @ a

@@ -8,19 +8,16 @@ express is saved whole, as PEFT does: changed biases (bias="all") and changed no
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors.torch import save_file
 
 from ..errors import IncompatibleInputsError, UsageError
-from ..io.adapter import ADAPTER_CONFIG, PEFT_PREFIX
 from ..io.checkpoint import Checkpoint
-from ..io.output import staged_output
+from .adapter_files import AdapterBuilder, write_adapter
 
 FACTORED_KINDS = ("linear", "conv1d", "embedding")
 REPORT = "taskfuse_extraction.json"
@@ -107,16 +104,14 @@ def module_kinds(ckpt: Checkpoint) -> dict[str, str]:
 
 
 def extract_lora(model: str | Path, base: str | Path, out: str | Path, rule: RankRule, *,
-                 progress: Callable[[int, int, str], None] | None = None) -> Extraction:
+                 progress: Callable[[int, int, str], None] | None = None, label: str | None = None) -> Extraction:
     """Write a PEFT LoRA adapter to `out` (atomically) that turns `base` into (an approximation of) `model`."""
     started = time.perf_counter()
     fine_tune, pretrained = Checkpoint.open(model), Checkpoint.open(base)
     check_same_tensors(fine_tune, pretrained)
     kinds = _resolve_kinds(module_kinds(pretrained), pretrained)
     result = Extraction(Path(out))
-    tensors: dict[str, torch.Tensor] = {}
-    ranks: dict[str, int] = {}
-    whole_modules: set[str] = set()
+    adapter = AdapterBuilder()
     names = [n for n, m in fine_tune.tensors.items() if m.dtype.is_floating_point]
     for done, name in enumerate(names, 1):
         delta = fine_tune.read(name).float() - pretrained.read(name).float()
@@ -127,39 +122,26 @@ def extract_lora(model: str | Path, base: str | Path, out: str | Path, rule: Ran
         elif kind in FACTORED_KINDS and param == "weight":
             report, a, b = factorize(delta, kind, rule, module)
             result.modules.append(report)
-            ranks[module] = report.rank
-            suffix = ("lora_embedding_A", "lora_embedding_B") if kind == "embedding" else \
-                ("lora_A.weight", "lora_B.weight")
-            tensors[f"{PEFT_PREFIX}{module}.{suffix[0]}"] = a
-            tensors[f"{PEFT_PREFIX}{module}.{suffix[1]}"] = b
+            adapter.add_factors(module, kind, a, b)
         else:
-            whole_modules.add(module)
+            adapter.add_whole(name, fine_tune.read(name))
             result.saved_whole.append(name)
         if progress:
             progress(done, len(names), name)
-    # A changed bias of a LoRA layer is stored as PEFT's bias="all" stores it; any other changed module whole.
-    biases = [n for n in result.saved_whole if n.endswith(".bias") and n.rpartition(".")[0] in ranks]
-    to_save = sorted(m for m in whole_modules if m not in ranks)
-    for name in result.saved_whole:
-        module = name.rpartition(".")[0]
-        key = f"{PEFT_PREFIX}{module}.base_layer.bias" if name in biases else f"{PEFT_PREFIX}{name}"
-        tensors[key] = fine_tune.read(name).float().contiguous()
-    for module in to_save:  # modules_to_save restores the whole module: its unchanged tensors too
-        for name in fine_tune.tensors:
-            if name.rpartition(".")[0] == module and f"{PEFT_PREFIX}{name}" not in tensors:
-                tensors[f"{PEFT_PREFIX}{name}"] = fine_tune.read(name).float().contiguous()
-    if not ranks and not tensors:
+    if not adapter:
         raise IncompatibleInputsError(f"model {fine_tune.ref!r} is identical to the base {pretrained.ref!r}: there "
                                       "is no update to extract.")
-    config = adapter_config(pretrained.ref, ranks, rule, to_save, bias="all" if biases else "none",
-                            fan_in_fan_out=any(kinds.get(m) == "conv1d" for m in ranks))
+    needed = adapter.siblings_needed()
+    tensors, config = adapter.finish(pretrained.ref, {n: fine_tune.read(n) for n in fine_tune.tensors
+                                                      if n.rpartition(".")[0] in needed})
+    if rule.rank is not None:
+        config = {**config, "r": rule.rank, "lora_alpha": rule.rank,
+                  "rank_pattern": {m: r for m, r in adapter.ranks.items() if r != rule.rank}}
+        config["alpha_pattern"] = dict(config["rank_pattern"])
     result.seconds = time.perf_counter() - started
-    with staged_output(Path(out), "adapter") as stage:
-        save_file(tensors, stage / "adapter_model.safetensors", metadata={"format": "pt"})
-        (stage / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-        (stage / REPORT).write_text(json.dumps({
-            "model": str(model), "base": str(base), "rule": asdict(rule), "summary": result.summary(),
-            "modules": [asdict(m) for m in result.modules], "saved_whole": result.saved_whole}, indent=1) + "\n")
+    write_adapter(Path(out), tensors, config, REPORT, {
+        "model": label or str(model), "base": str(base), "rule": asdict(rule), "summary": result.summary(),
+        "modules": [asdict(m) for m in result.modules], "saved_whole": result.saved_whole})
     return result
 
 
@@ -174,18 +156,6 @@ def factorize(delta: torch.Tensor, kind: str, rule: RankRule, module: str) -> tu
     kept = float((s[:rank].double() ** 2).sum())
     error = float(torch.linalg.norm(matrix - b @ a) / torch.linalg.norm(matrix))
     return ModuleReport(module, kind, tuple(delta.shape), rank, error, kept / total if total else 1.0), a, b
-
-
-def adapter_config(base_ref: str, ranks: dict[str, int], rule: RankRule, modules_to_save: list[str], bias: str,
-                   fan_in_fan_out: bool) -> dict:
-    """adapter_config.json as PEFT reads it; lora_alpha = r everywhere, so scaling is 1 and B·A is ΔW itself."""
-    common = rule.rank if rule.rank is not None else max(ranks.values(), default=1)
-    differing = {m: r for m, r in ranks.items() if r != common}
-    return {"peft_type": "LORA", "base_model_name_or_path": base_ref, "task_type": None, "inference_mode": True,
-            "r": common, "lora_alpha": common, "rank_pattern": differing, "alpha_pattern": dict(differing),
-            "target_modules": sorted(ranks), "modules_to_save": modules_to_save or None, "bias": bias,
-            "fan_in_fan_out": fan_in_fan_out, "lora_dropout": 0.0, "use_rslora": False, "use_dora": False,
-            "init_lora_weights": True}
 
 
 def check_same_tensors(model: Checkpoint, base: Checkpoint) -> None:
