@@ -1,0 +1,62 @@
+"""A base model whose adapted modules add a routed mixture of the library's updates to their output."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .library import ExpertUpdate, LoraLibrary
+
+
+class RoutedUpdate(nn.Module):
+    """y = base(x) + Σ_e c_e(x) · B_e A_e x, with c(x) from the router, per token."""
+
+    def __init__(self, base: nn.Module, updates: list[ExpertUpdate | None], router: nn.Module):
+        super().__init__()
+        self.base, self.router = base, router
+        self.experts = [i for i, u in enumerate(updates) if u is not None]
+        self.lora_a = nn.ParameterList([nn.Parameter(updates[i].a, requires_grad=False) for i in self.experts])
+        self.lora_b = nn.ParameterList([nn.Parameter(updates[i].b, requires_grad=False) for i in self.experts])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        tokens = x.reshape(-1, x.shape[-1]).to(self.lora_a[0].dtype)  # (t, in)
+        coefficients = self.router(tokens)  # (t, E)
+        delta = torch.zeros(tokens.shape[0], y.shape[-1], dtype=tokens.dtype, device=tokens.device)
+        for slot, expert in enumerate(self.experts):
+            weight = coefficients[:, expert:expert + 1]
+            if weight.any():
+                delta += weight * ((tokens @ self.lora_a[slot].T) @ self.lora_b[slot].T)
+        return y + delta.reshape(y.shape).to(y.dtype)
+
+
+def module_names(model: nn.Module, library: LoraLibrary) -> dict[str, str]:
+    """Library module name → the model's own (one may carry a prefix the other lacks, e.g. `bert.`)."""
+    names = {n for n, _ in model.named_modules()}
+    found, missing = {}, []
+    for module in library.modules:
+        matches = [n for n in names if n == module or n.endswith("." + module) or module.endswith("." + n)]
+        exact = [n for n in matches if n == module]
+        if exact or len(matches) == 1:
+            found[module] = (exact or matches)[0]
+        else:
+            missing.append(module)
+    if missing:
+        from ..errors import AdapterError
+        raise AdapterError(f"the model has no module (or several) for the adapted layer(s) {missing[:4]}. Fix: "
+                           "route the base model the adapters were trained on.")
+    return found
+
+
+def route(model: nn.Module, library: LoraLibrary,
+          make_router: Callable[[str, list[ExpertUpdate | None], nn.Module], nn.Module]) -> nn.Module:
+    """Replace, in place, each adapted module of `model` by a RoutedUpdate with the router `make_router(name,
+    updates, module)` builds for it; returns the model."""
+    for module, own in module_names(model, library).items():
+        parent_name, _, child = own.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        base = getattr(parent, child)
+        updates = library.updates(module)
+        setattr(parent, child, RoutedUpdate(base, updates, make_router(module, updates, base)))
+    return model
