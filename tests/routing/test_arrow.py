@@ -91,3 +91,22 @@ def test_one_expert_routed_is_that_adapter(library_dirs):
         expected = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapters[0]).eval()(
             input_ids=ids).logits
         torch.testing.assert_close(ours(input_ids=ids).logits, expected, rtol=0, atol=1e-5)
+
+
+def test_a_routed_model_saves_and_loads_back_exactly(tmp_path, library_dirs):
+    from transformers import AutoModelForCausalLM
+
+    from taskfuse.errors import CheckpointError
+    from taskfuse.routing.store import load_routed, save_routed
+    base, adapters = library_dirs
+    library = LoraLibrary.from_adapters(base, {f"e{i}": a for i, a in enumerate(adapters)})
+    model = route(AutoModelForCausalLM.from_pretrained(base).eval(), library,
+                  lambda name, updates, module: ArrowRouter.for_updates(updates, module.in_features, 2, 0.5))
+    save_routed(model, library, "arrow", {"top_k": 2, "temperature": 0.5}, tmp_path / "routed")
+    ids = torch.randint(0, 128, (2, 7), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(load_routed(tmp_path / "routed")(input_ids=ids).logits,
+                                   model(input_ids=ids).logits, rtol=0, atol=0)
+    (tmp_path / "routed" / "manifest.json").write_text('{"format": "other"}')
+    with pytest.raises(CheckpointError, match="taskfuse-routed"):
+        load_routed(tmp_path / "routed")

@@ -1,0 +1,86 @@
+"""One directory format for every routed model: manifest.json (format version, router kind and parameters, base,
+experts, modules), experts.safetensors (each module's factors per expert) and router.safetensors (the router's
+tensors, e.g. Arrow's prototypes). `load_routed(dir)` rebuilds the torch module on the base."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..errors import CheckpointError
+from ..io.output import staged_output
+from .arrow import ArrowRouter
+from .library import ExpertUpdate, LoraLibrary
+from .modules import RoutedUpdate, route
+
+FORMAT, VERSION = "taskfuse-routed", 1
+ROUTERS = {"arrow": ArrowRouter}
+
+
+def save_routed(model: nn.Module, library: LoraLibrary, router: str, router_params: dict, out: Path,
+                extra: dict | None = None) -> None:
+    """Write `model` (routed by `route`) as a routed directory; `extra` (e.g. data seen) goes into the manifest."""
+    factors, router_tensors = {}, {}
+    for module, per in library.modules.items():
+        for expert, update in per.items():
+            factors[f"{module}::{expert}::A"] = update.a.contiguous()
+            factors[f"{module}::{expert}::B"] = update.b.contiguous()
+    routed = {name: m for name, m in model.named_modules() if isinstance(m, RoutedUpdate)}
+    for name, m in routed.items():
+        for key, tensor in m.router.state_dict().items():
+            router_tensors[f"{name}::{key}"] = tensor.contiguous()
+    manifest = {"format": FORMAT, "version": VERSION, "router": router, "router_params": router_params,
+                "base": library.base, "experts": library.experts, "modules": sorted(library.modules),
+                "routed_modules": sorted(routed), **(extra or {})}
+    with staged_output(Path(out), "routed") as stage:
+        save_file(factors, stage / "experts.safetensors")
+        save_file(router_tensors, stage / "router.safetensors")
+        (stage / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def read_manifest(folder: Path) -> dict:
+    try:
+        manifest = json.loads((Path(folder) / "manifest.json").read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{folder} is not a taskfuse routed model (manifest.json unreadable: {e}). Fix: "
+                              "point at a folder written by taskfuse route or the benchmark.") from e
+    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        raise CheckpointError(f"{folder}: manifest format {manifest.get('format')!r} version "
+                              f"{manifest.get('version')!r}; this taskfuse reads {FORMAT!r} version {VERSION}.")
+    if manifest.get("router") not in ROUTERS:
+        raise CheckpointError(f"{folder}: unknown router {manifest.get('router')!r} (known: {sorted(ROUTERS)}).")
+    return manifest
+
+
+def load_routed(folder: str | Path, base_model: nn.Module | None = None) -> nn.Module:
+    """The routed torch module: `base_model` (or the manifest's base, loaded with transformers) with each adapted
+    module replaced, its factors and router state restored exactly."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    factors, router_state = load_file(folder / "experts.safetensors"), load_file(folder / "router.safetensors")
+    modules: dict[str, dict[str, ExpertUpdate]] = {}
+    for key in factors:
+        module, expert, part = key.split("::")
+        if part == "A":
+            modules.setdefault(module, {})[expert] = ExpertUpdate(factors[key], factors[f"{module}::{expert}::B"])
+    library = LoraLibrary(manifest["base"], manifest["experts"], modules)
+    model = base_model if base_model is not None else _load_base(manifest["base"])
+    kind, params = ROUTERS[manifest["router"]], manifest["router_params"]
+
+    route(model, library, lambda name, updates, module: kind.for_updates(updates, module.in_features, **params))
+    for name, m in model.named_modules():
+        if isinstance(m, RoutedUpdate):
+            m.router.load_state_dict({k.split("::", 1)[1]: v for k, v in router_state.items()
+                                      if k.split("::", 1)[0] == name})
+    return model.eval()
+
+
+def _load_base(base: str) -> nn.Module:
+    import transformers
+    config = transformers.AutoConfig.from_pretrained(base)
+    classes = [getattr(transformers, a, None) for a in (config.architectures or [])]
+    cls = next((c for c in classes if c is not None), transformers.AutoModel)
+    return cls.from_pretrained(base)
