@@ -34,13 +34,13 @@ def write_report(result: dict, out: Path) -> Path:
     return Path(out)
 
 
-def _e(value) -> str:
+def escape_html(value) -> str:
     return html.escape(str(value))
 
 
-def _table(header: list[str], rows: list[list], classes: list[str] | None = None) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join(f"<tr class='{(classes or [''] * len(rows))[i]}'>" + "".join(f"<td>{_e(c)}</td>" for c in row)
+def html_table(header: list[str], rows: list[list], classes: list[str] | None = None) -> str:
+    head = "".join(f"<th>{escape_html(h)}</th>" for h in header)
+    body = "".join(f"<tr class='{(classes or [''] * len(rows))[i]}'>" + "".join(f"<td>{escape_html(c)}</td>" for c in row)
                    + "</tr>" for i, row in enumerate(rows))
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -55,7 +55,7 @@ def _results_table(result: dict) -> str:
         classes.append("reference" if r["reference"] else "method")
     header = ["model", "chosen on validation", "avg normalized %", "avg accuracy %", "avg macro-F1 %",
               *(f"{t} acc %" for t in tasks)]
-    return _table(header, rows, classes)
+    return html_table(header, rows, classes)
 
 
 def _tasks_table(result: dict) -> str:
@@ -64,16 +64,16 @@ def _tasks_table(result: dict) -> str:
              ", ".join(f"{k}: {v}" for k, v in t["classes"].items()),
              " / ".join(str(t["sizes"][s]) for s in ("train", "validation", "test")),
              data_fingerprint(t).replace("`", "")] for t in result["tasks"]]
-    return _table(["task", "kind", "what", "source package, version, licence", "classes", "train / val / test",
+    return html_table(["task", "kind", "what", "source package, version, licence", "classes", "train / val / test",
                    "data fingerprint"], rows)
 
 
-def _image(path: Path, alt: str) -> str:
+def html_image(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
-    return f"<figure><img alt='{_e(alt)}' src='data:image/png;base64,{data}'><figcaption>{_e(alt)}</figcaption></figure>"
+    return f"<figure><img alt='{escape_html(alt)}' src='data:image/png;base64,{data}'><figcaption>{escape_html(alt)}</figcaption></figure>"
 
 
-def _commit_text(code: dict | None) -> str:
+def commit_text(code: dict | None) -> str:
     if not code or not code.get("commit"):
         return "not recorded (not run from a git checkout)"
     return code["commit"] + (" with uncommitted changes" if code["uncommitted_changes"] else "")
@@ -91,23 +91,23 @@ def _learned_text(row: dict) -> str:
 
 def render_html(result: dict, figures: dict[str, Path]) -> str:
     machine = result["machine"]
-    provenance = _table(["what", "value"], [
+    provenance = html_table(["what", "value"], [
         ["taskfuse", result["taskfuse"]], ["command", result.get("command", "not recorded")],
-        ["code", _commit_text(result.get("code"))], ["zoo variant", result["variant"]], ["seed", result["seed"]],
+        ["code", commit_text(result.get("code"))], ["zoo variant", result["variant"]], ["seed", result["seed"]],
         ["training recipe", json.dumps(result["recipe"])], *([f"data used: {k}", v] for k, v in result["data_used"].items()),
         ["machine", f"{machine['platform']}, {machine['cpus']} CPUs, {machine['memory_gib']} GiB, torch {machine['torch']}"],
         ["wall time", f"zoo {result['seconds']['zoo']} s, total {result['seconds']['total']} s"],
         ["peak RSS", f"{result['peak_rss_mib']} MiB"],
         *([f"learned: {r['method']}", _learned_text(r)] for r in result.get("learned", [])),
         *([f"not benchmarked: {k}", v] for k, v in result["excluded"].items())])
-    specs = "".join(f"<details><summary>{_e(r['method'])} (learned): spec that replays it, losses</summary><pre>"
-                    f"{_e(json.dumps({'spec': r['spec'], 'losses': r['losses']}, indent=1))}</pre></details>"
+    specs = "".join(f"<details><summary>{escape_html(r['method'])} (learned): spec that replays it, losses</summary><pre>"
+                    f"{escape_html(json.dumps({'spec': r['spec'], 'losses': r['losses']}, indent=1))}</pre></details>"
                     for r in result.get("learned", []))
-    specs += "".join(f"<details><summary>{_e(m['method'])}: spec of the chosen merge and every trial</summary><pre>"
-                    f"{_e(json.dumps({'spec': m['spec'], 'trials': m['trials']}, indent=1))}</pre></details>"
+    specs += "".join(f"<details><summary>{escape_html(m['method'])}: spec of the chosen merge and every trial</summary><pre>"
+                    f"{escape_html(json.dumps({'spec': m['spec'], 'trials': m['trials']}, indent=1))}</pre></details>"
                     for m in result["methods"])
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>taskfuse bench: {_e(result['variant'])}</title>
+<html lang="en"><head><meta charset="utf-8"><title>taskfuse bench: {escape_html(result['variant'])}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.85em; }}
@@ -118,14 +118,14 @@ img {{ max-width: 100%; border: 1px solid #ddd; }}
 pre {{ font-size: 0.75em; background: #f8f8f8; padding: 0.5em; overflow-x: auto; }}
 </style></head>
 <body>
-<h1>taskfuse offline benchmark ({_e(result['variant'])} zoo)</h1>
+<h1>taskfuse offline benchmark ({escape_html(result['variant'])} zoo)</h1>
 <p>Encoder: sentence-transformers/all-MiniLM-L6-v2. One expert per task, merged with every data-free method
 (each method's parameters chosen on the validation split) and every learned method (coefficients learned from the
 validation data the provenance table names); scores on the test split. Normalised accuracy is a
 merge's accuracy on a task divided by that task's expert's accuracy.</p>
 <h2>Results</h2>
 <div id="results">{_results_table(result)}</div>
-{''.join(_image(p, n) for n, p in figures.items())}
+{''.join(html_image(p, n) for n, p in figures.items())}
 <h2>Tasks</h2>
 {_tasks_table(result)}
 <h2>Provenance</h2>

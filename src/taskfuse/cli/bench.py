@@ -66,6 +66,20 @@ def register(app: typer.Typer, fail) -> None:
             table.add_row(name, str(e.path), str(info["seconds"]), f"{info['final_loss']['full']} / {info['final_loss']['lora']}")
         Console().print(table)
 
+    def _routing_study(variant: str, target: Path, task_files: tuple[str, ...]) -> None:
+        from ..bench.routing_report import markdown, write_routing_report
+        from ..bench.routing_study import run_routing
+        from ..io.output import check_output_dir
+        try:
+            check_output_dir(target, "report")
+            with _progress_bars() as bars:
+                result = run_routing(variant, _bench_reporter(bars), _zoo_reporter(bars), task_files)
+            write_routing_report(result, target)
+        except TaskfuseError as e:
+            fail(e)
+        print(markdown(result))
+        console.print(f"report: {target / 'report.html'}; {result['seconds']} s")
+
     @app.command("eval")
     def evaluate(model: Path = typer.Argument(..., help="encoder directory (e.g. a merge of the zoo's experts)"),
                  tasks: Optional[str] = typer.Option(None, help="comma-separated task names (default: the zoo's)"),
@@ -106,7 +120,10 @@ def register(app: typer.Typer, fail) -> None:
               task_file: list[Path] = typer.Option([], "--task-file", help="your own .jsonl/.csv task"),
               learned: Optional[str] = typer.Option(None, help="learned rows (AdaMerging, aTLAS): 'all', 'none' or "
                                                     "comma-separated names (default: all with --full, none "
-                                                    "otherwise)")) -> None:
+                                                    "otherwise)"),
+              routing: bool = typer.Option(False, "--routing", help="instead of merging: compose the zoo's LoRA "
+                                           "adapters (Arrow, LoraHub, ...) on every task and on each task held out "
+                                           "(about 15 minutes for --full on 2 cores)")) -> None:
         """Build the zoo, merge it with every data-free method (tuned on validation) and every learned method
         (coefficients learned on validation data), judge on test, report."""
         from ..bench.report import write_report
@@ -124,6 +141,10 @@ def register(app: typer.Typer, fail) -> None:
         except TaskfuseError as e:
             fail(e)
         target = out / chosen if out == Path("out/bench") else out
+        if routing:
+            _routing_study(chosen, out / f"routing-{chosen}" if out == Path("out/bench") else out,
+                           tuple(map(str, task_file)))
+            return
         try:
             check_output_dir(target, "report")  # refuse a foreign folder now, not after the whole run
             with _progress_bars() as bars:

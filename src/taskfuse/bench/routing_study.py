@@ -1,0 +1,183 @@
+"""`taskfuse bench --routing`: routed and few-shot composition of the zoo's LoRA experts, on the zoo's tasks and on
+tasks the library never saw.
+
+Multi-task (every adapter in the library): Arrow (top-k chosen on validation) and task arithmetic over the LoRA
+updates (λ chosen on validation), beside the LoRA experts each on its own task.
+New task (leave one out): for each task, the library is the other adapters. Zero-shot; Arrow and the plain average
+of the library (no data of the new task); LoraHub and a LoRA trained from scratch on the same k labelled examples per
+class of the task's train split; the task's own LoRA expert as the ceiling. Everything is judged on test and
+normalised by the task's full expert, as the merge benchmark is.
+"""
+from __future__ import annotations
+
+import math
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, replace
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..eval.encoder import Encoded, embed_all, encode, load_encoder, load_tokenizer
+from ..eval.harness import Evaluator, as_dict, mean
+from ..routing.arrow import ArrowRouter
+from ..routing.library import LoraLibrary
+from ..routing.lorahub import LoraHubSearch, search_weights
+from ..routing.modules import route
+from ..routing.weighted import WeightedMixture
+from ..zoo.build import Zoo, ZooProgress, build_zoo
+from ..zoo.recipe import variant_named
+from ..zoo.train import fine_tune, peft_quietly, prepare_lora
+from .learned import _chosen_rows
+from .provenance import code_commit, command_line, machine
+from .references import reference_scores
+
+ARROW_TOP_K = (1, 2, 3, 4)
+NEW_TASK_TOP_K = 3  # PEFT's default: a new task has no validation data to choose k with
+TA_SCALES = (0.2, 0.4, 0.6, 0.8, 1.0)
+SHOTS = 5
+KSHOT_STEPS = 40  # LoRA from scratch on the k-shot set: as many optimiser steps as LoraHub has loss evaluations
+
+Report = Callable[[str, int, int, str], None]
+
+
+def arrow_encoder(zoo: Zoo, library: LoraLibrary, top_k: int) -> nn.Module:
+    return route(load_encoder(zoo.base_dir), library,
+                 lambda name, updates, module: ArrowRouter.for_updates(updates, module.in_features, top_k))
+
+
+def run_routing(variant: str = "full", progress: Report | None = None, zoo_progress: ZooProgress | None = None,
+                task_files: tuple[str, ...] = (), shots: int = SHOTS, lorahub: LoraHubSearch = LoraHubSearch(),
+                kshot_steps: int = KSHOT_STEPS) -> dict:
+    started, code = time.perf_counter(), code_commit()
+    report = progress or (lambda *a: None)
+    zoo = build_zoo(variant_named(variant), 1, zoo_progress, task_files)
+    heads = {t: e.head() for t, e in zoo.experts.items()}
+    validation, test = Evaluator(zoo.tasks, heads, "validation"), Evaluator(zoo.tasks, heads, "test")
+    report("references", 0, 2, "validation")
+    val_refs = reference_scores(zoo, validation)
+    report("references", 1, 2, "test")
+    test_refs = reference_scores(zoo, test)
+    library = LoraLibrary.from_adapters(zoo.base_dir, {t: e.lora_dir for t, e in zoo.experts.items()})
+    experts = test_refs["expert"]
+
+    def normalized(scores) -> dict:
+        return {t: s.accuracy / experts[t].accuracy for t, s in scores.items()}
+
+    def choose(name: str, grid, build) -> dict:
+        trials = []
+        for i, value in enumerate(grid):
+            report("multi-task", i, len(grid), f"{name} {value}")
+            scores = validation.score(build(value))
+            trials.append({"value": value, "validation_normalized": mean(
+                s.accuracy / val_refs["expert"][t].accuracy for t, s in scores.items())})
+        best = max(trials, key=lambda t: t["validation_normalized"])
+        scores = test.score(build(best["value"]))
+        norm = normalized(scores)
+        return {"method": name, "chosen": best["value"], "trials": trials, "test": as_dict(scores),
+                "test_normalized": norm, "average": {"accuracy": mean(s.accuracy for s in scores.values()),
+                                                     "normalized": mean(norm.values())}}
+
+    mixture = WeightedMixture(load_encoder(zoo.base_dir), library)
+    multitask = [
+        {**choose("arrow", ARROW_TOP_K, lambda k: arrow_encoder(zoo, library, k)), "data_seen": "validation labels "
+         "choose top-k only", "overhead": overhead(zoo, library, test, max(ARROW_TOP_K))},
+        {**choose("lora_task_arithmetic", TA_SCALES, lambda s: mixture.set([s] * len(library.experts))),
+         "data_seen": "validation labels choose λ only"},
+    ]
+    new_task = [leave_one_out(zoo, library, task, test, test_refs, shots, lorahub, kshot_steps, report)
+                for task in zoo.tasks] if len(zoo.tasks) > 1 else []
+    return {"taskfuse": __version__, "variant": variant, "code": code, "command": command_line(),
+            "machine": machine(), "library": {"experts": library.experts, "modules": len(library.modules),
+                                              "parameters": library.parameters_count()},
+            "references": {k: as_dict(v) for k, v in test_refs.items()},
+            "multitask": multitask, "new_task": new_task, "summary": summarise(new_task, multitask, test_refs),
+            "settings": {"arrow_top_k": ARROW_TOP_K, "new_task_top_k": NEW_TASK_TOP_K, "ta_scales": TA_SCALES,
+                         "shots_per_class": shots, "lorahub": asdict(lorahub), "kshot_lora_steps": kshot_steps},
+            "seconds": round(time.perf_counter() - started, 1),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def few_shot(zoo: Zoo, task: str, shots: int) -> Encoded:
+    """The first `shots` examples of each class in the task's (already shuffled) train split."""
+    split = zoo.tasks[task].splits["train"]
+    rows = _chosen_rows(split.labels, shots)
+    return encode(load_tokenizer(zoo.base_dir), [split.texts[i] for i in rows], [split.labels[i] for i in rows])
+
+
+def leave_one_out(zoo: Zoo, library: LoraLibrary, task: str, test: Evaluator, refs: dict, shots: int,
+                  how: LoraHubSearch, kshot_steps: int, report: Report) -> dict:
+    others = library.without(task)
+    head = zoo.experts[task].head()
+    expert = refs["expert"][task].accuracy
+    report("new task", 0, 4, f"{task}: arrow")
+    rows = {"zero_shot": refs["zero_shot"][task].accuracy, "lora_expert": refs["lora_expert"][task].accuracy}
+    rows["arrow"] = test.score_task(arrow_encoder(zoo, others, NEW_TASK_TOP_K), task).accuracy
+    mixture = WeightedMixture(load_encoder(zoo.base_dir), others)
+    rows["average"] = test.score_task(mixture.set([1 / len(others.experts)] * len(others.experts)), task).accuracy
+    examples = few_shot(zoo, task, shots)
+
+    def loss(weights: list[float]) -> float:
+        logits = head(embed_all(mixture.set(weights), examples))
+        return float(nn.functional.cross_entropy(logits, examples.labels))
+
+    report("new task", 1, 4, f"{task}: lorahub")
+    searched = search_weights(loss, len(others.experts), how)
+    rows["lorahub"] = test.score_task(mixture.set(searched.weights), task).accuracy
+    report("new task", 2, 4, f"{task}: k-shot LoRA")
+    rows["kshot_lora"] = test.score_task(kshot_lora(zoo, head, examples, kshot_steps), task).accuracy
+    report("new task", 4, 4, task)
+    return {"task": task, "library": others.experts, "accuracy": rows,
+            "normalized": {k: v / expert for k, v in rows.items()}, "expert_accuracy": expert,
+            "kshot_examples": len(examples.ids),
+            "lorahub": {"weights": dict(zip(others.experts, searched.weights)), "objective": searched.objective,
+                        "objective_at_start": searched.objective_at_start, "evaluations": searched.evaluations}}
+
+
+def kshot_lora(zoo: Zoo, head: nn.Linear, examples: Encoded, steps: int) -> nn.Module:
+    """A LoRA of the zoo's recipe trained from scratch on the k-shot examples only, for about `steps` steps."""
+    recipe = zoo.variant.recipe
+    batch = min(recipe.batch_size, 16)
+    epochs = math.ceil(steps / math.ceil(len(examples.ids) / batch))
+    model = prepare_lora(load_encoder(zoo.base_dir), recipe)
+    fine_tune(model, head, examples, replace(recipe, epochs=epochs, batch_size=batch), recipe.lora_lr)
+    with peft_quietly():
+        return model.merge_and_unload().eval()
+
+
+@torch.no_grad()
+def overhead(zoo: Zoo, library: LoraLibrary, test: Evaluator, top_k: int, repeats: int = 3) -> dict:
+    """Seconds to embed one task's test split with the base and with the Arrow-routed encoder (best of
+    `repeats`), and the parameters the routing adds."""
+    task = next(iter(zoo.tasks))
+    base, routed = load_encoder(zoo.base_dir), arrow_encoder(zoo, library, top_k)
+
+    def best_time(model) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            embed_all(model, test.data[task])
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    base_s, routed_s = best_time(base), best_time(routed)
+    base_params = sum(p.numel() for p in base.parameters())
+    return {"task": task, "examples": len(test.data[task].ids), "base_seconds": round(base_s, 3),
+            "routed_seconds": round(routed_s, 3), "latency_ratio": round(routed_s / base_s, 2), "top_k": top_k,
+            "extra_parameters": library.parameters_count(),
+            "extra_parameter_ratio": round(library.parameters_count() / base_params, 4)}
+
+
+def summarise(new_task: list[dict], multitask: list[dict], refs: dict) -> dict:
+    lora = mean(s.accuracy / refs["expert"][t].accuracy for t, s in refs["lora_expert"].items())
+    out = {"multitask": {r["method"]: r["average"]["normalized"] for r in multitask},
+           "lora_experts_normalized": lora}
+    if new_task:
+        methods = list(new_task[0]["normalized"])
+        out["new_task_average_normalized"] = {m: mean(r["normalized"][m] for r in new_task) for m in methods}
+        out["beats_zero_shot"] = {m: sum(r["accuracy"][m] > r["accuracy"]["zero_shot"] for r in new_task)
+                                  for m in ("arrow", "average", "lorahub", "kshot_lora")}
+        out["tasks"] = len(new_task)
+    return out

@@ -1,0 +1,48 @@
+"""The routing study on the tiny zoo's real LoRA experts: every row present, LoraHub never worse than the base on
+its own examples, the report written with its figure."""
+import json
+
+import pytest
+
+from taskfuse.bench.routing_report import write_routing_report
+from taskfuse.bench.routing_study import run_routing
+from taskfuse.routing.lorahub import LoraHubSearch
+
+
+@pytest.fixture(scope="module")
+def routing(tiny_bench, tmp_path_factory):
+    *_, cache = tiny_bench  # the tiny zoo's experts are already built there
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TASKFUSE_CACHE", str(cache))
+        result = run_routing("tiny", lorahub=LoraHubSearch(budget=9), kshot_steps=6)
+        yield result, write_routing_report(result, tmp_path_factory.mktemp("routing") / "report")
+
+
+def test_every_row_is_scored_on_every_task(routing):
+    result, _ = routing
+    tasks = [t["task"] for t in result["new_task"]]
+    assert tasks == ["wordnet_pos", "fortune_language"]
+    for row in result["new_task"]:
+        assert row["library"] == [t for t in tasks if t != row["task"]]  # the held-out adapter is not there
+        assert set(row["accuracy"]) == {"zero_shot", "lora_expert", "arrow", "average", "lorahub", "kshot_lora"}
+        assert all(0 <= v <= 1 for v in row["accuracy"].values())
+        assert row["lorahub"]["evaluations"] <= 9
+    arrow, ta = result["multitask"]
+    assert arrow["chosen"] in (1, 2, 3, 4) and len(arrow["trials"]) == 4
+    assert arrow["overhead"]["extra_parameters"] == result["library"]["parameters"] > 0
+    assert ta["chosen"] in (0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+def test_lorahub_is_never_worse_than_the_base_on_its_examples(routing):
+    result, _ = routing
+    for row in result["new_task"]:
+        # the objective includes the L1 penalty; at w = 0 it is the base's loss on the k-shot examples
+        assert row["lorahub"]["objective"] <= row["lorahub"]["objective_at_start"] + 1e-9
+
+
+def test_the_report(routing):
+    result, report = routing
+    assert json.loads((report / "result.json").read_text())["summary"] == json.loads(json.dumps(result["summary"]))
+    assert "LoraHub (k-shot)" in (report / "results.md").read_text()
+    assert (report / "new_task.png").stat().st_size > 5000
+    assert "data:image/png;base64" in (report / "report.html").read_text()
