@@ -39,10 +39,11 @@ def test_merge_refuses_a_foreign_folder_and_replaces_its_own_earlier_merge(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["merged", "mine"]
 
 
-def test_bench_refuses_a_foreign_report_folder_before_any_work(tmp_path, monkeypatch):
+@pytest.mark.parametrize("routing", [[], ["--routing"]])
+def test_bench_refuses_a_foreign_report_folder_before_any_work(tmp_path, monkeypatch, routing):
     monkeypatch.setenv("TASKFUSE_CACHE", str(tmp_path / "cache"))
     folder = foreign_folder(tmp_path)
-    res = runner.invoke(app, ["bench", "--variant", "tiny", "--out", str(folder)])
+    res = runner.invoke(app, ["bench", "--variant", "tiny", "--out", str(folder), *routing])
     assert res.exit_code == 2 and "OutputExistsError" in res.output and "did not write" in res.output
     assert_untouched(folder)
     assert not (tmp_path / "cache").exists()  # refused before the zoo was built

@@ -28,3 +28,4 @@ def test_the_l1_penalty_keeps_useless_adapters_at_zero_and_a_loss_flat_at_zero_i
     same = search_weights(lambda w: (w[0] - 1) ** 2, 2, LoraHubSearch(budget=30, seed=4))
     again = search_weights(lambda w: (w[0] - 1) ** 2, 2, LoraHubSearch(budget=30, seed=4))
     assert same.weights == again.weights  # seeded
+

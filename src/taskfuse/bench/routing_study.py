@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import math
 import resource
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -23,14 +25,17 @@ from .. import __version__
 from ..eval.encoder import Encoded, embed_all, encode, load_encoder, load_tokenizer
 from ..eval.harness import Evaluator, as_dict, mean
 from ..routing.arrow import ArrowRouter
+from ..routing.emr import task_models
 from ..routing.library import LoraLibrary
 from ..routing.lorahub import LoraHubSearch, search_weights
 from ..routing.modules import route
+from ..routing.twin import TwinMerged, exclusive_library, train_router
 from ..routing.weighted import WeightedMixture
 from ..zoo.build import Zoo, ZooProgress, build_zoo
 from ..zoo.recipe import variant_named
 from ..zoo.train import fine_tune, peft_quietly, prepare_lora
 from .learned import _chosen_rows
+from .merging import merge_zoo
 from .provenance import code_commit, command_line, machine
 from .references import reference_scores
 
@@ -38,6 +43,8 @@ ARROW_TOP_K = (1, 2, 3, 4)
 NEW_TASK_TOP_K = 3  # PEFT's default: a new task has no validation data to choose k with
 TA_SCALES = (0.2, 0.4, 0.6, 0.8, 1.0)
 SHOTS = 5
+TWIN_SHARED = ("task_arithmetic", {"scale": 0.3})  # the paper's shared expert; λ as the full benchmark chose
+TWIN_RANK = 32  # per linear weight and task: 1/12 of MiniLM's 384 hidden dimensions
 KSHOT_STEPS = 40  # LoRA from scratch on the k-shot set: as many optimiser steps as LoraHub has loss evaluations
 
 Report = Callable[[str, int, int, str], None]
@@ -87,6 +94,10 @@ def run_routing(variant: str = "full", progress: Report | None = None, zoo_progr
         {**choose("lora_task_arithmetic", TA_SCALES, lambda s: mixture.set([s] * len(library.experts))),
          "data_seen": "validation labels choose λ only"},
     ]
+    report("multi-task", 0, 2, "twin-merging")
+    multitask.append(scored("twin_merging", twin_merging(zoo, validation, test), test, normalized))
+    report("multi-task", 1, 2, "emr-merging")
+    multitask.append(scored("emr_merging", emr_merging(zoo, test), test, normalized))
     new_task = [leave_one_out(zoo, library, task, test, test_refs, shots, lorahub, kshot_steps, report)
                 for task in zoo.tasks] if len(zoo.tasks) > 1 else []
     return {"taskfuse": __version__, "variant": variant, "code": code, "command": command_line(),
@@ -94,10 +105,62 @@ def run_routing(variant: str = "full", progress: Report | None = None, zoo_progr
                                               "parameters": library.parameters_count()},
             "references": {k: as_dict(v) for k, v in test_refs.items()},
             "multitask": multitask, "new_task": new_task, "summary": summarise(new_task, multitask, test_refs),
-            "settings": {"arrow_top_k": ARROW_TOP_K, "new_task_top_k": NEW_TASK_TOP_K, "ta_scales": TA_SCALES,
+            "settings": {"arrow_top_k": ARROW_TOP_K, "twin_shared": TWIN_SHARED, "twin_rank": TWIN_RANK, "new_task_top_k": NEW_TASK_TOP_K, "ta_scales": TA_SCALES,
                          "shots_per_class": shots, "lorahub": asdict(lorahub), "kshot_lora_steps": kshot_steps},
             "seconds": round(time.perf_counter() - started, 1),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def scored(name: str, row: dict, test: Evaluator, normalized) -> dict:
+    scores = row.pop("scores")
+    norm = normalized(scores)
+    return {"method": name, **row, "test": as_dict(scores), "test_normalized": norm,
+            "average": {"accuracy": mean(s.accuracy for s in scores.values()), "normalized": mean(norm.values())}}
+
+
+def full_states(zoo: Zoo) -> tuple[dict, dict[str, dict], list[str]]:
+    """The base's and each full expert's state dicts, and the names of the linear weights."""
+    base = load_encoder(zoo.base_dir)
+    linear = [f"{n}.weight" for n, m in base.named_modules() if isinstance(m, nn.Linear)]
+    experts = {t: load_encoder(e.model_dir).state_dict() for t, e in zoo.experts.items()}
+    return base.state_dict(), experts, linear
+
+
+def twin_merging(zoo: Zoo, validation: Evaluator, test: Evaluator) -> dict:
+    """Shared expert: task arithmetic at TWIN_SHARED; exclusive parts at TWIN_RANK; the router learns from the
+    validation inputs of each task, labelled only by the task they belong to."""
+    method, params = TWIN_SHARED
+    _, experts, linear = full_states(zoo)
+    with tempfile.TemporaryDirectory(prefix="taskfuse-twin-") as work:
+        merge_zoo(zoo, method, params, Path(work) / "shared", seed=zoo.variant.recipe.seed)
+        shared = load_encoder(Path(work) / "shared")
+    tasks = list(zoo.tasks)
+    features = torch.cat([embed_all(shared, validation.data[t]) for t in tasks])
+    labels = torch.cat([torch.full((len(validation.data[t].ids),), i) for i, t in enumerate(tasks)])
+    started = time.perf_counter()
+    router = train_router(features, labels, len(tasks), seed=zoo.variant.recipe.seed)
+    library = exclusive_library(shared.state_dict(), experts, set(linear), TWIN_RANK, f"{method} {params}")
+    model = TwinMerged(shared, library, router)
+    prepared = time.perf_counter() - started
+    routed_right = {t: float((router(embed_all(model.encoder, test.data[t])).argmax(1) == i).float().mean())
+                    for i, t in enumerate(tasks)}
+    return {"chosen": f"shared {method} {params}, rank {TWIN_RANK}", "scores": test.score(model),
+            "router_test_accuracy": routed_right, "seconds_to_prepare": round(prepared, 1),
+            "extra_parameters": library.parameters_count(),
+            "data_seen": "validation inputs of each task, labelled only by task (router); no labels of any task"}
+
+
+def emr_merging(zoo: Zoo, test: Evaluator) -> dict:
+    base, experts, _ = full_states(zoo)
+    names = [n for n, v in base.items() if v.dtype.is_floating_point and all(n in e for e in experts.values())]
+    models = task_models(base, experts, names)
+    encoder = load_encoder(zoo.base_dir)
+    scores = {}
+    for task, state in models.items():
+        encoder.load_state_dict(state)
+        scores[task] = test.score_task(encoder, task)
+    return {"chosen": "data-free; the task's identity picks its mask and rescaler", "scores": scores,
+            "data_seen": "none; needs the task's identity at inference"}
 
 
 def few_shot(zoo: Zoo, task: str, shots: int) -> Encoded:
