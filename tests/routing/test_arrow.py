@@ -110,3 +110,25 @@ def test_a_routed_model_saves_and_loads_back_exactly(tmp_path, library_dirs):
     (tmp_path / "routed" / "manifest.json").write_text('{"format": "other"}')
     with pytest.raises(CheckpointError, match="taskfuse-routed"):
         load_routed(tmp_path / "routed")
+
+
+@pytest.mark.parametrize("ranks", [(3, 3, 3), (2, 5, 3)])
+def test_a_routed_module_adds_the_coefficient_weighted_updates(ranks):
+    from torch import nn
+
+    from taskfuse.routing.modules import RoutedUpdate
+    g = torch.Generator().manual_seed(5)
+    base = nn.Linear(6, 4)
+    updates = [ExpertUpdate(torch.randn(r, 6, generator=g), torch.randn(4, r, generator=g)) for r in ranks]
+    updates.insert(1, None)  # an expert that leaves this module alone
+    fixed = torch.tensor([0.5, 0.9, 0.2, 0.3])
+
+    class Fixed(nn.Module):
+        def forward(self, tokens):
+            return fixed.expand(tokens.shape[0], -1)
+
+    module = RoutedUpdate(base, updates, Fixed())
+    x = torch.randn(2, 5, 6, generator=g)
+    expected = base(x) + sum(c * (x @ u.a.T @ u.b.T) for c, u in zip(fixed, updates) if u is not None)
+    torch.testing.assert_close(module(x), expected)
+    assert module.stacked == (len(set(ranks)) == 1)

@@ -16,18 +16,27 @@ class RoutedUpdate(nn.Module):
         super().__init__()
         self.base, self.router = base, router
         self.experts = [i for i, u in enumerate(updates) if u is not None]
-        self.lora_a = nn.ParameterList([nn.Parameter(updates[i].a, requires_grad=False) for i in self.experts])
-        self.lora_b = nn.ParameterList([nn.Parameter(updates[i].b, requires_grad=False) for i in self.experts])
+        present = [updates[i] for i in self.experts]
+        # equal ranks (the usual library): every expert in two batched products instead of a loop per expert
+        self.stacked = len({(u.a.shape, u.b.shape) for u in present}) == 1
+        if self.stacked:
+            self.register_buffer("stack_a", torch.stack([u.a for u in present]))  # (E, r, in)
+            self.register_buffer("stack_b", torch.stack([u.b for u in present]))  # (E, out, r)
+        else:
+            self.lora_a = nn.ParameterList([nn.Parameter(u.a, requires_grad=False) for u in present])
+            self.lora_b = nn.ParameterList([nn.Parameter(u.b, requires_grad=False) for u in present])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
-        tokens = x.reshape(-1, x.shape[-1]).to(self.lora_a[0].dtype)  # (t, in)
-        coefficients = self.router(tokens)  # (t, E)
-        delta = torch.zeros(tokens.shape[0], y.shape[-1], dtype=tokens.dtype, device=tokens.device)
-        for slot, expert in enumerate(self.experts):
-            weight = coefficients[:, expert:expert + 1]
-            if weight.any():
-                delta += weight * ((tokens @ self.lora_a[slot].T) @ self.lora_b[slot].T)
+        dtype = self.stack_a.dtype if self.stacked else self.lora_a[0].dtype
+        tokens = x.reshape(-1, x.shape[-1]).to(dtype)  # (t, in)
+        coefficients = self.router(tokens)[:, self.experts]  # (t, E present here)
+        if self.stacked:
+            low = torch.einsum("ti,eri->ter", tokens, self.stack_a)  # (t, E, r)
+            delta = torch.einsum("ter,eor,te->to", low, self.stack_b, coefficients)
+        else:
+            delta = sum(coefficients[:, slot:slot + 1] * ((tokens @ a.T) @ b.T)
+                        for slot, (a, b) in enumerate(zip(self.lora_a, self.lora_b)))
         return y + delta.reshape(y.shape).to(y.dtype)
 
 
