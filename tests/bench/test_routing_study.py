@@ -24,7 +24,7 @@ def test_every_row_is_scored_on_every_task(routing):
     assert tasks == ["wordnet_pos", "fortune_language"]
     for row in result["new_task"]:
         assert row["library"] == [t for t in tasks if t != row["task"]]  # the held-out adapter is not there
-        assert set(row["accuracy"]) == {"zero_shot", "lora_expert", "arrow", "average", "lorahub", "kshot_lora"}
+        assert set(row["accuracy"]) == {"zero_shot", "lora_expert", "arrow", "phatgoose", "average", "lorahub", "kshot_lora"}
         assert all(0 <= v <= 1 for v in row["accuracy"].values())
         assert row["lorahub"]["evaluations"] <= 9
     arrow, ta = result["multitask"]

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import math
 import resource
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -24,18 +22,15 @@ from torch import nn
 from .. import __version__
 from ..eval.encoder import Encoded, embed_all, encode, load_encoder, load_tokenizer
 from ..eval.harness import Evaluator, as_dict, mean
-from ..routing.arrow import ArrowRouter
-from ..routing.emr import task_models
 from ..routing.library import LoraLibrary
 from ..routing.lorahub import LoraHubSearch, search_weights
-from ..routing.modules import route
-from ..routing.twin import TwinMerged, exclusive_library, train_router
 from ..routing.weighted import WeightedMixture
 from ..zoo.build import Zoo, ZooProgress, build_zoo
 from ..zoo.recipe import variant_named
 from ..zoo.train import fine_tune, peft_quietly, prepare_lora
 from .learned import _chosen_rows
-from .merging import merge_zoo
+from .routing_rows import (PHATGOOSE_STEPS, PHATGOOSE_TOP_K, TWIN_RANK, TWIN_SHARED, arrow_encoder, emr_merging,
+                           phatgoose_encoder, phatgoose_gates, scored, twin_merging)
 from .provenance import code_commit, command_line, machine
 from .references import reference_scores
 
@@ -43,16 +38,9 @@ ARROW_TOP_K = (1, 2, 3, 4)
 NEW_TASK_TOP_K = 3  # PEFT's default: a new task has no validation data to choose k with
 TA_SCALES = (0.2, 0.4, 0.6, 0.8, 1.0)
 SHOTS = 5
-TWIN_SHARED = ("task_arithmetic", {"scale": 0.3})  # the paper's shared expert; λ as the full benchmark chose
-TWIN_RANK = 32  # per linear weight and task: 1/12 of MiniLM's 384 hidden dimensions
 KSHOT_STEPS = 40  # LoRA from scratch on the k-shot set: as many optimiser steps as LoraHub has loss evaluations
 
 Report = Callable[[str, int, int, str], None]
-
-
-def arrow_encoder(zoo: Zoo, library: LoraLibrary, top_k: int) -> nn.Module:
-    return route(load_encoder(zoo.base_dir), library,
-                 lambda name, updates, module: ArrowRouter.for_updates(updates, module.in_features, top_k))
 
 
 def run_routing(variant: str = "full", progress: Report | None = None, zoo_progress: ZooProgress | None = None,
@@ -94,73 +82,26 @@ def run_routing(variant: str = "full", progress: Report | None = None, zoo_progr
         {**choose("lora_task_arithmetic", TA_SCALES, lambda s: mixture.set([s] * len(library.experts))),
          "data_seen": "validation labels choose λ only"},
     ]
+    gates, gate_seconds = phatgoose_gates(zoo, library, report)
+    multitask.append(scored("phatgoose", {"chosen": f"top-{PHATGOOSE_TOP_K}", "scores": test.score(
+        phatgoose_encoder(zoo, library, gates)), "seconds_to_train_gates": round(gate_seconds, 1),
+        "data_seen": f"each adapter's own train split, {PHATGOOSE_STEPS} steps per adapter (gates only)"},
+        test, normalized))
     report("multi-task", 0, 2, "twin-merging")
     multitask.append(scored("twin_merging", twin_merging(zoo, validation, test), test, normalized))
     report("multi-task", 1, 2, "emr-merging")
     multitask.append(scored("emr_merging", emr_merging(zoo, test), test, normalized))
-    new_task = [leave_one_out(zoo, library, task, test, test_refs, shots, lorahub, kshot_steps, report)
+    new_task = [leave_one_out(zoo, library, gates, task, test, test_refs, shots, lorahub, kshot_steps, report)
                 for task in zoo.tasks] if len(zoo.tasks) > 1 else []
     return {"taskfuse": __version__, "variant": variant, "code": code, "command": command_line(),
             "machine": machine(), "library": {"experts": library.experts, "modules": len(library.modules),
                                               "parameters": library.parameters_count()},
             "references": {k: as_dict(v) for k, v in test_refs.items()},
             "multitask": multitask, "new_task": new_task, "summary": summarise(new_task, multitask, test_refs),
-            "settings": {"arrow_top_k": ARROW_TOP_K, "twin_shared": TWIN_SHARED, "twin_rank": TWIN_RANK, "new_task_top_k": NEW_TASK_TOP_K, "ta_scales": TA_SCALES,
+            "settings": {"arrow_top_k": ARROW_TOP_K, "twin_shared": TWIN_SHARED, "phatgoose": {"top_k": PHATGOOSE_TOP_K, "steps": PHATGOOSE_STEPS}, "twin_rank": TWIN_RANK, "new_task_top_k": NEW_TASK_TOP_K, "ta_scales": TA_SCALES,
                          "shots_per_class": shots, "lorahub": asdict(lorahub), "kshot_lora_steps": kshot_steps},
             "seconds": round(time.perf_counter() - started, 1),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
-
-
-def scored(name: str, row: dict, test: Evaluator, normalized) -> dict:
-    scores = row.pop("scores")
-    norm = normalized(scores)
-    return {"method": name, **row, "test": as_dict(scores), "test_normalized": norm,
-            "average": {"accuracy": mean(s.accuracy for s in scores.values()), "normalized": mean(norm.values())}}
-
-
-def full_states(zoo: Zoo) -> tuple[dict, dict[str, dict], list[str]]:
-    """The base's and each full expert's state dicts, and the names of the linear weights."""
-    base = load_encoder(zoo.base_dir)
-    linear = [f"{n}.weight" for n, m in base.named_modules() if isinstance(m, nn.Linear)]
-    experts = {t: load_encoder(e.model_dir).state_dict() for t, e in zoo.experts.items()}
-    return base.state_dict(), experts, linear
-
-
-def twin_merging(zoo: Zoo, validation: Evaluator, test: Evaluator) -> dict:
-    """Shared expert: task arithmetic at TWIN_SHARED; exclusive parts at TWIN_RANK; the router learns from the
-    validation inputs of each task, labelled only by the task they belong to."""
-    method, params = TWIN_SHARED
-    _, experts, linear = full_states(zoo)
-    with tempfile.TemporaryDirectory(prefix="taskfuse-twin-") as work:
-        merge_zoo(zoo, method, params, Path(work) / "shared", seed=zoo.variant.recipe.seed)
-        shared = load_encoder(Path(work) / "shared")
-    tasks = list(zoo.tasks)
-    features = torch.cat([embed_all(shared, validation.data[t]) for t in tasks])
-    labels = torch.cat([torch.full((len(validation.data[t].ids),), i) for i, t in enumerate(tasks)])
-    started = time.perf_counter()
-    router = train_router(features, labels, len(tasks), seed=zoo.variant.recipe.seed)
-    library = exclusive_library(shared.state_dict(), experts, set(linear), TWIN_RANK, f"{method} {params}")
-    model = TwinMerged(shared, library, router)
-    prepared = time.perf_counter() - started
-    routed_right = {t: float((router(embed_all(model.encoder, test.data[t])).argmax(1) == i).float().mean())
-                    for i, t in enumerate(tasks)}
-    return {"chosen": f"shared {method} {params}, rank {TWIN_RANK}", "scores": test.score(model),
-            "router_test_accuracy": routed_right, "seconds_to_prepare": round(prepared, 1),
-            "extra_parameters": library.parameters_count(),
-            "data_seen": "validation inputs of each task, labelled only by task (router); no labels of any task"}
-
-
-def emr_merging(zoo: Zoo, test: Evaluator) -> dict:
-    base, experts, _ = full_states(zoo)
-    names = [n for n, v in base.items() if v.dtype.is_floating_point and all(n in e for e in experts.values())]
-    models = task_models(base, experts, names)
-    encoder = load_encoder(zoo.base_dir)
-    scores = {}
-    for task, state in models.items():
-        encoder.load_state_dict(state)
-        scores[task] = test.score_task(encoder, task)
-    return {"chosen": "data-free; the task's identity picks its mask and rescaler", "scores": scores,
-            "data_seen": "none; needs the task's identity at inference"}
 
 
 def few_shot(zoo: Zoo, task: str, shots: int) -> Encoded:
@@ -170,7 +111,7 @@ def few_shot(zoo: Zoo, task: str, shots: int) -> Encoded:
     return encode(load_tokenizer(zoo.base_dir), [split.texts[i] for i in rows], [split.labels[i] for i in rows])
 
 
-def leave_one_out(zoo: Zoo, library: LoraLibrary, task: str, test: Evaluator, refs: dict, shots: int,
+def leave_one_out(zoo: Zoo, library: LoraLibrary, gates: dict, task: str, test: Evaluator, refs: dict, shots: int,
                   how: LoraHubSearch, kshot_steps: int, report: Report) -> dict:
     others = library.without(task)
     head = zoo.experts[task].head()
@@ -178,6 +119,7 @@ def leave_one_out(zoo: Zoo, library: LoraLibrary, task: str, test: Evaluator, re
     report("new task", 0, 4, f"{task}: arrow")
     rows = {"zero_shot": refs["zero_shot"][task].accuracy, "lora_expert": refs["lora_expert"][task].accuracy}
     rows["arrow"] = test.score_task(arrow_encoder(zoo, others, NEW_TASK_TOP_K), task).accuracy
+    rows["phatgoose"] = test.score_task(phatgoose_encoder(zoo, others, gates), task).accuracy
     mixture = WeightedMixture(load_encoder(zoo.base_dir), others)
     rows["average"] = test.score_task(mixture.set([1 / len(others.experts)] * len(others.experts)), task).accuracy
     examples = few_shot(zoo, task, shots)
@@ -241,6 +183,6 @@ def summarise(new_task: list[dict], multitask: list[dict], refs: dict) -> dict:
         methods = list(new_task[0]["normalized"])
         out["new_task_average_normalized"] = {m: mean(r["normalized"][m] for r in new_task) for m in methods}
         out["beats_zero_shot"] = {m: sum(r["accuracy"][m] > r["accuracy"]["zero_shot"] for r in new_task)
-                                  for m in ("arrow", "average", "lorahub", "kshot_lora")}
+                                  for m in ("arrow", "phatgoose", "average", "lorahub", "kshot_lora")}
         out["tasks"] = len(new_task)
     return out

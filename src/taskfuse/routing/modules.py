@@ -19,21 +19,23 @@ class RoutedUpdate(nn.Module):
         present = [updates[i] for i in self.experts]
         # equal ranks (the usual library): every expert in two batched products instead of a loop per expert
         self.stacked = len({(u.a.shape, u.b.shape) for u in present}) == 1
-        if self.stacked:
-            self.register_buffer("stack_a", torch.stack([u.a for u in present]))  # (E, r, in)
-            self.register_buffer("stack_b", torch.stack([u.b for u in present]))  # (E, out, r)
+        if self.stacked:  # all experts' factors side by side: (E·r, in) and (E·r, out)
+            self.register_buffer("cat_a", torch.cat([u.a for u in present]))
+            self.register_buffer("cat_b", torch.cat([u.b.T for u in present]))
+            self.rank = present[0].a.shape[0]
         else:
             self.lora_a = nn.ParameterList([nn.Parameter(u.a, requires_grad=False) for u in present])
             self.lora_b = nn.ParameterList([nn.Parameter(u.b, requires_grad=False) for u in present])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
-        dtype = self.stack_a.dtype if self.stacked else self.lora_a[0].dtype
+        dtype = self.cat_a.dtype if self.stacked else self.lora_a[0].dtype
         tokens = x.reshape(-1, x.shape[-1]).to(dtype)  # (t, in)
         coefficients = self.router(tokens)[:, self.experts]  # (t, E present here)
         if self.stacked:
-            low = torch.einsum("ti,eri->ter", tokens, self.stack_a)  # (t, E, r)
-            delta = torch.einsum("ter,eor,te->to", low, self.stack_b, coefficients)
+            low = tokens @ self.cat_a.T  # (t, E·r): every expert's A at once
+            weighted = low * coefficients.repeat_interleave(self.rank, dim=1)
+            delta = weighted @ self.cat_b  # (t, out)
         else:
             delta = sum(coefficients[:, slot:slot + 1] * ((tokens @ a.T) @ b.T)
                         for slot, (a, b) in enumerate(zip(self.lora_a, self.lora_b)))

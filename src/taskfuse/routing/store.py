@@ -14,10 +14,11 @@ from ..errors import CheckpointError
 from ..io.output import staged_output
 from .arrow import ArrowRouter
 from .library import ExpertUpdate, LoraLibrary
+from .phatgoose import PhatgooseRouter
 from .modules import RoutedUpdate, route
 
 FORMAT, VERSION = "taskfuse-routed", 1
-ROUTERS = {"arrow": ArrowRouter}
+ROUTERS = {"arrow": ArrowRouter, "phatgoose": PhatgooseRouter}
 
 
 def save_routed(model: nn.Module, library: LoraLibrary, router: str, router_params: dict, out: Path,
