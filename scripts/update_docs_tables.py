@@ -11,11 +11,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+from taskfuse.bench.routing_report import markdown as routing_markdown  # noqa: E402
 from taskfuse.bench.table import markdown, task_markdown  # noqa: E402
 from taskfuse.cli.main import methods_markdown  # noqa: E402
 
 BENCH_RESULT = ROOT / "benchmarks" / "results" / "bench-full" / "result.json"
 SPEED_RESULT = ROOT / "benchmarks" / "results-2026-11-22-zero-copy.json"
+ROUTING_RESULT = ROOT / "benchmarks" / "results" / "bench-routing" / "result.json"
+EXTRACT_RESULT = ROOT / "benchmarks" / "results" / "extract-lora" / "result.json"
 
 
 def _span(text: str, marker: str) -> tuple[int, int]:
@@ -39,7 +42,16 @@ def generated_blocks() -> list[tuple[Path, str, str]]:
             (ROOT / "README.md", "bench-table", markdown(result)),
             (ROOT / "docs" / "benchmark.md", "bench-table", markdown(result)),
             (ROOT / "docs" / "benchmark.md", "task-table", task_markdown(result)),
-            (ROOT / "docs" / "performance.md", "speed-table", speed.speed_table(json.loads(SPEED_RESULT.read_text())))]
+            (ROOT / "docs" / "performance.md", "speed-table", speed.speed_table(json.loads(SPEED_RESULT.read_text()))),
+            (ROOT / "docs" / "adapters.md", "routing-table", routing_markdown(json.loads(ROUTING_RESULT.read_text()))),
+            (ROOT / "docs" / "adapters.md", "extract-table", _extraction_table())]
+
+
+def _extraction_table() -> str:
+    spec = importlib.util.spec_from_file_location("fidelity", ROOT / "benchmarks" / "extract_lora_fidelity.py")
+    fidelity = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fidelity)
+    return fidelity.markdown(json.loads(EXTRACT_RESULT.read_text()))
 
 
 def current_block(path: Path, marker: str) -> str:

@@ -56,13 +56,25 @@ def git(*args: str) -> str:
     return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True).stdout.strip()
 
 
+# Each committed result, the code its numbers depend on, and the command that remakes it.
+ROUTING_CODE = BENCH_CODE + ["src/taskfuse/routing", "src/taskfuse/bench/routing_study.py",
+                             "src/taskfuse/bench/routing_rows.py", "src/taskfuse/io/adapter.py"]
+EXTRACT_CODE = ["src/taskfuse/programs/extract_lora.py", "src/taskfuse/programs/adapter_files.py",
+                "src/taskfuse/io/checkpoint.py", "src/taskfuse/eval", "src/taskfuse/zoo/recipe.py",
+                "src/taskfuse/zoo/train.py", "src/taskfuse/bench/references.py", "benchmarks/extract_lora_fidelity.py"]
+RESULTS = [("bench-full", BENCH_CODE, "taskfuse bench --full"),
+           ("bench-routing", ROUTING_CODE, "taskfuse bench --routing --full"),
+           ("extract-lora", EXTRACT_CODE, "python benchmarks/extract_lora_fidelity.py")]
+
+
 @pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="not a git checkout")
-def test_the_committed_benchmark_result_is_newer_than_the_code_under_it():
-    code = json.loads(load_script().BENCH_RESULT.read_text())["code"]
-    assert code["commit"] and not code["uncommitted_changes"], "rerun `taskfuse bench --full` from a clean checkout"
-    last_change = git("log", "-1", "--format=%H", "--", *BENCH_CODE)
+@pytest.mark.parametrize("folder, code_paths, command", RESULTS, ids=[r[0] for r in RESULTS])
+def test_a_committed_result_is_newer_than_the_code_under_it(folder, code_paths, command):
+    code = json.loads((ROOT / "benchmarks" / "results" / folder / "result.json").read_text())["code"]
+    assert code["commit"] and not code["uncommitted_changes"], f"rerun `{command}` from a clean checkout"
+    last_change = git("log", "-1", "--format=%H", "--", *code_paths)
     ancestor = subprocess.run(["git", "-C", str(ROOT), "merge-base", "--is-ancestor", last_change, code["commit"]])
     assert ancestor.returncode == 0, (
-        f"{git('log', '-1', '--format=%h %s', last_change)[:100]} changed code the benchmark's numbers depend on "
-        f"after the committed result was made (at {code['commit'][:10]}): rerun `taskfuse bench --full` and commit "
-        "its report to benchmarks/results/bench-full/")
+        f"{git('log', '-1', '--format=%h %s', last_change)[:100]} changed code the numbers of {folder} depend on "
+        f"after the committed result was made (at {code['commit'][:10]}): rerun `{command}` and commit its output "
+        f"to benchmarks/results/{folder}/")
