@@ -1,5 +1,6 @@
 """`taskfuse merge | plan | methods | demo`, the benchmark's `zoo | eval | bench` (cli/bench.py) and `learn`
-(cli/learn.py), `search` (cli/search.py), `extract-lora` (cli/extract.py)."""
+(cli/learn.py), `search` (cli/search.py), `extract-lora` (cli/extract.py), `route`
+(cli/route.py)."""
 from __future__ import annotations
 
 import json
@@ -22,6 +23,7 @@ from ..terminate import exit_cleanly_on_sigterm
 from .bench import register as register_bench_commands
 from .extract import register as register_extract_command
 from .learn import register as register_learn_command
+from .route import register as register_route_command
 from .search import register as register_search_command
 from .crash import EXIT_STATUS as CRASH_STATUS
 from .crash import report_crash
@@ -184,6 +186,7 @@ register_bench_commands(app, _fail)
 register_learn_command(app, _fail)
 register_search_command(app, _fail)
 register_extract_command(app, _fail)
+register_route_command(app, _fail)
 
 
 def main() -> None:
