@@ -109,9 +109,29 @@ def extract_lora(model: str | Path, base: str | Path, out: str | Path, rule: Ran
     started = time.perf_counter()
     fine_tune, pretrained = Checkpoint.open(model), Checkpoint.open(base)
     check_same_tensors(fine_tune, pretrained)
+    result, adapter = Extraction(Path(out)), AdapterBuilder()
+    factor_updates(fine_tune, pretrained, rule, result, adapter, progress)
+    if not adapter:
+        raise IncompatibleInputsError(f"model {fine_tune.ref!r} is identical to the base {pretrained.ref!r}: there "
+                                      "is no update to extract.")
+    needed = adapter.siblings_needed()
+    tensors, config = adapter.finish(pretrained.ref, {n: fine_tune.read(n) for n in fine_tune.tensors
+                                                      if n.rpartition(".")[0] in needed})
+    if rule.rank is not None:  # the asked rank is the config's r; smaller matrices get theirs in rank_pattern
+        differing = {m: r for m, r in adapter.ranks.items() if r != rule.rank}
+        config = {**config, "r": rule.rank, "lora_alpha": rule.rank, "rank_pattern": differing,
+                  "alpha_pattern": dict(differing)}
+    result.seconds = time.perf_counter() - started
+    write_adapter(Path(out), tensors, config, REPORT, {
+        "model": label or str(model), "base": str(base), "rule": asdict(rule), "summary": result.summary(),
+        "modules": [asdict(m) for m in result.modules], "saved_whole": result.saved_whole})
+    return result
+
+
+def factor_updates(fine_tune: Checkpoint, pretrained: Checkpoint, rule: RankRule, result: Extraction,
+                   adapter: AdapterBuilder, progress: Callable[[int, int, str], None] | None) -> None:
+    """One tensor at a time: a changed matrix of a LoRA-able layer becomes factors, any other change is kept whole."""
     kinds = _resolve_kinds(module_kinds(pretrained), pretrained)
-    result = Extraction(Path(out))
-    adapter = AdapterBuilder()
     names = [n for n, m in fine_tune.tensors.items() if m.dtype.is_floating_point]
     for done, name in enumerate(names, 1):
         delta = fine_tune.read(name).float() - pretrained.read(name).float()
@@ -128,21 +148,6 @@ def extract_lora(model: str | Path, base: str | Path, out: str | Path, rule: Ran
             result.saved_whole.append(name)
         if progress:
             progress(done, len(names), name)
-    if not adapter:
-        raise IncompatibleInputsError(f"model {fine_tune.ref!r} is identical to the base {pretrained.ref!r}: there "
-                                      "is no update to extract.")
-    needed = adapter.siblings_needed()
-    tensors, config = adapter.finish(pretrained.ref, {n: fine_tune.read(n) for n in fine_tune.tensors
-                                                      if n.rpartition(".")[0] in needed})
-    if rule.rank is not None:
-        config = {**config, "r": rule.rank, "lora_alpha": rule.rank,
-                  "rank_pattern": {m: r for m, r in adapter.ranks.items() if r != rule.rank}}
-        config["alpha_pattern"] = dict(config["rank_pattern"])
-    result.seconds = time.perf_counter() - started
-    write_adapter(Path(out), tensors, config, REPORT, {
-        "model": label or str(model), "base": str(base), "rule": asdict(rule), "summary": result.summary(),
-        "modules": [asdict(m) for m in result.modules], "saved_whole": result.saved_whole})
-    return result
 
 
 def factorize(delta: torch.Tensor, kind: str, rule: RankRule, module: str) -> tuple[ModuleReport, torch.Tensor,
