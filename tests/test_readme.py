@@ -59,8 +59,9 @@ def git(*args: str) -> str:
 # Each committed result, the code its numbers depend on, and the command that remakes it.
 ROUTING_CODE = BENCH_CODE + ["src/taskfuse/routing", "src/taskfuse/bench/routing_study.py",
                              "src/taskfuse/bench/routing_rows.py", "src/taskfuse/io/adapter.py"]
-EXTRACT_CODE = ["src/taskfuse/programs/extract_lora.py", "src/taskfuse/programs/adapter_files.py", "src/taskfuse/eval", "src/taskfuse/zoo/recipe.py",
-                "src/taskfuse/zoo/train.py", "src/taskfuse/bench/references.py", "benchmarks/extract_lora_fidelity.py"]
+EXTRACT_CODE = ["src/taskfuse/programs/extract_lora.py", "src/taskfuse/programs/adapter_files.py", "src/taskfuse/eval",
+                "src/taskfuse/zoo/recipe.py", "src/taskfuse/zoo/train.py", "src/taskfuse/bench/references.py",
+                "benchmarks/extract_lora_fidelity.py"]
 RESULTS = [("bench-full", BENCH_CODE, "taskfuse bench --full"),
            ("bench-routing", ROUTING_CODE, "taskfuse bench --routing --full"),
            ("extract-lora", EXTRACT_CODE, "python benchmarks/extract_lora_fidelity.py")]
