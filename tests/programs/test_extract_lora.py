@@ -80,6 +80,17 @@ def test_an_extracted_adapter_merges_back_through_taskfuse(tmp_path, llama_famil
         torch.testing.assert_close(tensor, original.read(name).float(), rtol=0, atol=1e-5, msg=name)
 
 
+def test_a_buffer_only_the_base_has_is_left_to_the_base(tmp_path):
+    """The benchmark's base MiniLM carries embeddings.position_ids; fine-tunes saved by transformers 5 do not."""
+    from safetensors.torch import load_file, save_file
+    base = save(build_model("bert", 0), tmp_path / "base")
+    tune = save(perturb(build_model("bert", 0), seed=5), tmp_path / "tune")
+    tensors = load_file(base / "model.safetensors")
+    tensors["embeddings.position_ids"] = torch.arange(64).unsqueeze(0)
+    save_file(tensors, base / "model.safetensors", metadata={"format": "pt"})
+    assert extract_lora(tune, base, tmp_path / "lora", RankRule(rank=4)).modules
+
+
 def test_bad_requests_are_typed_and_write_nothing(tmp_path, llama_family, bert_family):
     base, tunes = llama_family
     with pytest.raises(UsageError, match="exactly one of --rank"):

@@ -53,7 +53,7 @@ def markdown(result: dict) -> str:
 
 def new_task_figure(result: dict, path: Path) -> None:
     tasks = [t["task"] for t in result["new_task"]]
-    fig, ax = plt.subplots(figsize=(1.3 * len(tasks) + 3, 4.5))
+    fig, ax = plt.subplots(figsize=(1.3 * len(tasks) + 3, 5.2))
     width = 0.8 / len(NEW_TASK_ROWS)
     for i, (key, label) in enumerate(NEW_TASK_ROWS.items()):
         ax.bar([j + i * width for j in range(len(tasks))], [t["normalized"][key] * 100 for t in result["new_task"]],
@@ -61,7 +61,7 @@ def new_task_figure(result: dict, path: Path) -> None:
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(tasks))], tasks, rotation=30, ha="right")
     ax.set_ylabel("% of the task's full expert")
     ax.set_title("A task the library never saw: each task held out, the other adapters composed")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.28))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -167,8 +167,10 @@ def check_same_tensors(model: Checkpoint, base: Checkpoint) -> None:
     problems = [f"tensor {n!r} is {'×'.join(map(str, m.shape))} in the model but "
                 f"{'×'.join(map(str, base.meta(n).shape))} in the base"
                 for n, m in model.tensors.items() if n in base.tensors and base.meta(n).shape != m.shape]
-    missing = sorted(set(model.tensors) ^ set(base.tensors))
-    problems += [f"tensor {n!r} is in only one of them" for n in missing[:5]]
+    # A tensor only the base has (a buffer such as position_ids that save_pretrained left out of the fine-tune) is
+    # the base's in the adapted model too; one only the fine-tune has cannot be added by an adapter.
+    extra = sorted(set(model.tensors) - set(base.tensors))
+    problems += [f"tensor {n!r} is in the model but not in the base" for n in extra[:5]]
     if problems:
         listed = "\n".join(f"  - {p}" for p in problems[:12])
         raise IncompatibleInputsError(f"model {model.ref!r} is not a fine-tune of base {base.ref!r} with the same "
