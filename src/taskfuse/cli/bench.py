@@ -123,7 +123,7 @@ def register(app: typer.Typer, fail) -> None:
                                                     "otherwise)"),
               routing: bool = typer.Option(False, "--routing", help="instead of merging: compose the zoo's LoRA "
                                            "adapters (Arrow, LoraHub, ...) on every task and on each task held out "
-                                           "(about 15 minutes for --full on 2 cores)")) -> None:
+                                           "(about 40 minutes for --full on 2 cores)")) -> None:
         """Build the zoo, merge it with every data-free method (tuned on validation) and every learned method
         (coefficients learned on validation data), judge on test, report."""
         from ..bench.report import write_report
