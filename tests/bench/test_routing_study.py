@@ -27,10 +27,16 @@ def test_every_row_is_scored_on_every_task(routing):
         assert set(row["accuracy"]) == {"zero_shot", "lora_expert", "arrow", "phatgoose", "average", "lorahub", "kshot_lora"}
         assert all(0 <= v <= 1 for v in row["accuracy"].values())
         assert row["lorahub"]["evaluations"] <= 9
-    arrow, ta = result["multitask"]
-    assert arrow["chosen"] in (1, 2, 3, 4) and len(arrow["trials"]) == 4
-    assert arrow["overhead"]["extra_parameters"] == result["library"]["parameters"] > 0
-    assert ta["chosen"] in (0.2, 0.4, 0.6, 0.8, 1.0)
+    rows = {r["method"]: r for r in result["multitask"]}
+    assert list(rows) == ["arrow", "lora_task_arithmetic", "phatgoose", "twin_merging", "emr_merging"]
+    assert rows["arrow"]["chosen"] in (1, 2, 3, 4) and len(rows["arrow"]["trials"]) == 4
+    assert rows["arrow"]["overhead"]["extra_parameters"] == result["library"]["parameters"] > 0
+    assert rows["lora_task_arithmetic"]["chosen"] in (0.2, 0.4, 0.6, 0.8, 1.0)
+    for row in rows.values():
+        assert set(row["test_normalized"]) == set(tasks) and 0 < row["average"]["normalized"] <= 1.5
+    # EMR serves each task with its own mask and rescaler: on two tasks it is close to the experts
+    assert rows["emr_merging"]["average"]["normalized"] > 0.8
+    assert set(rows["twin_merging"]["router_test_accuracy"]) == set(tasks)
 
 
 def test_lorahub_is_never_worse_than_the_base_on_its_examples(routing):
