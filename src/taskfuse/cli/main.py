@@ -1,6 +1,6 @@
 """`taskfuse merge | plan | methods | demo`, the benchmark's `zoo | eval | bench` (cli/bench.py) and `learn`
 (cli/learn.py), `search` (cli/search.py), `extract-lora` (cli/extract.py), `route`
-(cli/route.py)."""
+(cli/route.py), `convert` (cli/convert.py)."""
 from __future__ import annotations
 
 import json
@@ -15,12 +15,13 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import api
-from ..errors import TaskfuseError
+from ..errors import TaskfuseError, UsageError
 from ..execute import execute
 from ..execute.device import resolve_device
 from ..methods import all_methods, get_method
 from ..terminate import exit_cleanly_on_sigterm
 from .bench import register as register_bench_commands
+from .convert import register as register_convert_command
 from .extract import register as register_extract_command
 from .learn import register as register_learn_command
 from .route import register as register_route_command
@@ -57,10 +58,17 @@ def merge(
     rank: Optional[int] = typer.Option(None, help="with --as-adapter: re-factorise every update at this rank"),
     energy: Optional[float] = typer.Option(None, help="with --as-adapter: per layer, the smallest rank keeping this "
                                            "fraction of the update's squared singular values"),
+    fmt: str = typer.Option("hf", "--format", help="hf (safetensors folder) or gguf (OUT/<OUT name>-<outtype>.gguf; "
+                            "llama, mistral, qwen2, qwen3, gemma3)"),
+    outtype: str = typer.Option("f16", help="with --format gguf: f32, f16, bf16 or q8_0"),
 ) -> None:
-    """Merge the models of SPEC into a Hugging Face directory OUT (or a PEFT adapter, --as-adapter)."""
+    """Merge the models of SPEC into a Hugging Face directory OUT (or a PEFT adapter, --as-adapter, or a GGUF,
+    --format gguf)."""
     if as_adapter or rank is not None or energy is not None:
         _merge_to_adapter(spec, out, rank, energy)
+        return
+    if fmt != "hf" and not dry_run:
+        _merge_to_gguf(spec, out, fmt, outtype, device, threads)
         return
     try:
         resolve_device(device)
@@ -80,6 +88,22 @@ def merge(
     console.print(f"wrote {result.out} ({len(result.plan.jobs)} tensors, {len(result.plan.shards)} shard(s)) in "
                   f"{result.seconds:.1f}s, peak RSS {result.peak_rss_bytes / 2**20:.0f} MiB")
     _exit_now_if_standalone()
+
+
+def _merge_to_gguf(spec: Path, out: Path, fmt: str, outtype: str, device: str, threads: Optional[int]) -> None:
+    from ..programs.gguf_output import gguf_name, merge_to_gguf
+    try:
+        if fmt != "gguf":
+            raise UsageError(f"--format {fmt!r}: choose hf or gguf.")
+        resolve_device(device)
+        with progress_display(console, "merging") as bar:
+            task = bar.add_task("", total=None)
+            summary = merge_to_gguf(spec, out, outtype, device=device, threads=threads, progress=lambda done, total,
+                                    name: bar.update(task, completed=done, total=total, description=name))
+    except TaskfuseError as e:
+        _fail(e)
+    console.print(f"wrote {out / gguf_name(out, outtype)} ({summary['tensors']} tensors as {summary['types']})",
+                  soft_wrap=True)
 
 
 def _merge_to_adapter(spec: Path, out: Path, rank: Optional[int], energy: Optional[float]) -> None:
@@ -187,6 +211,7 @@ register_learn_command(app, _fail)
 register_search_command(app, _fail)
 register_extract_command(app, _fail)
 register_route_command(app, _fail)
+register_convert_command(app, _fail)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ import yaml
 
 from ..errors import UsageError
 from ..io.checkpoint import Checkpoint
+from ..io.gguf_read import GGUFCheckpoint
 from ..io.layout import copy_side_files, write_config, write_index
 from ..io.output import staged_output
 from ..ops.slices import Runner, run_in_order
@@ -132,10 +133,17 @@ def _write_shards(plan: Plan, ckpts: Sequence[Checkpoint], stage: Path, compute:
 
 
 def _write_side_files(plan: Plan, ckpts: Sequence[Checkpoint], stage: Path) -> None:
-    config_src = ckpts[plan.config_from].root if plan.config_from is not None else None
-    tok_src = ckpts[plan.tokenizer_from].root if plan.tokenizer_from is not None else config_src
-    config = ckpts[plan.config_from].config if plan.config_from is not None else None
-    write_config(config, stage, getattr(torch, plan.dtype), plan.config_updates)
-    copy_side_files(config_src, tok_src, stage)
+    config_ckpt = ckpts[plan.config_from] if plan.config_from is not None else None
+    tok_ckpt = ckpts[plan.tokenizer_from] if plan.tokenizer_from is not None else config_ckpt
+    write_config(config_ckpt.config if config_ckpt else None, stage, getattr(torch, plan.dtype), plan.config_updates)
+    copy_side_files(side_files_root(config_ckpt), side_files_root(tok_ckpt), stage)
+    if isinstance(tok_ckpt, GGUFCheckpoint):  # its tokenizer lives in the file's metadata
+        tok_ckpt.save_tokenizer(stage)
     (stage / "README.md").write_text(model_card(plan))
     (stage / "taskfuse_spec.yaml").write_text(yaml.safe_dump(plan.spec, sort_keys=False))
+
+
+def side_files_root(ckpt: Checkpoint | None) -> Path | None:
+    """The folder whose tokenizer and generation config belong to `ckpt`: none for a GGUF file, whose folder may
+    hold other models' files."""
+    return None if ckpt is None or isinstance(ckpt, GGUFCheckpoint) else ckpt.root

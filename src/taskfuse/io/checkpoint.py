@@ -54,7 +54,8 @@ class Checkpoint:
     @classmethod
     def open(cls, ref: str | Path, base_dir: Path | None = None) -> "Checkpoint":
         """Open a local directory or .safetensors file, or a hub id (downloaded through huggingface_hub)."""
-        from .adapter import AdapterCheckpoint, is_adapter_dir  # it builds on this module
+        from .adapter import AdapterCheckpoint, is_adapter_dir  # these build on this module
+        from .gguf_read import GGUFCheckpoint, is_gguf_file
 
         ref = str(ref)
         path = _local(ref, base_dir)
@@ -70,6 +71,8 @@ class Checkpoint:
             path = _fetch(ref, path)
         if is_adapter_dir(path):
             return AdapterCheckpoint.open(ref, path, base_dir=base_dir)
+        if is_gguf_file(path):
+            return GGUFCheckpoint.open(ref, path)
         if path.is_file():
             return cls(ref, path.parent, _read_safetensors_headers(ref, path.parent, [path.name]))
         return cls(ref, path, _scan_directory(ref, path), _read_config(ref, path))

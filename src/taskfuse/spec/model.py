@@ -11,7 +11,7 @@ DType = Literal["float32", "float16", "bfloat16"]
 
 class ModelEntry(BaseModel):
     model_config = STRICT
-    path: str = Field(description="local directory, .safetensors file, or hub id")
+    path: str = Field(description="local directory, .safetensors or .gguf file, PEFT adapter, or hub id")
     weight: float = 1.0
     params: dict[str, Any] = Field(default_factory=dict, description="per-model method parameters (e.g. density)")
 

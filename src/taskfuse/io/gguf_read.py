@@ -1,0 +1,127 @@
+"""A GGUF file (llama.cpp's format, often quantized) as a checkpoint: Hugging Face tensor names, shapes and config
+from the file's metadata, each tensor dequantized only when the executor reads it.
+
+The `gguf` package parses the file (memory-mapped, so an unread tensor costs nothing) and dequantizes; transformers
+supplies the config (`load_gguf_checkpoint`), the GGUF → Hugging Face name map (`get_gguf_hf_weights_map`, built on
+a meta-device model) and the per-architecture fix-ups (`TENSOR_PROCESSORS`: llama's q/k row permutation, Gemma's
+norm offset). Quantized tensors are presented as float32: the dequantized values (scale × quant + min) are exact
+there and not always in half precision.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointError
+from .checkpoint import Checkpoint, TensorMeta
+
+# Architectures (general.architecture) whose tensors map one to one onto a transformers model; the MoE ones split
+# or stack tensors and are refused until tested.
+SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3")
+_NATIVE = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+def _gguf():
+    try:
+        import gguf
+    except ImportError:
+        raise CheckpointError("reading or writing GGUF files needs the `gguf` package. Fix: pip install "
+                              "'taskfuse[llm]' (or pip install gguf).") from None
+    return gguf
+
+
+def is_gguf_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() == ".gguf"
+
+
+class GGUFCheckpoint(Checkpoint):
+    """Tensors of a .gguf file under their Hugging Face names; `config` is the transformers config as a dict."""
+
+    def __init__(self, ref: str, path: Path, tensors: dict[str, TensorMeta], config: dict, reader, sources, fixer):
+        super().__init__(ref, path.parent, tensors, config)
+        self.path = path
+        self.reader = reader
+        self._sources = sources  # Hugging Face name -> the reader's tensor
+        self._fixer = fixer  # transformers' TensorProcessor for this architecture
+        self._read_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"GGUFCheckpoint({self.ref!r}, {len(self.tensors)} tensors)"
+
+    @classmethod
+    def open(cls, ref: str, path: Path) -> "GGUFCheckpoint":
+        gguf = _gguf()
+        try:
+            reader = gguf.GGUFReader(path)
+        except Exception as e:  # truncated or not a GGUF: the reader raises ValueError, struct.error, IndexError...
+            raise CheckpointError(f"model {ref!r}: {path} is not a readable GGUF file ({type(e).__name__}: {e}); it "
+                                  "may be truncated. Fix: download or convert it again.") from e
+        arch = _field(reader, "general.architecture") or "?"
+        if arch not in SUPPORTED_ARCHITECTURES:
+            raise CheckpointError(f"model {ref!r}: {path.name} is a GGUF of architecture {arch!r}; taskfuse reads "
+                                  f"{', '.join(SUPPORTED_ARCHITECTURES)}. Fix: use the model's safetensors checkpoint.")
+        config, model = _config_and_skeleton(ref, path)
+        from transformers.modeling_gguf_pytorch_utils import (TENSOR_PROCESSORS, TensorProcessor,
+                                                              get_gguf_hf_weights_map)
+        config = {**config.to_diff_dict(), "architectures": [type(model).__name__]}
+        fixer = TENSOR_PROCESSORS.get(arch, TensorProcessor)(config=config)
+        names = get_gguf_hf_weights_map(model, fixer)
+        tensors, sources = {}, {}
+        for t in reader.tensors:
+            if t.name not in names:
+                continue  # e.g. rope_freqs, which transformers recomputes from the config
+            dtype = _NATIVE.get(t.tensor_type.name, torch.float32)
+            if t.tensor_type.name not in _NATIVE and t.tensor_type not in gguf.quants._type_traits:
+                raise CheckpointError(f"model {ref!r}: tensor {t.name!r} in {path.name} is stored as "
+                                      f"{t.tensor_type.name}, which the gguf package cannot dequantize. Fix: use a "
+                                      "GGUF quantized as F32, F16, BF16, Q8_0, Q4_0/1, Q5_0/1 or a K-quant.")
+            hf = names[t.name]
+            tensors[hf] = TensorMeta(hf, tuple(int(n) for n in reversed(t.shape)), dtype, path.name)
+            sources[hf] = t
+        return cls(ref, path, tensors, config, reader, sources, fixer)
+
+    def read(self, name: str, out: torch.Tensor | None = None) -> torch.Tensor:
+        meta, source = self.tensors[name], self._sources[name]
+        try:
+            values = _gguf().dequantize(source.data, source.tensor_type)
+            values = self._fixer.process(weights=np.asarray(values).reshape(meta.shape), name=source.name).weights
+            tensor = torch.from_numpy(np.require(values, np.float32, ["C", "W"])).to(meta.dtype)
+        except Exception as e:  # a data region cut short by truncation surfaces here
+            raise CheckpointError(f"model {self.ref!r}: cannot read tensor {source.name!r} ({name}) from "
+                                  f"{self.path.name}: {e}. Fix: download or convert the GGUF again.") from e
+        return tensor if out is None else out.copy_(tensor)
+
+    def map(self, name: str) -> torch.Tensor | None:
+        return None  # stored quantized or in GGUF's layout: there is nothing to map without a conversion
+
+    def save_tokenizer(self, dst: Path) -> None:
+        """The tokenizer the file's metadata describes, saved in Hugging Face's files (transformers builds it)."""
+        from transformers import AutoTokenizer
+
+        try:
+            AutoTokenizer.from_pretrained(str(self.path.parent), gguf_file=self.path.name).save_pretrained(dst)
+        except Exception as e:
+            raise CheckpointError(f"model {self.ref!r}: transformers cannot build a tokenizer from {self.path.name} "
+                                  f"({e}). Fix: take the tokenizer from another model (tokenizer_from).") from e
+
+
+def _field(reader, key: str):
+    field = reader.fields.get(key)
+    return None if field is None else field.contents()
+
+
+def _config_and_skeleton(ref: str, path: Path):
+    """transformers' config for the file, and the model it describes on the meta device (names, no memory)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except Exception as e:
+        raise CheckpointError(f"model {ref!r}: transformers cannot build a model config from {path.name}'s metadata "
+                              f"({e}). Fix: use the model's safetensors checkpoint.") from e
+    return config, model

@@ -1,0 +1,65 @@
+"""Tiny causal LMs with a real tokenizer, for the GGUF and vocabulary tests: a byte-level BPE trained (with the
+`tokenizers` library) on Debian's fortune texts, and Llama-, Qwen2- or Gemma3-style models built from transformers
+configs, saved as the hub serves them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+FORTUNES = Path("/usr/share/games/fortunes")
+CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def fortune_texts(limit: int = 2000) -> list[str]:
+    """Up to `limit` fortunes from the fortunes-min package the set-up installs."""
+    texts = []
+    for path in sorted(FORTUNES.glob("*")):
+        if not path.suffix and path.is_file():  # skip the .dat indexes and .u8 copies
+            texts += [t.strip() for t in path.read_text(errors="replace").split("\n%\n") if t.strip()]
+    if not texts:
+        raise FileNotFoundError(f"no fortunes under {FORTUNES}: run scripts/setup.sh (it installs fortunes-min)")
+    return texts[:limit]
+
+
+def byte_bpe_tokenizer(vocab_size: int = 320):
+    """A GPT-2 style byte-level BPE tokenizer (Llama 3 / Qwen2 / SmolLM family) trained on fortunes."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(fortune_texts(), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|im_end|>",
+                                   pad_token="<|endoftext|>", chat_template=CHAT_TEMPLATE)
+
+
+def tiny_causal_lm(arch: str, vocab_size: int, seed: int = 0, tie: bool = True):
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig, Qwen2Config
+
+    common = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=tie)
+    configs = {"llama": lambda: LlamaConfig(**common),
+               "qwen2": lambda: Qwen2Config(**common),
+               "gemma3": lambda: Gemma3TextConfig(**common, head_dim=16, sliding_window=32)}
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(configs[arch]()).eval()
+    with torch.no_grad():  # random norms and biases too, so that a wrong offset or name shows
+        for name, p in model.named_parameters():
+            if p.ndim == 1:
+                p.add_(torch.randn_like(p) * 0.1)
+    return model
+
+
+def save_tiny_causal_lm(folder: Path, arch: str = "llama", seed: int = 0, tie: bool = True, pad_to: int = 128) -> Path:
+    """A tiny model and its tokenizer in `folder`; the embedding padded to a multiple of `pad_to` rows."""
+    tok = byte_bpe_tokenizer()
+    rows = -(-len(tok) // pad_to) * pad_to
+    tiny_causal_lm(arch, rows, seed, tie).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return Path(folder)
