@@ -2,8 +2,8 @@
 from the file's metadata, each tensor dequantized only when the executor reads it.
 
 The `gguf` package parses the file (memory-mapped, so an unread tensor costs nothing) and dequantizes; transformers
-supplies the config (`load_gguf_checkpoint`), the GGUF → Hugging Face name map (`get_gguf_hf_weights_map`, built on
-a meta-device model) and the per-architecture fix-ups (`TENSOR_PROCESSORS`: llama's q/k row permutation, Gemma's
+supplies the config table (GGUF_CONFIG_MAPPING), the model whose tensor names the `gguf` package's table maps
+(built on the meta device) and the per-architecture fix-ups (`TENSOR_PROCESSORS`: llama's q/k row permutation, Gemma's
 norm offset). Quantized tensors are presented as float32: the dequantized values (scale × quant + min) are exact
 there and not always in half precision.
 """
@@ -17,6 +17,7 @@ import torch
 
 from ..errors import CheckpointError
 from .checkpoint import Checkpoint, TensorMeta
+from .gguf_names import gguf_names
 
 # Architectures (general.architecture) whose tensors map one to one onto a transformers model; the MoE ones split
 # or stack tensors and are refused until tested.
@@ -63,12 +64,12 @@ class GGUFCheckpoint(Checkpoint):
         if arch not in SUPPORTED_ARCHITECTURES:
             raise CheckpointError(f"model {ref!r}: {path.name} is a GGUF of architecture {arch!r}; taskfuse reads "
                                   f"{', '.join(SUPPORTED_ARCHITECTURES)}. Fix: use the model's safetensors checkpoint.")
-        config, model = _config_and_skeleton(ref, path)
-        from transformers.modeling_gguf_pytorch_utils import (TENSOR_PROCESSORS, TensorProcessor,
-                                                              get_gguf_hf_weights_map)
+        config, model = _config_and_skeleton(ref, path, reader, arch)
+        from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor
+
         config = {**config.to_diff_dict(), "architectures": [type(model).__name__]}
         fixer = TENSOR_PROCESSORS.get(arch, TensorProcessor)(config=config)
-        names = get_gguf_hf_weights_map(model, fixer)
+        names = {g: hf for hf, g in gguf_names(arch, config["num_hidden_layers"], model.state_dict()).items()}
         tensors, sources = {}, {}
         for t in reader.tensors:
             if t.name not in names:
@@ -113,15 +114,38 @@ def _field(reader, key: str):
     return None if field is None else field.contents()
 
 
-def _config_and_skeleton(ref: str, path: Path):
+def _config_and_skeleton(ref: str, path: Path, reader, arch: str):
     """transformers' config for the file, and the model it describes on the meta device (names, no memory)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     try:
-        config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+        config = AutoConfig.for_model(**_config_values(reader, arch))
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config)
     except Exception as e:
         raise CheckpointError(f"model {ref!r}: transformers cannot build a model config from {path.name}'s metadata "
                               f"({e}). Fix: use the model's safetensors checkpoint.") from e
     return config, model
+
+
+def _config_values(reader, arch: str) -> dict:
+    """The config transformers derives from the file (its GGUF_CONFIG_MAPPING table), read from the fields the
+    reader already parsed: transformers' own `load_gguf_checkpoint` parses the whole file again, which for a
+    vocabulary of 50-150k tokens costs as long as our parse (5-20 s)."""
+    from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
+
+    name = str(_field(reader, "general.name") or "").lower()
+    model_type = {"gemma3": "gemma3_text", "gemma2": "gemma2"}.get(arch, arch)
+    if arch == "llama" and "mistral" in name:
+        model_type = "mistral"  # llama.cpp stores Mistral under the llama architecture
+    values = {"model_type": model_type}
+    for prefix, table in ((arch, GGUF_CONFIG_MAPPING[arch]), ("tokenizer", GGUF_CONFIG_MAPPING["tokenizer"])):
+        for key, hf_key in table.items():
+            value = _field(reader, f"{prefix}.{key}")
+            if hf_key not in (None, -1) and value is not None:
+                values[hf_key] = value
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    if "vocab_size" not in values and tokens is not None:
+        values["vocab_size"] = len(tokens.data)
+    values["tie_word_embeddings"] = all(t.name != "output.weight" for t in reader.tensors)
+    return values

@@ -15,13 +15,14 @@ import numpy as np
 
 from ..errors import CheckpointError, UsageError
 from .checkpoint import Checkpoint
+from .gguf_names import gguf_names
 from .gguf_tokenizer import Field
 
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
 # transformers model_type -> GGUF architecture written (llama.cpp stores Mistral as llama)
 ARCHITECTURES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3_text": "gemma3"}
-SKIPPED = ("rotary_emb.inv_freq",)
-NUMPY_TYPES = {"F32": np.float32, "F16": np.float16}  # GGUF types the writer takes as numpy arrays  # recomputed from the config by every loader
+SKIPPED = ("rotary_emb.inv_freq",)  # recomputed from the config by every loader
+NUMPY_TYPES = {"F32": np.float32, "F16": np.float16}  # GGUF types the writer takes as numpy arrays
 
 
 def write_gguf(ckpt: Checkpoint, dst: Path, outtype: str, tokenizer: list[Field], name: str,
@@ -80,21 +81,16 @@ def gguf_architecture(ckpt: Checkpoint, config: dict) -> str:
 
 def _layout(ckpt: Checkpoint, config: dict, arch: str, outtype: str) -> dict:
     """Hugging Face name -> (GGUF name, GGUF type, shape) for every tensor written, in checkpoint order."""
-    import gguf
-
-    enum = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch)
-    names = gguf.get_tensor_name_map(enum, int(config.get("num_hidden_layers", 0)))
+    names = gguf_names(arch, int(config.get("num_hidden_layers", 0)), ckpt.tensors)
     tied = config.get("tie_word_embeddings", False)
     layout = {}
     for hf, meta in ckpt.tensors.items():
         if hf.endswith(SKIPPED) or (tied and hf == "lm_head.weight"):
             continue  # the reader infers tying from output.weight's absence
-        stem, dot, suffix = hf.rpartition(".")
-        gname = names.get_name(stem)
-        if gname is None:
+        if hf not in names:
             raise CheckpointError(f"model {ckpt.ref!r}: tensor {hf!r} has no GGUF name for architecture {arch!r}. "
                                   "Fix: write safetensors, or drop the tensor from the checkpoint.")
-        layout[hf] = (f"{gname}.{suffix}", _tensor_type(meta.shape, outtype), meta.shape)
+        layout[hf] = (names[hf], _tensor_type(meta.shape, outtype), meta.shape)
     return layout
 
 
