@@ -4,7 +4,8 @@ Three real models: SmolLM2-135M-Instruct (the Q4_1 GGUF of the PyPI package llm-
 seeded perturbations of it standing in for fine-tunes. Each is written as a GGUF (F16, and Q8_0) and as safetensors
 holding exactly the same values (float16; the Q8_0 file's dequantized float32). The same task-arithmetic merge
 (bfloat16 output) runs from either, alternating, `--repeats` times; the median wall time of each, the part spent
-opening the inputs (GGUF: parsing the metadata, 50k-token vocabulary included), and their ratio are recorded.
+opening and planning the inputs (GGUF: parsing the metadata, 50k-token vocabulary included), and their ratio are
+recorded. Nothing else should run meanwhile.
 
     python benchmarks/gguf_input_cost.py            # writes benchmarks/results/gguf-input/{result.json,results.md}
 """
@@ -22,7 +23,7 @@ import torch
 
 from taskfuse import api
 from taskfuse.bench.provenance import code_commit, command_line, machine
-from taskfuse.io.checkpoint import Checkpoint
+from taskfuse.execute import execute
 from taskfuse.programs.gguf_output import convert_to_gguf, gguf_name
 from taskfuse.testing.checkpoints import perturb
 
@@ -67,10 +68,9 @@ def timed_merge(paths: list[Path], out: Path) -> dict:
     spec = {"method": "task_arithmetic", "base": str(paths[0]), "models": [{"path": str(p)} for p in paths[1:]],
             "params": {"scale": 0.5}, "dtype": "bfloat16"}
     start = time.perf_counter()
-    for p in paths:
-        Checkpoint.open(p)
+    plan, checkpoints = api.prepare(spec, out)  # opening the inputs (for GGUF: parsing the metadata) and planning
     opened = time.perf_counter() - start
-    api.merge(spec, out)
+    execute(plan, checkpoints, out)
     return {"seconds": time.perf_counter() - start, "open_seconds": opened}
 
 
