@@ -1,6 +1,6 @@
 """GGUF in and out, judged by transformers' own GGUF loader: what we write it reads back with the same tensors,
 tokenization and outputs; what we read from a GGUF equals what it dequantizes, for llama (q/k row permutation),
-qwen2 and gemma3 (norm offset) layouts, and for the real quantized SmolLM2 file."""
+qwen2, qwen3 and gemma3 (norm offset) layouts, and for the real quantized SmolLM2 file."""
 import importlib.util
 import json
 import warnings
@@ -31,7 +31,7 @@ def load_hf(folder, gguf_file=None):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("gguf")
-    return {arch: save_tiny_causal_lm(root / arch, arch) for arch in ("llama", "qwen2", "gemma3")}
+    return {arch: save_tiny_causal_lm(root / arch, arch) for arch in ("llama", "qwen2", "qwen3", "gemma3")}
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_f32_gguf_reads_back_in_transformers_exactly(tiny, llama_f32):
     assert torch.equal(logits(ours, ours_tok, TEXTS[0]), logits(back, back_tok, TEXTS[0]))
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma3"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "gemma3"])
 def test_our_reader_undoes_our_writer_and_agrees_with_transformers(tiny, tmp_path, arch):
     out = tmp_path / arch
     convert_to_gguf(tiny[arch], out, "f32")

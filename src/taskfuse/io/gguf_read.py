@@ -19,10 +19,11 @@ from ..errors import CheckpointError
 from .checkpoint import Checkpoint, TensorMeta
 from .gguf_names import gguf_names
 
-# Architectures (general.architecture) whose tensors map one to one onto a transformers model; the MoE ones split
-# or stack tensors and are refused until tested.
-SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3")
+# Architectures (general.architecture) read, each tested through a file transformers reads the same way; MoE ones
+# (experts stacked into one tensor) and the rest are refused until they are tested too.
+SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma3")
 _NATIVE = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+_AS_STORED = ("F32", "F16")  # read as mapped; BF16 (bytes to numpy) goes through the gguf package's conversion
 
 
 def _gguf():
@@ -87,13 +88,20 @@ class GGUFCheckpoint(Checkpoint):
     def read(self, name: str, out: torch.Tensor | None = None) -> torch.Tensor:
         meta, source = self.tensors[name], self._sources[name]
         try:
-            values = _gguf().dequantize(source.data, source.tensor_type)
-            values = self._fixer.process(weights=np.asarray(values).reshape(meta.shape), name=source.name).weights
-            tensor = torch.from_numpy(np.require(values, np.float32, ["C", "W"])).to(meta.dtype)
+            if source.tensor_type.name in _AS_STORED:  # F32/F16: the mapped values themselves, no conversion
+                values = np.asarray(source.data).reshape(meta.shape)
+            else:
+                values = _gguf().dequantize(source.data, source.tensor_type).reshape(meta.shape)
+            values = self._fixer.process(weights=values, name=source.name).weights
+            out = torch.empty(meta.shape, dtype=meta.dtype) if out is None else out
+            if out.dtype in (torch.float32, torch.float16):
+                out.numpy()[...] = values  # one copy, from the mapping (or the dequantized array) into place
+            else:
+                out.copy_(torch.from_numpy(np.asarray(values, dtype=np.float32)))
         except Exception as e:  # a data region cut short by truncation surfaces here
             raise CheckpointError(f"model {self.ref!r}: cannot read tensor {source.name!r} ({name}) from "
                                   f"{self.path.name}: {e}. Fix: download or convert the GGUF again.") from e
-        return tensor if out is None else out.copy_(tensor)
+        return out
 
     def map(self, name: str) -> torch.Tensor | None:
         return None  # stored quantized or in GGUF's layout: there is nothing to map without a conversion
@@ -157,7 +165,7 @@ def _config_values(reader, arch: str) -> dict:
     from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
 
     name = str(_field(reader, "general.name") or "").lower()
-    model_type = {"gemma3": "gemma3_text", "gemma2": "gemma2"}.get(arch, arch)
+    model_type = {"gemma3": "gemma3_text"}.get(arch, arch)
     if arch == "llama" and "mistral" in name:
         model_type = "mistral"  # llama.cpp stores Mistral under the llama architecture
     values = {"model_type": model_type}
@@ -166,6 +174,9 @@ def _config_values(reader, arch: str) -> dict:
             value = _field(reader, f"{prefix}.{key}")
             if hf_key not in (None, -1) and value is not None:
                 values[hf_key] = value
+    key_length = _field(reader, f"{arch}.attention.key_length")  # llama.cpp's head width, where the table has none
+    if key_length is not None and "head_dim" not in values:
+        values["head_dim"] = key_length
     tokens = reader.fields.get("tokenizer.ggml.tokens")
     if "vocab_size" not in values and tokens is not None:
         values["vocab_size"] = len(tokens.data)

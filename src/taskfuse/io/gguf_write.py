@@ -135,7 +135,8 @@ def _add_metadata(writer, config: dict, arch: str, outtype: str, name: str) -> N
     head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
     values = {**config, "head_dim": head_dim, "rope_theta": config.get("rope_theta", rope.get("rope_theta"))}
-    for key, hf_key in GGUF_CONFIG_MAPPING[arch].items():
+    table = {**GGUF_CONFIG_MAPPING[arch], "attention.key_length": "head_dim", "attention.value_length": "head_dim"}
+    for key, hf_key in table.items():  # llama.cpp reads the head width from key/value_length
         if key == "rope.dimension_count":
             hf_key = "head_dim"  # llama.cpp rotates this many dimensions of each head
         value = values.get(hf_key) if hf_key else None

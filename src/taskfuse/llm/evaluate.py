@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -38,53 +39,64 @@ def normalise(text: str) -> str:
 @torch.inference_mode()
 def evaluate(model, tok, task: LLMTask, split: str = "test", batch: int = 32) -> Score:
     examples = task.splits[split]
-    prompts = [prompt_ids(tok, e.prompt) for e in examples]
     replies = [reply_ids(tok, a) for a in task.answers]
-    likely = _likelihood_choices(model, tok, prompts, replies, batch)
-    generated = _greedy(model, tok, prompts, max(len(r) for r in replies) + 1, batch)
-    em = sum(normalise(g) == normalise(task.answers[e.answer]) for g, e in zip(generated, examples))
-    ll = sum(choice == e.answer for choice, e in zip(likely, examples))
+    em = ll = 0
+    for start in range(0, len(examples), batch):
+        chunk = examples[start:start + batch]
+        generated, choices = score_batch(model, tok, [prompt_ids(tok, e.prompt) for e in chunk], replies)
+        em += sum(normalise(g) == normalise(task.answers[e.answer]) for g, e in zip(generated, chunk))
+        ll += sum(c == e.answer for c, e in zip(choices, chunk))
     return Score(em / len(examples), ll / len(examples), len(examples))
 
 
-def _likelihood_choices(model, tok, prompts: list[list[int]], replies: list[list[int]], batch: int) -> list[int]:
-    pairs = [(p, r) for p in prompts for r in replies]
-    totals = []
-    for start in range(0, len(pairs), batch):
-        chunk = pairs[start:start + batch]
-        width = max(len(p) + len(r) for p, r in chunk)
-        ids = torch.full((len(chunk), width), tok.pad_token_id or 0)
-        mask = torch.zeros_like(ids)
-        for i, (p, r) in enumerate(chunk):
-            ids[i, :len(p) + len(r)] = torch.tensor(p + r)
-            mask[i, :len(p) + len(r)] = 1
-        logprobs = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
-        for i, (p, r) in enumerate(chunk):
-            positions = torch.arange(len(p) - 1, len(p) + len(r) - 1)
-            totals.append(logprobs[i, positions, torch.tensor(r)].sum().item())
-    per_prompt = torch.tensor(totals).view(len(prompts), len(replies))
-    return per_prompt.argmax(1).tolist()
+def score_batch(model, tok, prompts: list[list[int]], replies: list[list[int]]) -> tuple[list[str], list[int]]:
+    """Greedy replies and likelihood choices for a batch of prompts, from one pass over the prompts: their key/value
+    cache serves every candidate reply and the greedy steps (the prompt is nearly all the tokens)."""
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):  # left padding: every prompt ends where the reply starts
+        ids[i, width - len(p):] = torch.tensor(p)
+        mask[i, width - len(p):] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    first = out.logits[:, -1].float().log_softmax(-1)
+    scores = torch.stack([_reply_logprob(model, copy.deepcopy(out.past_key_values), first, mask, positions, r)
+                          for r in replies], 1)
+    greedy = _greedy(model, out.past_key_values, first, mask, positions, max(len(r) for r in replies) + 1,
+                     tok.eos_token_id)
+    return [tok.decode(row, skip_special_tokens=True) for row in greedy], scores.argmax(1).tolist()
 
 
-def _greedy(model, tok, prompts: list[list[int]], max_new: int, batch: int) -> list[str]:
-    out = []
-    for start in range(0, len(prompts), batch):
-        chunk = prompts[start:start + batch]
-        width = max(len(p) for p in chunk)
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        ids = torch.full((len(chunk), width), pad)
-        mask = torch.zeros_like(ids)
-        for i, p in enumerate(chunk):  # left padding: every prompt ends where generation starts
-            ids[i, width - len(p):] = torch.tensor(p)
-            mask[i, width - len(p):] = 1
-        new = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False,
-                             pad_token_id=pad, eos_token_id=tok.eos_token_id)[:, width:]
-        out += [tok.decode(row, skip_special_tokens=True) for row in new]
-    return out
+def _continue(model, cache, tokens: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor):
+    """Feed `tokens` (batch × n) after what `cache` holds; the logits for each of them."""
+    n = tokens.shape[1]
+    mask = torch.cat([mask, torch.ones(mask.shape[0], n, dtype=mask.dtype)], 1)
+    steps = positions[:, -1:] + torch.arange(1, n + 1)
+    return model(input_ids=tokens, attention_mask=mask, position_ids=steps, past_key_values=cache,
+                 use_cache=True).logits.float().log_softmax(-1), mask, torch.cat([positions, steps], 1)
 
 
-def examples_count(task: LLMTask, split: str) -> int:
-    return len(task.splits[split])
+def _reply_logprob(model, cache, first, mask, positions, reply: list[int]) -> torch.Tensor:
+    batch = first.shape[0]
+    total = first[:, reply[0]].clone()
+    if len(reply) > 1:
+        logprobs = _continue(model, cache, torch.tensor(reply[:-1]).expand(batch, -1), mask, positions)[0]
+        total += logprobs.gather(-1, torch.tensor(reply[1:]).expand(batch, -1).unsqueeze(-1)).squeeze(-1).sum(-1)
+    return total
 
 
-__all__ = ["Example", "Score", "evaluate", "normalise", "prompt_ids", "reply_ids"]
+def _greedy(model, cache, first, mask, positions, max_new: int, eos: int) -> list[list[int]]:
+    token = first.argmax(-1)
+    tokens, done = [token], token == eos
+    while len(tokens) < max_new and not bool(done.all()):
+        logprobs, mask, positions = _continue(model, cache, token[:, None], mask, positions)
+        token = logprobs[:, -1].argmax(-1)
+        tokens.append(token)
+        done |= token == eos
+    rows = torch.stack(tokens, 1).tolist()
+    return [row[:row.index(eos)] if eos in row else row for row in rows]
+
+
+__all__ = ["Example", "Score", "evaluate", "normalise", "prompt_ids", "reply_ids", "score_batch"]

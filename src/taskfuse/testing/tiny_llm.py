@@ -1,5 +1,5 @@
 """Tiny causal LMs with a real tokenizer, for the GGUF and vocabulary tests: a byte-level BPE trained (with the
-`tokenizers` library) on Debian's fortune texts, and Llama-, Qwen2- or Gemma3-style models built from transformers
+`tokenizers` library) on Debian's fortune texts, and Llama-, Qwen2-, Qwen3- or Gemma3-style models built from transformers
 configs, saved as the hub serves them."""
 from __future__ import annotations
 
@@ -40,12 +40,13 @@ def byte_bpe_tokenizer(vocab_size: int = 320):
 
 
 def tiny_causal_lm(arch: str, vocab_size: int, seed: int = 0, tie: bool = True):
-    from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig, Qwen2Config
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig, Qwen2Config, Qwen3Config
 
     common = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=tie)
     configs = {"llama": lambda: LlamaConfig(**common),
                "qwen2": lambda: Qwen2Config(**common),
+               "qwen3": lambda: Qwen3Config(**common, head_dim=128),  # transformers reads no head_dim from a qwen3 GGUF
                "gemma3": lambda: Gemma3TextConfig(**common, head_dim=16, sliding_window=32)}
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(configs[arch]()).eval()
