@@ -80,6 +80,17 @@ def register(app: typer.Typer, fail) -> None:
         print(markdown(result))
         console.print(f"report: {target / 'report.html'}; {result['seconds']} s")
 
+    def _llm_bench(quick: bool, target: Path, task_files: tuple[str, ...]) -> None:
+        from ..io.output import check_output_dir
+        from ..llm.bench import markdown, run_llm_bench
+        try:
+            check_output_dir(target, "report")
+            result = run_llm_bench(target, quick, task_files, log=lambda line: console.print(line, soft_wrap=True))
+        except TaskfuseError as e:
+            fail(e)
+        print(markdown(result))
+        console.print(f"report: {target / 'results.md'}; {result['seconds']} s")
+
     @app.command("eval")
     def evaluate(model: Path = typer.Argument(..., help="encoder directory (e.g. a merge of the zoo's experts)"),
                  tasks: Optional[str] = typer.Option(None, help="comma-separated task names (default: the zoo's)"),
@@ -123,7 +134,10 @@ def register(app: typer.Typer, fail) -> None:
                                                     "otherwise)"),
               routing: bool = typer.Option(False, "--routing", help="instead of merging: compose the zoo's LoRA "
                                            "adapters (Arrow, LoraHub, ...) on every task and on each task held out "
-                                           "(about 40 minutes for --full on 2 cores)")) -> None:
+                                           "(about 40 minutes for --full on 2 cores)"),
+              llm: bool = typer.Option(False, "--llm", help="instead of the encoder: the LLM benchmark (SmolLM2-135M, "
+                                       "LoRA experts on 6 generative tasks, every data-free merge; --quick for a "
+                                       "short run)")) -> None:
         """Build the zoo, merge it with every data-free method (tuned on validation) and every learned method
         (coefficients learned on validation data), judge on test, report."""
         from ..bench.report import write_report
@@ -141,6 +155,10 @@ def register(app: typer.Typer, fail) -> None:
         except TaskfuseError as e:
             fail(e)
         target = out / chosen if out == Path("out/bench") else out
+        if llm:
+            _llm_bench(quick, out / "llm" if out == Path("out/bench") else out,
+                       tuple(map(str, task_file)))
+            return
         if routing:
             _routing_study(chosen, out / f"routing-{chosen}" if out == Path("out/bench") else out,
                            tuple(map(str, task_file)))
