@@ -38,7 +38,8 @@ def normalise(text: str) -> str:
 
 @torch.inference_mode()
 def evaluate(model, tok, task: LLMTask, split: str = "test", batch: int = 32) -> Score:
-    examples = task.splits[split]
+    # batches of similar length: a batch costs its longest prompt times its size
+    examples = sorted(task.splits[split], key=lambda e: len(e.prompt))
     replies = [reply_ids(tok, a) for a in task.answers]
     em = ll = 0
     for start in range(0, len(examples), batch):

@@ -26,6 +26,7 @@ QUESTIONS = {
 }
 DEFAULT_TASKS = tuple(QUESTIONS)
 USER_QUESTION = "{text}"
+TEXT_CHARS = 200  # package descriptions run to 1,000 characters; the first 200 say what the package is
 SIZES = Sizes(max_examples=800, validation=0.1, test=0.2)  # 480 train, 80 validation, 160 test at most
 
 
@@ -61,8 +62,13 @@ def as_question(task: Task, question: str, limits: dict[str, int] | None = None)
     splits = {}
     for split, data in task.splits.items():
         pairs = list(zip(data.texts, data.labels))[: (limits or {}).get(split)]
-        splits[split] = tuple(Example(f"{question.format(text=text)}\n{options}", label) for text, label in pairs)
+        splits[split] = tuple(Example(f"{question.format(text=_clip(text))}\n{options}", label) for text, label in pairs)
     return LLMTask(task.name, answers, splits, task.fingerprint())
+
+
+def _clip(text: str, limit: int = TEXT_CHARS) -> str:
+    """At most `limit` characters, cut at a word: the prompt's length is what evaluation costs on a CPU."""
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def load_llm_task(name_or_path: str | Path, seed: int = 0, limits: dict[str, int] | None = None) -> LLMTask:

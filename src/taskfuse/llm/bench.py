@@ -1,0 +1,132 @@
+"""`taskfuse bench --llm`: the LLM benchmark. SmolLM2-135M-Instruct, one LoRA expert per generative task, every
+data-free merge of the experts' full-weight versions with its parameters chosen on validation, all judged on test
+by exact match of the greedy answer and by likelihood accuracy over the task's answers, each normalised by the
+task's own expert, beside the base model zero-shot."""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from ..bench.provenance import code_commit, command_line, machine
+from ..io.output import staged_output
+from .base import base_model_dir
+from .evaluate import evaluate
+from .tasks import DEFAULT_TASKS, load_llm_task
+from .zoo import Recipe, build_llm_zoo
+
+# Small grids around each paper's defaults: one validation pass per point costs about 40 s here.
+GRIDS: dict[str, list[dict]] = {
+    "linear": [{}],
+    "task_arithmetic": [{"scale": s} for s in (0.3, 0.5, 1.0)],
+    "ties": [{"density": 0.2, "scale": s} for s in (1.0, 1.5)],
+    "dare_ties": [{"density": 0.3, "scale": s} for s in (1.0, 1.5)],
+    "breadcrumbs": [{"scale": s} for s in (0.3, 0.5)],
+    "tsv": [{"scale": s} for s in (1.0, 1.5)],
+    "iso_c": [{"scale": s} for s in (1.0, 2.0)],
+    "iso_cts": [{"scale": s} for s in (1.5, 3.0)],
+}
+LIMITS = {"validation": 30, "test": 60}  # per task; prompts average ~70 tokens, evaluated at ~300 tokens/s here
+QUICK_LIMITS = {"validation": 10, "test": 20}
+METRICS = ("exact_match", "likelihood_accuracy")
+Log = Callable[[str], None]
+
+
+def run_llm_bench(out: Path, quick: bool = False, task_files: tuple[str, ...] = (), log: Log = print) -> dict:
+    started = time.perf_counter()
+    limits = QUICK_LIMITS if quick else LIMITS
+    base = base_model_dir()
+    tasks = [load_llm_task(name, limits=limits) for name in (*DEFAULT_TASKS, *task_files)]
+    log(f"[{_clock(started)}] {len(tasks)} tasks; training or loading their LoRA experts")
+    experts = build_llm_zoo(base, tasks, Recipe(), progress=lambda d, t, n: log(f"[{_clock(started)}] expert "
+                                                                                    f"{d}/{t} trained: {n}"))
+    judge = Judge(base, tasks)
+    rows = {"base (zero-shot)": judge.model_scores(judge.load(base), "test")}
+    own = {}
+    for task in tasks:
+        model = judge.load_adapter(experts[task.name].adapter)
+        own[task.name] = asdict(evaluate(model, judge.tok, task, "test"))
+    rows["experts (each on its own task)"] = own
+    log(f"[{_clock(started)}] base and experts judged")
+    chosen = {}
+    with tempfile.TemporaryDirectory(prefix="taskfuse-llm-bench-") as tmp:
+        for method, grid in GRIDS.items():
+            trials = []
+            for params in (grid[:1] if quick else grid):
+                model = judge.merge(method, params, experts, Path(tmp) / f"{method}-{len(trials)}")
+                trials.append({"params": params, "validation": judge.model_scores(model, "validation")})
+            best = max(trials, key=lambda t: _normalised_mean(t["validation"], own, "exact_match"))
+            model = judge.merge(method, best["params"], experts, Path(tmp) / f"{method}-best")
+            rows[method] = judge.model_scores(model, "test")
+            chosen[method] = {"params": best["params"], "trials": trials}
+            log(f"[{_clock(started)}] {method} {best['params']}: normalised exact match "
+                f"{100 * _normalised_mean(rows[method], own, 'exact_match'):.1f} %")
+    result = {"command": command_line(), "code_commit": code_commit(), "machine": machine(),
+              "seconds": round(time.perf_counter() - started), "quick": quick, "limits": limits,
+              "base": str(base), "recipe": asdict(Recipe()), "tasks": {t.name: {"answers": t.answers,
+              "fingerprint": t.fingerprint()[:16]} for t in tasks},
+              "experts": {n: e.record for n, e in experts.items()}, "rows": rows, "chosen": chosen,
+              "summary": {name: {m: _normalised_mean(scores, own, m) for m in METRICS} for name, scores in rows.items()}}
+    write_llm_report(result, out)
+    return result
+
+
+class Judge:
+    """Loads models on the benchmark's base and scores them on every task."""
+
+    def __init__(self, base: Path, tasks):
+        from transformers import AutoTokenizer
+        self.base, self.tasks = base, tasks
+        self.tok = AutoTokenizer.from_pretrained(base)
+
+    def load(self, folder: Path):
+        from transformers import AutoModelForCausalLM
+        return AutoModelForCausalLM.from_pretrained(folder).eval()
+
+    def load_adapter(self, adapter: Path):
+        from peft import PeftModel
+        return PeftModel.from_pretrained(self.load(self.base), str(adapter)).merge_and_unload().eval()
+
+    def merge(self, method: str, params: dict, experts, out: Path):
+        from .. import api
+        spec = {"method": method, "models": [{"path": e.ref(self.base)} for e in experts.values()], "params": params,
+                "dtype": "float32", **({} if method == "linear" else {"base": str(self.base)})}
+        api.merge(spec, out)
+        return self.load(out)
+
+    def model_scores(self, model, split: str) -> dict[str, dict]:
+        return {t.name: asdict(evaluate(model, self.tok, t, split)) for t in self.tasks}
+
+
+def _normalised_mean(scores: dict[str, dict], own: dict[str, dict], metric: str) -> float:
+    ratios = [scores[t][metric] / own[t][metric] for t in scores if own[t][metric] > 0]
+    return sum(ratios) / len(ratios) if ratios else 0.0
+
+
+def _clock(started: float) -> str:
+    seconds = int(time.perf_counter() - started)
+    return f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+
+def write_llm_report(result: dict, out: Path) -> Path:
+    with staged_output(out, "report") as stage:
+        (stage / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+        (stage / "results.md").write_text(markdown(result))
+    return out
+
+
+def markdown(result: dict) -> str:
+    tasks = list(result["tasks"])
+    head = "| row | " + " | ".join(tasks) + " | EM norm. | LL acc. norm. |"
+    lines = [head, "|" + "---|" * (len(tasks) + 3)]
+    for name, scores in result["rows"].items():
+        cells = [f"{100 * scores[t]['exact_match']:.0f} / {100 * scores[t]['likelihood_accuracy']:.0f}" for t in tasks]
+        summary = result["summary"][name]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {100 * summary['exact_match']:.1f} | "
+                     f"{100 * summary['likelihood_accuracy']:.1f} |")
+    return ("Per task: exact match / likelihood accuracy (%) on test; the last two columns average each over the "
+            "tasks, normalised by the task's own expert.\n\n" + "\n".join(lines) +
+            f"\n\n`{result['command']}` at {(result['code_commit'] or {}).get('commit')}, {result['seconds']} s\n")

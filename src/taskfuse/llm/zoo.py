@@ -1,0 +1,117 @@
+"""LoRA experts on the LLM benchmark's base model, one per task: trained on the task's chat-formatted questions
+with the loss on the reply only, cached by content (task data, recipe, base), resumable (an expert appears whole
+or not at all), several trained at once in separate processes.
+
+An expert is a PEFT adapter folder; its full-weight version is `BASE+ADAPTER`, which taskfuse merges exactly
+(W + scaling·B·A, io/adapter.py) without writing the full model.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import random
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..io.cache_dir import cache_root
+from ..io.output import staged_output
+from .evaluate import prompt_ids, reply_ids
+from .tasks import LLMTask
+
+RECORD = "taskfuse_llm_expert.json"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    rank: int = 8
+    alpha: int = 16
+    targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    steps: int = 30
+    batch: int = 8
+    lr: float = 1e-3
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Expert:
+    task: str
+    adapter: Path
+    record: dict
+
+    def ref(self, base: Path) -> str:
+        """The expert's full-weight version as a spec model: BASE+ADAPTER."""
+        return f"{base}+{self.adapter}"
+
+
+def expert_dir(base: Path, task: LLMTask, recipe: Recipe) -> Path:
+    key = json.dumps({"base": base.name, "task": task.fingerprint(), "recipe": asdict(recipe)}, sort_keys=True)
+    return cache_root() / "llm-experts" / f"{task.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def build_llm_zoo(base: Path, tasks: list[LLMTask], recipe: Recipe = Recipe(), workers: int = 2,
+                  progress=None) -> dict[str, Expert]:
+    """Every task's expert, trained where the cache has none (in `workers` processes, one torch thread each)."""
+    folders = {t.name: expert_dir(base, t, recipe) for t in tasks}
+    missing = [t for t in tasks if not (folders[t.name] / RECORD).exists()]
+    if missing:
+        context = multiprocessing.get_context("spawn")  # torch and fork do not mix
+        with ProcessPoolExecutor(min(workers, len(missing)), mp_context=context) as pool:
+            futures = [pool.submit(train_expert, base, t, recipe, folders[t.name], 1 if workers > 1 else None)
+                       for t in missing]
+            for done, future in enumerate(futures, 1):
+                future.result()  # a failed or killed worker raises here, naming its error
+                if progress:
+                    progress(done, len(missing), missing[done - 1].name)
+    return {t.name: Expert(t.name, folders[t.name], json.loads((folders[t.name] / RECORD).read_text()))
+            for t in tasks}
+
+
+def train_expert(base: Path, task: LLMTask, recipe: Recipe, out: Path, threads: int | None = None) -> Path:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(recipe.seed)
+    tok = AutoTokenizer.from_pretrained(base)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                           LoraConfig(r=recipe.rank, lora_alpha=recipe.alpha, target_modules=list(recipe.targets),
+                                      lora_dropout=0.0, task_type="CAUSAL_LM"))
+    examples = [(prompt_ids(tok, e.prompt), reply_ids(tok, task.answers[e.answer])) for e in task.splits["train"]]
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=recipe.lr)
+    order, losses, start = random.Random(recipe.seed), [], time.perf_counter()
+    model.train()
+    for _ in range(recipe.steps):
+        ids, labels, mask = _batch(order.sample(examples, min(recipe.batch, len(examples))), tok)
+        # float32: bfloat16 autocast ran 6x slower on this benchmark's CPUs (no bfloat16 matrix units)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(round(loss.item(), 4))
+    record = {"task": task.name, "task_fingerprint": task.fingerprint(), "recipe": asdict(recipe),
+              "base": str(base), "train_examples": len(examples), "losses": losses,
+              "seconds": round(time.perf_counter() - start, 1)}
+    with staged_output(out, "expert") as stage:
+        model.save_pretrained(stage)
+        (stage / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    return out
+
+
+def _batch(pairs, tok):
+    """Right-padded prompt+reply rows; the loss sees only the reply tokens (labels −100 elsewhere)."""
+    width = max(len(p) + len(r) for p, r in pairs)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    ids = torch.full((len(pairs), width), pad)
+    labels = torch.full((len(pairs), width), -100)
+    mask = torch.zeros((len(pairs), width), dtype=torch.long)
+    for i, (p, r) in enumerate(pairs):
+        ids[i, :len(p) + len(r)] = torch.tensor(p + r)
+        labels[i, len(p):len(p) + len(r)] = torch.tensor(r)
+        mask[i, :len(p) + len(r)] = 1
+    return ids, labels, mask

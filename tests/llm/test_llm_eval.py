@@ -1,0 +1,72 @@
+"""The LLM benchmark's judge and zoo on a tiny real Llama with a real BPE tokenizer: the cached one-pass scorer
+gives transformers' greedy generation and the likelihood ranking of whole-sequence forward passes; an expert
+trains, lowers its loss and appears whole."""
+import json
+
+import pytest
+import torch
+
+from taskfuse.llm.evaluate import evaluate, normalise, prompt_ids, reply_ids, score_batch
+from taskfuse.llm.tasks import Example, LLMTask, answer_text, load_llm_task
+from taskfuse.llm.zoo import RECORD, Recipe, train_expert
+from taskfuse.testing.tiny_llm import save_tiny_causal_lm
+
+ANSWERS = ("noun", "verb", "adjective phrase")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    folder = save_tiny_causal_lm(tmp_path_factory.mktemp("llm") / "tiny", "llama", seed=3)
+    return folder, AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+
+
+def toy_task(n: int = 12) -> LLMTask:
+    prompts = [f"Which part of speech is word number {i} of the fortune?" + " so" * (i % 5) for i in range(n)]
+    examples = tuple(Example(p, i % len(ANSWERS)) for i, p in enumerate(prompts))
+    return LLMTask("toy", ANSWERS, {"train": examples, "validation": examples[:6], "test": examples}, "0" * 64)
+
+
+def whole_sequence_logprob(model, ids: list[int], reply: list[int]) -> float:
+    with torch.no_grad():
+        logits = model(torch.tensor([ids + reply])).logits[0].float().log_softmax(-1)
+    return sum(logits[len(ids) - 1 + k, token].item() for k, token in enumerate(reply))
+
+
+def test_one_pass_scorer_matches_generate_and_full_forward_passes(tiny):
+    _, model, tok = tiny
+    task = toy_task()
+    prompts = [prompt_ids(tok, e.prompt) for e in task.splits["test"]]
+    assert len({len(p) for p in prompts}) > 1  # mixed lengths: left padding and positions matter
+    replies = [reply_ids(tok, a) for a in task.answers]
+    with torch.inference_mode():
+        generated, choices = score_batch(model, tok, prompts, replies)
+    for prompt, text, choice in zip(prompts, generated, choices):
+        expected = model.generate(torch.tensor([prompt]), max_new_tokens=max(map(len, replies)) + 1,
+                                  do_sample=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        assert text == tok.decode(expected[0, len(prompt):], skip_special_tokens=True)
+        scores = [whole_sequence_logprob(model, prompt, r) for r in replies]
+        assert choice == max(range(len(scores)), key=scores.__getitem__)
+
+
+def test_evaluate_counts_exact_matches_and_likelihood_choices(tiny):
+    _, model, tok = tiny
+    score = evaluate(model, tok, toy_task(), "test", batch=5)
+    assert score.n == 12 and 0 <= score.exact_match <= 1 and 0 <= score.likelihood_accuracy <= 1
+    assert normalise("  Noun. ") == "noun" and answer_text("noun.animal") == "animal"
+
+
+def test_an_expert_trains_and_appears_whole(tiny, tmp_path):
+    folder, _, _ = tiny
+    out = tmp_path / "expert"
+    train_expert(folder, toy_task(), Recipe(rank=4, steps=12, batch=4, lr=5e-3), out, threads=1)
+    record = json.loads((out / RECORD).read_text())
+    assert record["losses"][-1] < record["losses"][0]
+    assert (out / "adapter_config.json").exists() and not list(tmp_path.glob(".expert.partial-*"))
+
+
+def test_builtin_tasks_are_short_questions_with_their_answers_listed():
+    task = load_llm_task("wordnet_pos", limits={"test": 5})
+    assert task.answers == ("adjective", "adverb", "noun", "verb") and len(task.splits["test"]) == 5
+    assert all("Answer with one of: adjective, adverb, noun, verb." in e.prompt for e in task.splits["test"])
+    assert len(load_llm_task("debian_section").splits["train"][0].prompt) < 400  # texts clipped
