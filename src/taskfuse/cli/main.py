@@ -1,6 +1,7 @@
 """`taskfuse merge | plan | methods | demo`, the benchmark's `zoo | eval | bench` (cli/bench.py) and `learn`
 (cli/learn.py), `search` (cli/search.py), `extract-lora` (cli/extract.py), `route`
-(cli/route.py), `convert` (cli/convert.py), `moe` (cli/moe.py)."""
+(cli/route.py), `convert` (cli/convert.py), `moe` (cli/moe.py),
+`generate` (cli/generate.py)."""
 from __future__ import annotations
 
 import json
@@ -22,6 +23,7 @@ from ..methods import all_methods, get_method
 from ..terminate import exit_cleanly_on_sigterm
 from .bench import register as register_bench_commands
 from .convert import register as register_convert_command
+from .generate import register as register_generate_command
 from .moe import register as register_moe_command
 from .extract import register as register_extract_command
 from .learn import register as register_learn_command
@@ -214,6 +216,7 @@ register_extract_command(app, _fail)
 register_route_command(app, _fail)
 register_convert_command(app, _fail)
 register_moe_command(app, _fail)
+register_generate_command(app, _fail)
 
 
 def main() -> None:

@@ -64,6 +64,10 @@ def run_llm_bench(out: Path, quick: bool = False, task_files: tuple[str, ...] = 
             chosen[method] = {"params": best["params"], "trials": trials}
             log(f"[{_clock(started)}] {method} {best['params']}: normalised exact match "
                 f"{100 * _normalised_mean(rows[method], own, 'exact_match'):.1f} %")
+        model = judge.upcycle(tasks, experts, Path(tmp) / "moe")
+        rows["moe (hidden router, top-2)"] = judge.model_scores(model, "test")
+        log(f"[{_clock(started)}] moe: normalised exact match "
+            f"{100 * _normalised_mean(rows['moe (hidden router, top-2)'], own, 'exact_match'):.1f} %")
     result = {"command": command_line(), "code_commit": code_commit(), "machine": machine(),
               "seconds": round(time.perf_counter() - started), "quick": quick, "limits": limits,
               "base": str(base), "recipe": asdict(Recipe()), "tasks": {t.name: {"answers": t.answers,
@@ -95,6 +99,20 @@ class Judge:
         spec = {"method": method, "models": [{"path": e.ref(self.base)} for e in experts.values()], "params": params,
                 "dtype": "float32", **({} if method == "linear" else {"base": str(self.base)})}
         api.merge(spec, out)
+        return self.load(out)
+
+    def upcycle(self, tasks, experts, out: Path, prompts_per_expert: int = 8):
+        """A Mixtral of the experts' MLPs, each router row from the chat-formatted prompts of its task."""
+        from ..programs.moe import load_moe_spec, upcycle
+
+        def chat(prompt: str) -> str:
+            return self.tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                add_generation_prompt=True)
+
+        spec = {"base": str(self.base), "dtype": "float32", "experts": [
+            {"path": experts[t.name].ref(self.base),
+             "positive_prompts": [chat(e.prompt) for e in t.splits["train"][:prompts_per_expert]]} for t in tasks]}
+        upcycle(load_moe_spec(spec), out)
         return self.load(out)
 
     def model_scores(self, model, split: str) -> dict[str, dict]:

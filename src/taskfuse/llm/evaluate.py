@@ -53,14 +53,7 @@ def evaluate(model, tok, task: LLMTask, split: str = "test", batch: int = 32) ->
 def score_batch(model, tok, prompts: list[list[int]], replies: list[list[int]]) -> tuple[list[str], list[int]]:
     """Greedy replies and likelihood choices for a batch of prompts, from one pass over the prompts: their key/value
     cache serves every candidate reply and the greedy steps (the prompt is nearly all the tokens)."""
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad)
-    mask = torch.zeros_like(ids)
-    for i, p in enumerate(prompts):  # left padding: every prompt ends where the reply starts
-        ids[i, width - len(p):] = torch.tensor(p)
-        mask[i, width - len(p):] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    ids, mask, positions = left_padded(prompts, pad_id(tok))
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
     first = out.logits[:, -1].float().log_softmax(-1)
     scores = torch.stack([_reply_logprob(model, copy.deepcopy(out.past_key_values), first, mask, positions, r)
@@ -68,6 +61,21 @@ def score_batch(model, tok, prompts: list[list[int]], replies: list[list[int]]) 
     greedy = _greedy(model, out.past_key_values, first, mask, positions, max(len(r) for r in replies) + 1,
                      tok.eos_token_id)
     return [tok.decode(row, skip_special_tokens=True) for row in greedy], scores.argmax(1).tolist()
+
+
+def pad_id(tok) -> int:
+    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+
+def left_padded(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ids, attention mask and position ids of left-padded prompts: every prompt ends where the reply starts."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p)
+        mask[i, width - len(p):] = 1
+    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def _continue(model, cache, tokens: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor):

@@ -75,7 +75,13 @@ def concatenate(job: TensorJob, ckpts, adapter: AdapterBuilder) -> str | None:
     c = coefficients(job)
     if c is None:
         return f"method {job.method!r} is not a sum of the updates"
-    base = ckpts[0]
+    base, base_weight = ckpts[0], []  # the base tensor, read once when a source replaces the module whole
+
+    def base_value() -> torch.Tensor:
+        if not base_weight:
+            base_weight.append(base.read(job.name).float())
+        return base_weight[0]
+
     factors, whole = [], []
     for ci, src in zip(c, job.sources):
         ckpt = ckpts[src.checkpoint]
@@ -88,7 +94,7 @@ def concatenate(job: TensorJob, ckpts, adapter: AdapterBuilder) -> str | None:
             a, b = ckpt.factors.read(update.lora_a).float(), ckpt.factors.read(update.lora_b).float()
             factors.append((update.kind, a, b * (ci * update.scaling)))
         elif job.name in ckpt.replaced:
-            whole.append(ci * (ckpt.read(job.name).float() - base.read(job.name).float()))
+            whole.append(ci * (ckpt.read(job.name).float() - base_value()))
     if factors and whole:
         return "a LoRA module in one adapter is stored whole in another"
     if factors:
@@ -98,7 +104,7 @@ def concatenate(job: TensorJob, ckpts, adapter: AdapterBuilder) -> str | None:
         adapter.add_factors(job.name.removesuffix(".weight"), kinds.pop(), torch.cat([a for _, a, _ in factors]),
                             torch.cat([b for _, _, b in factors], dim=1))
     elif whole:
-        adapter.add_whole(job.name, base.read(job.name).float() + sum(whole))
+        adapter.add_whole(job.name, base_value() + sum(whole))
     return None
 
 

@@ -1,0 +1,77 @@
+"""Dynamic Logits Fusion and proxy tuning on tiny real Llamas: with the large model equal to the small one, the
+fused distribution at α = 1 is the expert's own, and the two-way KL matching finds exactly α = 1, so both modes
+answer as the expert does; an expert that did not move gets α = 0; with two experts the one that moves furthest
+from the small model on the context is applied."""
+import pytest
+import torch
+
+from taskfuse.llm.evaluate import prompt_ids
+from taskfuse.llm.fusion import ALPHAS, FusionTrace, dynamic_alpha, fuse, fused_greedy, kl
+from taskfuse.testing.checkpoints import perturb
+from taskfuse.testing.tiny_llm import save_tiny_causal_lm, tiny_causal_lm
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    folder = save_tiny_causal_lm(tmp_path_factory.mktemp("fusion") / "base", "llama", seed=5)
+    base = AutoModelForCausalLM.from_pretrained(folder).eval()
+    rows = base.config.vocab_size
+    # fine-tunes of the base: the same seeded initialisation, then moved
+    experts = [perturb(tiny_causal_lm("llama", rows, seed=5), seed=20 + i, scale=0.3).eval() for i in range(2)]
+    return base, experts, AutoTokenizer.from_pretrained(folder)
+
+
+def greedy_alone(model, tok, prompt, max_new):
+    out = model.generate(torch.tensor([prompt]), max_new_tokens=max_new, do_sample=False,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)[0, len(prompt):].tolist()
+    return out[:out.index(tok.eos_token_id)] if tok.eos_token_id in out else out
+
+
+@pytest.mark.parametrize("mode", ["proxy", "dynamic"])
+def test_large_equal_to_small_gives_the_experts_answers(models, mode):
+    base, experts, tok = models
+    prompts = [prompt_ids(tok, text) for text in ("Tell me a fortune", "What is a noun?", "Say something wise")]
+    trace = FusionTrace()
+    replies = fused_greedy(base, base, experts[:1], prompts, 6, tok.eos_token_id, tok.pad_token_id, mode, trace)
+    assert replies == [greedy_alone(experts[0], tok, p, 6) for p in prompts]
+    assert all(torch.allclose(a, torch.ones_like(a)) for a in trace.alphas)
+
+
+def test_an_expert_that_did_not_move_gets_alpha_zero():
+    torch.manual_seed(0)
+    large, small = torch.randn(3, 50).log_softmax(-1), torch.randn(3, 50).log_softmax(-1)
+    alpha, shift = dynamic_alpha(large, small, small.clone())
+    assert torch.equal(alpha, torch.zeros(3)) and torch.allclose(shift, torch.zeros(3), atol=1e-6)
+    assert (kl(large, small) > 0).all() and ALPHAS[0] == 0 and ALPHAS[-1] == 2
+
+
+def test_the_expert_that_moves_furthest_is_applied():
+    torch.manual_seed(1)
+    small = torch.randn(2, 40).log_softmax(-1)
+    near = (small + 0.01 * torch.randn(2, 40)).log_softmax(-1)
+    far = (small + 2.0 * torch.randn(2, 40)).log_softmax(-1)
+    for mode in ("proxy", "dynamic"):
+        trace = FusionTrace()
+        fuse(small, small, [near, far], mode, trace)
+        assert trace.experts[0].tolist() == [1, 1]
+
+
+def test_cli_generate_with_an_adapter_expert(models, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from typer.testing import CliRunner
+
+    from taskfuse.cli.main import app
+    base, _, tok = models
+    folder = tmp_path / "base"
+    base.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    torch.manual_seed(0)
+    lora = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "adapter")
+    lora.unload()
+    result = CliRunner().invoke(app, ["generate", "--prompt", "Tell me a fortune", "--large", str(folder),
+                                      "--small", str(folder), "--expert", f"{folder}+{tmp_path / 'adapter'}",
+                                      "--max-new-tokens", "4"])
+    assert result.exit_code == 0, result.output
+    assert "(alpha, expert) per token: [(1.0, 0)" in result.output and "the large model decoding alone" in result.output
