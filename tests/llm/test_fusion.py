@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from taskfuse.llm.evaluate import prompt_ids
-from taskfuse.llm.fusion import ALPHAS, FusionTrace, dynamic_alpha, fuse, fused_greedy, kl
+from taskfuse.llm.fusion import ALPHAS, FusionTrace, dynamic_alpha, evaluate_fused, fuse, fused_greedy, kl
 from taskfuse.testing.checkpoints import perturb
 from taskfuse.testing.tiny_llm import save_tiny_causal_lm, tiny_causal_lm
 
@@ -75,3 +75,13 @@ def test_cli_generate_with_an_adapter_expert(models, tmp_path):
                                       "--max-new-tokens", "4"])
     assert result.exit_code == 0, result.output
     assert "(alpha, expert) per token: [(1.0, 0)" in result.output and "the large model decoding alone" in result.output
+
+
+def test_fused_scores_equal_the_experts_when_large_is_small(models):
+    from taskfuse.llm.evaluate import evaluate
+    from taskfuse.llm.tasks import Example, LLMTask
+    base, experts, tok = models
+    examples = tuple(Example(f"Is fortune {i} wise?" + " really" * (i % 3), i % 2) for i in range(6))
+    task = LLMTask("toy", ("yes", "no"), {"test": examples}, "0" * 64)
+    assert evaluate_fused(base, base, experts[:1], tok, task, "test", "dynamic", batch=4) == \
+        evaluate(experts[0], tok, task, "test", batch=4)

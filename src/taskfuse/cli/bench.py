@@ -80,12 +80,13 @@ def register(app: typer.Typer, fail) -> None:
         print(markdown(result))
         console.print(f"report: {target / 'report.html'}; {result['seconds']} s")
 
-    def _llm_bench(quick: bool, target: Path, task_files: tuple[str, ...]) -> None:
+    def _llm_bench(quick: bool, target: Path, task_files: tuple[str, ...], fusion: bool) -> None:
         from ..io.output import check_output_dir
         from ..llm.bench import markdown, run_llm_bench
         try:
             check_output_dir(target, "report")
-            result = run_llm_bench(target, quick, task_files, log=lambda line: console.print(line, soft_wrap=True))
+            result = run_llm_bench(target, quick, task_files, log=lambda line: console.print(line, soft_wrap=True),
+                                   fusion=fusion)
         except TaskfuseError as e:
             fail(e)
         print(markdown(result))
@@ -137,7 +138,9 @@ def register(app: typer.Typer, fail) -> None:
                                            "(about 40 minutes for --full on 2 cores)"),
               llm: bool = typer.Option(False, "--llm", help="instead of the encoder: the LLM benchmark (SmolLM2-135M, "
                                        "LoRA experts on 6 generative tasks, every data-free merge; --quick for a "
-                                       "short run)")) -> None:
+                                       "short run)"),
+              fusion: bool = typer.Option(False, "--fusion", help="with --llm: add the decode-time rows (Dynamic "
+                                          "Logits Fusion, proxy tuning); about 8x a merge's evaluation")) -> None:
         """Build the zoo, merge it with every data-free method (tuned on validation) and every learned method
         (coefficients learned on validation data), judge on test, report."""
         from ..bench.report import write_report
@@ -157,7 +160,7 @@ def register(app: typer.Typer, fail) -> None:
         target = out / chosen if out == Path("out/bench") else out
         if llm:
             _llm_bench(quick, out / "llm" if out == Path("out/bench") else out,
-                       tuple(map(str, task_file)))
+                       tuple(map(str, task_file)), fusion)
             return
         if routing:
             _routing_study(chosen, out / f"routing-{chosen}" if out == Path("out/bench") else out,

@@ -35,7 +35,8 @@ METRICS = ("exact_match", "likelihood_accuracy")
 Log = Callable[[str], None]
 
 
-def run_llm_bench(out: Path, quick: bool = False, task_files: tuple[str, ...] = (), log: Log = print) -> dict:
+def run_llm_bench(out: Path, quick: bool = False, task_files: tuple[str, ...] = (), log: Log = print,
+                  fusion: bool = False) -> dict:
     started = time.perf_counter()
     limits = QUICK_LIMITS if quick else LIMITS
     base = base_model_dir()
@@ -68,6 +69,8 @@ def run_llm_bench(out: Path, quick: bool = False, task_files: tuple[str, ...] = 
         rows["moe (hidden router, top-2)"] = judge.model_scores(model, "test")
         log(f"[{_clock(started)}] moe: normalised exact match "
             f"{100 * _normalised_mean(rows['moe (hidden router, top-2)'], own, 'exact_match'):.1f} %")
+    if fusion:  # decode-time rows: base as both large and small model, all experts offered at every step
+        rows.update(fusion_rows(judge, tasks, experts, own, started, log))
     result = {"command": command_line(), "code_commit": code_commit(), "machine": machine(),
               "seconds": round(time.perf_counter() - started), "quick": quick, "limits": limits,
               "base": str(base), "recipe": asdict(Recipe()), "tasks": {t.name: {"answers": t.answers,
@@ -76,6 +79,21 @@ def run_llm_bench(out: Path, quick: bool = False, task_files: tuple[str, ...] = 
               "summary": {name: {m: _normalised_mean(scores, own, m) for m in METRICS} for name, scores in rows.items()}}
     write_llm_report(result, out)
     return result
+
+
+def fusion_rows(judge, tasks, experts, own, started, log) -> dict:
+    from .fusion import evaluate_fused
+
+    base = judge.load(judge.base)
+    models = [judge.load_adapter(experts[t.name].adapter) for t in tasks]
+    rows = {}
+    for mode in ("proxy", "dynamic"):
+        begun = time.perf_counter()
+        name = f"logit fusion ({'proxy tuning' if mode == 'proxy' else 'dynamic'}, 6 experts)"
+        rows[name] = {t.name: asdict(evaluate_fused(base, base, models, judge.tok, t, "test", mode)) for t in tasks}
+        log(f"[{_clock(started)}] {name}: normalised exact match "
+            f"{100 * _normalised_mean(rows[name], own, 'exact_match'):.1f} % in {time.perf_counter() - begun:.0f} s")
+    return rows
 
 
 class Judge:
