@@ -60,6 +60,16 @@ def test_the_hidden_router_sends_an_experts_prompt_to_it(family, tmp_path):
         assert logits.mean(0).argmax().item() == e
 
 
+def test_the_trained_router_sends_every_token_of_an_experts_prompts_to_it(family, tmp_path):
+    base, experts = family
+    upcycle(spec(base, experts, router_init="trained", router_steps=300), tmp_path / "moe")
+    moe, tok = load(tmp_path / "moe")
+    for e, prompt in enumerate(PROMPTS):
+        with torch.no_grad():
+            logits = moe(**tok(prompt, return_tensors="pt"), output_router_logits=True).router_logits[0]
+        assert (logits.argmax(-1) == e).float().mean() > 0.9  # token by token, not only on average
+
+
 def test_random_router_and_top_1(family, tmp_path):
     base, experts = family
     upcycle(spec(base, experts, router_init="random", experts_per_token=1), tmp_path / "moe")

@@ -32,6 +32,7 @@ GRIDS: dict[str, list[dict]] = {
 LIMITS = {"validation": 30, "test": 60}  # per task; prompts average ~70 tokens, evaluated at ~300 tokens/s here
 QUICK_LIMITS = {"validation": 10, "test": 20}
 METRICS = ("exact_match", "likelihood_accuracy")
+MOE_ROW = "moe (trained router, top-2)"
 Log = Callable[[str], None]
 
 
@@ -66,9 +67,9 @@ def run_llm_bench(out: Path, quick: bool = False, task_files: tuple[str, ...] = 
             log(f"[{_clock(started)}] {method} {best['params']}: normalised exact match "
                 f"{100 * _normalised_mean(rows[method], own, 'exact_match'):.1f} %")
         model = judge.upcycle(tasks, experts, Path(tmp) / "moe")
-        rows["moe (hidden router, top-2)"] = judge.model_scores(model, "test")
+        rows[MOE_ROW] = judge.model_scores(model, "test")
         log(f"[{_clock(started)}] moe: normalised exact match "
-            f"{100 * _normalised_mean(rows['moe (hidden router, top-2)'], own, 'exact_match'):.1f} %")
+            f"{100 * _normalised_mean(rows[MOE_ROW], own, 'exact_match'):.1f} %")
     if fusion:  # decode-time rows: base as both large and small model, all experts offered at every step
         rows.update(fusion_rows(judge, tasks, experts, own, started, log))
     result = {"command": command_line(), "code_commit": code_commit(), "machine": machine(),
@@ -119,15 +120,16 @@ class Judge:
         api.merge(spec, out)
         return self.load(out)
 
-    def upcycle(self, tasks, experts, out: Path, prompts_per_expert: int = 8):
-        """A Mixtral of the experts' MLPs, each router row from the chat-formatted prompts of its task."""
+    def upcycle(self, tasks, experts, out: Path, prompts_per_expert: int = 32):
+        """A Mixtral of the experts' MLPs; each layer's router fitted to send the tokens of a task's chat-formatted
+        training prompts to that task's expert."""
         from ..programs.moe import load_moe_spec, upcycle
 
         def chat(prompt: str) -> str:
             return self.tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                                 add_generation_prompt=True)
 
-        spec = {"base": str(self.base), "dtype": "float32", "experts": [
+        spec = {"base": str(self.base), "dtype": "float32", "router_init": "trained", "experts": [
             {"path": experts[t.name].ref(self.base),
              "positive_prompts": [chat(e.prompt) for e in t.splits["train"][:prompts_per_expert]]} for t in tasks]}
         upcycle(load_moe_spec(spec), out)

@@ -5,7 +5,8 @@ states of the expert's own prompts, so that a token like an expert's prompts goe
 Router initialisation (the "hidden" idea of upcycling practice, written here from its description): for each
 layer and expert, the mean over the tokens of the expert's positive prompts of the hidden state the router sees
 (the base's post-attention norm output), minus the mean over its negative prompts if given, normalised to unit
-length. A random initialisation (seeded) is the baseline.
+length. `trained` starts there and fits each layer's router (everything else frozen) to send every token of an
+expert's prompts to that expert. A random initialisation (seeded) is the baseline.
 
 The output is the hub's Mixtral layout (`block_sparse_moe.gate`, `experts.N.w1/w2/w3`), which transformers 4 and 5,
 vLLM and llama.cpp's converter read; it is written shard by shard and renamed into place when complete.
@@ -42,7 +43,8 @@ class MoESpec(BaseModel):
     base: str
     experts: list[MoEExpert] = Field(min_length=2)
     experts_per_token: int = Field(2, ge=1)
-    router_init: Literal["hidden", "random"] = "hidden"
+    router_init: Literal["hidden", "trained", "random"] = "hidden"
+    router_steps: int = Field(200, ge=1, description="with router_init: trained, Adam steps per layer")
     dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
     seed: int = 0
 
@@ -113,13 +115,35 @@ def _routers(spec: MoESpec, base: Checkpoint, layers: int) -> list[torch.Tensor]
         hidden = base.config["hidden_size"]
         return [torch.randn(len(spec.experts), hidden, generator=g) * hidden ** -0.5 for _ in range(layers)]
     model, tok = _load_dense(base)
+    inputs = [_router_inputs(model, tok, e.positive_prompts) for e in spec.experts]  # each layers × tokens × hidden
     rows = []
-    for expert in spec.experts:
-        direction = _mean_router_inputs(model, tok, expert.positive_prompts)
+    for expert, positive in zip(spec.experts, inputs):
+        direction = positive.mean(1)
         if expert.negative_prompts:
-            direction = direction - _mean_router_inputs(model, tok, expert.negative_prompts)
+            direction = direction - _router_inputs(model, tok, expert.negative_prompts).mean(1)
         rows.append(direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-8))
-    return [torch.stack([r[layer] for r in rows]) for layer in range(layers)]
+    routers = [torch.stack([r[layer] for r in rows]) for layer in range(layers)]
+    if spec.router_init == "trained":
+        routers = [_train_router(w, [x[layer] for x in inputs], spec.router_steps, spec.seed)
+                   for layer, w in enumerate(routers)]
+    return routers
+
+
+def _train_router(start: torch.Tensor, tokens: list[torch.Tensor], steps: int, seed: int) -> torch.Tensor:
+    """One layer's router, from the hidden rows, trained (Adam, everything else frozen) to send each token of an
+    expert's prompts to that expert: cross-entropy of the router's softmax against the expert's index. The base's
+    hidden states stand in for the MoE's, which equal them in layer 0 and drift from them after."""
+    torch.manual_seed(seed)
+    x = torch.cat(tokens)
+    y = torch.cat([torch.full((len(t),), e) for e, t in enumerate(tokens)])
+    weight = start.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([weight], lr=1e-2)
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(x @ weight.T, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return weight.detach()
 
 
 def _load_dense(base: Checkpoint):
@@ -130,23 +154,20 @@ def _load_dense(base: Checkpoint):
 
 
 @torch.inference_mode()
-def _mean_router_inputs(model, tok, prompts: list[str]) -> torch.Tensor:
-    """(layers × hidden): the mean over all prompt tokens of each layer's post-attention norm output."""
-    sums, count = None, 0
-    captured: list[torch.Tensor] = []
+def _router_inputs(model, tok, prompts: list[str]) -> torch.Tensor:
+    """(layers × tokens × hidden): every prompt token's post-attention norm output, the input of a layer's router."""
+    per_prompt, captured = [], []
     hooks = [layer.post_attention_layernorm.register_forward_hook(lambda _m, _i, out: captured.append(out[0]))
              for layer in model.model.layers]
     try:
         for prompt in prompts:
             captured.clear()
             model(**tok(prompt, return_tensors="pt"))
-            per_layer = torch.stack([h.float().sum(0) for h in captured])
-            sums = per_layer if sums is None else sums + per_layer
-            count += captured[0].shape[0]
+            per_prompt.append(torch.stack([h.float() for h in captured]))
     finally:
         for hook in hooks:
             hook.remove()
-    return sums / count
+    return torch.cat(per_prompt, 1)
 
 
 def _write_tensors(stage: Path, base: Checkpoint, experts: list[Checkpoint], routers, dtype) -> int:
