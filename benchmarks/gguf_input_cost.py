@@ -94,7 +94,7 @@ def main() -> None:
         "excluding_open": (median[f"{fmt}-gguf"]["seconds"] - median[f"{fmt}-gguf"]["open_seconds"])
         / (median[f"{fmt}-safetensors"]["seconds"] - median[f"{fmt}-safetensors"]["open_seconds"])}
         for fmt in ("f16", "q8_0")}
-    result = {"command": command_line(), "code_commit": code, "machine": machine(), "repeats": args.repeats,
+    result = {"command": command_line(), "code": code, "machine": machine(), "repeats": args.repeats,
               "runs": runs, "median": median, "ratio_gguf_to_safetensors": ratios}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -111,7 +111,7 @@ def markdown(result: dict) -> str:
                 if name.endswith("gguf") else "")
         rows.append(f"| {name} | {m['seconds']:.2f} | {m['open_seconds']:.2f} | {cell} |")
     return (f"Task arithmetic of SmolLM2-135M and two perturbed copies, bfloat16 output, {result['repeats']} "
-            f"repeats.\n\n" + "\n".join(rows) + f"\n\n`{result['command']}` at {result['code_commit']['commit']}\n")
+            f"repeats.\n\n" + "\n".join(rows) + f"\n\n`{result['command']}` at {result['code']['commit']}\n")
 
 
 if __name__ == "__main__":

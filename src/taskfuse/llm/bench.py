@@ -72,7 +72,7 @@ def run_llm_bench(out: Path, quick: bool = False, task_files: tuple[str, ...] = 
             f"{100 * _normalised_mean(rows[MOE_ROW], own, 'exact_match'):.1f} %")
     if fusion:  # decode-time rows: base as both large and small model, all experts offered at every step
         rows.update(fusion_rows(judge, tasks, experts, own, started, log))
-    result = {"command": command_line(), "code_commit": code_commit(), "machine": machine(),
+    result = {"command": command_line(), "code": code_commit(), "machine": machine(),
               "seconds": round(time.perf_counter() - started), "quick": quick, "limits": limits,
               "base": str(base), "recipe": asdict(Recipe()), "tasks": {t.name: {"answers": t.answers,
               "fingerprint": t.fingerprint()[:16]} for t in tasks},
@@ -167,4 +167,4 @@ def markdown(result: dict) -> str:
                      f"{100 * summary['likelihood_accuracy']:.1f} |")
     return ("Per task: exact match / likelihood accuracy (%) on test; the last two columns average each over the "
             "tasks, normalised by the task's own expert.\n\n" + "\n".join(lines) +
-            f"\n\n`{result['command']}` at {(result['code_commit'] or {}).get('commit')}, {result['seconds']} s\n")
+            f"\n\n`{result['command']}` at {(result['code'] or {}).get('commit')}, {result['seconds']} s\n")
