@@ -89,7 +89,7 @@ def train_expert(base: Path, task: LLMTask, recipe: Recipe, out: Path, threads: 
     for _ in range(recipe.steps):
         ids, labels, mask = _batch(order.sample(examples, min(recipe.batch, len(examples))), tok)
         # float32: bfloat16 autocast ran 6x slower on this benchmark's CPUs (no bfloat16 matrix units)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss = reply_loss(model.get_base_model(), ids, mask, labels)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -101,6 +101,15 @@ def train_expert(base: Path, task: LLMTask, recipe: Recipe, out: Path, threads: 
         model.save_pretrained(stage)
         (stage / RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return out
+
+
+def reply_loss(causal_lm, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """transformers' causal-LM loss (next-token cross-entropy, mean over labelled tokens), with the output layer
+    applied only where a label is: the 49k-word output layer over every prompt token was a fifth of each step."""
+    hidden = causal_lm.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+    targets = labels[:, 1:]
+    keep = targets != -100
+    return torch.nn.functional.cross_entropy(causal_lm.lm_head(hidden[keep]).float(), targets[keep])
 
 
 def _batch(pairs, tok):
