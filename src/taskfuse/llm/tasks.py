@@ -43,10 +43,16 @@ class LLMTask:
     splits: dict[str, tuple[Example, ...]]
     source_fingerprint: str  # the classification task's data fingerprint
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, splits: tuple[str, ...] | None = None) -> str:
+        """Content hash of the task as asked (or of the named splits only)."""
         payload = {"name": self.name, "answers": self.answers, "data": self.source_fingerprint,
-                   "prompts": {k: [(e.prompt, e.answer) for e in v] for k, v in sorted(self.splits.items())}}
+                   "prompts": {k: [(e.prompt, e.answer) for e in v] for k, v in sorted(self.splits.items())
+                               if splits is None or k in splits}}
         return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode()).hexdigest()
+
+    def train_fingerprint(self) -> str:
+        """What an expert learns from: the training split (evaluation limits do not retrain the zoo)."""
+        return self.fingerprint(("train",))
 
 
 def answer_text(label: str) -> str:

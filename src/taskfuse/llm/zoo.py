@@ -13,11 +13,13 @@ import multiprocessing
 import random
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from ..errors import ZooError
 from ..io.cache_dir import cache_root
 from ..io.output import staged_output
 from .evaluate import prompt_ids, reply_ids
@@ -49,7 +51,7 @@ class Expert:
 
 
 def expert_dir(base: Path, task: LLMTask, recipe: Recipe) -> Path:
-    key = json.dumps({"base": base.name, "task": task.fingerprint(), "recipe": asdict(recipe)}, sort_keys=True)
+    key = json.dumps({"base": base.name, "task": task.train_fingerprint(), "recipe": asdict(recipe)}, sort_keys=True)
     return cache_root() / "llm-experts" / f"{task.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
@@ -64,7 +66,11 @@ def build_llm_zoo(base: Path, tasks: list[LLMTask], recipe: Recipe = Recipe(), w
             futures = [pool.submit(train_expert, base, t, recipe, folders[t.name], 1 if workers > 1 else None)
                        for t in missing]
             for done, future in enumerate(futures, 1):
-                future.result()  # a failed or killed worker raises here, naming its error
+                try:
+                    future.result()  # a worker's own error is raised here as it was
+                except BrokenProcessPool as e:
+                    raise ZooError(f"a process training the LLM experts died ({e}); it may have run out of memory. "
+                                   "Experts finished before it are kept. Fix: run again with fewer workers.") from e
                 if progress:
                     progress(done, len(missing), missing[done - 1].name)
     return {t.name: Expert(t.name, folders[t.name], json.loads((folders[t.name] / RECORD).read_text()))
@@ -94,7 +100,7 @@ def train_expert(base: Path, task: LLMTask, recipe: Recipe, out: Path, threads: 
         optimizer.step()
         optimizer.zero_grad()
         losses.append(round(loss.item(), 4))
-    record = {"task": task.name, "task_fingerprint": task.fingerprint(), "recipe": asdict(recipe),
+    record = {"task": task.name, "train_fingerprint": task.train_fingerprint(), "recipe": asdict(recipe),
               "base": str(base), "train_examples": len(examples), "losses": losses,
               "seconds": round(time.perf_counter() - start, 1)}
     with staged_output(out, "expert") as stage:
