@@ -104,7 +104,11 @@ def _greedy(model, cache, first, mask, positions, max_new: int, eos: int) -> lis
         token = logprobs[:, -1].argmax(-1)
         tokens.append(token)
         done |= token == eos
-    rows = torch.stack(tokens, 1).tolist()
+    return up_to_eos(torch.stack(tokens, 1).tolist(), eos)
+
+
+def up_to_eos(rows: list[list[int]], eos: int) -> list[list[int]]:
+    """Each generated row cut before its first end-of-turn token."""
     return [row[:row.index(eos)] if eos in row else row for row in rows]
 
 

@@ -138,7 +138,7 @@ def _likeliest(state: _State, replies: list[list[int]], mode: str) -> list[int]:
 
 
 def _greedy(state: _State, max_new: int, eos: int, mode: str, trace: FusionTrace | None) -> list[list[int]]:
-    from .evaluate import _continue
+    from .evaluate import _continue, up_to_eos
 
     logprobs, mask, positions = list(state.logprobs), state.mask, state.positions
     tokens, done = [], torch.zeros(mask.shape[0], dtype=torch.bool)
@@ -152,5 +152,4 @@ def _greedy(state: _State, max_new: int, eos: int, mode: str, trace: FusionTrace
             step, step_mask, step_positions = _continue(model, cache, token[:, None], mask, positions)
             logprobs[i] = step[:, -1]
         mask, positions = step_mask, step_positions
-    rows = torch.stack(tokens, 1).tolist()
-    return [row[:row.index(eos)] if eos in row else row for row in rows]
+    return up_to_eos(torch.stack(tokens, 1).tolist(), eos)

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..errors import IncompatibleInputsError, SpecError
 from ..io.checkpoint import Checkpoint
 from ..io.gguf_read import GGUFCheckpoint
-from ..io.layout import copy_side_files
+from ..io.layout import copy_side_files, write_index
 from ..io.output import staged_output
 
 DENSE_TYPES = ("llama", "mistral")  # bases whose layers map one to one onto Mixtral's
@@ -185,18 +185,18 @@ def _write_tensors(stage: Path, base: Checkpoint, experts: list[Checkpoint], rou
             written.update({k: name for k in shard})
             shard, size = {}, 0
 
+    total = 0
     for name, tensor in _moe_tensors(base, experts, routers):
         shard[name] = tensor.to(dtype).contiguous()
         size += shard[name].nbytes
+        total += shard[name].nbytes
         if size >= limit:
             flush()
     flush()
     if len(shards) == 1:
         (stage / shards[0]).rename(stage / "model.safetensors")
     else:
-        total = sum((stage / s).stat().st_size for s in shards)
-        (stage / "model.safetensors.index.json").write_text(json.dumps(
-            {"metadata": {"total_size": total}, "weight_map": dict(sorted(written.items()))}, indent=2) + "\n")
+        write_index(stage, written, total)  # total: the tensors' bytes, as the executor's index states
     return len(written)
 
 
