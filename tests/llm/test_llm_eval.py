@@ -1,11 +1,12 @@
 """The LLM benchmark's judge and zoo on a tiny real Llama with a real BPE tokenizer: the cached one-pass scorer
-gives transformers' greedy generation and the likelihood ranking of whole-sequence forward passes; an expert
-trains, lowers its loss and appears whole."""
+(the prompts' shared opening computed once) gives transformers' greedy generation and the likelihood ranking of
+whole-sequence forward passes; an expert trains, lowers its loss and appears whole."""
 import json
 
 import pytest
 import torch
 
+from taskfuse.llm.decoding import alone, shared_opening
 from taskfuse.llm.evaluate import evaluate, normalise, prompt_ids, reply_ids, score_batch
 from taskfuse.llm.tasks import Example, LLMTask, answer_text, load_llm_task
 from taskfuse.llm.zoo import RECORD, Recipe, train_expert
@@ -38,9 +39,10 @@ def test_one_pass_scorer_matches_generate_and_full_forward_passes(tiny):
     task = toy_task()
     prompts = [prompt_ids(tok, e.prompt) for e in task.splits["test"]]
     assert len({len(p) for p in prompts}) > 1  # mixed lengths: left padding and positions matter
+    assert shared_opening(prompts) > 5  # the opening computed once, the rest padded after it
     replies = [reply_ids(tok, a) for a in task.answers]
     with torch.inference_mode():
-        generated, choices = score_batch(model, tok, prompts, replies)
+        generated, choices = score_batch([model], alone, tok, prompts, replies)
     for prompt, text, choice in zip(prompts, generated, choices):
         expected = model.generate(torch.tensor([prompt]), max_new_tokens=max(map(len, replies)) + 1,
                                   do_sample=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)

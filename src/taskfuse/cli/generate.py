@@ -25,7 +25,8 @@ def register(app: typer.Typer, fail) -> None:
                  max_new_tokens: int = typer.Option(64, min=1),
                  chat: bool = typer.Option(True, help="wrap each prompt in the large model's chat template")) -> None:
         """Dynamic Logits Fusion: softmax(z_L + α (z_t − z_S)) with α and the expert t chosen at every step."""
-        from ..llm.evaluate import pad_id, prompt_ids
+        from ..llm.decoding import pad_id
+        from ..llm.evaluate import prompt_ids
         from ..llm.fusion import FusionTrace, fused_greedy
         try:
             if mode not in ("dynamic", "proxy"):

@@ -18,10 +18,11 @@ pass per model.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 import torch
+
+from .decoding import Combine, greedy, prefill
 
 ALPHAS = torch.linspace(0, 2, 21)
 
@@ -70,86 +71,22 @@ def fuse(large: torch.Tensor, small: torch.Tensor, experts: list[torch.Tensor], 
     return torch.log_softmax(large + alpha[:, None] * (expert - small), -1)
 
 
+def combination(mode: str, trace: FusionTrace | None = None) -> Combine:
+    """The fusion as a step of llm/decoding: log-probabilities of (large, small, *experts) → fused ones."""
+    return lambda logprobs: fuse(logprobs[0], logprobs[1], logprobs[2:], mode, trace)
+
+
 @torch.inference_mode()
 def fused_greedy(large, small, experts: list, prompts: list[list[int]], max_new: int, eos: int, pad: int,
                  mode: str = "dynamic", trace: FusionTrace | None = None) -> list[list[int]]:
     """Greedy replies to `prompts` (token ids) under the fused distribution; every model keeps its own cache."""
-    state = _prefill([large, small, *experts], prompts, pad)
-    return _greedy(state, max_new, eos, mode, trace)
+    return greedy(prefill([large, small, *experts], prompts, pad), max_new, eos, combination(mode, trace))
 
 
-@torch.inference_mode()
 def evaluate_fused(large, small, experts: list, tok, task, split: str = "test", mode: str = "dynamic",
                    batch: int = 16):
     """The LLM benchmark's two scores for the fused model: exact match of its greedy reply, and the answer its
     fused distribution finds most likely (each reply token scored under the fusion applied at that step)."""
-    from .evaluate import Score, normalise, pad_id, prompt_ids, reply_ids
+    from .evaluate import evaluate_combined
 
-    examples = sorted(task.splits[split], key=lambda e: len(e.prompt))
-    replies = [reply_ids(tok, a) for a in task.answers]
-    em = ll = 0
-    for start in range(0, len(examples), batch):
-        chunk = examples[start:start + batch]
-        state = _prefill([large, small, *experts], [prompt_ids(tok, e.prompt) for e in chunk], pad_id(tok))
-        choices = _likeliest(state, replies, mode)
-        generated = _greedy(state, max(len(r) for r in replies) + 1, tok.eos_token_id, mode, None)
-        em += sum(normalise(tok.decode(g, skip_special_tokens=True)) == normalise(task.answers[e.answer])
-                  for g, e in zip(generated, chunk))
-        ll += sum(c == e.answer for c, e in zip(choices, chunk))
-    return Score(em / len(examples), ll / len(examples), len(examples))
-
-
-@dataclass
-class _State:
-    models: list
-    caches: list
-    logprobs: list  # each model's next-token log-probabilities (batch × vocab)
-    mask: torch.Tensor
-    positions: torch.Tensor
-
-
-def _prefill(models: list, prompts: list[list[int]], pad: int) -> _State:
-    from .evaluate import left_padded
-
-    ids, mask, positions = left_padded(prompts, pad)
-    caches, logprobs = [], []
-    for model in models:
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-        caches.append(out.past_key_values)
-        logprobs.append(out.logits[:, -1].float().log_softmax(-1))
-    return _State(models, caches, logprobs, mask, positions)
-
-
-def _likeliest(state: _State, replies: list[list[int]], mode: str) -> list[int]:
-    """Per row, the reply with the highest fused log-likelihood; the caches are left as they were."""
-    from .evaluate import _continue
-
-    batch, totals = state.mask.shape[0], []
-    for reply in replies:
-        total = fuse(state.logprobs[0], state.logprobs[1], state.logprobs[2:], mode)[:, reply[0]]
-        if len(reply) > 1:
-            tokens = torch.tensor(reply[:-1]).expand(batch, -1)
-            steps = [_continue(m, copy.deepcopy(c), tokens, state.mask, state.positions)[0]
-                     for m, c in zip(state.models, state.caches)]
-            for k, token in enumerate(reply[1:]):
-                total = total + fuse(steps[0][:, k], steps[1][:, k], [s[:, k] for s in steps[2:]], mode)[:, token]
-        totals.append(total)
-    return torch.stack(totals, 1).argmax(1).tolist()
-
-
-def _greedy(state: _State, max_new: int, eos: int, mode: str, trace: FusionTrace | None) -> list[list[int]]:
-    from .evaluate import _continue, up_to_eos
-
-    logprobs, mask, positions = list(state.logprobs), state.mask, state.positions
-    tokens, done = [], torch.zeros(mask.shape[0], dtype=torch.bool)
-    while True:
-        token = fuse(logprobs[0], logprobs[1], logprobs[2:], mode, trace).argmax(-1)
-        tokens.append(token)
-        done |= token == eos
-        if len(tokens) == max_new or bool(done.all()):
-            break
-        for i, (model, cache) in enumerate(zip(state.models, state.caches)):
-            step, step_mask, step_positions = _continue(model, cache, token[:, None], mask, positions)
-            logprobs[i] = step[:, -1]
-        mask, positions = step_mask, step_positions
-    return up_to_eos(torch.stack(tokens, 1).tolist(), eos)
+    return evaluate_combined([large, small, *experts], combination(mode), tok, task, split, batch)
