@@ -1,6 +1,7 @@
-"""MoE upcycling into Mixtral: the output loads with AutoModelForCausalLM and generates; experts that all equal the
-base reproduce the base exactly (whatever the router picks, the picked experts' weights sum to one); the hidden
-router sends an expert's own prompt to that expert; bad inputs are refused before anything is written."""
+"""MoE upcycling into Mixtral (Llama base), Qwen2-MoE and Qwen3-MoE (Qwen bases): the output loads with
+AutoModelForCausalLM and generates; experts that all equal the base reproduce the base exactly (whatever the router
+picks, the picked experts' weights sum to one, and Qwen2-MoE's shared expert is silent); the hidden router sends an
+expert's own prompt to that expert; bad inputs are refused before anything is written."""
 import pytest
 import torch
 
@@ -48,6 +49,39 @@ def test_experts_equal_to_the_base_reproduce_it(family, tmp_path):
     assert moe.generate(ids, max_new_tokens=5, do_sample=False).shape[1] == ids.shape[1] + 5
 
 
+@pytest.mark.parametrize("arch, architecture", [("qwen2", "Qwen2MoeForCausalLM"), ("qwen3", "Qwen3MoeForCausalLM")])
+def test_qwen_bases_become_their_own_moe_family(arch, architecture, tmp_path):
+    base = save_tiny_causal_lm(tmp_path / "base", arch, seed=1, tie=False)
+    summary = upcycle(spec(base, [base, base]), tmp_path / "moe")
+    moe, tok = load(tmp_path / "moe")
+    dense, _ = load(base)
+    assert type(moe).__name__ == architecture and summary["format"] == moe.config.model_type
+    ids = tok(PROMPTS[2], return_tensors="pt").input_ids
+    with torch.no_grad():
+        torch.testing.assert_close(moe(ids).logits, dense(ids).logits, rtol=1e-4, atol=1e-4)
+    assert moe.generate(ids, max_new_tokens=4, do_sample=False).shape[1] == ids.shape[1] + 4
+
+
+def test_qwen2_shared_expert_from_the_base(tmp_path):
+    from safetensors import safe_open
+    base = save_tiny_causal_lm(tmp_path / "base", "qwen2", seed=2, tie=False)
+    experts = [tmp_path / "e0", tmp_path / "e1"]
+    for i, folder in enumerate(experts):
+        perturb(tiny_causal_lm("qwen2", load(base)[0].config.vocab_size, seed=2, tie=False), seed=i,
+                scale=0.05).save_pretrained(folder)
+    upcycle(spec(base, experts, shared_expert="base"), tmp_path / "moe")
+    with safe_open(tmp_path / "moe" / "model.safetensors", "pt") as moe, \
+            safe_open(base / "model.safetensors", "pt") as dense:
+        for module in ("gate_proj", "up_proj", "down_proj"):
+            assert torch.equal(moe.get_tensor(f"model.layers.1.mlp.shared_expert.{module}.weight"),
+                               dense.get_tensor(f"model.layers.1.mlp.{module}.weight"))
+        assert torch.equal(moe.get_tensor("model.layers.0.mlp.experts.1.up_proj.weight"),
+                           load(experts[1])[0].model.layers[0].mlp.up_proj.weight.detach())
+    moe_model, tok = load(tmp_path / "moe")
+    assert moe_model.config.shared_expert_intermediate_size == moe_model.config.intermediate_size
+    assert moe_model.generate(tok(PROMPTS[0], return_tensors="pt").input_ids, max_new_tokens=2).shape[1] > 2
+
+
 def test_the_hidden_router_sends_an_experts_prompt_to_it(family, tmp_path):
     base, experts = family
     summary = upcycle(spec(base, experts), tmp_path / "moe")
@@ -81,10 +115,21 @@ def test_random_router_and_top_1(family, tmp_path):
 
 def test_bad_inputs_are_refused_and_nothing_is_written(family, bert_family, tmp_path):
     base, experts = family
-    with pytest.raises(IncompatibleInputsError, match="fine-tune of the base's architecture"):
+    with pytest.raises(IncompatibleInputsError, match="is a 'bert' model and the base .* a 'llama' one"):
         upcycle(spec(base, [experts[0], bert_family[0]]), tmp_path / "a")
-    with pytest.raises(IncompatibleInputsError, match="Mixtral from llama, mistral"):
+    from transformers import AutoModelForCausalLM, LlamaConfig
+    narrow = tmp_path.parent / f"{tmp_path.name}-narrow"
+    config = load(base)[0].config.to_dict() | {"intermediate_size": 80}
+    AutoModelForCausalLM.from_config(LlamaConfig(**config)).save_pretrained(narrow)
+    with pytest.raises(IncompatibleInputsError, match="fine-tune of the base's architecture"):
+        upcycle(spec(base, [experts[0], narrow]), tmp_path / "a")
+    with pytest.raises(IncompatibleInputsError, match="from llama, mistral, qwen2, qwen3 bases"):
         upcycle(spec(bert_family[0], experts), tmp_path / "b")
+    qwen = save_tiny_causal_lm(tmp_path.parent / f"{tmp_path.name}-qwen", "qwen2", seed=0, tie=False)
+    with pytest.raises(IncompatibleInputsError, match="is a 'qwen2' model and the base .* a 'llama' one"):
+        upcycle(spec(base, [experts[0], qwen]), tmp_path / "c")
+    with pytest.raises(SpecError, match="shared_expert: base needs a Qwen2 base"):
+        upcycle(spec(base, experts, shared_expert="base"), tmp_path / "d")
     with pytest.raises(SpecError, match="experts_per_token 4 exceeds"):
         spec(base, experts, experts_per_token=4)
     with pytest.raises(SpecError, match="positive_prompts"):

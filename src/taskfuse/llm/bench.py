@@ -39,50 +39,54 @@ Log = Callable[[str], None]
 def run_llm_bench(out: Path, quick: bool = False, task_files: tuple[str, ...] = (), log: Log = print,
                   fusion: bool = False) -> dict:
     started = time.perf_counter()
+    say = lambda line: log(f"[{_clock(started)}] {line}")  # noqa: E731
     limits = QUICK_LIMITS if quick else LIMITS
     base = base_model_dir()
     tasks = [load_llm_task(name, limits=limits) for name in (*DEFAULT_TASKS, *task_files)]
-    log(f"[{_clock(started)}] {len(tasks)} tasks; training or loading their LoRA experts")
-    experts = build_llm_zoo(base, tasks, Recipe(), progress=lambda d, t, n: log(f"[{_clock(started)}] expert "
-                                                                                    f"{d}/{t} trained: {n}"))
+    say(f"{len(tasks)} tasks; training or loading their LoRA experts")
+    experts = build_llm_zoo(base, tasks, Recipe(), progress=lambda d, t, n: say(f"expert {d}/{t} trained: {n}"))
+    zoo_seconds = round(time.perf_counter() - started)
     judge = Judge(base, tasks)
     rows = {"base (zero-shot)": judge.model_scores(judge.load(base), "test")}
-    own = {}
-    for task in tasks:
-        model = judge.load_adapter(experts[task.name].adapter)
-        own[task.name] = asdict(evaluate(model, judge.tok, task, "test"))
+    own = {t.name: asdict(evaluate(judge.load_adapter(experts[t.name].adapter), judge.tok, t, "test")) for t in tasks}
     rows["experts (each on its own task)"] = own
-    log(f"[{_clock(started)}] base and experts judged")
+    say("base and experts judged")
     chosen = {}
     with tempfile.TemporaryDirectory(prefix="taskfuse-llm-bench-") as tmp:
         for method, grid in GRIDS.items():
-            trials = []
-            for params in (grid[:1] if quick else grid):
-                model = judge.merge(method, params, experts, Path(tmp) / f"{method}-{len(trials)}")
-                trials.append({"params": params, "validation": judge.model_scores(model, "validation")})
-            best = max(trials, key=lambda t: _normalised_mean(t["validation"], own, "exact_match"))
-            model = judge.merge(method, best["params"], experts, Path(tmp) / f"{method}-best")
-            rows[method] = judge.model_scores(model, "test")
-            chosen[method] = {"params": best["params"], "trials": trials}
-            log(f"[{_clock(started)}] {method} {best['params']}: normalised exact match "
+            rows[method], chosen[method] = merge_row(judge, method, grid[:1] if quick else grid, experts, own,
+                                                     Path(tmp))
+            say(f"{method} {chosen[method]['params']}: normalised exact match "
                 f"{100 * _normalised_mean(rows[method], own, 'exact_match'):.1f} %")
-        model = judge.upcycle(tasks, experts, Path(tmp) / "moe")
-        rows[MOE_ROW] = judge.model_scores(model, "test")
-        log(f"[{_clock(started)}] moe: normalised exact match "
-            f"{100 * _normalised_mean(rows[MOE_ROW], own, 'exact_match'):.1f} %")
+        rows[MOE_ROW] = judge.model_scores(judge.upcycle(tasks, experts, Path(tmp) / "moe"), "test")
+        say(f"moe: normalised exact match {100 * _normalised_mean(rows[MOE_ROW], own, 'exact_match'):.1f} %")
     if fusion:  # decode-time rows: base as both large and small model, all experts offered at every step
-        rows.update(fusion_rows(judge, tasks, experts, own, started, log))
+        rows.update(fusion_rows(judge, tasks, experts, own, say))
     result = {"command": command_line(), "code": code_commit(), "machine": machine(),
-              "seconds": round(time.perf_counter() - started), "quick": quick, "limits": limits,
-              "base": str(base), "recipe": asdict(Recipe()), "tasks": {t.name: {"answers": t.answers,
-              "fingerprint": t.fingerprint()[:16]} for t in tasks},
+              "seconds": round(time.perf_counter() - started), "zoo_seconds": zoo_seconds, "quick": quick,
+              "limits": limits, "base": str(base), "recipe": asdict(Recipe()),
+              "tasks": {t.name: {"answers": t.answers, "fingerprint": t.fingerprint()[:16]} for t in tasks},
               "experts": {n: e.record for n, e in experts.items()}, "rows": rows, "chosen": chosen,
               "summary": {name: {m: _normalised_mean(scores, own, m) for m in METRICS} for name, scores in rows.items()}}
     write_llm_report(result, out)
     return result
 
 
-def fusion_rows(judge, tasks, experts, own, started, log) -> dict:
+def merge_row(judge: "Judge", method: str, grid: list[dict], experts, own: dict, tmp: Path) -> tuple[dict, dict]:
+    """Test scores of the method's merge at the grid point best on validation (a single point is taken as it
+    is), and the trials that chose it. Each trial's model is kept, so the best is not merged twice."""
+    trials, models = [], []
+    for params in grid:
+        models.append(judge.merge(method, params, experts, tmp / f"{method}-{len(trials)}"))
+        trial = {"params": params}
+        if len(grid) > 1:
+            trial["validation"] = judge.model_scores(models[-1], "validation")
+        trials.append(trial)
+    best = max(range(len(grid)), key=lambda i: _normalised_mean(trials[i].get("validation", {}), own, "exact_match"))
+    return judge.model_scores(models[best], "test"), {"params": grid[best], "trials": trials}
+
+
+def fusion_rows(judge, tasks, experts, own, say: Log) -> dict:
     from .fusion import evaluate_fused
 
     base = judge.load(judge.base)
@@ -90,9 +94,9 @@ def fusion_rows(judge, tasks, experts, own, started, log) -> dict:
     rows = {}
     for mode in ("proxy", "dynamic"):
         begun = time.perf_counter()
-        name = f"logit fusion ({'proxy tuning' if mode == 'proxy' else 'dynamic'}, 6 experts)"
+        name = f"logit fusion ({'proxy tuning' if mode == 'proxy' else 'dynamic'}, {len(models)} experts)"
         rows[name] = {t.name: asdict(evaluate_fused(base, base, models, judge.tok, t, "test", mode)) for t in tasks}
-        log(f"[{_clock(started)}] {name}: normalised exact match "
+        say(f"{name}: normalised exact match "
             f"{100 * _normalised_mean(rows[name], own, 'exact_match'):.1f} % in {time.perf_counter() - begun:.0f} s")
     return rows
 

@@ -1,6 +1,13 @@
-"""MoE upcycling: a dense base and its expert fine-tunes become one Mixtral-format checkpoint. Attention, norms and
-embeddings come from the base; each expert's MLP becomes one MoE expert; each layer's router starts from hidden
-states of the expert's own prompts, so that a token like an expert's prompts goes to that expert.
+"""MoE upcycling: a dense base and its expert fine-tunes become one MoE checkpoint in the hub layout of the base's
+family: Mixtral from Llama or Mistral, Qwen2-MoE from Qwen2, Qwen3-MoE from Qwen3. Attention, norms and embeddings
+come from the base; each expert's MLP becomes one MoE expert; each layer's router starts from hidden states of the
+expert's own prompts, so that a token like an expert's prompts goes to that expert. Top-k routing weights are
+renormalised to sum to one in every format (Mixtral always does; the Qwen formats are given norm_topk_prob), so
+experts that all equal the base give the base back.
+
+Qwen2-MoE always has a shared expert beside the routed ones, added through a sigmoid gate. `shared_expert: none`
+(default) makes it silent (one zero unit: the model computes what the Mixtral form would); `shared_expert: base`
+makes it the base's MLP with its gate at zero, i.e. half the base's MLP added to the routed experts' output.
 
 Router initialisation (the "hidden" idea of upcycling practice, written here from its description): for each
 layer and expert, the mean over the tokens of the expert's positive prompts of the hidden state the router sees
@@ -8,12 +15,14 @@ layer and expert, the mean over the tokens of the expert's positive prompts of t
 length. `trained` starts there and fits each layer's router (everything else frozen) to send every token of an
 expert's prompts to that expert. A random initialisation (seeded) is the baseline.
 
-The output is the hub's Mixtral layout (`block_sparse_moe.gate`, `experts.N.w1/w2/w3`), which transformers 4 and 5,
-vLLM and llama.cpp's converter read; it is written shard by shard and renamed into place when complete.
+The output is the hub's per-expert layout (Mixtral: `block_sparse_moe.gate`, `experts.N.w1/w2/w3`; Qwen: `mlp.gate`,
+`mlp.experts.N.gate_proj/up_proj/down_proj`), which transformers 4 and 5, vLLM and llama.cpp's converter read; it
+is written shard by shard and renamed into place when complete.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -27,8 +36,26 @@ from ..io.gguf_read import GGUFCheckpoint
 from ..io.layout import copy_side_files, write_index
 from ..io.output import staged_output
 
-DENSE_TYPES = ("llama", "mistral")  # bases whose layers map one to one onto Mixtral's
-MLP = {"gate_proj": "w1", "down_proj": "w2", "up_proj": "w3"}  # dense MLP name -> Mixtral expert name
+
+
+@dataclass(frozen=True)
+class MoEFormat:
+    """Where an MoE family keeps its router and experts, under each layer's `model.layers.N.`."""
+
+    model_type: str
+    architecture: str
+    router: str  # the router's weight
+    expert: str  # one expert's module, formatted with its index
+    names: dict[str, str]  # dense MLP module -> the expert's module of the same role
+    shared_expert: bool = False
+
+
+SAME_NAMES = {"gate_proj": "gate_proj", "up_proj": "up_proj", "down_proj": "down_proj"}
+MIXTRAL = MoEFormat("mixtral", "MixtralForCausalLM", "block_sparse_moe.gate.weight", "block_sparse_moe.experts.{}",
+                    {"gate_proj": "w1", "down_proj": "w2", "up_proj": "w3"})
+QWEN2_MOE = MoEFormat("qwen2_moe", "Qwen2MoeForCausalLM", "mlp.gate.weight", "mlp.experts.{}", SAME_NAMES, True)
+QWEN3_MOE = MoEFormat("qwen3_moe", "Qwen3MoeForCausalLM", "mlp.gate.weight", "mlp.experts.{}", SAME_NAMES)
+FORMATS = {"llama": MIXTRAL, "mistral": MIXTRAL, "qwen2": QWEN2_MOE, "qwen3": QWEN3_MOE}  # dense base -> its MoE
 
 
 class MoEExpert(BaseModel):
@@ -46,6 +73,7 @@ class MoESpec(BaseModel):
     router_init: Literal["hidden", "trained", "random"] = "hidden"
     router_steps: int = Field(200, ge=1, description="with router_init: trained, Adam steps per layer")
     dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    shared_expert: Literal["none", "base"] = Field("none", description="Qwen2-MoE only: silent, or the base's MLP")
     seed: int = 0
 
 
@@ -65,32 +93,50 @@ def load_moe_spec(source: str | Path | dict) -> MoESpec:
 
 
 def upcycle(spec: MoESpec, out: Path) -> dict:
-    """Write the Mixtral checkpoint described by `spec` to `out`; returns a summary."""
+    """Write the MoE checkpoint described by `spec` to `out`; returns a summary."""
     base = Checkpoint.open(spec.base)
     if isinstance(base, GGUFCheckpoint):
         raise IncompatibleInputsError(f"base {base.ref!r} is a GGUF file; the router is initialised by running the "
                                       "base with transformers. Fix: taskfuse convert it to a folder first.")
     experts = [Checkpoint.open(e.path) for e in spec.experts]
-    config = _mixtral_config(base, experts, spec)
+    moe_format = _format_of(base, experts, spec)
+    config = _moe_config(base, experts, spec, moe_format)
     routers = _routers(spec, base, config["num_hidden_layers"])
     dtype = getattr(torch, spec.dtype)
     with staged_output(Path(out), "merge") as stage:
-        names = _write_tensors(stage, base, experts, routers, dtype)
+        names = _write_tensors(stage, _moe_tensors(base, experts, routers, moe_format, spec.shared_expert), dtype)
         (stage / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         copy_side_files(base.root, base.root, stage)
         (stage / "taskfuse_moe.yaml").write_text(yaml.safe_dump(spec.model_dump(), sort_keys=False))
-    return {"experts": len(experts), "layers": config["num_hidden_layers"], "tensors": names,
+    return {"format": moe_format.model_type, "experts": len(experts), "layers": config["num_hidden_layers"],
+            "tensors": names,
             "router_init": spec.router_init, "experts_per_token": spec.experts_per_token}
 
 
-def _mixtral_config(base: Checkpoint, experts: list[Checkpoint], spec: MoESpec) -> dict:
+def _format_of(base: Checkpoint, experts: list[Checkpoint], spec: MoESpec) -> MoEFormat:
+    model_type = (base.config or {}).get("model_type")
+    if model_type not in FORMATS:
+        raise IncompatibleInputsError(
+            f"base {base.ref!r} is a {model_type!r} model; MoE upcycling writes "
+            f"{', '.join(sorted({f.architecture for f in FORMATS.values()}))} from {', '.join(FORMATS)} bases. "
+            "Fix: use such a base.")
+    for expert in experts:
+        other = (expert.config or {}).get("model_type", model_type)  # an adapter's is its base's
+        if other != model_type:
+            raise IncompatibleInputsError(
+                f"expert {expert.ref!r} is a {other!r} model and the base {base.ref!r} a {model_type!r} one. Fix: "
+                "every expert must be a fine-tune of the base.")
+    if spec.shared_expert == "base" and not FORMATS[model_type].shared_expert:
+        raise SpecError(f"shared_expert: base needs a Qwen2 base (Qwen2-MoE has a shared expert); "
+                        f"{FORMATS[model_type].model_type} has none. Fix: remove shared_expert.")
+    return FORMATS[model_type]
+
+
+def _moe_config(base: Checkpoint, experts: list[Checkpoint], spec: MoESpec, moe_format: MoEFormat) -> dict:
     config = dict(base.config or {})
-    if config.get("model_type") not in DENSE_TYPES:
-        raise IncompatibleInputsError(f"base {base.ref!r} is a {config.get('model_type')!r} model; MoE upcycling "
-                                      f"writes Mixtral from {', '.join(DENSE_TYPES)} bases. Fix: use such a base.")
-    if config.get("mlp_bias") or config.get("attention_bias"):
-        raise IncompatibleInputsError(f"base {base.ref!r} has biases in its attention or MLP, which Mixtral has not. "
-                                      "Fix: use a base without them.")
+    if config.get("mlp_bias") or (moe_format is MIXTRAL and config.get("attention_bias")):
+        raise IncompatibleInputsError(f"base {base.ref!r} has biases in its MLP (or attention, for Mixtral), which "
+                                      f"{moe_format.architecture} has not. Fix: use a base without them.")
     for expert in experts:
         for name, meta in base.tensors.items():
             if ".mlp." in name and (name not in expert.tensors or expert.tensors[name].shape != meta.shape):
@@ -100,11 +146,18 @@ def _mixtral_config(base: Checkpoint, experts: list[Checkpoint], spec: MoESpec) 
     keep = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
             "num_key_value_heads", "head_dim", "hidden_act", "max_position_embeddings", "rms_norm_eps",
             "rope_theta", "rope_parameters", "rope_scaling", "tie_word_embeddings", "bos_token_id", "eos_token_id",
-            "pad_token_id", "initializer_range")
+            "pad_token_id", "initializer_range", "attention_bias", "use_sliding_window", "max_window_layers")
     moe = {k: config[k] for k in keep if k in config}
-    moe.update({"model_type": "mixtral", "architectures": ["MixtralForCausalLM"], "dtype": spec.dtype,
-                "num_local_experts": len(experts), "num_experts_per_tok": spec.experts_per_token,
-                "sliding_window": config.get("sliding_window"), "output_router_logits": False})
+    moe.update({"model_type": moe_format.model_type, "architectures": [moe_format.architecture], "dtype": spec.dtype,
+                "num_experts_per_tok": spec.experts_per_token, "sliding_window": config.get("sliding_window"),
+                "output_router_logits": False})
+    if moe_format is MIXTRAL:
+        moe["num_local_experts"] = len(experts)
+    else:  # one MoE block in every layer, experts as wide as the dense MLP, top-k weights summing to one
+        moe.update({"num_experts": len(experts), "moe_intermediate_size": config["intermediate_size"],
+                    "norm_topk_prob": True, "decoder_sparse_step": 1, "mlp_only_layers": []})
+    if moe_format.shared_expert:
+        moe["shared_expert_intermediate_size"] = config["intermediate_size"] if spec.shared_expert == "base" else 1
     return moe
 
 
@@ -170,7 +223,7 @@ def _router_inputs(model, tok, prompts: list[str]) -> torch.Tensor:
     return torch.cat(per_prompt, 1)
 
 
-def _write_tensors(stage: Path, base: Checkpoint, experts: list[Checkpoint], routers, dtype) -> int:
+def _write_tensors(stage: Path, tensors, dtype) -> int:
     from safetensors.torch import save_file
 
     written, shard, shards, size = {}, {}, [], 0
@@ -186,7 +239,7 @@ def _write_tensors(stage: Path, base: Checkpoint, experts: list[Checkpoint], rou
             shard, size = {}, 0
 
     total = 0
-    for name, tensor in _moe_tensors(base, experts, routers):
+    for name, tensor in tensors:
         shard[name] = tensor.to(dtype).contiguous()
         size += shard[name].nbytes
         total += shard[name].nbytes
@@ -200,16 +253,26 @@ def _write_tensors(stage: Path, base: Checkpoint, experts: list[Checkpoint], rou
     return len(written)
 
 
-def _moe_tensors(base: Checkpoint, experts: list[Checkpoint], routers):
-    """(name, tensor) of the Mixtral checkpoint, one at a time."""
+def _moe_tensors(base: Checkpoint, experts: list[Checkpoint], routers, moe_format: MoEFormat, shared: str):
+    """(name, tensor) of the MoE checkpoint, one at a time."""
     for name in base.tensors:
         if ".mlp." not in name:
             yield name, base.read(name)
             continue
         prefix, dense = name.split(".mlp.")
         module = dense.split(".")[0]
-        if module == "gate_proj":  # once per layer: the router
+        if module == "gate_proj":  # once per layer: the router, and a shared expert's gate (sigmoid(0) = 1/2)
             layer = int(prefix.rsplit(".", 1)[-1])
-            yield f"{prefix}.block_sparse_moe.gate.weight", routers[layer]
+            yield f"{prefix}.{moe_format.router}", routers[layer]
+            if moe_format.shared_expert:
+                yield f"{prefix}.mlp.shared_expert_gate.weight", torch.zeros(1, routers[layer].shape[1])
         for e, expert in enumerate(experts):
-            yield f"{prefix}.block_sparse_moe.experts.{e}.{MLP[module]}.weight", expert.read(name)
+            yield f"{prefix}.{moe_format.expert.format(e)}.{moe_format.names[module]}.weight", expert.read(name)
+        if moe_format.shared_expert:
+            yield f"{prefix}.mlp.shared_expert.{module}.weight", (
+                base.read(name) if shared == "base" else _silent(module, base.tensors[name].shape))
+
+
+def _silent(module: str, shape) -> torch.Tensor:
+    """A shared expert of one unit that outputs zero: its down projection is zero."""
+    return torch.zeros(shape[0], 1) if module == "down_proj" else torch.zeros(1, shape[1])
