@@ -67,15 +67,18 @@ def test_an_expert_trains_and_appears_whole(tiny, tmp_path):
     assert (out / "adapter_config.json").exists() and not list(tmp_path.glob(".expert.partial-*"))
 
 
-def test_reply_loss_is_transformers_causal_lm_loss(tiny):
+def test_reply_loss_is_transformers_causal_lm_loss_with_or_without_the_shared_opening_run_once(tiny):
     from taskfuse.llm.zoo import _batch, reply_loss
     _, model, tok = tiny
     pairs = [(prompt_ids(tok, "What is a noun?"), reply_ids(tok, "noun")),
              (prompt_ids(tok, "Name a verb, please"), reply_ids(tok, "adjective phrase"))]
     ids, labels, mask = _batch(pairs, tok)
+    shared = shared_opening([p for p, _ in pairs])
+    assert shared >= 3  # the chat template's opening
     with torch.no_grad():
         expected = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         torch.testing.assert_close(reply_loss(model, ids, mask, labels), expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(reply_loss(model, ids, mask, labels, shared), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_builtin_tasks_are_short_questions_with_their_answers_listed():

@@ -87,17 +87,21 @@ def continue_from(model, cache, tokens: torch.Tensor, mask: torch.Tensor, positi
 
 def reply_scores(state: Prefilled, replies: list[list[int]], combine: Combine, pad: int) -> torch.Tensor:
     """Log-likelihood (batch × replies) of every candidate reply after every prompt, under the combined
-    distribution at each of its tokens; all replies go through one forward pass per model, and the caches are left
-    as they were."""
-    batch, count = state.mask.shape[0], len(replies)
+    distribution at each of its tokens; the caches are left as they were. Replies of one length go through one
+    forward pass per model together (the batch's cache repeated once per reply): padding every reply to the
+    longest would repeat the cache for tokens nobody scores, and that copying is most of the cost."""
     scores = combine(state.logprobs)[:, [r[0] for r in replies]]
-    width = max(len(r) for r in replies) - 1
-    if width == 0:
-        return scores
-    padded = [r + [pad] * (width + 1 - len(r)) for r in replies]  # short replies end early: the pads are not scored
-    inputs = torch.tensor([r[:-1] for r in padded]).repeat(batch, 1)  # row b·count + j: prompt b, reply j
-    targets = torch.tensor([r[1:] for r in padded]).repeat(batch, 1)
-    scored = torch.tensor([[k < len(r) - 1 for k in range(width)] for r in replies]).repeat(batch, 1)
+    for length in sorted({len(r) for r in replies} - {1}):
+        group = [j for j, r in enumerate(replies) if len(r) == length]
+        scores[:, group] += _continuation_logprob(state, [replies[j] for j in group], combine)
+    return scores
+
+
+def _continuation_logprob(state: Prefilled, replies: list[list[int]], combine: Combine) -> torch.Tensor:
+    """For replies of one length: the log-probability (batch × replies) of every token after the first."""
+    batch, count = state.mask.shape[0], len(replies)
+    inputs = torch.tensor([r[:-1] for r in replies]).repeat(batch, 1)  # row b·count + j: prompt b, reply j
+    targets = torch.tensor([r[1:] for r in replies]).repeat(batch, 1)
     mask, positions = state.mask.repeat_interleave(count, 0), state.positions.repeat_interleave(count, 0)
     steps = []
     for model, cache in zip(state.models, state.caches):
@@ -105,10 +109,9 @@ def reply_scores(state: Prefilled, replies: list[list[int]], combine: Combine, p
         cache.batch_repeat_interleave(count)
         steps.append(continue_from(model, cache, inputs, mask, positions)[0])
     total = torch.zeros(batch * count)
-    for k in range(width):
-        step = combine([s[:, k] for s in steps]).gather(1, targets[:, k:k + 1]).squeeze(1)
-        total += torch.where(scored[:, k], step, torch.zeros_like(step))
-    return scores + total.view(batch, count)
+    for k in range(inputs.shape[1]):
+        total += combine([s[:, k] for s in steps]).gather(1, targets[:, k:k + 1]).squeeze(1)
+    return total.view(batch, count)
 
 
 def greedy(state: Prefilled, max_new: int, eos: int, combine: Combine) -> list[list[int]]:

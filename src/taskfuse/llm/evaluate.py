@@ -37,15 +37,16 @@ def normalise(text: str) -> str:
 
 
 @torch.inference_mode()
-def evaluate(model, tok, task: LLMTask, split: str = "test", batch: int = 32) -> Score:
+def evaluate(model, tok, task: LLMTask, split: str = "test", batch: int = 16) -> Score:
     return evaluate_combined([model], alone, tok, task, split, batch)
 
 
 @torch.inference_mode()
 def evaluate_combined(models: list, combine: Combine, tok, task: LLMTask, split: str = "test",
-                      batch: int = 32) -> Score:
+                      batch: int = 16) -> Score:
     """Both scores for the distribution `combine` makes of the models' (one model's own, or a fusion)."""
-    # batches of similar length: a batch costs its longest prompt times its size
+    # batches of similar length: a batch costs its longest prompt times its size (compute-bound here: 16
+    # prompts of ~70 tokens already keep the matrix units busy)
     examples = sorted(task.splits[split], key=lambda e: len(e.prompt))
     replies = [reply_ids(tok, a) for a in task.answers]
     em = ll = 0

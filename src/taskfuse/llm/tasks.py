@@ -68,7 +68,9 @@ def as_question(task: Task, question: str, limits: dict[str, int] | None = None)
     splits = {}
     for split, data in task.splits.items():
         pairs = list(zip(data.texts, data.labels))[: (limits or {}).get(split)]
-        splits[split] = tuple(Example(f"{question.format(text=_clip(text))}\n{options}", label) for text, label in pairs)
+        # the options first: with the chat template and the question's start they are the opening every prompt of
+        # the task shares, which evaluation and training compute once per batch
+        splits[split] = tuple(Example(f"{options}\n{question.format(text=_clip(text))}", label) for text, label in pairs)
     return LLMTask(task.name, answers, splits, task.fingerprint())
 
 
