@@ -9,8 +9,7 @@ import torch
 from taskfuse.errors import CheckpointError
 from taskfuse.io.checkpoint import Checkpoint
 from taskfuse.io.vocab import VocabAlignment, load_tokenizer, output_vocabulary, row_sources
-from taskfuse.testing.checkpoints import perturb
-from taskfuse.testing.tiny_llm import save_tiny_causal_lm, tiny_causal_lm
+from taskfuse.testing.tiny_llm import save_finetune, save_tiny_causal_lm, tiny_causal_lm
 
 ADDED = ["<|tool|>", "<|think|>"]
 
@@ -18,21 +17,11 @@ ADDED = ["<|tool|>", "<|think|>"]
 @pytest.fixture(scope="module")
 def family(tmp_path_factory):
     """A base, a fine-tune with the same tokenizer, and a fine-tune with two added special tokens whose embedding
-    was resized to hold them (as `resize_token_embeddings` does, here without padding)."""
-    from transformers import AutoTokenizer
+    was resized to hold them (without padding)."""
     root = tmp_path_factory.mktemp("vocab")
     base = save_tiny_causal_lm(root / "base", "llama", seed=0, tie=False)
-    rows = Checkpoint.open(str(base)).meta("model.embed_tokens.weight").shape[0]
-    same = root / "same"
-    perturb(tiny_causal_lm("llama", rows, seed=0, tie=False), seed=1, scale=0.1).save_pretrained(same)
-    AutoTokenizer.from_pretrained(base).save_pretrained(same)
-    added = root / "added"
-    tok = AutoTokenizer.from_pretrained(base)
-    tok.add_special_tokens({"additional_special_tokens": ADDED})
-    model = perturb(tiny_causal_lm("llama", rows, seed=0, tie=False), seed=2, scale=0.1)
-    model.resize_token_embeddings(len(tok), mean_resizing=False)
-    model.save_pretrained(added)
-    tok.save_pretrained(added)
+    same = save_finetune(root / "same", base, seed=1)
+    added = save_finetune(root / "added", base, seed=2, added_tokens=tuple(ADDED))
     return [Checkpoint.open(str(p)) for p in (base, same, added)]
 
 

@@ -139,6 +139,9 @@ def _write_side_files(plan: Plan, ckpts: Sequence[Checkpoint], stage: Path) -> N
     copy_side_files(side_files_root(config_ckpt), side_files_root(tok_ckpt), stage)
     if isinstance(tok_ckpt, GGUFCheckpoint):  # its tokenizer lives in the file's metadata
         tok_ckpt.save_tokenizer(stage)
+    alignment = getattr(tok_ckpt, "alignment", None)
+    if alignment is not None:  # vocabularies aligned by token: the output's tokenizer (e.g. the union)
+        alignment.output.save(stage)
     (stage / "README.md").write_text(model_card(plan))
     (stage / "taskfuse_spec.yaml").write_text(yaml.safe_dump(plan.spec, sort_keys=False))
 

@@ -20,6 +20,7 @@ from ..spec.model import MergeSpec
 from . import schedule
 from .plan import Plan, Source, TensorJob
 from .stacking import copy_job, plan_slices
+from .vocab_alignment import aligned_checkpoints
 
 VOCAB_HINTS = ("embed", "lm_head", "wte", "word_embeddings", "output.weight")
 
@@ -76,7 +77,7 @@ def build_plan(spec: MergeSpec, max_shard_size: int | str = "2GB") -> tuple[Plan
         if ov.method:
             get_method(ov.method)
     check_method_fits(info, spec)
-    ckpts = open_checkpoints(spec)
+    ckpts = aligned_checkpoints(spec, open_checkpoints(spec))
     ctx = PlanContext(spec, ckpts)
     if spec.slices:
         jobs = plan_slices(ctx, output_dtype(ctx))
@@ -146,7 +147,7 @@ def check_shapes(ctx: PlanContext, name: str, meta: TensorMeta, present: list[in
     if any(h in name for h in VOCAB_HINTS) and all(s[1:] == meta.shape[1:] for _, s in bad):
         raise IncompatibleInputsError(
             f"vocabulary size mismatch in tensor {name!r}: {ctx.model_label(0)} has {meta.shape[0]} rows, {who}. "
-            "Fix: resize the models' token embeddings to one shared vocabulary before merging.")
+            "Fix: save each model's tokenizer beside its weights, so that taskfuse can match the rows by token.")
     raise IncompatibleInputsError(f"shape mismatch in tensor {name!r}: {ctx.model_label(0)} has {list(meta.shape)}"
                                   f", {who}. Fix: merge only fine-tunes of the same base architecture.")
 
@@ -224,7 +225,7 @@ def _with_shard(job: TensorJob, shard: str) -> TensorJob:
 
 
 def _index_of(ctx: PlanContext, ref: str | None) -> int:
-    if ref is None or ref == "base":
+    if ref is None or ref in ("base", "union"):  # the union's tokenizer is written by the aligned checkpoint 0
         return 0
     for i, c in enumerate(ctx.checkpoints):
         if c.ref == ref:

@@ -89,7 +89,7 @@ def load_spec(path: str | Path) -> MergeSpec:
 
 def _resolve_paths(spec: MergeSpec, root: Path) -> MergeSpec:
     def fix(p: str | None) -> str | None:
-        if p is None or p == "base" or Path(p).is_absolute() or not (root / p).exists():
+        if p is None or p in ("base", "union") or Path(p).is_absolute() or not (root / p).exists():
             return p
         return str((root / p).resolve())
 

@@ -29,7 +29,8 @@ METHODS: dict[str, tuple[str, dict, bool | None, bool | None]] = {
     "karcher": ("karcher", {}, None, None),
     "passthrough": ("passthrough", {}, None, None),
 }
-TOP_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "out_dtype", "tokenizer_source", "slices"}
+TOP_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "out_dtype", "tokenizer_source", "tokenizer",
+            "slices"}
 # Plain renames of mergekit parameter names; weight/normalize/rescale are handled separately.
 RENAME = {"density": "density", "gamma": "gamma", "epsilon": "epsilon", "lambda": "scale", "t": "t",
           "max_iter": "max_iter", "tol": "tol"}
@@ -62,6 +63,7 @@ def translate_mergekit(cfg: dict[str, Any], source: str) -> dict[str, Any]:
     if dtype is not None:
         spec["dtype"] = dtype
     _tokenizer(cfg.get("tokenizer_source"), base, spec, problems)
+    _tokenizer_block(cfg.get("tokenizer"), base, spec, problems)
     collect(problems, SpecError, f"{source}: mergekit config")
     return spec
 
@@ -193,7 +195,17 @@ def _slices(slices: list, problems: list[str]) -> tuple[list[dict], list[dict]]:
 def _tokenizer(source, base, spec: dict, problems: list[str]) -> None:
     if source is None:
         return
-    if source == "union":
-        problems.append("tokenizer_source: union (vocabulary merging) is not supported; use 'base' or a model")
-    else:
-        spec["tokenizer_from"] = base if source == "base" else source
+    spec["tokenizer_from"] = base if source == "base" and base else source  # "union" and model paths as they are
+
+
+def _tokenizer_block(block, base, spec: dict, problems: list[str]) -> None:
+    """mergekit's `tokenizer:` mapping: source (base, union or a model) and pad_to_multiple_of."""
+    if block is None:
+        return
+    if not isinstance(block, dict) or set(block) - {"source", "pad_to_multiple_of"}:
+        problems.append("tokenizer: expected a mapping with source and pad_to_multiple_of (per-token `tokens` "
+                        "rules are not supported)")
+        return
+    _tokenizer(block.get("source"), base, spec, problems)
+    if block.get("pad_to_multiple_of") is not None:
+        spec["pad_vocab_to_multiple_of"] = block["pad_to_multiple_of"]

@@ -64,7 +64,11 @@ class MergeSpec(BaseModel):
     dtype: DType | None = Field(None, description="output dtype; default: the base's floating dtype")
     seed: int = 0
     config_from: str | None = Field(None, description="'base' or a model path; default: base, else first model")
-    tokenizer_from: str | None = None
+    tokenizer_from: str | None = Field(None, description="'base', a model path, or 'union' (the first checkpoint's "
+                                       "tokenizer plus every token the others add); where the models' vocabularies "
+                                       "differ, embedding rows are matched by token")
+    pad_vocab_to_multiple_of: int | None = Field(None, ge=1, description="round the output's vocabulary rows up to a "
+                                                 "multiple of this (embeddings are then matched by token)")
     tensor_rules: TensorRules = Field(default_factory=TensorRules)
     slices: list[SliceEntry] | None = None
 

@@ -3,6 +3,7 @@
 configs, saved as the hub serves them."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -62,5 +63,26 @@ def save_tiny_causal_lm(folder: Path, arch: str = "llama", seed: int = 0, tie: b
     tok = byte_bpe_tokenizer()
     rows = -(-len(tok) // pad_to) * pad_to
     tiny_causal_lm(arch, rows, seed, tie).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return Path(folder)
+
+
+def save_finetune(folder: Path, base: Path, seed: int, added_tokens: tuple[str, ...] = (), pad_to: int | None = None,
+                  arch: str = "llama", tie: bool = False) -> Path:
+    """A fine-tune of the tiny model saved in `base` (same seeded initialisation, then moved), with its tokenizer;
+    `added_tokens` become special tokens and the embedding is resized to hold them (to a multiple of `pad_to`, or
+    exactly), as `resize_token_embeddings` does."""
+    from transformers import AutoTokenizer
+
+    from .checkpoints import perturb
+
+    tok = AutoTokenizer.from_pretrained(base)
+    rows = json.loads((Path(base) / "config.json").read_text())["vocab_size"]
+    model = perturb(tiny_causal_lm(arch, rows, seed=0, tie=tie), seed=seed, scale=0.1)
+    if added_tokens:
+        tok.add_special_tokens({"additional_special_tokens": list(added_tokens)})
+    if added_tokens or pad_to:
+        model.resize_token_embeddings(len(tok), pad_to_multiple_of=pad_to, mean_resizing=False)
+    model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return Path(folder)
