@@ -131,6 +131,27 @@ def test_iso_cts_spectrum_is_flat():
     assert (s.max() - s.min()) / s.max() < 1e-4
 
 
+def lora_stack(tasks=3, rank=2, m=40, n=30, seed=0):
+    """Task vectors as LoRA experts make them: scaling · B·A of rank `rank`, in float32."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randn(m, rank, generator=g) @ torch.randn(rank, n, generator=g) / 10
+                        for _ in range(tasks)])
+
+
+def test_subspace_methods_keep_low_rank_task_vectors_low_rank():
+    """A sum of three rank-2 updates has 6 directions; Iso-C, Iso-CTS and TSV must not give the other 24 (round-off
+    noise) the spectrum's mean: their output stays in the updates' span, with Iso-C's spectrum flat on it."""
+    stack = lora_stack()
+    x = Inputs.of(list(stack))
+    for out in (iso_c(x, IsoC()), iso_cts(x, IsoCts()), tsv(x, Tsv())):
+        assert torch.linalg.matrix_rank(out.double(), rtol=1e-5).item() <= 6
+    s = torch.linalg.svdvals(iso_c(x, IsoC()).double())
+    s_sum = torch.linalg.svdvals(stack.sum(0).double())[:6]
+    torch.testing.assert_close(s[:6], torch.full_like(s[:6], s_sum.mean().item()), atol=1e-4, rtol=1e-4)
+    assert s[6:].max() < 1e-4 * s[0]
+    assert torch.equal(iso_c(Inputs.of([stack[0], -stack[0]]), IsoC()), torch.zeros_like(stack[0]))
+
+
 def test_model_stock_interpolation_ratio():
     # two task vectors at 60 degrees: cos = 0.5, k = 2 -> t = 2*0.5/(0.5+1) = 2/3
     a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.5, math.sqrt(3) / 2])

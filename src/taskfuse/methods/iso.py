@@ -5,7 +5,7 @@ import torch
 from pydantic.dataclasses import dataclass
 
 from ..ops.consensus import broadcast_weights, combine, scaled
-from ..ops.subspace import all_zero, nearest_orthonormal, svd
+from ..ops.subspace import all_zero, nearest_orthonormal, numerical_rank, svd
 from .inputs import Inputs
 from .params import STRICT, Fraction
 from .registry import method
@@ -33,11 +33,16 @@ def _mean_fallback(x: Inputs, scale: float) -> torch.Tensor:
 
 @method("iso_c", params=IsoC, space="delta", paper=PAPER, reference=REFERENCE, traits=("matrix",))
 def iso_c(x: Inputs, p: IsoC):
-    """SVD of Σ_t w_t τ_t with every singular value replaced by their mean: σ̄ U Vᵀ (Eq. 6)."""
+    """SVD of Σ_t w_t τ_t with every singular value replaced by their mean: σ̄ U Vᵀ (Eq. 6), over the directions
+    above round-off (all of them for full fine-tunes)."""
     if x.stack.dim() != 3 or all_zero(x.stack):
         return _mean_fallback(x, p.scale)
-    u, s, vh = svd(combine(x.stack, x.weights, "none"))
-    return scaled((s.mean() * (u @ vh)).to(x.stack.dtype), p.scale)
+    summed = combine(x.stack, x.weights, "none")
+    u, s, vh = svd(summed)
+    r = numerical_rank(s, summed.shape)  # full fine-tunes: min(m, n); LoRA experts: far less
+    if r == 0:
+        return torch.zeros_like(x.stack[0])
+    return scaled((s[:r].mean() * (u[:, :r] @ vh[:r])).to(x.stack.dtype), p.scale)
 
 
 def iso_cts_matrix(stack: torch.Tensor, common_fraction: float) -> torch.Tensor:
@@ -47,12 +52,16 @@ def iso_cts_matrix(stack: torch.Tensor, common_fraction: float) -> torch.Tensor:
     per_task = (rank - int(rank * common_fraction)) // n_tasks
     common = rank - per_task * n_tasks
     u, s, vh = svd(stack.sum(0))
+    common = min(common, numerical_rank(s, stack.shape[1:]))  # directions above round-off only (see iso_c)
     us, ss, vhs = [u[:, :common]], [s[:common]], [vh[:common]]
     u_common = u[:, :common]
     for t in stack.double():
         # (I − U Uᵀ) τ without forming the (m, m) projector: m is 30k rows for an embedding table
         tu, ts, tvh = svd(t - u_common @ (u_common.T @ t))
-        us.append(tu[:, :per_task]), ss.append(ts[:per_task]), vhs.append(tvh[:per_task])
+        k = min(per_task, numerical_rank(ts, t.shape, largest=s[0]))  # relative to the merge, not the residual
+        us.append(tu[:, :k]), ss.append(ts[:k]), vhs.append(tvh[:k])
+    if sum(len(part) for part in ss) == 0:
+        return torch.zeros_like(stack[0], dtype=torch.float64)
     u_all = nearest_orthonormal(torch.cat(us, dim=1))
     vh_all = nearest_orthonormal(torch.cat(vhs, dim=0))
     return torch.cat(ss).mean() * (u_all @ vh_all)

@@ -5,7 +5,7 @@ import torch
 from pydantic.dataclasses import dataclass
 
 from ..ops.consensus import broadcast_weights, combine, scaled
-from ..ops.subspace import all_zero, nearest_orthonormal, svd
+from ..ops.subspace import all_zero, nearest_orthonormal, numerical_rank, svd
 from .inputs import Inputs
 from .params import STRICT
 from .registry import method
@@ -17,16 +17,21 @@ class Tsv:
 
 
 def tsv_matrix(stack: torch.Tensor) -> torch.Tensor:
-    """Keep each task's top r/T singular triplets, orthogonalise the stacked U and V (polar factor), recombine.
+    """Keep each task's top r/T singular triplets (those above round-off), orthogonalise the stacked U and V (polar
+    factor), recombine.
 
     stack: (T, m, n) weighted task matrices. Follows Sec. 4 of the paper (TSV-M).
     """
     n_tasks, rank = stack.shape[0], min(stack.shape[1:])
     k = rank // n_tasks
     parts = [svd(t) for t in stack]
-    u = torch.cat([pu[:, :k] for pu, _, _ in parts], dim=1)  # (m, T·k)
-    s = torch.cat([ps[:k] for _, ps, _ in parts])  # (T·k,)
-    vh = torch.cat([pv[:k] for _, _, pv in parts], dim=0)  # (T·k, n)
+    # each task's k, or fewer where its matrix has fewer directions above round-off (a LoRA update of rank 8)
+    ks = [min(k, numerical_rank(ps, stack.shape[1:])) for _, ps, _ in parts]
+    if sum(ks) == 0:
+        return torch.zeros_like(stack[0], dtype=torch.float64)
+    u = torch.cat([pu[:, :kt] for (pu, _, _), kt in zip(parts, ks)], dim=1)  # (m, Σ k_t)
+    s = torch.cat([ps[:kt] for (_, ps, _), kt in zip(parts, ks)])  # (Σ k_t,)
+    vh = torch.cat([pv[:kt] for (_, _, pv), kt in zip(parts, ks)], dim=0)  # (Σ k_t, n)
     return (nearest_orthonormal(u) * s) @ nearest_orthonormal(vh)
 
 
