@@ -33,8 +33,9 @@ def _mean_fallback(x: Inputs, scale: float) -> torch.Tensor:
 
 @method("iso_c", params=IsoC, space="delta", paper=PAPER, reference=REFERENCE, traits=("matrix",))
 def iso_c(x: Inputs, p: IsoC):
-    """SVD of Σ_t w_t τ_t with every singular value replaced by their mean: σ̄ U Vᵀ (Eq. 6), over the directions
-    above round-off (all of them for full fine-tunes)."""
+    """SVD of Σ_t w_t τ_t with every singular value replaced by their mean: σ̄ U Vᵀ (Eq. 6).
+
+    Only directions above float32 round-off count: all of them for full fine-tunes, the span for LoRA updates."""
     if x.stack.dim() != 3 or all_zero(x.stack):
         return _mean_fallback(x, p.scale)
     summed = combine(x.stack, x.weights, "none")
