@@ -14,11 +14,13 @@ sys.path.insert(0, str(ROOT / "src"))
 from taskfuse.bench.routing_report import markdown as routing_markdown  # noqa: E402
 from taskfuse.bench.table import markdown, task_markdown  # noqa: E402
 from taskfuse.cli.main import methods_markdown  # noqa: E402
+from taskfuse.llm.bench import markdown as llm_markdown  # noqa: E402
 
 BENCH_RESULT = ROOT / "benchmarks" / "results" / "bench-full" / "result.json"
 SPEED_RESULT = ROOT / "benchmarks" / "results-2026-11-22-zero-copy.json"
 ROUTING_RESULT = ROOT / "benchmarks" / "results" / "bench-routing" / "result.json"
 EXTRACT_RESULT = ROOT / "benchmarks" / "results" / "extract-lora" / "result.json"
+LLM_RESULT = ROOT / "benchmarks" / "results" / "bench-llm" / "result.json"
 
 
 def _span(text: str, marker: str) -> tuple[int, int]:
@@ -44,7 +46,8 @@ def generated_blocks() -> list[tuple[Path, str, str]]:
             (ROOT / "docs" / "benchmark.md", "task-table", task_markdown(result)),
             (ROOT / "docs" / "performance.md", "speed-table", speed.speed_table(json.loads(SPEED_RESULT.read_text()))),
             (ROOT / "docs" / "adapters.md", "routing-table", routing_markdown(json.loads(ROUTING_RESULT.read_text()))),
-            (ROOT / "docs" / "adapters.md", "extract-table", _extraction_table())]
+            (ROOT / "docs" / "adapters.md", "extract-table", _extraction_table()),
+            (ROOT / "docs" / "llm.md", "llm-table", llm_markdown(json.loads(LLM_RESULT.read_text())))]
 
 
 def _extraction_table() -> str:

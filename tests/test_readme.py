@@ -65,14 +65,13 @@ EXTRACT_CODE = ["src/taskfuse/programs/extract_lora.py", "src/taskfuse/programs/
 GGUF_CODE = ["src/taskfuse/io/gguf_read.py", "src/taskfuse/io/gguf_names.py", "src/taskfuse/io/gguf_write.py",
              "src/taskfuse/io/gguf_tokenizer.py", "src/taskfuse/programs/gguf_output.py", "src/taskfuse/execute",
              "src/taskfuse/io/checkpoint.py", "src/taskfuse/io/safetensors_pread.py", "benchmarks/gguf_input_cost.py"]
-# The LLM benchmark's code, for its committed result once there is one (add ("bench-llm", LLM_CODE, "taskfuse bench
-# --llm") to RESULTS then).
 LLM_CODE = BENCH_CODE + ["src/taskfuse/llm", "src/taskfuse/io/adapter.py", "src/taskfuse/io/gguf_read.py",
                          "src/taskfuse/programs/moe.py"]
 RESULTS = [("bench-full", BENCH_CODE, "taskfuse bench --full"),
            ("gguf-input", GGUF_CODE, "python benchmarks/gguf_input_cost.py"),
            ("bench-routing", ROUTING_CODE, "taskfuse bench --routing --full"),
-           ("extract-lora", EXTRACT_CODE, "python benchmarks/extract_lora_fidelity.py")]
+           ("extract-lora", EXTRACT_CODE, "python benchmarks/extract_lora_fidelity.py"),
+           ("bench-llm", LLM_CODE, "taskfuse bench --llm")]
 
 
 @pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="not a git checkout")
