@@ -8,7 +8,8 @@ import torch
 
 from taskfuse.errors import CheckpointError
 from taskfuse.io.checkpoint import Checkpoint
-from taskfuse.io.vocab import VocabAlignment, load_tokenizer, output_vocabulary, row_sources
+from taskfuse.io.transformers_model import load_tokenizer
+from taskfuse.io.vocab import VocabAlignment, output_vocabulary, row_sources
 from taskfuse.testing.tiny_llm import save_finetune, save_tiny_causal_lm, tiny_causal_lm
 
 ADDED = ["<|tool|>", "<|think|>"]

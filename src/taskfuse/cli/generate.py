@@ -55,7 +55,7 @@ def _load(large: str, small: str, experts: list[str]):
     """Tokenizer and models (large, small, experts...) through taskfuse's readers, so GGUF files and
     BASE+ADAPTER work as in a spec."""
     from ..io.checkpoint import Checkpoint
-    from ..io.transformers_model import load_model
+    from ..io.transformers_model import load_model, load_tokenizer
     refs = [large, small, *experts]
     checkpoints = [Checkpoint.open(r) for r in refs]
     vocab = {c.config.get("vocab_size") for c in checkpoints if c.config}
@@ -63,14 +63,5 @@ def _load(large: str, small: str, experts: list[str]):
         raise UsageError(f"the models' vocabularies differ ({sorted(vocab)} rows): fusion adds logits token by "
                          "token and needs one tokenizer. Fix: use experts fine-tuned from a model sharing the large "
                          "model's tokenizer.")
-    tok = _tokenizer(checkpoints[0])
+    tok = load_tokenizer(checkpoints[0])
     return tok, [load_model(c) for c in checkpoints]
-
-
-def _tokenizer(ckpt):
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    from ..io.gguf_read import GGUFCheckpoint
-    if isinstance(ckpt, GGUFCheckpoint):
-        return PreTrainedTokenizerFast.from_pretrained(str(ckpt.path.parent), gguf_file=ckpt.path.name)
-    return AutoTokenizer.from_pretrained(ckpt.root)

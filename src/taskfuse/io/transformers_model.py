@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import IncompatibleInputsError
+from ..errors import CheckpointError, IncompatibleInputsError
 from .checkpoint import Checkpoint
+from .gguf_read import GGUFCheckpoint
 
 
 def model_class(config: dict):
@@ -14,6 +15,21 @@ def model_class(config: dict):
 
     classes = [getattr(transformers, name, None) for name in (config.get("architectures") or [])]
     return next((c for c in classes if c is not None), transformers.AutoModel)
+
+
+def load_tokenizer(ckpt):
+    """The tokenizer that belongs to a checkpoint: a folder's (or BASE+ADAPTER's, the base's) files, or a GGUF
+    file's metadata."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    try:
+        if isinstance(ckpt, GGUFCheckpoint):
+            return PreTrainedTokenizerFast.from_pretrained(str(ckpt.path.parent), gguf_file=ckpt.path.name)
+        return AutoTokenizer.from_pretrained(str(ckpt.root))
+    except Exception as e:
+        reason = " ".join(str(e).split())  # transformers' messages run over several lines
+        raise CheckpointError(f"model {ckpt.ref!r}: no tokenizer could be loaded from {ckpt.root} ({reason}). "
+                              "Fix: save the model's tokenizer beside its weights (tokenizer.save_pretrained).") from e
 
 
 def load_model(ckpt: Checkpoint, dtype: torch.dtype = torch.float32):

@@ -18,32 +18,17 @@ Padding: the output has as many rows as its tokenizer has tokens, rounded up to 
 """
 from __future__ import annotations
 
+import copy
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError, IncompatibleInputsError
+from ..errors import IncompatibleInputsError
 from .checkpoint import TensorMeta
 
 VOCAB_NAMES = ("embed_tokens.weight", "lm_head.weight", "wte.weight", "word_embeddings.weight", "output.weight")
-
-
-def load_tokenizer(ckpt):
-    """The tokenizer that belongs to a checkpoint (folder, BASE+ADAPTER or GGUF file)."""
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    path = getattr(ckpt, "path", None)  # a GGUF file carries its tokenizer in its metadata
-    try:
-        if path is not None and str(path).endswith(".gguf"):
-            return PreTrainedTokenizerFast.from_pretrained(str(path.parent), gguf_file=path.name)
-        return AutoTokenizer.from_pretrained(str(ckpt.root))
-    except Exception as e:
-        reason = " ".join(str(e).split())  # transformers' messages run over several lines
-        raise CheckpointError(f"model {ckpt.ref!r}: no tokenizer could be loaded from {ckpt.root} ({reason}). "
-                              "Vocabulary alignment maps embedding rows by token. Fix: save the model's tokenizer "
-                              "beside its weights (tokenizer.save_pretrained).") from e
 
 
 def embedding_rows(ckpt) -> int:
@@ -72,8 +57,6 @@ class OutputVocabulary:
 def output_vocabulary(tokenizers: list, source: int | str, pad_to_multiple_of: int | None = None) -> OutputVocabulary:
     """The output's tokenizer: `tokenizers[source]` as is, or with source "union" the first one (the base, when
     there is one) plus every token the others add, in their order."""
-    import copy
-
     from tokenizers import AddedToken
 
     if source == "union":

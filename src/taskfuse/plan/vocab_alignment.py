@@ -5,7 +5,8 @@ for the union or for padding."""
 from __future__ import annotations
 
 from ..errors import CheckpointError, IncompatibleInputsError
-from ..io.vocab import VocabAlignment, embedding_rows, is_vocab_tensor, load_tokenizer, output_vocabulary
+from ..io.transformers_model import load_tokenizer
+from ..io.vocab import VocabAlignment, embedding_rows, is_vocab_tensor, output_vocabulary
 from ..spec.model import MergeSpec
 
 
