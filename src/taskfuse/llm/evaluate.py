@@ -62,7 +62,7 @@ def score_batch(models: list, combine: Combine, tok, prompts: list[list[int]],
                 replies: list[list[int]]) -> tuple[list[str], list[int]]:
     """Greedy replies and likelihood choices for a batch of prompts, from one prefill of them per model."""
     state = prefill(models, prompts, pad_id(tok))
-    choices = reply_scores(state, replies, combine, pad_id(tok)).argmax(1).tolist()
+    choices = reply_scores(state, replies, combine).argmax(1).tolist()
     greedy_ids = greedy(state, max(len(r) for r in replies) + 1, tok.eos_token_id, combine)
     return [tok.decode(row, skip_special_tokens=True) for row in greedy_ids], choices
 

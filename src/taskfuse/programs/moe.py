@@ -37,7 +37,6 @@ from ..io.layout import copy_side_files, write_index
 from ..io.output import staged_output
 
 
-
 @dataclass(frozen=True)
 class MoEFormat:
     """Where an MoE family keeps its router and experts, under each layer's `model.layers.N.`."""
@@ -109,8 +108,7 @@ def upcycle(spec: MoESpec, out: Path) -> dict:
         copy_side_files(base.root, base.root, stage)
         (stage / "taskfuse_moe.yaml").write_text(yaml.safe_dump(spec.model_dump(), sort_keys=False))
     return {"format": moe_format.model_type, "experts": len(experts), "layers": config["num_hidden_layers"],
-            "tensors": names,
-            "router_init": spec.router_init, "experts_per_token": spec.experts_per_token}
+            "tensors": names, "router_init": spec.router_init, "experts_per_token": spec.experts_per_token}
 
 
 def _format_of(base: Checkpoint, experts: list[Checkpoint], spec: MoESpec) -> MoEFormat:
