@@ -102,13 +102,14 @@ def merge_into(loaded: LoadedJob, seed: int, device: torch.device, pool: BufferP
     delta = info.space == "delta"
     base = float_stack([loaded.base], device, pool)[0] if loaded.base is not None else None
     stack = float_stack(loaded.sources, device, pool, minus=base if delta else None)
+    statistics = float_stack(loaded.statistics, device, pool) if loaded.statistics else None
     params, weights = job_arguments(job, device)
-    result = info.fn(Inputs(stack, weights, base, job.name, seed), params)
+    result = info.fn(Inputs(stack, weights, base, job.name, seed, statistics), params)
     if delta:
         # in float32 then one converting copy: 2x faster here than adding straight into a bf16 `out`
         result = result + base if _shares_memory(result, stack) else result.add_(base)
     out.copy_(result)
-    for scratch in (stack, base):
+    for scratch in (stack, base, statistics):
         if scratch is not None and not _shares_memory(result, scratch):
             pool.give(scratch)
 
@@ -145,6 +146,6 @@ def compute_job(loaded: LoadedJob, seed: int, device: torch.device, pool: Buffer
             raise TaskfuseError(f"method {job.method!r} produced NaN/Inf in {job.dtype} for tensor {job.name!r} "
                                 f"from finite inputs (parameters {job.params}). If the values overflow {job.dtype}, "
                                 "choose a wider output dtype; otherwise please report this with the spec.")
-    for t in [*loaded.sources, loaded.base]:
+    for t in [*loaded.sources, loaded.base, *loaded.statistics]:
         pool.give(t)
     return out

@@ -1,6 +1,7 @@
 """Run a Plan: stream every job through its method into safetensors shards, staged and renamed atomically."""
 from __future__ import annotations
 
+import math
 import os
 import resource
 import time
@@ -74,10 +75,12 @@ def execute(
 
 
 def job_footprint(job: TensorJob, ckpts: Sequence[Checkpoint]) -> int:
-    """Bytes of the pooled buffers one job uses: inputs as stored, the float32 stack and the output."""
+    """Bytes of the pooled buffers one job uses: inputs as stored, the float32 stacks (models and their
+    statistics) and the output."""
     stored = stored_bytes(job, ckpts)
     numel = job.nbytes // getattr(torch, job.dtype).itemsize
-    return stored + len(job.sources) * numel * 4 + job.nbytes
+    statistics = sum(math.prod(ckpts[s.checkpoint].meta(s.tensor).shape) for s in job.statistics)
+    return stored + (len(job.sources) * numel + statistics) * 4 + job.nbytes
 
 
 @dataclass(frozen=True)

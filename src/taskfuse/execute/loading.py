@@ -20,6 +20,7 @@ class LoadedJob:
     job: TensorJob
     sources: list[torch.Tensor]
     base: torch.Tensor | None
+    statistics: list[torch.Tensor]  # one per source where the job's method reads statistics, else empty
     # raises NonFiniteInputError naming the first input with NaN/Inf; a no-op once it has run (see load_job)
     verify: Callable[[], None] = field(default=lambda: None)
 
@@ -36,6 +37,8 @@ def check_finite(plan: Plan, tensors: Sequence[torch.Tensor], sources: Sequence[
     for t, src in floats:
         if not torch.isfinite(t).all():
             role = "base" if plan.has_base and src.checkpoint == 0 else "model"
+            if plan.statistics_from is not None and src.checkpoint >= plan.statistics_from:
+                role = "statistics file"
             raise NonFiniteInputError(
                 f"{role} {plan.checkpoints[src.checkpoint]!r}: tensor {src.tensor!r} contains NaN or Inf. "
                 "Fix: repair or replace this checkpoint (its training probably diverged); nothing was written.")
@@ -67,7 +70,8 @@ def load_job(plan: Plan, ckpts: Sequence[Checkpoint], job: TensorJob, pool: Buff
 
     if not defer_check:
         verify()
-    return LoadedJob(job, tensors[:count], tensors[count] if job.base else None, verify)
+    with_base = count + (1 if job.base else 0)
+    return LoadedJob(job, tensors[:count], tensors[count] if job.base else None, tensors[with_base:], verify)
 
 
 def stored_bytes(job: TensorJob, ckpts: Sequence[Checkpoint]) -> int:

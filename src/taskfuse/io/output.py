@@ -22,7 +22,8 @@ MARKER = ".taskfuse-output.json"
 WRITE_FAILURES = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exhausted",
                   errno.EIO: "the device reported an I/O error", errno.EROFS: "the file system is read-only"}
 KIND_NAMES = {"merge": "merged model", "report": "benchmark report", "expert": "zoo expert", "demo": "demo folder",
-              "adapter": "LoRA adapter", "routed": "routed model", "gguf": "GGUF model"}
+              "adapter": "LoRA adapter", "routed": "routed model", "gguf": "GGUF model",
+              "statistics": "model statistics folder"}
 
 
 def written_kind(folder: Path) -> str | None:

@@ -7,12 +7,14 @@ from .breadcrumbs import Breadcrumbs, BreadcrumbsTies, breadcrumbs, breadcrumbs_
 from .consensus import Consensus, consensus
 from .dare import Dare, DareTies, dare_linear, dare_ties
 from .della import Della, DellaLinear, della, della_linear
+from .fisher import Fisher, fisher
 from .inputs import Inputs
 from .iso import IsoC, IsoCts, iso_c, iso_cts
 from .karcher import Karcher, karcher
 from .linear import Linear, linear
 from .model_stock import ModelStock, model_stock
 from .passthrough import Passthrough, passthrough
+from .regmean import Regmean, regmean
 from .registry import MethodInfo, all_methods, get_method, method
 from .slerp import Slerp, slerp
 from .task_arithmetic import TaskArithmetic, task_arithmetic

@@ -47,6 +47,8 @@ class Inputs:
     weights: (T,) per-model weights. base: (*S) base weights or None. key: the tensor's name.
     seed: the merge seed; randomness comes only from generator() and random, seeded from (seed, key), so results
     do not depend on thread count or the order tensors are processed in.
+    statistics: (T, *G) per-model statistics of this tensor for methods that merge with data (RegMean's Gram
+    matrices, Fisher's diagonal), float32; None where the models carry none for it.
     """
 
     stack: Tensor
@@ -54,6 +56,7 @@ class Inputs:
     base: Tensor | None = None
     key: str = ""
     seed: int = 0
+    statistics: Tensor | None = None
 
     @classmethod
     def of(

@@ -36,6 +36,8 @@ class MethodInfo:
     summary: str = ""
     # "statistics over slices, then merge per slice" form (methods/sliced.py), which the executor streams
     prepare: Callable[..., Any] | None = None
+    # the per-model statistics the method reads (a key of STATISTICS), gathered from data by programs/statistics.py
+    statistics: str | None = None
 
     def make_params(self, values: dict[str, Any], where: str = "") -> Any:
         """Validated Params from a plain dict; every bad key or value reported at once as a SpecError."""
@@ -53,6 +55,12 @@ class MethodInfo:
         raise SpecError(f"invalid parameters for {self.name!r}{at}: " + "; ".join(problems))
 
 
+# Statistics a method may merge with, per tensor and model; each model's file says which kind it holds.
+STATISTICS = {
+    "gram": "X^T X / n of each linear layer's inputs over the tokens of the task's data, (in, in) per weight",
+    "fisher": "diagonal empirical Fisher: the mean squared gradient of log p(label | input), shaped as the tensor",
+}
+
 _REGISTRY: dict[str, MethodInfo] = {}
 
 
@@ -66,11 +74,14 @@ def method(
     traits: tuple[str, ...] = (),
     min_models: int = 1,
     max_models: int | None = None,
+    statistics: str | None = None,
 ):
     """Register `fn(x: Inputs, p: Params) -> Tensor` under `name`."""
     bad = set(traits) - set(TRAITS)
     if bad:
         raise ValueError(f"unknown traits {sorted(bad)} for {name}")
+    if statistics is not None and statistics not in STATISTICS:
+        raise ValueError(f"unknown statistics {statistics!r} for {name}")
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         if name in _REGISTRY:
@@ -78,7 +89,7 @@ def method(
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         _REGISTRY[name] = MethodInfo(
             name, fn, params, space, paper, reference, frozenset(traits), min_models, max_models, summary,
-            getattr(fn, "prepare", None),
+            getattr(fn, "prepare", None), statistics,
         )
         return fn
 

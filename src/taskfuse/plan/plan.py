@@ -27,11 +27,12 @@ class TensorJob:
     dtype: str  # output dtype
     shard: str = ""
     rule: str = "merge"  # why this job exists: merge, copy_base (integer buffer / missing rule), stack (slices)
+    statistics: tuple[Source, ...] = ()  # per source, its model's statistics of this tensor (methods that read them)
 
     @property
     def inputs(self) -> tuple[Source, ...]:
-        """Every tensor the job reads: the sources, then the base."""
-        return self.sources + ((self.base,) if self.base else ())
+        """Every tensor the job reads: the sources, then the base, then the statistics."""
+        return self.sources + ((self.base,) if self.base else ()) + self.statistics
 
     @property
     def nbytes(self) -> int:
@@ -50,6 +51,8 @@ class Plan:
     tokenizer_from: int | None
     config_updates: dict[str, Any] = field(default_factory=dict)
     spec: dict[str, Any] = field(default_factory=dict)
+    # checkpoints from this index on are the models' statistics files (read by methods that merge with data)
+    statistics_from: int | None = None
 
     @property
     def shards(self) -> list[str]:
@@ -66,6 +69,7 @@ class Plan:
         def job(j: dict) -> TensorJob:
             return TensorJob(**{**j, "sources": tuple(Source(**s) for s in j["sources"]),
                                 "base": Source(**j["base"]) if j["base"] else None,
+                                "statistics": tuple(Source(**s) for s in j.get("statistics", ())),
                                 "weights": tuple(j["weights"]), "shape": tuple(j["shape"])})
 
         return cls(**{**d, "checkpoints": tuple(d["checkpoints"]), "jobs": tuple(job(j) for j in d["jobs"])})

@@ -20,6 +20,7 @@ from ..spec.model import MergeSpec
 from . import schedule
 from .plan import Plan, Source, TensorJob
 from .stacking import copy_job, plan_slices
+from .statistics import open_statistics, statistics_sources
 from .vocab_alignment import aligned_checkpoints
 
 VOCAB_HINTS = ("embed", "lm_head", "wte", "word_embeddings", "output.weight")
@@ -35,6 +36,7 @@ class PlanContext:
         self.reference = checkpoints[0]
         self.num_layers = _num_layers(self.reference)
         self._params_cache: dict[str, dict] = {}
+        self.statistics: list[Checkpoint] = []  # per spec model, for methods that read statistics
 
     def model_label(self, ckpt: int) -> str:
         return f"{'base' if self.has_base and ckpt == 0 else 'model'} {self.checkpoints[ckpt].ref!r}"
@@ -79,6 +81,7 @@ def build_plan(spec: MergeSpec, max_shard_size: int | str = "2GB") -> tuple[Plan
     check_method_fits(info, spec)
     ckpts = aligned_checkpoints(spec, open_checkpoints(spec))
     ctx = PlanContext(spec, ckpts)
+    ctx.statistics = open_statistics(spec)
     if spec.slices:
         jobs = plan_slices(ctx, output_dtype(ctx))
         updates = {"num_hidden_layers": sum(b - a for a, b in (s.layers for s in spec.slices))}
@@ -86,11 +89,12 @@ def build_plan(spec: MergeSpec, max_shard_size: int | str = "2GB") -> tuple[Plan
         jobs, updates = plan_merge(ctx), {}
     jobs = assign_shards(jobs, max_shard_size)
     return Plan(
-        checkpoints=tuple(c.ref for c in ckpts), has_base=ctx.has_base, jobs=tuple(jobs), seed=spec.seed,
+        checkpoints=tuple(c.ref for c in ckpts + ctx.statistics), has_base=ctx.has_base, jobs=tuple(jobs),
+        seed=spec.seed, statistics_from=len(ckpts) if ctx.statistics else None,
         dtype=output_dtype(ctx), config_from=_index_of(ctx, spec.config_from),
         tokenizer_from=_index_of(ctx, spec.tokenizer_from or spec.config_from), config_updates=updates,
         spec=spec.model_dump(mode="json"),
-    ), ckpts
+    ), ckpts + ctx.statistics
 
 
 def plan_merge(ctx: PlanContext) -> list[TensorJob]:
@@ -122,13 +126,15 @@ def plan_tensor(ctx: PlanContext, name: str, meta: TensorMeta) -> TensorJob:
         if rules.missing == "copy_base" or not present:  # checkpoint 0: the base, or the first model
             return copy_job(meta, Source(0, name), name, output_dtype(ctx), "copy_base")
     check_shapes(ctx, name, meta, present)
-    method, params = method_and_params(ctx, name, [i - ctx.offset for i in present])
+    models = [i - ctx.offset for i in present]
+    method, params = method_and_params(ctx, name, models)
     info = get_method(method)
     return TensorJob(
         name=name, method=method, params=params, sources=tuple(Source(i, name) for i in present),
-        weights=model_weights(ctx, name, [i - ctx.offset for i in present]),
+        weights=model_weights(ctx, name, models),
         base=Source(0, name) if ctx.has_base and info.space == "delta" else None,
-        shape=meta.shape, dtype=output_dtype(ctx))
+        shape=meta.shape, dtype=output_dtype(ctx),
+        statistics=statistics_sources(info, name, meta.shape, models, ctx.statistics, len(ctx.checkpoints)))
 
 
 def missing_error(ctx: PlanContext, name: str, missing: list[int]) -> IncompatibleInputsError:

@@ -14,6 +14,9 @@ class ModelEntry(BaseModel):
     path: str = Field(description="local directory, .safetensors or .gguf file, PEFT adapter, or hub id")
     weight: float = 1.0
     params: dict[str, Any] = Field(default_factory=dict, description="per-model method parameters (e.g. density)")
+    statistics: str | None = Field(None, description="a .safetensors file of this model's statistics on its task's "
+                                   "data, for methods that merge with them (regmean: Gram matrices, fisher: Fisher "
+                                   "diagonals); written by `taskfuse statistics`")
 
 
 class Override(BaseModel):

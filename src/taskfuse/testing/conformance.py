@@ -6,6 +6,7 @@ check_estimator). Each check takes a MethodInfo and raises AssertionError with a
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 import torch
@@ -26,7 +27,21 @@ def sample(info: MethodInfo, shape: tuple[int, ...], seed: int = 0, count: int |
     stack = torch.randn((t, *shape), generator=g)
     weights = 0.5 + torch.rand(t, generator=g)
     base = torch.randn(shape, generator=g)
-    return Inputs(stack, weights, base, key=f"layer.{seed}.weight", seed=seed)
+    return Inputs(stack, weights, base, key=f"layer.{seed}.weight", seed=seed,
+                  statistics=sample_statistics(info, shape, t, g))
+
+
+def sample_statistics(info: MethodInfo, shape: tuple[int, ...], count: int, g: torch.Generator):
+    """Statistics of the kind the method reads, as data would give them: positive-definite Grams of a matrix's
+    inputs ((T, in, in), none for other shapes, which the method merges without), non-negative Fisher values."""
+    if info.statistics == "gram":
+        if len(shape) != 2:
+            return None
+        inputs = torch.randn((count, 4 * shape[1] + 4, shape[1]), generator=g)  # (T, n, in) activations
+        return inputs.transpose(1, 2) @ inputs / inputs.shape[1]
+    if info.statistics == "fisher":
+        return torch.rand((count, *shape), generator=g) ** 4  # long-tailed, as squared gradients are
+    return None
 
 
 def run(info: MethodInfo, x: Inputs) -> torch.Tensor:
@@ -43,15 +58,16 @@ def check_shapes(info: MethodInfo) -> None:
 
 def check_no_mutation(info: MethodInfo) -> None:
     x = sample(info, (17, 9))
-    before = (x.stack.clone(), x.weights.clone(), x.base.clone())
+    inputs = {"stack": x.stack, "weights": x.weights, "base": x.base, "statistics": x.statistics}
+    before = {k: v.clone() for k, v in inputs.items() if v is not None}
     run(info, x)
-    for a, b, what in zip(before, (x.stack, x.weights, x.base), ("stack", "weights", "base")):
-        assert torch.equal(a, b), f"{info.name} mutated its input {what}"
+    for what, a in before.items():
+        assert torch.equal(a, inputs[what]), f"{info.name} mutated its input {what}"
 
 
 def check_zeros(info: MethodInfo) -> None:
     x = sample(info, (8, 5))
-    zero = Inputs(torch.zeros_like(x.stack), x.weights, x.base, x.key, x.seed)
+    zero = replace(x, stack=torch.zeros_like(x.stack))
     out = run(info, zero)
     assert torch.isfinite(out).all(), f"{info.name}: NaN/Inf on all-zero inputs"
     assert torch.allclose(out, torch.zeros_like(out)), f"{info.name}: all-zero inputs give non-zero output"
@@ -68,7 +84,8 @@ def check_deterministic(info: MethodInfo) -> None:
 def check_symmetric(info: MethodInfo) -> None:
     x = sample(info, (12, 10))
     perm = torch.randperm(x.count, generator=torch.Generator().manual_seed(1))
-    y = Inputs(x.stack[perm], x.weights[perm], x.base, x.key, x.seed)
+    y = replace(x, stack=x.stack[perm], weights=x.weights[perm],
+                statistics=None if x.statistics is None else x.statistics[perm])
     assert torch.allclose(run(info, x), run(info, y), atol=1e-5), f"{info.name}: depends on model order"
 
 
@@ -81,7 +98,7 @@ def check_chunkable(info: MethodInfo) -> None:
 
 def check_idempotent(info: MethodInfo) -> None:
     x = sample(info, (9, 11))
-    same = Inputs(x.stack[:1].expand_as(x.stack).clone(), torch.ones(x.count), x.base, x.key, x.seed)
+    same = replace(x, stack=x.stack[:1].expand_as(x.stack).clone(), weights=torch.ones(x.count))
     # sparsifying methods are idempotent only when they keep everything
     fields = info.params.__dataclass_fields__
     params = info.params(density=1.0) if "density" in fields else info.params()
@@ -98,6 +115,14 @@ def check_gradients(info: MethodInfo) -> None:
         return info.fn(Inputs(s, w, x.base.double(), x.key, x.seed), info.params())
 
     assert torch.autograd.gradcheck(f, (stack, weights)), f"{info.name}: gradcheck failed"
+
+
+def check_reads_statistics(info: MethodInfo) -> None:
+    """A method that declares statistics uses them: the same models merge differently with and without."""
+    x = sample(info, (12, 10))
+    assert x.statistics is not None
+    assert not torch.allclose(run(info, x), run(info, replace(x, statistics=None)), atol=1e-4), \
+        f"{info.name}: declares {info.statistics!r} statistics but ignores them"
 
 
 def out_of_order(work, slices):
@@ -133,13 +158,15 @@ CHECKS: dict[str, tuple[Callable[[MethodInfo], None], str | None]] = {
     "idempotent": (check_idempotent, "idempotent"),
     "gradients": (check_gradients, "differentiable"),
     "sliced": (check_sliced, "sliced"),
+    "statistics": (check_reads_statistics, "statistics"),
 }
 
 
 def applicable(info: MethodInfo) -> list[str]:
-    """Checks that apply to `info`: the generic ones plus one per declared trait (and "sliced" for methods
-    written in the sliced form)."""
-    traits = info.traits | ({"sliced"} if info.prepare is not None else set())
+    """Checks that apply to `info`: the generic ones plus one per declared trait ("sliced" for methods written in
+    the sliced form, "statistics" for methods that read statistics)."""
+    traits = info.traits | ({"sliced"} if info.prepare is not None else set()) | \
+        ({"statistics"} if info.statistics else set())
     return [name for name, (_, trait) in CHECKS.items() if trait is None or trait in traits]
 
 

@@ -1,0 +1,112 @@
+"""Statistics of a model on its task's data, for merges that weigh models by what their data did:
+
+- gram (RegMean): for every linear layer, X^T X / n over the n tokens its inputs held (padding excluded), one
+  (in, in) matrix per weight, stored under the weight's name;
+- fisher: the diagonal empirical Fisher, the mean over examples of (∂ log p(label | input) / ∂θ)², shaped as each
+  parameter (Matena & Raffel 2022, §2; their "empirical" variant, which reads the true labels).
+
+`forward(model, inputs)` runs the model on one batch (an encoder's pooled features, a causal LM's logits: the
+caller's choice); `inputs["mask"]`, when present, marks the real tokens of a padded batch.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+Forward = Callable[[nn.Module, dict], object]
+LogLikelihood = Callable[[nn.Module, dict, Tensor], Tensor]  # (model, one example's inputs, its labels) -> scalar
+
+
+def linear_weights(model: nn.Module) -> dict[str, nn.Linear]:
+    """The model's linear layers by weight name, each once (a weight tied to an embedding is the embedding's)."""
+    params = dict(model.named_parameters())
+    return {f"{name}.weight": m for name, m in model.named_modules()
+            if isinstance(m, nn.Linear) and f"{name}.weight" in params}
+
+
+class GramAccumulator:
+    """Running X^T X and token counts for chosen linear layers, fed by forward hooks while a batch runs."""
+
+    def __init__(self, layers: dict[str, nn.Linear]):
+        self.layers = layers
+        self.sums: dict[str, Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self.mask: Tensor | None = None  # (B, L) real tokens of the batch now running
+
+    def _record(self, name: str, x: Tensor) -> None:
+        x = x.detach()
+        if self.mask is not None and x.dim() == 3 and x.shape[:2] == self.mask.shape:
+            x = x[self.mask.bool()]  # (tokens, in): padding would pull the Gram towards pad embeddings
+        x = x.reshape(-1, x.shape[-1]).double()  # float64: sums over many tokens
+        gram = x.T @ x
+        self.sums[name] = self.sums[name] + gram if name in self.sums else gram
+        self.counts[name] = self.counts.get(name, 0) + x.shape[0]
+
+    @contextmanager
+    def hooked(self):
+        handles = [layer.register_forward_hook(lambda m, args, out, name=name: self._record(name, args[0]))
+                   for name, layer in self.layers.items()]
+        try:
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+
+    def run(self, model: nn.Module, forward: Forward, inputs: dict) -> None:
+        self.mask = inputs.get("mask")
+        with torch.no_grad():
+            forward(model, inputs)
+
+    def grams(self) -> dict[str, Tensor]:
+        """(in, in) float32 mean Gram per weight name, for the layers that saw at least one token."""
+        return {name: (total / self.counts[name]).float() for name, total in self.sums.items()}
+
+
+def gram_statistics(model: nn.Module, batches: Iterable[dict], forward: Forward) -> dict[str, Tensor]:
+    """RegMean's statistics of `model` on `batches`: every linear layer's mean input Gram, by weight name."""
+    accumulator = GramAccumulator(linear_weights(model))
+    with accumulator.hooked():
+        for inputs in batches:
+            accumulator.run(model, forward, inputs)
+    return accumulator.grams()
+
+
+def fisher_statistics(model: nn.Module, examples: Iterable[tuple[dict, Tensor]], log_likelihood: LogLikelihood,
+                      progress: Callable[[int], None] | None = None) -> tuple[dict[str, Tensor], int]:
+    """The diagonal empirical Fisher of `model`'s trainable parameters and the number of examples it averages.
+
+    One backward pass per example: the Fisher is a mean of per-example squared gradients, which a batch's summed
+    gradient (squared) would not give. Parameters no example reached (an unused pooler) are left out, and a
+    merge then averages them.
+    """
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    sums: dict[str, Tensor] = {}
+    count = 0
+    was_training = model.training
+    model.eval()  # dropout off: the Fisher of the model as it predicts
+    try:
+        for inputs, labels in examples:
+            model.zero_grad(set_to_none=True)
+            log_likelihood(model, inputs, labels).backward()
+            for name, p in params.items():
+                if p.grad is not None:
+                    square = p.grad.detach().float() ** 2
+                    sums[name] = sums[name].add_(square) if name in sums else square
+            count += 1
+            if progress:
+                progress(count)
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return {name: total / max(count, 1) for name, total in sums.items()}, count
+
+
+def normalized_fisher(fisher: dict[str, Tensor]) -> tuple[dict[str, Tensor], float]:
+    """The Fisher scaled to unit L2 norm over all its entries, and that norm: models whose data fit them better
+    have smaller gradients everywhere, and unnormalised they would count for less (FusionBench normalises too)."""
+    norm = float(torch.sqrt(sum((f.double() ** 2).sum() for f in fisher.values())))
+    scale = 1.0 / norm if norm > 0 else 1.0
+    return {name: f * scale for name, f in fisher.items()}, norm
