@@ -100,5 +100,5 @@ def test_bench_refuses_an_unknown_learned_row_before_building_anything(tmp_path)
     done = subprocess.run([SCRIPT, "bench", "--variant", "tiny", "--learned", "adamerging_layer,nope", "--out",
                            str(tmp_path / "report")], capture_output=True, text=True,
                           env={**os.environ, "TASKFUSE_CACHE": str(tmp_path / "cache")})
-    assert done.returncode == 2 and "unknown learned method 'nope'" in done.stderr
+    assert done.returncode == 2 and "unknown learned row(s) 'nope'" in done.stderr
     assert not (tmp_path / "cache").exists() and not (tmp_path / "report").exists()

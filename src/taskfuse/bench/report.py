@@ -25,7 +25,7 @@ def write_report(result: dict, out: Path) -> Path:
             draw(result, stage / name)
         figures = {n: stage / n for n in FIGURES}
         for row in result.get("learned", []):
-            if "*" not in row["coefficients"]:  # layer-wise: a layer × task map; task-wise Λ is in the table
+            if "*" not in row.get("coefficients", {"*": None}):  # layer-wise: a layer × task map; task-wise Λ is in the table
                 name = f"coefficients_{row['method']}.png"
                 figures[name] = stage / name
                 coefficient_heatmap(row["coefficients"], [t["name"] for t in result["tasks"]],
@@ -83,6 +83,10 @@ def _learned_text(row: dict) -> str:
     seen = row["data_seen"]
     examples = sum(seen["examples"].values())
     memory = row["memory"]
+    if "statistics" in row["learning"]:  # a closed-form merge from per-model statistics (RegMean, Fisher)
+        return (f"{row['learning']['paper']}; {row['params']['statistics']} statistics of {row['params']['data']} "
+                f"({examples} examples over {len(seen['examples'])} tasks) in {row['seconds']['statistics']} s, "
+                f"merged in {row['seconds']['merge']} s; RSS grew {memory['rss_added_mib']} MiB")
     return (f"{row['learning']['paper']}; {row['params']['objective']} on {row['params']['data']} "
             f"({examples} examples over {len(seen['examples'])} tasks), {row['params']['steps']} steps in "
             f"{row['seconds']['learn']} s; holds base {memory['base_mib']} MiB + task vectors "
@@ -101,7 +105,7 @@ def render_html(result: dict, figures: dict[str, Path]) -> str:
         *([f"learned: {r['method']}", _learned_text(r)] for r in result.get("learned", [])),
         *([f"not benchmarked: {k}", v] for k, v in result["excluded"].items())])
     specs = "".join(f"<details><summary>{escape_html(r['method'])} (learned): spec that replays it, losses</summary><pre>"
-                    f"{escape_html(json.dumps({'spec': r['spec'], 'losses': r['losses']}, indent=1))}</pre></details>"
+                    f"{escape_html(json.dumps({'spec': r['spec'], 'losses': r.get('losses')}, indent=1))}</pre></details>"
                     for r in result.get("learned", []))
     specs += "".join(f"<details><summary>{escape_html(m['method'])}: spec of the chosen merge and every trial</summary><pre>"
                     f"{escape_html(json.dumps({'spec': m['spec'], 'trials': m['trials']}, indent=1))}</pre></details>"

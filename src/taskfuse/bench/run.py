@@ -20,6 +20,7 @@ from .grid import EXCLUDED, benchmarked_methods, configs
 from .merging import merge_zoo
 from .provenance import code_commit, command_line, machine
 from .references import reference_scores
+from .statistics_rows import STATISTICS_ROWS, run_statistics_row
 from .similarity import task_vector_cosines
 
 # (stage, done, total, what): stages "zoo", "references", "search", "learn", "test".
@@ -31,7 +32,7 @@ DATA_USED = {"merge": "none (data-free rows); learned rows: the validation data 
 
 def run_bench(variant: str = "full", workers: int = 1, task_files: tuple[str, ...] = (),
               progress: BenchProgress | None = None, zoo_progress: ZooProgress | None = None,
-              learned: tuple[str, ...] = tuple(LEARNED)) -> dict:
+              learned: tuple[str, ...] = (*LEARNED, *STATISTICS_ROWS)) -> dict:
     """Run the benchmark and return everything the report shows, as plain JSON-ready data."""
     started = time.perf_counter()
     code = code_commit()  # now: the code that runs, not whatever the checkout holds when the run ends
@@ -48,7 +49,9 @@ def run_bench(variant: str = "full", workers: int = 1, task_files: tuple[str, ..
     report("references", 2, 2, "")
     methods = [_run_method(zoo, m, variant != "full", validation, test, val_refs["expert"], test_refs["expert"],
                            report) for m in benchmarked_methods()]
-    learned_rows = [run_learned(zoo, learned_method(name, zoo.variant.learn_steps), test, test_refs["expert"], report)
+    learned_rows = [run_statistics_row(zoo, STATISTICS_ROWS[name], test, test_refs["expert"], report)
+                    if name in STATISTICS_ROWS else
+                    run_learned(zoo, learned_method(name, zoo.variant.learn_steps), test, test_refs["expert"], report)
                     for name in learned]
     return {
         "taskfuse": __version__, "variant": variant, "seed": zoo.variant.recipe.seed,

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import TaskfuseError
+from ..errors import TaskfuseError, UsageError
 from .progress import progress_display
 
 console = Console(stderr=True)
@@ -39,12 +39,19 @@ def _bench_reporter(bars):
 
 
 def learned_names(option: str) -> tuple[str, ...]:
-    from ..bench.learned import LEARNED, learned_method
+    from ..bench.learned import LEARNED
+    from ..bench.statistics_rows import STATISTICS_ROWS
+    known = (*LEARNED, *STATISTICS_ROWS)
     if option == "all":
-        return tuple(LEARNED)
+        return known
     if option == "none":
         return ()
-    return tuple(learned_method(name.strip()).name for name in option.split(","))
+    names = tuple(name.strip() for name in option.split(","))
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(f"unknown learned row(s) {', '.join(map(repr, unknown))}. Fix: give 'all', 'none' or names "
+                         f"from {', '.join(known)}.")
+    return names
 
 
 def register(app: typer.Typer, fail) -> None:
@@ -130,7 +137,8 @@ def register(app: typer.Typer, fail) -> None:
                                        "earlier report; anything else is refused"),
               workers: int = typer.Option(1, min=1, help="processes for building missing experts"),
               task_file: list[Path] = typer.Option([], "--task-file", help="your own .jsonl/.csv task"),
-              learned: Optional[str] = typer.Option(None, help="learned rows (AdaMerging, aTLAS): 'all', 'none' or "
+              learned: Optional[str] = typer.Option(None, help="learned rows (AdaMerging, aTLAS, RegMean, Fisher): "
+                                                    "'all', 'none' or "
                                                     "comma-separated names (default: all with --full, none "
                                                     "otherwise)"),
               routing: bool = typer.Option(False, "--routing", help="instead of merging: compose the zoo's LoRA "

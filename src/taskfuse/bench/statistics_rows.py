@@ -1,0 +1,136 @@
+"""The benchmark's data-aware closed-form rows: RegMean, RegMean++ and Fisher merging of the zoo's experts.
+
+Each expert's statistics come from its own task's validation split (RegMean: unlabelled inputs; Fisher: labelled
+examples, the empirical Fisher), are written as the statistics folders `taskfuse statistics` writes, and the merge
+runs through the streaming engine from a plain spec naming them, so the row's model is what `taskfuse merge`
+replays (the folders stay in the cache, under statistics/, replaced by the next run). They are gathered afresh on
+every run: that takes seconds to two minutes on the full zoo, and a stale cache could outlive the code that made it.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import api
+from ..eval.encoder import Encoded, encode, load_encoder, load_tokenizer, sentence_embedding
+from ..eval.harness import Evaluator, Score, as_dict, mean, normalized
+from ..io.cache_dir import cache_root
+from ..io.statistics_file import save_statistics
+from ..programs.regmean_sequential import sequential_grams
+from ..programs.statistics import fisher_statistics, gram_statistics, normalized_fisher
+from ..zoo.build import Zoo
+from .learned_row import TENSOR_RULES
+from .memory import RssPeak
+
+BATCH = 32
+
+
+@dataclass(frozen=True)
+class StatisticsMethod:
+    name: str  # the row's name
+    method: str  # the registered merge method that reads the statistics
+    kind: str  # gram | fisher
+    sequential: bool  # RegMean++: Grams through the partly merged model
+    labelled: bool
+    params: dict = field(default_factory=dict)
+    paper: str = ""
+
+
+REGMEAN = "Jin et al. 2023, RegMean, ICLR, arXiv:2212.09849"
+STATISTICS_ROWS = {m.name: m for m in (
+    StatisticsMethod("regmean", "regmean", "gram", False, False, {"off_diagonal_scale": 0.9}, REGMEAN),
+    StatisticsMethod("regmean_plusplus", "regmean", "gram", True, False, {"off_diagonal_scale": 0.9},
+                     "Nguyen et al. 2025, RegMean++, arXiv:2508.03121"),
+    StatisticsMethod("fisher", "fisher", "fisher", False, True, {"floor": 1e-6},
+                     "Matena & Raffel 2022, Fisher merging, NeurIPS, arXiv:2111.09832 (empirical Fisher, normalised "
+                     "per model)"),
+)}
+
+
+def _features(model: nn.Module, inputs: dict) -> torch.Tensor:
+    return sentence_embedding(model, inputs["ids"], inputs["mask"])
+
+
+def validation_data(zoo: Zoo) -> dict[str, Encoded]:
+    tokenizer = load_tokenizer(zoo.base_dir)
+    return {name: encode(tokenizer, task.splits["validation"].texts, task.splits["validation"].labels)
+            for name, task in zoo.tasks.items()}
+
+
+def _batches(data: Encoded) -> list[dict]:
+    return [{"ids": ids, "mask": mask} for _, ids, mask in data.batches(BATCH)]
+
+
+def _examples(data: Encoded):
+    for rows, ids, mask in data.batches(1):
+        yield {"ids": ids, "mask": mask}, data.labels[rows]
+
+
+def gather(zoo: Zoo, row: StatisticsMethod, work: Path, report) -> tuple[list[Path], dict]:
+    """Each expert's statistics folder under `work`, and what was gathered from which data."""
+    data = validation_data(zoo)
+    names = list(zoo.experts)
+    about = {"split": "validation", "labels": row.labelled, "examples": {t: len(data[t].ids) for t in names}}
+    if row.sequential:
+        models = [load_encoder(zoo.experts[t].model_dir) for t in names]
+        grams, _ = sequential_grams(models, [_batches(data[t]) for t in names], _features, [1.0] * len(names),
+                                    row.params["off_diagonal_scale"],
+                                    lambda done, total: report("learn", done, total, f"{row.name} depth {done}"))
+        stats = dict(zip(names, grams))
+    else:
+        stats = {}
+        for i, t in enumerate(names):
+            report("learn", i, len(names), f"{row.name} statistics of {t}")
+            model = load_encoder(zoo.experts[t].model_dir)
+            stats[t] = gram_statistics(model, _batches(data[t]), _features) if row.kind == "gram" else \
+                _fisher(model, zoo.experts[t].head(), data[t], about, t)
+    folders = [save_statistics(work / f"statistics-{t}", stats[t], row.kind,
+                               {"model": str(zoo.experts[t].model_dir), "task": t, "split": "validation",
+                                "labels": row.labelled, "examples": about["examples"][t]}) for t in names]
+    return folders, about
+
+
+def _fisher(model: nn.Module, head: nn.Module, data: Encoded, about: dict, task: str) -> dict:
+    def log_likelihood(m: nn.Module, inputs: dict, labels: torch.Tensor) -> torch.Tensor:
+        return -nn.functional.cross_entropy(head(_features(m, inputs)), labels, reduction="sum")
+
+    fisher, _ = fisher_statistics(model, _examples(data), log_likelihood)
+    fisher, norm = normalized_fisher(fisher)
+    about.setdefault("fisher_norms", {})[task] = norm
+    return fisher
+
+
+def run_statistics_row(zoo: Zoo, row: StatisticsMethod, test: Evaluator, test_experts: dict[str, Score],
+                       report) -> dict:
+    """Gather, merge through the engine, score on test: the row as the report shows it."""
+    kept = cache_root() / "statistics" / f"{zoo.variant.name}-{row.name}"
+    with tempfile.TemporaryDirectory(prefix=f"taskfuse-bench-{row.name}-") as work, RssPeak() as memory:
+        started = time.perf_counter()
+        folders, about = gather(zoo, row, kept, report)
+        gathered = time.perf_counter() - started
+        spec = {"method": row.method, "base": str(zoo.base_dir), "seed": zoo.variant.recipe.seed, "dtype": "float32",
+                "models": [{"path": str(e.model_dir), "statistics": str(f)} for e, f in zip(zoo.experts.values(),
+                                                                                          folders)],
+                "params": row.params, "tensor_rules": TENSOR_RULES}
+        report("test", 0, 1, row.name)
+        started = time.perf_counter()
+        api.merge(spec, Path(work) / "merged")
+        merged = time.perf_counter() - started
+        scores = test.score(load_encoder(Path(work) / "merged"))
+    norm = normalized(scores, test_experts)
+    data = ("labelled validation examples (empirical Fisher)" if row.labelled else "unlabelled validation inputs")
+    return {"method": row.name, "kind": "learned", "params": {"statistics": row.kind + (" through the merged model"
+                                                                                      if row.sequential else ""),
+                                                              **row.params, "data": data},
+            "learning": {"paper": row.paper, "statistics": row.kind, "sequential": row.sequential},
+            "data_seen": about, "spec": spec, "tasks": list(zoo.experts),
+            "seconds": {"statistics": round(gathered, 1), "merge": round(merged, 1)},
+            "memory": {"rss_added_mib": round(memory.added / (1 << 20))},
+            "test": as_dict(scores), "test_normalized": norm,
+            "average": {"accuracy": mean(s.accuracy for s in scores.values()),
+                        "macro_f1": mean(s.macro_f1 for s in scores.values()), "normalized": mean(norm.values())}}
