@@ -61,26 +61,39 @@ def test_padding_does_not_change_a_causal_lms_grams(family):
         torch.testing.assert_close(together[name], apart[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
+class BagOfTokens(nn.Module):
+    """An embedding (whose rows a step may skip: its gradient is sparse), mean pooling, a two-layer classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.hidden, self.out = nn.Embedding(12, 5), nn.Linear(5, 8), nn.Linear(8, 3)
+
+    def forward(self, ids):
+        return self.out(torch.tanh(self.hidden(self.embed(ids).mean(-2))))
+
+
 def test_the_fisher_is_the_mean_of_per_example_squared_gradients():
-    """Checked against per-example gradients from torch.func (vmap over grad), a different computation."""
+    """Checked against per-example gradients from torch.func (vmap over grad), a different computation; the
+    embedding's rows an example never looks up get no squared gradient from it, as in the dense computation."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
-    x, y = torch.randn(6, 5), torch.tensor([0, 1, 2, 2, 1, 0])
+    model = BagOfTokens()
+    ids, y = torch.randint(0, 8, (6, 4)), torch.tensor([0, 1, 2, 2, 1, 0])  # rows 8-11 are never looked up
 
     def log_likelihood(m, inputs, labels):
-        return -nn.functional.cross_entropy(m(inputs["x"]), labels, reduction="sum")
+        return -nn.functional.cross_entropy(m(inputs["ids"]), labels, reduction="sum")
 
-    fisher, count = fisher_statistics(model, [({"x": x[i:i + 1]}, y[i:i + 1]) for i in range(6)], log_likelihood)
+    fisher, count = fisher_statistics(model, [({"ids": ids[i:i + 1]}, y[i:i + 1]) for i in range(6)], log_likelihood)
     params = dict(model.named_parameters())
 
     def one(p, xi, yi):
-        logits = torch.func.functional_call(model, p, (xi[None],))
-        return -nn.functional.cross_entropy(logits, yi[None])
+        return -nn.functional.cross_entropy(torch.func.functional_call(model, p, (xi[None],)), yi[None])
 
-    per_example = torch.func.vmap(torch.func.grad(one), in_dims=(None, 0, 0))(params, x, y)
+    per_example = torch.func.vmap(torch.func.grad(one), in_dims=(None, 0, 0))(params, ids, y)
     assert count == 6 and set(fisher) == set(params)
     for name, g in per_example.items():
         torch.testing.assert_close(fisher[name], (g ** 2).mean(0), rtol=1e-5, atol=1e-8)
+    looked_up = ids.unique()
+    assert fisher["embed.weight"][8:].abs().max() == 0 and fisher["embed.weight"][looked_up].abs().min() > 0
     unit, norm = normalized_fisher(fisher)
     assert norm > 0 and abs(sum(float((f ** 2).sum()) for f in unit.values()) - 1) < 1e-5
 

@@ -29,6 +29,7 @@ from .extract import register as register_extract_command
 from .learn import register as register_learn_command
 from .route import register as register_route_command
 from .search import register as register_search_command
+from .statistics import register as register_statistics_command
 from .crash import EXIT_STATUS as CRASH_STATUS
 from .crash import report_crash
 from .progress import progress_display
@@ -213,6 +214,7 @@ register_bench_commands(app, _fail)
 register_learn_command(app, _fail)
 register_search_command(app, _fail)
 register_extract_command(app, _fail)
+register_statistics_command(app, _fail)
 register_route_command(app, _fail)
 register_convert_command(app, _fail)
 register_moe_command(app, _fail)

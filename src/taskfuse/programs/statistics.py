@@ -87,21 +87,52 @@ def fisher_statistics(model: nn.Module, examples: Iterable[tuple[dict, Tensor]],
     count = 0
     was_training = model.training
     model.eval()  # dropout off: the Fisher of the model as it predicts
-    try:
-        for inputs, labels in examples:
+    with _looked_up_rows(model, params) as rows:
+        try:
+            for inputs, labels in examples:
+                model.zero_grad(set_to_none=True)
+                rows.clear()
+                log_likelihood(model, inputs, labels).backward()
+                for name, p in params.items():
+                    if p.grad is not None:
+                        _add_squares(sums, name, p.grad, rows.get(name))
+                count += 1
+                if progress:
+                    progress(count)
+        finally:
             model.zero_grad(set_to_none=True)
-            log_likelihood(model, inputs, labels).backward()
-            for name, p in params.items():
-                if p.grad is not None:
-                    square = p.grad.detach().float() ** 2
-                    sums[name] = sums[name].add_(square) if name in sums else square
-            count += 1
-            if progress:
-                progress(count)
-    finally:
-        model.zero_grad(set_to_none=True)
-        model.train(was_training)
+            model.train(was_training)
     return {name: total / max(count, 1) for name, total in sums.items()}, count
+
+
+def _add_squares(sums: dict[str, Tensor], name: str, grad: Tensor, rows: list[Tensor] | None) -> None:
+    if name not in sums:
+        sums[name] = torch.zeros(grad.shape, dtype=torch.float32)
+    if rows is None:
+        sums[name].add_(grad.detach().float() ** 2)
+    else:  # an embedding's gradient is zero outside the rows the example looked up: square those alone
+        used = torch.unique(torch.cat(rows))
+        sums[name].index_add_(0, used, grad.detach()[used].float() ** 2)
+
+
+@contextmanager
+def _looked_up_rows(model: nn.Module, params: dict[str, nn.Parameter]):
+    """Per embedding weight, the rows each forward pass looks up (filled by hooks; the caller clears it). Tied
+    weights (an embedding that is also the output layer) are left out: their gradient is dense."""
+    holders: dict[int, int] = {}
+    for m in model.modules():
+        for p in m.parameters(recurse=False):
+            holders[id(p)] = holders.get(id(p), 0) + 1
+    rows: dict[str, list[Tensor]] = {}
+    handles = [m.register_forward_hook(lambda mod, args, out, name=f"{n}.weight": rows.setdefault(name, []).append(
+                   args[0].reshape(-1)))
+               for n, m in model.named_modules() if isinstance(m, nn.Embedding) and f"{n}.weight" in params
+               and holders[id(m.weight)] == 1]
+    try:
+        yield rows
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def normalized_fisher(fisher: dict[str, Tensor]) -> tuple[dict[str, Tensor], float]:

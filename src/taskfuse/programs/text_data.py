@@ -86,6 +86,13 @@ def language_model_batches(examples: TextExamples, batch_size: int, seed: int, p
     return TaskBatches(nn.Identity(), stream, _scored_logits)
 
 
+def batches_in_order(examples: TextExamples, batch_size: int, pad_id: int) -> Iterator[tuple[dict, Tensor]]:
+    """One pass over the examples in file order, padded as language_model_batches pads them."""
+    for start in range(0, len(examples.ids), batch_size):
+        yield _batch(list(examples.ids[start:start + batch_size]),
+                     list(examples.scored_from[start:start + batch_size]), pad_id)
+
+
 def _batch(rows: list[tuple[int, ...]], starts: list[int], pad_id: int) -> tuple[dict, Tensor]:
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)

@@ -1,0 +1,67 @@
+"""`taskfuse statistics` on a real tiny causal LM and its tokenizer, then regmean and fisher merges that read them,
+all through the installed script; bad input gets a typed one-paragraph error and leaves nothing behind."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from taskfuse.io.statistics_file import TENSORS, statistics_kind
+from taskfuse.testing.tiny_llm import fortune_texts, save_finetune, save_tiny_causal_lm
+from tests.cli.test_user_errors import assert_user_error, taskfuse, write_spec
+from tests.io.test_output import assert_untouched, foreign_folder
+
+
+@pytest.fixture(scope="module")
+def lms(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stats-cli")
+    base = save_tiny_causal_lm(root / "base")
+    tunes = [save_finetune(root / f"ft{i}", base, seed=i + 1) for i in range(2)]
+    data = []
+    for i, texts in enumerate((fortune_texts(40)[:20], fortune_texts(40)[20:])):
+        path = root / f"task{i}.jsonl"
+        path.write_text("".join(json.dumps({"prompt": t[:40], "completion": t[40:120]}) + "\n" for t in texts))
+        data.append(path)
+    return base, tunes, data
+
+
+@pytest.mark.parametrize("kind, method", [("gram", "regmean"), ("fisher", "fisher")])
+def test_statistics_then_a_merge_that_reads_them(tmp_path, lms, kind, method):
+    base, tunes, data = lms
+    folders = []
+    for i, (tune, jsonl) in enumerate(zip(tunes, data)):
+        done = taskfuse("statistics", tune, "--kind", kind, "--data", jsonl, "-o", tmp_path / f"s{i}")
+        assert done.returncode == 0, done.stderr
+        assert statistics_kind(tmp_path / f"s{i}", "test") == kind
+        record = json.loads((tmp_path / f"s{i}" / "statistics.json").read_text())
+        assert record["data"]["examples"] == 20 and record["data"]["labels"] == (kind == "fisher")
+        folders.append(tmp_path / f"s{i}")
+    stats = load_file(folders[0] / TENSORS)
+    assert "model.layers.0.self_attn.q_proj.weight" in stats
+    if kind == "fisher":  # normalised to unit norm over the model by default
+        assert abs(sum(float((v.double() ** 2).sum()) for v in stats.values()) - 1) < 1e-4
+    spec = write_spec(tmp_path, {"method": method, "models": [{"path": str(t), "statistics": str(f)}
+                                                             for t, f in zip(tunes, folders)]})
+    done = taskfuse("merge", spec, "-o", tmp_path / "merged")
+    assert done.returncode == 0, done.stderr
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    name = "model.layers.0.mlp.down_proj.weight"
+    average = sum(AutoModelForCausalLM.from_pretrained(t).state_dict()[name] for t in tunes) / 2
+    assert not torch.allclose(merged.state_dict()[name], average, atol=1e-5)  # the statistics moved it
+    assert torch.isfinite(merged(torch.tensor([[1, 2, 3]])).logits).all()
+
+
+def test_bad_statistics_requests_are_refused_plainly(tmp_path, lms):
+    base, tunes, data = lms
+    assert_user_error(taskfuse("statistics", tunes[0], "--kind", "hessian", "--data", data[0], "-o", tmp_path / "a"),
+                      "--kind 'hessian'", "gram, fisher")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": 3}\n')
+    assert_user_error(taskfuse("statistics", tunes[0], "--kind", "gram", "--data", bad, "-o", tmp_path / "b"),
+                      "bad.jsonl:1")
+    folder = foreign_folder(tmp_path)
+    assert_user_error(taskfuse("statistics", tunes[0], "--kind", "gram", "--data", data[0], "-o", folder),
+                      "not empty")
+    assert_untouched(folder)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
