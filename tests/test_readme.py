@@ -65,9 +65,12 @@ EXTRACT_CODE = ["src/taskfuse/programs/extract_lora.py", "src/taskfuse/programs/
 GGUF_CODE = ["src/taskfuse/io/gguf_read.py", "src/taskfuse/io/gguf_names.py", "src/taskfuse/io/gguf_write.py",
              "src/taskfuse/io/gguf_tokenizer.py", "src/taskfuse/programs/gguf_output.py", "src/taskfuse/execute",
              "src/taskfuse/io/checkpoint.py", "src/taskfuse/io/safetensors_pread.py", "benchmarks/gguf_input_cost.py"]
+# The encoder benchmark's rows from per-model statistics (RegMean, RegMean++, Fisher): only bench-full runs them.
+STATISTICS_CODE = ["src/taskfuse/bench/statistics_rows.py", "src/taskfuse/programs/statistics.py",
+                   "src/taskfuse/programs/regmean_sequential.py", "src/taskfuse/io/statistics_file.py"]
 LLM_CODE = BENCH_CODE + ["src/taskfuse/llm", "src/taskfuse/io/adapter.py", "src/taskfuse/io/gguf_read.py",
                          "src/taskfuse/programs/moe.py"]
-RESULTS = [("bench-full", BENCH_CODE, "taskfuse bench --full"),
+RESULTS = [("bench-full", BENCH_CODE + STATISTICS_CODE, "taskfuse bench --full"),
            ("gguf-input", GGUF_CODE, "python benchmarks/gguf_input_cost.py"),
            ("bench-routing", ROUTING_CODE, "taskfuse bench --routing --full"),
            ("extract-lora", EXTRACT_CODE, "python benchmarks/extract_lora_fidelity.py"),
