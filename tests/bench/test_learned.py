@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from taskfuse import api
 from taskfuse.bench.learned import LEARNED, LearnedMethod, learn_on_zoo, learned_method
 from taskfuse.bench.learned_row import write_learned
+from taskfuse.bench.statistics_rows import STATISTICS_ROWS
 from taskfuse.errors import UsageError
 from taskfuse.programs.learn import Recipe
 from taskfuse.programs.learned_spec import learned_spec
@@ -29,7 +30,7 @@ def tiny_zoo(tiny_bench, monkeypatch):
 
 def test_every_learned_row_says_what_data_it_saw_and_is_scored_from_its_spec(tiny_bench):
     result = tiny_bench[0]
-    rows = {r["method"]: r for r in result["learned"]}
+    rows = {r["method"]: r for r in result["learned"] if r["method"] not in STATISTICS_ROWS}
     assert set(rows) == set(LEARNED)
     validation = {t["name"]: t["sizes"]["validation"] for t in result["tasks"]}
     assert rows["adamerging_layer"]["data_seen"] == {"split": "validation", "labels": False, "examples": validation,
@@ -45,6 +46,24 @@ def test_every_learned_row_says_what_data_it_saw_and_is_scored_from_its_spec(tin
     table = (tiny_bench[1] / "results.md").read_text()
     assert "| atlas (learned) | objective=cross_entropy, coefficients=layer" in table
     assert "unlabelled validation inputs" in table
+
+
+def test_statistics_rows_say_what_they_saw_and_their_specs_replay(tiny_bench, tmp_path):
+    """RegMean, RegMean++ and Fisher rows: unlabelled inputs for the Grams, labels for the empirical Fisher; the
+    statistics folders the row's spec names are kept, so `taskfuse merge` replays it."""
+    result, report = tiny_bench[0], tiny_bench[1]
+    rows = {r["method"]: r for r in result["learned"] if r["method"] in STATISTICS_ROWS}
+    assert set(rows) == set(STATISTICS_ROWS)
+    validation = {t["name"]: t["sizes"]["validation"] for t in result["tasks"]}
+    assert rows["regmean"]["data_seen"]["labels"] is False and rows["fisher"]["data_seen"]["labels"] is True
+    merged = {}
+    for name, row in rows.items():
+        assert row["data_seen"]["examples"] == validation and 0.0 <= row["average"]["accuracy"] <= 1.0
+        assert row["spec"]["method"] == STATISTICS_ROWS[name].method and row["seconds"]["statistics"] > 0
+        merged[name] = load_file(api.merge(row["spec"], tmp_path / name).out / "model.safetensors")
+    deep = next(n for n in merged["regmean"] if "layer.5." in n and n.endswith("dense.weight"))
+    assert not torch.equal(merged["regmean"][deep], merged["regmean_plusplus"][deep])  # Grams through the merge
+    assert "regmean_plusplus (learned)" in (report / "results.md").read_text()
 
 
 @pytest.mark.parametrize("name", ["adamerging_layer", "adamerging_layer_ties"])
