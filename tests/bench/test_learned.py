@@ -56,6 +56,10 @@ def test_statistics_rows_say_what_they_saw_and_their_specs_replay(tiny_bench, tm
     assert set(rows) == set(STATISTICS_ROWS)
     validation = {t["name"]: t["sizes"]["validation"] for t in result["tasks"]}
     assert rows["regmean"]["data_seen"]["labels"] is False and rows["fisher"]["data_seen"]["labels"] is True
+    trials = rows["regmean"]["trials"]  # α chosen on validation like the data-free rows' parameters
+    assert len(trials) == 4 and rows["regmean"]["spec"]["params"] == max(
+        trials, key=lambda t: t["validation_normalized"])["params"]
+    assert rows["regmean_plusplus"]["trials"] == [] and rows["fisher"]["trials"] == []
     merged = {}
     for name, row in rows.items():
         assert row["data_seen"]["examples"] == validation and 0.0 <= row["average"]["accuracy"] <= 1.0

@@ -49,7 +49,8 @@ def run_bench(variant: str = "full", workers: int = 1, task_files: tuple[str, ..
     report("references", 2, 2, "")
     methods = [_run_method(zoo, m, variant != "full", validation, test, val_refs["expert"], test_refs["expert"],
                            report) for m in benchmarked_methods()]
-    learned_rows = [run_statistics_row(zoo, STATISTICS_ROWS[name], test, test_refs["expert"], report)
+    learned_rows = [run_statistics_row(zoo, STATISTICS_ROWS[name], test, test_refs["expert"], report, validation,
+                                       val_refs["expert"])
                     if name in STATISTICS_ROWS else
                     run_learned(zoo, learned_method(name, zoo.variant.learn_steps), test, test_refs["expert"], report)
                     for name in learned]

@@ -39,11 +39,15 @@ class StatisticsMethod:
     labelled: bool
     params: dict = field(default_factory=dict)
     paper: str = ""
+    # alternatives to `params`, chosen on the labelled validation split as the data-free rows' are (the statistics
+    # are gathered once; RegMean++'s depend on α, so it keeps `params`)
+    grid: tuple[dict, ...] = ()
 
 
 REGMEAN = "Jin et al. 2023, RegMean, ICLR, arXiv:2212.09849"
 STATISTICS_ROWS = {m.name: m for m in (
-    StatisticsMethod("regmean", "regmean", "gram", False, False, {"off_diagonal_scale": 0.9}, REGMEAN),
+    StatisticsMethod("regmean", "regmean", "gram", False, False, {"off_diagonal_scale": 0.9}, REGMEAN,
+                     tuple({"off_diagonal_scale": a} for a in (0.1, 0.5, 0.9, 1.0))),
     StatisticsMethod("regmean_plusplus", "regmean", "gram", True, False, {"off_diagonal_scale": 0.9},
                      "Nguyen et al. 2025, RegMean++, arXiv:2508.03121"),
     StatisticsMethod("fisher", "fisher", "fisher", False, True, {"floor": 1e-6},
@@ -106,31 +110,49 @@ def _fisher(model: nn.Module, head: nn.Module, data: Encoded, about: dict, task:
 
 
 def run_statistics_row(zoo: Zoo, row: StatisticsMethod, test: Evaluator, test_experts: dict[str, Score],
-                       report) -> dict:
-    """Gather, merge through the engine, score on test: the row as the report shows it."""
+                       report, validation: Evaluator | None = None, val_experts: dict[str, Score] | None = None) -> dict:
+    """Gather, merge through the engine (each grid point scored on validation, the best kept), score on test."""
     kept = cache_root() / "statistics" / f"{zoo.variant.name}-{row.name}"
     with tempfile.TemporaryDirectory(prefix=f"taskfuse-bench-{row.name}-") as work, RssPeak() as memory:
         started = time.perf_counter()
         folders, about = gather(zoo, row, kept, report)
         gathered = time.perf_counter() - started
-        spec = {"method": row.method, "base": str(zoo.base_dir), "seed": zoo.variant.recipe.seed, "dtype": "float32",
-                "models": [{"path": str(e.model_dir), "statistics": str(f)} for e, f in zip(zoo.experts.values(),
-                                                                                          folders)],
-                "params": row.params, "tensor_rules": TENSOR_RULES}
-        report("test", 0, 1, row.name)
+        models = [{"path": str(e.model_dir), "statistics": str(f)} for e, f in zip(zoo.experts.values(), folders)]
         started = time.perf_counter()
-        api.merge(spec, Path(work) / "merged")
+        spec, best, trials = _choose(zoo, row, models, Path(work), validation, val_experts, report)
         merged = time.perf_counter() - started
-        scores = test.score(load_encoder(Path(work) / "merged"))
+        report("test", 0, 1, row.name)
+        scores = test.score(load_encoder(best))
     norm = normalized(scores, test_experts)
     data = ("labelled validation examples (empirical Fisher)" if row.labelled else "unlabelled validation inputs")
     return {"method": row.name, "kind": "learned", "params": {"statistics": row.kind + (" through the merged model"
                                                                                       if row.sequential else ""),
-                                                              **row.params, "data": data},
+                                                              **spec["params"], "data": data},
             "learning": {"paper": row.paper, "statistics": row.kind, "sequential": row.sequential},
-            "data_seen": about, "spec": spec, "tasks": list(zoo.experts),
+            "data_seen": about, "spec": spec, "trials": trials, "tasks": list(zoo.experts),
             "seconds": {"statistics": round(gathered, 1), "merge": round(merged, 1)},
             "memory": {"rss_added_mib": round(memory.added / (1 << 20))},
             "test": as_dict(scores), "test_normalized": norm,
             "average": {"accuracy": mean(s.accuracy for s in scores.values()),
                         "macro_f1": mean(s.macro_f1 for s in scores.values()), "normalized": mean(norm.values())}}
+
+
+def _choose(zoo: Zoo, row: StatisticsMethod, models: list[dict], work: Path, validation: Evaluator | None,
+            val_experts: dict[str, Score] | None, report) -> tuple[dict, Path, list[dict]]:
+    """The spec of the chosen parameters, its merged folder, and every trial's validation score (none scored when
+    there is one candidate or no validation evaluator)."""
+    candidates = row.grid if row.grid and validation is not None else (row.params,)
+    best, trials = None, []
+    for i, params in enumerate(candidates):
+        report("search", i, len(candidates), f"{row.name} {params}")
+        spec = {"method": row.method, "base": str(zoo.base_dir), "seed": zoo.variant.recipe.seed, "dtype": "float32",
+                "models": models, "params": params, "tensor_rules": TENSOR_RULES}
+        out = work / f"trial{i}"
+        api.merge(spec, out)
+        if len(candidates) == 1:
+            return spec, out, trials
+        score = mean(normalized(validation.score(load_encoder(out)), val_experts).values())
+        trials.append({"params": params, "validation_normalized": score})
+        if best is None or score > best[0]:
+            best = (score, spec, out)
+    return best[1], best[2], trials
