@@ -40,12 +40,17 @@ def test_every_learned_row_says_what_data_it_saw_and_is_scored_from_its_spec(tin
     assert few["per_class"] == 16 and all(few["examples"][t] <= validation[t] for t in validation)
     for row in rows.values():
         assert len(row["losses"]) == VARIANTS["tiny"].learn_steps and row["seconds"]["learn"] > 0
-        replayed_by = "ties" if row["learning"]["ties_density"] is not None else "task_arithmetic"  # AdaMerging++
+        replayed_by = ("self_positioning" if row["learning"]["interpolation"] == "slerp" else "ties"
+                       if row["learning"]["ties_density"] is not None else "task_arithmetic")  # AdaMerging++: ties
         assert row["spec"]["method"] == replayed_by and 0.0 <= row["average"]["accuracy"] <= 1.0
         assert row["memory"]["task_vectors_mib"] > 0
     table = (tiny_bench[1] / "results.md").read_text()
     assert "| atlas (learned) | objective=cross_entropy, coefficients=layer" in table
     assert "unlabelled validation inputs" in table
+    positioned = rows["self_positioning"]
+    assert positioned["data_seen"]["per_class"] == 16 and positioned["params"]["scale"] > 0
+    assert positioned["spec"]["params"]["scale"] == pytest.approx(positioned["params"]["scale"], abs=1e-3)
+    assert sum(m["weight"] for m in positioned["spec"]["models"]) == pytest.approx(1.0)
 
 
 def test_statistics_rows_say_what_they_saw_and_their_specs_replay(tiny_bench, tmp_path):
@@ -82,6 +87,21 @@ def test_the_written_merge_is_the_learned_view_and_its_spec_replays_bit_for_bit(
     saved = yaml.safe_load((tmp_path / "learned" / "taskfuse_spec.yaml").read_text())
     pick = lambda overrides: [(o["tensors"], o["weights"]) for o in overrides]  # noqa: E731
     assert pick(saved["overrides"]) == pick(spec["overrides"]) and len(spec["overrides"]) == len(result.view.names)
+    api.merge(tmp_path / "learned" / "taskfuse_spec.yaml", tmp_path / "replayed")
+    replayed = load_file(tmp_path / "replayed" / "model.safetensors")
+    assert all(torch.equal(replayed[n], written[n]) for n in written)
+
+
+def test_self_positioning_writes_its_view_and_replays_bit_for_bit(tiny_zoo, tmp_path):
+    method = learned_method("self_positioning", steps=3)
+    result = learn_on_zoo(tiny_zoo, method)
+    assert float(result.view.scale) != 1.0  # λ learned
+    spec, _ = write_learned(tiny_zoo, method, result, tmp_path / "learned")
+    assert spec["method"] == "self_positioning"
+    written = load_file(tmp_path / "learned" / "model.safetensors")
+    with torch.no_grad():
+        for name, value in result.view.merged_parameters().items():
+            torch.testing.assert_close(written[name], value, rtol=0, atol=1e-6)
     api.merge(tmp_path / "learned" / "taskfuse_spec.yaml", tmp_path / "replayed")
     replayed = load_file(tmp_path / "replayed" / "model.safetensors")
     assert all(torch.equal(replayed[n], written[n]) for n in written)

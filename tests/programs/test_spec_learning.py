@@ -108,15 +108,16 @@ def test_adamerging_on_a_spec_reads_no_completion(lm_family, tmp_path):
     ("one_file", "names 2 models"),
     ("bad_line", "bad.jsonl:2: not JSON"),
     ("fewshot", "k examples per class"),
+    ("self_positioning", "Self Positioning for embedding models"),
     ("missing", "does not exist"),
 ])
 def test_bad_learning_input_is_a_typed_error_and_writes_nothing(lm_family, tmp_path, case, message):
     root, data, _, _ = lm_family
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"text": "fine"}) + "\n{oops\n")
-    files = {"one_file": [data[0]], "bad_line": [data[0], bad], "fewshot": data,
+    files = {"one_file": [data[0]], "bad_line": [data[0], bad], "fewshot": data, "self_positioning": data,
              "missing": [data[0], tmp_path / "nope.jsonl"]}[case]
-    method = "atlas_fewshot" if case == "fewshot" else "atlas"
+    method = {"fewshot": "atlas_fewshot", "self_positioning": "self_positioning"}.get(case, "atlas")
     args = [a for f in files for a in ("--data", f)]
     done = learn(method, "--spec", root / "spec.yaml", *args, "--steps", "1", "-o", tmp_path / "out")
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr

@@ -20,6 +20,7 @@ from ..zoo.build import Zoo
 from .memory import RssPeak
 from ..programs.learn import LearnProgress, Recipe, TaskBatches, learn_coefficients
 from ..programs.merge_view import MergeView, Parameterization
+from ..programs.slerp_view import SlerpView
 from ..programs.sparsify import ties_vectors
 
 
@@ -34,6 +35,7 @@ class LearnedMethod:
     batch_size: int = 16
     ties_density: float | None = None  # AdaMerging++: learn over TIES-trimmed, sign-agreeing task vectors
     paper: str = ""
+    interpolation: str = "linear"  # "slerp": Self Positioning's SlerpView (weights a and a scale λ) over MergeView
 
     def data_seen(self, zoo: Zoo) -> dict:
         """Which data the method learns from, per task: recorded in the result beside its scores."""
@@ -45,6 +47,8 @@ class LearnedMethod:
 
 ADAMERGING = "Yang et al. 2024, AdaMerging, ICLR, arXiv:2310.02575"
 ATLAS = "Zhang et al. 2024, Knowledge Composition using Task Vectors with Learned Anisotropic Scaling, arXiv:2407.02880"
+SELF_POSITIONING = ("Li et al. 2024, Improving General Text Embedding Model: Tackling Task Conflict and Data "
+                    "Imbalance through Model Merging, arXiv:2410.15035")
 # AdaMerging's code: Λ from 0.3, Adam, clamped to [0, 1]; aTLAS's: from 0, unconstrained, AdamW.
 LEARNED = {
     m.name: m for m in (
@@ -62,6 +66,11 @@ LEARNED = {
         LearnedMethod("atlas_fewshot", Parameterization("layer"),
                       Recipe("cross_entropy", 100, 5e-2, "adamw", None), 0.0, labelled=True, per_class=16,
                       paper=ATLAS),
+        # a probe set of 16 labelled examples per class; weights from equal (logits 0), λ from 1; μ = 0.01
+        # (docs/learned.md says what the paper leaves open and what we chose)
+        LearnedMethod("self_positioning", Parameterization("task"),
+                      Recipe("contrastive", 100, 5e-2, "adam", None, scale_penalty=0.01), 1.0, labelled=True,
+                      per_class=16, paper=SELF_POSITIONING, interpolation="slerp"),
     )
 }
 
@@ -75,9 +84,9 @@ def learned_method(name: str, steps: int | None = None, lr: float | None = None)
                                           lr=lr or method.recipe.lr))
 
 
-def zoo_view(zoo: Zoo, parameterization: Parameterization, init: float,
-             ties_density: float | None = None) -> MergeView:
-    """The base encoder with every expert's task vector (TIES-trimmed at `ties_density`), held once each."""
+def zoo_view(zoo: Zoo, method: LearnedMethod) -> MergeView:
+    """The base encoder with every expert's task vector (TIES-trimmed where the method says), held once each; a
+    SlerpView for Self Positioning (its `init` is λ's start), else a MergeView."""
     base = load_encoder(zoo.base_dir)
     theta0 = base.state_dict()
     vectors = []
@@ -85,9 +94,11 @@ def zoo_view(zoo: Zoo, parameterization: Parameterization, init: float,
         tuned = load_encoder(expert.model_dir).state_dict()
         vectors.append({n: tuned[n] - theta0[n] for n in theta0 if n in tuned and theta0[n].is_floating_point()})
         del tuned
-    if ties_density is not None:
-        vectors = ties_vectors(vectors, ties_density)
-    return MergeView(base, vectors, parameterization, init)
+    if method.ties_density is not None:
+        vectors = ties_vectors(vectors, method.ties_density)
+    if method.interpolation == "slerp":
+        return SlerpView(base, vectors, scale=method.init)
+    return MergeView(base, vectors, method.parameterization, method.init)
 
 
 def task_streams(zoo: Zoo, method: LearnedMethod, seed: int) -> dict[str, TaskBatches]:
@@ -140,7 +151,7 @@ class LearnedResult:
 def learn_on_zoo(zoo: Zoo, method: LearnedMethod, progress: LearnProgress | None = None) -> LearnedResult:
     """Fit `method`'s coefficients on the zoo; times the learning alone and measures the memory it added."""
     with RssPeak() as memory:
-        view = zoo_view(zoo, method.parameterization, method.init, method.ties_density)
+        view = zoo_view(zoo, method)
         streams = task_streams(zoo, method, zoo.variant.recipe.seed)
         torch.manual_seed(zoo.variant.recipe.seed)
         started = time.perf_counter()
@@ -162,4 +173,4 @@ def held_memory(view: MergeView, added_rss: int) -> dict:
 def describe(method: LearnedMethod) -> dict:
     return {"parameterization": asdict(method.parameterization), "recipe": asdict(method.recipe),
             "init": method.init, "batch_size": method.batch_size, "ties_density": method.ties_density,
-            "paper": method.paper}
+            "interpolation": method.interpolation, "paper": method.paper}

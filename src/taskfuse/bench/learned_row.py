@@ -13,6 +13,7 @@ from .. import api
 from ..eval.encoder import load_encoder
 from ..eval.harness import Evaluator, Score, as_dict, mean, normalized
 from ..programs.learned_spec import learned_spec
+from ..programs.slerp_view import SlerpView
 from ..zoo.build import Zoo
 from .learned import LearnedMethod, LearnedResult, describe, learn_on_zoo
 
@@ -48,7 +49,10 @@ def write_learned(zoo: Zoo, method: LearnedMethod, result: LearnedResult, out: P
 
 def record(zoo: Zoo, method: LearnedMethod, result: LearnedResult) -> dict:
     """How a merge was learned, from which data and at what cost (saved beside it as taskfuse_learned.json)."""
-    return {"method": method.name, "kind": "learned", "params": summary(method), "learning": describe(method),
+    params = summary(method)
+    if isinstance(result.view, SlerpView):  # the learned λ belongs in the table beside what it was learned from
+        params["scale"] = round(float(result.view.scale.detach()), 3)
+    return {"method": method.name, "kind": "learned", "params": params, "learning": describe(method),
             "data_seen": method.data_seen(zoo), "coefficients": coefficients(result.view),
             "tasks": list(zoo.experts), "losses": [round(x, 5) for x in result.losses],
             "seconds": {"learn": round(result.seconds, 1)}, "memory": result.memory}
@@ -58,12 +62,16 @@ def summary(method: LearnedMethod) -> dict:
     """The few facts a table row shows: objective, granularity, steps, and the data it learned from."""
     data = ("labelled validation" if method.per_class is None else f"{method.per_class} labelled validation "
             "examples per class") if method.labelled else "unlabelled validation inputs"
-    return {"objective": method.recipe.objective, "coefficients": method.parameterization.kind,
+    kind = "slerp weights, scale" if method.interpolation == "slerp" else method.parameterization.kind
+    return {"objective": method.recipe.objective, "coefficients": kind,
             "steps": method.recipe.steps, "data": data}
 
 
 def coefficients(view) -> dict:
-    """Per tensor, the learned weight of each task (task-wise coefficients under the key "*")."""
+    """Per tensor, the learned weight of each task (task-wise coefficients under the key "*"; Self Positioning's
+    interpolation weights there too, beside its scale)."""
+    if isinstance(view, SlerpView):
+        return view.learned()
     if view.parameterization.kind == "task":
         return {"*": view.coefficients.detach().double().tolist()}
     return view.tensor_weights()

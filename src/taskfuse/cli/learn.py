@@ -1,4 +1,4 @@
-"""`taskfuse learn`: learn merge coefficients (AdaMerging, aTLAS) for the zoo's experts, or for a spec's causal LMs
+"""`taskfuse learn`: learn merge coefficients (AdaMerging, aTLAS, Self Positioning) for the zoo's experts, or for a spec's causal LMs
 on the user's text, and write the merge with the spec that replays it."""
 from __future__ import annotations
 
@@ -45,6 +45,10 @@ def _learn_spec(chosen, spec_path: Path, data: list[str], out: Path) -> None:
     from ..bench.learned import describe, held_memory
     from ..bench.memory import RssPeak
     from ..bench.learned_row import coefficients
+    if chosen.interpolation == "slerp":
+        raise UsageError(f"{chosen.name} is Self Positioning for embedding models: a contrastive loss on labelled "
+                         "examples of a classification task's classes. With --spec (causal LMs) use atlas "
+                         "(cross-entropy on your texts) or an adamerging method.")
     if chosen.per_class is not None:
         raise UsageError(f"{chosen.name} takes k examples per class of a classification task; with --spec use "
                          "atlas (cross-entropy on your texts) or an adamerging method.")
@@ -68,7 +72,7 @@ def _learn_spec(chosen, spec_path: Path, data: list[str], out: Path) -> None:
 def register(app: typer.Typer, fail) -> None:
     @app.command()
     def learn(method: str = typer.Argument(..., help="adamerging_task, adamerging_layer, adamerging_layer_ties "
-                                           "(AdaMerging++), atlas or atlas_fewshot"),
+                                           "(AdaMerging++), atlas, atlas_fewshot or self_positioning"),
               out: Path = typer.Option(..., "-o", "--out", help="output folder: new, empty, or an earlier taskfuse "
                                        "merge (replaced); anything else is refused"),
               variant: str = typer.Option("quick", help=VARIANT_HELP),

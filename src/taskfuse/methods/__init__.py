@@ -16,6 +16,7 @@ from .model_stock import ModelStock, model_stock
 from .passthrough import Passthrough, passthrough
 from .regmean import Regmean, regmean
 from .registry import MethodInfo, all_methods, get_method, method
+from .self_positioning import SelfPositioning, self_positioning
 from .slerp import Slerp, slerp
 from .task_arithmetic import TaskArithmetic, task_arithmetic
 from .ties import Ties, ties

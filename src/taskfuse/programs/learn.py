@@ -3,7 +3,9 @@
 AdaMerging (Yang et al. 2024, arXiv:2310.02575) minimises the entropy of each task's predictions on unlabeled
 inputs of that task; its code starts every coefficient at 0.3, steps Adam at lr 1e-3 and clamps Λ to [0, 1] after
 each step, which is the default here. aTLAS minimises cross-entropy on labelled examples, from Λ = 0, unclamped,
-with AdamW. The loop is the same: per step, one batch of every task, the objectives summed over tasks.
+with AdamW. Self Positioning (Li et al. 2024, arXiv:2410.15035) learns SLERP weights and a scale λ (SlerpView)
+with a contrastive loss on a small labelled probe set plus μ·λ. The loop is the same: per step, one batch of every
+task, the objectives summed over tasks (and the penalty added once).
 """
 from __future__ import annotations
 
@@ -18,6 +20,10 @@ from ..errors import TaskfuseError
 from .merge_view import BoundMerge, MergeView
 from .objectives import cross_entropy, entropy
 
+# contrastive: InfoNCE between an input's embedding and its label's, the other labels as negatives; with the
+# benchmark's heads (logit_scale × cosine to each label's prompt embedding) that is the heads' cross-entropy
+OBJECTIVES = ("entropy", "cross_entropy", "contrastive")
+
 # (step, steps, loss) after each step
 LearnProgress = Callable[[int, int, float], None]
 
@@ -28,15 +34,16 @@ class DivergedError(TaskfuseError, FloatingPointError):
 
 @dataclass(frozen=True)
 class Recipe:
-    objective: str = "entropy"  # or "cross_entropy" (needs labels)
+    objective: str = "entropy"  # or "cross_entropy" / "contrastive" (both need labels)
     steps: int = 100
     lr: float = 1e-3
     optimizer: str = "adam"  # or "adamw"
     clamp: tuple[float, float] | None = (0.0, 1.0)
+    scale_penalty: float = 0.0  # μ of Self Positioning's μ·λ (a view with a `scale` only)
 
     def __post_init__(self):
-        if self.objective not in ("entropy", "cross_entropy"):
-            raise ValueError(f"unknown objective {self.objective!r}: use entropy or cross_entropy")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}: use one of {', '.join(OBJECTIVES)}")
         if self.optimizer not in ("adam", "adamw"):
             raise ValueError(f"unknown optimizer {self.optimizer!r}: use adam or adamw")
 
@@ -55,8 +62,9 @@ class TaskBatches:
 
 def learn_coefficients(view: MergeView, tasks: dict[str, TaskBatches], recipe: Recipe = Recipe(),
                        progress: LearnProgress | None = None) -> list[float]:
-    """Fit view.coefficients in place; returns the loss of every step."""
-    params = [view.coefficients]
+    """Fit the view's trainable tensors (its coefficients, and a SlerpView's scale) in place; returns the loss of
+    every step."""
+    params = [p for p in view.parameters() if p.requires_grad]
     optimizer = (torch.optim.AdamW(params, lr=recipe.lr) if recipe.optimizer == "adamw"
                  else torch.optim.Adam(params, lr=recipe.lr))
     streams = {name: t.batches() for name, t in tasks.items()}
@@ -64,11 +72,15 @@ def learn_coefficients(view: MergeView, tasks: dict[str, TaskBatches], recipe: R
     for step in range(recipe.steps):
         optimizer.zero_grad(set_to_none=True)
         value = _accumulate_gradients(view, tasks, streams, recipe.objective)
+        if recipe.scale_penalty:
+            penalty = recipe.scale_penalty * view.scale
+            penalty.backward()
+            value += float(penalty.detach())
         optimizer.step()
         with torch.no_grad():
             if recipe.clamp is not None:
                 view.coefficients.clamp_(*recipe.clamp)
-        if not math.isfinite(value) or not bool(torch.isfinite(view.coefficients).all()):
+        if not math.isfinite(value) or not all(bool(torch.isfinite(p).all()) for p in params):
             raise DivergedError(f"learning diverged at step {step + 1} of {recipe.steps} (loss {value}): the "
                                 "coefficients are not finite. Fix: lower the learning rate or clamp the coefficients.")
         losses.append(value)
@@ -104,5 +116,5 @@ def _task_loss(view: BoundMerge, task: TaskBatches, batch: tuple[dict, Tensor | 
     if objective == "entropy":
         return entropy(logits)
     if labels is None:
-        raise ValueError("the cross_entropy objective needs labelled batches")
+        raise ValueError(f"the {objective} objective needs labelled batches")
     return cross_entropy(logits, labels)
