@@ -106,3 +106,36 @@ def test_task_vector_cosines_on_known_vectors(tmp_path):
     cos = [float(x @ y / (x.norm() * y.norm())) for x, y in ((a, b), (a, c), (b, c))]
     assert stats["whole_model"]["mean"] == pytest.approx(sum(cos) / 3)
     assert stats["whole_model"]["min"] == pytest.approx(min(cos)) and stats["whole_model"]["max"] == pytest.approx(max(cos))
+
+
+def test_grid_trials_on_a_process_pool_match_the_in_process_run(tiny_bench, monkeypatch):
+    """The same grid on two worker processes (one thread each) chooses the same points with the same scores, up to
+    the rounding of a different thread count, and records the pool."""
+    from taskfuse.bench.run import _run_methods
+    from taskfuse.eval.harness import Evaluator, Score
+    from taskfuse.programs.trial_pool import InProcessTrialPool, ProcessTrialPool
+    from taskfuse.zoo.build import build_zoo
+    result, _, events, cache = tiny_bench
+    monkeypatch.setenv("TASKFUSE_CACHE", str(cache))
+    zoo = build_zoo(VARIANTS["tiny"])
+    heads = {t: e.head() for t, e in zoo.experts.items()}
+    validation, test = Evaluator(zoo.tasks, heads, "validation"), Evaluator(zoo.tasks, heads, "test")
+    refs = result["references"]
+    experts = {split: {t: Score(**s) for t, s in refs[split]["expert"].items()} for split in ("validation", "test")}
+    pool = ProcessTrialPool(2)
+    try:
+        pooled = _run_methods(zoo, ["task_arithmetic", "dare_ties"], True, validation, test, experts["validation"],
+                              experts["test"], lambda *a: None, pool, ())
+    finally:
+        pool.close()
+    here = {m["method"]: m for m in result["methods"]}
+    for row in pooled:
+        ours = here[row["method"]]
+        assert row["params"] == ours["params"] and row["spec"] == ours["spec"]
+        for a, b in zip(row["trials"], ours["trials"]):
+            assert a["params"] == b["params"]
+            assert a["validation_normalized"] == pytest.approx(b["validation_normalized"], abs=0.02)
+        assert row["average"]["accuracy"] == pytest.approx(ours["average"]["accuracy"], abs=0.02)
+    assert result["grid_trials"] == {"pool": InProcessTrialPool.kind, "workers": 1}
+    searched = [e for e in events if e[0] == "search"]
+    assert searched[-1][1] == searched[-1][2] == sum(len(m["trials"]) for m in result["methods"])

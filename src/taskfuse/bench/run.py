@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import resource
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -18,6 +17,8 @@ from .learned import LEARNED, learned_method
 from .learned_row import run_learned
 from .grid import EXCLUDED, benchmarked_methods, configs
 from .merging import merge_zoo
+from .search_zoo import grid_trial
+from ..programs.trial_pool import InProcessTrialPool, TrialPool, threads_per_worker
 from .provenance import code_commit, command_line, machine
 from .references import reference_scores
 from .statistics_rows import STATISTICS_ROWS, run_statistics_row
@@ -32,8 +33,9 @@ DATA_USED = {"merge": "none (data-free rows); learned rows: the validation data 
 
 def run_bench(variant: str = "full", workers: int = 1, task_files: tuple[str, ...] = (),
               progress: BenchProgress | None = None, zoo_progress: ZooProgress | None = None,
-              learned: tuple[str, ...] = (*LEARNED, *STATISTICS_ROWS)) -> dict:
-    """Run the benchmark and return everything the report shows, as plain JSON-ready data."""
+              learned: tuple[str, ...] = (*LEARNED, *STATISTICS_ROWS), trials: TrialPool | None = None) -> dict:
+    """Run the benchmark and return everything the report shows, as plain JSON-ready data. The data-free grid's
+    trials run on `trials` (a process pool or Ray; default: one after another in this process)."""
     started = time.perf_counter()
     code = code_commit()  # now: the code that runs, not whatever the checkout holds when the run ends
     report = progress or (lambda *a: None)
@@ -47,8 +49,9 @@ def run_bench(variant: str = "full", workers: int = 1, task_files: tuple[str, ..
     report("references", 1, 2, "test split")
     test_refs = reference_scores(zoo, test)
     report("references", 2, 2, "")
-    methods = [_run_method(zoo, m, variant != "full", validation, test, val_refs["expert"], test_refs["expert"],
-                           report) for m in benchmarked_methods()]
+    trials = trials or InProcessTrialPool()
+    methods = _run_methods(zoo, benchmarked_methods(), variant != "full", validation, test, val_refs["expert"],
+                           test_refs["expert"], report, trials, task_files)
     learned_rows = [run_statistics_row(zoo, STATISTICS_ROWS[name], test, test_refs["expert"], report, validation,
                                        val_refs["expert"])
                     if name in STATISTICS_ROWS else
@@ -57,7 +60,8 @@ def run_bench(variant: str = "full", workers: int = 1, task_files: tuple[str, ..
     return {
         "taskfuse": __version__, "variant": variant, "seed": zoo.variant.recipe.seed,
         "recipe": zoo.variant.recipe.as_dict(), "data_used": DATA_USED,
-        "command": command_line(), "code": code, "machine": machine(), "seconds": {"zoo": round(zoo_seconds, 1),
+        "command": command_line(), "code": code, "machine": machine(),
+        "grid_trials": {"pool": trials.kind, "workers": trials.workers}, "seconds": {"zoo": round(zoo_seconds, 1),
                                            "total": round(time.perf_counter() - started, 1)},
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "tasks": [_task_row(zoo, name) for name in zoo.tasks],
@@ -68,31 +72,36 @@ def run_bench(variant: str = "full", workers: int = 1, task_files: tuple[str, ..
     }
 
 
-def _run_method(zoo: Zoo, method: str, quick: bool, validation: Evaluator, test: Evaluator,
-                val_experts: dict[str, Score], test_experts: dict[str, Score], report: BenchProgress) -> dict:
-    grid = configs(method, quick)
-    trials = []
+def _run_methods(zoo: Zoo, names: list[str], quick: bool, validation: Evaluator, test: Evaluator,
+                 val_experts: dict[str, Score], test_experts: dict[str, Score], report: BenchProgress,
+                 trials: TrialPool, task_files: tuple[str, ...]) -> list[dict]:
+    """Every method's grid scored on validation (on the trial pool, all methods' points at once so no worker
+    waits for a method to finish), then each method's best point merged again here and judged on test."""
+    points = [(method, params) for method in names for params in configs(method, quick)]
+    threads = None if trials.kind == "in-process" else threads_per_worker(trials.workers)
+    items = [(zoo.variant.name, task_files, method, params, zoo.variant.recipe.seed, threads)
+             for method, params in points]
+    outcomes: dict[str, list[dict]] = {method: [] for method in names}
+    for i, ((method, params), outcome) in enumerate(zip(points, trials.imap(grid_trial, items))):
+        report("search", i + 1, len(points), f"{method} {params}")
+        scores = {t: Score(**score) for t, score in outcome["scores"].items()}
+        outcomes[method].append({"params": params, "merge_seconds": round(outcome["merge_seconds"], 2),
+                                 "validation_normalized": mean(normalized(scores, val_experts).values()),
+                                 "validation_accuracy": {t: s.accuracy for t, s in scores.items()}})
+    return [_judge_best(zoo, method, outcomes[method], test, test_experts, report) for method in names]
+
+
+def _judge_best(zoo: Zoo, method: str, trials: list[dict], test: Evaluator, test_experts: dict[str, Score],
+                report: BenchProgress) -> dict:
+    """The method's best validation point (the first of equals), merged again (merges are deterministic) and
+    scored on test."""
+    best = max(range(len(trials)), key=lambda i: (trials[i]["validation_normalized"], -i))
+    report("test", 0, 1, f"{method} {trials[best]['params']}")
     with tempfile.TemporaryDirectory(prefix=f"taskfuse-bench-{method}-") as work:
-        best_dir = None
-        for i, params in enumerate(grid):
-            report("search", i, len(grid), f"{method} {params}")
-            out = Path(work) / f"trial{i}"
-            spec, merge_seconds = merge_zoo(zoo, method, params, out, seed=zoo.variant.recipe.seed)
-            scores = validation.score(load_encoder(out))
-            trial = {"params": params, "merge_seconds": round(merge_seconds, 2),
-                     "validation_normalized": mean(normalized(scores, val_experts).values()),
-                     "validation_accuracy": {t: s.accuracy for t, s in scores.items()}}
-            trials.append(trial)
-            if best_dir is None or trial["validation_normalized"] > trials[best_index]["validation_normalized"]:
-                if best_dir is not None:
-                    shutil.rmtree(best_dir)
-                best_dir, best_index, best_spec = out, i, spec
-            else:
-                shutil.rmtree(out)
-        report("test", 0, 1, f"{method} {trials[best_index]['params']}")
-        scores = test.score(load_encoder(best_dir))
+        spec, _ = merge_zoo(zoo, method, trials[best]["params"], Path(work) / "best", seed=zoo.variant.recipe.seed)
+        scores = test.score(load_encoder(Path(work) / "best"))
     norm = normalized(scores, test_experts)
-    return {"method": method, "params": trials[best_index]["params"], "spec": best_spec, "trials": trials,
+    return {"method": method, "params": trials[best]["params"], "spec": spec, "trials": trials,
             "test": as_dict(scores), "test_normalized": norm,
             "average": {"accuracy": mean(s.accuracy for s in scores.values()),
                         "macro_f1": mean(s.macro_f1 for s in scores.values()), "normalized": mean(norm.values())}}

@@ -1,7 +1,8 @@
 """Searching a method's parameters on the zoo: per-expert weights, and the method's λ and density where it has them.
 
 Each trial merges the zoo's experts through the public API and scores the merge on the validation split, in a
-worker process that builds the zoo (from the cache) and tokenises the validation data once.
+worker process that builds the zoo (from the cache) and tokenises the validation data once. `taskfuse search`
+scores per-expert weights this way, and `taskfuse bench` its grid of each method's parameters (grid_trial).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .. import api
-from ..eval.harness import Evaluator, mean, normalized
+from ..eval.harness import Evaluator, as_dict, mean, normalized
 from ..methods import get_method
 from ..programs.search import Dimension
 from ..zoo.build import Zoo, build_zoo
@@ -45,19 +46,39 @@ def trial_spec(zoo: Zoo, method: str, params: dict, seed: int) -> dict:
 _WORKER: dict = {}  # per worker process: the zoo, its validation evaluator and the experts' validation scores
 
 
-def score_trial(item: tuple) -> float:
-    """A trial in a worker: merge with `params` and return the mean normalised validation accuracy."""
-    variant, task_files, method, params, seed, threads = item
-    torch.set_num_threads(threads)
+def _worker_zoo(variant: str, task_files: tuple[str, ...]) -> tuple[Zoo, Evaluator]:
+    """The zoo (from the cache) and its validation evaluator, built once per worker process."""
     key = (variant, task_files)
     if _WORKER.get("key") != key:
         zoo = build_zoo(variant_named(variant), 1, None, task_files)
         evaluator = Evaluator(zoo.tasks, {t: e.head() for t, e in zoo.experts.items()}, "validation")
-        experts = {t: evaluator.score_task(e.model_dir, t) for t, e in zoo.experts.items()}
-        _WORKER.update(key=key, zoo=zoo, evaluator=evaluator, experts=experts)
-    zoo, evaluator = _WORKER["zoo"], _WORKER["evaluator"]
+        _WORKER.clear()
+        _WORKER.update(key=key, zoo=zoo, evaluator=evaluator)
+    return _WORKER["zoo"], _WORKER["evaluator"]
+
+
+def score_trial(item: tuple) -> float:
+    """A trial in a worker: merge with `params` and return the mean normalised validation accuracy."""
+    variant, task_files, method, params, seed, threads = item
+    torch.set_num_threads(threads)
+    zoo, evaluator = _worker_zoo(variant, task_files)
+    if "experts" not in _WORKER:
+        _WORKER["experts"] = {t: evaluator.score_task(e.model_dir, t) for t, e in zoo.experts.items()}
     with tempfile.TemporaryDirectory(prefix="taskfuse-search-") as work:
         spec = trial_spec(zoo, method, params, seed)
         api.merge(spec, Path(work) / "merged", threads=threads)
         scores = evaluator.score(Path(work) / "merged")
     return mean(normalized(scores, _WORKER["experts"]).values())
+
+
+def grid_trial(item: tuple) -> dict:
+    """One point of the benchmark's grid in a worker: merge the zoo with the method's `params` (unit weights) and
+    return the merge's seconds and each task's validation scores (the caller normalises them)."""
+    variant, task_files, method, params, seed, threads = item
+    if threads is not None:
+        torch.set_num_threads(threads)
+    zoo, evaluator = _worker_zoo(variant, task_files)
+    with tempfile.TemporaryDirectory(prefix=f"taskfuse-bench-{method}-") as work:
+        merged = api.merge(zoo_spec(zoo, method, params, seed), Path(work) / "merged", threads=threads)
+        scores = evaluator.score(Path(work) / "merged")
+    return {"merge_seconds": merged.seconds, "scores": as_dict(scores)}

@@ -136,6 +136,12 @@ def register(app: typer.Typer, fail) -> None:
               out: Path = typer.Option(Path("out/bench"), help="report folder: created, or replaced if it holds an "
                                        "earlier report; anything else is refused"),
               workers: int = typer.Option(1, min=1, help="processes for building missing experts"),
+              trial_workers: int = typer.Option(1, min=1, help="data-free grid trials at once (1: one after "
+                                                "another in this process; more: a process pool or Ray, each "
+                                                "trial with cores/N threads)"),
+              pool: str = typer.Option("process", help="with --trial-workers > 1: process or ray"),
+              ray_address: Optional[str] = typer.Option(None, help="grid trials on this Ray cluster (implies "
+                                                        "--pool ray)"),
               task_file: list[Path] = typer.Option([], "--task-file", help="your own .jsonl/.csv task"),
               learned: Optional[str] = typer.Option(None, help="learned rows (AdaMerging, aTLAS, RegMean, Fisher): "
                                                     "'all', 'none' or "
@@ -153,6 +159,7 @@ def register(app: typer.Typer, fail) -> None:
         (coefficients learned on validation data), judge on test, report."""
         from ..bench.report import write_report
         from ..bench.run import run_bench
+        from ..programs.trial_pool import trial_pool
         from ..bench.table import markdown
         from ..errors import UsageError
         from ..io.output import check_output_dir
@@ -176,9 +183,16 @@ def register(app: typer.Typer, fail) -> None:
             return
         try:
             check_output_dir(target, "report")  # refuse a foreign folder now, not after the whole run
-            with _progress_bars() as bars:
-                result = run_bench(chosen, workers, tuple(map(str, task_file)), _bench_reporter(bars),
-                                   _zoo_reporter(bars), rows)
+            if pool not in ("process", "ray"):
+                raise UsageError(f"--pool {pool}: use process or ray.")
+            kind = "ray" if ray_address else pool if trial_workers > 1 else "in-process"
+            trials = trial_pool(kind, trial_workers, ray_address)
+            try:
+                with _progress_bars() as bars:
+                    result = run_bench(chosen, workers, tuple(map(str, task_file)), _bench_reporter(bars),
+                                       _zoo_reporter(bars), rows, trials)
+            finally:
+                trials.close()
             write_report(result, target)
         except TaskfuseError as e:
             fail(e)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
@@ -40,7 +39,7 @@ def register(app: typer.Typer, fail) -> None:
         from ..io.output import check_output_dir
         from ..methods import get_method
         from ..programs.search import SearchConfig, search as run_search
-        from ..programs.trial_pool import trial_pool, workers_that_fit
+        from ..programs.trial_pool import threads_per_worker, trial_pool, workers_that_fit
         from ..zoo.build import build_zoo
         from ..zoo.recipe import variant_named
         try:
@@ -54,7 +53,7 @@ def register(app: typer.Typer, fail) -> None:
             with _progress_bars() as bars:
                 zoo = build_zoo(variant_named(variant), 1, _zoo_reporter(bars), task_files)
                 count = workers or workers_that_fit(WORKER_BYTES, popsize)
-                threads = max(1, (os.cpu_count() or 1) // count)
+                threads = threads_per_worker(count)
                 space = search_space(zoo, method)
                 bar = bars.add_task(method, total=budget, stage="search")
                 trials = trial_pool(pool, count, ray_address)
