@@ -143,7 +143,7 @@ def register(app: typer.Typer, fail) -> None:
                                                     "otherwise)"),
               routing: bool = typer.Option(False, "--routing", help="instead of merging: compose the zoo's LoRA "
                                            "adapters (Arrow, LoraHub, ...) on every task and on each task held out "
-                                           "(about 40 minutes for --full on 2 cores)"),
+                                           "(about 15 minutes for --full on 2 cores once the experts are cached)"),
               llm: bool = typer.Option(False, "--llm", help="instead of the encoder: the LLM benchmark (SmolLM2-135M, "
                                        "LoRA experts on 6 generative tasks, every data-free merge; --quick for a "
                                        "short run)"),
