@@ -130,7 +130,7 @@ def register(app: typer.Typer, fail) -> None:
     @app.command()
     def bench(variant: Optional[str] = typer.Option(None, help=VARIANT_HELP + " (default: quick)"),
               full: bool = typer.Option(False, "--full", help="the full benchmark: 8 tasks, every grid point "
-                                        "(about an hour on 2 cores)"),
+                                        "(about 40 minutes on 2 cores once the experts are cached)"),
               quick: bool = typer.Option(False, "--quick", help="the default: 4 tasks, fewer examples, two grid "
                                          "points per method (about 10 minutes from an empty cache on 2 cores)"),
               out: Path = typer.Option(Path("out/bench"), help="report folder: created, or replaced if it holds an "
@@ -149,7 +149,7 @@ def register(app: typer.Typer, fail) -> None:
                                                     "otherwise)"),
               routing: bool = typer.Option(False, "--routing", help="instead of merging: compose the zoo's LoRA "
                                            "adapters (Arrow, LoraHub, ...) on every task and on each task held out "
-                                           "(about 40 minutes for --full on 2 cores)"),
+                                           "(about 15 minutes for --full on 2 cores once the experts are cached)"),
               llm: bool = typer.Option(False, "--llm", help="instead of the encoder: the LLM benchmark (SmolLM2-135M, "
                                        "LoRA experts on 6 generative tasks, every data-free merge; --quick for a "
                                        "short run)"),
