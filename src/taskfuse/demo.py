@@ -38,6 +38,8 @@ def run_demo(workdir: Path, console: Console) -> list[dict]:
     ref = {"base": _logits(base), **{f"ft{i}": _logits(t) for i, t in enumerate(tunes)}}
     rows = []
     for info in all_methods():
+        if info.statistics:  # RegMean, Fisher: they need statistics of data (`taskfuse statistics`)
+            continue
         models = tunes[: info.max_models or len(tunes)]
         spec = {"method": info.name, "base": str(base), "models": [{"path": str(m)} for m in models], "seed": 0}
         if info.name in ("slerp", "karcher", "linear", "passthrough"):
@@ -61,3 +63,7 @@ def _print(console: Console, rows: list[dict]) -> None:
                       *(f"{r[k]:.4f}" for k in ("base", "ft0", "ft1", "ft2")))
     console.print(table)
     console.print("Specs are in specs/, merged models in merged/. Try: taskfuse plan <spec> --json")
+    data_aware = [m.name for m in all_methods() if m.statistics]
+    if data_aware:
+        console.print(f"Not in the demo: {', '.join(data_aware)} (they merge with statistics of data; see "
+                      "`taskfuse statistics`).")

@@ -17,7 +17,12 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
 WITHOUT_BASE = {"slerp", "karcher", "linear", "passthrough"}
 
 
-@pytest.mark.parametrize("method", [m.name for m in all_methods()])
+# RegMean and Fisher merge with statistics files this smoke test does not build: not yet run on a GPU
+METHODS = [pytest.param(m.name, marks=pytest.mark.skip(reason="needs per-model statistics; CUDA untested for it"))
+           if m.statistics else m.name for m in all_methods()]
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_a_gpu_merge_equals_the_cpu_merge(tmp_path, llama_family, method):
     base, tunes = llama_family
     info = next(m for m in all_methods() if m.name == method)
