@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from taskfuse import api
 from taskfuse.bench.learned import LEARNED, LearnedMethod, learn_on_zoo, learned_method
 from taskfuse.bench.learned_row import write_learned
+from taskfuse.bench.search_rows import SEARCH_ROWS
 from taskfuse.bench.statistics_rows import STATISTICS_ROWS
 from taskfuse.errors import UsageError
 from taskfuse.programs.learn import Recipe
@@ -30,7 +31,7 @@ def tiny_zoo(tiny_bench, monkeypatch):
 
 def test_every_learned_row_says_what_data_it_saw_and_is_scored_from_its_spec(tiny_bench):
     result = tiny_bench[0]
-    rows = {r["method"]: r for r in result["learned"] if r["method"] not in STATISTICS_ROWS}
+    rows = {r["method"]: r for r in result["learned"] if r["method"] in LEARNED}
     assert set(rows) == set(LEARNED)
     validation = {t["name"]: t["sizes"]["validation"] for t in result["tasks"]}
     assert rows["adamerging_layer"]["data_seen"] == {"split": "validation", "labels": False, "examples": validation,
@@ -73,6 +74,22 @@ def test_statistics_rows_say_what_they_saw_and_their_specs_replay(tiny_bench, tm
     deep = next(n for n in merged["regmean"] if "layer.5." in n and n.endswith("dense.weight"))
     assert not torch.equal(merged["regmean"][deep], merged["regmean_plusplus"][deep])  # Grams through the merge
     assert "regmean_plusplus (learned)" in (report / "results.md").read_text()
+
+
+def test_search_rows_score_their_budget_on_validation_and_merge_the_best_point(tiny_bench):
+    result, report = tiny_bench[0], tiny_bench[1]
+    rows = {r["method"]: r for r in result["learned"] if r["method"] in SEARCH_ROWS}
+    assert set(rows) == set(SEARCH_ROWS)
+    for name, row in rows.items():
+        trials = row["trials"]
+        assert len(trials) == SEARCH_ROWS[name].budget and row["data_seen"]["labels"] is True
+        best = max(trials, key=lambda t: t["validation_normalized"])
+        weights = [m["weight"] for m in row["spec"]["models"]]
+        assert row["spec"]["method"] == "task_arithmetic"
+        assert weights == [best["params"][f"weight:{i}"] for i in range(len(weights))]
+        assert all(0.0 <= w <= 1.0 for w in weights) and 0.0 <= row["average"]["accuracy"] <= 1.0
+    assert len({str(t["params"]) for t in rows["search_cma"]["trials"]}) > 1  # CMA-ES moved
+    assert "search_cma (learned)" in (report / "results.md").read_text()
 
 
 @pytest.mark.parametrize("name", ["adamerging_layer", "adamerging_layer_ties"])

@@ -83,6 +83,10 @@ def _learned_text(row: dict) -> str:
     seen = row["data_seen"]
     examples = sum(seen["examples"].values())
     memory = row["memory"]
+    if "search" in row["learning"]:  # a black-box search of per-expert weights, scored on validation
+        return (f"{row['learning']['paper']}; {row['params']['search']}, {row['params']['budget']} points scored on "
+                f"the labelled validation split ({examples} examples over {len(seen['examples'])} tasks) in "
+                f"{row['seconds']['search']} s")
     if "statistics" in row["learning"]:  # a closed-form merge from per-model statistics (RegMean, Fisher)
         return (f"{row['learning']['paper']}; {row['params']['statistics']} statistics of {row['params']['data']} "
                 f"({examples} examples over {len(seen['examples'])} tasks) in {row['seconds']['statistics']} s, "

@@ -21,6 +21,7 @@ from .search_zoo import grid_trial
 from ..programs.trial_pool import InProcessTrialPool, TrialPool, threads_per_worker
 from .provenance import code_commit, command_line, machine
 from .references import reference_scores
+from .search_rows import SEARCH_ROWS, run_search_row
 from .statistics_rows import STATISTICS_ROWS, run_statistics_row
 from .similarity import task_vector_cosines
 
@@ -33,7 +34,8 @@ DATA_USED = {"merge": "none (data-free rows); learned rows: the validation data 
 
 def run_bench(variant: str = "full", workers: int = 1, task_files: tuple[str, ...] = (),
               progress: BenchProgress | None = None, zoo_progress: ZooProgress | None = None,
-              learned: tuple[str, ...] = (*LEARNED, *STATISTICS_ROWS), trials: TrialPool | None = None) -> dict:
+              learned: tuple[str, ...] = (*LEARNED, *STATISTICS_ROWS, *SEARCH_ROWS),
+              trials: TrialPool | None = None) -> dict:
     """Run the benchmark and return everything the report shows, as plain JSON-ready data. The data-free grid's
     trials run on `trials` (a process pool or Ray; default: one after another in this process)."""
     started = time.perf_counter()
@@ -55,6 +57,8 @@ def run_bench(variant: str = "full", workers: int = 1, task_files: tuple[str, ..
     learned_rows = [run_statistics_row(zoo, STATISTICS_ROWS[name], test, test_refs["expert"], report, validation,
                                        val_refs["expert"])
                     if name in STATISTICS_ROWS else
+                    run_search_row(zoo, SEARCH_ROWS[name], test, test_refs["expert"], report, trials, task_files)
+                    if name in SEARCH_ROWS else
                     run_learned(zoo, learned_method(name, zoo.variant.learn_steps), test, test_refs["expert"], report)
                     for name in learned]
     return {

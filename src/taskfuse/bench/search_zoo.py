@@ -60,7 +60,8 @@ def _worker_zoo(variant: str, task_files: tuple[str, ...]) -> tuple[Zoo, Evaluat
 def score_trial(item: tuple) -> float:
     """A trial in a worker: merge with `params` and return the mean normalised validation accuracy."""
     variant, task_files, method, params, seed, threads = item
-    torch.set_num_threads(threads)
+    if threads is not None:  # None: in the main process, with its threads
+        torch.set_num_threads(threads)
     zoo, evaluator = _worker_zoo(variant, task_files)
     if "experts" not in _WORKER:
         _WORKER["experts"] = {t: evaluator.score_task(e.model_dir, t) for t, e in zoo.experts.items()}

@@ -40,8 +40,9 @@ def _bench_reporter(bars):
 
 def learned_names(option: str) -> tuple[str, ...]:
     from ..bench.learned import LEARNED
+    from ..bench.search_rows import SEARCH_ROWS
     from ..bench.statistics_rows import STATISTICS_ROWS
-    known = (*LEARNED, *STATISTICS_ROWS)
+    known = (*LEARNED, *STATISTICS_ROWS, *SEARCH_ROWS)
     if option == "all":
         return known
     if option == "none":
@@ -143,10 +144,10 @@ def register(app: typer.Typer, fail) -> None:
               ray_address: Optional[str] = typer.Option(None, help="grid trials on this Ray cluster (implies "
                                                         "--pool ray)"),
               task_file: list[Path] = typer.Option([], "--task-file", help="your own .jsonl/.csv task"),
-              learned: Optional[str] = typer.Option(None, help="learned rows (AdaMerging, aTLAS, RegMean, Fisher): "
-                                                    "'all', 'none' or "
-                                                    "comma-separated names (default: all with --full, none "
-                                                    "otherwise)"),
+              learned: Optional[str] = typer.Option(None, help="learned rows (AdaMerging, aTLAS, Self "
+                                                    "Positioning, RegMean, Fisher, CMA-ES and random search): "
+                                                    "'all', 'none' or comma-separated names (default: all with "
+                                                    "--full, none otherwise)"),
               routing: bool = typer.Option(False, "--routing", help="instead of merging: compose the zoo's LoRA "
                                            "adapters (Arrow, LoraHub, ...) on every task and on each task held out "
                                            "(about 15 minutes for --full on 2 cores once the experts are cached)"),
