@@ -11,8 +11,8 @@ glue FusionBench leaves to its users for a new model family: the encoders loaded
 module (mean pooling, L2 normalisation, the expert's frozen head) and the validation batches in the shape its
 trainer-based functions read. None of FusionBench's code enters taskfuse.
 
-Settings, the same on both sides where the method has them: λ = 0.3 (task arithmetic, TIES), TIES keeps 20 % and
-sums the agreeing entries, RegMean α = 0.9, Fisher floor 1e-6; the statistics and the AdaMerging entropy come from
+Settings, the same on both sides where the method has them: λ = 0.3 (task arithmetic, TIES), TIES keeps 20 % of
+each task vector over the whole model and sums the agreeing entries, RegMean α = 0.9, Fisher floor 1e-6; the statistics and the AdaMerging entropy come from
 each task's validation split. Each side learns AdaMerging with its own defaults: taskfuse's benchmark row (100
 steps on the full zoo, lr 1e-2) and FusionBench's optimiser (Adam, lr 1e-3, weights from 0.3, clamped in the merge)
 for 200 steps (`--fusionbench-steps`).
@@ -160,7 +160,10 @@ def ours(method: str, variant: str, out: Path) -> dict:
     if method == "task_arithmetic":
         api.merge(zoo_spec(zoo, method, {"scale": SCALE}), out)
     elif method == "ties":
-        api.merge(zoo_spec(zoo, method, {"density": TIES_KEEP, "scale": SCALE, "normalize": "none"}), out)
+        # FusionBench's TIES trims each task vector over the whole model (one magnitude cut-off per model), as the
+        # paper's code does; ours trims per tensor unless told trim="model"
+        api.merge(zoo_spec(zoo, method, {"density": TIES_KEEP, "scale": SCALE, "normalize": "none",
+                                         "trim": "model"}), out)
     elif method in ("regmean", "fisher"):
         row = STATISTICS_ROWS[method]
         with tempfile.TemporaryDirectory() as work:
