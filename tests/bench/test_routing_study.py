@@ -24,11 +24,15 @@ def test_every_row_is_scored_on_every_task(routing):
     assert tasks == ["wordnet_pos", "fortune_language"]
     for row in result["new_task"]:
         assert row["library"] == [t for t in tasks if t != row["task"]]  # the held-out adapter is not there
-        assert set(row["accuracy"]) == {"zero_shot", "lora_expert", "arrow", "phatgoose", "average", "lorahub", "kshot_lora"}
+        assert set(row["accuracy"]) == {"zero_shot", "lora_expert", "arrow", "phatgoose", "average", "lorahub", "mhr",
+                                       "mhr_skills", "kshot_lora"}
         assert all(0 <= v <= 1 for v in row["accuracy"].values())
         assert row["lorahub"]["evaluations"] <= 9
     rows = {r["method"]: r for r in result["multitask"]}
-    assert list(rows) == ["arrow", "lora_task_arithmetic", "phatgoose", "twin_merging", "emr_merging"]
+    assert list(rows) == ["arrow", "lora_task_arithmetic", "phatgoose", "twin_merging", "emr_merging", "mhr"]
+    # each task's routing was learnt from its k-shot examples: it left the uniform start (1/2 per adapter)
+    assert set(rows["mhr"]["own_adapter_weight"]) == set(tasks)
+    assert all(0 < w < 1 and abs(w - 0.5) > 1e-4 for w in rows["mhr"]["own_adapter_weight"].values())
     assert rows["arrow"]["chosen"] in (1, 2, 3, 4) and len(rows["arrow"]["trials"]) == 4
     assert rows["arrow"]["overhead"]["extra_parameters"] == result["library"]["parameters"] > 0
     assert rows["lora_task_arithmetic"]["chosen"] in (0.2, 0.4, 0.6, 0.8, 1.0)

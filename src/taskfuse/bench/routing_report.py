@@ -15,10 +15,12 @@ from .report import commit_text, html_image, html_table  # noqa: E402
 NEW_TASK_ROWS = {"zero_shot": "base zero-shot", "arrow": "Arrow (no data of the task)",
                  "phatgoose": "PHATGOOSE (no data of the task)",
                  "average": "average of the library (no data)", "lorahub": "LoraHub (k-shot)",
+                 "mhr": "MHR, routing learnt (k-shot)", "mhr_skills": "MHR, routing and skills learnt (k-shot)",
                  "kshot_lora": "LoRA from scratch (k-shot)", "lora_expert": "own LoRA expert (ceiling)"}
 MULTITASK_ROWS = {"arrow": "Arrow, all LoRA adapters", "phatgoose": "PHATGOOSE, all LoRA adapters", "lora_task_arithmetic": "task arithmetic over the LoRA updates",
                   "twin_merging": "Twin-Merging (full experts, router on inputs)",
-                  "emr_merging": "EMR-Merging (full experts, task identity given)"}
+                  "emr_merging": "EMR-Merging (full experts, task identity given)",
+                  "mhr": "MHR, all LoRA adapters (k-shot routing, task identity given)"}
 
 
 def multitask_rows(result: dict) -> list[list[str]]:

@@ -1,5 +1,5 @@
-"""The routed rows of the routing study, each built from the zoo: Arrow and PHATGOOSE over the LoRA adapters,
-Twin-Merging and EMR-Merging over the full experts."""
+"""The routed rows of the routing study, each built from the zoo: Arrow, PHATGOOSE and Multi-Head Routing over the
+LoRA adapters, Twin-Merging and EMR-Merging over the full experts."""
 from __future__ import annotations
 
 import tempfile
@@ -15,6 +15,7 @@ from ..eval.harness import Evaluator, as_dict, mean
 from ..routing.arrow import ArrowRouter
 from ..routing.emr import task_models
 from ..routing.library import LoraLibrary
+from ..routing.mhr import adapt, route_mhr, set_task_ids
 from ..routing.modules import route
 from ..routing.phatgoose import PhatgooseRouter, gate_matrix, train_gates
 from ..routing.twin import TwinMerged, exclusive_library, train_router
@@ -24,6 +25,10 @@ from .merging import merge_zoo
 TWIN_SHARED = ("task_arithmetic", {"scale": 0.3})  # the paper's shared expert; λ as the full benchmark chose
 TWIN_RANK = 32  # per linear weight and task: 1/12 of MiniLM's 384 hidden dimensions
 PHATGOOSE_TOP_K, PHATGOOSE_STEPS = 2, 100  # the paper's k and gate-training steps
+# MHR: 8 head blocks (MiniLM's 384 and 1536 features split evenly; the paper's best few-shot setting has more heads
+# than Poly's one); the routing logits move with a lr of 0.1 (they start at 0 and must move by a few units within
+# the k-shot budget), the skills, when they learn too, at the zoo's LoRA lr
+MHR_HEADS, MHR_ROUTING_LR = 8, 0.1
 
 Report = Callable[[str, int, int, str], None]
 
@@ -54,10 +59,27 @@ def phatgoose_gates(zoo: Zoo, library: LoraLibrary, report: Report) -> tuple[dic
     return gates, time.perf_counter() - started
 
 
-def cycled(data: Encoded, zoo: Zoo):
+def mhr_adapted(zoo: Zoo, library: LoraLibrary, examples: dict[int, tuple[nn.Linear, Encoded]], steps: int,
+                learn_skills: bool) -> nn.Module:
+    """The base with MHR over `library`, one routing per task index in `examples` (head, k-shot examples), each
+    adapted for `steps` steps on its own examples; the skills learn too if `learn_skills` (then one task only)."""
+    recipe = zoo.variant.recipe
+    model = route_mhr(load_encoder(zoo.base_dir), library, MHR_HEADS, tasks=len(examples))
+    for task, (head, data) in examples.items():
+        def loss(m, ids, mask, labels, task=task, head=head):
+            set_task_ids(m, torch.full((len(ids),), task))
+            return nn.functional.cross_entropy(head(sentence_embedding(m, ids, mask)), labels)
+
+        adapt(model, cycled(data, zoo, min(recipe.batch_size, 16)), loss, steps, MHR_ROUTING_LR,
+              recipe.lora_lr if learn_skills else None, seed=recipe.seed)
+    set_task_ids(model, None)
+    return model.eval()
+
+
+def cycled(data: Encoded, zoo: Zoo, batch_size: int | None = None):
     generator = torch.Generator().manual_seed(zoo.variant.recipe.seed)
     while True:
-        for rows, ids, mask in data.batches(zoo.variant.recipe.batch_size,
+        for rows, ids, mask in data.batches(batch_size or zoo.variant.recipe.batch_size,
                                             torch.randperm(len(data.ids), generator=generator).tolist()):
             yield ids, mask, data.labels[rows]
 

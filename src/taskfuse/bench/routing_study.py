@@ -1,11 +1,13 @@
 """`taskfuse bench --routing`: routed and few-shot composition of the zoo's LoRA experts, on the zoo's tasks and on
 tasks the library never saw.
 
-Multi-task (every adapter in the library): Arrow (top-k chosen on validation) and task arithmetic over the LoRA
-updates (λ chosen on validation), beside the LoRA experts each on its own task.
-New task (leave one out): for each task, the library is the other adapters. Zero-shot; Arrow and the plain average
-of the library (no data of the new task); LoraHub and a LoRA trained from scratch on the same k labelled examples per
-class of the task's train split; the task's own LoRA expert as the ceiling. Everything is judged on test and
+Multi-task (every adapter in the library): Arrow (top-k chosen on validation), task arithmetic over the LoRA
+updates (λ chosen on validation), PHATGOOSE, Twin-Merging, EMR-Merging and MHR (routing per task learnt from k
+labelled examples per class), beside the LoRA experts each on its own task.
+New task (leave one out): for each task, the library is the other adapters. Zero-shot; Arrow, PHATGOOSE and the
+plain average of the library (no data of the new task); LoraHub, MHR (routing only, and routing with the skills)
+and a LoRA trained from scratch on the same k labelled examples per class of the task's train split; the task's own
+LoRA expert as the ceiling. Everything is judged on test and
 normalised by the task's full expert, as the merge benchmark is.
 """
 from __future__ import annotations
@@ -24,13 +26,15 @@ from ..eval.encoder import Encoded, embed_all, encode, load_encoder, load_tokeni
 from ..eval.harness import Evaluator, as_dict, mean
 from ..routing.library import LoraLibrary
 from ..routing.lorahub import LoraHubSearch, search_weights
+from ..routing.mhr import mhr_modules, use_task
 from ..routing.weighted import WeightedMixture
 from ..zoo.build import Zoo, ZooProgress, build_zoo
 from ..zoo.recipe import variant_named
 from ..zoo.train import fine_tune, peft_quietly, prepare_lora
 from .learned import _chosen_rows
-from .routing_rows import (PHATGOOSE_STEPS, PHATGOOSE_TOP_K, TWIN_RANK, TWIN_SHARED, arrow_encoder, emr_merging,
-                           phatgoose_encoder, phatgoose_gates, scored, twin_merging)
+from .routing_rows import (MHR_HEADS, MHR_ROUTING_LR, PHATGOOSE_STEPS, PHATGOOSE_TOP_K, TWIN_RANK, TWIN_SHARED,
+                           arrow_encoder, emr_merging, mhr_adapted, phatgoose_encoder, phatgoose_gates, scored,
+                           twin_merging)
 from .provenance import code_commit, command_line, machine
 from .references import reference_scores
 
@@ -91,6 +95,8 @@ def run_routing(variant: str = "full", progress: Report | None = None, zoo_progr
     multitask.append(scored("twin_merging", twin_merging(zoo, validation, test), test, normalized))
     report("multi-task", 1, 2, "emr-merging")
     multitask.append(scored("emr_merging", emr_merging(zoo, test), test, normalized))
+    report("multi-task", 2, 2, "mhr")
+    multitask.append(scored("mhr", mhr_multitask(zoo, library, heads, test, shots, kshot_steps), test, normalized))
     new_task = [leave_one_out(zoo, library, gates, task, test, test_refs, shots, lorahub, kshot_steps, report)
                 for task in zoo.tasks] if len(zoo.tasks) > 1 else []
     return {"taskfuse": __version__, "variant": variant, "code": code, "command": command_line(),
@@ -98,10 +104,30 @@ def run_routing(variant: str = "full", progress: Report | None = None, zoo_progr
                                               "parameters": library.parameters_count()},
             "references": {k: as_dict(v) for k, v in test_refs.items()},
             "multitask": multitask, "new_task": new_task, "summary": summarise(new_task, multitask, test_refs),
-            "settings": {"arrow_top_k": ARROW_TOP_K, "twin_shared": TWIN_SHARED, "phatgoose": {"top_k": PHATGOOSE_TOP_K, "steps": PHATGOOSE_STEPS}, "twin_rank": TWIN_RANK, "new_task_top_k": NEW_TASK_TOP_K, "ta_scales": TA_SCALES,
+            "settings": {"arrow_top_k": ARROW_TOP_K, "twin_shared": TWIN_SHARED, "phatgoose": {"top_k": PHATGOOSE_TOP_K, "steps": PHATGOOSE_STEPS}, "twin_rank": TWIN_RANK,
+                         "mhr": {"heads": MHR_HEADS, "routing_lr": MHR_ROUTING_LR},
+                         "new_task_top_k": NEW_TASK_TOP_K, "ta_scales": TA_SCALES,
                          "shots_per_class": shots, "lorahub": asdict(lorahub), "kshot_lora_steps": kshot_steps},
             "seconds": round(time.perf_counter() - started, 1),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def mhr_multitask(zoo: Zoo, library: LoraLibrary, classifiers: dict, test: Evaluator, shots: int,
+                  steps: int) -> dict:
+    """One routing per task over the whole library, each learnt from the task's k-shot examples (skills frozen);
+    at inference the task's identity picks its routing."""
+    tasks = list(zoo.tasks)
+    examples = {i: (classifiers[t], few_shot(zoo, t, shots)) for i, t in enumerate(tasks)}
+    model = mhr_adapted(zoo, library, examples, steps, learn_skills=False)
+    scores, own = {}, {}
+    for i, task in enumerate(tasks):
+        use_task(model, i)
+        scores[task] = test.score_task(model, task)
+        expert = library.experts.index(task)
+        own[task] = mean(float(m.mixing(1)[0, :, expert].mean()) for m in mhr_modules(model))
+    return {"chosen": f"{MHR_HEADS} heads, routing only", "scores": scores, "own_adapter_weight": own,
+            "data_seen": f"{shots} labelled examples per class of each task, {steps} steps of routing per task; "
+                         "the task's identity at inference"}
 
 
 def few_shot(zoo: Zoo, task: str, shots: int) -> Encoded:
@@ -131,7 +157,11 @@ def leave_one_out(zoo: Zoo, library: LoraLibrary, gates: dict, task: str, test: 
     report("new task", 1, 4, f"{task}: lorahub")
     searched = search_weights(loss, len(others.experts), how)
     rows["lorahub"] = test.score_task(mixture.set(searched.weights), task).accuracy
-    report("new task", 2, 4, f"{task}: k-shot LoRA")
+    report("new task", 2, 4, f"{task}: MHR")
+    rows["mhr"] = test.score_task(mhr_adapted(zoo, others, {0: (head, examples)}, kshot_steps, False), task).accuracy
+    rows["mhr_skills"] = test.score_task(mhr_adapted(zoo, others, {0: (head, examples)}, kshot_steps, True),
+                                         task).accuracy
+    report("new task", 3, 4, f"{task}: k-shot LoRA")
     rows["kshot_lora"] = test.score_task(kshot_lora(zoo, head, examples, kshot_steps), task).accuracy
     report("new task", 4, 4, task)
     return {"task": task, "library": others.experts, "accuracy": rows,
@@ -183,6 +213,6 @@ def summarise(new_task: list[dict], multitask: list[dict], refs: dict) -> dict:
         methods = list(new_task[0]["normalized"])
         out["new_task_average_normalized"] = {m: mean(r["normalized"][m] for r in new_task) for m in methods}
         out["beats_zero_shot"] = {m: sum(r["accuracy"][m] > r["accuracy"]["zero_shot"] for r in new_task)
-                                  for m in ("arrow", "phatgoose", "average", "lorahub", "kshot_lora")}
+                                  for m in ("arrow", "phatgoose", "average", "lorahub", "mhr", "mhr_skills", "kshot_lora")}
         out["tasks"] = len(new_task)
     return out

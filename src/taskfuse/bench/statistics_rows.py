@@ -8,6 +8,7 @@ every run: that takes seconds to two minutes on the full zoo, and a stale cache 
 """
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -144,7 +145,7 @@ def _choose(zoo: Zoo, row: StatisticsMethod, models: list[dict], work: Path, val
     candidates = row.grid if row.grid and validation is not None else (row.params,)
     best, trials = None, []
     for i, params in enumerate(candidates):
-        report("search", i, len(candidates), f"{row.name} {params}")
+        report("search", i + 1, len(candidates), f"{row.name} {params}")  # as the grid counts: done, total
         spec = {"method": row.method, "base": str(zoo.base_dir), "seed": zoo.variant.recipe.seed, "dtype": "float32",
                 "models": models, "params": params, "tensor_rules": TENSOR_RULES}
         out = work / f"trial{i}"
@@ -154,5 +155,9 @@ def _choose(zoo: Zoo, row: StatisticsMethod, models: list[dict], work: Path, val
         score = mean(normalized(validation.score(load_encoder(out)), val_experts).values())
         trials.append({"params": params, "validation_normalized": score})
         if best is None or score > best[0]:
+            if best is not None:
+                shutil.rmtree(best[2])  # a merged model per losing point would fill the disk on a bigger model
             best = (score, spec, out)
+        else:
+            shutil.rmtree(out)
     return best[1], best[2], trials

@@ -60,14 +60,20 @@ def module_names(model: nn.Module, library: LoraLibrary) -> dict[str, str]:
     return found
 
 
+def replace_adapted(model: nn.Module, library: LoraLibrary,
+                    build: Callable[[str, list[ExpertUpdate | None], nn.Module], nn.Module]) -> nn.Module:
+    """Replace, in place, each adapted module of `model` by `build(library module name, its updates, the module)`;
+    returns the model."""
+    for module, own in module_names(model, library).items():
+        parent_name, _, child = own.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, build(module, library.updates(module), getattr(parent, child)))
+    return model
+
+
 def route(model: nn.Module, library: LoraLibrary,
           make_router: Callable[[str, list[ExpertUpdate | None], nn.Module], nn.Module]) -> nn.Module:
     """Replace, in place, each adapted module of `model` by a RoutedUpdate with the router `make_router(name,
     updates, module)` builds for it; returns the model."""
-    for module, own in module_names(model, library).items():
-        parent_name, _, child = own.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        base = getattr(parent, child)
-        updates = library.updates(module)
-        setattr(parent, child, RoutedUpdate(base, updates, make_router(module, updates, base)))
-    return model
+    return replace_adapted(model, library, lambda name, updates, base: RoutedUpdate(
+        base, updates, make_router(name, updates, base)))

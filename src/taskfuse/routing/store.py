@@ -1,6 +1,7 @@
 """One directory format for every routed model: manifest.json (format version, router kind and parameters, base,
 experts, modules), experts.safetensors (each module's factors per expert) and router.safetensors (the router's
-tensors, e.g. Arrow's prototypes). `load_routed(dir)` rebuilds the torch module on the base."""
+tensors, e.g. Arrow's prototypes; for MHR each module's routing logits and skills, which few-shot adaptation may
+have changed). `load_routed(dir)` rebuilds the torch module on the base."""
 from __future__ import annotations
 
 import json
@@ -14,11 +15,23 @@ from ..errors import CheckpointError
 from ..io.output import staged_output
 from .arrow import ArrowRouter
 from .library import ExpertUpdate, LoraLibrary
+from .mhr import MultiHeadRouted, route_mhr
 from .phatgoose import PhatgooseRouter
 from .modules import RoutedUpdate, route
 
 FORMAT, VERSION = "taskfuse-routed", 1
-ROUTERS = {"arrow": ArrowRouter, "phatgoose": PhatgooseRouter}
+ROUTERS = {"arrow": ArrowRouter, "phatgoose": PhatgooseRouter, "mhr": MultiHeadRouted}
+
+
+def _routing_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """What a routed module holds beyond its base layer: a RoutedUpdate's router, an MHR module's logits and skills."""
+    if isinstance(module, RoutedUpdate):
+        return module.router.state_dict()
+    return {k: v for k, v in module.state_dict().items() if not k.startswith("base.")}
+
+
+def _routed_modules(model: nn.Module) -> dict[str, nn.Module]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, (RoutedUpdate, MultiHeadRouted))}
 
 
 def save_routed(model: nn.Module, library: LoraLibrary, router: str, router_params: dict, out: Path,
@@ -29,9 +42,9 @@ def save_routed(model: nn.Module, library: LoraLibrary, router: str, router_para
         for expert, update in per.items():
             factors[f"{module}::{expert}::A"] = update.a.contiguous()
             factors[f"{module}::{expert}::B"] = update.b.contiguous()
-    routed = {name: m for name, m in model.named_modules() if isinstance(m, RoutedUpdate)}
+    routed = _routed_modules(model)
     for name, m in routed.items():
-        for key, tensor in m.router.state_dict().items():
+        for key, tensor in _routing_state(m).items():
             router_tensors[f"{name}::{key}"] = tensor.contiguous()
     manifest = {"format": FORMAT, "version": VERSION, "router": router, "router_params": router_params,
                 "base": library.base, "experts": library.experts, "modules": sorted(library.modules),
@@ -69,13 +82,18 @@ def load_routed(folder: str | Path, base_model: nn.Module | None = None) -> nn.M
             modules.setdefault(module, {})[expert] = ExpertUpdate(factors[key], factors[f"{module}::{expert}::B"])
     library = LoraLibrary(manifest["base"], manifest["experts"], modules)
     model = base_model if base_model is not None else _load_base(manifest["base"])
-    kind, params = ROUTERS[manifest["router"]], manifest["router_params"]
-
-    route(model, library, lambda name, updates, module: kind.for_updates(updates, module.in_features, **params))
-    for name, m in model.named_modules():
+    kind, params = manifest["router"], manifest["router_params"]
+    if kind == "mhr":
+        route_mhr(model, library, **params)
+    else:
+        route(model, library, lambda name, updates, module: ROUTERS[kind].for_updates(updates, module.in_features,
+                                                                                      **params))
+    for name, m in _routed_modules(model).items():
+        state = {k.split("::", 1)[1]: v for k, v in router_state.items() if k.split("::", 1)[0] == name}
         if isinstance(m, RoutedUpdate):
-            m.router.load_state_dict({k.split("::", 1)[1]: v for k, v in router_state.items()
-                                      if k.split("::", 1)[0] == name})
+            m.router.load_state_dict(state)
+        else:
+            m.load_state_dict({**{f"base.{k}": v for k, v in m.base.state_dict().items()}, **state})
     return model.eval()
 
 
