@@ -99,7 +99,8 @@ def full_states(zoo: Zoo) -> tuple[dict, dict[str, dict], list[str]]:
     return base.state_dict(), experts, linear
 
 
-def twin_merging(zoo: Zoo, validation: Evaluator, test: Evaluator) -> dict:
+def twin_merging(zoo: Zoo, validation: Evaluator, test: Evaluator,
+                 cost: Callable[[nn.Module], dict] | None = None) -> dict:
     """Shared expert: task arithmetic at TWIN_SHARED; exclusive parts at TWIN_RANK; the router learns from the
     validation inputs of each task, labelled only by the task they belong to."""
     method, params = TWIN_SHARED
@@ -119,7 +120,7 @@ def twin_merging(zoo: Zoo, validation: Evaluator, test: Evaluator) -> dict:
                     for i, t in enumerate(tasks)}
     return {"chosen": f"shared {method} {params}, rank {TWIN_RANK}", "scores": test.score(model),
             "router_test_accuracy": routed_right, "seconds_to_prepare": round(prepared, 1),
-            "extra_parameters": library.parameters_count(),
+            "extra_parameters": library.parameters_count(), **({"overhead": cost(model)} if cost else {}),
             "data_seen": "validation inputs of each task, labelled only by task (router); no labels of any task"}
 
 

@@ -80,23 +80,27 @@ def run_routing(variant: str = "full", progress: Report | None = None, zoo_progr
                                                      "normalized": mean(norm.values())}}
 
     mixture = WeightedMixture(load_encoder(zoo.base_dir), library)
+    cost = cost_meter(zoo, test)
     multitask = [
         {**choose("arrow", ARROW_TOP_K, lambda k: arrow_encoder(zoo, library, k)), "data_seen": "validation labels "
-         "choose top-k only", "overhead": overhead(zoo, library, test, max(ARROW_TOP_K))},
+         "choose top-k only", "overhead": {**cost(arrow_encoder(zoo, library, max(ARROW_TOP_K))),
+                                           "top_k": max(ARROW_TOP_K)}},
         {**choose("lora_task_arithmetic", TA_SCALES, lambda s: mixture.set([s] * len(library.experts))),
          "data_seen": "validation labels choose λ only"},
     ]
     gates, gate_seconds = phatgoose_gates(zoo, library, report)
-    multitask.append(scored("phatgoose", {"chosen": f"top-{PHATGOOSE_TOP_K}", "scores": test.score(
-        phatgoose_encoder(zoo, library, gates)), "seconds_to_train_gates": round(gate_seconds, 1),
+    phatgoose = phatgoose_encoder(zoo, library, gates)
+    multitask.append(scored("phatgoose", {"chosen": f"top-{PHATGOOSE_TOP_K}", "scores": test.score(phatgoose),
+        "seconds_to_train_gates": round(gate_seconds, 1), "overhead": cost(phatgoose),
         "data_seen": f"each adapter's own train split, {PHATGOOSE_STEPS} steps per adapter (gates only)"},
         test, normalized))
     report("multi-task", 0, 2, "twin-merging")
-    multitask.append(scored("twin_merging", twin_merging(zoo, validation, test), test, normalized))
+    multitask.append(scored("twin_merging", twin_merging(zoo, validation, test, cost), test, normalized))
     report("multi-task", 1, 2, "emr-merging")
     multitask.append(scored("emr_merging", emr_merging(zoo, test), test, normalized))
     report("multi-task", 2, 2, "mhr")
-    multitask.append(scored("mhr", mhr_multitask(zoo, library, heads, test, shots, kshot_steps), test, normalized))
+    multitask.append(scored("mhr", mhr_multitask(zoo, library, heads, test, shots, kshot_steps, cost), test,
+                            normalized))
     new_task = [leave_one_out(zoo, library, gates, task, test, test_refs, shots, lorahub, kshot_steps, report)
                 for task in zoo.tasks] if len(zoo.tasks) > 1 else []
     return {"taskfuse": __version__, "variant": variant, "code": code, "command": command_line(),
@@ -113,7 +117,7 @@ def run_routing(variant: str = "full", progress: Report | None = None, zoo_progr
 
 
 def mhr_multitask(zoo: Zoo, library: LoraLibrary, classifiers: dict, test: Evaluator, shots: int,
-                  steps: int) -> dict:
+                  steps: int, cost: Callable[[nn.Module], dict]) -> dict:
     """One routing per task over the whole library, each learnt from the task's k-shot examples (skills frozen);
     at inference the task's identity picks its routing."""
     tasks = list(zoo.tasks)
@@ -125,7 +129,9 @@ def mhr_multitask(zoo: Zoo, library: LoraLibrary, classifiers: dict, test: Evalu
         scores[task] = test.score_task(model, task)
         expert = library.experts.index(task)
         own[task] = mean(float(m.mixing(1)[0, :, expert].mean()) for m in mhr_modules(model))
+    use_task(model, 0)
     return {"chosen": f"{MHR_HEADS} heads, routing only", "scores": scores, "own_adapter_weight": own,
+            "overhead": cost(model),
             "data_seen": f"{shots} labelled examples per class of each task, {steps} steps of routing per task; "
                          "the task's identity at inference"}
 
@@ -182,27 +188,33 @@ def kshot_lora(zoo: Zoo, head: nn.Linear, examples: Encoded, steps: int) -> nn.M
         return model.merge_and_unload().eval()
 
 
-@torch.no_grad()
-def overhead(zoo: Zoo, library: LoraLibrary, test: Evaluator, top_k: int, repeats: int = 3) -> dict:
-    """Seconds to embed one task's test split with the base and with the Arrow-routed encoder (best of
-    `repeats`), and the parameters the routing adds."""
+def cost_meter(zoo: Zoo, test: Evaluator, repeats: int = 3) -> Callable[[nn.Module], dict]:
+    """A function giving a routed model's inference cost against the base: seconds to embed one task's test split
+    (best of `repeats`, same threads) and the parameters and buffers it holds beyond the base's."""
     task = next(iter(zoo.tasks))
-    base, routed = load_encoder(zoo.base_dir), arrow_encoder(zoo, library, top_k)
+    data = test.data[task]
 
-    def best_time(model) -> float:
+    @torch.no_grad()
+    def best_time(model: nn.Module) -> float:
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            embed_all(model, test.data[task])
+            embed_all(model, data)
             times.append(time.perf_counter() - start)
         return min(times)
 
-    base_s, routed_s = best_time(base), best_time(routed)
-    base_params = sum(p.numel() for p in base.parameters())
-    return {"task": task, "examples": len(test.data[task].ids), "base_seconds": round(base_s, 3),
-            "routed_seconds": round(routed_s, 3), "latency_ratio": round(routed_s / base_s, 2), "top_k": top_k,
-            "extra_parameters": library.parameters_count(),
-            "extra_parameter_ratio": round(library.parameters_count() / base_params, 4)}
+    def size(model: nn.Module) -> int:
+        return sum(t.numel() for t in (*model.parameters(), *model.buffers()))
+
+    base = load_encoder(zoo.base_dir)
+    base_seconds, base_size = best_time(base), size(base)
+
+    def measure(model: nn.Module) -> dict:
+        seconds, extra = best_time(model), size(model) - base_size
+        return {"task": task, "examples": len(data.ids), "base_seconds": round(base_seconds, 3),
+                "routed_seconds": round(seconds, 3), "latency_ratio": round(seconds / base_seconds, 2),
+                "extra_parameters": extra, "extra_parameter_ratio": round(extra / base_size, 4)}
+    return measure
 
 
 def summarise(new_task: list[dict], multitask: list[dict], refs: dict) -> dict:
