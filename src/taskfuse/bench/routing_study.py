@@ -182,6 +182,8 @@ def kshot_lora(zoo: Zoo, head: nn.Linear, examples: Encoded, steps: int) -> nn.M
     recipe = zoo.variant.recipe
     batch = min(recipe.batch_size, 16)
     epochs = math.ceil(steps / math.ceil(len(examples.ids) / batch))
+    # PEFT draws LoRA's A from the global generator: seed it so the row does not depend on what ran before it.
+    torch.manual_seed(recipe.seed)
     model = prepare_lora(load_encoder(zoo.base_dir), recipe)
     fine_tune(model, head, examples, replace(recipe, epochs=epochs, batch_size=batch), recipe.lora_lr)
     with peft_quietly():

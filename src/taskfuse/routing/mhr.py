@@ -110,13 +110,18 @@ def adapt(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor, 
         for p in group["params"]:
             p.requires_grad_(True)
     optimizer = torch.optim.Adam(groups)
+    was_training = model.training
     model.train()
     losses = []
-    for _, (ids, mask, labels) in zip(range(steps), batches):
-        loss = loss_fn(model, ids, mask, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    model.requires_grad_(False)
+    try:
+        for _, (ids, mask, labels) in zip(range(steps), batches):
+            loss = loss_fn(model, ids, mask, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    finally:
+        # Hand the model back as it came: left in training mode it would keep sampling its routing.
+        model.requires_grad_(False)
+        model.train(was_training)
     return losses

@@ -20,7 +20,20 @@ from .phatgoose import PhatgooseRouter
 from .modules import RoutedUpdate, route
 
 FORMAT, VERSION = "taskfuse-routed", 1
-ROUTERS = {"arrow": ArrowRouter, "phatgoose": PhatgooseRouter, "mhr": MultiHeadRouted}
+
+
+def _per_module(router_cls):
+    """A build hook for a router that sits on each adapted module (RoutedUpdate), made from the module's updates."""
+    def build(model: nn.Module, library: LoraLibrary, params: dict) -> nn.Module:
+        return route(model, library, lambda name, updates, module: router_cls.for_updates(
+            updates, module.in_features, **params))
+    return build
+
+
+# router kind -> how to rebuild it on a base model from the library and the manifest's router parameters (the
+# router's learnt state is restored afterwards from router.safetensors)
+ROUTERS = {"arrow": _per_module(ArrowRouter), "phatgoose": _per_module(PhatgooseRouter),
+           "mhr": lambda model, library, params: route_mhr(model, library, **params)}
 
 
 def _routing_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -82,12 +95,7 @@ def load_routed(folder: str | Path, base_model: nn.Module | None = None) -> nn.M
             modules.setdefault(module, {})[expert] = ExpertUpdate(factors[key], factors[f"{module}::{expert}::B"])
     library = LoraLibrary(manifest["base"], manifest["experts"], modules)
     model = base_model if base_model is not None else _load_base(manifest["base"])
-    kind, params = manifest["router"], manifest["router_params"]
-    if kind == "mhr":
-        route_mhr(model, library, **params)
-    else:
-        route(model, library, lambda name, updates, module: ROUTERS[kind].for_updates(updates, module.in_features,
-                                                                                      **params))
+    ROUTERS[manifest["router"]](model, library, manifest["router_params"])
     for name, m in _routed_modules(model).items():
         state = {k.split("::", 1)[1]: v for k, v in router_state.items() if k.split("::", 1)[0] == name}
         if isinstance(m, RoutedUpdate):
