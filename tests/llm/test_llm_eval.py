@@ -68,11 +68,11 @@ def test_an_expert_trains_and_appears_whole(tiny, tmp_path):
 
 
 def test_reply_loss_is_transformers_causal_lm_loss_with_or_without_the_shared_opening_run_once(tiny):
-    from taskfuse.llm.zoo import _batch, reply_loss
+    from taskfuse.llm.zoo import reply_batch, reply_loss
     _, model, tok = tiny
     pairs = [(prompt_ids(tok, "What is a noun?"), reply_ids(tok, "noun")),
              (prompt_ids(tok, "Name a verb, please"), reply_ids(tok, "adjective phrase"))]
-    ids, labels, mask = _batch(pairs, tok)
+    ids, labels, mask = reply_batch(pairs, tok)
     shared = shared_opening([p for p, _ in pairs])
     assert shared >= 3  # the chat template's opening
     with torch.no_grad():

@@ -135,3 +135,64 @@ def test_bad_inputs_are_refused_and_nothing_is_written(family, bert_family, tmp_
     with pytest.raises(SpecError, match="positive_prompts"):
         load_moe_spec({"base": str(base), "experts": [{"path": str(e)} for e in experts]})
     assert list(tmp_path.iterdir()) == []
+
+
+COMPLETIONS = [" Meow meow meow.", " 42 rows returned.", " Jawohl, sagte sie."]
+
+
+def example_spec(base, experts, **extra):
+    return {"base": str(base), "dtype": "float32", "experts": [
+        {"path": str(e), "positive_prompts": [p], "examples": [{"prompt": p, "completion": c}]}
+        for e, p, c in zip(experts, PROMPTS, COMPLETIONS)], **extra}
+
+
+def completion_loss(moe, tok) -> float:
+    total = 0.0
+    for prompt, completion in zip(PROMPTS, COMPLETIONS):
+        p, c = tok(prompt).input_ids, tok(completion, add_special_tokens=False).input_ids
+        ids = torch.tensor([p + c])
+        labels = torch.tensor([[-100] * len(p) + c])
+        with torch.no_grad():
+            total += moe(input_ids=ids, labels=labels).loss.item()
+    return total
+
+
+@pytest.mark.parametrize("routing_loss", [0.0, 1.0])
+def test_tuning_the_routers_through_the_moe_lowers_its_loss_and_changes_only_the_routers(family, tmp_path,
+                                                                                         routing_loss):
+    from safetensors.torch import load_file
+    base, experts = family
+    upcycle(load_moe_spec(example_spec(base, experts)), tmp_path / "plain")
+    summary = upcycle(load_moe_spec(example_spec(base, experts, tune_router={
+        "steps": 40, "lr": 1e-2, "batch_size": 3, "routing_loss": routing_loss})), tmp_path / "tuned")
+    record = summary["tune_router"]
+    assert len(record["losses"]) == 40 and record["examples"] == [1, 1, 1]
+    plain, tuned = load_file(tmp_path / "plain" / "model.safetensors"), load_file(tmp_path / "tuned" / "model.safetensors")
+    assert plain.keys() == tuned.keys()
+    changed = {k for k in plain if not torch.equal(plain[k], tuned[k])}
+    assert changed and all(k.endswith("block_sparse_moe.gate.weight") for k in changed)
+    before, tok = load(tmp_path / "plain")
+    after, _ = load(tmp_path / "tuned")
+    assert completion_loss(after, tok) < completion_loss(before, tok)
+
+
+def test_tuning_the_routers_needs_examples_for_every_expert(family, tmp_path):
+    base, experts = family
+    bad = example_spec(base, experts, tune_router={"steps": 1})
+    bad["experts"][1]["examples"] = []
+    with pytest.raises(SpecError, match="tune_router needs examples"):
+        load_moe_spec(bad)
+
+
+def test_the_moe_command_tunes_and_prints_plain_progress_in_a_log(family, tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from taskfuse.cli.main import app
+    base, experts = family
+    spec_file = tmp_path / "moe.yaml"
+    spec_file.write_text(yaml.safe_dump(example_spec(base, experts, tune_router={"steps": 3, "batch_size": 2})))
+    result = CliRunner().invoke(app, ["moe", str(spec_file), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "upcycling 3/3" in result.output and "tuned 3 steps" in result.output  # not a terminal: plain lines
+    assert load(tmp_path / "out")[0].config.num_local_experts == 3

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from ..errors import TaskfuseError
+from .progress import progress_display
 
 console = Console(stderr=True)
 
@@ -15,7 +16,8 @@ console = Console(stderr=True)
 def register(app: typer.Typer, fail) -> None:
     @app.command()
     def moe(spec: Path = typer.Argument(..., help="MoE spec (YAML): base, experts with positive_prompts (and "
-                                        "negative_prompts), experts_per_token, router_init hidden|trained|random, "
+                                        "negative_prompts, examples for tune_router), experts_per_token, router_init "
+                                        "hidden|trained|random, tune_router (steps, lr, batch_size, routing_loss), "
                                         "dtype, shared_expert none|base (Qwen2)"),
             out: Path = typer.Option(..., "-o", "--out", help="output folder (new, empty, or an earlier merge)")) -> None:
         """Write a Mixtral (Llama/Mistral base), Qwen2-MoE or Qwen3-MoE checkpoint: attention, norms and embeddings
@@ -23,9 +25,17 @@ def register(app: typer.Typer, fail) -> None:
         prompts. AutoModelForCausalLM loads it."""
         from ..programs.moe import load_moe_spec, upcycle
         try:
-            with console.status("upcycling"):
-                summary = upcycle(load_moe_spec(spec), out)
+            with progress_display(console) as progress:
+                bar = progress.add_task("", total=None, stage="upcycling")
+
+                def tuning(step: int, steps: int, loss: float) -> None:
+                    progress.update(bar, completed=step, total=steps, description=f"loss {loss:.3f}")
+                progress.update(bar, description="writing the experts; tuning the routers after, if asked")
+                summary = upcycle(load_moe_spec(spec), out, tuning)
         except TaskfuseError as e:
             fail(e)
         console.print(f"wrote {out} ({summary['format']}): {summary['experts']} experts x {summary['layers']} layers, top-"
-                      f"{summary['experts_per_token']} routing, routers from {summary['router_init']}", soft_wrap=True)
+                      f"{summary['experts_per_token']} routing, routers from {summary['router_init']}"
+                      + (f", tuned {summary['tune_router']['steps']} steps (loss {summary['tune_router']['losses'][0]}"
+                         f" -> {summary['tune_router']['losses'][-1]})" if "tune_router" in summary else ""),
+                      soft_wrap=True)

@@ -33,7 +33,11 @@ GRIDS: dict[str, list[dict]] = {
 LIMITS = {"validation": 20, "test": 40}  # per task: a pass over 6 × 40 prompts costs about 90 s here (compute-bound)
 QUICK_LIMITS = {"validation": 5, "test": 10}
 METRICS = ("exact_match", "likelihood_accuracy")
-MOE_ROW = "moe (trained router, top-2)"
+MOE_ROW = "moe (router tuned through the MoE, top-2)"
+# the routers start from the per-layer fit to 32 prompts per expert, then all layers learn together through the MoE
+# on next-token loss (programs/moe_tuning.py) from 64 training questions per expert
+MOE_PROMPTS, MOE_EXAMPLES = 32, 64
+MOE_TUNING = {"steps": 100, "lr": 1e-3, "batch_size": 8, "routing_loss": 1.0}
 Log = Callable[[str], None]
 
 
@@ -62,7 +66,9 @@ def run_llm_bench(out: Path, quick: bool = False, task_files: tuple[str, ...] = 
             say(f"{method} {chosen[method]['params']}: normalised exact match "
                 f"{100 * _normalised_mean(rows[method], own, 'exact_match'):.1f} % ({row_seconds[method]} s)")
         begun = time.perf_counter()
-        rows[MOE_ROW] = judge.model_scores(judge.upcycle(tasks, experts, Path(tmp) / "moe"), "test")
+        moe, moe_summary = judge.upcycle(tasks, experts, Path(tmp) / "moe",
+                                         {**MOE_TUNING, "steps": 20} if quick else MOE_TUNING, say)
+        rows[MOE_ROW] = judge.model_scores(moe, "test")
         row_seconds[MOE_ROW] = round(time.perf_counter() - begun)
         say(f"moe: normalised exact match {100 * _normalised_mean(rows[MOE_ROW], own, 'exact_match'):.1f} % "
             f"({row_seconds[MOE_ROW]} s)")
@@ -70,7 +76,7 @@ def run_llm_bench(out: Path, quick: bool = False, task_files: tuple[str, ...] = 
         rows.update(fusion_rows(judge, tasks, experts, own, say))
     result = {"command": command_line(), "code": code_commit(), "machine": machine(),
               "seconds": round(time.perf_counter() - started), "zoo_seconds": zoo_seconds,
-              "row_seconds": row_seconds, "quick": quick,
+              "row_seconds": row_seconds, "quick": quick, "moe_tuning": moe_summary["tune_router"],
               "limits": limits, "base": str(base), "recipe": asdict(Recipe()),
               "tasks": {t.name: {"answers": t.answers, "fingerprint": t.fingerprint()[:16]} for t in tasks},
               "experts": {n: e.record for n, e in experts.items()}, "rows": rows, "chosen": chosen,
@@ -131,9 +137,10 @@ class Judge:
         api.merge(spec, out)
         return self.load(out)
 
-    def upcycle(self, tasks, experts, out: Path, prompts_per_expert: int = 32):
+    def upcycle(self, tasks, experts, out: Path, tuning: dict | None = None, log: Log | None = None):
         """A Mixtral of the experts' MLPs; each layer's router fitted to send the tokens of a task's chat-formatted
-        training prompts to that task's expert."""
+        training prompts to that task's expert, then (with `tuning`) every router tuned through the MoE on the
+        next-token loss of the tasks' training answers. Returns the model and upcycle's summary."""
         from ..programs.moe import load_moe_spec, upcycle
 
         def chat(prompt: str) -> str:
@@ -142,9 +149,17 @@ class Judge:
 
         spec = {"base": str(self.base), "dtype": "float32", "router_init": "trained", "experts": [
             {"path": experts[t.name].ref(self.base),
-             "positive_prompts": [chat(e.prompt) for e in t.splits["train"][:prompts_per_expert]]} for t in tasks]}
-        upcycle(load_moe_spec(spec), out)
-        return self.load(out)
+             "positive_prompts": [chat(e.prompt) for e in t.splits["train"][:MOE_PROMPTS]],
+             "examples": [{"prompt": chat(e.prompt), "completion": t.answers[e.answer] + self.tok.eos_token}
+                          for e in t.splits["train"][:MOE_EXAMPLES]]} for t in tasks]}
+        if tuning:
+            spec["tune_router"] = tuning
+
+        def progress(step: int, steps: int, loss: float) -> None:
+            if log and (step % 10 == 0 or step == steps):
+                log(f"moe router tuning {step}/{steps}: loss {loss:.3f}")
+        summary = upcycle(load_moe_spec(spec), out, progress)
+        return self.load(out), summary
 
     def model_scores(self, model, split: str) -> dict[str, dict]:
         return {t.name: asdict(evaluate(model, self.tok, t, split)) for t in self.tasks}

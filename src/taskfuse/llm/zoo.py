@@ -98,7 +98,7 @@ def train_expert(base: Path, task: LLMTask, recipe: Recipe, out: Path, threads: 
     model.train()
     for _ in range(recipe.steps):
         pairs = order.sample(examples, min(recipe.batch, len(examples)))
-        ids, labels, mask = _batch(pairs, tok)
+        ids, labels, mask = reply_batch(pairs, tok)
         shared = shared_opening([p for p, _ in pairs]) if recipe.shared_opening else 0
         # float32: bfloat16 autocast ran 6x slower on this benchmark's CPUs (no bfloat16 matrix units)
         loss = reply_loss(model.get_base_model(), ids, mask, labels, shared)
@@ -132,7 +132,7 @@ def reply_loss(causal_lm, ids: torch.Tensor, mask: torch.Tensor, labels: torch.T
     return torch.nn.functional.cross_entropy(causal_lm.lm_head(hidden[keep]).float(), targets[keep])
 
 
-def _batch(pairs, tok):
+def reply_batch(pairs, tok):
     """Right-padded prompt+reply rows; the loss sees only the reply tokens (labels −100 elsewhere)."""
     width = max(len(p) + len(r) for p, r in pairs)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id

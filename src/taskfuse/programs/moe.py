@@ -22,6 +22,7 @@ is written shard by shard and renamed into place when complete.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -35,6 +36,7 @@ from ..io.checkpoint import Checkpoint
 from ..io.gguf_read import GGUFCheckpoint
 from ..io.layout import copy_side_files, write_index
 from ..io.output import staged_output
+from .moe_tuning import tune_routers
 
 
 @dataclass(frozen=True)
@@ -57,11 +59,27 @@ QWEN3_MOE = MoEFormat("qwen3_moe", "Qwen3MoeForCausalLM", "mlp.gate.weight", "ml
 FORMATS = {"llama": MIXTRAL, "mistral": MIXTRAL, "qwen2": QWEN2_MOE, "qwen3": QWEN3_MOE}  # dense base -> its MoE
 
 
+class TrainingExample(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: str = Field(description="as the model sees it (chat template applied)")
+    completion: str = Field(description="what the expert should answer, end-of-turn token included")
+
+
 class MoEExpert(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(description="a full fine-tune, or BASE+ADAPTER")
     positive_prompts: list[str] = Field(min_length=1)
     negative_prompts: list[str] = Field(default_factory=list)
+    examples: list[TrainingExample] = Field(default_factory=list, description="for tune_router")
+
+
+class RouterTuning(BaseModel):
+    """Every layer's router trained together through the MoE on the experts' examples (programs/moe_tuning.py)."""
+    model_config = ConfigDict(extra="forbid")
+    steps: int = Field(100, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(8, ge=1)
+    routing_loss: float = Field(1.0, ge=0, description="weight of the per-layer expert-assignment loss; 0: off")
 
 
 class MoESpec(BaseModel):
@@ -73,6 +91,7 @@ class MoESpec(BaseModel):
     router_steps: int = Field(200, ge=1, description="with router_init: trained, Adam steps per layer")
     dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
     shared_expert: Literal["none", "base"] = Field("none", description="Qwen2-MoE only: silent, or the base's MLP")
+    tune_router: RouterTuning | None = Field(None, description="after router_init, through the MoE on next tokens")
     seed: int = 0
 
 
@@ -88,11 +107,17 @@ def load_moe_spec(source: str | Path | dict) -> MoESpec:
     if spec.experts_per_token > len(spec.experts):
         raise SpecError(f"MoE spec: experts_per_token {spec.experts_per_token} exceeds the {len(spec.experts)} "
                         "experts. Fix: lower experts_per_token.")
+    if spec.tune_router is not None:
+        bare = [e.path for e in spec.experts if not e.examples]
+        if bare:
+            raise SpecError(f"MoE spec: tune_router needs examples for every expert; {', '.join(bare)} has none. "
+                            "Fix: give each expert `examples: [{prompt, completion}, ...]`, or drop tune_router.")
     return spec
 
 
-def upcycle(spec: MoESpec, out: Path) -> dict:
-    """Write the MoE checkpoint described by `spec` to `out`; returns a summary."""
+def upcycle(spec: MoESpec, out: Path, progress=None) -> dict:
+    """Write the MoE checkpoint described by `spec` to `out`; returns a summary. `progress(step, steps, loss)` is
+    called during router tuning."""
     base = Checkpoint.open(spec.base)
     if isinstance(base, GGUFCheckpoint):
         raise IncompatibleInputsError(f"base {base.ref!r} is a GGUF file; the router is initialised by running the "
@@ -102,13 +127,22 @@ def upcycle(spec: MoESpec, out: Path) -> dict:
     config = _moe_config(base, experts, spec, moe_format)
     routers = _routers(spec, base, config["num_hidden_layers"])
     dtype = getattr(torch, spec.dtype)
+    summary = {"format": moe_format.model_type, "experts": len(experts), "layers": config["num_hidden_layers"],
+               "router_init": spec.router_init, "experts_per_token": spec.experts_per_token}
     with staged_output(Path(out), "merge") as stage:
-        names = _write_tensors(stage, _moe_tensors(base, experts, routers, moe_format, spec.shared_expert), dtype)
+        tensors = _moe_tensors(base, experts, routers, moe_format, spec.shared_expert)
+        summary["tensors"] = _write_tensors(stage, tensors, dtype)
         (stage / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         copy_side_files(base.root, base.root, stage)
         (stage / "taskfuse_moe.yaml").write_text(yaml.safe_dump(spec.model_dump(), sort_keys=False))
-    return {"format": moe_format.model_type, "experts": len(experts), "layers": config["num_hidden_layers"],
-            "tensors": names, "router_init": spec.router_init, "experts_per_token": spec.experts_per_token}
+        if spec.tune_router is not None:  # on the written MoE, so it trains what will load; then rewritten
+            t = spec.tune_router
+            tuned, summary["tune_router"] = tune_routers(
+                stage, [[(x.prompt, x.completion) for x in e.examples] for e in spec.experts], t.steps, t.lr,
+                t.batch_size, t.routing_loss, spec.seed, progress)
+            _rewrite_tensors(stage, {f"model.layers.{i}.{moe_format.router}": w for i, w in enumerate(tuned)},
+                             dtype)
+    return summary
 
 
 def _format_of(base: Checkpoint, experts: list[Checkpoint], spec: MoESpec) -> MoEFormat:
@@ -249,6 +283,21 @@ def _write_tensors(stage: Path, tensors, dtype) -> int:
     else:
         write_index(stage, written, total)  # total: the tensors' bytes, as the executor's index states
     return len(written)
+
+
+def _rewrite_tensors(stage: Path, replacements: dict[str, torch.Tensor], dtype) -> None:
+    """Replace the named tensors in the shards already written to `stage`, each shard rewritten whole and renamed
+    over the old one (shards are at most 2 GB; the index stays valid: same names, shapes and dtype)."""
+    from safetensors.torch import load_file, save_file
+
+    index = stage / "model.safetensors.index.json"
+    where = (json.loads(index.read_text())["weight_map"] if index.exists()
+             else {name: "model.safetensors" for name in replacements})
+    for shard in sorted({where[name] for name in replacements}):
+        tensors = {k: v.clone() for k, v in load_file(str(stage / shard)).items()}
+        tensors.update({n: w.to(dtype).contiguous() for n, w in replacements.items() if where[n] == shard})
+        save_file(tensors, str(stage / f"{shard}.tmp"), metadata={"format": "pt"})
+        os.replace(stage / f"{shard}.tmp", stage / shard)
 
 
 def _moe_tensors(base: Checkpoint, experts: list[Checkpoint], routers, moe_format: MoEFormat, shared: str):

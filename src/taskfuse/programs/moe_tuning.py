@@ -1,0 +1,90 @@
+"""Router tuning through the upcycled MoE itself: every layer's router learns together, everything else frozen, from
+the next-token loss of the experts' own examples (prompt → completion, loss on the completion's tokens), run
+through the MoE as it will be used (top-k routing, the routed experts' outputs, the MoE's own hidden states).
+
+Why: the per-layer fit of `router_init: trained` sees the dense base's hidden states, which drift from the MoE's
+after layer 0, and it can only send a task's tokens where tokens like them went; a task whose inputs look like
+other tasks' (the LLM benchmark's text → genre) is routed to the wrong experts. The next-token loss asks instead
+which routing makes the answer right.
+
+Decided here (no paper prescribes it): top-k routing passes gradient only to the logits of the experts it picked,
+so an expert that a token never picks cannot be learnt by the next-token loss alone. `routing_loss` adds, per layer,
+the cross-entropy of the router's softmax against the expert whose example the token belongs to, on the MoE's own
+hidden states (the auxiliary signal that reaches every expert's logit); 0 turns it off. Adam on the router weights
+only; examples drawn in a seeded order across experts so each batch mixes tasks.
+"""
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from ..llm.zoo import reply_batch
+
+
+def tune_routers(folder: Path, examples: list[list[tuple[str, str]]], steps: int, lr: float, batch_size: int,
+                 routing_loss: float, seed: int,
+                 progress: Callable[[int, int, float], None] | None = None) -> tuple[list[torch.Tensor], dict]:
+    """The tuned router weight of each layer of the MoE checkpoint in `folder`, and a record of the run.
+    `examples[e]` holds expert e's (prompt, completion) pairs; prompts are tokenised as they are (with the
+    tokenizer's special tokens), completions without any added."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()  # eval: no router jitter
+    model.requires_grad_(False)
+    routers = [_moe_block(layer).gate.weight for layer in model.model.layers]
+    for p in routers:
+        p.requires_grad_(True)
+    pool = [(e, _ids(tok, prompt, add_special=True), _ids(tok, completion, add_special=False))
+            for e, pairs in enumerate(examples) for prompt, completion in pairs]
+    order = random.Random(seed)
+    optimizer = torch.optim.Adam(routers, lr=lr)
+    losses, routing_losses, started = [], [], time.perf_counter()
+    for step in range(steps):
+        drawn = order.sample(pool, min(batch_size, len(pool)))
+        ids, labels, mask = reply_batch([(p, c) for _, p, c in drawn], tok)
+        owner = torch.tensor([e for e, _, _ in drawn])[:, None].expand_as(ids)
+        next_token, routing = _losses(model, ids, mask, labels, owner, routing_loss > 0)
+        loss = next_token + routing_loss * routing
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(round(next_token.item(), 4))
+        routing_losses.append(round(routing.item(), 4))
+        if progress:
+            progress(step + 1, steps, next_token.item())
+    record = {"steps": steps, "lr": lr, "batch_size": batch_size, "routing_loss": routing_loss, "seed": seed,
+              "examples": [len(pairs) for pairs in examples], "losses": losses,
+              **({"routing_losses": routing_losses} if routing_loss > 0 else {}),
+              "seconds": round(time.perf_counter() - started, 1)}
+    return [p.detach().clone() for p in routers], record
+
+
+def _losses(model, ids, mask, labels, owner, with_routing: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The next-token loss on the completions' tokens, and (if asked, else 0) the mean over layers of the routers'
+    cross-entropy against each token's own expert."""
+    out = model.model(input_ids=ids, attention_mask=mask, output_router_logits=with_routing, use_cache=False)
+    targets, keep = labels[:, 1:], labels[:, 1:] != -100
+    # the output layer only where a label is: over every prompt token it would be a fifth of the step
+    hidden = out.last_hidden_state[:, :-1][keep]
+    next_token = torch.nn.functional.cross_entropy(model.lm_head(hidden).float(), targets[keep])
+    if not with_routing:
+        return next_token, torch.zeros(())
+    real = mask.bool().reshape(-1)
+    per_layer = [torch.nn.functional.cross_entropy(logits.float()[real], owner.reshape(-1)[real])
+                 for logits in out.router_logits]
+    return next_token, torch.stack(per_layer).mean()
+
+
+def _moe_block(layer):
+    """A decoder layer's MoE block: `block_sparse_moe` in transformers 4's Mixtral, `mlp` elsewhere."""
+    return getattr(layer, "block_sparse_moe", None) or layer.mlp
+
+
+def _ids(tok, text: str, add_special: bool) -> list[int]:
+    return tok(text, add_special_tokens=add_special).input_ids
