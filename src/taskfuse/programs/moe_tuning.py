@@ -40,7 +40,7 @@ def tune_routers(folder: Path, examples: list[list[tuple[str, str]]], steps: int
     routers = [_moe_block(layer).gate.weight for layer in model.model.layers]
     for p in routers:
         p.requires_grad_(True)
-    pool = [(e, _ids(tok, prompt, add_special=True), _ids(tok, completion, add_special=False))
+    pool = [(e, prompt_ids(tok, prompt), tok(completion, add_special_tokens=False).input_ids)
             for e, pairs in enumerate(examples) for prompt, completion in pairs]
     order = random.Random(seed)
     optimizer = torch.optim.Adam(routers, lr=lr)
@@ -86,5 +86,9 @@ def _moe_block(layer):
     return getattr(layer, "block_sparse_moe", None) or layer.mlp
 
 
-def _ids(tok, text: str, add_special: bool) -> list[int]:
-    return tok(text, add_special_tokens=add_special).input_ids
+def prompt_ids(tok, text: str) -> list[int]:
+    """A prompt's tokens with the tokenizer's special tokens, once: a chat template that writes the begin token
+    itself ("<s>[INST] ...") would otherwise start with two, which the model never saw in training."""
+    ids = tok(text, add_special_tokens=True).input_ids
+    bos = tok.bos_token_id
+    return ids[1:] if bos is not None and len(ids) > 1 and ids[0] == ids[1] == bos else ids
