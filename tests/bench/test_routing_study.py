@@ -14,7 +14,7 @@ def routing(tiny_bench, tmp_path_factory):
     *_, cache = tiny_bench  # the tiny zoo's experts are already built there
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TASKFUSE_CACHE", str(cache))
-        result = run_routing("tiny", lorahub=LoraHubSearch(budget=9), kshot_steps=6)
+        result = run_routing("tiny", lorahub=LoraHubSearch(budget=9), kshot_steps=6, mhr_steps=6)
         yield result, write_routing_report(result, tmp_path_factory.mktemp("routing") / "report")
 
 

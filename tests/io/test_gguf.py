@@ -197,3 +197,75 @@ def test_cli_convert_round_trip(tiny, tmp_path):
     a, b = Checkpoint.open(tiny["gemma3"]), Checkpoint.open(hf_out)
     for name in b.tensors:  # Gemma's norms within float32 rounding of 1 + w (see above)
         torch.testing.assert_close(a.read(name), b.read(name), rtol=0, atol=2 ** -23, msg=name)
+
+
+@pytest.fixture(scope="module")
+def sentencepiece(tmp_path_factory):
+    """Llama 2 and Gemma style SentencePiece tokenizers (byte fallback) on tiny llama and gemma3 models."""
+    from taskfuse.testing.tiny_llm import sentencepiece_tokenizer
+    root = tmp_path_factory.mktemp("sentencepiece")
+    return {arch: save_tiny_causal_lm(root / arch, arch, tokenizer=sentencepiece_tokenizer(kind))
+            for arch, kind in (("llama", "llama"), ("gemma3", "gemma"))}
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_sentencepiece_tokenizers_read_back_identically(sentencepiece, tmp_path, arch):
+    convert_to_gguf(sentencepiece[arch], tmp_path / "g", "f32")
+    ours, ours_tok = load_hf(sentencepiece[arch])
+    back, back_tok = load_hf(tmp_path / "g", gguf_name(tmp_path / "g", "f32"))
+    specials = f"{ours_tok.bos_token}user\nhi{ours_tok.eos_token}"
+    for text in TEXTS + ["emoji 😀 and 漢字 by byte fallback", specials]:
+        ids = ours_tok(text).input_ids
+        assert ids[0] == ours_tok.bos_token_id  # both kinds add a begin token
+        assert back_tok(text).input_ids == ids, text
+        assert back_tok.decode(ids) == ours_tok.decode(ids), text
+    assert (back_tok.bos_token, back_tok.eos_token, back_tok.unk_token) == \
+        (ours_tok.bos_token, ours_tok.eos_token, ours_tok.unk_token)
+    assert back_tok.chat_template == ours_tok.chat_template
+    assert torch.equal(logits(ours, ours_tok, TEXTS[1]), logits(back, back_tok, TEXTS[1]))
+
+
+def test_sentencepiece_scores_merge_as_the_tokenizer_does(sentencepiece, tmp_path):
+    """llama.cpp (like SentencePiece) merges by score: always the adjacent pair forming the highest-scoring piece.
+    With the scores written, that gives the tokenizer's own pieces for every word of the fortunes."""
+    import gguf
+
+    from taskfuse.testing.tiny_llm import fortune_texts
+    convert_to_gguf(sentencepiece["llama"], tmp_path / "g", "f32")
+    fields = gguf.GGUFReader(tmp_path / "g" / gguf_name(tmp_path / "g", "f32")).fields
+    score = dict(zip(fields["tokenizer.ggml.tokens"].contents(), fields["tokenizer.ggml.scores"].contents()))
+    types = dict(zip(fields["tokenizer.ggml.tokens"].contents(), fields["tokenizer.ggml.token_type"].contents()))
+    assert types["<0x41>"] == gguf.TokenType.BYTE and types["<unk>"] == gguf.TokenType.UNKNOWN
+    assert types["<s>"] == gguf.TokenType.CONTROL
+
+    def by_score(word: str) -> list[str]:
+        parts = list(word)
+        while True:
+            pairs = [(score[a + b], i) for i, (a, b) in enumerate(zip(parts, parts[1:])) if a + b in score]
+            if not pairs:
+                return parts
+            _, i = max(pairs, key=lambda p: (p[0], -p[1]))
+            parts[i:i + 2] = [parts[i] + parts[i + 1]]
+
+    model = load_hf(sentencepiece["llama"])[1].backend_tokenizer.model
+    words = {"\u2581" + w for t in fortune_texts(500) for w in t.split() if w.isascii()}
+    assert len(words) > 1000
+    assert [w for w in words if by_score(w) != [t.value for t in model.tokenize(w)]] == []
+
+
+def test_a_tokenizer_gguf_readers_would_rebuild_differently_is_refused(tmp_path):
+    """GGUF keeps no pre-split rule for SentencePiece vocabularies: one that splits digits apart would be read
+    back as a plain Llama tokenizer and split numbers differently, so it is refused and nothing is written."""
+    from tokenizers import pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from taskfuse.testing.tiny_llm import sentencepiece_tokenizer
+    backend = sentencepiece_tokenizer("llama").backend_tokenizer
+    backend.pre_tokenizer = pre_tokenizers.Sequence([backend.pre_tokenizer, pre_tokenizers.Digits(individual_digits=True)])
+    # the generic class keeps tokenizer.json's pipeline (LlamaTokenizer would rebuild its own on loading)
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    folder = save_tiny_causal_lm(tmp_path / "model", "llama", tokenizer=tok)
+    with pytest.raises(CheckpointError, match=r"would not survive GGUF.*Hello world, it is 1234.*'▁1', '2'.*Fix: write "
+                                              "safetensors"):
+        convert_to_gguf(folder, tmp_path / "out", "f16")
+    assert not (tmp_path / "out").exists()

@@ -20,7 +20,7 @@ NEW_TASK_ROWS = {"zero_shot": "base zero-shot", "arrow": "Arrow (no data of the 
 MULTITASK_ROWS = {"arrow": "Arrow, all LoRA adapters", "phatgoose": "PHATGOOSE, all LoRA adapters", "lora_task_arithmetic": "task arithmetic over the LoRA updates",
                   "twin_merging": "Twin-Merging (full experts, router on inputs)",
                   "emr_merging": "EMR-Merging (full experts, task identity given)",
-                  "mhr": "MHR, all LoRA adapters (k-shot routing, task identity given)"}
+                  "mhr": "MHR, all LoRA adapters (routing learnt per task, task identity given)"}
 
 
 MULTITASK_HEADER = ["multi-task (all 8 tasks)", "chosen on validation", "avg normalized %", "avg accuracy %",

@@ -2,8 +2,8 @@
 tasks the library never saw.
 
 Multi-task (every adapter in the library): Arrow (top-k chosen on validation), task arithmetic over the LoRA
-updates (λ chosen on validation), PHATGOOSE, Twin-Merging, EMR-Merging and MHR (routing per task learnt from k
-labelled examples per class), beside the LoRA experts each on its own task.
+updates (λ chosen on validation), PHATGOOSE, Twin-Merging, EMR-Merging and MHR (routing per task learnt on the task's
+train split), beside the LoRA experts each on its own task.
 New task (leave one out): for each task, the library is the other adapters. Zero-shot; Arrow, PHATGOOSE and the
 plain average of the library (no data of the new task); LoraHub, MHR (routing only, and routing with the skills)
 and a LoRA trained from scratch on the same k labelled examples per class of the task's train split; the task's own
@@ -43,13 +43,14 @@ NEW_TASK_TOP_K = 3  # PEFT's default: a new task has no validation data to choos
 TA_SCALES = (0.2, 0.4, 0.6, 0.8, 1.0)
 SHOTS = 5
 KSHOT_STEPS = 40  # LoRA from scratch on the k-shot set: as many optimiser steps as LoraHub has loss evaluations
+MHR_MULTITASK_STEPS = 100  # routing steps per task on its train split (multi-task: every task's data is at hand)
 
 Report = Callable[[str, int, int, str], None]
 
 
 def run_routing(variant: str = "full", progress: Report | None = None, zoo_progress: ZooProgress | None = None,
                 task_files: tuple[str, ...] = (), shots: int = SHOTS, lorahub: LoraHubSearch = LoraHubSearch(),
-                kshot_steps: int = KSHOT_STEPS) -> dict:
+                kshot_steps: int = KSHOT_STEPS, mhr_steps: int = MHR_MULTITASK_STEPS) -> dict:
     started, code = time.perf_counter(), code_commit()
     report = progress or (lambda *a: None)
     zoo = build_zoo(variant_named(variant), 1, zoo_progress, task_files)
@@ -99,8 +100,7 @@ def run_routing(variant: str = "full", progress: Report | None = None, zoo_progr
     report("multi-task", 1, 2, "emr-merging")
     multitask.append(scored("emr_merging", emr_merging(zoo, test), test, normalized))
     report("multi-task", 2, 2, "mhr")
-    multitask.append(scored("mhr", mhr_multitask(zoo, library, heads, test, shots, kshot_steps, cost), test,
-                            normalized))
+    multitask.append(scored("mhr", mhr_multitask(zoo, library, heads, test, mhr_steps, cost), test, normalized))
     new_task = [leave_one_out(zoo, library, gates, task, test, test_refs, shots, lorahub, kshot_steps, report)
                 for task in zoo.tasks] if len(zoo.tasks) > 1 else []
     return {"taskfuse": __version__, "variant": variant, "code": code, "command": command_line(),
@@ -111,17 +111,21 @@ def run_routing(variant: str = "full", progress: Report | None = None, zoo_progr
             "settings": {"arrow_top_k": ARROW_TOP_K, "twin_shared": TWIN_SHARED, "phatgoose": {"top_k": PHATGOOSE_TOP_K, "steps": PHATGOOSE_STEPS}, "twin_rank": TWIN_RANK,
                          "mhr": {"heads": MHR_HEADS, "routing_lr": MHR_ROUTING_LR},
                          "new_task_top_k": NEW_TASK_TOP_K, "ta_scales": TA_SCALES,
-                         "shots_per_class": shots, "lorahub": asdict(lorahub), "kshot_lora_steps": kshot_steps},
+                         "shots_per_class": shots, "lorahub": asdict(lorahub), "kshot_lora_steps": kshot_steps,
+                         "mhr_multitask_steps": mhr_steps},
             "seconds": round(time.perf_counter() - started, 1),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
-def mhr_multitask(zoo: Zoo, library: LoraLibrary, classifiers: dict, test: Evaluator, shots: int,
-                  steps: int, cost: Callable[[nn.Module], dict]) -> dict:
-    """One routing per task over the whole library, each learnt from the task's k-shot examples (skills frozen);
-    at inference the task's identity picks its routing."""
+def mhr_multitask(zoo: Zoo, library: LoraLibrary, classifiers: dict, test: Evaluator, steps: int,
+                  cost: Callable[[nn.Module], dict]) -> dict:
+    """One routing per task over the whole library, each learnt on the task's train split (skills frozen), as
+    Poly/MHR learn routing in the multi-task setting, where every task's training data is at hand; at inference the
+    task's identity picks its routing."""
     tasks = list(zoo.tasks)
-    examples = {i: (classifiers[t], few_shot(zoo, t, shots)) for i, t in enumerate(tasks)}
+    tokenizer = load_tokenizer(zoo.base_dir)
+    examples = {i: (classifiers[t], encode(tokenizer, zoo.tasks[t].splits["train"].texts,
+                                           zoo.tasks[t].splits["train"].labels)) for i, t in enumerate(tasks)}
     model = mhr_adapted(zoo, library, examples, steps, learn_skills=False)
     scores, own = {}, {}
     for i, task in enumerate(tasks):
@@ -132,8 +136,8 @@ def mhr_multitask(zoo: Zoo, library: LoraLibrary, classifiers: dict, test: Evalu
     use_task(model, 0)
     return {"chosen": f"{MHR_HEADS} heads, routing only", "scores": scores, "own_adapter_weight": own,
             "overhead": cost(model),
-            "data_seen": f"{shots} labelled examples per class of each task, {steps} steps of routing per task; "
-                         "the task's identity at inference"}
+            "data_seen": f"each task's train split, {steps} steps of routing per task (batches of "
+                         f"{min(zoo.variant.recipe.batch_size, 16)}); the task's identity at inference"}
 
 
 def few_shot(zoo: Zoo, task: str, shots: int) -> Encoded:

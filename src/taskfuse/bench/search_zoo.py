@@ -59,22 +59,22 @@ def _worker_zoo(variant: str, task_files: tuple[str, ...]) -> tuple[Zoo, Evaluat
 
 def _merge_and_score(variant: str, task_files: tuple[str, ...], threads: int | None, spec_of) -> tuple:
     """In a worker: set its threads (None: the main process's own), merge the spec `spec_of(zoo)` gives in a
-    temporary folder and score it on validation. Returns the merge's result, its scores, the zoo and evaluator."""
+    temporary folder and score it on validation. Returns the merge's result and its scores."""
     if threads is not None:
         torch.set_num_threads(threads)
     zoo, evaluator = _worker_zoo(variant, task_files)
     with tempfile.TemporaryDirectory(prefix="taskfuse-trial-") as work:
         merged = api.merge(spec_of(zoo), Path(work) / "merged", threads=threads)
         scores = evaluator.score(Path(work) / "merged")
-    return merged, scores, zoo, evaluator
+    return merged, scores
 
 
 def score_trial(item: tuple) -> float:
     """A trial in a worker: merge with `params` (per-expert weights included) and return the mean normalised
     validation accuracy."""
     variant, task_files, method, params, seed, threads = item
-    _, scores, zoo, evaluator = _merge_and_score(variant, task_files, threads,
-                                                 lambda zoo: trial_spec(zoo, method, params, seed))
+    _, scores = _merge_and_score(variant, task_files, threads, lambda zoo: trial_spec(zoo, method, params, seed))
+    zoo, evaluator = _worker_zoo(variant, task_files)  # cached: the one the merge used
     if "experts" not in _WORKER:
         _WORKER["experts"] = {t: evaluator.score_task(e.model_dir, t) for t, e in zoo.experts.items()}
     return mean(normalized(scores, _WORKER["experts"]).values())
@@ -84,6 +84,5 @@ def grid_trial(item: tuple) -> dict:
     """One point of the benchmark's grid in a worker: merge the zoo with the method's `params` (unit weights) and
     return the merge's seconds and each task's validation scores (the caller normalises them)."""
     variant, task_files, method, params, seed, threads = item
-    merged, scores, _, _ = _merge_and_score(variant, task_files, threads,
-                                            lambda zoo: zoo_spec(zoo, method, params, seed))
+    merged, scores = _merge_and_score(variant, task_files, threads, lambda zoo: zoo_spec(zoo, method, params, seed))
     return {"merge_seconds": merged.seconds, "scores": as_dict(scores)}

@@ -30,8 +30,9 @@ def tokenizer_fields(model: Checkpoint, tokenizer_source: Checkpoint | None, fol
     """The tokenizer as GGUF fields: copied from a GGUF source, else built from a Hugging Face folder."""
     if isinstance(tokenizer_source, GGUFCheckpoint):
         return fields_from_gguf(tokenizer_source.reader)
-    rows = int((model.config or {}).get("vocab_size", 0))
-    return fields_from_folder(folder or model.root, rows, model.ref)
+    config = model.config or {}
+    return fields_from_folder(folder or model.root, int(config.get("vocab_size", 0)), model.ref,
+                              gguf_architecture(model, config))
 
 
 def convert_to_gguf(source: str | Path, out: str | Path, outtype: str = "f16",

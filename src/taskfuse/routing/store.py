@@ -1,25 +1,29 @@
 """One directory format for every routed model: manifest.json (format version, router kind and parameters, base,
 experts, modules), experts.safetensors (each module's factors per expert) and router.safetensors (the router's
 tensors, e.g. Arrow's prototypes; for MHR each module's routing logits and skills, which few-shot adaptation may
-have changed). `load_routed(dir)` rebuilds the torch module on the base."""
+have changed; for Twin-Merging the input router's MLP). `load_routed(dir)` rebuilds the torch module on the base.
+Twin-Merging's base is its shared merge, which exists nowhere else: it is stored inside the folder (`shared/`)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, UsageError
 from ..io.output import staged_output
 from .arrow import ArrowRouter
 from .library import ExpertUpdate, LoraLibrary
 from .mhr import MultiHeadRouted, route_mhr
 from .phatgoose import PhatgooseRouter
 from .modules import RoutedUpdate, route
+from .twin import TwinMerged, router_mlp
 
 FORMAT, VERSION = "taskfuse-routed", 1
+SHARED = "shared"  # Twin-Merging's shared model, inside the routed folder
 
 
 def _per_module(router_cls):
@@ -30,10 +34,11 @@ def _per_module(router_cls):
     return build
 
 
-# router kind -> how to rebuild it on a base model from the library and the manifest's router parameters (the
-# router's learnt state is restored afterwards from router.safetensors)
+# router kind -> how to rebuild it on a base model from the library and the manifest's router parameters, returning
+# the routed model (the router's learnt state is restored afterwards from router.safetensors)
 ROUTERS = {"arrow": _per_module(ArrowRouter), "phatgoose": _per_module(PhatgooseRouter),
-           "mhr": lambda model, library, params: route_mhr(model, library, **params)}
+           "mhr": lambda model, library, params: route_mhr(model, library, **params),
+           "twin": lambda model, library, params: TwinMerged(model, library, router_mlp(**params))}
 
 
 def _routing_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -44,12 +49,20 @@ def _routing_state(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _routed_modules(model: nn.Module) -> dict[str, nn.Module]:
-    return {name: m for name, m in model.named_modules() if isinstance(m, (RoutedUpdate, MultiHeadRouted))}
+    """Every module whose state the folder keeps: the routed layers, and Twin-Merging's input router."""
+    found = {name: m for name, m in model.named_modules() if isinstance(m, (RoutedUpdate, MultiHeadRouted))}
+    if isinstance(model, TwinMerged):
+        found["router"] = model.router
+    return found
 
 
 def save_routed(model: nn.Module, library: LoraLibrary, router: str, router_params: dict, out: Path,
-                extra: dict | None = None) -> None:
-    """Write `model` (routed by `route`) as a routed directory; `extra` (e.g. data seen) goes into the manifest."""
+                extra: dict | None = None, shared: Path | None = None) -> None:
+    """Write `model` (routed by `route`) as a routed directory; `extra` (e.g. data seen) goes into the manifest.
+    For Twin-Merging, `shared` is the shared merge's model folder, copied in as the base."""
+    if (router == "twin") != (shared is not None):
+        raise UsageError(f"save_routed({router!r}): a shared model folder is given for Twin-Merging, and only for "
+                         "it. Fix: pass shared=<the shared merge's folder> with router 'twin', else leave it out.")
     factors, router_tensors = {}, {}
     for module, per in library.modules.items():
         for expert, update in per.items():
@@ -60,9 +73,12 @@ def save_routed(model: nn.Module, library: LoraLibrary, router: str, router_para
         for key, tensor in _routing_state(m).items():
             router_tensors[f"{name}::{key}"] = tensor.contiguous()
     manifest = {"format": FORMAT, "version": VERSION, "router": router, "router_params": router_params,
-                "base": library.base, "experts": library.experts, "modules": sorted(library.modules),
+                "base": SHARED if shared else library.base, "base_in_folder": bool(shared),
+                "experts": library.experts, "modules": sorted(library.modules),
                 "routed_modules": sorted(routed), **(extra or {})}
     with staged_output(Path(out), "routed") as stage:
+        if shared:
+            shutil.copytree(shared, stage / SHARED)
         save_file(factors, stage / "experts.safetensors")
         save_file(router_tensors, stage / "router.safetensors")
         (stage / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
@@ -94,14 +110,17 @@ def load_routed(folder: str | Path, base_model: nn.Module | None = None) -> nn.M
         if part == "A":
             modules.setdefault(module, {})[expert] = ExpertUpdate(factors[key], factors[f"{module}::{expert}::B"])
     library = LoraLibrary(manifest["base"], manifest["experts"], modules)
-    model = base_model if base_model is not None else _load_base(manifest["base"])
-    ROUTERS[manifest["router"]](model, library, manifest["router_params"])
+    if base_model is None:
+        base_model = _load_base(str(folder / SHARED) if manifest.get("base_in_folder") else manifest["base"])
+    model = ROUTERS[manifest["router"]](base_model, library, manifest["router_params"])
     for name, m in _routed_modules(model).items():
         state = {k.split("::", 1)[1]: v for k, v in router_state.items() if k.split("::", 1)[0] == name}
         if isinstance(m, RoutedUpdate):
             m.router.load_state_dict(state)
-        else:
+        elif isinstance(m, MultiHeadRouted):
             m.load_state_dict({**{f"base.{k}": v for k, v in m.base.state_dict().items()}, **state})
+        else:
+            m.load_state_dict(state)
     return model.eval()
 
 

@@ -44,13 +44,17 @@ class InputRouting(nn.Module):
 
 
 class TwinMerged(nn.Module):
-    """The shared encoder with routed exclusive parts; called like the encoder (input_ids, attention_mask)."""
+    """The shared encoder with routed exclusive parts; called like the encoder (input_ids, attention_mask).
+    `router_params` is what rebuilds the router's shape (see routing/store.py)."""
 
     def __init__(self, shared_encoder: nn.Module, library: LoraLibrary, router: nn.Module):
         super().__init__()
         self.router = router
         self.encoder = route(shared_encoder, library, lambda name, updates, module: InputRouting(len(updates)))
         self.routings = [m.router for m in self.encoder.modules() if isinstance(m, RoutedUpdate)]
+        first, last = router[0], router[-1]
+        self.router_params = {"features": first.in_features, "hidden": first.out_features,
+                              "experts": last.out_features}
 
     def set_coefficients(self, coefficients: torch.Tensor | None) -> None:
         for routing in self.routings:
@@ -70,12 +74,20 @@ class TwinMerged(nn.Module):
             self.set_coefficients(None)
 
 
+ROUTER_HIDDEN = 128
+
+
+def router_mlp(features: int, experts: int, hidden: int = ROUTER_HIDDEN) -> nn.Module:
+    """The router's shape: a two-layer MLP from pooled features to one logit per exclusive part."""
+    return nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, experts))
+
+
 def train_router(features: torch.Tensor, tasks: torch.Tensor, experts: int, steps: int = 300, lr: float = 1e-2,
                  seed: int = 0) -> nn.Module:
-    """A two-layer MLP from pooled features to task logits, trained with cross-entropy on inputs labelled only by
-    the task they come from (full batch, Adam)."""
+    """The router MLP trained with cross-entropy on inputs labelled only by the task they come from (full batch,
+    Adam)."""
     torch.manual_seed(seed)
-    router = nn.Sequential(nn.Linear(features.shape[1], 128), nn.ReLU(), nn.Linear(128, experts))
+    router = router_mlp(features.shape[1], experts)
     optimizer = torch.optim.Adam(router.parameters(), lr=lr)
     for _ in range(steps):
         loss = nn.functional.cross_entropy(router(features), tasks)

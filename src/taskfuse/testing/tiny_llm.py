@@ -1,5 +1,5 @@
-"""Tiny causal LMs with a real tokenizer, for the GGUF and vocabulary tests: a byte-level BPE trained (with the
-`tokenizers` library) on Debian's fortune texts, and Llama-, Qwen2-, Qwen3- or Gemma3-style models built from transformers
+"""Tiny causal LMs with a real tokenizer, for the GGUF and vocabulary tests: a byte-level BPE or a SentencePiece-style
+BPE trained (with the `tokenizers` library) on Debian's fortune texts, and Llama-, Qwen2-, Qwen3- or Gemma3-style models built from transformers
 configs, saved as the hub serves them."""
 from __future__ import annotations
 
@@ -40,6 +40,24 @@ def byte_bpe_tokenizer(vocab_size: int = 320):
                                    pad_token="<|endoftext|>", chat_template=CHAT_TEMPLATE)
 
 
+def sentencepiece_tokenizer(kind: str = "llama", vocab_size: int = 640):
+    """A SentencePiece-style BPE tokenizer with byte fallback trained on fortunes, in transformers' own class for
+    `kind`: "llama" (Llama 2 / Mistral: a "▁" before the text, `<s>`/`</s>`) or "gemma" (no prefix, `<bos>`/`<eos>`).
+    Pieces are learnt within words with their leading "▁", as SentencePiece learns them."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import GemmaTokenizer, LlamaTokenizer
+
+    cls, special = {"llama": (LlamaTokenizer, ["<unk>", "<s>", "</s>"]),
+                    "gemma": (GemmaTokenizer, ["<pad>", "<eos>", "<bos>", "<unk>"])}[kind]
+    tok = Tokenizer(models.BPE(byte_fallback=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always" if kind == "llama" else "never")
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special + [f"<0x{b:02X}>" for b in range(256)])
+    tok.train_from_iterator(fortune_texts(), trainer)
+    learnt = json.loads(tok.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in learnt["merges"]]
+    return cls(vocab=learnt["vocab"], merges=merges, chat_template=CHAT_TEMPLATE, add_bos_token=True)
+
+
 def tiny_causal_lm(arch: str, vocab_size: int, seed: int = 0, tie: bool = True):
     from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig, Qwen2Config, Qwen3Config
 
@@ -58,9 +76,11 @@ def tiny_causal_lm(arch: str, vocab_size: int, seed: int = 0, tie: bool = True):
     return model
 
 
-def save_tiny_causal_lm(folder: Path, arch: str = "llama", seed: int = 0, tie: bool = True, pad_to: int = 128) -> Path:
-    """A tiny model and its tokenizer in `folder`; the embedding padded to a multiple of `pad_to` rows."""
-    tok = byte_bpe_tokenizer()
+def save_tiny_causal_lm(folder: Path, arch: str = "llama", seed: int = 0, tie: bool = True, pad_to: int = 128,
+                        tokenizer=None) -> Path:
+    """A tiny model and its tokenizer (default: the byte-level BPE) in `folder`; the embedding padded to a multiple
+    of `pad_to` rows."""
+    tok = tokenizer if tokenizer is not None else byte_bpe_tokenizer()
     rows = -(-len(tok) // pad_to) * pad_to
     tiny_causal_lm(arch, rows, seed, tie).save_pretrained(folder)
     tok.save_pretrained(folder)
