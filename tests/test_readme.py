@@ -69,7 +69,9 @@ GGUF_CODE = ["src/taskfuse/io/gguf_read.py", "src/taskfuse/io/gguf_names.py", "s
 STATISTICS_CODE = ["src/taskfuse/bench/statistics_rows.py", "src/taskfuse/programs/statistics.py",
                    "src/taskfuse/programs/regmean_sequential.py", "src/taskfuse/io/statistics_file.py"]
 LLM_CODE = BENCH_CODE + ["src/taskfuse/llm", "src/taskfuse/io/adapter.py", "src/taskfuse/io/gguf_read.py",
-                         "src/taskfuse/programs/moe.py", "src/taskfuse/programs/moe_tuning.py"]
+                         "src/taskfuse/programs/moe.py", "src/taskfuse/programs/moe_tuning.py",
+                         "src/taskfuse/routing/arrow.py", "src/taskfuse/routing/library.py",
+                         "src/taskfuse/routing/modules.py"]
 SIDE_BY_SIDE_CODE = BENCH_CODE + STATISTICS_CODE + ["benchmarks/fusionbench_side_by_side.py"]
 RESULTS = [("bench-full", BENCH_CODE + STATISTICS_CODE, "taskfuse bench --full"),
            ("fusionbench-side-by-side", SIDE_BY_SIDE_CODE, "python benchmarks/fusionbench_side_by_side.py"),

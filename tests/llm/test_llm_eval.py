@@ -86,3 +86,21 @@ def test_builtin_tasks_are_short_questions_with_their_answers_listed():
     assert task.answers == ("adjective", "adverb", "noun", "verb") and len(task.splits["test"]) == 5
     assert all("Answer with one of: adjective, adverb, noun, verb." in e.prompt for e in task.splits["test"])
     assert len(load_llm_task("debian_section").splits["train"][0].prompt) < 400  # texts clipped
+
+
+def test_the_benchmarks_arrow_row_with_one_expert_is_that_expert(tiny, tmp_path):
+    """Arrow over a library of one adapter gives every token all of it: the routed model is base + ΔW, the merged
+    expert, and the benchmark's scorer runs on it."""
+    from types import SimpleNamespace
+
+    from taskfuse.llm.bench import Judge
+    folder, _, tok = tiny
+    train_expert(folder, toy_task(), Recipe(rank=4, steps=6, batch=4, lr=5e-3), tmp_path / "expert", threads=1)
+    judge = Judge(folder, [toy_task()])
+    routed = judge.arrow({"toy": SimpleNamespace(adapter=tmp_path / "expert")}, top_k=1)
+    merged = judge.load_adapter(tmp_path / "expert")
+    ids = torch.tensor([prompt_ids(tok, toy_task().splits["test"][0].prompt)])
+    with torch.no_grad():
+        torch.testing.assert_close(routed(ids).logits, merged(ids).logits, rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(routed(ids).logits, judge.load(folder)(ids).logits, atol=1e-4)
+    assert judge.model_scores(routed, "test") == judge.model_scores(merged, "test")

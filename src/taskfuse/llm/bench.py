@@ -1,7 +1,8 @@
 """`taskfuse bench --llm`: the LLM benchmark. SmolLM2-135M-Instruct, one LoRA expert per generative task, every
-data-free merge of the experts' full-weight versions with its parameters chosen on validation, all judged on test
-by exact match of the greedy answer and by likelihood accuracy over the task's answers, each normalised by the
-task's own expert, beside the base model zero-shot."""
+data-free merge of the experts' full-weight versions with its parameters chosen on validation, Arrow routing over
+the LoRA experts, and the MoE upcycled from them, all judged on test by exact match of the greedy answer and by
+likelihood accuracy over the task's answers, each normalised by the task's own expert, beside the base model
+zero-shot."""
 from __future__ import annotations
 
 import json
@@ -34,6 +35,8 @@ LIMITS = {"validation": 20, "test": 40}  # per task: a pass over 6 × 40 prompts
 QUICK_LIMITS = {"validation": 5, "test": 10}
 METRICS = ("exact_match", "likelihood_accuracy")
 MOE_ROW = "moe (router tuned through the MoE, top-2)"
+ARROW_ROW = "arrow (per-token routing over the LoRA experts)"
+ARROW_TOP_K = [3, 2, 1]  # chosen on validation; the first (PEFT's default) alone in a quick run
 # the routers start from the per-layer fit to 32 prompts per expert, then all layers learn together through the MoE
 # on next-token loss (programs/moe_tuning.py) from 64 training questions per expert
 MOE_PROMPTS, MOE_EXAMPLES = 32, 64
@@ -60,11 +63,18 @@ def run_llm_bench(out: Path, quick: bool = False, task_files: tuple[str, ...] = 
     with tempfile.TemporaryDirectory(prefix="taskfuse-llm-bench-") as tmp:
         for method, grid in GRIDS.items():
             begun = time.perf_counter()
-            rows[method], chosen[method] = merge_row(judge, method, grid[:1] if quick else grid, experts, own,
-                                                     Path(tmp))
+            rows[method], chosen[method] = best_on_validation(
+                judge, grid[:1] if quick else grid,
+                lambda params: judge.merge(method, params, experts, Path(tmp) / f"{method}-{grid.index(params)}"), own)
             row_seconds[method] = round(time.perf_counter() - begun)
             say(f"{method} {chosen[method]['params']}: normalised exact match "
                 f"{100 * _normalised_mean(rows[method], own, 'exact_match'):.1f} % ({row_seconds[method]} s)")
+        begun = time.perf_counter()
+        rows[ARROW_ROW], chosen[ARROW_ROW] = best_on_validation(
+            judge, ARROW_TOP_K[:1] if quick else ARROW_TOP_K, lambda k: judge.arrow(experts, k), own)
+        row_seconds[ARROW_ROW] = round(time.perf_counter() - begun)
+        say(f"arrow top-{chosen[ARROW_ROW]['params']}: normalised exact match "
+            f"{100 * _normalised_mean(rows[ARROW_ROW], own, 'exact_match'):.1f} % ({row_seconds[ARROW_ROW]} s)")
         begun = time.perf_counter()
         moe, moe_summary = judge.upcycle(tasks, experts, Path(tmp) / "moe",
                                          {**MOE_TUNING, "steps": 20} if quick else MOE_TUNING, say)
@@ -85,12 +95,12 @@ def run_llm_bench(out: Path, quick: bool = False, task_files: tuple[str, ...] = 
     return result
 
 
-def merge_row(judge: "Judge", method: str, grid: list[dict], experts, own: dict, tmp: Path) -> tuple[dict, dict]:
-    """Test scores of the method's merge at the grid point best on validation (a single point is taken as it
-    is), and the trials that chose it. Each trial's model is kept, so the best is not merged twice."""
+def best_on_validation(judge: "Judge", grid: list, build: Callable, own: dict) -> tuple[dict, dict]:
+    """Test scores of the model `build(params)` gives at the grid point best on validation (a single point is
+    taken as it is), and the trials that chose it. Each trial's model is kept, so the best is not built twice."""
     trials, models = [], []
     for params in grid:
-        models.append(judge.merge(method, params, experts, tmp / f"{method}-{len(trials)}"))
+        models.append(build(params))
         trial = {"params": params}
         if len(grid) > 1:
             trial["validation"] = judge.model_scores(models[-1], "validation")
@@ -136,6 +146,15 @@ class Judge:
                 "dtype": "float32", **({} if method == "linear" else {"base": str(self.base)})}
         api.merge(spec, out)
         return self.load(out)
+
+    def arrow(self, experts, top_k: int):
+        """The base with every LoRA expert attached to its modules, each token routed to its top-k by Arrow."""
+        from ..routing.arrow import ArrowRouter
+        from ..routing.library import LoraLibrary
+        from ..routing.modules import route
+        library = LoraLibrary.from_adapters(self.base, {name: e.adapter for name, e in experts.items()})
+        return route(self.load(self.base), library, lambda name, updates, module: ArrowRouter.for_updates(
+            updates, module.in_features, top_k)).eval()
 
     def upcycle(self, tasks, experts, out: Path, tuning: dict | None = None, log: Log | None = None):
         """A Mixtral of the experts' MLPs; each layer's router fitted to send the tokens of a task's chat-formatted
