@@ -122,3 +122,39 @@ def test_bad_learning_input_is_a_typed_error_and_writes_nothing(lm_family, tmp_p
     done = learn(method, "--spec", root / "spec.yaml", *args, "--steps", "1", "-o", tmp_path / "out")
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_peft_adapter_in_the_spec_learns_from_its_exact_update(lm_family, tmp_path):
+    """A model given as BASE+ADAPTER (as in a merge) enters as its exact update W + scaling·B·A, the same task vector
+    PEFT's own merge gives, and `learn --spec` runs on it."""
+    import warnings
+
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from taskfuse.io.checkpoint import Checkpoint
+    from taskfuse.programs.spec_learning import task_vector
+    root, data, _, _ = lm_family
+    torch.manual_seed(5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        peft = get_peft_model(AutoModelForCausalLM.from_pretrained(root / "base"),
+                              LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "up_proj"],
+                                         init_lora_weights=False))
+        peft.save_pretrained(tmp_path / "adapter")
+        merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(root / "base"),
+                                           tmp_path / "adapter").merge_and_unload()
+    theta0 = {n: p.detach() for n, p in AutoModelForCausalLM.from_pretrained(root / "base").named_parameters()}
+    ours = task_vector(Checkpoint.open(f"{root / 'base'}+{tmp_path / 'adapter'}"), theta0)
+    assert ours.keys() == theta0.keys()
+    changed = 0
+    for name, p in merged.named_parameters():
+        torch.testing.assert_close(ours[name], p.detach() - theta0[name], rtol=0, atol=1e-6, msg=name)
+        changed += bool(ours[name].abs().max() > 1e-4)
+    assert changed == 2 * 2  # q_proj and up_proj in each of the two layers
+    spec = yaml.safe_load((root / "spec.yaml").read_text())
+    spec["models"][0]["path"] = f"{root / 'base'}+{tmp_path / 'adapter'}"
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    done = learn("atlas", "--spec", tmp_path / "spec.yaml", "--data", data[0], "--data", data[1], "--steps", "2",
+                 "-o", tmp_path / "merged")
+    assert done.returncode == 0, done.stderr

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ..errors import SpecError, TaskDataError
+from ..io.checkpoint import Checkpoint
 from ..spec.model import MergeSpec
 from .learn import LearnProgress, Recipe, learn_coefficients
 from .merge_view import MergeView, Parameterization
@@ -49,6 +50,11 @@ def check_spec_for_learning(spec: MergeSpec, data_files: list[str]) -> None:
             raise TaskDataError(f"task data {f} does not exist. Fix: give a JSONL file of {{\"text\": ...}} lines.")
 
 
+def task_vector(model: Checkpoint, theta0: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """θ_t − θ₀ in float32 for every base parameter the model holds."""
+    return {n: model.read(n).float() - theta0[n] for n in theta0 if n in model.tensors}
+
+
 def learn_for_spec(spec: MergeSpec, data_files: list[str], how: SpecLearning,
                    progress: LearnProgress | None = None) -> SpecLearned:
     """Fit Λ for the spec's models, each on its own task's text."""
@@ -60,11 +66,9 @@ def learn_for_spec(spec: MergeSpec, data_files: list[str], how: SpecLearning,
     examples = [read_examples(f, tokenizer, labelled) for f in data_files]
     base = AutoModelForCausalLM.from_pretrained(spec.base, dtype=torch.float32).eval()
     theta0 = {n: p.detach() for n, p in base.named_parameters()}
-    vectors = []
-    for entry in spec.models:  # one fine-tune in memory at a time
-        tuned = dict(AutoModelForCausalLM.from_pretrained(entry.path, dtype=torch.float32).named_parameters())
-        vectors.append({n: tuned[n].detach() - theta0[n] for n in theta0 if n in tuned})
-        del tuned
+    # each model through taskfuse's own reader, one tensor at a time: a safetensors or .bin folder, a GGUF file or a
+    # PEFT adapter (`BASE+ADAPTER`, its W + scaling·B·A), as in a merge
+    vectors = [task_vector(Checkpoint.open(entry.path), theta0) for entry in spec.models]
     if how.ties_density is not None:
         vectors = ties_vectors(vectors, how.ties_density)
     view = MergeView(base, vectors, how.parameterization, how.init)
