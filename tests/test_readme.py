@@ -70,15 +70,18 @@ STATISTICS_CODE = ["src/taskfuse/bench/statistics_rows.py", "src/taskfuse/progra
                    "src/taskfuse/programs/regmean_sequential.py", "src/taskfuse/io/statistics_file.py"]
 LLM_CODE = BENCH_CODE + ["src/taskfuse/llm", "src/taskfuse/io/adapter.py", "src/taskfuse/io/gguf_read.py",
                          "src/taskfuse/programs/moe.py", "src/taskfuse/programs/moe_tuning.py",
+                         "src/taskfuse/programs/spec_learning.py", "src/taskfuse/programs/text_data.py",
                          "src/taskfuse/routing/arrow.py", "src/taskfuse/routing/library.py",
                          "src/taskfuse/routing/modules.py"]
 SIDE_BY_SIDE_CODE = BENCH_CODE + STATISTICS_CODE + ["benchmarks/fusionbench_side_by_side.py"]
+OVER_MERGE_CODE = BENCH_CODE + ["src/taskfuse/bench/learned_over_merge.py", "benchmarks/learned_over_merge.py"]
 RESULTS = [("bench-full", BENCH_CODE + STATISTICS_CODE, "taskfuse bench --full"),
            ("fusionbench-side-by-side", SIDE_BY_SIDE_CODE, "python benchmarks/fusionbench_side_by_side.py"),
            ("gguf-input", GGUF_CODE, "python benchmarks/gguf_input_cost.py"),
            ("bench-routing", ROUTING_CODE, "taskfuse bench --routing --full"),
            ("extract-lora", EXTRACT_CODE, "python benchmarks/extract_lora_fidelity.py"),
-           ("bench-llm", LLM_CODE, "taskfuse bench --llm")]
+           ("bench-llm", LLM_CODE, "taskfuse bench --llm"),
+           ("learned-over-merge", OVER_MERGE_CODE, "python benchmarks/learned_over_merge.py")]
 
 
 @pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="not a git checkout")

@@ -97,10 +97,41 @@ def test_the_benchmarks_arrow_row_with_one_expert_is_that_expert(tiny, tmp_path)
     folder, _, tok = tiny
     train_expert(folder, toy_task(), Recipe(rank=4, steps=6, batch=4, lr=5e-3), tmp_path / "expert", threads=1)
     judge = Judge(folder, [toy_task()])
-    routed = judge.arrow({"toy": SimpleNamespace(adapter=tmp_path / "expert")}, top_k=1)
+    routed = judge.arrow(judge.library({"toy": SimpleNamespace(adapter=tmp_path / "expert")}), top_k=1)
     merged = judge.load_adapter(tmp_path / "expert")
     ids = torch.tensor([prompt_ids(tok, toy_task().splits["test"][0].prompt)])
     with torch.no_grad():
         torch.testing.assert_close(routed(ids).logits, merged(ids).logits, rtol=1e-4, atol=1e-5)
         assert not torch.allclose(routed(ids).logits, judge.load(folder)(ids).logits, atol=1e-4)
     assert judge.model_scores(routed, "test") == judge.model_scores(merged, "test")
+
+
+def test_the_benchmarks_atlas_row_learns_from_train_answers_and_writes_a_better_merge(tiny, tmp_path):
+    """The learned row on two toy experts (answers swapped between them): its loss on the train answers falls, it
+    records the data it saw, and the written merge fits those answers better than the base does."""
+    from taskfuse.llm.bench import Judge
+    from taskfuse.llm.learned import ATLAS, atlas_row
+    from taskfuse.llm.zoo import Expert, reply_batch, reply_loss
+    folder, base_model, tok = tiny
+    first = toy_task()
+    second = LLMTask("toy2", ANSWERS, {k: tuple(Example(e.prompt.replace("fortune", "gloss"), (e.answer + 1) % 3)
+                                                for e in v) for k, v in first.splits.items()}, "1" * 64)
+    experts = {}
+    for task in (first, second):
+        train_expert(folder, task, Recipe(rank=4, steps=12, batch=4, lr=1e-2), tmp_path / task.name, threads=1)
+        experts[task.name] = Expert(task.name, tmp_path / task.name, {})
+    judge = Judge(folder, [first, second])
+    model, summary = atlas_row(judge, [first, second], experts, tmp_path / "atlas",
+                               {**ATLAS, "steps": 8, "lr": 0.2, "examples": 12})
+    assert summary["losses"][-1] < summary["losses"][0]
+    assert [d["examples"] for d in summary["data_seen"]] == [12, 12]
+    assert {d["split"] for d in summary["data_seen"]} == {"train"}
+    assert any(c["max"] != 0 for c in summary["coefficients"].values())
+    pairs = [(prompt_ids(tok, e.prompt), reply_ids(tok, t.answers[e.answer])) for t in (first, second)
+             for e in t.splits["train"]]
+    ids, labels, mask = reply_batch(pairs, tok)
+    with torch.no_grad():
+        assert reply_loss(model, ids, mask, labels) < reply_loss(base_model, ids, mask, labels)
+    import yaml
+    replay = yaml.safe_load((tmp_path / "atlas" / "taskfuse_spec.yaml").read_text())
+    assert replay["method"] == "task_arithmetic" and len(replay["overrides"]) > 0  # per-tensor weights

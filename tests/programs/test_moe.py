@@ -201,11 +201,11 @@ def test_the_moe_command_tunes_and_prints_plain_progress_in_a_log(family, tmp_pa
 def test_a_prompt_that_writes_its_own_begin_token_gets_it_once():
     from tokenizers.processors import TemplateProcessing
 
-    from taskfuse.programs.moe_tuning import prompt_ids
+    from taskfuse.programs.text_data import prompt_tokens
     from taskfuse.testing.tiny_llm import byte_bpe_tokenizer
     tok = byte_bpe_tokenizer()
     bos = tok.bos_token
     tok._tokenizer.post_processor = TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, tok.bos_token_id)])
-    assert prompt_ids(tok, "hello")[:2] == [tok.bos_token_id, tok("hello", add_special_tokens=False).input_ids[0]]
-    templated = prompt_ids(tok, f"{bos}[INST] hello")  # a Llama-2 style template wrote the begin token itself
+    assert prompt_tokens(tok, "hello")[:2] == [tok.bos_token_id, tok("hello", add_special_tokens=False).input_ids[0]]
+    templated = prompt_tokens(tok, f"{bos}[INST] hello")  # a Llama-2 style template wrote the begin token itself
     assert templated[0] == tok.bos_token_id and templated[1] != tok.bos_token_id

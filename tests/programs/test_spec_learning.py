@@ -158,3 +158,32 @@ def test_a_peft_adapter_in_the_spec_learns_from_its_exact_update(lm_family, tmp_
     done = learn("atlas", "--spec", tmp_path / "spec.yaml", "--data", data[0], "--data", data[1], "--steps", "2",
                  "-o", tmp_path / "merged")
     assert done.returncode == 0, done.stderr
+
+
+def test_scored_logits_with_a_shared_opening_equal_the_full_forward_in_value_and_gradient(lm_family):
+    """Prompt/completion rows of one task share their opening: it runs once and only scored positions reach the
+    output layer, yet the logits and the gradients they send back are the plain forward pass's."""
+    from transformers import AutoModelForCausalLM
+
+    from taskfuse.programs.text_data import TextExamples, batches_in_order, scored_logits
+
+    root, _, texts, tokenizer = lm_family
+    model = AutoModelForCausalLM.from_pretrained(root / "base")
+    opening = tokenizer("Which part of speech is the word defined as", add_special_tokens=True)["input_ids"][:-1]
+    rows, starts = [], []
+    for i, text in enumerate(texts["wordnet_pos"][:5]):
+        prompt = opening + tokenizer(text, add_special_tokens=False)["input_ids"][:6 + 2 * i]
+        rows.append(tuple(prompt + tokenizer("noun", add_special_tokens=False)["input_ids"]))
+        starts.append(len(prompt) - 1)
+    inputs, targets = next(batches_in_order(TextExamples("x", tuple(rows), tuple(starts)), 5, 0))
+    assert inputs["shared"] == len(opening)
+    full = model(input_ids=inputs["ids"], attention_mask=inputs["mask"]).logits[:, :-1][inputs["scored"]]
+    full_grad = torch.autograd.grad(full.log_softmax(-1).gather(1, targets[:, None]).sum(),
+                                    model.model.layers[0].self_attn.q_proj.weight)[0]
+    fast = scored_logits(model, inputs)
+    fast_grad = torch.autograd.grad(fast.log_softmax(-1).gather(1, targets[:, None]).sum(),
+                                    model.model.layers[0].self_attn.q_proj.weight)[0]
+    assert fast.shape == full.shape == (len(targets), model.config.vocab_size)
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(fast_grad, full_grad, atol=1e-5, rtol=1e-4)
+    assert full_grad.abs().sum() > 0

@@ -88,13 +88,18 @@ def register(app: typer.Typer, fail) -> None:
         print(markdown(result))
         console.print(f"report: {target / 'report.html'}; {result['seconds']} s")
 
-    def _llm_bench(quick: bool, target: Path, task_files: tuple[str, ...], fusion: bool) -> None:
+    def _llm_bench(quick: bool, target: Path, task_files: tuple[str, ...], fusion: bool,
+                   learned: str | None) -> None:
+        from ..errors import UsageError
         from ..io.output import check_output_dir
         from ..llm.bench import markdown, run_llm_bench
         try:
+            if learned not in (None, "all", "none", "atlas"):
+                raise UsageError(f"--learned {learned}: the LLM benchmark's learned row is atlas. Fix: --learned "
+                                 "atlas (or all: the default), or none to leave it out.")
             check_output_dir(target, "report")
             result = run_llm_bench(target, quick, task_files, log=lambda line: console.print(line, soft_wrap=True),
-                                   fusion=fusion)
+                                   fusion=fusion, learned=learned != "none")
         except TaskfuseError as e:
             fail(e)
         print(markdown(result))
@@ -147,7 +152,8 @@ def register(app: typer.Typer, fail) -> None:
               learned: Optional[str] = typer.Option(None, help="learned rows (AdaMerging, aTLAS, Self "
                                                     "Positioning, RegMean, Fisher, CMA-ES and random search): "
                                                     "'all', 'none' or comma-separated names (default: all with "
-                                                    "--full, none otherwise)"),
+                                                    "--full, none otherwise; with --llm: atlas, the default, or "
+                                                    "none)"),
               routing: bool = typer.Option(False, "--routing", help="instead of merging: compose the zoo's LoRA "
                                            "adapters (Arrow, LoraHub, ...) on every task and on each task held out "
                                            "(about 15 minutes for --full on 2 cores once the experts are cached)"),
@@ -176,7 +182,7 @@ def register(app: typer.Typer, fail) -> None:
         target = out / chosen if out == Path("out/bench") else out
         if llm:
             _llm_bench(quick, out / "llm" if out == Path("out/bench") else out,
-                       tuple(map(str, task_file)), fusion)
+                       tuple(map(str, task_file)), fusion, learned)
             return
         if routing:
             _routing_study(chosen, out / f"routing-{chosen}" if out == Path("out/bench") else out,

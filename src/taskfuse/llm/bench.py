@@ -1,6 +1,7 @@
 """`taskfuse bench --llm`: the LLM benchmark. SmolLM2-135M-Instruct, one LoRA expert per generative task, every
 data-free merge of the experts' full-weight versions with its parameters chosen on validation, Arrow routing over
-the LoRA experts, and the MoE upcycled from them, all judged on test by exact match of the greedy answer and by
+the LoRA experts, aTLAS's per-tensor coefficients learned on the tasks' train answers (llm/learned.py), and the MoE
+upcycled from the experts, all judged on test by exact match of the greedy answer and by
 likelihood accuracy over the task's answers, each normalised by the task's own expert, beside the base model
 zero-shot."""
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ..bench.provenance import code_commit, command_line, machine
 from ..io.output import staged_output
 from .base import base_model_dir
 from .evaluate import evaluate
+from .learned import ATLAS, LEARNED_ROW, atlas_row
 from .tasks import DEFAULT_TASKS, load_llm_task
 from .zoo import Recipe, build_llm_zoo
 
@@ -45,7 +47,7 @@ Log = Callable[[str], None]
 
 
 def run_llm_bench(out: Path, quick: bool = False, task_files: tuple[str, ...] = (), log: Log = print,
-                  fusion: bool = False) -> dict:
+                  fusion: bool = False, learned: bool = True) -> dict:
     started = time.perf_counter()
     say = lambda line: log(f"[{_clock(started)}] {line}")  # noqa: E731
     limits = QUICK_LIMITS if quick else LIMITS
@@ -59,7 +61,11 @@ def run_llm_bench(out: Path, quick: bool = False, task_files: tuple[str, ...] = 
     own = {t.name: asdict(evaluate(judge.load_adapter(experts[t.name].adapter), judge.tok, t, "test")) for t in tasks}
     rows["experts (each on its own task)"] = own
     say("base and experts judged")
-    chosen, row_seconds = {}, {}
+    chosen, row_seconds, summaries = {}, {}, {}
+
+    def learning_log(step: int, steps: int, loss: float) -> None:
+        if step % 5 == 0 or step == steps:
+            say(f"atlas learning {step}/{steps}: loss {loss:.3f}")
     with tempfile.TemporaryDirectory(prefix="taskfuse-llm-bench-") as tmp:
         for method, grid in GRIDS.items():
             begun = time.perf_counter()
@@ -70,11 +76,22 @@ def run_llm_bench(out: Path, quick: bool = False, task_files: tuple[str, ...] = 
             say(f"{method} {chosen[method]['params']}: normalised exact match "
                 f"{100 * _normalised_mean(rows[method], own, 'exact_match'):.1f} % ({row_seconds[method]} s)")
         begun = time.perf_counter()
+        library = judge.library(experts)  # read once (prototypes: an SVD per module and adapter), routed per top-k
         rows[ARROW_ROW], chosen[ARROW_ROW] = best_on_validation(
-            judge, ARROW_TOP_K[:1] if quick else ARROW_TOP_K, lambda k: judge.arrow(experts, k), own)
+            judge, ARROW_TOP_K[:1] if quick else ARROW_TOP_K, lambda k: judge.arrow(library, k), own)
+        del library
         row_seconds[ARROW_ROW] = round(time.perf_counter() - begun)
         say(f"arrow top-{chosen[ARROW_ROW]['params']}: normalised exact match "
             f"{100 * _normalised_mean(rows[ARROW_ROW], own, 'exact_match'):.1f} % ({row_seconds[ARROW_ROW]} s)")
+        if learned:
+            begun = time.perf_counter()
+            model, summaries[LEARNED_ROW] = atlas_row(judge, tasks, experts, Path(tmp) / "atlas",
+                                                      {**ATLAS, "steps": 4} if quick else ATLAS, learning_log)
+            rows[LEARNED_ROW] = judge.model_scores(model, "test")
+            row_seconds[LEARNED_ROW] = round(time.perf_counter() - begun)
+            del model
+            say(f"atlas: normalised exact match {100 * _normalised_mean(rows[LEARNED_ROW], own, 'exact_match'):.1f} "
+                f"% ({row_seconds[LEARNED_ROW]} s)")
         begun = time.perf_counter()
         moe, moe_summary = judge.upcycle(tasks, experts, Path(tmp) / "moe",
                                          {**MOE_TUNING, "steps": 20} if quick else MOE_TUNING, say)
@@ -87,6 +104,7 @@ def run_llm_bench(out: Path, quick: bool = False, task_files: tuple[str, ...] = 
     result = {"command": command_line(), "code": code_commit(), "machine": machine(),
               "seconds": round(time.perf_counter() - started), "zoo_seconds": zoo_seconds,
               "row_seconds": row_seconds, "quick": quick, "moe_tuning": moe_summary["tune_router"],
+              "learned": summaries,
               "limits": limits, "base": str(base), "recipe": asdict(Recipe()),
               "tasks": {t.name: {"answers": t.answers, "fingerprint": t.fingerprint()[:16]} for t in tasks},
               "experts": {n: e.record for n, e in experts.items()}, "rows": rows, "chosen": chosen,
@@ -132,6 +150,11 @@ class Judge:
         self.base, self.tasks = base, tasks
         self.tok = AutoTokenizer.from_pretrained(base)
 
+    def chat(self, prompt: str) -> str:
+        """The user's message in the chat template, up to where the assistant's reply starts."""
+        return self.tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                            add_generation_prompt=True)
+
     def load(self, folder: Path):
         from transformers import AutoModelForCausalLM
         return AutoModelForCausalLM.from_pretrained(folder).eval()
@@ -147,12 +170,15 @@ class Judge:
         api.merge(spec, out)
         return self.load(out)
 
-    def arrow(self, experts, top_k: int):
-        """The base with every LoRA expert attached to its modules, each token routed to its top-k by Arrow."""
-        from ..routing.arrow import ArrowRouter
+    def library(self, experts):
         from ..routing.library import LoraLibrary
+        return LoraLibrary.from_adapters(self.base, {name: e.adapter for name, e in experts.items()})
+
+    def arrow(self, library, top_k: int):
+        """The base with every LoRA expert of `library` attached to its modules, each token routed to its top-k by
+        Arrow."""
+        from ..routing.arrow import ArrowRouter
         from ..routing.modules import route
-        library = LoraLibrary.from_adapters(self.base, {name: e.adapter for name, e in experts.items()})
         return route(self.load(self.base), library, lambda name, updates, module: ArrowRouter.for_updates(
             updates, module.in_features, top_k)).eval()
 
@@ -162,14 +188,10 @@ class Judge:
         next-token loss of the tasks' training answers. Returns the model and upcycle's summary."""
         from ..programs.moe import load_moe_spec, upcycle
 
-        def chat(prompt: str) -> str:
-            return self.tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                                add_generation_prompt=True)
-
         spec = {"base": str(self.base), "dtype": "float32", "router_init": "trained", "experts": [
             {"path": experts[t.name].ref(self.base),
-             "positive_prompts": [chat(e.prompt) for e in t.splits["train"][:MOE_PROMPTS]],
-             "examples": [{"prompt": chat(e.prompt), "completion": t.answers[e.answer] + self.tok.eos_token}
+             "positive_prompts": [self.chat(e.prompt) for e in t.splits["train"][:MOE_PROMPTS]],
+             "examples": [{"prompt": self.chat(e.prompt), "completion": t.answers[e.answer] + self.tok.eos_token}
                           for e in t.splits["train"][:MOE_EXAMPLES]]} for t in tasks]}
         if tuning:
             spec["tune_router"] = tuning

@@ -19,7 +19,7 @@ from ..io.statistics_file import save_statistics
 from ..io.transformers_model import load_model, load_tokenizer
 from ..methods.registry import STATISTICS
 from .statistics import fisher_statistics, gram_statistics, normalized_fisher
-from .text_data import batches_in_order, read_examples
+from .text_data import batches_in_order, read_examples, scored_logits
 
 
 def _forward(model: nn.Module, inputs: dict):
@@ -27,7 +27,7 @@ def _forward(model: nn.Module, inputs: dict):
 
 
 def _log_likelihood(model: nn.Module, inputs: dict, targets: Tensor) -> Tensor:
-    logits = _forward(model, inputs).logits[:, :-1][inputs["scored"]]  # (N, V) at the scored positions
+    logits = scored_logits(model, inputs)  # (N, V) at the scored positions
     return -nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
 
 

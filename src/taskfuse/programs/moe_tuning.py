@@ -23,14 +23,15 @@ from pathlib import Path
 import torch
 
 from ..llm.zoo import reply_batch
+from .text_data import prompt_tokens
 
 
 def tune_routers(folder: Path, examples: list[list[tuple[str, str]]], steps: int, lr: float, batch_size: int,
                  routing_loss: float, seed: int,
                  progress: Callable[[int, int, float], None] | None = None) -> tuple[list[torch.Tensor], dict]:
     """The tuned router weight of each layer of the MoE checkpoint in `folder`, and a record of the run.
-    `examples[e]` holds expert e's (prompt, completion) pairs; prompts are tokenised as they are (with the
-    tokenizer's special tokens), completions without any added."""
+    `examples[e]` holds expert e's (prompt, completion) pairs; prompts get the tokenizer's special tokens once
+    (`prompt_tokens`), completions none."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(seed)
@@ -40,7 +41,7 @@ def tune_routers(folder: Path, examples: list[list[tuple[str, str]]], steps: int
     routers = [_moe_block(layer).gate.weight for layer in model.model.layers]
     for p in routers:
         p.requires_grad_(True)
-    pool = [(e, prompt_ids(tok, prompt), tok(completion, add_special_tokens=False).input_ids)
+    pool = [(e, prompt_tokens(tok, prompt), tok(completion, add_special_tokens=False).input_ids)
             for e, pairs in enumerate(examples) for prompt, completion in pairs]
     order = random.Random(seed)
     optimizer = torch.optim.Adam(routers, lr=lr)
@@ -84,11 +85,3 @@ def _losses(model, ids, mask, labels, owner, with_routing: bool) -> tuple[torch.
 def _moe_block(layer):
     """A decoder layer's MoE block: `block_sparse_moe` in transformers 4's Mixtral, `mlp` elsewhere."""
     return getattr(layer, "block_sparse_moe", None) or layer.mlp
-
-
-def prompt_ids(tok, text: str) -> list[int]:
-    """A prompt's tokens with the tokenizer's special tokens, once: a chat template that writes the begin token
-    itself ("<s>[INST] ...") would otherwise start with two, which the model never saw in training."""
-    ids = tok(text, add_special_tokens=True).input_ids
-    bos = tok.bos_token_id
-    return ids[1:] if bos is not None and len(ids) > 1 and ids[0] == ids[1] == bos else ids

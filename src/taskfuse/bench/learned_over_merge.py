@@ -1,0 +1,79 @@
+"""A learned method started from a data-free merge instead of from the base:
+
+    θ(Λ) = θ₀ + Λ₀ ⊙ τ_merge + Σ_t Λ_t ⊙ τ_t,    Λ₀ = 1 and Λ_t = 0 at the start,
+
+where τ_merge = (what a registered data-free method writes) − θ₀. Step 0 is that merge exactly; the coefficients
+then learn, per tensor, how much more or less of the merge and of each task's own vector to take. This is our
+design, not a paper's: aTLAS (arXiv:2407.02880) learns from Λ = 0 over the raw task vectors, and one scalar per
+tensor and task cannot separate tasks that interfere inside a tensor, which subspace merges such as Iso-CTS do.
+Here the subspace merge does that and the learning corrects what is left.
+
+The result is two ordinary specs that `taskfuse merge` replays: the data-free merge (stage 1, written to a folder)
+and task arithmetic at scale 1 over [that folder, the experts] with the learned per-tensor weights (stage 2).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from ..errors import UsageError
+from ..eval.encoder import load_encoder
+from ..programs.learn import LearnProgress, learn_coefficients
+from ..programs.merge_view import MergeView
+from ..zoo.build import Zoo
+from .learned import LearnedMethod, LearnedResult, held_memory, task_streams
+from .memory import RssPeak
+from .merging import merge_zoo
+
+
+@dataclass(frozen=True)
+class OverMerge:
+    """Which data-free merge the learning starts from, and the learned method that continues from it."""
+
+    method: str = "iso_cts"
+    params: dict = field(default_factory=lambda: {"scale": 4.0})
+
+
+def check_learnable_over_merge(method: LearnedMethod) -> None:
+    if method.interpolation != "linear" or method.ties_density is not None:
+        raise UsageError(f"{method.name} cannot start from a merge: it learns over its own vectors (SLERP weights or "
+                         "TIES-trimmed ones). Fix: use atlas, atlas_fewshot or an adamerging method without ++.")
+    if method.parameterization.kind == "partition":
+        raise UsageError(f"{method.name} with partitions cannot be written as per-tensor weights over a merge. "
+                         "Fix: use the layer or task parameterization.")
+
+
+def learn_over_merge(zoo: Zoo, method: LearnedMethod, over: OverMerge, anchor_dir: Path,
+                     progress: LearnProgress | None = None) -> tuple[LearnedResult, dict, float]:
+    """Write the data-free merge to `anchor_dir`, learn the coefficients from it; returns the learning, the merge's
+    spec and its seconds. The view's first task vector is the merge's, the others the experts' in zoo order."""
+    check_learnable_over_merge(method)
+    anchor_spec, anchor_seconds = merge_zoo(zoo, over.method, over.params, anchor_dir, seed=zoo.variant.recipe.seed)
+    with RssPeak() as memory:
+        base = load_encoder(zoo.base_dir)
+        theta0 = base.state_dict()
+        vectors = [_task_vector(anchor_dir, theta0)] + [_task_vector(e.model_dir, theta0)
+                                                         for e in zoo.experts.values()]
+        view = MergeView(base, vectors, method.parameterization, init=0.0)
+        with torch.no_grad():
+            view.coefficients[0] = 1.0  # step 0 is the merge itself
+        streams = task_streams(zoo, method, zoo.variant.recipe.seed)
+        torch.manual_seed(zoo.variant.recipe.seed)
+        started = time.perf_counter()
+        losses = learn_coefficients(view, streams, method.recipe, progress)
+        seconds = time.perf_counter() - started
+    return LearnedResult(view, losses, seconds, held_memory(view, memory.added)), anchor_spec, anchor_seconds
+
+
+def over_merge_method(method: LearnedMethod, over: OverMerge) -> LearnedMethod:
+    """The method's record under its own name, marked with the merge it starts from."""
+    return replace(method, name=f"{method.name}_over_{over.method}", init=0.0)
+
+
+def _task_vector(folder: Path, theta0: dict) -> dict:
+    """One model's θ − θ₀ over the base's floating-point tensors; one model in memory at a time."""
+    tuned = load_encoder(folder).state_dict()
+    return {n: tuned[n] - theta0[n] for n in theta0 if n in tuned and theta0[n].is_floating_point()}

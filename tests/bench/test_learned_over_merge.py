@@ -1,0 +1,50 @@
+"""A learned method started from a data-free merge: step 0 is that merge, the learning lowers the loss from there,
+and the two specs (the merge, then per-tensor weights over [merge, experts]) write the learned view."""
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from taskfuse import api
+from taskfuse.bench.learned import learned_method
+from taskfuse.bench.learned_over_merge import OverMerge, check_learnable_over_merge, learn_over_merge
+from taskfuse.bench.learned_row import TENSOR_RULES
+from taskfuse.errors import UsageError
+from taskfuse.programs.learned_spec import learned_spec
+from taskfuse.zoo.build import build_zoo
+from taskfuse.zoo.recipe import VARIANTS
+
+
+@pytest.fixture
+def tiny_zoo(tiny_bench, monkeypatch):
+    monkeypatch.setenv("TASKFUSE_CACHE", str(tiny_bench[3]))
+    return build_zoo(VARIANTS["tiny"])
+
+
+def test_atlas_over_iso_cts_starts_at_the_merge_and_its_specs_write_the_learned_view(tiny_zoo, tmp_path):
+    over = OverMerge("iso_cts", {"scale": 1.5})
+    method = learned_method("atlas", steps=1, lr=1e-9)  # a negligible step: the view stays the merge
+    start, _, _ = learn_over_merge(tiny_zoo, method, over, tmp_path / "anchor0")
+    merged = load_file(tmp_path / "anchor0" / "model.safetensors")
+    with torch.no_grad():
+        for name, value in start.view.merged_parameters().items():
+            torch.testing.assert_close(value, merged[name], rtol=0, atol=1e-5)
+
+    result, anchor_spec, _ = learn_over_merge(tiny_zoo, learned_method("atlas", steps=6, lr=0.05), over,
+                                              tmp_path / "anchor")
+    assert anchor_spec["method"] == "iso_cts" and anchor_spec["params"] == {"scale": 1.5}
+    assert result.losses[-1] < result.losses[0]
+    weights = result.view.coefficients.detach()
+    assert weights.shape[0] == 1 + len(tiny_zoo.experts) and bool((weights[1:] != 0).any())
+    models = [str(tmp_path / "anchor")] + [str(e.model_dir) for e in tiny_zoo.experts.values()]
+    spec = learned_spec(result.view, str(tiny_zoo.base_dir), models, dtype="float32", tensor_rules=TENSOR_RULES)
+    api.merge(spec, tmp_path / "learned")
+    written = load_file(tmp_path / "learned" / "model.safetensors")
+    with torch.no_grad():
+        for name, value in result.view.merged_parameters().items():
+            torch.testing.assert_close(written[name], value, rtol=0, atol=1e-5)
+
+
+def test_methods_that_cannot_start_from_a_merge_are_refused():
+    for name in ("adamerging_layer_ties", "self_positioning"):
+        with pytest.raises(UsageError, match="cannot start from a merge"):
+            check_learnable_over_merge(learned_method(name))
