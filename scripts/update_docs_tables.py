@@ -21,6 +21,7 @@ SPEED_RESULT = ROOT / "benchmarks" / "results-2026-11-22-zero-copy.json"
 ROUTING_RESULT = ROOT / "benchmarks" / "results" / "bench-routing" / "result.json"
 EXTRACT_RESULT = ROOT / "benchmarks" / "results" / "extract-lora" / "result.json"
 LLM_RESULT = ROOT / "benchmarks" / "results" / "bench-llm" / "result.json"
+OVER_MERGE_RESULT = ROOT / "benchmarks" / "results" / "learned-over-merge" / "result.json"
 
 
 def _span(text: str, marker: str) -> tuple[int, int]:
@@ -47,14 +48,24 @@ def generated_blocks() -> list[tuple[Path, str, str]]:
             (ROOT / "docs" / "performance.md", "speed-table", speed.speed_table(json.loads(SPEED_RESULT.read_text()))),
             (ROOT / "docs" / "adapters.md", "routing-table", routing_markdown(json.loads(ROUTING_RESULT.read_text()))),
             (ROOT / "docs" / "adapters.md", "extract-table", _extraction_table()),
-            (ROOT / "docs" / "llm.md", "llm-table", llm_markdown(json.loads(LLM_RESULT.read_text())))]
+            (ROOT / "docs" / "llm.md", "llm-table", llm_markdown(json.loads(LLM_RESULT.read_text()))),
+            (ROOT / "README.md", "over-merge-table", _over_merge_table()),
+            (ROOT / "docs" / "learned.md", "over-merge-table", _over_merge_table())]
+
+
+def _benchmark_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _extraction_table() -> str:
-    spec = importlib.util.spec_from_file_location("fidelity", ROOT / "benchmarks" / "extract_lora_fidelity.py")
-    fidelity = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fidelity)
-    return fidelity.markdown(json.loads(EXTRACT_RESULT.read_text()))
+    return _benchmark_script("extract_lora_fidelity").markdown(json.loads(EXTRACT_RESULT.read_text()))
+
+
+def _over_merge_table() -> str:
+    return _benchmark_script("learned_over_merge").markdown(json.loads(OVER_MERGE_RESULT.read_text()))
 
 
 def current_block(path: Path, marker: str) -> str:
