@@ -1,12 +1,13 @@
-"""Learned coefficients started from the best data-free merge (bench/learned_over_merge.py): aTLAS from Iso-CTS.
+"""Learned coefficients started from the best data-free merge (bench/learned_over_merge.py), Iso-CTS.
 
 The benchmark's aTLAS rows learn from Λ = 0 over the raw task vectors and end level with Iso-CTS (95.9-96.0 %
-against 96.1 % normalised). Here the same learning starts from Iso-CTS's merge, at the scale bench-full chose for
+against 96.1 % normalised), AdaMerging's from 0.3 near task arithmetic. Here the same learning starts from
+Iso-CTS's merge, at the scale bench-full chose for
 it on validation, and learns per tensor how much more or less of that merge and of each expert's own vector to
 take. Judged on the full zoo's test split from the folder the two replayable specs write, beside the merge it
 started from, scored in the same run.
 
-    python benchmarks/learned_over_merge.py                      # aTLAS (labelled validation), 100 steps
+    python benchmarks/learned_over_merge.py                      # aTLAS, aTLAS few-shot, AdaMerging: 100 steps
     python benchmarks/learned_over_merge.py --methods atlas atlas_fewshot --variant tiny --steps 5
 
 Writes benchmarks/results/learned-over-merge/result.json and results.md (command, commit and machine recorded).
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from taskfuse import api
 from taskfuse.bench.learned import describe, learned_method
-from taskfuse.bench.learned_over_merge import OverMerge, learn_over_merge
+from taskfuse.bench.learned_over_merge import OverMerge, learn_over_merge, write_start
 from taskfuse.bench.learned_row import TENSOR_RULES, coefficients, summary
 from taskfuse.bench.provenance import code_commit, command_line, machine
 from taskfuse.bench.references import reference_scores
@@ -35,7 +36,8 @@ from taskfuse.zoo.recipe import variant_named
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "learned-over-merge"
 BENCH_FULL = HERE / "results" / "bench-full" / "result.json"
-# From a good point a smaller step than aTLAS's 5e-2 (set for learning from Λ = 0); the only rate tried.
+# From a good point a smaller step than aTLAS's 5e-2 (set for learning from Λ = 0); the only rate tried. It is
+# also AdaMerging's own rate here.
 LR = 1e-2
 
 
@@ -56,7 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", default="full")
     parser.add_argument("--over", default="iso_cts", help="the data-free method to start from")
-    parser.add_argument("--methods", nargs="+", default=["atlas"])
+    parser.add_argument("--methods", nargs="+", default=["atlas", "atlas_fewshot", "adamerging_layer"])
     parser.add_argument("--steps", type=int, default=None, help="default: each method's own (100)")
     parser.add_argument("--lr", type=float, default=LR)
     parser.add_argument("--out", type=Path, default=OUT)
@@ -68,31 +70,28 @@ def main() -> None:
     over = OverMerge(args.over, bench_full_choice(args.over))
     rows = []
     with tempfile.TemporaryDirectory(prefix="taskfuse-over-merge-") as work:
-        anchor = None
+        start = Path(work) / "start"
+        start_spec, start_seconds = write_start(zoo, over, start)
+        anchor = {"method": over.method, "params": over.params, "spec": start_spec,
+                  "seconds": {"merge": round(start_seconds, 1)}, **scored(test.score(load_encoder(start)), experts)}
+        models = [str(start)] + [str(e.model_dir) for e in zoo.experts.values()]
         for name in args.methods:
             method = learned_method(name, args.steps, args.lr)
             print(f"{name} from {over.method} {over.params}", flush=True)
-            result, anchor_spec, anchor_seconds = learn_over_merge(
-                zoo, method, over, Path(work) / f"{name}-anchor",
-                lambda done, total, loss: print(f"  step {done}/{total} loss {loss:.4f}", flush=True)
-                if done % 10 == 0 or done == total else None)
-            if anchor is None:  # the merge it starts from, scored once
-                anchor = {"method": over.method, "params": over.params, "spec": anchor_spec,
-                          "seconds": {"merge": round(anchor_seconds, 1)},
-                          **scored(test.score(load_encoder(Path(work) / f"{name}-anchor")), experts)}
-            models = [str(Path(work) / f"{name}-anchor")] + [str(e.model_dir) for e in zoo.experts.values()]
+            result = learn_over_merge(zoo, method, start, lambda done, total, loss: print(
+                f"  step {done}/{total} loss {loss:.4f}", flush=True) if done % 10 == 0 or done == total else None)
             spec = learned_spec(result.view, str(zoo.base_dir), models, seed=zoo.variant.recipe.seed,
                                 dtype="float32", tensor_rules=TENSOR_RULES)
             begun = time.perf_counter()
             api.merge(spec, Path(work) / f"{name}-merged", threads=None)
             merge_seconds = time.perf_counter() - begun
-            weights = coefficients(result.view)
             rows.append({"method": f"{name} over {over.method}", "learning": {**describe(method), "over": over.method,
                                                                                "over_params": over.params},
                          "params": summary(method), "data_seen": method.data_seen(zoo),
                          "losses": [round(x, 5) for x in result.losses],
                          "seconds": {"learn": round(result.seconds, 1), "merge": round(merge_seconds, 1)},
-                         "memory": result.memory, "coefficients": weights, "models": ["(merge)", *zoo.experts],
+                         "memory": result.memory, "coefficients": coefficients(result.view),
+                         "models": ["(merge)", *zoo.experts],
                          **scored(test.score(load_encoder(Path(work) / f"{name}-merged")), experts)})
             print(f"  {rows[-1]['method']}: {100 * rows[-1]['average']['normalized']:.1f} % normalised "
                   f"(the merge it started from: {100 * anchor['average']['normalized']:.1f} %)", flush=True)

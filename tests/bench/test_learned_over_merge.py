@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 
 from taskfuse import api
 from taskfuse.bench.learned import learned_method
-from taskfuse.bench.learned_over_merge import OverMerge, check_learnable_over_merge, learn_over_merge
+from taskfuse.bench.learned_over_merge import OverMerge, check_learnable_over_merge, learn_over_merge, write_start
 from taskfuse.bench.learned_row import TENSOR_RULES
 from taskfuse.errors import UsageError
 from taskfuse.programs.learned_spec import learned_spec
@@ -21,17 +21,16 @@ def tiny_zoo(tiny_bench, monkeypatch):
 
 
 def test_atlas_over_iso_cts_starts_at_the_merge_and_its_specs_write_the_learned_view(tiny_zoo, tmp_path):
-    over = OverMerge("iso_cts", {"scale": 1.5})
+    anchor_spec, _ = write_start(tiny_zoo, OverMerge("iso_cts", {"scale": 1.5}), tmp_path / "anchor")
+    assert anchor_spec["method"] == "iso_cts" and anchor_spec["params"] == {"scale": 1.5}
     method = learned_method("atlas", steps=1, lr=1e-9)  # a negligible step: the view stays the merge
-    start, _, _ = learn_over_merge(tiny_zoo, method, over, tmp_path / "anchor0")
-    merged = load_file(tmp_path / "anchor0" / "model.safetensors")
+    start = learn_over_merge(tiny_zoo, method, tmp_path / "anchor")
+    merged = load_file(tmp_path / "anchor" / "model.safetensors")
     with torch.no_grad():
         for name, value in start.view.merged_parameters().items():
             torch.testing.assert_close(value, merged[name], rtol=0, atol=1e-5)
 
-    result, anchor_spec, _ = learn_over_merge(tiny_zoo, learned_method("atlas", steps=6, lr=0.05), over,
-                                              tmp_path / "anchor")
-    assert anchor_spec["method"] == "iso_cts" and anchor_spec["params"] == {"scale": 1.5}
+    result = learn_over_merge(tiny_zoo, learned_method("atlas", steps=6, lr=0.05), tmp_path / "anchor")
     assert result.losses[-1] < result.losses[0]
     weights = result.view.coefficients.detach()
     assert weights.shape[0] == 1 + len(tiny_zoo.experts) and bool((weights[1:] != 0).any())

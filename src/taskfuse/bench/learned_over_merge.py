@@ -14,7 +14,7 @@ and task arithmetic at scale 1 over [that folder, the experts] with the learned 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -46,17 +46,20 @@ def check_learnable_over_merge(method: LearnedMethod) -> None:
                          "Fix: use the layer or task parameterization.")
 
 
-def learn_over_merge(zoo: Zoo, method: LearnedMethod, over: OverMerge, anchor_dir: Path,
-                     progress: LearnProgress | None = None) -> tuple[LearnedResult, dict, float]:
-    """Write the data-free merge to `anchor_dir`, learn the coefficients from it; returns the learning, the merge's
-    spec and its seconds. The view's first task vector is the merge's, the others the experts' in zoo order."""
+def write_start(zoo: Zoo, over: OverMerge, folder: Path) -> tuple[dict, float]:
+    """Write the data-free merge the learning starts from; returns its spec and seconds."""
+    return merge_zoo(zoo, over.method, over.params, folder, seed=zoo.variant.recipe.seed)
+
+
+def learn_over_merge(zoo: Zoo, method: LearnedMethod, start: Path,
+                     progress: LearnProgress | None = None) -> LearnedResult:
+    """Learn the coefficients from the merge written at `start` (write_start). The view's first task vector is the
+    merge's, the others the experts' in zoo order."""
     check_learnable_over_merge(method)
-    anchor_spec, anchor_seconds = merge_zoo(zoo, over.method, over.params, anchor_dir, seed=zoo.variant.recipe.seed)
     with RssPeak() as memory:
         base = load_encoder(zoo.base_dir)
         theta0 = base.state_dict()
-        vectors = [_task_vector(anchor_dir, theta0)] + [_task_vector(e.model_dir, theta0)
-                                                         for e in zoo.experts.values()]
+        vectors = [_task_vector(start, theta0)] + [_task_vector(e.model_dir, theta0) for e in zoo.experts.values()]
         view = MergeView(base, vectors, method.parameterization, init=0.0)
         with torch.no_grad():
             view.coefficients[0] = 1.0  # step 0 is the merge itself
@@ -65,12 +68,7 @@ def learn_over_merge(zoo: Zoo, method: LearnedMethod, over: OverMerge, anchor_di
         started = time.perf_counter()
         losses = learn_coefficients(view, streams, method.recipe, progress)
         seconds = time.perf_counter() - started
-    return LearnedResult(view, losses, seconds, held_memory(view, memory.added)), anchor_spec, anchor_seconds
-
-
-def over_merge_method(method: LearnedMethod, over: OverMerge) -> LearnedMethod:
-    """The method's record under its own name, marked with the merge it starts from."""
-    return replace(method, name=f"{method.name}_over_{over.method}", init=0.0)
+    return LearnedResult(view, losses, seconds, held_memory(view, memory.added))
 
 
 def _task_vector(folder: Path, theta0: dict) -> dict:
