@@ -29,14 +29,15 @@ def test_every_row_is_scored_on_every_task(routing):
         assert all(0 <= v <= 1 for v in row["accuracy"].values())
         assert row["lorahub"]["evaluations"] <= 9
     rows = {r["method"]: r for r in result["multitask"]}
-    assert list(rows) == ["arrow", "lora_task_arithmetic", "phatgoose", "twin_merging", "emr_merging", "mhr"]
+    assert list(rows) == ["arrow", "lora_task_arithmetic", "phatgoose", "twin_merging",
+                          "twin_merging_task_given", "emr_merging", "mhr"]
     # each task's routing was learnt from its k-shot examples: it left the uniform start (1/2 per adapter)
     assert set(rows["mhr"]["own_adapter_weight"]) == set(tasks)
     assert all(0 < w < 1 and abs(w - 0.5) > 1e-4 for w in rows["mhr"]["own_adapter_weight"].values())
     assert rows["arrow"]["chosen"] in (1, 2, 3, 4) and len(rows["arrow"]["trials"]) == 4
     # Arrow holds the library's factors and one prototype per adapter and module beyond the base
     assert rows["arrow"]["overhead"]["extra_parameters"] > result["library"]["parameters"] > 0
-    for method in ("arrow", "phatgoose", "twin_merging", "mhr"):
+    for method in ("arrow", "phatgoose", "twin_merging", "twin_merging_task_given", "mhr"):
         cost = rows[method]["overhead"]
         assert cost["routed_seconds"] > 0 and cost["latency_ratio"] > 0 and cost["extra_parameters"] > 0
     assert rows["lora_task_arithmetic"]["chosen"] in (0.2, 0.4, 0.6, 0.8, 1.0)
@@ -44,7 +45,12 @@ def test_every_row_is_scored_on_every_task(routing):
         assert set(row["test_normalized"]) == set(tasks) and 0 < row["average"]["normalized"] <= 1.5
     # EMR serves each task with its own mask and rescaler: on two tasks it is close to the experts
     assert rows["emr_merging"]["average"]["normalized"] > 0.8
-    assert set(rows["twin_merging"]["router_test_accuracy"]) == set(tasks)
+    twin = rows["twin_merging"]
+    assert set(twin["router_test_accuracy"]) == set(twin["router_trained_on_train_splits_test_accuracy"]) == set(tasks)
+    # each task's inputs are spread over the tasks the router sends them to: the shares shown add up to at most 1
+    assert all(0 < sum(shares.values()) <= 1 + 1e-6 for shares in twin["router_confusion"].values())
+    # told the task, Twin-Merging skips the router's pass over the shared model: cheaper than routing by the input
+    assert rows["twin_merging_task_given"]["extra_parameters"] == twin["extra_parameters"]
 
 
 def test_lorahub_is_never_worse_than_the_base_on_its_examples(routing):

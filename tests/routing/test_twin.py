@@ -57,3 +57,30 @@ def test_the_shared_folder_goes_with_twin_merging_only(twin, tmp_path):
     with pytest.raises(UsageError, match="shared model folder"):
         save_routed(model, plain, "arrow", {}, tmp_path / "b", shared=shared_dir)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_told_the_task_twin_merging_serves_that_tasks_exclusive_part_alone(twin):
+    """use_task(t) gives every input exclusive part t at full weight, the shared model plus that part's B·A on each
+    linear weight; None routes by the input again."""
+    model, library, _, shared = twin
+    ids = torch.randint(0, 128, (2, 7), generator=torch.Generator().manual_seed(5))
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        routed = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        want = {}
+        for t in range(2):
+            alone = copy.deepcopy(shared)
+            for module, updates in library.modules.items():
+                layer = alone.get_submodule(module)
+                update = updates[library.experts[t]]
+                layer.weight += update.b @ update.a
+            want[t] = alone(input_ids=ids, attention_mask=mask).last_hidden_state
+        for t in range(2):
+            model.use_task(t)
+            torch.testing.assert_close(model(input_ids=ids, attention_mask=mask).last_hidden_state, want[t],
+                                       rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(want[0], want[1], atol=1e-3)
+        model.use_task(None)
+        torch.testing.assert_close(model(input_ids=ids, attention_mask=mask).last_hidden_state, routed, rtol=0, atol=0)
+    with pytest.raises(UsageError, match="task 2 is not one of its 2 exclusive parts.*Fix"):
+        model.use_task(2)

@@ -50,8 +50,7 @@ def phatgoose_gates(zoo: Zoo, library: LoraLibrary, report: Report) -> tuple[dic
     gates = {}
     for i, task in enumerate(library.experts):
         report("phatgoose gates", i, len(library.experts), task)
-        split = zoo.tasks[task].splits["train"]
-        data, head = encode(tokenizer, split.texts, split.labels), zoo.experts[task].head()
+        data, head = train_data(zoo, task, tokenizer), zoo.experts[task].head()
         gates[task] = train_gates(lambda: load_encoder(zoo.base_dir), library, task, cycled(data, zoo),
                                   lambda model, ids, mask, labels: nn.functional.cross_entropy(
                                       head(sentence_embedding(model, ids, mask)), labels),
@@ -100,9 +99,11 @@ def full_states(zoo: Zoo) -> tuple[dict, dict[str, dict], list[str]]:
 
 
 def twin_merging(zoo: Zoo, validation: Evaluator, test: Evaluator,
-                 cost: Callable[[nn.Module], dict] | None = None) -> dict:
-    """Shared expert: task arithmetic at TWIN_SHARED; exclusive parts at TWIN_RANK; the router learns from the
-    validation inputs of each task, labelled only by the task they belong to."""
+                 cost: Callable[[nn.Module], dict] | None = None) -> dict[str, dict]:
+    """Shared expert: task arithmetic at TWIN_SHARED; exclusive parts at TWIN_RANK. Two rows from one model: the
+    paper's, whose router learns from the validation inputs of each task, labelled only by the task they belong to;
+    and the same parts served by the task's identity, as EMR-Merging is. A second router, trained on the train
+    splits (about four times the inputs), measures whether the first one's errors come from too little data."""
     method, params = TWIN_SHARED
     _, experts, linear = full_states(zoo)
     with tempfile.TemporaryDirectory(prefix="taskfuse-twin-") as work:
@@ -116,12 +117,51 @@ def twin_merging(zoo: Zoo, validation: Evaluator, test: Evaluator,
     library = exclusive_library(shared.state_dict(), experts, set(linear), TWIN_RANK, f"{method} {params}")
     model = TwinMerged(shared, library, router)
     prepared = time.perf_counter() - started
-    routed_right = {t: float((router(embed_all(model.encoder, test.data[t])).argmax(1) == i).float().mean())
-                    for i, t in enumerate(tasks)}
-    return {"chosen": f"shared {method} {params}, rank {TWIN_RANK}", "scores": test.score(model),
-            "router_test_accuracy": routed_right, "seconds_to_prepare": round(prepared, 1),
-            "extra_parameters": library.parameters_count(), **({"overhead": cost(model)} if cost else {}),
-            "data_seen": "validation inputs of each task, labelled only by task (router); no labels of any task"}
+    test_features = {t: embed_all(model.encoder, test.data[t]) for t in tasks}
+    tokenizer = load_tokenizer(zoo.base_dir)
+    train = {t: train_data(zoo, t, tokenizer) for t in tasks}
+    more = train_router(torch.cat([embed_all(model.encoder, train[t]) for t in tasks]),
+                        torch.cat([torch.full((len(train[t].ids),), i) for i, t in enumerate(tasks)]), len(tasks),
+                        seed=zoo.variant.recipe.seed)
+    chosen = f"shared {method} {params}, rank {TWIN_RANK}"
+    routed = {"chosen": chosen, "scores": test.score(model),
+              "router_test_accuracy": routing_accuracy(router, test_features),
+              "router_confusion": routing_confusion(router, test_features),
+              "router_trained_on_train_splits_test_accuracy": routing_accuracy(more, test_features),
+              "seconds_to_prepare": round(prepared, 1), "extra_parameters": library.parameters_count(),
+              **({"overhead": cost(model)} if cost else {}),
+              "data_seen": "validation inputs of each task, labelled only by task (router); no labels of any task"}
+    given = {}
+    for i, task in enumerate(tasks):
+        model.use_task(i)
+        given[task] = test.score_task(model, task)
+    model.use_task(0)
+    task_given = {"chosen": chosen, "scores": given, "extra_parameters": library.parameters_count(),
+                  **({"overhead": cost(model)} if cost else {}),
+                  "data_seen": "none; the task's identity picks its exclusive part at inference (as EMR-Merging)"}
+    model.use_task(None)
+    return {"twin_merging": routed, "twin_merging_task_given": task_given}
+
+
+def routing_accuracy(router: nn.Module, features: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Per task, the share of its inputs whose largest router logit is the task's own."""
+    return {t: float((router(f).argmax(1) == i).float().mean()) for i, (t, f) in enumerate(features.items())}
+
+
+def routing_confusion(router: nn.Module, features: dict[str, torch.Tensor], floor: float = 0.05) -> dict:
+    """Per task, where its inputs go: the share routed to each task, those under `floor` left out."""
+    tasks = list(features)
+    out = {}
+    for t, f in features.items():
+        shares = torch.bincount(router(f).argmax(1), minlength=len(tasks)).float() / len(f)
+        out[t] = {tasks[j]: round(float(v), 3) for j, v in enumerate(shares) if v >= floor}
+    return out
+
+
+def train_data(zoo: Zoo, task: str, tokenizer) -> Encoded:
+    """The task's train split, tokenized."""
+    split = zoo.tasks[task].splits["train"]
+    return encode(tokenizer, split.texts, split.labels)
 
 
 def emr_merging(zoo: Zoo, test: Evaluator) -> dict:

@@ -34,7 +34,7 @@ from ..zoo.train import fine_tune, peft_quietly, prepare_lora
 from .learned import _chosen_rows
 from .routing_rows import (MHR_HEADS, MHR_ROUTING_LR, PHATGOOSE_STEPS, PHATGOOSE_TOP_K, TWIN_RANK, TWIN_SHARED,
                            arrow_encoder, emr_merging, mhr_adapted, phatgoose_encoder, phatgoose_gates, scored,
-                           twin_merging)
+                           train_data, twin_merging)
 from .provenance import code_commit, command_line, machine
 from .references import reference_scores
 
@@ -96,7 +96,8 @@ def run_routing(variant: str = "full", progress: Report | None = None, zoo_progr
         "data_seen": f"each adapter's own train split, {PHATGOOSE_STEPS} steps per adapter (gates only)"},
         test, normalized))
     report("multi-task", 0, 2, "twin-merging")
-    multitask.append(scored("twin_merging", twin_merging(zoo, validation, test, cost), test, normalized))
+    multitask += [scored(name, row, test, normalized) for name, row in twin_merging(zoo, validation, test,
+                                                                                     cost).items()]
     report("multi-task", 1, 2, "emr-merging")
     multitask.append(scored("emr_merging", emr_merging(zoo, test), test, normalized))
     report("multi-task", 2, 2, "mhr")
@@ -124,8 +125,7 @@ def mhr_multitask(zoo: Zoo, library: LoraLibrary, classifiers: dict, test: Evalu
     task's identity picks its routing."""
     tasks = list(zoo.tasks)
     tokenizer = load_tokenizer(zoo.base_dir)
-    examples = {i: (classifiers[t], encode(tokenizer, zoo.tasks[t].splits["train"].texts,
-                                           zoo.tasks[t].splits["train"].labels)) for i, t in enumerate(tasks)}
+    examples = {i: (classifiers[t], train_data(zoo, t, tokenizer)) for i, t in enumerate(tasks)}
     model = mhr_adapted(zoo, library, examples, steps, learn_skills=False)
     scores, own = {}, {}
     for i, task in enumerate(tasks):

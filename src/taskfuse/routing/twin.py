@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from ..eval.encoder import sentence_embedding
 from .library import ExpertUpdate, LoraLibrary
 from .modules import RoutedUpdate, route
@@ -55,6 +56,16 @@ class TwinMerged(nn.Module):
         first, last = router[0], router[-1]
         self.router_params = {"features": first.in_features, "hidden": first.out_features,
                               "experts": last.out_features}
+        self.task: int | None = None
+
+    def use_task(self, task: int | None) -> None:
+        """Serve every input with exclusive part `task` alone, as EMR-Merging serves a task whose identity is known
+        (one encoder pass, the router unused); None goes back to routing by the input."""
+        if task is not None and not 0 <= task < self.router_params["experts"]:
+            raise UsageError(f"Twin-Merging model: task {task} is not one of its {self.router_params['experts']} "
+                             f"exclusive parts. Fix: give an index from 0 to {self.router_params['experts'] - 1} "
+                             "(the library's order), or None to route by the input")
+        self.task = task
 
     def set_coefficients(self, coefficients: torch.Tensor | None) -> None:
         for routing in self.routings:
@@ -66,7 +77,11 @@ class TwinMerged(nn.Module):
         return sentence_embedding(self.encoder, input_ids, attention_mask)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs):
-        weights = torch.softmax(self.router(self.features(input_ids, attention_mask)), dim=-1)  # (B, E)
+        if self.task is None:
+            weights = torch.softmax(self.router(self.features(input_ids, attention_mask)), dim=-1)  # (B, E)
+        else:
+            weights = nn.functional.one_hot(torch.full((input_ids.shape[0],), self.task),
+                                            self.router_params["experts"]).float()
         self.set_coefficients(weights)
         try:
             return self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
