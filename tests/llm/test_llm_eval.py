@@ -107,12 +107,13 @@ def test_the_benchmarks_arrow_row_with_one_expert_is_that_expert(tiny, tmp_path)
 
 
 def test_the_benchmarks_atlas_row_learns_from_train_answers_and_writes_a_better_merge(tiny, tmp_path):
-    """The learned row on two toy experts (answers swapped between them): its loss on the train answers falls, it
-    records the data it saw, and the written merge fits those answers better than the base does."""
+    """The learned row on two toy experts (answers swapped between them), started from their task arithmetic: its
+    loss on the train answers falls, it records the data it saw, and the written merge fits those answers better
+    than the merge it started from."""
     from taskfuse.llm.bench import Judge
     from taskfuse.llm.learned import ATLAS, atlas_row
     from taskfuse.llm.zoo import Expert, reply_batch, reply_loss
-    folder, base_model, tok = tiny
+    folder, _, tok = tiny
     first = toy_task()
     second = LLMTask("toy2", ANSWERS, {k: tuple(Example(e.prompt.replace("fortune", "gloss"), (e.answer + 1) % 3)
                                                 for e in v) for k, v in first.splits.items()}, "1" * 64)
@@ -121,17 +122,20 @@ def test_the_benchmarks_atlas_row_learns_from_train_answers_and_writes_a_better_
         train_expert(folder, task, Recipe(rank=4, steps=12, batch=4, lr=1e-2), tmp_path / task.name, threads=1)
         experts[task.name] = Expert(task.name, tmp_path / task.name, {})
     judge = Judge(folder, [first, second])
-    model, summary = atlas_row(judge, [first, second], experts, tmp_path / "atlas",
+    start = judge.merge("task_arithmetic", {"scale": 0.5}, experts, tmp_path / "start")
+    model, summary = atlas_row(judge, [first, second], experts, tmp_path / "atlas", tmp_path / "start",
                                {**ATLAS, "steps": 8, "lr": 0.2, "examples": 12})
     assert summary["losses"][-1] < summary["losses"][0]
     assert [d["examples"] for d in summary["data_seen"]] == [12, 12]
     assert {d["split"] for d in summary["data_seen"]} == {"train"}
-    assert any(c["max"] != 0 for c in summary["coefficients"].values())
+    assert list(summary["coefficients"]) == ["start (start)", "toy", "toy2"]
+    assert any(c["max"] != 0 for c in list(summary["coefficients"].values())[1:])
     pairs = [(prompt_ids(tok, e.prompt), reply_ids(tok, t.answers[e.answer])) for t in (first, second)
              for e in t.splits["train"]]
     ids, labels, mask = reply_batch(pairs, tok)
     with torch.no_grad():
-        assert reply_loss(model, ids, mask, labels) < reply_loss(base_model, ids, mask, labels)
+        assert reply_loss(model, ids, mask, labels) < reply_loss(start, ids, mask, labels)
     import yaml
     replay = yaml.safe_load((tmp_path / "atlas" / "taskfuse_spec.yaml").read_text())
     assert replay["method"] == "task_arithmetic" and len(replay["overrides"]) > 0  # per-tensor weights
+    assert replay["models"][0]["path"] == str(tmp_path / "start")  # the start merge, then the experts

@@ -209,3 +209,40 @@ def test_a_prompt_that_writes_its_own_begin_token_gets_it_once():
     assert prompt_tokens(tok, "hello")[:2] == [tok.bos_token_id, tok("hello", add_special_tokens=False).input_ids[0]]
     templated = prompt_tokens(tok, f"{bos}[INST] hello")  # a Llama-2 style template wrote the begin token itself
     assert templated[0] == tok.bos_token_id and templated[1] != tok.bos_token_id
+
+
+def test_router_tuning_runs_the_shared_opening_once_with_the_plain_forward_passs_losses_and_gradients(family,
+                                                                                                    tmp_path):
+    """The rows' common opening runs once at batch size 1, yet the next-token loss, the routing loss (the opening's
+    router logits counted once per row, against that row's expert) and the routers' gradients are the plain
+    forward pass's."""
+    from taskfuse.llm.decoding import shared_opening
+    from taskfuse.llm.zoo import reply_batch
+    from taskfuse.programs.moe_tuning import _losses, _moe_block
+    base, experts = family
+    upcycle(load_moe_spec(example_spec(base, experts)), tmp_path / "moe")
+    model, tok = load(tmp_path / "moe")
+    model.requires_grad_(False)
+    routers = [_moe_block(layer).gate.weight for layer in model.model.layers]
+    for router in routers:
+        router.requires_grad_(True)
+    pairs = [(tok("You are a helpful assistant. Answer in a few words: " + p).input_ids,
+              tok(c, add_special_tokens=False).input_ids) for p, c in zip(PROMPTS, COMPLETIONS)]
+    ids, labels, mask = reply_batch(pairs, tok)
+    owner = torch.arange(len(pairs))[:, None].expand_as(ids)
+    shared = shared_opening([p for p, _ in pairs])
+    assert shared >= 8
+    runs = []
+    for opening in (0, shared):
+        for router in routers:
+            router.grad = None
+        next_token, routing = _losses(model, ids, mask, labels, owner, True, opening)
+        (next_token + routing).backward()
+        runs.append((next_token.detach(), routing.detach(), [router.grad.clone() for router in routers]))
+    (plain_next, plain_routing, plain_grads), (next_token, routing, grads) = runs
+    torch.testing.assert_close(next_token, plain_next, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(routing, plain_routing, rtol=1e-5, atol=1e-6)
+    assert routing > 0
+    for got, want in zip(grads, plain_grads):
+        assert want.abs().max() > 0
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)

@@ -124,6 +124,61 @@ def test_bad_learning_input_is_a_typed_error_and_writes_nothing(lm_family, tmp_p
     assert not (tmp_path / "out").exists()
 
 
+def test_learning_from_a_merge_starts_at_that_merge_and_replays_with_it(lm_family, tmp_path):
+    """--start: the merge's task vector enters first at 1 and the models' at 0, so a step too small to move
+    anything writes the start merge back; learning then lowers the loss from there, and the replay spec names the
+    start as its first model."""
+    from transformers import AutoModelForCausalLM
+
+    root, data, texts, tokenizer = lm_family
+    start = subprocess.run([SCRIPT, "merge", root / "spec.yaml", "-o", tmp_path / "start"], capture_output=True,
+                           text=True)
+    assert start.returncode == 0, start.stderr
+    args = ("--spec", root / "spec.yaml", "--data", data[0], "--data", data[1], "--start", tmp_path / "start")
+    still = learn("atlas", *args, "--steps", "1", "--lr", "1e-12", "-o", tmp_path / "still")
+    assert still.returncode == 0, still.stderr
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "still").state_dict()
+    for name, value in AutoModelForCausalLM.from_pretrained(tmp_path / "start").state_dict().items():
+        torch.testing.assert_close(merged[name], value, rtol=0, atol=1e-6, msg=name)
+    done = learn("atlas", *args, "--steps", "8", "--lr", "0.05", "-o", tmp_path / "learned")
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "learned" / "taskfuse_learned.json").read_text())
+    assert record["start"] == str((tmp_path / "start").resolve()) and record["tasks"][0] == record["start"]
+    assert record["losses"][-1] < record["losses"][0]
+    replay = yaml.safe_load((tmp_path / "learned" / "taskfuse_spec.yaml").read_text())
+    assert [m["path"] for m in replay["models"]] == record["tasks"] and len(replay["models"]) == 3
+    again = subprocess.run([SCRIPT, "merge", tmp_path / "learned" / "taskfuse_spec.yaml", "-o", tmp_path / "again"],
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "again" / "model.safetensors").read_bytes() == \
+        (tmp_path / "learned" / "model.safetensors").read_bytes()
+    learned_model = AutoModelForCausalLM.from_pretrained(tmp_path / "learned")
+    start_model = AutoModelForCausalLM.from_pretrained(tmp_path / "start")
+    both = texts[TASKS[0]] + texts[TASKS[1]]
+    assert mean_loss(learned_model, tokenizer, both) < mean_loss(start_model, tokenizer, both)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("into_start", "would replace the start merge"),
+    ("above_start", "would replace the start merge"),
+    ("ties", "cannot be TIES-trimmed"),
+    ("no_spec", "--start goes with --spec"),
+])
+def test_a_start_merge_is_never_overwritten_and_bad_starts_are_typed_errors(lm_family, tmp_path, case, message):
+    root, data, _, _ = lm_family
+    start = tmp_path / "folder" / "start"
+    made = subprocess.run([SCRIPT, "merge", root / "spec.yaml", "-o", start], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    before = {p.name: p.read_bytes() for p in start.iterdir()}
+    out = {"into_start": start, "above_start": tmp_path / "folder"}.get(case, tmp_path / "out")
+    method = "adamerging_layer_ties" if case == "ties" else "atlas"
+    spec_args = [] if case == "no_spec" else ["--spec", root / "spec.yaml", "--data", data[0], "--data", data[1]]
+    done = learn(method, *spec_args, "--start", start, "--steps", "1", "-o", out)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert {p.name: p.read_bytes() for p in start.iterdir()} == before
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_peft_adapter_in_the_spec_learns_from_its_exact_update(lm_family, tmp_path):
     """A model given as BASE+ADAPTER (as in a merge) enters as its exact update W + scaling·B·A, the same task vector
     PEFT's own merge gives, and `learn --spec` runs on it."""

@@ -37,8 +37,9 @@ def _summary(out: Path, method: str, source, steps: int, learned: dict, score_hi
                   f"{out / 'taskfuse_spec.yaml'} -o OUT; score: {score_hint}", soft_wrap=True)
 
 
-def _learn_spec(chosen, spec_path: Path, data: list[str], out: Path) -> None:
-    """`taskfuse learn --spec`: a user's causal LMs, each learning from its own JSONL."""
+def _learn_spec(chosen, spec_path: Path, data: list[str], out: Path, start: Path | None = None) -> None:
+    """`taskfuse learn --spec`: a user's causal LMs, each learning from its own JSONL (from a merge of them, with
+    `start`)."""
     from .. import api
     from ..programs.learned_spec import learned_spec
     from ..programs.spec_learning import SpecLearning, learn_for_spec
@@ -53,16 +54,19 @@ def _learn_spec(chosen, spec_path: Path, data: list[str], out: Path) -> None:
         raise UsageError(f"{chosen.name} takes k examples per class of a classification task; with --spec use "
                          "atlas (cross-entropy on your texts) or an adamerging method.")
     merge_spec = api.as_spec(spec_path)
+    start_path = None if start is None else str(start.resolve())  # the replay spec must find it from anywhere
     how = SpecLearning(chosen.parameterization, chosen.recipe, chosen.init, chosen.ties_density,
-                       seed=merge_spec.seed)
+                       seed=merge_spec.seed, start=start_path)
     with _progress_bars() as bars, RssPeak() as memory:
         bar = bars.add_task(chosen.name, total=chosen.recipe.steps, stage="learn")
         result = learn_for_spec(merge_spec, data, how, lambda done, total, loss: bars.update(
             bar, completed=done, description=f"{chosen.name} loss {loss:.4f}"))
-    replay = learned_spec(result.view, merge_spec.base, [m.path for m in merge_spec.models], seed=merge_spec.seed,
+    models = [*([start_path] if start_path else []), *(m.path for m in merge_spec.models)]
+    replay = learned_spec(result.view, merge_spec.base, models, seed=merge_spec.seed,
                           dtype=merge_spec.dtype, ties_density=chosen.ties_density)
     learned = {"method": chosen.name, "learning": describe(chosen), "data_seen": result.data_seen,
-               "coefficients": coefficients(result.view), "tasks": [m.path for m in merge_spec.models],
+               **({"start": start_path} if start_path else {}),
+               "coefficients": coefficients(result.view), "tasks": models,
                "losses": [round(x, 5) for x in result.losses], "seconds": {"learn": round(result.seconds, 1)},
                "memory": held_memory(result.view, memory.added)}
     api.merge(replay, out, extra_files=learned_files(learned, chosen.name))
@@ -82,7 +86,11 @@ def register(app: typer.Typer, fail) -> None:
               spec: Optional[Path] = typer.Option(None, help="your own models instead of the zoo: a spec with a base "
                                                   "causal LM and its fine-tunes"),
               data: list[Path] = typer.Option([], "--data", help="with --spec: one JSONL per model, in the spec's "
-                                              "order, of {\"text\"} or {\"prompt\", \"completion\"} lines")) -> None:
+                                              "order, of {\"text\"} or {\"prompt\", \"completion\"} lines"),
+              start: Optional[Path] = typer.Option(None, "--start", help="with --spec: a merge of the spec's models "
+                                                   "(e.g. taskfuse merge's output) to learn from; its coefficient "
+                                                   "starts at 1, the models' at 0. The replay spec names it: keep "
+                                                   "it")) -> None:
         """Learn how much of each model's task vector to take (per task or per tensor) and write the merge with
         the spec that replays it, the learned record and a coefficient map. Without --spec: the benchmark zoo's
         experts on their validation data; with --spec and --data: your causal LMs on your text."""
@@ -95,9 +103,16 @@ def register(app: typer.Typer, fail) -> None:
             if lr is not None and not lr > 0:
                 raise UsageError(f"--lr {lr}: give a positive learning rate.")
             chosen = learned_method(method, steps, lr)
+            if start is not None and out.resolve() in (start.resolve(), *start.resolve().parents):
+                raise UsageError(f"-o {out} would replace the start merge {start} (or the folder holding it), which "
+                                 "the learned merge's replay spec reads. Fix: write the learned merge to another "
+                                 "folder.")
             check_output_dir(out, "merge")  # before the zoo and the learning, not after
             if spec is not None:
-                return _learn_spec(chosen, spec, [str(d) for d in data], out)
+                return _learn_spec(chosen, spec, [str(d) for d in data], out, start)
+            if start is not None:
+                raise UsageError("--start goes with --spec (your models and a merge of them); for the zoo's experts, "
+                                 "python benchmarks/learned_over_merge.py learns from a data-free merge.")
             if data:
                 raise UsageError("--data goes with --spec (your models); the zoo's experts learn on their own data.")
             with _progress_bars() as bars:

@@ -1,8 +1,8 @@
 """`taskfuse bench --llm`: the LLM benchmark. SmolLM2-135M-Instruct, one LoRA expert per generative task, every
 data-free merge of the experts' full-weight versions with its parameters chosen on validation, Arrow routing over
-the LoRA experts, aTLAS's per-tensor coefficients learned on the tasks' train answers (llm/learned.py), and the MoE
-upcycled from the experts, all judged on test by exact match of the greedy answer and by
-likelihood accuracy over the task's answers, each normalised by the task's own expert, beside the base model
+the LoRA experts, aTLAS's per-tensor coefficients learned from the Iso-C merge on the tasks' train answers
+(llm/learned.py), and the MoE upcycled from the experts, all judged on test by exact match of the greedy answer and
+by likelihood accuracy over the task's answers, each normalised by the task's own expert, beside the base model
 zero-shot."""
 from __future__ import annotations
 
@@ -85,8 +85,10 @@ def run_llm_bench(out: Path, quick: bool = False, task_files: tuple[str, ...] = 
             f"{100 * _normalised_mean(rows[ARROW_ROW], own, 'exact_match'):.1f} % ({row_seconds[ARROW_ROW]} s)")
         if learned:
             begun = time.perf_counter()
-            model, summaries[LEARNED_ROW] = atlas_row(judge, tasks, experts, Path(tmp) / "atlas",
+            start = Path(tmp) / f"iso_c-{GRIDS['iso_c'].index(chosen['iso_c']['params'])}"  # as validation chose
+            model, summaries[LEARNED_ROW] = atlas_row(judge, tasks, experts, Path(tmp) / "atlas", start,
                                                       {**ATLAS, "steps": 4} if quick else ATLAS, learning_log)
+            summaries[LEARNED_ROW]["start"] = {"method": "iso_c", "params": chosen["iso_c"]["params"]}
             rows[LEARNED_ROW] = judge.model_scores(model, "test")
             row_seconds[LEARNED_ROW] = round(time.perf_counter() - begun)
             del model

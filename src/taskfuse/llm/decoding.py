@@ -11,6 +11,8 @@ prompt tokens, depending on the task.
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -56,6 +58,24 @@ def shared_opening(prompts: list[list[int]]) -> int:
     return max(0, min(length, min(len(p) for p in prompts) - 1))
 
 
+def with_cache(cache) -> dict:
+    """The keyword argument that hands `model` a key/value cache: `cache` (transformers 5.x, which deprecates
+    `past_key_values` and drops it in 5.40) or `past_key_values` (before that; pyproject allows transformers 4.40).
+    `model` may be a functional wrapper without a forward signature: the installed release decides for all."""
+    return {_cache_keyword(): cache}
+
+
+@functools.cache
+def _cache_keyword() -> str:
+    from transformers import LlamaModel  # the renaming is library-wide: one architecture tells
+    return "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
+
+
+def returned_cache(output):
+    """The key/value cache a forward pass with use_cache=True returned, under either name."""
+    return output["cache"] if "cache" in output else output["past_key_values"]
+
+
 def prefill(models: list, prompts: list[list[int]], pad: int) -> Prefilled:
     shared = shared_opening(prompts)
     ids, rest_mask, rest_positions = left_padded([p[shared:] for p in prompts], pad)
@@ -66,12 +86,12 @@ def prefill(models: list, prompts: list[list[int]], pad: int) -> Prefilled:
     for model in models:
         cache = None
         if shared:
-            cache = model(input_ids=torch.tensor([prompts[0][:shared]]), use_cache=True,
-                          logits_to_keep=1).past_key_values
+            cache = returned_cache(model(input_ids=torch.tensor([prompts[0][:shared]]), use_cache=True,
+                                         logits_to_keep=1))
             cache.batch_repeat_interleave(batch)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions[:, shared:], past_key_values=cache,
-                    use_cache=True, logits_to_keep=1)
-        caches.append(out.past_key_values)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions[:, shared:],
+                    **with_cache(cache), use_cache=True, logits_to_keep=1)
+        caches.append(returned_cache(out))
         logprobs.append(out.logits[:, -1].float().log_softmax(-1))
     return Prefilled(list(models), caches, logprobs, mask, positions)
 
@@ -82,7 +102,7 @@ def continue_from(model, cache, tokens: torch.Tensor, mask: torch.Tensor, positi
     n = tokens.shape[1]
     mask = torch.cat([mask, torch.ones(mask.shape[0], n, dtype=mask.dtype)], 1)
     steps = positions[:, -1:] + torch.arange(1, n + 1)
-    return model(input_ids=tokens, attention_mask=mask, position_ids=steps, past_key_values=cache,
+    return model(input_ids=tokens, attention_mask=mask, position_ids=steps, **with_cache(cache),
                  use_cache=True).logits.float().log_softmax(-1), mask, torch.cat([positions, steps], 1)
 
 

@@ -22,7 +22,7 @@ import torch
 from ..errors import ZooError
 from ..io.cache_dir import cache_root
 from ..io.output import staged_output
-from .decoding import shared_opening
+from .decoding import returned_cache, shared_opening, with_cache
 from .evaluate import prompt_ids, reply_ids
 from .tasks import LLMTask
 
@@ -123,9 +123,9 @@ def reply_loss(causal_lm, ids: torch.Tensor, mask: torch.Tensor, labels: torch.T
     through their repeated cache as through the rows)."""
     past = None
     if shared:
-        past = causal_lm.model(input_ids=ids[:1, :shared], use_cache=True).past_key_values
+        past = returned_cache(causal_lm.model(input_ids=ids[:1, :shared], use_cache=True))
         past.batch_repeat_interleave(ids.shape[0])
-    hidden = causal_lm.model(input_ids=ids[:, shared:], attention_mask=mask, past_key_values=past,
+    hidden = causal_lm.model(input_ids=ids[:, shared:], attention_mask=mask, **with_cache(past),
                              use_cache=bool(shared)).last_hidden_state[:, :-1]
     targets = labels[:, shared + 1:]
     keep = targets != -100

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ..llm.decoding import returned_cache, shared_opening, with_cache
 from ..llm.zoo import reply_batch
 from .text_data import prompt_tokens
 
@@ -50,7 +51,8 @@ def tune_routers(folder: Path, examples: list[list[tuple[str, str]]], steps: int
         drawn = order.sample(pool, min(batch_size, len(pool)))
         ids, labels, mask = reply_batch([(p, c) for _, p, c in drawn], tok)
         owner = torch.tensor([e for e, _, _ in drawn])[:, None].expand_as(ids)
-        next_token, routing = _losses(model, ids, mask, labels, owner, routing_loss > 0)
+        shared = shared_opening([p for _, p, _ in drawn]) if len(drawn) > 1 else 0
+        next_token, routing = _losses(model, ids, mask, labels, owner, routing_loss > 0, shared)
         loss = next_token + routing_loss * routing
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -66,19 +68,35 @@ def tune_routers(folder: Path, examples: list[list[tuple[str, str]]], steps: int
     return [p.detach().clone() for p in routers], record
 
 
-def _losses(model, ids, mask, labels, owner, with_routing: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _losses(model, ids, mask, labels, owner, with_routing: bool,
+            shared: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The next-token loss on the completions' tokens, and (if asked, else 0) the mean over layers of the routers'
-    cross-entropy against each token's own expert."""
-    out = model.model(input_ids=ids, attention_mask=mask, output_router_logits=with_routing, use_cache=False)
-    targets, keep = labels[:, 1:], labels[:, 1:] != -100
+    cross-entropy against each token's own expert. The first `shared` tokens, the same in every row (a chat
+    template's system turn: a third of the LLM benchmark's tokens), run once at batch size 1; their key/value cache
+    is repeated for the rows (gradients flow through the copies) and their router logits count once per row, each
+    against that row's expert, so both losses are the plain forward pass's."""
+    past, opening = None, ()
+    if shared:
+        first = model.model(input_ids=ids[:1, :shared], use_cache=True, output_router_logits=with_routing)
+        past, opening = returned_cache(first), first.router_logits if with_routing else ()
+        past.batch_repeat_interleave(ids.shape[0])
+    out = model.model(input_ids=ids[:, shared:], attention_mask=mask, **with_cache(past),
+                      use_cache=bool(shared), output_router_logits=with_routing)
+    targets = labels[:, shared + 1:]
+    keep = targets != -100
     # the output layer only where a label is: over every prompt token it would be a fifth of the step
     hidden = out.last_hidden_state[:, :-1][keep]
     next_token = torch.nn.functional.cross_entropy(model.lm_head(hidden).float(), targets[keep])
     if not with_routing:
         return next_token, torch.zeros(())
-    real = mask.bool().reshape(-1)
-    per_layer = [torch.nn.functional.cross_entropy(logits.float()[real], owner.reshape(-1)[real])
-                 for logits in out.router_logits]
+    rows, real = ids.shape[0], mask.bool().reshape(-1)
+    per_layer = []
+    for layer, logits in enumerate(out.router_logits):
+        logits = logits.reshape(rows, -1, logits.shape[-1])  # (B, tokens after the opening, E)
+        if shared:
+            logits = torch.cat([opening[layer].reshape(1, shared, -1).expand(rows, -1, -1), logits], 1)
+        per_layer.append(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float()[real],
+                                                           owner.reshape(-1)[real]))
     return next_token, torch.stack(per_layer).mean()
 
 

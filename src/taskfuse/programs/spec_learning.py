@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import SpecError, TaskDataError
+from ..errors import SpecError, TaskDataError, UsageError
 from ..io.checkpoint import Checkpoint
 from ..spec.model import MergeSpec
 from .learn import LearnProgress, Recipe, learn_coefficients
@@ -28,6 +28,9 @@ class SpecLearning:
     ties_density: float | None = None
     batch_size: int = 8
     seed: int = 0
+    # a merge of the spec's models to learn from (`taskfuse merge` output): its task vector enters first at 1, the
+    # models' at 0, so step 0 is that merge; the spec that replays the result names it as its first model
+    start: str | None = None
 
 
 @dataclass
@@ -57,10 +60,14 @@ def task_vector(model: Checkpoint, theta0: dict[str, torch.Tensor]) -> dict[str,
 
 def learn_for_spec(spec: MergeSpec, data_files: list[str], how: SpecLearning,
                    progress: LearnProgress | None = None) -> SpecLearned:
-    """Fit Λ for the spec's models, each on its own task's text."""
+    """Fit Λ for the spec's models, each on its own task's text (with `how.start`, the start merge's Λ first)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     check_spec_for_learning(spec, data_files)
+    if how.start is not None and how.ties_density is not None:
+        raise UsageError("a start merge cannot be TIES-trimmed with the models' task vectors: the replayed TIES "
+                         "merge would trim it again. Fix: start from the merge with atlas or adamerging_layer, or "
+                         "use adamerging_layer_ties without --start.")
     tokenizer = AutoTokenizer.from_pretrained(spec.base)
     labelled = how.recipe.objective == "cross_entropy"
     examples = [read_examples(f, tokenizer, labelled) for f in data_files]
@@ -71,7 +78,12 @@ def learn_for_spec(spec: MergeSpec, data_files: list[str], how: SpecLearning,
     vectors = [task_vector(Checkpoint.open(entry.path), theta0) for entry in spec.models]
     if how.ties_density is not None:
         vectors = ties_vectors(vectors, how.ties_density)
-    view = MergeView(base, vectors, how.parameterization, how.init)
+    if how.start is not None:
+        vectors.insert(0, task_vector(Checkpoint.open(how.start), theta0))
+    view = MergeView(base, vectors, how.parameterization, how.init if how.start is None else 0.0)
+    if how.start is not None:
+        with torch.no_grad():
+            view.coefficients[0] = 1.0
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     tasks = {entry.path: language_model_batches(ex, how.batch_size, how.seed + i, pad)
              for i, (entry, ex) in enumerate(zip(spec.models, examples))}

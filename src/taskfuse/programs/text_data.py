@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import TaskDataError
+from ..llm.decoding import returned_cache, shared_opening, with_cache
 from .learn import TaskBatches
 
 MAX_TOKENS = 256  # per example; longer texts are cut (recorded in the learned record)
@@ -120,7 +120,7 @@ def _shared_opening(rows: list[tuple[int, ...]], starts: list[int]) -> int:
     a task's question: about half the tokens of the LLM benchmark's prompts); 0 for a batch of one row."""
     if len(rows) < 2:
         return 0
-    return min(len(os.path.commonprefix([list(r) for r in rows])), min(starts), min(len(r) for r in rows) - 1)
+    return min(shared_opening([list(r) for r in rows]), min(starts))
 
 
 def scored_logits(model: Callable, inputs: dict) -> Tensor:
@@ -130,9 +130,9 @@ def scored_logits(model: Callable, inputs: dict) -> Tensor:
     ids, scored, shared = inputs["ids"], inputs["scored"], inputs.get("shared", 0)
     past = None
     if shared:
-        past = model(input_ids=ids[:1, :shared], use_cache=True, logits_to_keep=1).past_key_values
+        past = returned_cache(model(input_ids=ids[:1, :shared], use_cache=True, logits_to_keep=1))
         past.batch_repeat_interleave(ids.shape[0])
     keep = scored.any(0).nonzero().squeeze(1)  # positions (from the row start) whose next token some row scores
-    logits = model(input_ids=ids[:, shared:], attention_mask=inputs["mask"], past_key_values=past,
+    logits = model(input_ids=ids[:, shared:], attention_mask=inputs["mask"], **with_cache(past),
                    use_cache=bool(shared), logits_to_keep=keep - shared).logits  # (B, len(keep), V)
     return logits[scored[:, keep]]
