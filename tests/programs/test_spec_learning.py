@@ -163,6 +163,7 @@ def test_learning_from_a_merge_starts_at_that_merge_and_replays_with_it(lm_famil
     ("above_start", "would replace the start merge"),
     ("ties", "cannot be TIES-trimmed"),
     ("no_spec", "--start goes with --spec"),
+    ("missing", "does not exist. Fix: give the folder a merge"),
 ])
 def test_a_start_merge_is_never_overwritten_and_bad_starts_are_typed_errors(lm_family, tmp_path, case, message):
     root, data, _, _ = lm_family
@@ -173,7 +174,8 @@ def test_a_start_merge_is_never_overwritten_and_bad_starts_are_typed_errors(lm_f
     out = {"into_start": start, "above_start": tmp_path / "folder"}.get(case, tmp_path / "out")
     method = "adamerging_layer_ties" if case == "ties" else "atlas"
     spec_args = [] if case == "no_spec" else ["--spec", root / "spec.yaml", "--data", data[0], "--data", data[1]]
-    done = learn(method, *spec_args, "--start", start, "--steps", "1", "-o", out)
+    given = tmp_path / "no-such-merge" if case == "missing" else start
+    done = learn(method, *spec_args, "--start", given, "--steps", "1", "-o", out)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert {p.name: p.read_bytes() for p in start.iterdir()} == before
     assert not (tmp_path / "out").exists()

@@ -103,6 +103,9 @@ def register(app: typer.Typer, fail) -> None:
             if lr is not None and not lr > 0:
                 raise UsageError(f"--lr {lr}: give a positive learning rate.")
             chosen = learned_method(method, steps, lr)
+            if start is not None and not start.exists():
+                raise UsageError(f"--start {start} does not exist. Fix: give the folder a merge of the spec's "
+                                 "models was written to (taskfuse merge SPEC -o FOLDER).")
             if start is not None and out.resolve() in (start.resolve(), *start.resolve().parents):
                 raise UsageError(f"-o {out} would replace the start merge {start} (or the folder holding it), which "
                                  "the learned merge's replay spec reads. Fix: write the learned merge to another "
