@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from taskfuse.bench.routing_report import markdown as routing_markdown  # noqa: E402
 from taskfuse.bench.table import markdown, task_markdown  # noqa: E402
 from taskfuse.cli.main import methods_markdown  # noqa: E402
-from taskfuse.llm.bench import markdown as llm_markdown  # noqa: E402
+from taskfuse.bench.llm_report import markdown as llm_markdown  # noqa: E402
 
 BENCH_RESULT = ROOT / "benchmarks" / "results" / "bench-full" / "result.json"
 SPEED_RESULT = ROOT / "benchmarks" / "results-2026-11-22-zero-copy.json"

@@ -72,7 +72,7 @@ LLM_CODE = BENCH_CODE + ["src/taskfuse/llm", "src/taskfuse/io/adapter.py", "src/
                          "src/taskfuse/programs/moe.py", "src/taskfuse/programs/moe_tuning.py",
                          "src/taskfuse/programs/spec_learning.py", "src/taskfuse/programs/text_data.py",
                          "src/taskfuse/routing/arrow.py", "src/taskfuse/routing/library.py",
-                         "src/taskfuse/routing/modules.py"]
+                         "src/taskfuse/routing/modules.py", "src/taskfuse/routing/emr.py", "src/taskfuse/routing/twin.py"]
 SIDE_BY_SIDE_CODE = BENCH_CODE + STATISTICS_CODE + ["benchmarks/fusionbench_side_by_side.py"]
 OVER_MERGE_CODE = BENCH_CODE + ["src/taskfuse/bench/learned_over_merge.py", "benchmarks/learned_over_merge.py"]
 RESULTS = [("bench-full", BENCH_CODE + STATISTICS_CODE, "taskfuse bench --full"),

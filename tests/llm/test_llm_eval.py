@@ -139,3 +139,66 @@ def test_the_benchmarks_atlas_row_learns_from_train_answers_and_writes_a_better_
     replay = yaml.safe_load((tmp_path / "atlas" / "taskfuse_spec.yaml").read_text())
     assert replay["method"] == "task_arithmetic" and len(replay["overrides"]) > 0  # per-tensor weights
     assert replay["models"][0]["path"] == str(tmp_path / "start")  # the start merge, then the experts
+
+
+def test_the_benchmarks_task_model_rows_serve_each_task_its_expert_where_nothing_is_lost(tiny, tmp_path):
+    """Two toy experts (answers swapped between them): Twin-Merging's exclusive parts at rank 32 hold each expert's
+    whole difference from the shared merge (rank 8 here), so each task's model is its expert; the router, trained on
+    the train prompts labelled by task, sends every test prompt to its own part; EMR-Merging of one expert is that
+    expert (one elected vector, a full mask, rescaler 1)."""
+    from taskfuse.llm.bench import Judge
+    from dataclasses import asdict
+
+    from taskfuse.llm.task_models import (TWIN_GIVEN_ROW, TWIN_ROW, emr_row, prompt_features, routed_scores,
+                                          twin_models, twin_rows)
+    from taskfuse.llm.zoo import Expert
+    folder, _, tok = tiny
+    first = toy_task()
+    second = LLMTask("toy2", ANSWERS, {k: tuple(Example(e.prompt.replace("fortune", "gloss"), (e.answer + 1) % 3)
+                                                for e in v) for k, v in first.splits.items()}, "1" * 64)
+    experts = {}
+    for task in (first, second):
+        train_expert(folder, task, Recipe(rank=4, steps=12, batch=4, lr=1e-2), tmp_path / task.name, threads=1)
+        experts[task.name] = Expert(task.name, tmp_path / task.name, {})
+    judge = Judge(folder, [first, second])
+    judge.merge("task_arithmetic", {"scale": 0.5}, experts, tmp_path / "shared")
+    model, shared_state, folded, _ = twin_models(judge, [first, second], experts, tmp_path / "shared")
+    ids = torch.tensor([prompt_ids(tok, first.splits["test"][0].prompt)])
+    with torch.no_grad():
+        shared_logits = model(ids).logits
+        for task in (first, second):
+            model.load_state_dict(folded[task.name])
+            expert = judge.load_adapter(experts[task.name].adapter)
+            torch.testing.assert_close(model(ids).logits, expert(ids).logits, rtol=1e-4, atol=1e-4)
+            assert not torch.allclose(model(ids).logits, shared_logits, atol=1e-4)
+    own = judge.model_scores(judge.load_adapter(experts["toy"].adapter), "test")
+    rows, summaries = twin_rows(judge, [first, second], experts, tmp_path / "shared",
+                                {"method": "task_arithmetic", "params": {"scale": 0.5}})
+    assert summaries[TWIN_ROW]["router_test_picks"] == {"toy": {"toy": 1.0}, "toy2": {"toy2": 1.0}}
+    assert rows[TWIN_ROW] == rows[TWIN_GIVEN_ROW] and rows[TWIN_GIVEN_ROW]["toy"] == own["toy"]
+    assert 0 < summaries[TWIN_ROW]["extra_parameters"]
+    always_first = lambda features: torch.tensor([[1.0, 0.0]]).expand(len(features), 2)  # noqa: E731
+    given = {"toy": own["toy"], "toy2": {}}
+    routed, picks = routed_scores(judge, model, [first, second], folded, always_first, shared_state, given)
+    assert picks == {"toy": {"toy": 1.0}, "toy2": {"toy": 1.0}}
+    model.load_state_dict(folded["toy"])  # toy2's questions answered by toy's model, counted question by question
+    assert routed["toy2"] == asdict(evaluate(model, tok, second)) and routed["toy"] == own["toy"]
+    features = prompt_features(judge.load(folder), tok, ["a", "a longer prompt"])
+    torch.testing.assert_close(features.norm(dim=1), torch.ones(2))
+    alone_scores, summary = emr_row(Judge(folder, [first]), [first], {"toy": experts["toy"]})
+    assert alone_scores == {"toy": own["toy"]} and summary["tensors"] > 0
+
+
+def test_an_exclusive_part_is_the_truncated_svd_whether_its_difference_is_low_rank_or_not():
+    """Twin-Merging's exclusive part on the LLM bench: a difference of rank 40 (six LoRA experts' sum) goes through
+    the narrow randomized range, a full-rank one through the full SVD; both give the best rank-32 approximation."""
+    from taskfuse.llm.task_models import exclusive_part
+    torch.manual_seed(0)
+    low = torch.randn(300, 40) @ torch.randn(40, 200) / 40
+    full = torch.randn(300, 200)
+    for difference in (low, full):
+        u, s, vh = torch.linalg.svd(difference, full_matrices=False)
+        best = (u[:, :32] * s[:32]) @ vh[:32]
+        b, a = exclusive_part(difference, 32, torch.Generator().manual_seed(1))
+        assert b.shape == (300, 32) and a.shape == (32, 200)
+        torch.testing.assert_close(b @ a, best, rtol=0, atol=1e-4 * float(best.abs().max()))

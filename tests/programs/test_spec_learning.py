@@ -164,6 +164,7 @@ def test_learning_from_a_merge_starts_at_that_merge_and_replays_with_it(lm_famil
     ("ties", "cannot be TIES-trimmed"),
     ("no_spec", "--start goes with --spec"),
     ("missing", "does not exist. Fix: give the folder a merge"),
+    ("other_shape", "model.embed_tokens.weight has shape"),
 ])
 def test_a_start_merge_is_never_overwritten_and_bad_starts_are_typed_errors(lm_family, tmp_path, case, message):
     root, data, _, _ = lm_family
@@ -174,7 +175,12 @@ def test_a_start_merge_is_never_overwritten_and_bad_starts_are_typed_errors(lm_f
     out = {"into_start": start, "above_start": tmp_path / "folder"}.get(case, tmp_path / "out")
     method = "adamerging_layer_ties" if case == "ties" else "atlas"
     spec_args = [] if case == "no_spec" else ["--spec", root / "spec.yaml", "--data", data[0], "--data", data[1]]
-    given = tmp_path / "no-such-merge" if case == "missing" else start
+    given = {"missing": tmp_path / "no-such-merge", "other_shape": tmp_path / "wider"}.get(case, start)
+    if case == "other_shape":  # a start with 8 more tokens than the base: its embeddings cannot join the view
+        from transformers import AutoModelForCausalLM
+        wider = AutoModelForCausalLM.from_pretrained(start)
+        wider.resize_token_embeddings(wider.config.vocab_size + 8)
+        wider.save_pretrained(given)
     done = learn(method, *spec_args, "--start", given, "--steps", "1", "-o", out)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert {p.name: p.read_bytes() for p in start.iterdir()} == before
@@ -202,7 +208,7 @@ def test_a_peft_adapter_in_the_spec_learns_from_its_exact_update(lm_family, tmp_
         merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(root / "base"),
                                            tmp_path / "adapter").merge_and_unload()
     theta0 = {n: p.detach() for n, p in AutoModelForCausalLM.from_pretrained(root / "base").named_parameters()}
-    ours = task_vector(Checkpoint.open(f"{root / 'base'}+{tmp_path / 'adapter'}"), theta0)
+    ours = task_vector(Checkpoint.open(f"{root / 'base'}+{tmp_path / 'adapter'}"), theta0, "adapter")
     assert ours.keys() == theta0.keys()
     changed = 0
     for name, p in merged.named_parameters():

@@ -16,17 +16,26 @@ def normalized_heatmap(result: dict, path: Path) -> None:
     rows = ranked_rows(result)
     tasks = [t["name"] for t in result["tasks"]]
     grid = [[r["normalized"][t] * 100 for t in tasks] + [r["average_normalized"] * 100] for r in rows]
-    fig, ax = plt.subplots(figsize=(1.0 * len(tasks) + 4, 0.42 * len(rows) + 2))
+    percent_heatmap([r["label"] for r in rows], [*tasks, "average"], grid,
+                    f"Normalised test accuracy per task ({result['variant']} zoo, {len(tasks)} tasks)",
+                    "% of expert accuracy", path)
+
+
+def percent_heatmap(row_labels: list[str], columns: list[str], grid: list[list[float]], title: str,
+                    colorbar_label: str, path: Path) -> None:
+    """Rows × columns of percentages, each cell written in; the colour scale tops out at 100 or the largest cell."""
+    fig, ax = plt.subplots(figsize=(1.0 * len(columns) + 3 + 0.04 * max(map(len, row_labels)),
+                                    0.42 * len(row_labels) + 2))
     low, high = min(min(g) for g in grid), max(100.0, max(max(g) for g in grid))
     image = ax.imshow(grid, cmap="viridis", vmin=low, vmax=high, aspect="auto")
-    ax.set_xticks(range(len(tasks) + 1), [*tasks, "average"], rotation=35, ha="right")
-    ax.set_yticks(range(len(rows)), [r["label"] for r in rows])
+    ax.set_xticks(range(len(columns)), columns, rotation=35, ha="right")
+    ax.set_yticks(range(len(row_labels)), row_labels)
     for i, row in enumerate(grid):
         for j, value in enumerate(row):
             ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=8,
                     color="white" if value < (low + high) / 2 else "black")
-    fig.colorbar(image, ax=ax, label="% of expert accuracy", fraction=0.05)
-    ax.set_title(f"Normalised test accuracy per task ({result['variant']} zoo, {len(tasks)} tasks)")
+    fig.colorbar(image, ax=ax, label=colorbar_label, fraction=0.05)
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -5,6 +5,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -32,6 +33,37 @@ def code_commit() -> dict:
 
 
 def machine() -> dict:
+    """The machine, with a measured speed: the same "2-core machine" has run this project's benchmarks at half or
+    twice the speed on different days, so wall times are only comparable beside its matrix-multiply rate."""
     return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
             "cpus": psutil.cpu_count(logical=True), "torch_threads": torch.get_num_threads(),
-            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "processor": platform.processor()}
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "processor": cpu_model(),
+            "matmul_gflops": matmul_gflops()}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else what the platform module says (often empty)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def matmul_gflops(size: int = 1024, seconds: float = 0.5) -> dict[str, float]:
+    """float32 and bfloat16 matrix-multiply throughput at torch's thread count, best of repeated products for about
+    `seconds` each. bfloat16 separates machines with bfloat16 matrix units (several times float32's rate) from those
+    without (slower than float32)."""
+    rates = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+        best, spent = float("inf"), 0.0
+        while spent < seconds:
+            begun = time.perf_counter()
+            a @ b
+            took = time.perf_counter() - begun
+            best, spent = min(best, took), spent + took
+        rates[str(dtype).removeprefix("torch.")] = round(2 * size ** 3 / best / 1e9, 1)
+    return rates

@@ -92,7 +92,8 @@ def register(app: typer.Typer, fail) -> None:
                    learned: str | None) -> None:
         from ..errors import UsageError
         from ..io.output import check_output_dir
-        from ..llm.bench import markdown, run_llm_bench
+        from ..bench.llm_report import markdown
+        from ..llm.bench import run_llm_bench
         try:
             if learned not in (None, "all", "none", "atlas"):
                 raise UsageError(f"--learned {learned}: the LLM benchmark's learned row is atlas. Fix: --learned "
@@ -103,7 +104,7 @@ def register(app: typer.Typer, fail) -> None:
         except TaskfuseError as e:
             fail(e)
         print(markdown(result))
-        console.print(f"report: {target / 'results.md'}; {result['seconds']} s")
+        console.print(f"report: {target / 'report.html'}; {result['seconds']} s")
 
     @app.command("eval")
     def evaluate(model: Path = typer.Argument(..., help="encoder directory (e.g. a merge of the zoo's experts)"),

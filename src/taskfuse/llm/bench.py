@@ -1,12 +1,12 @@
 """`taskfuse bench --llm`: the LLM benchmark. SmolLM2-135M-Instruct, one LoRA expert per generative task, every
 data-free merge of the experts' full-weight versions with its parameters chosen on validation, Arrow routing over
-the LoRA experts, aTLAS's per-tensor coefficients learned from the Iso-C merge on the tasks' train answers
-(llm/learned.py), and the MoE upcycled from the experts, all judged on test by exact match of the greedy answer and
+the LoRA experts, EMR-Merging and Twin-Merging serving each task with a model of its own (llm/task_models.py),
+aTLAS's per-tensor coefficients learned from the Iso-C merge on the tasks' train answers (llm/learned.py), and the
+MoE upcycled from the experts, all judged on test by exact match of the greedy answer and
 by likelihood accuracy over the task's answers, each normalised by the task's own expert, beside the base model
 zero-shot."""
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from dataclasses import asdict
@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Callable
 
 from ..bench.provenance import code_commit, command_line, machine
-from ..io.output import staged_output
+from ..bench.llm_report import write_llm_report
 from .base import base_model_dir
 from .evaluate import evaluate
 from .learned import ATLAS, LEARNED_ROW, atlas_row
+from .task_models import EMR_ROW, TWIN_GIVEN_ROW, TWIN_ROW, emr_row, twin_rows
 from .tasks import DEFAULT_TASKS, load_llm_task
 from .zoo import Recipe, build_llm_zoo
 
@@ -61,7 +62,7 @@ def run_llm_bench(out: Path, quick: bool = False, task_files: tuple[str, ...] = 
     own = {t.name: asdict(evaluate(judge.load_adapter(experts[t.name].adapter), judge.tok, t, "test")) for t in tasks}
     rows["experts (each on its own task)"] = own
     say("base and experts judged")
-    chosen, row_seconds, summaries = {}, {}, {}
+    chosen, row_seconds, summaries, task_models = {}, {}, {}, {}
 
     def learning_log(step: int, steps: int, loss: float) -> None:
         if step % 5 == 0 or step == steps:
@@ -71,7 +72,7 @@ def run_llm_bench(out: Path, quick: bool = False, task_files: tuple[str, ...] = 
             begun = time.perf_counter()
             rows[method], chosen[method] = best_on_validation(
                 judge, grid[:1] if quick else grid,
-                lambda params: judge.merge(method, params, experts, Path(tmp) / f"{method}-{grid.index(params)}"), own)
+                lambda params: judge.merge(method, params, experts, merge_folder(tmp, method, params)), own)
             row_seconds[method] = round(time.perf_counter() - begun)
             say(f"{method} {chosen[method]['params']}: normalised exact match "
                 f"{100 * _normalised_mean(rows[method], own, 'exact_match'):.1f} % ({row_seconds[method]} s)")
@@ -83,9 +84,24 @@ def run_llm_bench(out: Path, quick: bool = False, task_files: tuple[str, ...] = 
         row_seconds[ARROW_ROW] = round(time.perf_counter() - begun)
         say(f"arrow top-{chosen[ARROW_ROW]['params']}: normalised exact match "
             f"{100 * _normalised_mean(rows[ARROW_ROW], own, 'exact_match'):.1f} % ({row_seconds[ARROW_ROW]} s)")
+        begun = time.perf_counter()
+        rows[EMR_ROW], task_models[EMR_ROW] = emr_row(judge, tasks, experts)
+        row_seconds[EMR_ROW] = round(time.perf_counter() - begun)
+        say(f"emr-merging: normalised exact match {100 * _normalised_mean(rows[EMR_ROW], own, 'exact_match'):.1f} % "
+            f"({row_seconds[EMR_ROW]} s)")
+        begun = time.perf_counter()
+        twin, twin_summaries = twin_rows(judge, tasks, experts,
+                                         merge_folder(tmp, "task_arithmetic", chosen["task_arithmetic"]["params"]),
+                                         {"method": "task_arithmetic", "params": chosen["task_arithmetic"]["params"]})
+        rows.update(twin)
+        task_models.update(twin_summaries)
+        row_seconds[TWIN_ROW] = round(time.perf_counter() - begun)  # both rows: one shared model, one set of parts
+        say(f"twin-merging: normalised exact match {100 * _normalised_mean(rows[TWIN_ROW], own, 'exact_match'):.1f} "
+            f"% routed, {100 * _normalised_mean(rows[TWIN_GIVEN_ROW], own, 'exact_match'):.1f} % told the task "
+            f"({row_seconds[TWIN_ROW]} s)")
         if learned:
             begun = time.perf_counter()
-            start = Path(tmp) / f"iso_c-{GRIDS['iso_c'].index(chosen['iso_c']['params'])}"  # as validation chose
+            start = merge_folder(tmp, "iso_c", chosen["iso_c"]["params"])  # as validation chose
             model, summaries[LEARNED_ROW] = atlas_row(judge, tasks, experts, Path(tmp) / "atlas", start,
                                                       {**ATLAS, "steps": 4} if quick else ATLAS, learning_log)
             summaries[LEARNED_ROW]["start"] = {"method": "iso_c", "params": chosen["iso_c"]["params"]}
@@ -106,13 +122,18 @@ def run_llm_bench(out: Path, quick: bool = False, task_files: tuple[str, ...] = 
     result = {"command": command_line(), "code": code_commit(), "machine": machine(),
               "seconds": round(time.perf_counter() - started), "zoo_seconds": zoo_seconds,
               "row_seconds": row_seconds, "quick": quick, "moe_tuning": moe_summary["tune_router"],
-              "learned": summaries,
+              "learned": summaries, "task_models": task_models,
               "limits": limits, "base": str(base), "recipe": asdict(Recipe()),
               "tasks": {t.name: {"answers": t.answers, "fingerprint": t.fingerprint()[:16]} for t in tasks},
               "experts": {n: e.record for n, e in experts.items()}, "rows": rows, "chosen": chosen,
               "summary": {name: {m: _normalised_mean(scores, own, m) for m in METRICS} for name, scores in rows.items()}}
     write_llm_report(result, out)
     return result
+
+
+def merge_folder(tmp: str, method: str, params: dict) -> Path:
+    """Where the grid loop writes `method`'s merge at `params` (later rows start from some of them)."""
+    return Path(tmp) / f"{method}-{GRIDS[method].index(params)}"
 
 
 def best_on_validation(judge: "Judge", grid: list, build: Callable, own: dict) -> tuple[dict, dict]:
@@ -216,24 +237,3 @@ def _normalised_mean(scores: dict[str, dict], own: dict[str, dict], metric: str)
 def _clock(started: float) -> str:
     seconds = int(time.perf_counter() - started)
     return f"{seconds // 60:02d}:{seconds % 60:02d}"
-
-
-def write_llm_report(result: dict, out: Path) -> Path:
-    with staged_output(out, "report") as stage:
-        (stage / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-        (stage / "results.md").write_text(markdown(result))
-    return out
-
-
-def markdown(result: dict) -> str:
-    tasks = list(result["tasks"])
-    head = "| row | " + " | ".join(tasks) + " | EM norm. | LL acc. norm. |"
-    lines = [head, "|" + "---|" * (len(tasks) + 3)]
-    for name, scores in result["rows"].items():
-        cells = [f"{100 * scores[t]['exact_match']:.0f} / {100 * scores[t]['likelihood_accuracy']:.0f}" for t in tasks]
-        summary = result["summary"][name]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {100 * summary['exact_match']:.1f} | "
-                     f"{100 * summary['likelihood_accuracy']:.1f} |")
-    return ("Per task: exact match / likelihood accuracy (%) on test; the last two columns average each over the "
-            "tasks, normalised by the task's own expert.\n\n" + "\n".join(lines) +
-            f"\n\n`{result['command']}` at {(result['code'] or {}).get('commit')}, {result['seconds']} s\n")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import SpecError, TaskDataError, UsageError
+from ..errors import IncompatibleInputsError, SpecError, TaskDataError, UsageError
 from ..io.checkpoint import Checkpoint
 from ..spec.model import MergeSpec
 from .learn import LearnProgress, Recipe, learn_coefficients
@@ -53,9 +53,20 @@ def check_spec_for_learning(spec: MergeSpec, data_files: list[str]) -> None:
             raise TaskDataError(f"task data {f} does not exist. Fix: give a JSONL file of {{\"text\": ...}} lines.")
 
 
-def task_vector(model: Checkpoint, theta0: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """θ_t − θ₀ in float32 for every base parameter the model holds."""
-    return {n: model.read(n).float() - theta0[n] for n in theta0 if n in model.tensors}
+def task_vector(model: Checkpoint, theta0: dict[str, torch.Tensor], label: str) -> dict[str, torch.Tensor]:
+    """θ_t − θ₀ in float32 for every base parameter the model holds; a tensor of another shape is refused, naming
+    `label` (the model as the user gave it) and the tensor."""
+    vector = {}
+    for name in theta0:
+        if name in model.tensors:
+            weights = model.read(name)
+            if weights.shape != theta0[name].shape:
+                raise IncompatibleInputsError(
+                    f"{label}: tensor {name} has shape {tuple(weights.shape)}, the base's {tuple(theta0[name].shape)}. "
+                    "Fix: learn over models fine-tuned from this base (same architecture and vocabulary), or align "
+                    "the vocabularies first (taskfuse merge with tokenizer_from).")
+            vector[name] = weights.float() - theta0[name]
+    return vector
 
 
 def learn_for_spec(spec: MergeSpec, data_files: list[str], how: SpecLearning,
@@ -75,11 +86,11 @@ def learn_for_spec(spec: MergeSpec, data_files: list[str], how: SpecLearning,
     theta0 = {n: p.detach() for n, p in base.named_parameters()}
     # each model through taskfuse's own reader, one tensor at a time: a safetensors or .bin folder, a GGUF file or a
     # PEFT adapter (`BASE+ADAPTER`, its W + scaling·B·A), as in a merge
-    vectors = [task_vector(Checkpoint.open(entry.path), theta0) for entry in spec.models]
+    vectors = [task_vector(Checkpoint.open(entry.path), theta0, f"model {entry.path}") for entry in spec.models]
     if how.ties_density is not None:
         vectors = ties_vectors(vectors, how.ties_density)
     if how.start is not None:
-        vectors.insert(0, task_vector(Checkpoint.open(how.start), theta0))
+        vectors.insert(0, task_vector(Checkpoint.open(how.start), theta0, f"start merge {how.start}"))
     view = MergeView(base, vectors, how.parameterization, how.init if how.start is None else 0.0)
     if how.start is not None:
         with torch.no_grad():
