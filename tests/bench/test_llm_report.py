@@ -18,7 +18,9 @@ def test_the_llm_report_shows_every_row_its_figures_and_where_it_came_from(tmp_p
         assert name.replace("'", "&#x27;") in page and name in markdown(result)
     assert page.count("data:image/png;base64,") == 2 and result["code"]["commit"] in page
     assert json.loads((tmp_path / "report" / "result.json").read_text()) == result
-    assert list(learning_curves(result))[0].startswith("MoE router tuning")
+    curves = learning_curves(result)
+    assert list(curves["MoE router tuning"]) == ["next-token loss on the train answers", "routing loss"]
+    assert curves["MoE router tuning"]["routing loss"] == result["moe_tuning"]["routing_losses"]
     (tmp_path / "report" / "normalised.png").unlink()
     result["learned"], result["moe_tuning"] = {}, {}
     write_llm_report(result, tmp_path / "report")  # replaced whole: no curves now, the heat map back

@@ -72,23 +72,29 @@ def normalised_figure(result: dict, path: Path) -> None:
                     "% of the task's expert", path)
 
 
-def learning_curves(result: dict) -> dict[str, list[float]]:
+def learning_curves(result: dict) -> dict[str, dict[str, list[float]]]:
+    """Per row that learns, its losses by step: panel title → series label → values."""
     curves = {}
-    if result.get("moe_tuning", {}).get("losses"):
-        curves["MoE router tuning (next-token + routing loss)"] = result["moe_tuning"]["losses"]
+    tuning = result.get("moe_tuning") or {}
+    if tuning.get("losses"):
+        curves["MoE router tuning"] = {"next-token loss on the train answers": tuning["losses"],
+                                       **({"routing loss": tuning["routing_losses"]}
+                                          if tuning.get("routing_losses") else {})}
     for name, summary in (result.get("learned") or {}).items():
         if summary.get("losses"):
-            curves[name.split(" (")[0] + " (cross-entropy on train answers)"] = summary["losses"]
+            curves[name.split(" (")[0]] = {"cross-entropy on the train answers, all tasks": summary["losses"]}
     return curves
 
 
-def learning_figure(curves: dict[str, list[float]], path: Path) -> None:
+def learning_figure(curves: dict[str, dict[str, list[float]]], path: Path) -> None:
     fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 3.8), squeeze=False)
-    for ax, (name, losses) in zip(axes[0], curves.items()):
-        ax.plot(range(1, len(losses) + 1), losses, marker="." if len(losses) <= 30 else None)
-        ax.set_title(name, fontsize=9)
+    for ax, (title, series) in zip(axes[0], curves.items()):
+        for label, losses in series.items():
+            ax.plot(range(1, len(losses) + 1), losses, marker="." if len(losses) <= 30 else None, label=label)
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
+        ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
