@@ -73,7 +73,13 @@ LLM_CODE = BENCH_CODE + ["src/taskfuse/llm", "src/taskfuse/io/adapter.py", "src/
                          "src/taskfuse/programs/spec_learning.py", "src/taskfuse/programs/text_data.py",
                          "src/taskfuse/routing/arrow.py", "src/taskfuse/routing/library.py",
                          "src/taskfuse/routing/modules.py", "src/taskfuse/routing/emr.py", "src/taskfuse/routing/twin.py"]
-SIDE_BY_SIDE_CODE = BENCH_CODE + STATISTICS_CODE + ["benchmarks/fusionbench_side_by_side.py"]
+# The subspace methods (TSV, Iso-C, Iso-CTS) and their SVD helpers: only bench-full's grid, the LLM benchmark's grid
+# and the over-merge study (which starts from Iso-CTS) run them, so the routing study and the FusionBench side by
+# side do not depend on them (a test below checks that neither names them).
+SUBSPACE_METHODS = ["src/taskfuse/methods/tsv.py", "src/taskfuse/methods/iso.py", "src/taskfuse/ops/subspace.py"]
+WITHOUT_SUBSPACE = [f":(exclude){path}" for path in SUBSPACE_METHODS]
+ROUTING_CODE = ROUTING_CODE + WITHOUT_SUBSPACE
+SIDE_BY_SIDE_CODE = BENCH_CODE + STATISTICS_CODE + ["benchmarks/fusionbench_side_by_side.py"] + WITHOUT_SUBSPACE
 OVER_MERGE_CODE = BENCH_CODE + ["src/taskfuse/bench/learned_over_merge.py", "benchmarks/learned_over_merge.py"]
 RESULTS = [("bench-full", BENCH_CODE + STATISTICS_CODE, "taskfuse bench --full"),
            ("fusionbench-side-by-side", SIDE_BY_SIDE_CODE, "python benchmarks/fusionbench_side_by_side.py"),
@@ -95,3 +101,17 @@ def test_a_committed_result_is_newer_than_the_code_under_it(folder, code_paths, 
         f"{git('log', '-1', '--format=%h %s', last_change)[:100]} changed code the numbers of {folder} depend on "
         f"after the committed result was made (at {code['commit'][:10]}): rerun `{command}` and commit its output "
         f"to benchmarks/results/{folder}/")
+
+
+def test_the_results_guarded_without_the_subspace_methods_never_run_them():
+    """The routing study and the side by side pick their merges by name: none of their code names TSV or Iso, and
+    only TSV and Iso import the SVD helpers, so a change to those files cannot move their numbers."""
+    runs = [ROOT / "benchmarks" / "fusionbench_side_by_side.py", *(ROOT / "src" / "taskfuse" / "routing").glob("*.py"),
+            *(ROOT / "src" / "taskfuse" / "bench").glob("routing_*.py")]
+    for path in runs:
+        text = path.read_text()
+        for name in ('"tsv"', "'tsv'", "iso_c", "IsoC", "Tsv", "ops.subspace", "methods.iso", "methods.tsv"):
+            assert name not in text, f"{path.name} names {name}: drop WITHOUT_SUBSPACE from its result's guard"
+    importers = {p.relative_to(ROOT).as_posix() for p in (ROOT / "src").rglob("*.py")
+                 if "subspace import" in p.read_text() or "import subspace" in p.read_text()}
+    assert importers == set(SUBSPACE_METHODS[:2]), importers
