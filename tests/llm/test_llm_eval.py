@@ -22,6 +22,22 @@ def tiny(tmp_path_factory):
     return folder, AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
 
 
+@pytest.fixture(scope="module")
+def two_experts(tiny, tmp_path_factory):
+    """Two toy tasks (the second's answers shifted by one), a LoRA expert for each, and a judge of both."""
+    from taskfuse.llm.bench import Judge
+    from taskfuse.llm.zoo import Expert
+    folder = tiny[0]
+    first = toy_task()
+    second = LLMTask("toy2", ANSWERS, {k: tuple(Example(e.prompt.replace("fortune", "gloss"), (e.answer + 1) % 3)
+                                                for e in v) for k, v in first.splits.items()}, "1" * 64)
+    root, experts = tmp_path_factory.mktemp("experts"), {}
+    for task in (first, second):
+        train_expert(folder, task, Recipe(rank=4, steps=12, batch=4, lr=1e-2), root / task.name, threads=1)
+        experts[task.name] = Expert(task.name, root / task.name, {})
+    return first, second, experts, Judge(folder, [first, second])
+
+
 def toy_task(n: int = 12) -> LLMTask:
     prompts = [f"Which part of speech is word number {i} of the fortune?" + " so" * (i % 5) for i in range(n)]
     examples = tuple(Example(p, i % len(ANSWERS)) for i, p in enumerate(prompts))
@@ -106,22 +122,14 @@ def test_the_benchmarks_arrow_row_with_one_expert_is_that_expert(tiny, tmp_path)
     assert judge.model_scores(routed, "test") == judge.model_scores(merged, "test")
 
 
-def test_the_benchmarks_atlas_row_learns_from_train_answers_and_writes_a_better_merge(tiny, tmp_path):
+def test_the_benchmarks_atlas_row_learns_from_train_answers_and_writes_a_better_merge(tiny, two_experts, tmp_path):
     """The learned row on two toy experts (answers swapped between them), started from their task arithmetic: its
     loss on the train answers falls, it records the data it saw, and the written merge fits those answers better
     than the merge it started from."""
-    from taskfuse.llm.bench import Judge
     from taskfuse.llm.learned import ATLAS, atlas_row
-    from taskfuse.llm.zoo import Expert, reply_batch, reply_loss
+    from taskfuse.llm.zoo import reply_batch, reply_loss
     folder, _, tok = tiny
-    first = toy_task()
-    second = LLMTask("toy2", ANSWERS, {k: tuple(Example(e.prompt.replace("fortune", "gloss"), (e.answer + 1) % 3)
-                                                for e in v) for k, v in first.splits.items()}, "1" * 64)
-    experts = {}
-    for task in (first, second):
-        train_expert(folder, task, Recipe(rank=4, steps=12, batch=4, lr=1e-2), tmp_path / task.name, threads=1)
-        experts[task.name] = Expert(task.name, tmp_path / task.name, {})
-    judge = Judge(folder, [first, second])
+    first, second, experts, judge = two_experts
     start = judge.merge("task_arithmetic", {"scale": 0.5}, experts, tmp_path / "start")
     model, summary = atlas_row(judge, [first, second], experts, tmp_path / "atlas", tmp_path / "start",
                                {**ATLAS, "steps": 8, "lr": 0.2, "examples": 12})
@@ -141,26 +149,19 @@ def test_the_benchmarks_atlas_row_learns_from_train_answers_and_writes_a_better_
     assert replay["models"][0]["path"] == str(tmp_path / "start")  # the start merge, then the experts
 
 
-def test_the_benchmarks_task_model_rows_serve_each_task_its_expert_where_nothing_is_lost(tiny, tmp_path):
+def test_the_benchmarks_task_model_rows_serve_each_task_its_expert_where_nothing_is_lost(tiny, two_experts,
+                                                                                          tmp_path):
     """Two toy experts (answers swapped between them): Twin-Merging's exclusive parts at rank 32 hold each expert's
     whole difference from the shared merge (rank 8 here), so each task's model is its expert; the router, trained on
     the train prompts labelled by task, sends every test prompt to its own part; EMR-Merging of one expert is that
     expert (one elected vector, a full mask, rescaler 1)."""
-    from taskfuse.llm.bench import Judge
     from dataclasses import asdict
 
+    from taskfuse.llm.bench import Judge
     from taskfuse.llm.task_models import (TWIN_GIVEN_ROW, TWIN_ROW, emr_row, prompt_features, routed_scores,
                                           twin_models, twin_rows)
-    from taskfuse.llm.zoo import Expert
     folder, _, tok = tiny
-    first = toy_task()
-    second = LLMTask("toy2", ANSWERS, {k: tuple(Example(e.prompt.replace("fortune", "gloss"), (e.answer + 1) % 3)
-                                                for e in v) for k, v in first.splits.items()}, "1" * 64)
-    experts = {}
-    for task in (first, second):
-        train_expert(folder, task, Recipe(rank=4, steps=12, batch=4, lr=1e-2), tmp_path / task.name, threads=1)
-        experts[task.name] = Expert(task.name, tmp_path / task.name, {})
-    judge = Judge(folder, [first, second])
+    first, second, experts, judge = two_experts
     judge.merge("task_arithmetic", {"scale": 0.5}, experts, tmp_path / "shared")
     model, shared_state, folded, _ = twin_models(judge, [first, second], experts, tmp_path / "shared")
     ids = torch.tensor([prompt_ids(tok, first.splits["test"][0].prompt)])
