@@ -15,8 +15,8 @@ from ..io.output import staged_output  # noqa: E402
 from .plots import percent_heatmap  # noqa: E402
 from .report import commit_text, html_image, html_table  # noqa: E402
 
-METRICS = {"exact_match": "exact match", "likelihood_accuracy": "likelihood accuracy"}
-REFERENCE_ROWS = ("base (zero-shot)", "experts (each on its own task)")
+METRICS = {"exact_match": "EM", "likelihood_accuracy": "LL"}  # the two scores, as the columns abbreviate them
+EXPERTS_ROW = "experts (each on its own task)"  # every row is normalised by it
 
 
 def write_llm_report(result: dict, out: Path) -> Path:
@@ -56,16 +56,16 @@ def markdown(result: dict) -> str:
 
 def normalised(result: dict, name: str, task: str, metric: str) -> float | None:
     """A row's score on one task as a percentage of the task's expert (None where the expert scores 0)."""
-    own = result["rows"]["experts (each on its own task)"][task][metric]
+    own = result["rows"][EXPERTS_ROW][task][metric]
     return 100 * result["rows"][name][task][metric] / own if own > 0 else None
 
 
 def normalised_figure(result: dict, path: Path) -> None:
     """One heat map: rows × (each task's exact match, then each task's likelihood accuracy, then both averages)."""
     tasks = list(result["tasks"])
-    names = [n for n in result["rows"] if n != "experts (each on its own task)"]
-    columns = [f"{t} ({short})" for short, metric in (("EM", "exact_match"), ("LL", "likelihood_accuracy"))
-               for t in tasks] + ["EM average", "LL average"]
+    names = [n for n in result["rows"] if n != EXPERTS_ROW]
+    columns = [f"{t} ({short})" for short in METRICS.values() for t in tasks] + [f"{short} average"
+                                                                              for short in METRICS.values()]
     grid = [[normalised(result, n, t, m) or 0.0 for m in METRICS for t in tasks] +
             [100 * result["summary"][n][m] for m in METRICS] for n in names]
     percent_heatmap(names, columns, grid, "LLM benchmark: test scores as % of each task's own expert",
