@@ -58,7 +58,7 @@ def iso_cts_matrix(stack: torch.Tensor, common_fraction: float) -> torch.Tensor:
     u_common = u[:, :common]
     for t in stack.double():
         # (I − U Uᵀ) τ without forming the (m, m) projector: m is 30k rows for an embedding table
-        tu, ts, tvh = svd(t - u_common @ (u_common.T @ t))
+        tu, ts, tvh = svd(t - u_common @ (u_common.T @ t), largest=s[0])
         k = min(per_task, numerical_rank(ts, t.shape, largest=s[0]))  # relative to the merge, not the residual
         us.append(tu[:, :k]), ss.append(ts[:k]), vhs.append(tvh[:k])
     if sum(len(part) for part in ss) == 0:
