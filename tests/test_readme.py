@@ -80,7 +80,8 @@ SUBSPACE_METHODS = ["src/taskfuse/methods/tsv.py", "src/taskfuse/methods/iso.py"
 WITHOUT_SUBSPACE = [f":(exclude){path}" for path in SUBSPACE_METHODS]
 ROUTING_CODE = ROUTING_CODE + WITHOUT_SUBSPACE
 SIDE_BY_SIDE_CODE = BENCH_CODE + STATISTICS_CODE + ["benchmarks/fusionbench_side_by_side.py"] + WITHOUT_SUBSPACE
-OVER_MERGE_CODE = BENCH_CODE + ["src/taskfuse/bench/learned_over_merge.py", "benchmarks/learned_over_merge.py"]
+OVER_MERGE_CODE = BENCH_CODE + ["src/taskfuse/bench/learned_over_merge.py", "benchmarks/learned_over_merge.py",
+                                 "src/taskfuse/programs/spec_learning.py"]
 RESULTS = [("bench-full", BENCH_CODE + STATISTICS_CODE, "taskfuse bench --full"),
            ("fusionbench-side-by-side", SIDE_BY_SIDE_CODE, "python benchmarks/fusionbench_side_by_side.py"),
            ("gguf-input", GGUF_CODE, "python benchmarks/gguf_input_cost.py"),

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from taskfuse.llm.decoding import alone, shared_opening
-from taskfuse.llm.evaluate import evaluate, normalise, prompt_ids, reply_ids, score_batch
+from taskfuse.llm.evaluate import Score, evaluate, normalise, prompt_ids, reply_ids, score_batch
 from taskfuse.llm.tasks import Example, LLMTask, answer_text, load_llm_task
 from taskfuse.llm.zoo import RECORD, Recipe, train_expert
 from taskfuse.testing.tiny_llm import save_tiny_causal_lm
@@ -71,6 +71,8 @@ def test_evaluate_counts_exact_matches_and_likelihood_choices(tiny):
     _, model, tok = tiny
     score = evaluate(model, tok, toy_task(), "test", batch=5)
     assert score.n == 12 and 0 <= score.exact_match <= 1 and 0 <= score.likelihood_accuracy <= 1
+    # validation passes score exact match alone: the same greedy answers, no likelihood
+    assert evaluate(model, tok, toy_task(), "test", batch=5, likelihood=False) == Score(score.exact_match, None, 12)
     assert normalise("  Noun. ") == "noun" and answer_text("noun.animal") == "animal"
 
 
@@ -158,12 +160,13 @@ def test_the_benchmarks_task_model_rows_serve_each_task_its_expert_where_nothing
     from dataclasses import asdict
 
     from taskfuse.llm.bench import Judge
-    from taskfuse.llm.task_models import (TWIN_GIVEN_ROW, TWIN_ROW, emr_row, prompt_features, routed_scores,
-                                          twin_models, twin_rows)
+    from taskfuse.llm.task_models import (TWIN_GIVEN_ROW, TWIN_ROW, emr_row, full_states, prompt_features,
+                                          routed_scores, twin_models, twin_rows)
     folder, _, tok = tiny
     first, second, experts, judge = two_experts
     judge.merge("task_arithmetic", {"scale": 0.5}, experts, tmp_path / "shared")
-    model, shared_state, folded, _ = twin_models(judge, [first, second], experts, tmp_path / "shared")
+    states = full_states(judge, [first, second], experts)
+    model, shared_state, folded, _ = twin_models(judge, states, tmp_path / "shared")
     ids = torch.tensor([prompt_ids(tok, first.splits["test"][0].prompt)])
     with torch.no_grad():
         shared_logits = model(ids).logits
@@ -173,7 +176,7 @@ def test_the_benchmarks_task_model_rows_serve_each_task_its_expert_where_nothing
             torch.testing.assert_close(model(ids).logits, expert(ids).logits, rtol=1e-4, atol=1e-4)
             assert not torch.allclose(model(ids).logits, shared_logits, atol=1e-4)
     own = judge.model_scores(judge.load_adapter(experts["toy"].adapter), "test")
-    rows, summaries = twin_rows(judge, [first, second], experts, tmp_path / "shared",
+    rows, summaries = twin_rows(judge, [first, second], states, tmp_path / "shared",
                                 {"method": "task_arithmetic", "params": {"scale": 0.5}})
     assert summaries[TWIN_ROW]["router_test_picks"] == {"toy": {"toy": 1.0}, "toy2": {"toy2": 1.0}}
     assert rows[TWIN_ROW] == rows[TWIN_GIVEN_ROW] and rows[TWIN_GIVEN_ROW]["toy"] == own["toy"]
@@ -186,7 +189,7 @@ def test_the_benchmarks_task_model_rows_serve_each_task_its_expert_where_nothing
     assert routed["toy2"] == asdict(evaluate(model, tok, second)) and routed["toy"] == own["toy"]
     features = prompt_features(judge.load(folder), tok, ["a", "a longer prompt"])
     torch.testing.assert_close(features.norm(dim=1), torch.ones(2))
-    alone_scores, summary = emr_row(Judge(folder, [first]), [first], {"toy": experts["toy"]})
+    alone_scores, summary = emr_row(Judge(folder, [first]), [first], {"toy": states["toy"]})
     assert alone_scores == {"toy": own["toy"]} and summary["tensors"] > 0
 
 

@@ -22,7 +22,7 @@ import torch
 from ..errors import UsageError
 from ..eval.encoder import load_encoder
 from ..programs.learn import LearnProgress, learn_coefficients
-from ..programs.merge_view import MergeView
+from ..programs.spec_learning import view_over_merge
 from ..zoo.build import Zoo
 from .learned import LearnedMethod, LearnedResult, held_memory, task_streams
 from .memory import RssPeak
@@ -31,7 +31,8 @@ from .merging import merge_zoo
 
 @dataclass(frozen=True)
 class OverMerge:
-    """Which data-free merge the learning starts from, and the learned method that continues from it."""
+    """Which data-free merge (a registered method and its parameters) the learning starts from; the learned method
+    that continues from it is passed to learn_over_merge."""
 
     method: str = "iso_cts"
     params: dict = field(default_factory=lambda: {"scale": 4.0})
@@ -59,10 +60,9 @@ def learn_over_merge(zoo: Zoo, method: LearnedMethod, start: Path,
     with RssPeak() as memory:
         base = load_encoder(zoo.base_dir)
         theta0 = base.state_dict()
-        vectors = [_task_vector(start, theta0)] + [_task_vector(e.model_dir, theta0) for e in zoo.experts.values()]
-        view = MergeView(base, vectors, method.parameterization, init=0.0)
-        with torch.no_grad():
-            view.coefficients[0] = 1.0  # step 0 is the merge itself
+        view = view_over_merge(base, _task_vector(start, theta0),
+                               [_task_vector(e.model_dir, theta0) for e in zoo.experts.values()],
+                               method.parameterization)
         streams = task_streams(zoo, method, zoo.variant.recipe.seed)
         torch.manual_seed(zoo.variant.recipe.seed)
         started = time.perf_counter()

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Callable
 
 from ..bench.provenance import code_commit, command_line, machine
-from ..bench.llm_report import write_llm_report
+from ..bench.llm_report import EXPERTS_ROW, write_llm_report
 from .base import base_model_dir
 from .evaluate import evaluate
 from .learned import ATLAS, LEARNED_ROW, atlas_row
-from .task_models import EMR_ROW, TWIN_GIVEN_ROW, TWIN_ROW, emr_row, twin_rows
+from .task_models import EMR_ROW, TWIN_GIVEN_ROW, TWIN_ROW, emr_row, full_states, twin_rows
 from .tasks import DEFAULT_TASKS, load_llm_task
 from .zoo import Recipe, build_llm_zoo
 
@@ -60,7 +60,7 @@ def run_llm_bench(out: Path, quick: bool = False, task_files: tuple[str, ...] = 
     judge = Judge(base, tasks)
     rows = {"base (zero-shot)": judge.model_scores(judge.load(base), "test")}
     own = {t.name: asdict(evaluate(judge.load_adapter(experts[t.name].adapter), judge.tok, t, "test")) for t in tasks}
-    rows["experts (each on its own task)"] = own
+    rows[EXPERTS_ROW] = own
     say("base and experts judged")
     chosen, row_seconds, summaries, task_models = {}, {}, {}, {}
 
@@ -85,14 +85,16 @@ def run_llm_bench(out: Path, quick: bool = False, task_files: tuple[str, ...] = 
         say(f"arrow top-{chosen[ARROW_ROW]['params']}: normalised exact match "
             f"{100 * _normalised_mean(rows[ARROW_ROW], own, 'exact_match'):.1f} % ({row_seconds[ARROW_ROW]} s)")
         begun = time.perf_counter()
-        rows[EMR_ROW], task_models[EMR_ROW] = emr_row(judge, tasks, experts)
+        states = full_states(judge, tasks, experts)  # each expert's full weights, read once for EMR and Twin
+        rows[EMR_ROW], task_models[EMR_ROW] = emr_row(judge, tasks, states)
         row_seconds[EMR_ROW] = round(time.perf_counter() - begun)
         say(f"emr-merging: normalised exact match {100 * _normalised_mean(rows[EMR_ROW], own, 'exact_match'):.1f} % "
             f"({row_seconds[EMR_ROW]} s)")
         begun = time.perf_counter()
-        twin, twin_summaries = twin_rows(judge, tasks, experts,
+        twin, twin_summaries = twin_rows(judge, tasks, states,
                                          merge_folder(tmp, "task_arithmetic", chosen["task_arithmetic"]["params"]),
                                          {"method": "task_arithmetic", "params": chosen["task_arithmetic"]["params"]})
+        del states
         rows.update(twin)
         task_models.update(twin_summaries)
         row_seconds[TWIN_ROW] = round(time.perf_counter() - begun)  # both rows: one shared model, one set of parts
@@ -138,13 +140,14 @@ def merge_folder(tmp: str, method: str, params: dict) -> Path:
 
 def best_on_validation(judge: "Judge", grid: list, build: Callable, own: dict) -> tuple[dict, dict]:
     """Test scores of the model `build(params)` gives at the grid point best on validation (a single point is
-    taken as it is), and the trials that chose it. Each trial's model is kept, so the best is not built twice."""
+    taken as it is), and the trials that chose it. Each trial's model is kept, so the best is not built twice.
+    Validation decides by exact match alone, so it skips the likelihood scores (about a third of a pass)."""
     trials, models = [], []
     for params in grid:
         models.append(build(params))
         trial = {"params": params}
         if len(grid) > 1:
-            trial["validation"] = judge.model_scores(models[-1], "validation")
+            trial["validation"] = judge.model_scores(models[-1], "validation", likelihood=False)
         trials.append(trial)
     best = max(range(len(grid)), key=lambda i: _normalised_mean(trials[i].get("validation", {}), own, "exact_match"))
     return judge.model_scores(models[best], "test"), {"params": grid[best], "trials": trials}
@@ -225,8 +228,8 @@ class Judge:
         summary = upcycle(load_moe_spec(spec), out, progress)
         return self.load(out), summary
 
-    def model_scores(self, model, split: str) -> dict[str, dict]:
-        return {t.name: asdict(evaluate(model, self.tok, t, split)) for t in self.tasks}
+    def model_scores(self, model, split: str, likelihood: bool = True) -> dict[str, dict]:
+        return {t.name: asdict(evaluate(model, self.tok, t, split, likelihood=likelihood)) for t in self.tasks}
 
 
 def _normalised_mean(scores: dict[str, dict], own: dict[str, dict], metric: str) -> float:

@@ -18,7 +18,7 @@ from .tasks import Example, LLMTask
 @dataclass(frozen=True)
 class Score:
     exact_match: float
-    likelihood_accuracy: float
+    likelihood_accuracy: float | None  # None where only exact match was asked for
     n: int
 
 
@@ -37,14 +37,15 @@ def normalise(text: str) -> str:
 
 
 @torch.inference_mode()
-def evaluate(model, tok, task: LLMTask, split: str = "test", batch: int = 16) -> Score:
-    return evaluate_combined([model], alone, tok, task, split, batch)
+def evaluate(model, tok, task: LLMTask, split: str = "test", batch: int = 16, likelihood: bool = True) -> Score:
+    return evaluate_combined([model], alone, tok, task, split, batch, likelihood)
 
 
 @torch.inference_mode()
 def evaluate_combined(models: list, combine: Combine, tok, task: LLMTask, split: str = "test",
-                      batch: int = 16) -> Score:
-    """Both scores for the distribution `combine` makes of the models' (one model's own, or a fusion)."""
+                      batch: int = 16, likelihood: bool = True) -> Score:
+    """Both scores for the distribution `combine` makes of the models' (one model's own, or a fusion); exact match
+    alone without `likelihood` (scoring every answer after every prompt costs about as much as the prompts do)."""
     # batches of similar length: a batch costs its longest prompt times its size (compute-bound here: 16
     # prompts of ~70 tokens already keep the matrix units busy)
     examples = sorted(task.splits[split], key=lambda e: len(e.prompt))
@@ -52,17 +53,19 @@ def evaluate_combined(models: list, combine: Combine, tok, task: LLMTask, split:
     em = ll = 0
     for start in range(0, len(examples), batch):
         chunk = examples[start:start + batch]
-        generated, choices = score_batch(models, combine, tok, [prompt_ids(tok, e.prompt) for e in chunk], replies)
+        generated, choices = score_batch(models, combine, tok, [prompt_ids(tok, e.prompt) for e in chunk], replies,
+                                         likelihood)
         em += sum(normalise(g) == normalise(task.answers[e.answer]) for g, e in zip(generated, chunk))
         ll += sum(c == e.answer for c, e in zip(choices, chunk))
-    return Score(em / len(examples), ll / len(examples), len(examples))
+    return Score(em / len(examples), ll / len(examples) if likelihood else None, len(examples))
 
 
-def score_batch(models: list, combine: Combine, tok, prompts: list[list[int]],
-                replies: list[list[int]]) -> tuple[list[str], list[int]]:
-    """Greedy replies and likelihood choices for a batch of prompts, from one prefill of them per model."""
+def score_batch(models: list, combine: Combine, tok, prompts: list[list[int]], replies: list[list[int]],
+                likelihood: bool = True) -> tuple[list[str], list[int]]:
+    """Greedy replies (up to one token past the longest answer) and, with `likelihood`, likelihood choices for a
+    batch of prompts, from one prefill of them per model."""
     state = prefill(models, prompts, pad_id(tok))
-    choices = reply_scores(state, replies, combine).argmax(1).tolist()
+    choices = reply_scores(state, replies, combine).argmax(1).tolist() if likelihood else []
     greedy_ids = greedy(state, max(len(r) for r in replies) + 1, tok.eos_token_id, combine)
     return [tok.decode(row, skip_special_tokens=True) for row in greedy_ids], choices
 

@@ -42,15 +42,14 @@ def scores_with(judge, model: nn.Module, tasks, states: dict[str, dict[str, torc
     return scores
 
 
-def emr_row(judge, tasks, experts) -> tuple[dict, dict]:
+def emr_row(judge, tasks, states: dict[str, dict[str, torch.Tensor]]) -> tuple[dict, dict]:
+    """EMR-Merging's row from the experts' full-weight states (`full_states`)."""
     from ..routing.emr import task_models
     begun = time.perf_counter()
     model = judge.load(judge.base)
     base = {k: v.clone() for k, v in model.state_dict().items()}
-    states = full_states(judge, tasks, experts)
     names = [n for n, v in base.items() if any(not torch.equal(s[n], v) for s in states.values())]
     models = task_models(base, states, names)
-    del states
     prepared = time.perf_counter() - begun
     changed = sum(base[n].numel() for n in names)
     summary = {"tensors": len(names), "seconds_to_prepare": round(prepared, 1),
@@ -60,11 +59,13 @@ def emr_row(judge, tasks, experts) -> tuple[dict, dict]:
     return scores_with(judge, model, tasks, models), summary
 
 
-def twin_rows(judge, tasks, experts, shared_dir, shared: dict) -> tuple[dict, dict]:
-    """Both Twin-Merging rows (router top-1, task given) from one shared model and one set of exclusive parts."""
+def twin_rows(judge, tasks, states: dict[str, dict[str, torch.Tensor]], shared_dir,
+              shared: dict) -> tuple[dict, dict]:
+    """Both Twin-Merging rows (router top-1, task given) from one shared model and one set of exclusive parts of
+    the experts' full-weight states (`full_states`)."""
     from ..routing.twin import train_router
     begun = time.perf_counter()
-    model, shared_state, folded, extra = twin_models(judge, tasks, experts, shared_dir)
+    model, shared_state, folded, extra = twin_models(judge, states, shared_dir)
     svd_seconds = time.perf_counter() - begun
     features = {t.name: prompt_features(model, judge.tok, [e.prompt for e in t.splits["train"][:ROUTER_EXAMPLES]])
                 for t in tasks}
@@ -81,7 +82,7 @@ def twin_rows(judge, tasks, experts, shared_dir, shared: dict) -> tuple[dict, di
     return {TWIN_ROW: routed, TWIN_GIVEN_ROW: given}, summaries
 
 
-def twin_models(judge, tasks, experts, shared_dir, rank: int = TWIN_RANK):
+def twin_models(judge, states: dict[str, dict[str, torch.Tensor]], shared_dir, rank: int = TWIN_RANK):
     """The shared model (holding its own weights), its state, each task's state with its rank-`rank` exclusive
     part folded in, and how many numbers the parts hold."""
     model = judge.load(shared_dir)
@@ -89,7 +90,7 @@ def twin_models(judge, tasks, experts, shared_dir, rank: int = TWIN_RANK):
     linear = [f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     generator = torch.Generator().manual_seed(0)
     folded, numbers = {}, 0
-    for task, state in full_states(judge, tasks, experts).items():
+    for task, state in states.items():
         folded[task] = dict(shared_state)
         for name in linear:
             difference = state[name].float() - shared_state[name].float()

@@ -69,6 +69,16 @@ def task_vector(model: Checkpoint, theta0: dict[str, torch.Tensor], label: str) 
     return vector
 
 
+def view_over_merge(base, start: dict[str, torch.Tensor], vectors: list[dict[str, torch.Tensor]],
+                    parameterization) -> MergeView:
+    """θ(Λ) = θ₀ + Λ₀ ⊙ τ_start + Σ_t Λ_t ⊙ τ_t at Λ₀ = 1 and Λ_t = 0: step 0 is the start merge itself, and the
+    learning takes more or less of it and of each model's own vector from there (bench/learned_over_merge.py)."""
+    view = MergeView(base, [start, *vectors], parameterization, init=0.0)
+    with torch.no_grad():
+        view.coefficients[0] = 1.0
+    return view
+
+
 def learn_for_spec(spec: MergeSpec, data_files: list[str], how: SpecLearning,
                    progress: LearnProgress | None = None) -> SpecLearned:
     """Fit Λ for the spec's models, each on its own task's text (with `how.start`, the start merge's Λ first)."""
@@ -89,12 +99,11 @@ def learn_for_spec(spec: MergeSpec, data_files: list[str], how: SpecLearning,
     vectors = [task_vector(Checkpoint.open(entry.path), theta0, f"model {entry.path}") for entry in spec.models]
     if how.ties_density is not None:
         vectors = ties_vectors(vectors, how.ties_density)
-    if how.start is not None:
-        vectors.insert(0, task_vector(Checkpoint.open(how.start), theta0, f"start merge {how.start}"))
-    view = MergeView(base, vectors, how.parameterization, how.init if how.start is None else 0.0)
-    if how.start is not None:
-        with torch.no_grad():
-            view.coefficients[0] = 1.0
+    if how.start is None:
+        view = MergeView(base, vectors, how.parameterization, how.init)
+    else:
+        start = task_vector(Checkpoint.open(how.start), theta0, f"start merge {how.start}")
+        view = view_over_merge(base, start, vectors, how.parameterization)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     tasks = {entry.path: language_model_batches(ex, how.batch_size, how.seed + i, pad)
              for i, (entry, ex) in enumerate(zip(spec.models, examples))}
