@@ -9,6 +9,8 @@ there and not always in half precision.
 """
 from __future__ import annotations
 
+import functools
+import json
 import threading
 from pathlib import Path
 
@@ -17,13 +19,15 @@ import torch
 
 from ..errors import CheckpointError
 from .checkpoint import Checkpoint, TensorMeta
+from .gguf_header import GGUFHeader, StringArray, UnreadableHeader, read_header
 from .gguf_names import gguf_names
 
 # Architectures (general.architecture) read, each tested through a file transformers reads the same way; MoE ones
 # (experts stacked into one tensor) and the rest are refused until they are tested too.
 SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma3")
 _NATIVE = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
-_AS_STORED = ("F32", "F16")  # read as mapped; BF16 (bytes to numpy) goes through the gguf package's conversion
+# read as mapped; BF16 (numpy has no bfloat16) goes through the gguf package's conversion
+_AS_STORED = {"F32": np.float32, "F16": np.float16}
 
 
 def _gguf():
@@ -42,11 +46,11 @@ def is_gguf_file(path: Path) -> bool:
 class GGUFCheckpoint(Checkpoint):
     """Tensors of a .gguf file under their Hugging Face names; `config` is the transformers config as a dict."""
 
-    def __init__(self, ref: str, path: Path, tensors: dict[str, TensorMeta], config: dict, reader, sources, fixer):
+    def __init__(self, ref: str, path: Path, tensors: dict[str, TensorMeta], config: dict, sources, fixer):
         super().__init__(ref, path.parent, tensors, config)
         self.path = path
-        self.reader = reader
-        self._sources = sources  # Hugging Face name -> the reader's tensor
+        self._sources = sources  # Hugging Face name -> where its bytes lie (gguf_header.TensorInfo)
+        self._mapped = None
         self._fixer = fixer  # transformers' TensorProcessor for this architecture
         self._read_lock = threading.Lock()
 
@@ -57,41 +61,53 @@ class GGUFCheckpoint(Checkpoint):
     def open(cls, ref: str, path: Path) -> "GGUFCheckpoint":
         gguf = _gguf()
         try:
-            reader = _reader_class()(path)
-        except Exception as e:  # truncated or not a GGUF: the reader raises ValueError, struct.error, IndexError...
+            header = read_header(path)
+        except UnreadableHeader as e:
+            raise CheckpointError(f"model {ref!r}: {path.name} is a GGUF taskfuse does not read ({e}). Fix: convert "
+                                  "it to a little-endian GGUF of version 2 or 3 (llama.cpp's gguf-py scripts), or "
+                                  "use the model's safetensors checkpoint.") from e
+        except Exception as e:  # truncated or not a GGUF: struct.error, ValueError, IndexError...
             raise CheckpointError(f"model {ref!r}: {path} is not a readable GGUF file ({type(e).__name__}: {e}); it "
                                   "may be truncated. Fix: download or convert it again.") from e
-        arch = _field(reader, "general.architecture") or "?"
+        arch = header.fields.get("general.architecture") or "?"
         if arch not in SUPPORTED_ARCHITECTURES:
             raise CheckpointError(f"model {ref!r}: {path.name} is a GGUF of architecture {arch!r}; taskfuse reads "
                                   f"{', '.join(SUPPORTED_ARCHITECTURES)}. Fix: use the model's safetensors checkpoint.")
-        config, model = _config_and_skeleton(ref, path, reader, arch)
+        config, names = _config_and_names(ref, path, header, arch)
         from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor
 
-        config = {**config.to_diff_dict(), "architectures": [type(model).__name__]}
         fixer = TENSOR_PROCESSORS.get(arch, TensorProcessor)(config=config)
-        names = {g: hf for hf, g in gguf_names(arch, config["num_hidden_layers"], model.state_dict()).items()}
         tensors, sources = {}, {}
-        for t in reader.tensors:
+        for t in header.tensors:
             if t.name not in names:
                 continue  # e.g. rope_freqs, which transformers recomputes from the config
-            dtype = _NATIVE.get(t.tensor_type.name, torch.float32)
-            if t.tensor_type.name not in _NATIVE and t.tensor_type not in gguf.quants._type_traits:
+            kind = gguf.GGMLQuantizationType(t.type)
+            if kind.name not in _NATIVE and kind not in gguf.quants._type_traits:
                 raise CheckpointError(f"model {ref!r}: tensor {t.name!r} in {path.name} is stored as "
-                                      f"{t.tensor_type.name}, which the gguf package cannot dequantize. Fix: use a "
+                                      f"{kind.name}, which the gguf package cannot dequantize. Fix: use a "
                                       "GGUF quantized as F32, F16, BF16, Q8_0, Q4_0/1, Q5_0/1 or a K-quant.")
             hf = names[t.name]
-            tensors[hf] = TensorMeta(hf, tuple(int(n) for n in reversed(t.shape)), dtype, path.name)
+            tensors[hf] = TensorMeta(hf, tuple(reversed(t.dims)), _NATIVE.get(kind.name, torch.float32), path.name)
             sources[hf] = t
-        return cls(ref, path, tensors, config, reader, sources, fixer)
+        return cls(ref, path, tensors, config, sources, fixer)
+
+    @functools.cached_property
+    def reader(self):
+        """The `gguf` package's reader of the whole file, every metadata value parsed (a GGUF output's
+        tokenizer fields come from it): not needed to merge, and 1.6 s for a 50k-token vocabulary."""
+        return _reader_class()(self.path)
 
     def read(self, name: str, out: torch.Tensor | None = None) -> torch.Tensor:
         meta, source = self.tensors[name], self._sources[name]
         try:
-            if source.tensor_type.name in _AS_STORED:  # F32/F16: the mapped values themselves, no conversion
-                values = np.asarray(source.data).reshape(meta.shape)
+            raw = self._bytes()[source.start:source.start + source.size]
+            kind = _gguf().GGMLQuantizationType(source.type)
+            if kind.name in _AS_STORED:  # F32/F16: the mapped values themselves, no conversion
+                values = raw.view(_AS_STORED[kind.name]).reshape(meta.shape)
+            elif kind.name == "Q8_0":
+                values = _q8_0(raw).reshape(meta.shape)
             else:
-                values = _gguf().dequantize(source.data, source.tensor_type).reshape(meta.shape)
+                values = _gguf().dequantize(raw, kind).reshape(meta.shape)
             values = self._fixer.process(weights=values, name=source.name).weights
             out = torch.empty(meta.shape, dtype=meta.dtype) if out is None else out
             if out.dtype in (torch.float32, torch.float16):
@@ -102,6 +118,12 @@ class GGUFCheckpoint(Checkpoint):
             raise CheckpointError(f"model {self.ref!r}: cannot read tensor {source.name!r} ({name}) from "
                                   f"{self.path.name}: {e}. Fix: download or convert the GGUF again.") from e
         return out
+
+    def _bytes(self) -> np.ndarray:
+        with self._read_lock:
+            if self._mapped is None:  # a plain view: np.memmap's bookkeeping on every slice costs more than the read
+                self._mapped = np.memmap(self.path, dtype=np.uint8, mode="r").view(np.ndarray)
+            return self._mapped
 
     def map(self, name: str) -> torch.Tensor | None:
         return None  # stored quantized or in GGUF's layout: there is nothing to map without a conversion
@@ -139,46 +161,64 @@ def _reader_class():
     return PlainArrayReader
 
 
-def _field(reader, key: str):
-    field = reader.fields.get(key)
-    return None if field is None else field.contents()
+def _config_and_names(ref: str, path: Path, header: GGUFHeader, arch: str) -> tuple[dict, dict[str, str]]:
+    """transformers' config for the file (as a dict), and the Hugging Face name of each GGUF tensor name."""
+    values = _config_values(header, arch)
+    key = json.dumps(values, sort_keys=True, default=str)
+    if key not in _NAMES:  # a merge's inputs usually share one config: build its model skeleton once
+        _NAMES[key] = _names_for(ref, path, values, arch)
+    config, names = _NAMES[key]
+    return dict(config), names
 
 
-def _config_and_skeleton(ref: str, path: Path, reader, arch: str):
-    """transformers' config for the file, and the model it describes on the meta device (names, no memory)."""
+_NAMES: dict[str, tuple[dict, dict[str, str]]] = {}
+
+
+def _names_for(ref: str, path: Path, values: dict, arch: str) -> tuple[dict, dict[str, str]]:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     try:
-        config = AutoConfig.for_model(**_config_values(reader, arch))
-        with torch.device("meta"):
+        config = AutoConfig.for_model(**values)
+        with torch.device("meta"):  # names and shapes, no memory
             model = AutoModelForCausalLM.from_config(config)
     except Exception as e:
         raise CheckpointError(f"model {ref!r}: transformers cannot build a model config from {path.name}'s metadata "
                               f"({e}). Fix: use the model's safetensors checkpoint.") from e
-    return config, model
+    names = {g: hf for hf, g in gguf_names(arch, config.num_hidden_layers, model.state_dict()).items()}
+    return {**config.to_diff_dict(), "architectures": [type(model).__name__]}, names
 
 
-def _config_values(reader, arch: str) -> dict:
-    """The config transformers derives from the file (its GGUF_CONFIG_MAPPING table), read from the fields the
-    reader already parsed: transformers' own `load_gguf_checkpoint` parses the whole file again, which for a
-    vocabulary of 50-150k tokens costs as long as our parse (5-20 s)."""
+def _config_values(header: GGUFHeader, arch: str) -> dict:
+    """The config transformers derives from the file (its GGUF_CONFIG_MAPPING table), read from the header we
+    already parsed: transformers' own `load_gguf_checkpoint` parses the whole file again, which for a vocabulary
+    of 50-150k tokens costs 5-20 s."""
     from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
 
-    name = str(_field(reader, "general.name") or "").lower()
+    fields = header.fields
+    name = str(fields.get("general.name") or "").lower()
     model_type = {"gemma3": "gemma3_text"}.get(arch, arch)
     if arch == "llama" and "mistral" in name:
         model_type = "mistral"  # llama.cpp stores Mistral under the llama architecture
     values = {"model_type": model_type}
     for prefix, table in ((arch, GGUF_CONFIG_MAPPING[arch]), ("tokenizer", GGUF_CONFIG_MAPPING["tokenizer"])):
         for key, hf_key in table.items():
-            value = _field(reader, f"{prefix}.{key}")
+            value = fields.get(f"{prefix}.{key}")
             if hf_key not in (None, -1) and value is not None:
                 values[hf_key] = value
-    key_length = _field(reader, f"{arch}.attention.key_length")  # llama.cpp's head width, where the table has none
+    key_length = fields.get(f"{arch}.attention.key_length")  # llama.cpp's head width, where the table has none
     if key_length is not None and "head_dim" not in values:
         values["head_dim"] = key_length
-    tokens = reader.fields.get("tokenizer.ggml.tokens")
-    if "vocab_size" not in values and tokens is not None:
-        values["vocab_size"] = len(tokens.data)
-    values["tie_word_embeddings"] = all(t.name != "output.weight" for t in reader.tensors)
+    tokens = fields.get("tokenizer.ggml.tokens")
+    if "vocab_size" not in values and isinstance(tokens, StringArray):
+        values["vocab_size"] = tokens.length
+    values["tie_word_embeddings"] = all(t.name != "output.weight" for t in header.tensors)
     return values
+
+
+def _q8_0(raw: np.ndarray) -> np.ndarray:
+    """Q8_0 blocks (a float16 scale, then 32 int8 quants: 34 bytes) dequantized to float32 as scale × quant, the
+    same product the gguf package's numpy code forms, in torch's threads (2.2x the read of float16 bytes with
+    numpy's one thread)."""
+    blocks = torch.from_numpy(raw.copy()).view(-1, 34)  # copied: the mapping is read-only
+    scales = blocks[:, :2].view(torch.float16).float()
+    return (blocks[:, 2:].view(torch.int8).float() * scales).numpy()
