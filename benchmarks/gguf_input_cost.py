@@ -24,6 +24,7 @@ import torch
 from taskfuse import api
 from taskfuse.bench.provenance import code_commit, command_line, machine
 from taskfuse.execute import execute
+from taskfuse.io import gguf_read
 from taskfuse.programs.gguf_output import convert_to_gguf, gguf_name
 from taskfuse.testing.checkpoints import perturb
 
@@ -67,6 +68,7 @@ def build_inputs(work: Path) -> dict[str, list[Path]]:
 def timed_merge(paths: list[Path], out: Path) -> dict:
     spec = {"method": "task_arithmetic", "base": str(paths[0]), "models": [{"path": str(p)} for p in paths[1:]],
             "params": {"scale": 0.5}, "dtype": "bfloat16"}
+    gguf_read._NAMES.clear()  # as in a fresh `taskfuse merge`: the first GGUF of a config builds its skeleton
     start = time.perf_counter()
     plan, checkpoints = api.prepare(spec, out)  # opening the inputs (for GGUF: parsing the metadata) and planning
     opened = time.perf_counter() - start
