@@ -62,13 +62,14 @@ ROUTING_CODE = BENCH_CODE + ["src/taskfuse/routing", "src/taskfuse/bench/routing
 EXTRACT_CODE = ["src/taskfuse/programs/extract_lora.py", "src/taskfuse/programs/adapter_files.py", "src/taskfuse/eval",
                 "src/taskfuse/zoo/recipe.py", "src/taskfuse/zoo/train.py", "src/taskfuse/bench/references.py",
                 "benchmarks/extract_lora_fidelity.py"]
-GGUF_CODE = ["src/taskfuse/io/gguf_read.py", "src/taskfuse/io/gguf_names.py", "src/taskfuse/io/gguf_write.py",
-             "src/taskfuse/io/gguf_tokenizer.py", "src/taskfuse/programs/gguf_output.py", "src/taskfuse/execute",
+GGUF_CODE = ["src/taskfuse/io/gguf_read.py", "src/taskfuse/io/gguf_header.py", "src/taskfuse/io/gguf_names.py",
+             "src/taskfuse/io/gguf_write.py", "src/taskfuse/io/gguf_tokenizer.py", "src/taskfuse/programs/gguf_output.py", "src/taskfuse/execute",
              "src/taskfuse/io/checkpoint.py", "src/taskfuse/io/safetensors_pread.py", "benchmarks/gguf_input_cost.py"]
 # The encoder benchmark's rows from per-model statistics (RegMean, RegMean++, Fisher): only bench-full runs them.
 STATISTICS_CODE = ["src/taskfuse/bench/statistics_rows.py", "src/taskfuse/programs/statistics.py",
                    "src/taskfuse/programs/regmean_sequential.py", "src/taskfuse/io/statistics_file.py"]
 LLM_CODE = BENCH_CODE + ["src/taskfuse/llm", "src/taskfuse/io/adapter.py", "src/taskfuse/io/gguf_read.py",
+                         "src/taskfuse/io/gguf_header.py",
                          "src/taskfuse/programs/moe.py", "src/taskfuse/programs/moe_tuning.py",
                          "src/taskfuse/programs/spec_learning.py", "src/taskfuse/programs/text_data.py",
                          "src/taskfuse/routing/arrow.py", "src/taskfuse/routing/library.py",
