@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from taskfuse.llm.decoding import alone, shared_opening
+from taskfuse.llm.decoding import alone, pad_id, prefill, reply_scores, shared_opening
 from taskfuse.llm.evaluate import Score, evaluate, normalise, prompt_ids, reply_ids, score_batch
 from taskfuse.llm.tasks import Example, LLMTask, answer_text, load_llm_task
 from taskfuse.llm.zoo import RECORD, Recipe, train_expert
@@ -65,6 +65,12 @@ def test_one_pass_scorer_matches_generate_and_full_forward_passes(tiny):
         assert text == tok.decode(expected[0, len(prompt):], skip_special_tokens=True)
         scores = [whole_sequence_logprob(model, prompt, r) for r in replies]
         assert choice == max(range(len(scores)), key=scores.__getitem__)
+    # every reply's log-likelihood itself, the replies of several lengths packed after each prompt in one row
+    assert len({len(r) for r in replies}) > 1
+    with torch.inference_mode():
+        packed = reply_scores(prefill([model], prompts, pad_id(tok)), replies, alone)
+    whole = torch.tensor([[whole_sequence_logprob(model, p, r) for r in replies] for p in prompts])
+    torch.testing.assert_close(packed, whole, atol=1e-4, rtol=0)
 
 
 def test_evaluate_counts_exact_matches_and_likelihood_choices(tiny):

@@ -246,3 +246,30 @@ def test_router_tuning_runs_the_shared_opening_once_with_the_plain_forward_passs
     for got, want in zip(grads, plain_grads):
         assert want.abs().max() > 0
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_router_inputs_run_in_batches_with_the_shared_opening_once_and_stand_for_every_token(family):
+    """Rows of the opening the prompts share stand for every prompt: the weighted rows are the multiset of every
+    prompt token's hidden state in every layer, as one plain forward pass per prompt gives them."""
+    from taskfuse.io.checkpoint import Checkpoint
+    from taskfuse.programs.moe import _load_dense, _router_inputs, _token_mean
+    model, tok = _load_dense(Checkpoint.open(str(family[0])))
+    sharing = ["Answer with one word. " * 3 + p for p in PROMPTS]
+    for prompts, batch in ((sharing, 32), (sharing + [PROMPTS[0]], 2)):  # the second batch of 2 shares nothing
+        rows, tokens = _router_inputs(model, tok, prompts, batch=batch)
+        plain = []
+        for prompt in prompts:
+            captured = []
+            hooks = [layer.post_attention_layernorm.register_forward_hook(lambda _m, _i, out: captured.append(out[0]))
+                     for layer in model.model.layers]
+            with torch.no_grad():
+                model(**tok(prompt, return_tensors="pt"))
+            for hook in hooks:
+                hook.remove()
+            plain.append(torch.stack(captured))
+        plain = torch.cat(plain, 1)
+        assert tokens.sum() == plain.shape[1] and rows.shape[1] < plain.shape[1]  # fewer rows, every token counted
+        torch.testing.assert_close(_token_mean(rows, tokens), plain.mean(1), atol=1e-5, rtol=0)
+        # and row by row: each plain token's state is among the rows
+        distance = torch.cdist(plain[-1], rows[-1], compute_mode="donot_use_mm_for_euclid_dist").min(1).values
+        assert distance.max() < 1e-4

@@ -36,6 +36,7 @@ from ..io.checkpoint import Checkpoint
 from ..io.gguf_read import GGUFCheckpoint
 from ..io.layout import copy_side_files, write_index
 from ..io.output import staged_output
+from ..llm.decoding import left_padded, pad_id, returned_cache, shared_opening, with_cache
 from .moe_tuning import tune_routers
 
 
@@ -200,31 +201,39 @@ def _routers(spec: MoESpec, base: Checkpoint, layers: int) -> list[torch.Tensor]
         hidden = base.config["hidden_size"]
         return [torch.randn(len(spec.experts), hidden, generator=g) * hidden ** -0.5 for _ in range(layers)]
     model, tok = _load_dense(base)
-    inputs = [_router_inputs(model, tok, e.positive_prompts) for e in spec.experts]  # each layers × tokens × hidden
-    rows = []
+    inputs = [_router_inputs(model, tok, e.positive_prompts) for e in spec.experts]  # each (layers × rows × hidden,
+    rows = []                                                                          # tokens per row)
     for expert, positive in zip(spec.experts, inputs):
-        direction = positive.mean(1)
+        direction = _token_mean(*positive)
         if expert.negative_prompts:
-            direction = direction - _router_inputs(model, tok, expert.negative_prompts).mean(1)
+            direction = direction - _token_mean(*_router_inputs(model, tok, expert.negative_prompts))
         rows.append(direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-8))
     routers = [torch.stack([r[layer] for r in rows]) for layer in range(layers)]
     if spec.router_init == "trained":
-        routers = [_train_router(w, [x[layer] for x in inputs], spec.router_steps, spec.seed)
+        routers = [_train_router(w, [(x[layer], tokens) for x, tokens in inputs], spec.router_steps, spec.seed)
                    for layer, w in enumerate(routers)]
     return routers
 
 
-def _train_router(start: torch.Tensor, tokens: list[torch.Tensor], steps: int, seed: int) -> torch.Tensor:
-    """One layer's router, from the hidden rows, trained (Adam, everything else frozen) to send each token of an
-    expert's prompts to that expert: cross-entropy of the router's softmax against the expert's index. The base's
-    hidden states stand in for the MoE's, which equal them in layer 0 and drift from them after."""
+def _token_mean(rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """(layers × hidden): the mean over every prompt token, from rows that each stand for `tokens` of them."""
+    return (rows * tokens[:, None]).sum(1) / tokens.sum()
+
+
+def _train_router(start: torch.Tensor, inputs: list[tuple[torch.Tensor, torch.Tensor]], steps: int,
+                  seed: int) -> torch.Tensor:
+    """One layer's router, from each expert's hidden rows (and how many prompt tokens each row stands for), trained
+    (Adam, everything else frozen) to send each token of an expert's prompts to that expert: cross-entropy of the
+    router's softmax against the expert's index, averaged over the tokens. The base's hidden states stand in for the
+    MoE's, which equal them in layer 0 and drift from them after."""
     torch.manual_seed(seed)
-    x = torch.cat(tokens)
-    y = torch.cat([torch.full((len(t),), e) for e, t in enumerate(tokens)])
+    x = torch.cat([rows for rows, _ in inputs])
+    tokens = torch.cat([t for _, t in inputs])
+    y = torch.cat([torch.full((len(rows),), e) for e, (rows, _) in enumerate(inputs)])
     weight = start.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([weight], lr=1e-2)
     for _ in range(steps):
-        loss = torch.nn.functional.cross_entropy(x @ weight.T, y)
+        loss = (torch.nn.functional.cross_entropy(x @ weight.T, y, reduction="none") * tokens).sum() / tokens.sum()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -239,20 +248,39 @@ def _load_dense(base: Checkpoint):
 
 
 @torch.inference_mode()
-def _router_inputs(model, tok, prompts: list[str]) -> torch.Tensor:
-    """(layers × tokens × hidden): every prompt token's post-attention norm output, the input of a layer's router."""
-    per_prompt, captured = [], []
-    hooks = [layer.post_attention_layernorm.register_forward_hook(lambda _m, _i, out: captured.append(out[0]))
+def _router_inputs(model, tok, prompts: list[str], batch: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """(layers × rows × hidden) the router's input (the post-attention norm output) at the prompts' tokens, and
+    (rows,) how many prompt tokens each row stands for. Prompts run in batches, left-padded; the opening all of a
+    batch's prompts share (a chat template's system turn, the task's instructions) runs once at batch size 1 and its
+    rows stand for every prompt of the batch, so means and losses over the rows are those over all tokens. Why:
+    one prompt at a time this was a minute of the LLM benchmark's MoE, and the router's fit a minute more."""
+    captured: list[torch.Tensor] = []
+    hooks = [layer.post_attention_layernorm.register_forward_hook(lambda _m, _i, out: captured.append(out))
              for layer in model.model.layers]
+    rows, tokens = [], []
     try:
-        for prompt in prompts:
+        for start in range(0, len(prompts), batch):
+            ids = [tok(prompt).input_ids for prompt in prompts[start:start + batch]]
+            shared = shared_opening(ids) if len(ids) > 1 else 0
+            cache = None
+            if shared:
+                captured.clear()
+                cache = returned_cache(model.model(input_ids=torch.tensor([ids[0][:shared]]), use_cache=True))
+                cache.batch_repeat_interleave(len(ids))
+                rows.append(torch.stack([h[0].float() for h in captured]))
+                tokens.append(torch.full((shared,), float(len(ids))))
+            rest, mask, positions = left_padded([p[shared:] for p in ids], pad_id(tok))
             captured.clear()
-            model(**tok(prompt, return_tensors="pt"))
-            per_prompt.append(torch.stack([h.float() for h in captured]))
+            model.model(input_ids=rest, attention_mask=torch.cat([torch.ones(len(ids), shared, dtype=mask.dtype),
+                                                                  mask], 1),
+                        position_ids=positions + shared, **with_cache(cache), use_cache=bool(shared))
+            real = mask.bool()
+            rows.append(torch.stack([h.float()[real] for h in captured]))
+            tokens.append(torch.ones(int(real.sum())))
     finally:
         for hook in hooks:
             hook.remove()
-    return torch.cat(per_prompt, 1)
+    return torch.cat(rows, 1), torch.cat(tokens)
 
 
 def _write_tensors(stage: Path, tensors, dtype) -> int:
