@@ -162,3 +162,10 @@ def test_bench_refuses_an_unknown_learned_row_before_building_anything(tmp_path)
                           env={**os.environ, "TASKFUSE_CACHE": str(tmp_path / "cache")})
     assert done.returncode == 2 and "unknown learned row(s) 'nope'" in done.stderr
     assert not (tmp_path / "cache").exists() and not (tmp_path / "report").exists()
+
+
+def test_the_llm_routing_study_refuses_rows_it_does_not_run_before_building_anything(tmp_path):
+    done = subprocess.run([SCRIPT, "bench", "--llm", "--routing", "--fusion", "--out", str(tmp_path / "report")],
+                          capture_output=True, text=True, env={**os.environ, "TASKFUSE_CACHE": str(tmp_path / "cache")})
+    assert done.returncode == 2 and "--fusion and --learned do not apply" in done.stderr
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "report").exists()

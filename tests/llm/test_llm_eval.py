@@ -212,3 +212,33 @@ def test_an_exclusive_part_is_the_truncated_svd_whether_its_difference_is_low_ra
         b, a = exclusive_part(difference, 32, torch.Generator().manual_seed(1))
         assert b.shape == (300, 32) and a.shape == (32, 200)
         torch.testing.assert_close(b @ a, best, rtol=0, atol=1e-4 * float(best.abs().max()))
+
+
+def test_the_routed_rows_of_one_expert_are_that_expert(tiny, two_experts):
+    """PHATGOOSE and MHR over a library of one adapter: top-2 of one expert gives it weight 1, every head's mixture of
+    one skill is that skill, so each routed model is base + ΔW and scores as the merged expert does."""
+    from taskfuse.llm.bench import Judge
+    from taskfuse.llm.routed import mhr_row, phatgoose_row
+    folder, _, _ = tiny
+    first, _, experts, _ = two_experts
+    judge = Judge(folder, [first])
+    library = judge.library({"toy": experts["toy"]})
+    own = judge.model_scores(judge.load_adapter(experts["toy"].adapter), "test")
+    for row in (phatgoose_row, mhr_row):
+        scores, summary = row(judge, [first], library, steps=3)
+        assert scores == own, row.__name__
+        assert len(summary["losses_per_task"]["toy"]) == 3 and summary["losses"] == summary["losses_per_task"]["toy"]
+
+
+def test_the_routed_rows_learn_on_each_tasks_train_answers(tiny, two_experts):
+    """Two toy experts: PHATGOOSE's gates lower the loss of each expert on its own train answers, MHR's routing the
+    loss of each task; both score every task and MHR says how often a task's routing ranks its own expert first."""
+    from taskfuse.llm.routed import mhr_row, phatgoose_row
+    first, second, experts, judge = two_experts
+    library = judge.library(experts)
+    for row in (phatgoose_row, mhr_row):
+        scores, summary = row(judge, [first, second], library, steps=12)
+        assert set(scores) == {"toy", "toy2"} and all(0 <= s["exact_match"] <= 1 for s in scores.values())
+        for losses in summary["losses_per_task"].values():
+            assert sum(losses[-3:]) < sum(losses[:3]), row.__name__
+    assert set(summary["own_expert_first"]) == {"toy", "toy2"}

@@ -89,7 +89,7 @@ def register(app: typer.Typer, fail) -> None:
         console.print(f"report: {target / 'report.html'}; {result['seconds']} s")
 
     def _llm_bench(quick: bool, target: Path, task_files: tuple[str, ...], fusion: bool,
-                   learned: str | None) -> None:
+                   learned: str | None, routing: bool) -> None:
         from ..errors import UsageError
         from ..io.output import check_output_dir
         from ..bench.llm_report import markdown
@@ -98,9 +98,12 @@ def register(app: typer.Typer, fail) -> None:
             if learned not in (None, "all", "none", "atlas"):
                 raise UsageError(f"--learned {learned}: the LLM benchmark's learned row is atlas. Fix: --learned "
                                  "atlas (or all: the default), or none to leave it out.")
+            if routing and (fusion or learned not in (None, "none")):
+                raise UsageError("--llm --routing runs the routed rows instead of the merges: --fusion and "
+                                 "--learned do not apply. Fix: run them without --routing.")
             check_output_dir(target, "report")
             result = run_llm_bench(target, quick, task_files, log=lambda line: console.print(line, soft_wrap=True),
-                                   fusion=fusion, learned=learned != "none")
+                                   fusion=fusion, learned=learned != "none", routing=routing)
         except TaskfuseError as e:
             fail(e)
         print(markdown(result))
@@ -157,7 +160,8 @@ def register(app: typer.Typer, fail) -> None:
                                                     "none)"),
               routing: bool = typer.Option(False, "--routing", help="instead of merging: compose the zoo's LoRA "
                                            "adapters (Arrow, LoraHub, ...) on every task and on each task held out "
-                                           "(about 15 minutes for --full on 2 cores once the experts are cached)"),
+                                           "(about 15 minutes for --full on 2 cores once the experts are cached); "
+                                           "with --llm: Arrow, PHATGOOSE and MHR over the LLM's LoRA experts"),
               llm: bool = typer.Option(False, "--llm", help="instead of the encoder: the LLM benchmark (SmolLM2-135M, "
                                        "LoRA experts on 6 generative tasks, every data-free merge; --quick for a "
                                        "short run)"),
@@ -182,8 +186,8 @@ def register(app: typer.Typer, fail) -> None:
             fail(e)
         target = out / chosen if out == Path("out/bench") else out
         if llm:
-            _llm_bench(quick, out / "llm" if out == Path("out/bench") else out,
-                       tuple(map(str, task_file)), fusion, learned)
+            _llm_bench(quick, out / ("llm-routing" if routing else "llm") if out == Path("out/bench") else out,
+                       tuple(map(str, task_file)), fusion, learned, routing)
             return
         if routing:
             _routing_study(chosen, out / f"routing-{chosen}" if out == Path("out/bench") else out,

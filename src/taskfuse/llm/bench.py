@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -48,7 +48,8 @@ Log = Callable[[str], None]
 
 
 def run_llm_bench(out: Path, quick: bool = False, task_files: tuple[str, ...] = (), log: Log = print,
-                  fusion: bool = False, learned: bool = True) -> dict:
+                  fusion: bool = False, learned: bool = True, routing: bool = False) -> dict:
+    """The benchmark's rows (with `routing`, instead: the routed rows of llm/routed.py), judged and reported."""
     started = time.perf_counter()
     say = lambda line: log(f"[{_clock(started)}] {line}")  # noqa: E731
     limits = QUICK_LIMITS if quick else LIMITS
@@ -62,75 +63,111 @@ def run_llm_bench(out: Path, quick: bool = False, task_files: tuple[str, ...] = 
     own = {t.name: asdict(evaluate(judge.load_adapter(experts[t.name].adapter), judge.tok, t, "test")) for t in tasks}
     rows[EXPERTS_ROW] = own
     say("base and experts judged")
-    chosen, row_seconds, summaries, task_models = {}, {}, {}, {}
+    parts = Parts(rows, own, quick, say)
+    if routing:
+        routed_rows(judge, tasks, experts, parts)
+    else:
+        merged_rows(judge, tasks, experts, parts, fusion, learned)
+    result = {"command": command_line(), "code": code_commit(), "machine": machine(),
+              "seconds": round(time.perf_counter() - started), "zoo_seconds": zoo_seconds,
+              "row_seconds": parts.row_seconds, "quick": quick, "routing": routing, "moe_tuning": parts.moe_tuning,
+              "learned": parts.summaries, "task_models": parts.task_models,
+              "limits": limits, "base": str(base), "recipe": asdict(Recipe()),
+              "tasks": {t.name: {"answers": t.answers, "fingerprint": t.fingerprint()[:16]} for t in tasks},
+              "experts": {n: e.record for n, e in experts.items()}, "rows": rows, "chosen": parts.chosen,
+              "summary": {name: {m: _normalised_mean(scores, own, m) for m in METRICS} for name, scores in rows.items()}}
+    write_llm_report(result, out)
+    return result
+
+
+@dataclass
+class Parts:
+    """What the rows add to the result as they run: scores, choices, seconds and how each row learnt."""
+    rows: dict
+    own: dict
+    quick: bool
+    say: Log
+    chosen: dict = field(default_factory=dict)
+    row_seconds: dict = field(default_factory=dict)
+    summaries: dict = field(default_factory=dict)
+    task_models: dict = field(default_factory=dict)
+    moe_tuning: dict | None = None
+
+    def timed(self, name: str, begun: float, detail: str = "") -> None:
+        """Record `name`'s seconds since `begun` and say its normalised exact match."""
+        self.row_seconds[name] = round(time.perf_counter() - begun)
+        self.say(f"{name.split(' (')[0]}{' ' + detail if detail else ''}: normalised exact match "
+                 f"{100 * _normalised_mean(self.rows[name], self.own, 'exact_match'):.1f} % "
+                 f"({self.row_seconds[name]} s)")
+
+
+def arrow_row(judge, experts, parts: Parts) -> None:
+    begun = time.perf_counter()
+    library = judge.library(experts)  # read once (prototypes: an SVD per module and adapter), routed per top-k
+    parts.rows[ARROW_ROW], parts.chosen[ARROW_ROW] = best_on_validation(
+        judge, ARROW_TOP_K[:1] if parts.quick else ARROW_TOP_K, lambda k: judge.arrow(library, k), parts.own)
+    parts.timed(ARROW_ROW, begun, f"top-{parts.chosen[ARROW_ROW]['params']}")
+
+
+def routed_rows(judge, tasks, experts, parts: Parts) -> None:
+    """Arrow, PHATGOOSE and MHR over the LoRA experts (llm/routed.py)."""
+    from .routed import MHR_ROW, PHATGOOSE_ROW, ROUTED_STEPS, mhr_row, phatgoose_row
+    arrow_row(judge, experts, parts)
+    library = judge.library(experts)
+    steps = 4 if parts.quick else ROUTED_STEPS
+    for name, row in ((PHATGOOSE_ROW, phatgoose_row), (MHR_ROW, mhr_row)):
+        begun = time.perf_counter()
+        parts.rows[name], parts.summaries[name] = row(judge, tasks, library, steps, parts.say)
+        parts.timed(name, begun)
+
+
+def merged_rows(judge, tasks, experts, parts: Parts, fusion: bool, learned: bool) -> None:
+    """Every data-free merge, Arrow, EMR-Merging, Twin-Merging, aTLAS and the MoE (and with `fusion` the decode-time
+    rows)."""
+    rows, own, quick, chosen = parts.rows, parts.own, parts.quick, parts.chosen
 
     def learning_log(step: int, steps: int, loss: float) -> None:
         if step % 5 == 0 or step == steps:
-            say(f"atlas learning {step}/{steps}: loss {loss:.3f}")
+            parts.say(f"atlas learning {step}/{steps}: loss {loss:.3f}")
     with tempfile.TemporaryDirectory(prefix="taskfuse-llm-bench-") as tmp:
         for method, grid in GRIDS.items():
             begun = time.perf_counter()
             rows[method], chosen[method] = best_on_validation(
                 judge, grid[:1] if quick else grid,
                 lambda params: judge.merge(method, params, experts, merge_folder(tmp, method, params)), own)
-            row_seconds[method] = round(time.perf_counter() - begun)
-            say(f"{method} {chosen[method]['params']}: normalised exact match "
-                f"{100 * _normalised_mean(rows[method], own, 'exact_match'):.1f} % ({row_seconds[method]} s)")
-        begun = time.perf_counter()
-        library = judge.library(experts)  # read once (prototypes: an SVD per module and adapter), routed per top-k
-        rows[ARROW_ROW], chosen[ARROW_ROW] = best_on_validation(
-            judge, ARROW_TOP_K[:1] if quick else ARROW_TOP_K, lambda k: judge.arrow(library, k), own)
-        del library
-        row_seconds[ARROW_ROW] = round(time.perf_counter() - begun)
-        say(f"arrow top-{chosen[ARROW_ROW]['params']}: normalised exact match "
-            f"{100 * _normalised_mean(rows[ARROW_ROW], own, 'exact_match'):.1f} % ({row_seconds[ARROW_ROW]} s)")
+            parts.timed(method, begun, f"{chosen[method]['params']}")
+        arrow_row(judge, experts, parts)
         begun = time.perf_counter()
         states = full_states(judge, tasks, experts)  # each expert's full weights, read once for EMR and Twin
-        rows[EMR_ROW], task_models[EMR_ROW] = emr_row(judge, tasks, states)
-        row_seconds[EMR_ROW] = round(time.perf_counter() - begun)
-        say(f"emr-merging: normalised exact match {100 * _normalised_mean(rows[EMR_ROW], own, 'exact_match'):.1f} % "
-            f"({row_seconds[EMR_ROW]} s)")
+        rows[EMR_ROW], parts.task_models[EMR_ROW] = emr_row(judge, tasks, states)
+        parts.timed(EMR_ROW, begun)
         begun = time.perf_counter()
         twin, twin_summaries = twin_rows(judge, tasks, states,
                                          merge_folder(tmp, "task_arithmetic", chosen["task_arithmetic"]["params"]),
                                          {"method": "task_arithmetic", "params": chosen["task_arithmetic"]["params"]})
         del states
         rows.update(twin)
-        task_models.update(twin_summaries)
-        row_seconds[TWIN_ROW] = round(time.perf_counter() - begun)  # both rows: one shared model, one set of parts
-        say(f"twin-merging: normalised exact match {100 * _normalised_mean(rows[TWIN_ROW], own, 'exact_match'):.1f} "
-            f"% routed, {100 * _normalised_mean(rows[TWIN_GIVEN_ROW], own, 'exact_match'):.1f} % told the task "
-            f"({row_seconds[TWIN_ROW]} s)")
+        parts.task_models.update(twin_summaries)
+        parts.timed(TWIN_ROW, begun)  # both rows: one shared model, one set of parts
+        parts.say(f"twin-merging told the task: normalised exact match "
+                  f"{100 * _normalised_mean(rows[TWIN_GIVEN_ROW], own, 'exact_match'):.1f} %")
         if learned:
             begun = time.perf_counter()
             start = merge_folder(tmp, "iso_c", chosen["iso_c"]["params"])  # as validation chose
-            model, summaries[LEARNED_ROW] = atlas_row(judge, tasks, experts, Path(tmp) / "atlas", start,
-                                                      {**ATLAS, "steps": 4} if quick else ATLAS, learning_log)
-            summaries[LEARNED_ROW]["start"] = {"method": "iso_c", "params": chosen["iso_c"]["params"]}
+            model, parts.summaries[LEARNED_ROW] = atlas_row(judge, tasks, experts, Path(tmp) / "atlas", start,
+                                                            {**ATLAS, "steps": 4} if quick else ATLAS, learning_log)
+            parts.summaries[LEARNED_ROW]["start"] = {"method": "iso_c", "params": chosen["iso_c"]["params"]}
             rows[LEARNED_ROW] = judge.model_scores(model, "test")
-            row_seconds[LEARNED_ROW] = round(time.perf_counter() - begun)
             del model
-            say(f"atlas: normalised exact match {100 * _normalised_mean(rows[LEARNED_ROW], own, 'exact_match'):.1f} "
-                f"% ({row_seconds[LEARNED_ROW]} s)")
+            parts.timed(LEARNED_ROW, begun)
         begun = time.perf_counter()
         moe, moe_summary = judge.upcycle(tasks, experts, Path(tmp) / "moe",
-                                         {**MOE_TUNING, "steps": 20} if quick else MOE_TUNING, say)
+                                         {**MOE_TUNING, "steps": 20} if quick else MOE_TUNING, parts.say)
+        parts.moe_tuning = moe_summary["tune_router"]
         rows[MOE_ROW] = judge.model_scores(moe, "test")
-        row_seconds[MOE_ROW] = round(time.perf_counter() - begun)
-        say(f"moe: normalised exact match {100 * _normalised_mean(rows[MOE_ROW], own, 'exact_match'):.1f} % "
-            f"({row_seconds[MOE_ROW]} s)")
+        parts.timed(MOE_ROW, begun)
     if fusion:  # decode-time rows: base as both large and small model, all experts offered at every step
-        rows.update(fusion_rows(judge, tasks, experts, own, say))
-    result = {"command": command_line(), "code": code_commit(), "machine": machine(),
-              "seconds": round(time.perf_counter() - started), "zoo_seconds": zoo_seconds,
-              "row_seconds": row_seconds, "quick": quick, "moe_tuning": moe_summary["tune_router"],
-              "learned": summaries, "task_models": task_models,
-              "limits": limits, "base": str(base), "recipe": asdict(Recipe()),
-              "tasks": {t.name: {"answers": t.answers, "fingerprint": t.fingerprint()[:16]} for t in tasks},
-              "experts": {n: e.record for n, e in experts.items()}, "rows": rows, "chosen": chosen,
-              "summary": {name: {m: _normalised_mean(scores, own, m) for m in METRICS} for name, scores in rows.items()}}
-    write_llm_report(result, out)
-    return result
+        rows.update(fusion_rows(judge, tasks, experts, own, parts.say))
 
 
 def merge_folder(tmp: str, method: str, params: dict) -> Path:
