@@ -242,3 +242,19 @@ def test_the_routed_rows_learn_on_each_tasks_train_answers(tiny, two_experts):
         for losses in summary["losses_per_task"].values():
             assert sum(losses[-3:]) < sum(losses[:3]), row.__name__
     assert set(summary["own_expert_first"]) == {"toy", "toy2"}
+
+
+def test_the_llm_zoo_trains_the_longest_prompts_first_and_then_loads_from_the_cache(tiny, tmp_path, monkeypatch):
+    """Two workers finish together when the most expensive expert starts first: the task whose prompts are longer is
+    trained first whatever the order asked; a second call trains nothing."""
+    from taskfuse.llm.zoo import build_llm_zoo
+    monkeypatch.setenv("TASKFUSE_CACHE", str(tmp_path / "cache"))
+    short = toy_task()
+    long = LLMTask("toy_long", ANSWERS, {k: tuple(Example(e.prompt + " and so on" * 20, e.answer) for e in v)
+                                         for k, v in short.splits.items()}, "2" * 64)
+    order = []
+    recipe = Recipe(rank=2, steps=2, batch=2)
+    experts = build_llm_zoo(tiny[0], [short, long], recipe, workers=2, progress=lambda d, t, n: order.append(n))
+    assert order == ["toy_long", "toy"] and set(experts) == {"toy", "toy_long"}
+    assert build_llm_zoo(tiny[0], [short, long], recipe, progress=lambda d, t, n: order.append(n)) == experts
+    assert order == ["toy_long", "toy"]
