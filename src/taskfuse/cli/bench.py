@@ -140,7 +140,7 @@ def register(app: typer.Typer, fail) -> None:
     @app.command()
     def bench(variant: Optional[str] = typer.Option(None, help=VARIANT_HELP + " (default: quick)"),
               full: bool = typer.Option(False, "--full", help="the full benchmark: 8 tasks, every grid point "
-                                        "(about 40 minutes on 2 cores once the experts are cached)"),
+                                        "(67-105 minutes on 2 cores once the experts are cached)"),
               quick: bool = typer.Option(False, "--quick", help="the default: 4 tasks, fewer examples, two grid "
                                          "points per method (about 10 minutes from an empty cache on 2 cores)"),
               out: Path = typer.Option(Path("out/bench"), help="report folder: created, or replaced if it holds an "
@@ -163,8 +163,8 @@ def register(app: typer.Typer, fail) -> None:
                                            "(about 15 minutes for --full on 2 cores once the experts are cached); "
                                            "with --llm: Arrow, PHATGOOSE and MHR over the LLM's LoRA experts"),
               llm: bool = typer.Option(False, "--llm", help="instead of the encoder: the LLM benchmark (SmolLM2-135M, "
-                                       "LoRA experts on 6 generative tasks, every data-free merge; --quick for a "
-                                       "short run)"),
+                                       "LoRA experts on 6 generative tasks, every data-free merge; about 41 "
+                                       "minutes on 2 cores from an empty cache; --quick for a short run)"),
               fusion: bool = typer.Option(False, "--fusion", help="with --llm: add the decode-time rows (Dynamic "
                                           "Logits Fusion, proxy tuning); about 8x a merge's evaluation")) -> None:
         """Build the zoo, merge it with every data-free method (tuned on validation) and every learned method
