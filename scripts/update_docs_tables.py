@@ -21,6 +21,7 @@ SPEED_RESULT = ROOT / "benchmarks" / "results-2026-11-22-zero-copy.json"
 ROUTING_RESULT = ROOT / "benchmarks" / "results" / "bench-routing" / "result.json"
 EXTRACT_RESULT = ROOT / "benchmarks" / "results" / "extract-lora" / "result.json"
 LLM_RESULT = ROOT / "benchmarks" / "results" / "bench-llm" / "result.json"
+LLM_ROUTING_RESULT = ROOT / "benchmarks" / "results" / "bench-llm-routing" / "result.json"
 OVER_MERGE_RESULT = ROOT / "benchmarks" / "results" / "learned-over-merge" / "result.json"
 
 
@@ -49,6 +50,7 @@ def generated_blocks() -> list[tuple[Path, str, str]]:
             (ROOT / "docs" / "adapters.md", "routing-table", routing_markdown(json.loads(ROUTING_RESULT.read_text()))),
             (ROOT / "docs" / "adapters.md", "extract-table", _extraction_table()),
             (ROOT / "docs" / "llm.md", "llm-table", llm_markdown(json.loads(LLM_RESULT.read_text()))),
+            (ROOT / "docs" / "llm.md", "llm-routing-table", llm_markdown(json.loads(LLM_ROUTING_RESULT.read_text()))),
             (ROOT / "README.md", "over-merge-table", _over_merge_table()),
             (ROOT / "docs" / "learned.md", "over-merge-table", _over_merge_table())]
 

@@ -74,6 +74,9 @@ LLM_CODE = BENCH_CODE + ["src/taskfuse/llm", "src/taskfuse/io/adapter.py", "src/
                          "src/taskfuse/programs/spec_learning.py", "src/taskfuse/programs/text_data.py",
                          "src/taskfuse/routing/arrow.py", "src/taskfuse/routing/library.py",
                          "src/taskfuse/routing/modules.py", "src/taskfuse/routing/emr.py", "src/taskfuse/routing/twin.py"]
+# `taskfuse bench --llm --routing`: the LLM benchmark's code, and the routers it runs on the LLM's experts
+LLM_ROUTING_CODE = LLM_CODE + ["src/taskfuse/routing/phatgoose.py", "src/taskfuse/routing/mhr.py",
+                               "src/taskfuse/bench/routing_rows.py"]
 # The subspace methods (TSV, Iso-C, Iso-CTS) and their SVD helpers: only bench-full's grid, the LLM benchmark's grid
 # and the over-merge study (which starts from Iso-CTS) run them, so the routing study and the FusionBench side by
 # side do not depend on them (a test below checks that neither names them).
@@ -89,6 +92,7 @@ RESULTS = [("bench-full", BENCH_CODE + STATISTICS_CODE, "taskfuse bench --full")
            ("bench-routing", ROUTING_CODE, "taskfuse bench --routing --full"),
            ("extract-lora", EXTRACT_CODE, "python benchmarks/extract_lora_fidelity.py"),
            ("bench-llm", LLM_CODE, "taskfuse bench --llm"),
+           ("bench-llm-routing", LLM_ROUTING_CODE, "taskfuse bench --llm --routing"),
            ("learned-over-merge", OVER_MERGE_CODE, "python benchmarks/learned_over_merge.py")]
 
 
