@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -217,8 +218,11 @@ def _config_values(header: GGUFHeader, arch: str) -> dict:
 
 def _q8_0(raw: np.ndarray) -> np.ndarray:
     """Q8_0 blocks (a float16 scale, then 32 int8 quants: 34 bytes) dequantized to float32 as scale × quant, the
-    same product the gguf package's numpy code forms, in torch's threads (2.2x the read of float16 bytes with
-    numpy's one thread)."""
-    blocks = torch.from_numpy(raw.copy()).view(-1, 34)  # copied: the mapping is read-only
-    scales = blocks[:, :2].view(torch.float16).float()
-    return (blocks[:, 2:].view(torch.int8).float() * scales).numpy()
+    same product the gguf package's numpy code forms, in torch's threads. Read in place from the mapping (torch only
+    warns that it is read-only: nothing writes to it) and scaled in place, so the float32 values are the one array
+    made."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        blocks = torch.from_numpy(raw).view(-1, 34)
+    values = blocks[:, 2:].view(torch.int8).float()
+    return values.mul_(blocks[:, :2].view(torch.float16).float()).numpy()
