@@ -58,7 +58,13 @@ def test_q8_0_tensors_read_as_the_gguf_package_dequantizes_them(files):
     for t in quantized:
         expected = gguf.dequantize(t.data, t.tensor_type).reshape(checkpoint.tensors[names[t.name]].shape)
         expected = checkpoint._fixer.process(weights=expected, name=t.name).weights
-        assert torch.equal(checkpoint.read(names[t.name]), torch.from_numpy(np.ascontiguousarray(expected))), t.name
+        expected = torch.from_numpy(np.ascontiguousarray(expected))
+        assert torch.equal(checkpoint.read(names[t.name]), expected), t.name
+        # into the executor's own buffer: float32 (dequantized in place there) and bfloat16 (converted)
+        for dtype in (torch.float32, torch.bfloat16):
+            out = torch.full(expected.shape, float("nan"), dtype=dtype)
+            assert checkpoint.read(names[t.name], out) is out and torch.equal(out, expected.to(dtype)), t.name
+    assert any(t.name.endswith(("attn_q.weight", "attn_k.weight")) for t in quantized)  # llama's permuted rows too
 
 
 def test_big_endian_and_foreign_files_are_refused_by_name(files, tmp_path):

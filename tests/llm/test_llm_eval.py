@@ -105,6 +105,21 @@ def test_reply_loss_is_transformers_causal_lm_loss_with_or_without_the_shared_op
         torch.testing.assert_close(reply_loss(model, ids, mask, labels, shared), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_the_prompt_opening_is_read_back_from_a_batch_and_batches_repeat_the_experts_draws(tiny):
+    """What every learner on the experts' answers shares: the opening its loss runs once, found from the labels
+    (nothing for a single row), and the seeded draws the experts trained on."""
+    from taskfuse.llm.zoo import answer_pairs, prompt_opening, reply_batch, sampled_batches
+    tok = tiny[2]
+    pairs = answer_pairs(tok, toy_task())
+    ids, labels, _ = reply_batch(pairs[:3], tok)
+    assert prompt_opening(ids, labels) == shared_opening([p for p, _ in pairs[:3]]) >= 3
+    assert prompt_opening(*reply_batch(pairs[:1], tok)[:2]) == 0
+    first, again = sampled_batches(pairs, tok, 4, seed=1), sampled_batches(pairs, tok, 4, seed=1)
+    drawn = [next(first) for _ in range(3)]
+    assert all(torch.equal(a, b) for batch in drawn for a, b in zip(batch, next(again)))
+    assert not torch.equal(drawn[0][0], drawn[1][0])  # a new draw each step
+
+
 def test_builtin_tasks_are_short_questions_with_their_answers_listed():
     task = load_llm_task("wordnet_pos", limits={"test": 5})
     assert task.answers == ("adjective", "adverb", "noun", "verb") and len(task.splits["test"]) == 5

@@ -106,7 +106,13 @@ class GGUFCheckpoint(Checkpoint):
             if kind.name in _AS_STORED:  # F32/F16: the mapped values themselves, no conversion
                 values = raw.view(_AS_STORED[kind.name]).reshape(meta.shape)
             elif kind.name == "Q8_0":
-                values = _q8_0(raw).reshape(meta.shape)
+                out = torch.empty(meta.shape, dtype=meta.dtype) if out is None else out
+                if out.dtype == torch.float32 and out.is_contiguous():  # dequantized where the executor wants it
+                    values = self._fixer.process(weights=_q8_0(raw, out).numpy(), name=source.name).weights
+                    if not np.may_share_memory(values, out.numpy()):  # a new array: llama's permuted q/k rows
+                        out.numpy()[...] = values
+                    return out
+                values = _q8_0(raw).reshape(meta.shape).numpy()
             else:
                 values = _gguf().dequantize(raw, kind).reshape(meta.shape)
             values = self._fixer.process(weights=values, name=source.name).weights
@@ -216,13 +222,16 @@ def _config_values(header: GGUFHeader, arch: str) -> dict:
     return values
 
 
-def _q8_0(raw: np.ndarray) -> np.ndarray:
+def _q8_0(raw: np.ndarray, out: torch.Tensor | None = None) -> torch.Tensor:
     """Q8_0 blocks (a float16 scale, then 32 int8 quants: 34 bytes) dequantized to float32 as scale × quant, the
-    same product the gguf package's numpy code forms, in torch's threads. Read in place from the mapping (torch only
-    warns that it is read-only: nothing writes to it) and scaled in place, so the float32 values are the one array
-    made."""
+    same product the gguf package's numpy code forms, in torch's threads, into `out` (contiguous float32) or a new
+    tensor. The blocks are read in place from the mapping (torch only warns that it is read-only: nothing writes to
+    it) and the quants converted as they are copied, then scaled in place: no intermediate array, where a copy of
+    the bytes and then the product made q8_0 inputs 2.5x safetensors' merge time."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         blocks = torch.from_numpy(raw).view(-1, 34)
-    values = blocks[:, 2:].view(torch.int8).float()
-    return values.mul_(blocks[:, :2].view(torch.float16).float()).numpy()
+    values = (torch.empty(blocks.shape[0] * 32) if out is None else out).view(-1, 32)
+    values.copy_(blocks[:, 2:].view(torch.int8))
+    values.mul_(blocks[:, :2].view(torch.float16).float())
+    return values.view(-1) if out is None else out

@@ -102,9 +102,10 @@ class Parts:
                  f"({self.row_seconds[name]} s)")
 
 
-def arrow_row(judge, experts, parts: Parts) -> None:
+def arrow_row(judge, library, parts: Parts) -> None:
+    """Arrow over `library` (read once: prototypes are an SVD per module and adapter), top-k chosen on
+    validation."""
     begun = time.perf_counter()
-    library = judge.library(experts)  # read once (prototypes: an SVD per module and adapter), routed per top-k
     parts.rows[ARROW_ROW], parts.chosen[ARROW_ROW] = best_on_validation(
         judge, ARROW_TOP_K[:1] if parts.quick else ARROW_TOP_K, lambda k: judge.arrow(library, k), parts.own)
     parts.timed(ARROW_ROW, begun, f"top-{parts.chosen[ARROW_ROW]['params']}")
@@ -113,8 +114,8 @@ def arrow_row(judge, experts, parts: Parts) -> None:
 def routed_rows(judge, tasks, experts, parts: Parts) -> None:
     """Arrow, PHATGOOSE and MHR over the LoRA experts (llm/routed.py)."""
     from .routed import MHR_ROW, PHATGOOSE_ROW, ROUTED_STEPS, mhr_row, phatgoose_row
-    arrow_row(judge, experts, parts)
     library = judge.library(experts)
+    arrow_row(judge, library, parts)
     steps = 4 if parts.quick else ROUTED_STEPS
     for name, row in ((PHATGOOSE_ROW, phatgoose_row), (MHR_ROW, mhr_row)):
         begun = time.perf_counter()
@@ -137,7 +138,7 @@ def merged_rows(judge, tasks, experts, parts: Parts, fusion: bool, learned: bool
                 judge, grid[:1] if quick else grid,
                 lambda params: judge.merge(method, params, experts, merge_folder(tmp, method, params)), own)
             parts.timed(method, begun, f"{chosen[method]['params']}")
-        arrow_row(judge, experts, parts)
+        arrow_row(judge, judge.library(experts), parts)
         begun = time.perf_counter()
         states = full_states(judge, tasks, experts)  # each expert's full weights, read once for EMR and Twin
         rows[EMR_ROW], parts.task_models[EMR_ROW] = emr_row(judge, tasks, states)

@@ -9,7 +9,6 @@ trained (the papers take 100; each step here runs forward and backward through t
 100 would be about 25 minutes per method on 2 cores); the encoder routing study's heads (8) and routing rate."""
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -17,9 +16,8 @@ from dataclasses import asdict
 import torch
 
 from ..bench.routing_rows import MHR_HEADS, MHR_ROUTING_LR, PHATGOOSE_TOP_K
-from .decoding import shared_opening
-from .evaluate import evaluate, prompt_ids, reply_ids
-from .zoo import reply_batch, reply_loss
+from .evaluate import evaluate
+from .zoo import answer_pairs, prompt_opening, reply_loss, sampled_batches
 
 PHATGOOSE_ROW = "phatgoose (per-token top-2 over gates trained on each expert's own train answers)"
 MHR_ROW = "mhr (per-task routing over 8 head blocks of the experts' factors, learnt on each task's train answers)"
@@ -78,18 +76,13 @@ def mhr_row(judge, tasks, library, steps: int = ROUTED_STEPS, log: Log | None = 
 def train_batches(judge, task, batch: int = ROUTED_BATCH, seed: int = 0) -> Iterator:
     """Endless (ids, mask, labels) batches of the task's train questions with their answers, drawn as the experts'
     training draws them."""
-    pairs = [(prompt_ids(judge.tok, e.prompt), reply_ids(judge.tok, task.answers[e.answer]))
-             for e in task.splits["train"]]
-    order = random.Random(seed)
-    while True:
-        ids, labels, mask = reply_batch(order.sample(pairs, min(batch, len(pairs))), judge.tok)
+    for ids, labels, mask in sampled_batches(answer_pairs(judge.tok, task), judge.tok, batch, seed):
         yield ids, mask, labels
 
 
 def reply_answer_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The next-token loss on the answers, the rows' shared opening run once (as the experts trained)."""
-    starts = (labels != -100).int().argmax(1).tolist()  # where each row's answer begins
-    return reply_loss(model, ids, mask, labels, shared_opening([row[:s] for row, s in zip(ids.tolist(), starts)]))
+    return reply_loss(model, ids, mask, labels, prompt_opening(ids, labels))
 
 
 def _recorded(loss_fn, record: list[float]):

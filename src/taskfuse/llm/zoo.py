@@ -12,6 +12,7 @@ import json
 import multiprocessing
 import random
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
@@ -102,14 +103,13 @@ def train_expert(base: Path, task: LLMTask, recipe: Recipe, out: Path, threads: 
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
                            LoraConfig(r=recipe.rank, lora_alpha=recipe.alpha, target_modules=list(recipe.targets),
                                       lora_dropout=0.0, task_type="CAUSAL_LM"))
-    examples = [(prompt_ids(tok, e.prompt), reply_ids(tok, task.answers[e.answer])) for e in task.splits["train"]]
+    examples = answer_pairs(tok, task)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=recipe.lr)
-    order, losses, start = random.Random(recipe.seed), [], time.perf_counter()
+    batches, losses, start = sampled_batches(examples, tok, recipe.batch, recipe.seed), [], time.perf_counter()
     model.train()
     for _ in range(recipe.steps):
-        pairs = order.sample(examples, min(recipe.batch, len(examples)))
-        ids, labels, mask = reply_batch(pairs, tok)
-        shared = shared_opening([p for p, _ in pairs]) if recipe.shared_opening else 0
+        ids, labels, mask = next(batches)
+        shared = prompt_opening(ids, labels) if recipe.shared_opening else 0
         # float32: bfloat16 autocast ran 6x slower on this benchmark's CPUs (no bfloat16 matrix units)
         loss = reply_loss(model.get_base_model(), ids, mask, labels, shared)
         loss.backward()
@@ -123,6 +123,28 @@ def train_expert(base: Path, task: LLMTask, recipe: Recipe, out: Path, threads: 
         model.save_pretrained(stage)
         (stage / RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return out
+
+
+def answer_pairs(tok, task: LLMTask) -> list[tuple[list[int], list[int]]]:
+    """Every train question's prompt tokens (in the chat template) with its answer's reply tokens."""
+    return [(prompt_ids(tok, e.prompt), reply_ids(tok, task.answers[e.answer])) for e in task.splits["train"]]
+
+
+def sampled_batches(pairs, tok, batch: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Endless (ids, labels, mask) batches of `batch` pairs drawn without replacement within a batch, seeded: the
+    experts' draws, which the routers that learn on the same answers (llm/routed.py) repeat."""
+    order = random.Random(seed)
+    while True:
+        yield reply_batch(order.sample(pairs, min(batch, len(pairs))), tok)
+
+
+def prompt_opening(ids: torch.Tensor, labels: torch.Tensor) -> int:
+    """How many leading tokens the prompts of a `reply_batch` (each row's tokens before its first label) share,
+    as `reply_loss` takes it; 0 for a single row, which has nothing to share."""
+    if ids.shape[0] < 2:
+        return 0
+    starts = (labels != -100).int().argmax(1).tolist()
+    return shared_opening([row[:s] for row, s in zip(ids.tolist(), starts)])
 
 
 def reply_loss(causal_lm, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,

@@ -36,7 +36,7 @@ from ..io.checkpoint import Checkpoint
 from ..io.gguf_read import GGUFCheckpoint
 from ..io.layout import copy_side_files, write_index
 from ..io.output import staged_output
-from ..llm.decoding import left_padded, pad_id, returned_cache, shared_opening, with_cache
+from ..llm.decoding import pad_id, prefill
 from .moe_tuning import tune_routers
 
 
@@ -257,25 +257,18 @@ def _router_inputs(model, tok, prompts: list[str], batch: int = 32) -> tuple[tor
     captured: list[torch.Tensor] = []
     hooks = [layer.post_attention_layernorm.register_forward_hook(lambda _m, _i, out: captured.append(out))
              for layer in model.model.layers]
-    rows, tokens = [], []
+    layers, rows, tokens = len(model.model.layers), [], []
     try:
         for start in range(0, len(prompts), batch):
             ids = [tok(prompt).input_ids for prompt in prompts[start:start + batch]]
-            shared = shared_opening(ids) if len(ids) > 1 else 0
-            cache = None
-            if shared:
-                captured.clear()
-                cache = returned_cache(model.model(input_ids=torch.tensor([ids[0][:shared]]), use_cache=True))
-                cache.batch_repeat_interleave(len(ids))
-                rows.append(torch.stack([h[0].float() for h in captured]))
-                tokens.append(torch.full((shared,), float(len(ids))))
-            rest, mask, positions = left_padded([p[shared:] for p in ids], pad_id(tok))
             captured.clear()
-            model.model(input_ids=rest, attention_mask=torch.cat([torch.ones(len(ids), shared, dtype=mask.dtype),
-                                                                  mask], 1),
-                        position_ids=positions + shared, **with_cache(cache), use_cache=bool(shared))
-            real = mask.bool()
-            rows.append(torch.stack([h.float()[real] for h in captured]))
+            state = prefill([model], ids, pad_id(tok))  # the opening's pass (if any), then the rest's: 1 or 2 × layers
+            shared = state.mask.shape[1] - captured[-1].shape[1]
+            if shared:
+                rows.append(torch.stack([h[0].float() for h in captured[:layers]]))
+                tokens.append(torch.full((shared,), float(len(ids))))
+            real = state.mask[:, shared:].bool()
+            rows.append(torch.stack([h.float()[real] for h in captured[-layers:]]))
             tokens.append(torch.ones(int(real.sum())))
     finally:
         for hook in hooks:

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from ..llm.decoding import returned_cache, shared_opening, with_cache
-from ..llm.zoo import reply_batch
+from ..llm.decoding import returned_cache, with_cache
+from ..llm.zoo import prompt_opening, reply_batch
 from .text_data import prompt_tokens
 
 
@@ -51,7 +51,7 @@ def tune_routers(folder: Path, examples: list[list[tuple[str, str]]], steps: int
         drawn = order.sample(pool, min(batch_size, len(pool)))
         ids, labels, mask = reply_batch([(p, c) for _, p, c in drawn], tok)
         owner = torch.tensor([e for e, _, _ in drawn])[:, None].expand_as(ids)
-        shared = shared_opening([p for _, p, _ in drawn]) if len(drawn) > 1 else 0
+        shared = prompt_opening(ids, labels)
         next_token, routing = _losses(model, ids, mask, labels, owner, routing_loss > 0, shared)
         loss = next_token + routing_loss * routing
         optimizer.zero_grad(set_to_none=True)
