@@ -163,7 +163,7 @@ def register(app: typer.Typer, fail) -> None:
                                            "(about 15 minutes for --full on 2 cores once the experts are cached); "
                                            "with --llm: Arrow, PHATGOOSE and MHR over the LLM's LoRA experts"),
               llm: bool = typer.Option(False, "--llm", help="instead of the encoder: the LLM benchmark (SmolLM2-135M, "
-                                       "LoRA experts on 6 generative tasks, every data-free merge; about 41 "
+                                       "LoRA experts on 6 generative tasks, every data-free merge; 38-41 "
                                        "minutes on 2 cores from an empty cache; --quick for a short run)"),
               fusion: bool = typer.Option(False, "--fusion", help="with --llm: add the decode-time rows (Dynamic "
                                           "Logits Fusion, proxy tuning); about 8x a merge's evaluation")) -> None:
