@@ -5,7 +5,9 @@ seeded perturbations of it standing in for fine-tunes. Each is written as a GGUF
 holding exactly the same values (float16; the Q8_0 file's dequantized float32). The same task-arithmetic merge
 (bfloat16 output) runs from either, alternating, `--repeats` times; the median wall time of each, the part spent
 opening and planning the inputs (GGUF: parsing the metadata, 50k-token vocabulary included), and their ratio are
-recorded. Nothing else should run meanwhile.
+recorded. A GGUF output folder also needs the tokenizer built from the file's metadata (transformers builds it: a
+fixed cost, whatever the model's size); it is timed alone as often, so the ratio of the tensors' part is shown too.
+Nothing else should run meanwhile.
 
     python benchmarks/gguf_input_cost.py            # writes benchmarks/results/gguf-input/{result.json,results.md}
 """
@@ -76,6 +78,14 @@ def timed_merge(paths: list[Path], out: Path) -> dict:
     return {"seconds": time.perf_counter() - start, "open_seconds": opened}
 
 
+def timed_tokenizer(path: Path, out: Path) -> float:
+    """Seconds to build and save the tokenizer of the GGUF at `path` alone, as a merge's output folder gets it."""
+    out.mkdir()
+    start = time.perf_counter()
+    gguf_read.GGUFCheckpoint.open(path.name, path).save_tokenizer(out)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -89,13 +99,19 @@ def main() -> None:
         for r in range(args.repeats):
             for name, paths in folders.items():
                 runs[name].append(timed_merge(paths, work / f"merged-{name}-{r}"))
-    median = {name: {key: statistics.median(run[key] for run in rs) for key in ("seconds", "open_seconds")}
+            for name, paths in folders.items():
+                if name.endswith("gguf"):
+                    runs[name][-1]["tokenizer_seconds"] = timed_tokenizer(paths[0], work / f"tokenizer-{name}-{r}")
+    keys = ("seconds", "open_seconds", "tokenizer_seconds")
+    median = {name: {key: statistics.median(run.get(key, 0.0) for run in rs) for key in keys}
               for name, rs in runs.items()}
-    ratios = {fmt: {
-        "total": median[f"{fmt}-gguf"]["seconds"] / median[f"{fmt}-safetensors"]["seconds"],
-        "excluding_open": (median[f"{fmt}-gguf"]["seconds"] - median[f"{fmt}-gguf"]["open_seconds"])
-        / (median[f"{fmt}-safetensors"]["seconds"] - median[f"{fmt}-safetensors"]["open_seconds"])}
-        for fmt in ("f16", "q8_0")}
+
+    def ratio(fmt: str, *parts: str) -> float:
+        gguf, safetensors = median[f"{fmt}-gguf"], median[f"{fmt}-safetensors"]
+        return ((gguf["seconds"] - sum(gguf[p] for p in parts))
+                / (safetensors["seconds"] - sum(safetensors[p] for p in parts)))
+    ratios = {fmt: {"total": ratio(fmt), "excluding_open": ratio(fmt, "open_seconds"),
+                    "tensors_only": ratio(fmt, "open_seconds", "tokenizer_seconds")} for fmt in ("f16", "q8_0")}
     result = {"command": command_line(), "code": code, "machine": machine(), "repeats": args.repeats,
               "runs": runs, "median": median, "ratio_gguf_to_safetensors": ratios}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -105,13 +121,16 @@ def main() -> None:
 
 
 def markdown(result: dict) -> str:
-    rows = ["| inputs | merge wall s (median) | of which opening s | GGUF / safetensors |", "|---|---|---|---|"]
+    rows = ["| inputs | merge wall s (median) | of which opening s | tokenizer s (alone) | GGUF / safetensors |",
+            "|---|---|---|---|---|"]
     for name, m in result["median"].items():
         fmt = name.split("-")[0]
         ratio = result["ratio_gguf_to_safetensors"][fmt]
-        cell = (f"{ratio['total']:.2f}x ({ratio['excluding_open']:.2f}x without opening)"
-                if name.endswith("gguf") else "")
-        rows.append(f"| {name} | {m['seconds']:.2f} | {m['open_seconds']:.2f} | {cell} |")
+        gguf = name.endswith("gguf")
+        cell = (f"{ratio['total']:.2f}x ({ratio['excluding_open']:.2f}x without opening, "
+                f"{ratio['tensors_only']:.2f}x without opening and tokenizer)" if gguf else "")
+        tokenizer = f"{m['tokenizer_seconds']:.2f}" if gguf else ""
+        rows.append(f"| {name} | {m['seconds']:.2f} | {m['open_seconds']:.2f} | {tokenizer} | {cell} |")
     return (f"Task arithmetic of SmolLM2-135M and two perturbed copies, bfloat16 output, {result['repeats']} "
             f"repeats.\n\n" + "\n".join(rows) + f"\n\n`{result['command']}` at {result['code']['commit']}\n")
 
