@@ -1,6 +1,7 @@
 """The routing study on the tiny zoo's real LoRA experts: every row present, LoraHub never worse than the base on
-its own examples, the report written with its figure."""
+its own examples, a user's task file held out from the whole library, the report written with its figure."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -8,22 +9,32 @@ from taskfuse.bench.routing_report import write_routing_report
 from taskfuse.bench.routing_study import run_routing
 from taskfuse.routing.lorahub import LoraHubSearch
 
+# the task file the published study holds out: real WordNet verb glosses, a task no built-in one is
+TASK_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "tasks" / "wordnet_verb_topic.jsonl"
+
 
 @pytest.fixture(scope="module")
 def routing(tiny_bench, tmp_path_factory):
     *_, cache = tiny_bench  # the tiny zoo's experts are already built there
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TASKFUSE_CACHE", str(cache))
-        result = run_routing("tiny", lorahub=LoraHubSearch(budget=9), kshot_steps=6, mhr_steps=6)
+        result = run_routing("tiny", lorahub=LoraHubSearch(budget=9), kshot_steps=6, mhr_steps=6,
+                             task_files=(str(TASK_FILE),))
         yield result, write_routing_report(result, tmp_path_factory.mktemp("routing") / "report")
 
 
 def test_every_row_is_scored_on_every_task(routing):
     result, _ = routing
-    tasks = [t["task"] for t in result["new_task"]]
+    tasks = [t["task"] for t in result["new_task"] if not t.get("task_file")]
     assert tasks == ["wordnet_pos", "fortune_language"]
-    for row in result["new_task"]:
+    user = result["new_task"][-1]
+    assert user["task"] == "wordnet_verb_topic" and user["task_file"] and user["library"] == tasks  # all of it
+    assert 0 < user["expert_accuracy"] <= 1 and user["normalized"]["lora_expert"] > 0
+    # the built-in tasks' average and wins leave the user's task out; it is reported beside them
+    assert result["summary"]["tasks"] == 2 and set(result["summary"]["task_file_normalized"]) == {user["task"]}
+    for row in result["new_task"][:-1]:
         assert row["library"] == [t for t in tasks if t != row["task"]]  # the held-out adapter is not there
+    for row in result["new_task"]:
         assert set(row["accuracy"]) == {"zero_shot", "lora_expert", "arrow", "phatgoose", "average", "lorahub", "mhr",
                                        "mhr_skills", "kshot_lora"}
         assert all(0 <= v <= 1 for v in row["accuracy"].values())
@@ -63,6 +74,9 @@ def test_lorahub_is_never_worse_than_the_base_on_its_examples(routing):
 def test_the_report(routing):
     result, report = routing
     assert json.loads((report / "result.json").read_text())["summary"] == json.loads(json.dumps(result["summary"]))
-    assert "LoraHub (k-shot)" in (report / "results.md").read_text()
+    markdown = (report / "results.md").read_text()
+    assert "LoraHub (k-shot)" in markdown and "wordnet_verb_topic (task file) acc %" in markdown
+    wins = [line.split(" | ")[2] for line in markdown.splitlines() if line.startswith("| Arrow")][-1]
+    assert wins.endswith("/2")  # wins counted over the two built-in tasks, not the user's
     assert (report / "new_task.png").stat().st_size > 5000
     assert "data:image/png;base64" in (report / "report.html").read_text()

@@ -45,8 +45,15 @@ def new_task_rows(result: dict) -> list[list[str]]:
     tasks = result["new_task"]
     averages = result["summary"].get("new_task_average_normalized", {})
     wins = result["summary"].get("beats_zero_shot", {})
-    return [[label, f"{averages[key] * 100:.1f}", f"{wins[key]}/{len(tasks)}" if key in wins else "",
+    builtin = result["summary"].get("tasks", len(tasks))  # averages and counts leave users' task files out
+    return [[label, f"{averages[key] * 100:.1f}" if key in averages else "",
+             f"{wins[key]}/{builtin}" if key in wins else "",
              *(f"{t['accuracy'][key] * 100:.1f}" for t in tasks)] for key, label in NEW_TASK_ROWS.items()]
+
+
+def new_task_names(result: dict) -> list[str]:
+    """Each held-out task's name, a user's task file marked (its library is every built-in adapter)."""
+    return [t["task"] + (" (task file)" if t.get("task_file") else "") for t in result["new_task"]]
 
 
 def markdown(result: dict) -> str:
@@ -54,7 +61,7 @@ def markdown(result: dict) -> str:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
-    tasks = [t["task"] for t in result["new_task"]]
+    tasks = new_task_names(result)
     parts = [table(MULTITASK_HEADER, multitask_rows(result))]
     if tasks:
         parts.append(table(["new task (leave one out)", "avg normalized %", "beats zero-shot",
@@ -63,7 +70,7 @@ def markdown(result: dict) -> str:
 
 
 def new_task_figure(result: dict, path: Path) -> None:
-    tasks = [t["task"] for t in result["new_task"]]
+    tasks = new_task_names(result)
     fig, ax = plt.subplots(figsize=(1.3 * len(tasks) + 3, 5.2))
     width = 0.8 / len(NEW_TASK_ROWS)
     for i, (key, label) in enumerate(NEW_TASK_ROWS.items()):
@@ -91,7 +98,7 @@ def write_routing_report(result: dict, out: Path) -> Path:
 
 
 def render_html(result: dict, figures: dict[str, Path]) -> str:
-    tasks = [t["task"] for t in result["new_task"]]
+    tasks = new_task_names(result)
     cost = result["multitask"][0]["overhead"]
     machine = result["machine"]
     provenance = html_table(["what", "value"], [
@@ -110,7 +117,8 @@ def render_html(result: dict, figures: dict[str, Path]) -> str:
 0.85em; }} th, td {{ border: 1px solid #ccc; padding: 0.25em 0.5em; }} img {{ max-width: 100%; }}</style></head>
 <body><h1>Composing the zoo's LoRA adapters ({result['variant']} zoo)</h1>
 <p>Multi-task: the whole library serves every task. New task: each task held out in turn, its own adapter removed
-from the library; accuracy on its test split, normalised by its full expert.</p>
+from the library (a task from a user's task file is held out from the whole library, and left out of the average
+and the count of wins); accuracy on its test split, normalised by its full expert.</p>
 {html_table(MULTITASK_HEADER, multitask_rows(result))}
 {new_task}
 {''.join(html_image(p, n) for n, p in figures.items())}

@@ -4,11 +4,12 @@ tasks the library never saw.
 Multi-task (every adapter in the library): Arrow (top-k chosen on validation), task arithmetic over the LoRA
 updates (λ chosen on validation), PHATGOOSE, Twin-Merging, EMR-Merging and MHR (routing per task learnt on the task's
 train split), beside the LoRA experts each on its own task.
-New task (leave one out): for each task, the library is the other adapters. Zero-shot; Arrow, PHATGOOSE and the
-plain average of the library (no data of the new task); LoraHub, MHR (routing only, and routing with the skills)
-and a LoRA trained from scratch on the same k labelled examples per class of the task's train split; the task's own
-LoRA expert as the ceiling. Everything is judged on test and
-normalised by the task's full expert, as the merge benchmark is.
+New task (leave one out): for each task, the library is the other adapters; a user's `--task-file` task is only
+ever a new task, its library every built-in task's adapter (its experts are trained for the references alone).
+Zero-shot; Arrow, PHATGOOSE and the plain average of the library (no data of the new task); LoraHub, MHR (routing
+only, and routing with the skills) and a LoRA trained from scratch on the same k labelled examples per class of the
+task's train split; the task's own LoRA expert as the ceiling. Everything is judged on test and normalised by the
+task's full expert, as the merge benchmark is.
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def run_routing(variant: str = "full", progress: Report | None = None, zoo_progr
                 kshot_steps: int = KSHOT_STEPS, mhr_steps: int = MHR_MULTITASK_STEPS) -> dict:
     started, code = time.perf_counter(), code_commit()
     report = progress or (lambda *a: None)
-    zoo = build_zoo(variant_named(variant), 1, zoo_progress, task_files)
+    zoo, held_out = library_and_held_out(build_zoo(variant_named(variant), 1, zoo_progress, task_files))
     heads = {t: e.head() for t, e in zoo.experts.items()}
     validation, test = Evaluator(zoo.tasks, heads, "validation"), Evaluator(zoo.tasks, heads, "test")
     report("references", 0, 2, "validation")
@@ -104,10 +105,16 @@ def run_routing(variant: str = "full", progress: Report | None = None, zoo_progr
     multitask.append(scored("mhr", mhr_multitask(zoo, library, heads, test, mhr_steps, cost), test, normalized))
     new_task = [leave_one_out(zoo, library, gates, task, test, test_refs, shots, lorahub, kshot_steps, report)
                 for task in zoo.tasks] if len(zoo.tasks) > 1 else []
+    held_refs = {}
+    if held_out.tasks:  # users' tasks: new to the whole library
+        held_test = Evaluator(held_out.tasks, {t: e.head() for t, e in held_out.experts.items()}, "test")
+        held_refs = reference_scores(held_out, held_test)
+        new_task += [{**leave_one_out(held_out, library, gates, task, held_test, held_refs, shots, lorahub,
+                                      kshot_steps, report), "task_file": True} for task in held_out.tasks]
     return {"taskfuse": __version__, "variant": variant, "code": code, "command": command_line(),
             "machine": machine(), "library": {"experts": library.experts, "modules": len(library.modules),
                                               "parameters": library.parameters_count()},
-            "references": {k: as_dict(v) for k, v in test_refs.items()},
+            "references": {k: as_dict({**v, **held_refs.get(k, {})}) for k, v in test_refs.items()},
             "multitask": multitask, "new_task": new_task, "summary": summarise(new_task, multitask, test_refs),
             "settings": {"arrow_top_k": ARROW_TOP_K, "twin_shared": TWIN_SHARED, "phatgoose": {"top_k": PHATGOOSE_TOP_K, "steps": PHATGOOSE_STEPS}, "twin_rank": TWIN_RANK,
                          "mhr": {"heads": MHR_HEADS, "routing_lr": MHR_ROUTING_LR},
@@ -116,6 +123,16 @@ def run_routing(variant: str = "full", progress: Report | None = None, zoo_progr
                          "mhr_multitask_steps": mhr_steps},
             "seconds": round(time.perf_counter() - started, 1),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def library_and_held_out(zoo: Zoo) -> tuple[Zoo, Zoo]:
+    """The zoo's built-in tasks, whose adapters are the library, and the tasks of users' task files, which are held
+    out from all of it: a user's task is the new task the study exists for, and the built-in rows stay comparable
+    from run to run."""
+    def part(keep: Callable[[str], bool]) -> Zoo:
+        return replace(zoo, tasks={n: t for n, t in zoo.tasks.items() if keep(n)},
+                       experts={n: e for n, e in zoo.experts.items() if keep(n)})
+    return part(lambda name: name in zoo.variant.tasks), part(lambda name: name not in zoo.variant.tasks)
 
 
 def mhr_multitask(zoo: Zoo, library: LoraLibrary, classifiers: dict, test: Evaluator, steps: int,
@@ -227,10 +244,14 @@ def summarise(new_task: list[dict], multitask: list[dict], refs: dict) -> dict:
     lora = mean(s.accuracy / refs["expert"][t].accuracy for t, s in refs["lora_expert"].items())
     out = {"multitask": {r["method"]: r["average"]["normalized"] for r in multitask},
            "lora_experts_normalized": lora}
-    if new_task:
-        methods = list(new_task[0]["normalized"])
-        out["new_task_average_normalized"] = {m: mean(r["normalized"][m] for r in new_task) for m in methods}
-        out["beats_zero_shot"] = {m: sum(r["accuracy"][m] > r["accuracy"]["zero_shot"] for r in new_task)
+    builtin = [r for r in new_task if not r.get("task_file")]  # the averages and counts are the built-in tasks'
+    if builtin:
+        methods = list(builtin[0]["normalized"])
+        out["new_task_average_normalized"] = {m: mean(r["normalized"][m] for r in builtin) for m in methods}
+        out["beats_zero_shot"] = {m: sum(r["accuracy"][m] > r["accuracy"]["zero_shot"] for r in builtin)
                                   for m in ("arrow", "phatgoose", "average", "lorahub", "mhr", "mhr_skills", "kshot_lora")}
-        out["tasks"] = len(new_task)
+        out["tasks"] = len(builtin)
+    files = [r for r in new_task if r.get("task_file")]
+    if files:
+        out["task_file_normalized"] = {r["task"]: r["normalized"] for r in files}
     return out
