@@ -20,25 +20,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from taskfuse import api
-from taskfuse.bench.learned import describe, learned_method
-from taskfuse.bench.learned_over_merge import OverMerge, learn_over_merge, write_start
-from taskfuse.bench.learned_row import TENSOR_RULES, coefficients, summary
+from taskfuse.bench.learned import learned_method
+from taskfuse.bench.learned_over_merge import OVER_MERGE_LR, OverMerge, over_merge_row, scored, write_start
 from taskfuse.bench.provenance import code_commit, command_line, machine
 from taskfuse.bench.references import reference_scores
 from taskfuse.eval.encoder import load_encoder
-from taskfuse.eval.harness import Evaluator, as_dict, mean, normalized
+from taskfuse.eval.harness import Evaluator
 from taskfuse.io.output import staged_output
-from taskfuse.programs.learned_spec import learned_spec
 from taskfuse.zoo.build import build_zoo
 from taskfuse.zoo.recipe import variant_named
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "learned-over-merge"
 BENCH_FULL = HERE / "results" / "bench-full" / "result.json"
-# From a good point a smaller step than aTLAS's 5e-2 (set for learning from Λ = 0); the only rate tried. It is
-# also AdaMerging's own rate here.
-LR = 1e-2
 
 
 def bench_full_choice(method: str) -> dict:
@@ -47,20 +41,13 @@ def bench_full_choice(method: str) -> dict:
     return rows[method]["params"]
 
 
-def scored(scores, experts) -> dict:
-    norm = normalized(scores, experts)
-    return {"test": as_dict(scores), "test_normalized": norm,
-            "average": {"accuracy": mean(s.accuracy for s in scores.values()),
-                        "macro_f1": mean(s.macro_f1 for s in scores.values()), "normalized": mean(norm.values())}}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", default="full")
     parser.add_argument("--over", default="iso_cts", help="the data-free method to start from")
     parser.add_argument("--methods", nargs="+", default=["atlas", "atlas_fewshot", "adamerging_layer"])
     parser.add_argument("--steps", type=int, default=None, help="default: each method's own (100)")
-    parser.add_argument("--lr", type=float, default=LR)
+    parser.add_argument("--lr", type=float, default=OVER_MERGE_LR)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     started, code = time.perf_counter(), code_commit()
@@ -74,25 +61,11 @@ def main() -> None:
         start_spec, start_seconds = write_start(zoo, over, start)
         anchor = {"method": over.method, "params": over.params, "spec": start_spec,
                   "seconds": {"merge": round(start_seconds, 1)}, **scored(test.score(load_encoder(start)), experts)}
-        models = [str(start)] + [str(e.model_dir) for e in zoo.experts.values()]
         for name in args.methods:
             method = learned_method(name, args.steps, args.lr)
             print(f"{name} from {over.method} {over.params}", flush=True)
-            result = learn_over_merge(zoo, method, start, lambda done, total, loss: print(
-                f"  step {done}/{total} loss {loss:.4f}", flush=True) if done % 10 == 0 or done == total else None)
-            spec = learned_spec(result.view, str(zoo.base_dir), models, seed=zoo.variant.recipe.seed,
-                                dtype="float32", tensor_rules=TENSOR_RULES)
-            begun = time.perf_counter()
-            api.merge(spec, Path(work) / f"{name}-merged", threads=None)
-            merge_seconds = time.perf_counter() - begun
-            rows.append({"method": f"{name} over {over.method}", "learning": {**describe(method), "over": over.method,
-                                                                               "over_params": over.params},
-                         "params": summary(method), "data_seen": method.data_seen(zoo),
-                         "losses": [round(x, 5) for x in result.losses],
-                         "seconds": {"learn": round(result.seconds, 1), "merge": round(merge_seconds, 1)},
-                         "memory": result.memory, "coefficients": coefficients(result.view),
-                         "models": ["(merge)", *zoo.experts],
-                         **scored(test.score(load_encoder(Path(work) / f"{name}-merged")), experts)})
+            rows.append(over_merge_row(zoo, method, over, start, test, experts, lambda done, total, loss: print(
+                f"  step {done}/{total} loss {loss:.4f}", flush=True) if done % 10 == 0 or done == total else None))
             print(f"  {rows[-1]['method']}: {100 * rows[-1]['average']['normalized']:.1f} % normalised "
                   f"(the merge it started from: {100 * anchor['average']['normalized']:.1f} %)", flush=True)
     out = {"command": command_line(), "code": code, "machine": machine(), "variant": args.variant,

@@ -58,7 +58,8 @@ def test_experts_beat_or_match_zero_shot_on_their_own_tasks(tiny_bench):
 
 def test_report_files_and_provenance(tiny_bench):
     result, report, _, _ = tiny_bench
-    layer_wise = {f"coefficients_{r['method']}.png" for r in result["learned"] if r["params"].get("coefficients") == "layer"}
+    layer_wise = {f"coefficients_{r['method'].replace(' ', '_')}.png" for r in result["learned"]
+                  if r["params"].get("coefficients") == "layer"}
     assert layer_wise  # the default learned rows include layer-wise ones
     assert {p.name for p in report.iterdir()} == {"result.json", "results.md", "report.html", "normalized_accuracy.png",
                                                   "accuracy_vs_scale.png", MARKER, *layer_wise}

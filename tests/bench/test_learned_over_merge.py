@@ -47,3 +47,23 @@ def test_methods_that_cannot_start_from_a_merge_are_refused():
     for name in ("adamerging_layer_ties", "self_positioning"):
         with pytest.raises(UsageError, match="cannot start from a merge"):
             check_learnable_over_merge(learned_method(name))
+
+
+def test_the_benchmark_learns_its_over_merge_rows_from_the_data_free_row_best_on_validation(tiny_bench, tmp_path):
+    """The rows NAME_over_best start from the data-free row with the best validation score (chosen without test),
+    record that start and the spec that writes it, and learn one coefficient per tensor for it and each expert; the
+    report draws their coefficient maps with the merge as the first column and says where they started."""
+    from taskfuse.bench.learned_over_merge import OVER_MERGE_ROWS
+    result, report, _, _ = tiny_bench
+    best = max(result["methods"], key=lambda m: max(t["validation_normalized"] for t in m["trials"]))
+    rows = [r for r in result["learned"] if "over" in r["learning"]]
+    assert [r["method"] for r in rows] == [f"{OVER_MERGE_ROWS[n]} over {best['method']}" for n in OVER_MERGE_ROWS]
+    for row in rows:
+        assert row["learning"]["over_params"] == best["params"] and row["start_spec"] == best["spec"]
+        assert row["models"] == ["(merge)", *(t["name"] for t in result["tasks"])]
+        assert all(len(w) == 1 + len(result["tasks"]) for w in row["coefficients"].values())
+        assert len(row["losses"]) == row["params"]["steps"] and 0 <= row["average"]["accuracy"] <= 1
+        assert row["params"]["start"] == f"{best['method']} {best['params']}"
+        assert (report / f"coefficients_{row['method'].replace(' ', '_')}.png").exists()
+    html = (report / "report.html").read_text()
+    assert f"started from the {best['method']} merge" in html and "start_spec" in html

@@ -13,20 +13,31 @@ and task arithmetic at scale 1 over [that folder, the experts] with the learned 
 """
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from .. import api
 from ..errors import UsageError
 from ..eval.encoder import load_encoder
+from ..eval.harness import Evaluator, Score, as_dict, mean, normalized
 from ..programs.learn import LearnProgress, learn_coefficients
+from ..programs.learned_spec import learned_spec
 from ..programs.spec_learning import view_over_merge
 from ..zoo.build import Zoo
-from .learned import LearnedMethod, LearnedResult, held_memory, task_streams
+from .learned import LearnedMethod, LearnedResult, describe, held_memory, learned_method, task_streams
+from .learned_row import TENSOR_RULES, coefficients, summary
 from .memory import RssPeak
 from .merging import merge_zoo
+
+# From a good point a smaller step than aTLAS's 5e-2 (set for learning from Λ = 0); the only rate tried. It is
+# also AdaMerging's own rate here.
+OVER_MERGE_LR = 1e-2
+# The benchmark's rows that learn from its best data-free merge: row name → the learned method that continues.
+OVER_MERGE_ROWS = {f"{name}_over_best": name for name in ("atlas", "atlas_fewshot", "adamerging_layer")}
 
 
 @dataclass(frozen=True)
@@ -75,3 +86,52 @@ def _task_vector(folder: Path, theta0: dict) -> dict:
     """One model's θ − θ₀ over the base's floating-point tensors; one model in memory at a time."""
     tuned = load_encoder(folder).state_dict()
     return {n: tuned[n] - theta0[n] for n in theta0 if n in tuned and theta0[n].is_floating_point()}
+
+
+def scored(scores: dict[str, Score], experts: dict[str, Score]) -> dict:
+    """A row's test record: per-task scores, normalised by each task's expert, and their averages."""
+    norm = normalized(scores, experts)
+    return {"test": as_dict(scores), "test_normalized": norm,
+            "average": {"accuracy": mean(s.accuracy for s in scores.values()),
+                        "macro_f1": mean(s.macro_f1 for s in scores.values()), "normalized": mean(norm.values())}}
+
+
+def over_merge_row(zoo: Zoo, method: LearnedMethod, over: OverMerge, start: Path, test: Evaluator,
+                   experts: dict[str, Score], progress: LearnProgress | None = None) -> dict:
+    """`method` learned from the merge written at `start` (write_start of `over`), written through the engine
+    from its replayable spec, and scored on test from the written folder (as every learned row is)."""
+    result = learn_over_merge(zoo, method, start, progress)
+    models = [str(start)] + [str(e.model_dir) for e in zoo.experts.values()]
+    spec = learned_spec(result.view, str(zoo.base_dir), models, seed=zoo.variant.recipe.seed, dtype="float32",
+                        tensor_rules=TENSOR_RULES)
+    with tempfile.TemporaryDirectory(prefix=f"taskfuse-over-{method.name}-") as work:
+        begun = time.perf_counter()
+        api.merge(spec, Path(work) / "merged", threads=None)
+        merge_seconds = time.perf_counter() - begun
+        scores = test.score(load_encoder(Path(work) / "merged"))
+    return {"method": f"{method.name} over {over.method}", "kind": "learned",
+            "learning": {**describe(method), "over": over.method, "over_params": over.params},
+            "params": {**summary(method), "start": f"{over.method} {over.params}"},
+            "data_seen": method.data_seen(zoo), "losses": [round(x, 5) for x in result.losses],
+            "seconds": {"learn": round(result.seconds, 1), "merge": round(merge_seconds, 1)},
+            "memory": result.memory, "coefficients": coefficients(result.view),
+            "models": ["(merge)", *zoo.experts], "tasks": list(zoo.experts), "spec": spec,
+            **scored(scores, experts)}
+
+
+def run_over_merge_rows(zoo: Zoo, over: OverMerge, names: list[str], test: Evaluator, experts: dict[str, Score],
+                        report, steps: int | None = None) -> list[dict]:
+    """The benchmark's rows OVER_MERGE_ROWS[name] for each name, all from one written merge of `over`; each row
+    also carries the spec that writes the start (its first model)."""
+    with tempfile.TemporaryDirectory(prefix="taskfuse-over-merge-") as work:
+        report("learn", 0, 1, f"start: {over.method} {over.params}")
+        start_spec, _ = write_start(zoo, over, Path(work) / "start")
+        rows = []
+        for name in names:
+            method = learned_method(OVER_MERGE_ROWS[name], steps, OVER_MERGE_LR)
+            label = f"{method.name} over {over.method}"
+            rows.append({**over_merge_row(zoo, method, over, Path(work) / "start", test, experts,
+                                          lambda done, total, loss: report("learn", done, total,
+                                                                           f"{label} loss {loss:.4f}")),
+                         "start_spec": start_spec})
+    return rows

@@ -26,9 +26,10 @@ def write_report(result: dict, out: Path) -> Path:
         figures = {n: stage / n for n in FIGURES}
         for row in result.get("learned", []):
             if "*" not in row.get("coefficients", {"*": None}):  # layer-wise: a layer × task map; task-wise Λ is in the table
-                name = f"coefficients_{row['method']}.png"
+                name = f"coefficients_{row['method'].replace(' ', '_')}.png"
                 figures[name] = stage / name
-                coefficient_heatmap(row["coefficients"], [t["name"] for t in result["tasks"]],
+                # a row learned over a merge has the merge's coefficient first ("(merge)"), then the experts'
+                coefficient_heatmap(row["coefficients"], row.get("models", [t["name"] for t in result["tasks"]]),
                                     f"{row['method']}: learned coefficients", figures[name])
         (stage / "report.html").write_text(render_html(result, figures))
     return Path(out)
@@ -91,10 +92,19 @@ def _learned_text(row: dict) -> str:
         return (f"{row['learning']['paper']}; {row['params']['statistics']} statistics of {row['params']['data']} "
                 f"({examples} examples over {len(seen['examples'])} tasks) in {row['seconds']['statistics']} s, "
                 f"merged in {row['seconds']['merge']} s; RSS grew {memory['rss_added_mib']} MiB")
-    return (f"{row['learning']['paper']}; {row['params']['objective']} on {row['params']['data']} "
+    start = (f"; started from the {row['learning']['over']} merge {row['learning']['over_params']} (the data-free "
+             "row best on validation), its coefficient 1 and the experts' 0" if "over" in row["learning"] else "")
+    return (f"{row['learning']['paper']}{start}; {row['params']['objective']} on {row['params']['data']} "
             f"({examples} examples over {len(seen['examples'])} tasks), {row['params']['steps']} steps in "
             f"{row['seconds']['learn']} s; holds base {memory['base_mib']} MiB + task vectors "
             f"{memory['task_vectors_mib']} MiB, RSS grew {memory['rss_added_mib']} MiB while learning")
+
+
+def _replay(row: dict) -> dict:
+    """What replays a learned row: its spec (after the spec that writes its start, for a row learned over a merge;
+    the start's folder is its first model) and its losses."""
+    return {**({"start_spec": row["start_spec"]} if "start_spec" in row else {}), "spec": row["spec"],
+            "losses": row.get("losses")}
 
 
 def render_html(result: dict, figures: dict[str, Path]) -> str:
@@ -109,7 +119,7 @@ def render_html(result: dict, figures: dict[str, Path]) -> str:
         *([f"learned: {r['method']}", _learned_text(r)] for r in result.get("learned", [])),
         *([f"not benchmarked: {k}", v] for k, v in result["excluded"].items())])
     specs = "".join(f"<details><summary>{escape_html(r['method'])} (learned): spec that replays it, losses</summary><pre>"
-                    f"{escape_html(json.dumps({'spec': r['spec'], 'losses': r.get('losses')}, indent=1))}</pre></details>"
+                    f"{escape_html(json.dumps(_replay(r), indent=1))}</pre></details>"
                     for r in result.get("learned", []))
     specs += "".join(f"<details><summary>{escape_html(m['method'])}: spec of the chosen merge and every trial</summary><pre>"
                     f"{escape_html(json.dumps({'spec': m['spec'], 'trials': m['trials']}, indent=1))}</pre></details>"

@@ -14,6 +14,7 @@ from ..eval.harness import Evaluator, Score, as_dict, mean, normalized
 from ..zoo.build import Zoo, ZooProgress, build_zoo
 from ..zoo.recipe import variant_named
 from .learned import LEARNED, learned_method
+from .learned_over_merge import OVER_MERGE_ROWS, OverMerge, run_over_merge_rows
 from .learned_row import run_learned
 from .grid import EXCLUDED, benchmarked_methods, configs
 from .merging import merge_zoo
@@ -34,7 +35,7 @@ DATA_USED = {"merge": "none (data-free rows); learned rows: the validation data 
 
 def run_bench(variant: str = "full", workers: int = 1, task_files: tuple[str, ...] = (),
               progress: BenchProgress | None = None, zoo_progress: ZooProgress | None = None,
-              learned: tuple[str, ...] = (*LEARNED, *STATISTICS_ROWS, *SEARCH_ROWS),
+              learned: tuple[str, ...] = (*LEARNED, *STATISTICS_ROWS, *SEARCH_ROWS, *OVER_MERGE_ROWS),
               trials: TrialPool | None = None) -> dict:
     """Run the benchmark and return everything the report shows, as plain JSON-ready data. The data-free grid's
     trials run on `trials` (a process pool or Ray; default: one after another in this process)."""
@@ -60,7 +61,12 @@ def run_bench(variant: str = "full", workers: int = 1, task_files: tuple[str, ..
                     run_search_row(zoo, SEARCH_ROWS[name], test, test_refs["expert"], report, trials, task_files)
                     if name in SEARCH_ROWS else
                     run_learned(zoo, learned_method(name, zoo.variant.learn_steps), test, test_refs["expert"], report)
-                    for name in learned]
+                    for name in learned if name not in OVER_MERGE_ROWS]
+    over_rows = [name for name in learned if name in OVER_MERGE_ROWS]
+    if over_rows:  # from the data-free row that scored best on validation, merged once for all of them
+        best = max(methods, key=lambda m: max(t["validation_normalized"] for t in m["trials"]))
+        learned_rows += run_over_merge_rows(zoo, OverMerge(best["method"], best["params"]), over_rows, test,
+                                            test_refs["expert"], report, zoo.variant.learn_steps)
     return {
         "taskfuse": __version__, "variant": variant, "seed": zoo.variant.recipe.seed,
         "recipe": zoo.variant.recipe.as_dict(), "data_used": DATA_USED,

@@ -40,9 +40,10 @@ def _bench_reporter(bars):
 
 def learned_names(option: str) -> tuple[str, ...]:
     from ..bench.learned import LEARNED
+    from ..bench.learned_over_merge import OVER_MERGE_ROWS
     from ..bench.search_rows import SEARCH_ROWS
     from ..bench.statistics_rows import STATISTICS_ROWS
-    known = (*LEARNED, *STATISTICS_ROWS, *SEARCH_ROWS)
+    known = (*LEARNED, *STATISTICS_ROWS, *SEARCH_ROWS, *OVER_MERGE_ROWS)
     if option == "all":
         return known
     if option == "none":
@@ -154,7 +155,9 @@ def register(app: typer.Typer, fail) -> None:
                                                         "--pool ray)"),
               task_file: list[Path] = typer.Option([], "--task-file", help="your own .jsonl/.csv task"),
               learned: Optional[str] = typer.Option(None, help="learned rows (AdaMerging, aTLAS, Self "
-                                                    "Positioning, RegMean, Fisher, CMA-ES and random search): "
+                                                    "Positioning, RegMean, Fisher, CMA-ES and random search, and "
+                                                    "aTLAS or AdaMerging started from the best data-free merge: "
+                                                    "NAME_over_best): "
                                                     "'all', 'none' or comma-separated names (default: all with "
                                                     "--full, none otherwise; with --llm: atlas, the default, or "
                                                     "none)"),
