@@ -141,7 +141,8 @@ def register(app: typer.Typer, fail) -> None:
     @app.command()
     def bench(variant: Optional[str] = typer.Option(None, help=VARIANT_HELP + " (default: quick)"),
               full: bool = typer.Option(False, "--full", help="the full benchmark: 8 tasks, every grid point "
-                                        "(67-105 minutes on 2 cores once the experts are cached)"),
+                                        "(67-105 minutes on 2 cores once the experts are cached, before "
+                                        "the three rows learned from a merge: about 16 more)"),
               quick: bool = typer.Option(False, "--quick", help="the default: 4 tasks, fewer examples, two grid "
                                          "points per method (about 10 minutes from an empty cache on 2 cores)"),
               out: Path = typer.Option(Path("out/bench"), help="report folder: created, or replaced if it holds an "
