@@ -14,7 +14,7 @@ from ..eval.harness import Evaluator, Score, as_dict, mean, normalized
 from ..zoo.build import Zoo, ZooProgress, build_zoo
 from ..zoo.recipe import variant_named
 from .learned import LEARNED, learned_method
-from .learned_over_merge import OVER_MERGE_ROWS, OverMerge, run_over_merge_rows
+from .learned_over_merge import OVER_MERGE_ROWS, OverMerge, run_over_merge_rows, scored
 from .learned_row import run_learned
 from .grid import EXCLUDED, benchmarked_methods, configs
 from .merging import merge_zoo
@@ -110,11 +110,8 @@ def _judge_best(zoo: Zoo, method: str, trials: list[dict], test: Evaluator, test
     with tempfile.TemporaryDirectory(prefix=f"taskfuse-bench-{method}-") as work:
         spec, _ = merge_zoo(zoo, method, trials[best]["params"], Path(work) / "best", seed=zoo.variant.recipe.seed)
         scores = test.score(load_encoder(Path(work) / "best"))
-    norm = normalized(scores, test_experts)
     return {"method": method, "params": trials[best]["params"], "spec": spec, "trials": trials,
-            "test": as_dict(scores), "test_normalized": norm,
-            "average": {"accuracy": mean(s.accuracy for s in scores.values()),
-                        "macro_f1": mean(s.macro_f1 for s in scores.values()), "normalized": mean(norm.values())}}
+            **scored(scores, test_experts)}
 
 
 def _task_row(zoo: Zoo, name: str) -> dict:
