@@ -1,7 +1,7 @@
 """`taskfuse merge | plan | methods | demo`, the benchmark's `zoo | eval | bench` (cli/bench.py) and `learn`
 (cli/learn.py), `search` (cli/search.py), `extract-lora` (cli/extract.py), `route`
 (cli/route.py), `convert` (cli/convert.py), `moe` (cli/moe.py),
-`generate` (cli/generate.py)."""
+`generate` (cli/generate.py), `fetch-model` (cli/fetch_model.py)."""
 from __future__ import annotations
 
 import json
@@ -26,6 +26,7 @@ from .convert import register as register_convert_command
 from .generate import register as register_generate_command
 from .moe import register as register_moe_command
 from .extract import register as register_extract_command
+from .fetch_model import register as register_fetch_model_command
 from .learn import register as register_learn_command
 from .route import register as register_route_command
 from .search import register as register_search_command
@@ -219,6 +220,7 @@ register_route_command(app, _fail)
 register_convert_command(app, _fail)
 register_moe_command(app, _fail)
 register_generate_command(app, _fail)
+register_fetch_model_command(app, _fail)
 
 
 def main() -> None:

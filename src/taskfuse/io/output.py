@@ -23,7 +23,7 @@ WRITE_FAILURES = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quot
                   errno.EIO: "the device reported an I/O error", errno.EROFS: "the file system is read-only"}
 KIND_NAMES = {"merge": "merged model", "report": "benchmark report", "expert": "zoo expert", "demo": "demo folder",
               "adapter": "LoRA adapter", "routed": "routed model", "gguf": "GGUF model",
-              "statistics": "model statistics folder"}
+              "statistics": "model statistics folder", "download": "downloaded model"}
 
 
 def written_kind(folder: Path) -> str | None:
