@@ -1,0 +1,39 @@
+"""The weak-to-strong study on tiny real Llamas and a real task: with the large model the small one, fusion finds
+α = 1 and both fusion rows answer exactly as each task's expert does; the report has every row and its cost
+against the large model; a large model with another tokenizer is refused before any training."""
+import json
+
+import pytest
+
+from taskfuse.bench.weak_to_strong import EXPERTS, ROWS, run_weak_to_strong
+from taskfuse.errors import IncompatibleInputsError
+from taskfuse.llm.zoo import Recipe
+from taskfuse.testing.tiny_llm import save_tiny_causal_lm, sentencepiece_tokenizer
+
+RECIPE = Recipe(rank=2, steps=3, batch=2, lr=1e-2)
+
+
+def test_with_the_large_model_the_small_one_fusion_is_the_expert(tmp_path, monkeypatch):
+    monkeypatch.setenv("TASKFUSE_CACHE", str(tmp_path / "cache"))
+    tiny = save_tiny_causal_lm(tmp_path / "tiny", "llama", seed=3)
+    result = run_weak_to_strong(tmp_path / "report", tiny, tiny, ("wordnet_pos",), {"test": 6}, RECIPE,
+                                log=lambda line: None)
+    rows = result["rows"]
+    assert set(rows) == {EXPERTS, ROWS["large"], ROWS["small"], ROWS["proxy"], ROWS["dynamic"]}
+    assert rows[ROWS["proxy"]] == rows[EXPERTS] == rows[ROWS["dynamic"]]
+    assert rows[ROWS["large"]] == rows[ROWS["small"]]
+    assert result["mean_alpha"][ROWS["dynamic"]]["wordnet_pos"] == 1.0
+    assert result["cost_vs_large"][ROWS["large"]] == 1.0 and result["cost_vs_large"][ROWS["dynamic"]] > 0
+    written = json.loads((tmp_path / "report" / "result.json").read_text())
+    assert written["rows"] == rows and "| dynamic logits fusion (task given) |" in \
+        (tmp_path / "report" / "results.md").read_text()
+
+
+def test_a_large_model_with_another_tokenizer_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("TASKFUSE_CACHE", str(tmp_path / "cache"))
+    small = save_tiny_causal_lm(tmp_path / "small", "llama", seed=3)
+    large = save_tiny_causal_lm(tmp_path / "large", "llama", seed=3, tokenizer=sentencepiece_tokenizer())
+    with pytest.raises(IncompatibleInputsError, match="share one tokenizer"):
+        run_weak_to_strong(tmp_path / "report", small, large, ("wordnet_pos",), {"test": 2}, RECIPE,
+                           log=lambda line: None)
+    assert not (tmp_path / "report").exists() and not (tmp_path / "cache" / "llm-experts").exists()
