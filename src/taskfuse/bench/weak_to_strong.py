@@ -10,7 +10,7 @@ and normalised by the small expert's own score:
 - proxy tuning, softmax(z_L + z_E − z_S), and Dynamic Logits Fusion (α per step by two-way KL matching), each told
   the task (its expert alone is offered: the paper's single-task setting);
 - optionally (`multi`), Dynamic Logits Fusion offered every expert at every step, choosing one (the paper's
-  multi-task setting; it holds all experts in memory at once).
+  multi-task setting; it holds every expert at once, each sharing the small model's tensors its LoRA left alone).
 
 Decoding cost is each row's seconds against L's own, on the same questions in the same run.
 """
@@ -21,6 +21,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
+
+import torch
 
 from ..errors import IncompatibleInputsError
 from ..io.output import staged_output
@@ -91,7 +93,7 @@ def run_weak_to_strong(out: Path, small: Path, large: Path, tasks: tuple[str, ..
         timed(name, per_task[key], per_task_seconds[key])
     if multi:
         begun, trace = time.perf_counter(), FusionTrace()
-        everyone = [judge.load_adapter(experts[t.name].adapter) for t in llm_tasks]
+        everyone = [sharing_unchanged(judge.load_adapter(experts[t.name].adapter), small_model) for t in llm_tasks]
         scores = {t.name: asdict(evaluate_combined([large_model, small_model, *everyone],
                                                    combination("dynamic", trace), judge.tok, t, "test"))
                   for t in llm_tasks}
@@ -108,6 +110,20 @@ def run_weak_to_strong(out: Path, small: Path, large: Path, tasks: tuple[str, ..
               "summary": {r: {m: normalised_mean(s, own, m) for m in METRICS} for r, s in rows.items()}}
     write_report(result, out)
     return result
+
+
+@torch.no_grad()
+def sharing_unchanged(expert, small):
+    """`expert` holding `small`'s own tensor wherever its values are the same: a LoRA leaves the embeddings, the
+    output layer and the norms alone, 0.27 B of Qwen2.5-Coder-0.5B's 0.63 B values (1.1 GB in float32 per expert)."""
+    modules = dict(small.named_modules())
+    for name, module in expert.named_modules():
+        for key, tensor in list(module._parameters.items()):
+            theirs = getattr(modules.get(name), key, None)
+            if tensor is not None and isinstance(theirs, torch.nn.Parameter) and theirs.shape == tensor.shape \
+                    and torch.equal(theirs, tensor):
+                module._parameters[key] = theirs
+    return expert
 
 
 def same_tokenizer(small_tok, large_tok, small: Path, large: Path) -> None:
