@@ -33,6 +33,7 @@ from ..llm.fusion import FusionTrace, combination
 from ..llm.tasks import DEFAULT_TASKS, load_llm_task
 from ..llm.zoo import Recipe, build_llm_zoo
 from .provenance import code_commit, command_line, machine
+from .report import commit_text
 
 LARGE, SMALL = "qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"
 LIMITS = {"test": 16}  # per task (the LLM benchmark asks 40): a 1.5B model answers about 6 questions a minute here
@@ -85,7 +86,8 @@ def run_weak_to_strong(out: Path, small: Path, large: Path, tasks: tuple[str, ..
             else:
                 score = evaluate_combined([large_model, small_model, expert], combination(key, trace), judge.tok,
                                           task, "test")
-                alphas.setdefault(ROWS[key], {})[task.name] = mean_alpha(trace)
+                if key == "dynamic":  # proxy tuning's α is 1 throughout
+                    alphas.setdefault(ROWS[key], {})[task.name] = mean_alpha(trace)
             per_task[key][task.name] = asdict(score)
             per_task_seconds[key] += time.perf_counter() - begun
         del expert
@@ -148,21 +150,28 @@ def normalised_mean(scores: dict, own: dict, metric: str = "exact_match") -> flo
     return sum(ratios) / len(ratios) if ratios else 0.0
 
 
-def markdown(result: dict) -> str:
+def table(result: dict) -> str:
+    """Every row's normalised scores, cost and exact match per task, as a Markdown table."""
     tasks = list(result["tasks"])
-    lines = ["# Weak-to-strong decode-time fusion", "",
-             f"`{result['command']}` at {result['code']}, {result['seconds'] / 60:.1f} min on {result['machine']}. "
-             "Normalised = the row's score on a task divided by the small expert's, averaged over the tasks.", "",
-             "| row | normalised EM | normalised LL | decoding cost vs large | " + " | ".join(tasks) + " |",
+    lines = ["| row | normalised EM | normalised LL | decoding cost vs large | " + " | ".join(tasks) + " |",
              "|---|---|---|---|" + "---|" * len(tasks)]
     for row, scores in result["rows"].items():
         summary = result["summary"][row]
         cells = [f"{100 * scores[t]['exact_match']:.0f}" for t in tasks if t in scores]
         lines.append(f"| {row} | {100 * summary['exact_match']:.1f} % | {100 * summary['likelihood_accuracy']:.1f} % "
                      f"| {result['cost_vs_large'][row]:.2f}x | " + " | ".join(cells) + " |")
-    lines += ["", "Per-task cells are exact match in %. Mean α applied by the dynamic rows: "
-              + json.dumps(result["mean_alpha"]), ""]
-    return "\n".join(lines)
+    return "\n".join(lines) + (f"\n\nNormalised: each task's score divided by the small expert's, averaged over the "
+                               f"tasks; per task: exact match in % of {result['limits']['test']} test questions. "
+                               f"`{result['command']}` at {commit_text(result['code'])[:10]}, "
+                               f"{result['seconds'] / 60:.1f} min.\n")
+
+
+def markdown(result: dict) -> str:
+    machine = result["machine"]
+    return "\n".join(["# Weak-to-strong decode-time fusion", "", table(result),
+                      f"Machine: {machine['cpus']} CPUs, {machine.get('processor') or 'CPU not recorded'}, torch "
+                      f"{machine['torch']}, float32 matrix multiply {machine['matmul_gflops']['float32']} GFLOP/s.",
+                      "", "Mean α applied: " + json.dumps(result["mean_alpha"]), ""])
 
 
 def write_report(result: dict, out: Path) -> None:
