@@ -63,10 +63,10 @@ def run_weak_to_strong(out: Path, small: Path, large: Path, tasks: tuple[str, ..
     same_tokenizer(judge.tok, Judge(large, []).tok, small, large)
     experts = build_llm_zoo(small, llm_tasks, recipe, progress=lambda d, t, n: log(f"expert {d}/{t} trained: {n}"))
     zoo_seconds = round(time.perf_counter() - started)
-    rows, seconds, alphas = {}, {}, {}
+    rows, seconds, taken_by, alphas = {}, {}, {}, {}
 
     def timed(row: str, scores: dict, taken: float) -> None:
-        rows[row], seconds[row] = scores, round(taken, 1)
+        rows[row], seconds[row], taken_by[row] = scores, round(taken, 1), taken
         against = f", normalised {100 * normalised_mean(scores, rows[EXPERTS]):.1f} %" if EXPERTS in rows else ""
         log(f"{row}: exact match {100 * mean_score(scores):.1f} %{against} ({seconds[row]} s)")
 
@@ -104,7 +104,8 @@ def run_weak_to_strong(out: Path, small: Path, large: Path, tasks: tuple[str, ..
     own = rows[EXPERTS]
     result = {"command": command_line(), "code": code_commit(), "machine": machine(),
               "seconds": round(time.perf_counter() - started), "zoo_seconds": zoo_seconds, "row_seconds": seconds,
-              "cost_vs_large": {r: round(s / seconds[ROWS["large"]], 2) for r, s in seconds.items()},
+              # from the unrounded seconds: a tiny model answers in less than the 0.1 s they are rounded to
+              "cost_vs_large": {r: round(s / max(taken_by[ROWS["large"]], 1e-9), 2) for r, s in taken_by.items()},
               "models": {"large": str(large), "small": str(small), "provenance": provenance or {}},
               "limits": limits or LIMITS, "recipe": asdict(recipe), "mean_alpha": alphas,
               "tasks": {t.name: {"answers": t.answers, "fingerprint": t.fingerprint()[:16]} for t in llm_tasks},
