@@ -15,6 +15,7 @@ from taskfuse.bench.routing_report import markdown as routing_markdown  # noqa: 
 from taskfuse.bench.table import markdown, task_markdown  # noqa: E402
 from taskfuse.cli.main import methods_markdown  # noqa: E402
 from taskfuse.bench.llm_report import markdown as llm_markdown  # noqa: E402
+from taskfuse.bench.weak_to_strong import table as weak_to_strong_table  # noqa: E402
 
 BENCH_RESULT = ROOT / "benchmarks" / "results" / "bench-full" / "result.json"
 SPEED_RESULT = ROOT / "benchmarks" / "results-2026-11-22-zero-copy.json"
@@ -23,6 +24,7 @@ EXTRACT_RESULT = ROOT / "benchmarks" / "results" / "extract-lora" / "result.json
 LLM_RESULT = ROOT / "benchmarks" / "results" / "bench-llm" / "result.json"
 LLM_ROUTING_RESULT = ROOT / "benchmarks" / "results" / "bench-llm-routing" / "result.json"
 OVER_MERGE_RESULT = ROOT / "benchmarks" / "results" / "learned-over-merge" / "result.json"
+WEAK_TO_STRONG_RESULT = ROOT / "benchmarks" / "results" / "weak-to-strong" / "result.json"
 
 
 def _span(text: str, marker: str) -> tuple[int, int]:
@@ -52,7 +54,9 @@ def generated_blocks() -> list[tuple[Path, str, str]]:
             (ROOT / "docs" / "llm.md", "llm-table", llm_markdown(json.loads(LLM_RESULT.read_text()))),
             (ROOT / "docs" / "llm.md", "llm-routing-table", llm_markdown(json.loads(LLM_ROUTING_RESULT.read_text()))),
             (ROOT / "README.md", "over-merge-table", _over_merge_table()),
-            (ROOT / "docs" / "learned.md", "over-merge-table", _over_merge_table())]
+            (ROOT / "docs" / "learned.md", "over-merge-table", _over_merge_table()),
+            (ROOT / "docs" / "llm.md", "weak-to-strong-table",
+             weak_to_strong_table(json.loads(WEAK_TO_STRONG_RESULT.read_text())))]
 
 
 def _benchmark_script(name: str):

@@ -86,6 +86,11 @@ ROUTING_CODE = ROUTING_CODE + WITHOUT_SUBSPACE
 SIDE_BY_SIDE_CODE = BENCH_CODE + STATISTICS_CODE + ["benchmarks/fusionbench_side_by_side.py"] + WITHOUT_SUBSPACE
 OVER_MERGE_CODE = BENCH_CODE + ["src/taskfuse/bench/learned_over_merge.py", "benchmarks/learned_over_merge.py",
                                  "src/taskfuse/programs/spec_learning.py"]
+# The weak-to-strong study: the LLM benchmark's tasks, judge, zoo and fusion, the opt-in models and their conversion
+WEAK_TO_STRONG_CODE = ["src/taskfuse/llm", "src/taskfuse/eval", "src/taskfuse/io/pypi_model_parts.py",
+                       "src/taskfuse/io/gguf_read.py", "src/taskfuse/io/gguf_header.py", "src/taskfuse/io/gguf_names.py",
+                       "src/taskfuse/io/gguf_tokenizer.py", "src/taskfuse/bench/weak_to_strong.py",
+                       "benchmarks/weak_to_strong.py"]
 RESULTS = [("bench-full", BENCH_CODE + STATISTICS_CODE, "taskfuse bench --full"),
            ("fusionbench-side-by-side", SIDE_BY_SIDE_CODE, "python benchmarks/fusionbench_side_by_side.py"),
            ("gguf-input", GGUF_CODE, "python benchmarks/gguf_input_cost.py"),
@@ -93,7 +98,8 @@ RESULTS = [("bench-full", BENCH_CODE + STATISTICS_CODE, "taskfuse bench --full")
            ("extract-lora", EXTRACT_CODE, "python benchmarks/extract_lora_fidelity.py"),
            ("bench-llm", LLM_CODE, "taskfuse bench --llm"),
            ("bench-llm-routing", LLM_ROUTING_CODE, "taskfuse bench --llm --routing"),
-           ("learned-over-merge", OVER_MERGE_CODE, "python benchmarks/learned_over_merge.py")]
+           ("learned-over-merge", OVER_MERGE_CODE, "python benchmarks/learned_over_merge.py"),
+           ("weak-to-strong", WEAK_TO_STRONG_CODE, "python benchmarks/weak_to_strong.py --accept-unlicensed --multi")]
 
 
 @pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="not a git checkout")
