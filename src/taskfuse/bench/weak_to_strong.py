@@ -9,8 +9,10 @@ and normalised by the small expert's own score:
 - L and S zero-shot; the small experts on their own tasks (the normaliser);
 - proxy tuning, softmax(z_L + z_E − z_S), and Dynamic Logits Fusion (α per step by two-way KL matching), each told
   the task (its expert alone is offered: the paper's single-task setting);
-- optionally (`multi`), Dynamic Logits Fusion offered every expert at every step, choosing one (the paper's
-  multi-task setting; it holds every expert at once, each sharing the small model's tensors its LoRA left alone).
+- optionally (`multi`), the task not given: Dynamic Logits Fusion with the expert a router on the small model's
+  reading of the prompt picks (bench/routed_fusion.py), and Dynamic Logits Fusion offered every expert at every
+  step, choosing one per step (the paper's multi-task setting, our reading of its choice); both hold every expert
+  at once, each sharing the small model's tensors its LoRA left alone.
 
 Decoding cost is each row's seconds against L's own, on the same questions in the same run.
 """
@@ -32,6 +34,7 @@ from ..llm.evaluate import evaluate, evaluate_combined
 from ..llm.fusion import FusionTrace, combination
 from ..llm.tasks import DEFAULT_TASKS, load_llm_task
 from ..llm.zoo import Recipe, build_llm_zoo
+from .routed_fusion import ROUTED_DATA, prompt_router, routed_fusion_scores
 from .provenance import code_commit, command_line, machine
 from .report import commit_text
 
@@ -39,7 +42,9 @@ LARGE, SMALL = "qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"
 LIMITS = {"test": 16}  # per task (the LLM benchmark asks 40): a 1.5B model answers about 6 questions a minute here
 EXPERTS = "small experts (0.5B + LoRA, each on its own task)"
 ROWS = {"large": "large zero-shot (1.5B)", "small": "small zero-shot (0.5B)", "proxy": "proxy tuning (task given)",
-        "dynamic": "dynamic logits fusion (task given)", "multi": "dynamic logits fusion (all experts offered)"}
+        "dynamic": "dynamic logits fusion (task given)",
+        "routed": "dynamic logits fusion (router on the prompt picks the expert)",
+        "multi": "dynamic logits fusion (all experts offered)"}
 METRICS = ("exact_match", "likelihood_accuracy")
 Log = Callable[[str], None]
 
@@ -93,10 +98,20 @@ def run_weak_to_strong(out: Path, small: Path, large: Path, tasks: tuple[str, ..
         del expert
     for key, name in (("experts", EXPERTS), ("proxy", ROWS["proxy"]), ("dynamic", ROWS["dynamic"])):
         timed(name, per_task[key], per_task_seconds[key])
+    routing = {}
     if multi:
+        everyone = {t.name: sharing_unchanged(judge.load_adapter(experts[t.name].adapter), small_model)
+                    for t in llm_tasks}
         begun, trace = time.perf_counter(), FusionTrace()
-        everyone = [sharing_unchanged(judge.load_adapter(experts[t.name].adapter), small_model) for t in llm_tasks]
-        scores = {t.name: asdict(evaluate_combined([large_model, small_model, *everyone],
+        router = prompt_router(small_model, judge.tok, llm_tasks)
+        routing["router_seconds"] = round(time.perf_counter() - begun, 1)
+        scores, routing["test_picks"] = routed_fusion_scores(large_model, small_model, everyone.__getitem__, router,
+                                                             judge.tok, llm_tasks, "dynamic", trace)
+        routing["data_seen"] = ROUTED_DATA
+        timed(ROWS["routed"], scores, time.perf_counter() - begun)
+        alphas[ROWS["routed"]] = {"all": mean_alpha(trace)}
+        begun, trace = time.perf_counter(), FusionTrace()
+        scores = {t.name: asdict(evaluate_combined([large_model, small_model, *everyone.values()],
                                                    combination("dynamic", trace), judge.tok, t, "test"))
                   for t in llm_tasks}
         timed(ROWS["multi"], scores, time.perf_counter() - begun)
@@ -107,7 +122,7 @@ def run_weak_to_strong(out: Path, small: Path, large: Path, tasks: tuple[str, ..
               # from the unrounded seconds: a tiny model answers in less than the 0.1 s they are rounded to
               "cost_vs_large": {r: round(s / max(taken_by[ROWS["large"]], 1e-9), 2) for r, s in taken_by.items()},
               "models": {"large": str(large), "small": str(small), "provenance": provenance or {}},
-              "limits": limits or LIMITS, "recipe": asdict(recipe), "mean_alpha": alphas,
+              "limits": limits or LIMITS, "recipe": asdict(recipe), "mean_alpha": alphas, "routing": routing,
               "tasks": {t.name: {"answers": t.answers, "fingerprint": t.fingerprint()[:16]} for t in llm_tasks},
               "experts": {n: e.record for n, e in experts.items()}, "rows": rows,
               "summary": {r: {m: normalised_mean(s, own, m) for m in METRICS} for r, s in rows.items()}}
