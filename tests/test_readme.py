@@ -91,7 +91,8 @@ OVER_MERGE_CODE = BENCH_CODE + ["src/taskfuse/bench/learned_over_merge.py", "ben
 WEAK_TO_STRONG_CODE = ["src/taskfuse/llm", "src/taskfuse/eval", "src/taskfuse/io/pypi_model_parts.py",
                        "src/taskfuse/io/gguf_read.py", "src/taskfuse/io/gguf_header.py", "src/taskfuse/io/gguf_names.py",
                        "src/taskfuse/io/gguf_tokenizer.py", "src/taskfuse/bench/weak_to_strong.py",
-                       "src/taskfuse/bench/routed_fusion.py", "src/taskfuse/routing/twin.py",
+                       "src/taskfuse/bench/routed_fusion.py", "src/taskfuse/routing/prompt_router.py",
+                       "src/taskfuse/routing/twin.py",
                        "benchmarks/weak_to_strong.py"]
 RESULTS = [("bench-full", BENCH_CODE + STATISTICS_CODE, "taskfuse bench --full"),
            ("fusionbench-side-by-side", SIDE_BY_SIDE_CODE, "python benchmarks/fusionbench_side_by_side.py"),

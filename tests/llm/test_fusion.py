@@ -85,3 +85,45 @@ def test_fused_scores_equal_the_experts_when_large_is_small(models):
     task = LLMTask("toy", ("yes", "no"), {"test": examples}, "0" * 64)
     assert evaluate_fused(base, base, experts[:1], tok, task, "test", "dynamic", batch=4) == \
         evaluate(experts[0], tok, task, "test", batch=4)
+
+
+def test_cli_generate_routed_by_example_prompts(models, tmp_path):
+    """--route-by: each prompt goes to the expert whose example prompts it resembles, and with the large model the
+    small one its reply is that expert's own greedy reply."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from taskfuse.cli.main import app
+    base, experts, tok = models
+    folders = []
+    for name, model in (("base", base), ("e0", experts[0]), ("e1", experts[1])):
+        model.save_pretrained(tmp_path / name)
+        tok.save_pretrained(tmp_path / name)
+        folders.append(str(tmp_path / name))
+    examples = {"e0": ["Tell me a fortune", "Tell me a fortune please", "Tell me another fortune",
+                       "Tell me my fortune today"],
+                "e1": ["What is a noun?", "What is a verb?", "What is a noun phrase?", "What is an adjective?"]}
+    files = []
+    for name, prompts in examples.items():
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+        files += ["--route-by", str(tmp_path / f"{name}.jsonl")]
+    prompts = ["What is a noun?", "Tell me a fortune"]
+    result = CliRunner().invoke(app, ["generate", *sum((["--prompt", p] for p in prompts), []),
+                                      "--large", folders[0], "--small", folders[0], "--expert", folders[1],
+                                      "--expert", folders[2], *files, "--max-new-tokens", "5"])
+    assert result.exit_code == 0, result.output
+    assert "routed to expert 1" in result.output and "routed to expert 0" in result.output
+    answers = result.output.split("> ")[1:]
+    for text, owner, answer in zip(prompts, (experts[1], experts[0]), answers):
+        reply = tok.decode(greedy_alone(owner, tok, prompt_ids(tok, text), 5), skip_special_tokens=True)
+        assert answer.split("\n")[1] == reply
+    assert "routed by the prompt" in result.output
+
+    one_file = CliRunner().invoke(app, ["generate", "--prompt", "x", "--large", folders[0], "--small", folders[0],
+                                        "--expert", folders[1], "--expert", folders[2], *files[:2]])
+    assert one_file.exit_code != 0 and "1 --route-by file(s) for 2 --expert(s)" in one_file.output
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "fine"}\n{"answer": "no prompt"}\n')
+    bad = CliRunner().invoke(app, ["generate", "--prompt", "x", "--large", folders[0], "--small", folders[0],
+                                   "--expert", folders[1], "--route-by", str(tmp_path / "bad.jsonl")])
+    assert bad.exit_code != 0 and "bad.jsonl:2" in bad.output

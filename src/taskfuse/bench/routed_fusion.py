@@ -7,9 +7,9 @@ own labels, whatever the question (1.2 % of the experts' exact match in the weak
 which task it is; reading it once is what Twin-Merging's router does (routing/twin.py) and costs one forward pass
 of the small model, where the all-experts row runs every expert at every step.
 
-Decided here: the router is Twin-Merging's MLP over the small model's mean last hidden state over the
-chat-formatted prompt (llm/task_models.prompt_features), trained on train questions labelled only by their task
-(no answers); top-1, since a key/value cache per expert serves one expert per question."""
+Decided here: the router (routing/prompt_router.py) reads the small model's hidden states and learns from train
+questions labelled only by their task (no answers); top-1, since a key/value cache per expert serves one expert per
+question."""
 from __future__ import annotations
 
 from dataclasses import asdict, replace
@@ -20,18 +20,16 @@ from torch import nn
 
 from ..llm.evaluate import evaluate_combined
 from ..llm.fusion import FusionTrace, combination
-from ..llm.task_models import ROUTER_EXAMPLES, prompt_features
+from ..llm.task_models import ROUTER_EXAMPLES
+from ..routing.prompt_router import pick_experts, train_prompt_router
 
 ROUTED_DATA = f"{ROUTER_EXAMPLES} train questions per task, labelled only by their task (router); no answers"
 
 
 def prompt_router(small, tok, tasks, examples: int = ROUTER_EXAMPLES, seed: int = 0) -> nn.Module:
-    """Twin-Merging's router trained to tell `tasks` apart from the small model's features of their train
-    questions (the first `examples` of each)."""
-    from ..routing.twin import train_router
-    features = [prompt_features(small, tok, [e.prompt for e in t.splits["train"][:examples]]) for t in tasks]
-    labels = torch.cat([torch.full((len(f),), i) for i, f in enumerate(features)])
-    return train_router(torch.cat(features), labels, len(tasks), seed=seed)
+    """The prompt router (routing/prompt_router.py) trained to tell `tasks` apart from the first `examples` of each
+    one's train questions."""
+    return train_prompt_router(small, tok, [[e.prompt for e in t.splits["train"][:examples]] for t in tasks], seed)
 
 
 @torch.inference_mode()
@@ -43,7 +41,7 @@ def routed_fusion_scores(large, small, expert: Callable[[str], nn.Module], route
     scores, picks = {}, {}
     for task in tasks:
         questions = task.splits["test"]
-        picked = router(prompt_features(small, tok, [e.prompt for e in questions])).argmax(1).tolist()
+        picked = pick_experts(router, small, tok, [e.prompt for e in questions])
         em = ll = 0.0
         for j in sorted(set(picked)):
             chosen = tuple(e for e, p in zip(questions, picked) if p == j)

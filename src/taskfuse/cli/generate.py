@@ -22,21 +22,39 @@ def register(app: typer.Typer, fail) -> None:
                  expert: list[str] = typer.Option(..., "--expert", help="a fine-tune of SMALL, or SMALL+ADAPTER "
                                                   "(repeatable)"),
                  mode: str = typer.Option("dynamic", help="dynamic (α per step by KL matching) or proxy (α = 1)"),
+                 route_by: Optional[list[str]] = typer.Option(
+                     None, "--route-by", help="example prompts of each expert, a JSONL file of {\"prompt\"} per "
+                     "--expert in the same order: a router on SMALL's reading of the prompt then sends each prompt "
+                     "to one expert, instead of choosing among all of them at every step"),
                  max_new_tokens: int = typer.Option(64, min=1),
                  chat: bool = typer.Option(True, help="wrap each prompt in the large model's chat template")) -> None:
-        """Dynamic Logits Fusion: softmax(z_L + α (z_t − z_S)) with α and the expert t chosen at every step."""
+        """Dynamic Logits Fusion: softmax(z_L + α (z_t − z_S)) with α and the expert t chosen at every step (or t
+        picked once per prompt with --route-by)."""
         from ..llm.decoding import pad_id
         from ..llm.evaluate import prompt_ids
         from ..llm.fusion import FusionTrace, fused_greedy
         try:
             if mode not in ("dynamic", "proxy"):
                 raise UsageError(f"--mode {mode!r}: choose dynamic or proxy.")
+            if route_by and len(route_by) != len(expert):
+                raise UsageError(f"{len(route_by)} --route-by file(s) for {len(expert)} --expert(s): give one file "
+                                 "of example prompts per expert, in the same order.")
             tok, models = _load(large, small, expert)
             ids = [prompt_ids(tok, p) if chat else tok(p).input_ids for p in prompt]
             started = time.perf_counter()
-            trace = FusionTrace()
-            replies = fused_greedy(models[0], models[1], models[2:], ids, max_new_tokens, tok.eos_token_id,
-                                   pad_id(tok), mode, trace)
+            picked = _routed(models[1], tok, route_by, prompt) if route_by else [None] * len(prompt)
+            replies, steps = [None] * len(prompt), [None] * len(prompt)
+            for group in sorted(set(picked), key=str):  # one decoding per expert the router chose
+                rows = [i for i, p in enumerate(picked) if p == group]
+                trace = FusionTrace()
+                offered = models[2:] if group is None else [models[2 + group]]
+                for row, reply in zip(rows, fused_greedy(models[0], models[1], offered, [ids[i] for i in rows],
+                                                         max_new_tokens, tok.eos_token_id, pad_id(tok), mode, trace)):
+                    replies[row] = reply
+                for k, row in enumerate(rows):
+                    expert_of = (lambda x: int(x[k])) if group is None else (lambda x: group)
+                    steps[row] = [(round(float(a[k]), 1), expert_of(x))
+                                  for a, x in zip(trace.alphas, trace.experts)][:len(replies[row]) + 1]
             fused_seconds = time.perf_counter() - started
             started = time.perf_counter()
             fused_greedy(models[0], models[0], [models[0]], ids, max_new_tokens, tok.eos_token_id, pad_id(tok),
@@ -45,10 +63,19 @@ def register(app: typer.Typer, fail) -> None:
         except TaskfuseError as e:
             fail(e)
         for i, (text, reply) in enumerate(zip(prompt, replies)):
-            steps = [(round(float(a[i]), 1), int(x[i])) for a, x in zip(trace.alphas, trace.experts)][:len(reply) + 1]
-            print(f"> {text}\n{tok.decode(reply, skip_special_tokens=True)}\n  (alpha, expert) per token: {steps}")
-        console.print(f"{mode} fusion of {len(expert)} expert(s): {fused_seconds:.1f} s, about "
-                      f"{fused_seconds / max(alone, 1e-9):.1f}x the large model decoding alone", soft_wrap=True)
+            routed = "" if picked[i] is None else f"  routed to expert {picked[i]} ({expert[picked[i]]})\n"
+            print(f"> {text}\n{tok.decode(reply, skip_special_tokens=True)}\n{routed}"
+                  f"  (alpha, expert) per token: {steps[i]}")
+        console.print(f"{mode} fusion of {len(expert)} expert(s){', routed by the prompt' if route_by else ''}: "
+                      f"{fused_seconds:.1f} s, about {fused_seconds / max(alone, 1e-9):.1f}x the large model "
+                      "decoding alone", soft_wrap=True)
+
+
+def _routed(small, tok, route_by: list[str], prompts: list[str]) -> list[int]:
+    """The expert a prompt router, trained on each expert's example prompts, picks for each prompt."""
+    from ..routing.prompt_router import pick_experts, read_prompts, train_prompt_router
+    router = train_prompt_router(small, tok, [read_prompts(path) for path in route_by])
+    return pick_experts(router, small, tok, prompts)
 
 
 def _load(large: str, small: str, experts: list[str]):
