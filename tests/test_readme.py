@@ -77,12 +77,11 @@ LLM_CODE = BENCH_CODE + ["src/taskfuse/llm", "src/taskfuse/io/adapter.py", "src/
 # `taskfuse bench --llm --routing`: the LLM benchmark's code, and the routers it runs on the LLM's experts
 LLM_ROUTING_CODE = LLM_CODE + ["src/taskfuse/routing/phatgoose.py", "src/taskfuse/routing/mhr.py",
                                "src/taskfuse/bench/routing_rows.py"]
-# The subspace methods (TSV, Iso-C, Iso-CTS) and their SVD helpers: only bench-full's grid, the LLM benchmark's grid
-# and the over-merge study (which starts from Iso-CTS) run them, so the routing study and the FusionBench side by
-# side do not depend on them (a test below checks that neither names them).
+# The subspace methods (TSV, Iso-C, Iso-CTS) and their SVD helpers: bench-full's grid, the LLM benchmark's grid, the
+# over-merge study (which starts from Iso-CTS) and the routing study's calibrated Twin-Merging (shared Iso-CTS) run
+# them; the FusionBench side by side does not depend on them (a test below checks that it does not name them).
 SUBSPACE_METHODS = ["src/taskfuse/methods/tsv.py", "src/taskfuse/methods/iso.py", "src/taskfuse/ops/subspace.py"]
 WITHOUT_SUBSPACE = [f":(exclude){path}" for path in SUBSPACE_METHODS]
-ROUTING_CODE = ROUTING_CODE + WITHOUT_SUBSPACE
 SIDE_BY_SIDE_CODE = BENCH_CODE + STATISTICS_CODE + ["benchmarks/fusionbench_side_by_side.py"] + WITHOUT_SUBSPACE
 OVER_MERGE_CODE = BENCH_CODE + ["src/taskfuse/bench/learned_over_merge.py", "benchmarks/learned_over_merge.py",
                                  "src/taskfuse/programs/spec_learning.py"]
@@ -119,11 +118,9 @@ def test_a_committed_result_is_newer_than_the_code_under_it(folder, code_paths, 
 
 
 def test_the_results_guarded_without_the_subspace_methods_never_run_them():
-    """The routing study and the side by side pick their merges by name: none of their code names TSV or Iso, and
-    only TSV and Iso import the SVD helpers, so a change to those files cannot move their numbers."""
-    runs = [ROOT / "benchmarks" / "fusionbench_side_by_side.py", *(ROOT / "src" / "taskfuse" / "routing").glob("*.py"),
-            *(ROOT / "src" / "taskfuse" / "bench").glob("routing_*.py")]
-    for path in runs:
+    """The side by side picks its merges by name: none of its code names TSV or Iso, and only TSV and Iso import
+    the SVD helpers, so a change to those files cannot move its numbers."""
+    for path in [ROOT / "benchmarks" / "fusionbench_side_by_side.py"]:
         text = path.read_text()
         for name in ('"tsv"', "'tsv'", "iso_c", "IsoC", "Tsv", "ops.subspace", "methods.iso", "methods.tsv"):
             assert name not in text, f"{path.name} names {name}: drop WITHOUT_SUBSPACE from its result's guard"

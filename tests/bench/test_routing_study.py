@@ -41,14 +41,21 @@ def test_every_row_is_scored_on_every_task(routing):
         assert row["lorahub"]["evaluations"] <= 9
     rows = {r["method"]: r for r in result["multitask"]}
     assert list(rows) == ["arrow", "lora_task_arithmetic", "phatgoose", "twin_merging",
-                          "twin_merging_task_given", "emr_merging", "mhr"]
+                          "twin_merging_task_given", "twin_merging_calibrated", "emr_merging", "mhr"]
+    # calibrated Twin-Merging: the temperature with the least held-out loss, the parts' scale validation chose
+    calibrated = rows["twin_merging_calibrated"]
+    losses = calibrated["temperature_validation_loss"]
+    assert losses[calibrated["temperature"]] == min(losses.values())
+    best = max(calibrated["scale_trials"], key=lambda t: t["validation_normalized"])["value"]
+    assert [t["value"] for t in calibrated["scale_trials"]] == [0.0, 0.25, 0.5, 1.0]
+    assert calibrated["chosen"].startswith("shared iso_cts") and calibrated["chosen"].endswith(f"λ {best:g}")
     # each task's routing was learnt from its k-shot examples: it left the uniform start (1/2 per adapter)
     assert set(rows["mhr"]["own_adapter_weight"]) == set(tasks)
     assert all(0 < w < 1 and abs(w - 0.5) > 1e-4 for w in rows["mhr"]["own_adapter_weight"].values())
     assert rows["arrow"]["chosen"] in (1, 2, 3, 4) and len(rows["arrow"]["trials"]) == 4
     # Arrow holds the library's factors and one prototype per adapter and module beyond the base
     assert rows["arrow"]["overhead"]["extra_parameters"] > result["library"]["parameters"] > 0
-    for method in ("arrow", "phatgoose", "twin_merging", "twin_merging_task_given", "mhr"):
+    for method in ("arrow", "phatgoose", "twin_merging", "twin_merging_task_given", "twin_merging_calibrated", "mhr"):
         cost = rows[method]["overhead"]
         assert cost["routed_seconds"] > 0 and cost["latency_ratio"] > 0 and cost["extra_parameters"] > 0
     assert rows["lora_task_arithmetic"]["chosen"] in (0.2, 0.4, 0.6, 0.8, 1.0)

@@ -13,6 +13,7 @@ from torch import nn
 from ..eval.encoder import Encoded, embed_all, encode, load_encoder, load_tokenizer, sentence_embedding
 from ..eval.harness import Evaluator, as_dict, mean
 from ..routing.arrow import ArrowRouter
+from ..routing.calibrated_twin import EXCLUSIVE_SCALES, ScaledTwin, fit_temperature, tempered
 from ..routing.emr import task_models
 from ..routing.library import LoraLibrary
 from ..routing.mhr import adapt, route_mhr, set_task_ids
@@ -23,6 +24,8 @@ from ..zoo.build import Zoo
 from .merging import merge_zoo
 
 TWIN_SHARED = ("task_arithmetic", {"scale": 0.3})  # the paper's shared expert; λ as the full benchmark chose
+# the calibrated row's shared expert: the best data-free merge of the full benchmark, at the scale it chose
+CALIBRATED_TWIN_SHARED = ("iso_cts", {"scale": 4.0})
 TWIN_RANK = 32  # per linear weight and task: 1/12 of MiniLM's 384 hidden dimensions
 PHATGOOSE_TOP_K, PHATGOOSE_STEPS = 2, 100  # the paper's k and gate-training steps
 # MHR: 8 head blocks (MiniLM's 384 and 1536 features split evenly; the paper's best few-shot setting has more heads
@@ -98,17 +101,16 @@ def full_states(zoo: Zoo) -> tuple[dict, dict[str, dict], list[str]]:
     return base.state_dict(), experts, linear
 
 
-def twin_merging(zoo: Zoo, validation: Evaluator, test: Evaluator,
+def twin_merging(zoo: Zoo, validation: Evaluator, test: Evaluator, validation_normalized: Callable[[dict], float],
                  cost: Callable[[nn.Module], dict] | None = None) -> dict[str, dict]:
     """Shared expert: task arithmetic at TWIN_SHARED; exclusive parts at TWIN_RANK. Two rows from one model: the
     paper's, whose router learns from the validation inputs of each task, labelled only by the task they belong to;
     and the same parts served by the task's identity, as EMR-Merging is. A second router, trained on the train
-    splits (about four times the inputs), measures whether the first one's errors come from too little data."""
+    splits (about four times the inputs), measures whether the first one's errors come from too little data. A
+    third row: calibrated_twin (`validation_normalized` scores a model's validation scores)."""
     method, params = TWIN_SHARED
     _, experts, linear = full_states(zoo)
-    with tempfile.TemporaryDirectory(prefix="taskfuse-twin-") as work:
-        merge_zoo(zoo, method, params, Path(work) / "shared", seed=zoo.variant.recipe.seed)
-        shared = load_encoder(Path(work) / "shared")
+    shared = shared_merge(zoo, method, params)
     tasks = list(zoo.tasks)
     features = torch.cat([embed_all(shared, validation.data[t]) for t in tasks])
     labels = torch.cat([torch.full((len(validation.data[t].ids),), i) for i, t in enumerate(tasks)])
@@ -140,7 +142,47 @@ def twin_merging(zoo: Zoo, validation: Evaluator, test: Evaluator,
                   **({"overhead": cost(model)} if cost else {}),
                   "data_seen": "none; the task's identity picks its exclusive part at inference (as EMR-Merging)"}
     model.use_task(None)
-    return {"twin_merging": routed, "twin_merging_task_given": task_given}
+    calibrated = calibrated_twin(zoo, experts, set(linear), train, validation, test, validation_normalized, cost)
+    return {"twin_merging": routed, "twin_merging_task_given": task_given, "twin_merging_calibrated": calibrated}
+
+
+def shared_merge(zoo: Zoo, method: str, params: dict) -> nn.Module:
+    with tempfile.TemporaryDirectory(prefix="taskfuse-twin-") as work:
+        merge_zoo(zoo, method, params, Path(work) / "shared", seed=zoo.variant.recipe.seed)
+        return load_encoder(Path(work) / "shared")
+
+
+def calibrated_twin(zoo: Zoo, experts: dict[str, dict], linear: set[str], train: dict[str, Encoded],
+                    validation: Evaluator, test: Evaluator, validation_normalized: Callable[[dict], float],
+                    cost: Callable[[nn.Module], dict] | None = None) -> dict:
+    """Twin-Merging calibrated for tasks that share their inputs (routing/calibrated_twin.py): shared expert
+    CALIBRATED_TWIN_SHARED, router trained on the train splits' inputs, its temperature fitted on the validation
+    inputs, the exclusive parts' scale chosen on validation."""
+    method, params = CALIBRATED_TWIN_SHARED
+    shared, tasks, seed = shared_merge(zoo, method, params), list(zoo.tasks), zoo.variant.recipe.seed
+    started = time.perf_counter()
+    router = train_router(torch.cat([embed_all(shared, train[t]) for t in tasks]),
+                          torch.cat([torch.full((len(train[t].ids),), i) for i, t in enumerate(tasks)]), len(tasks),
+                          seed=seed)
+    held_out = {t: embed_all(shared, validation.data[t]) for t in tasks}
+    temperature, losses = fit_temperature(router, torch.cat(list(held_out.values())), torch.cat(
+        [torch.full((len(f),), i) for i, f in enumerate(held_out.values())]))
+    library = exclusive_library(shared.state_dict(), experts, linear, TWIN_RANK, f"{method} {params}")
+    model = ScaledTwin(shared, library, tempered(router, temperature))
+    prepared = time.perf_counter() - started
+    trials = []
+    for scale in EXCLUSIVE_SCALES:
+        model.scale = scale
+        trials.append({"value": scale, "validation_normalized": validation_normalized(validation.score(model))})
+    model.scale = max(trials, key=lambda t: t["validation_normalized"])["value"]
+    test_features = {t: embed_all(model.encoder, test.data[t]) for t in tasks}
+    return {"chosen": f"shared {method} {params}, rank {TWIN_RANK}, T {temperature:g}, λ {model.scale:g}",
+            "scores": test.score(model), "temperature": temperature, "temperature_validation_loss": losses,
+            "scale_trials": trials, "router_test_accuracy": routing_accuracy(router, test_features),
+            "seconds_to_prepare": round(prepared, 1), "extra_parameters": library.parameters_count(),
+            **({"overhead": cost(model)} if cost else {}),
+            "data_seen": "train inputs of each task, labelled only by task (router); validation inputs labelled by "
+                         "task (temperature) and validation labels (the parts' scale)"}
 
 
 def routing_accuracy(router: nn.Module, features: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -33,7 +33,7 @@ from ..zoo.build import Zoo, ZooProgress, build_zoo
 from ..zoo.recipe import variant_named
 from ..zoo.train import fine_tune, peft_quietly, prepare_lora
 from .learned import _chosen_rows
-from .routing_rows import (MHR_HEADS, MHR_ROUTING_LR, PHATGOOSE_STEPS, PHATGOOSE_TOP_K, TWIN_RANK, TWIN_SHARED,
+from .routing_rows import (CALIBRATED_TWIN_SHARED, MHR_HEADS, MHR_ROUTING_LR, PHATGOOSE_STEPS, PHATGOOSE_TOP_K, TWIN_RANK, TWIN_SHARED,
                            arrow_encoder, emr_merging, mhr_adapted, phatgoose_encoder, phatgoose_gates, scored,
                            train_data, twin_merging)
 from .provenance import code_commit, command_line, machine
@@ -67,13 +67,15 @@ def run_routing(variant: str = "full", progress: Report | None = None, zoo_progr
     def normalized(scores) -> dict:
         return {t: s.accuracy / experts[t].accuracy for t, s in scores.items()}
 
+    def validation_normalized(scores) -> float:
+        return mean(s.accuracy / val_refs["expert"][t].accuracy for t, s in scores.items())
+
     def choose(name: str, grid, build) -> dict:
         trials = []
         for i, value in enumerate(grid):
             report("multi-task", i, len(grid), f"{name} {value}")
             scores = validation.score(build(value))
-            trials.append({"value": value, "validation_normalized": mean(
-                s.accuracy / val_refs["expert"][t].accuracy for t, s in scores.items())})
+            trials.append({"value": value, "validation_normalized": validation_normalized(scores)})
         best = max(trials, key=lambda t: t["validation_normalized"])
         scores = test.score(build(best["value"]))
         norm = normalized(scores)
@@ -98,7 +100,7 @@ def run_routing(variant: str = "full", progress: Report | None = None, zoo_progr
         test, normalized))
     report("multi-task", 0, 2, "twin-merging")
     multitask += [scored(name, row, test, normalized) for name, row in twin_merging(zoo, validation, test,
-                                                                                     cost).items()]
+                                                                                     validation_normalized, cost).items()]
     report("multi-task", 1, 2, "emr-merging")
     multitask.append(scored("emr_merging", emr_merging(zoo, test), test, normalized))
     report("multi-task", 2, 2, "mhr")
@@ -116,7 +118,7 @@ def run_routing(variant: str = "full", progress: Report | None = None, zoo_progr
                                               "parameters": library.parameters_count()},
             "references": {k: as_dict({**v, **held_refs.get(k, {})}) for k, v in test_refs.items()},
             "multitask": multitask, "new_task": new_task, "summary": summarise(new_task, multitask, test_refs),
-            "settings": {"arrow_top_k": ARROW_TOP_K, "twin_shared": TWIN_SHARED, "phatgoose": {"top_k": PHATGOOSE_TOP_K, "steps": PHATGOOSE_STEPS}, "twin_rank": TWIN_RANK,
+            "settings": {"arrow_top_k": ARROW_TOP_K, "twin_shared": TWIN_SHARED, "calibrated_twin_shared": CALIBRATED_TWIN_SHARED, "phatgoose": {"top_k": PHATGOOSE_TOP_K, "steps": PHATGOOSE_STEPS}, "twin_rank": TWIN_RANK,
                          "mhr": {"heads": MHR_HEADS, "routing_lr": MHR_ROUTING_LR},
                          "new_task_top_k": NEW_TASK_TOP_K, "ta_scales": TA_SCALES,
                          "shots_per_class": shots, "lorahub": asdict(lorahub), "kshot_lora_steps": kshot_steps,
