@@ -1,4 +1,5 @@
 """The docs' claims that can drift: generated tables, the set-up commands, and results newer than their code."""
+import ast
 import importlib.util
 import json
 import shutil
@@ -74,9 +75,11 @@ LLM_CODE = BENCH_CODE + ["src/taskfuse/llm", "src/taskfuse/io/adapter.py", "src/
                          "src/taskfuse/programs/spec_learning.py", "src/taskfuse/programs/text_data.py",
                          "src/taskfuse/routing/arrow.py", "src/taskfuse/routing/library.py",
                          "src/taskfuse/routing/modules.py", "src/taskfuse/routing/emr.py", "src/taskfuse/routing/twin.py"]
-# `taskfuse bench --llm --routing`: the LLM benchmark's code, and the routers it runs on the LLM's experts
-LLM_ROUTING_CODE = LLM_CODE + ["src/taskfuse/routing/phatgoose.py", "src/taskfuse/routing/mhr.py",
-                               "src/taskfuse/bench/routing_rows.py"]
+# `taskfuse bench --llm --routing`: the LLM benchmark's code, and the routers it runs on the LLM's experts. From the
+# encoder routing study's bench/routing_rows.py it takes three settings and nothing else: their values, not the
+# file, are what its numbers depend on (a test below checks them against the result's commit)
+LLM_ROUTING_CODE = LLM_CODE + ["src/taskfuse/routing/phatgoose.py", "src/taskfuse/routing/mhr.py"]
+ROUTING_ROWS_SETTINGS = {"MHR_HEADS", "MHR_ROUTING_LR", "PHATGOOSE_TOP_K"}
 # The subspace methods (TSV, Iso-C, Iso-CTS) and their SVD helpers: bench-full's grid, the LLM benchmark's grid, the
 # over-merge study (which starts from Iso-CTS) and the routing study's calibrated Twin-Merging (shared Iso-CTS) run
 # them; the FusionBench side by side does not depend on them (a test below checks that it does not name them).
@@ -127,3 +130,36 @@ def test_the_results_guarded_without_the_subspace_methods_never_run_them():
     importers = {p.relative_to(ROOT).as_posix() for p in (ROOT / "src").rglob("*.py")
                  if "subspace import" in p.read_text() or "import subspace" in p.read_text()}
     assert importers == set(SUBSPACE_METHODS[:2]), importers
+
+
+def module_settings(source: str) -> dict:
+    """The module-level constants a source file assigns (`A = 1`, `A, B = 1, 2`), by name."""
+    values = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+            pairs = zip(target.elts, value.elts) if isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple) \
+                else [(target, value)]
+            for name, expression in pairs:
+                if isinstance(name, ast.Name):
+                    try:
+                        values[name.id] = ast.literal_eval(expression)
+                    except ValueError:
+                        pass
+    return values
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="not a git checkout")
+def test_the_llm_routing_bench_takes_only_unchanged_settings_from_the_routing_rows():
+    """llm/routed.py imports ROUTING_ROWS_SETTINGS from bench/routing_rows.py and nothing else, and their values are
+    those of the commit the committed bench-llm-routing result was made at."""
+    rows = "src/taskfuse/bench/routing_rows.py"
+    imported = {alias.name for node in ast.walk(ast.parse((ROOT / "src/taskfuse/llm/routed.py").read_text()))
+                if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("routing_rows")
+                for alias in node.names}
+    assert imported == ROUTING_ROWS_SETTINGS, "llm/routed.py takes more from bench/routing_rows.py: guard the file"
+    commit = json.loads((ROOT / "benchmarks/results/bench-llm-routing/result.json").read_text())["code"]["commit"]
+    then, now = module_settings(git("show", f"{commit}:{rows}")), module_settings((ROOT / rows).read_text())
+    for name in ROUTING_ROWS_SETTINGS:
+        assert now[name] == then[name], (f"{name} in {rows} changed after the bench-llm-routing result (at "
+                                         f"{commit[:10]}): rerun `taskfuse bench --llm --routing`")
