@@ -40,7 +40,10 @@ def test_the_router_picks_each_task_and_fusion_with_the_small_model_is_its_exper
         assert scores[task.name]["likelihood_accuracy"] == own[task.name].likelihood_accuracy
         assert scores[task.name]["n"] == 6
     # every question sent to the wordnet_pos expert: fortune_language is now answered by it
-    wrong, picks = routed_fusion_scores(small, small, models.__getitem__, Always(0, 2), judge.tok, tasks)
+    loaded = []
+    wrong, picks = routed_fusion_scores(small, small, lambda name: loaded.append(name) or models[name], Always(0, 2),
+                                        judge.tok, tasks)
+    assert loaded == ["wordnet_pos"]  # an expert no question goes to is never loaded, a picked one once
     assert picks["fortune_language"] == {"wordnet_pos": 1.0}
     crossed = evaluate(models["wordnet_pos"], judge.tok, tasks[1], "test")
     assert wrong["fortune_language"]["likelihood_accuracy"] == crossed.likelihood_accuracy

@@ -24,6 +24,7 @@ def test_with_the_large_model_the_small_one_fusion_is_the_expert(tmp_path, monke
     assert rows[ROWS["proxy"]] == rows[EXPERTS] == rows[ROWS["dynamic"]] == rows[ROWS["multi"]] \
         == rows[ROWS["routed"]]
     assert result["routing"]["test_picks"] == {"wordnet_pos": {"wordnet_pos": 1.0}}
+    assert result["routing"]["experts_loaded"] == 1  # by the routed row: the one expert its router picked
     assert rows[ROWS["large"]] == rows[ROWS["small"]]
     assert result["mean_alpha"][ROWS["dynamic"]]["wordnet_pos"] == 1.0
     assert result["cost_vs_large"][ROWS["large"]] == 1.0 and result["cost_vs_large"][ROWS["dynamic"]] > 0

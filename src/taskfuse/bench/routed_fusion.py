@@ -33,23 +33,33 @@ def prompt_router(small, tok, tasks, examples: int = ROUTER_EXAMPLES, seed: int 
 
 
 @torch.inference_mode()
-def routed_fusion_scores(large, small, expert: Callable[[str], nn.Module], router: nn.Module, tok, tasks,
+def routed_fusion_scores(large, small, load_expert: Callable[[str], nn.Module], router: nn.Module, tok, tasks,
                          mode: str = "dynamic", trace: FusionTrace | None = None) -> tuple[dict, dict]:
-    """Each task's test scores when every question is fused with the expert the router picks for it (`expert`
-    gives the model of a task by name), and per task the share of its questions sent to each expert."""
+    """Each task's test scores when every question is fused with the expert the router picks for it, and per task
+    the share of its questions sent to each expert. `load_expert` gives the model of a task by name; it is called
+    once per expert the router picked, and that expert is let go before the next one is loaded, so the row holds
+    one expert at a time whatever the library's size."""
     names = [t.name for t in tasks]
+    picked = {t.name: pick_experts(router, small, tok, [e.prompt for e in t.splits["test"]]) for t in tasks}
+    matched = {t.name: [0.0, 0.0] for t in tasks}  # exact and likelihood-accurate answers, as counts
+    last = {}
+    for j in sorted(set().union(*picked.values())):
+        expert = load_expert(names[j])
+        for task in tasks:
+            chosen = tuple(e for e, p in zip(task.splits["test"], picked[task.name]) if p == j)
+            if not chosen:
+                continue
+            score = evaluate_combined([large, small, expert], combination(mode, trace), tok,
+                                      replace(task, splits={**task.splits, "test": chosen}), "test")
+            matched[task.name][0] += score.exact_match * len(chosen)  # the subsets' fractions back to counts
+            matched[task.name][1] += (score.likelihood_accuracy or 0.0) * len(chosen)
+            last[task.name] = score
+        del expert
     scores, picks = {}, {}
     for task in tasks:
-        questions = task.splits["test"]
-        picked = pick_experts(router, small, tok, [e.prompt for e in questions])
-        em = ll = 0.0
-        for j in sorted(set(picked)):
-            chosen = tuple(e for e, p in zip(questions, picked) if p == j)
-            score = evaluate_combined([large, small, expert(names[j])], combination(mode, trace), tok,
-                                      replace(task, splits={**task.splits, "test": chosen}), "test")
-            em += score.exact_match * len(chosen)  # the subsets' fractions back to counts
-            ll += score.likelihood_accuracy * len(chosen)
-        scores[task.name] = asdict(replace(score, exact_match=em / len(questions),
-                                           likelihood_accuracy=ll / len(questions), n=len(questions)))
-        picks[task.name] = {names[j]: round(picked.count(j) / len(picked), 3) for j in sorted(set(picked))}
+        n, chosen = len(task.splits["test"]), picked[task.name]
+        em, ll = matched[task.name]
+        likelihood = None if last[task.name].likelihood_accuracy is None else ll / n
+        scores[task.name] = asdict(replace(last[task.name], exact_match=em / n, likelihood_accuracy=likelihood, n=n))
+        picks[task.name] = {names[j]: round(chosen.count(j) / len(chosen), 3) for j in sorted(set(chosen))}
     return scores, picks

@@ -39,25 +39,33 @@ def register(app: typer.Typer, fail) -> None:
             if route_by and len(route_by) != len(expert):
                 raise UsageError(f"{len(route_by)} --route-by file(s) for {len(expert)} --expert(s): give one file "
                                  "of example prompts per expert, in the same order.")
-            tok, models = _load(large, small, expert)
+            examples = _examples(route_by) if route_by else None  # a bad file fails before any model is read
+            tok, large_model, small_model, load_expert = _open(large, small, expert)
             ids = [prompt_ids(tok, p) if chat else tok(p).input_ids for p in prompt]
-            started = time.perf_counter()
-            picked = _routed(models[1], tok, route_by, prompt) if route_by else [None] * len(prompt)
+            # routed, an expert is read only if a prompt goes to it, and let go before the next one: memory holds
+            # one expert whatever the number given. Unrouted, every expert is offered at every step.
+            everyone = None if route_by else [load_expert(i) for i in range(len(expert))]
+            started, loading = time.perf_counter(), 0.0
+            picked = _routed(small_model, tok, examples, prompt) if route_by else [None] * len(prompt)
             replies, steps = [None] * len(prompt), [None] * len(prompt)
             for group in sorted(set(picked), key=str):  # one decoding per expert the router chose
                 rows = [i for i, p in enumerate(picked) if p == group]
-                trace = FusionTrace()
-                offered = models[2:] if group is None else [models[2 + group]]
-                for row, reply in zip(rows, fused_greedy(models[0], models[1], offered, [ids[i] for i in rows],
+                trace, offered = FusionTrace(), everyone
+                if group is not None:
+                    begun = time.perf_counter()
+                    offered = [load_expert(group)]
+                    loading += time.perf_counter() - begun
+                for row, reply in zip(rows, fused_greedy(large_model, small_model, offered, [ids[i] for i in rows],
                                                          max_new_tokens, tok.eos_token_id, pad_id(tok), mode, trace)):
                     replies[row] = reply
+                del offered
                 for k, row in enumerate(rows):
                     expert_of = (lambda x: int(x[k])) if group is None else (lambda x: group)
                     steps[row] = [(round(float(a[k]), 1), expert_of(x))
                                   for a, x in zip(trace.alphas, trace.experts)][:len(replies[row]) + 1]
-            fused_seconds = time.perf_counter() - started
+            fused_seconds = time.perf_counter() - started - loading  # reading experts is not decoding
             started = time.perf_counter()
-            fused_greedy(models[0], models[0], [models[0]], ids, max_new_tokens, tok.eos_token_id, pad_id(tok),
+            fused_greedy(large_model, large_model, [large_model], ids, max_new_tokens, tok.eos_token_id, pad_id(tok),
                          "proxy")  # the same decoding loop with the large model alone, for the cost ratio
             alone = (time.perf_counter() - started) / 3  # that loop ran it three times per step
         except TaskfuseError as e:
@@ -71,24 +79,28 @@ def register(app: typer.Typer, fail) -> None:
                       "decoding alone", soft_wrap=True)
 
 
-def _routed(small, tok, route_by: list[str], prompts: list[str]) -> list[int]:
+def _examples(route_by: list[str]) -> list[list[str]]:
+    from ..routing.prompt_router import read_prompts
+    return [read_prompts(path) for path in route_by]
+
+
+def _routed(small, tok, examples: list[list[str]], prompts: list[str]) -> list[int]:
     """The expert a prompt router, trained on each expert's example prompts, picks for each prompt."""
-    from ..routing.prompt_router import pick_experts, read_prompts, train_prompt_router
-    router = train_prompt_router(small, tok, [read_prompts(path) for path in route_by])
-    return pick_experts(router, small, tok, prompts)
+    from ..routing.prompt_router import pick_experts, train_prompt_router
+    return pick_experts(train_prompt_router(small, tok, examples), small, tok, prompts)
 
 
-def _load(large: str, small: str, experts: list[str]):
-    """Tokenizer and models (large, small, experts...) through taskfuse's readers, so GGUF files and
-    BASE+ADAPTER work as in a spec."""
+def _open(large: str, small: str, experts: list[str]):
+    """Tokenizer, large and small models, and a loader of the i-th expert, through taskfuse's readers, so GGUF files
+    and BASE+ADAPTER work as in a spec. Every checkpoint's header is read first, so a vocabulary mismatch is found
+    before any weights are."""
     from ..io.checkpoint import Checkpoint
     from ..io.transformers_model import load_model, load_tokenizer
-    refs = [large, small, *experts]
-    checkpoints = [Checkpoint.open(r) for r in refs]
+    checkpoints = [Checkpoint.open(r) for r in [large, small, *experts]]
     vocab = {c.config.get("vocab_size") for c in checkpoints if c.config}
     if len(vocab) > 1:
         raise UsageError(f"the models' vocabularies differ ({sorted(vocab)} rows): fusion adds logits token by "
                          "token and needs one tokenizer. Fix: use experts fine-tuned from a model sharing the large "
                          "model's tokenizer.")
     tok = load_tokenizer(checkpoints[0])
-    return tok, [load_model(c) for c in checkpoints]
+    return tok, load_model(checkpoints[0]), load_model(checkpoints[1]), lambda i: load_model(checkpoints[2 + i])
