@@ -27,7 +27,7 @@ def test_route_writes_a_model_that_loads_and_routes_as_in_memory(tmp_path, libra
 
 def test_route_refuses_what_it_cannot_build(tmp_path, library_dirs, bert_family):
     base, adapters = library_dirs
-    assert_user_error(taskfuse("route", "phatgoose", "--base", base, "--adapter", adapters[0], "-o", tmp_path / "x"),
+    assert_user_error(taskfuse("route", "twin", "--base", base, "--adapter", adapters[0], "-o", tmp_path / "x"),
                       "builds arrow")
     assert_user_error(taskfuse("route", "arrow", "--base", bert_family[0], "--adapter", adapters[0],
                                "-o", tmp_path / "x"), "AdapterError", "has no weight")

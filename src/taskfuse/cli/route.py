@@ -1,8 +1,10 @@
-"""`taskfuse route`: a routed model over a library of LoRA adapters (Arrow: no training, no data), saved in the
-routed-model format that `taskfuse.routing.store.load_routed` reads back as a torch module."""
+"""`taskfuse route`: a routed model over a library of LoRA adapters, saved in the routed-model format that
+`taskfuse.routing.store.load_routed` reads back as a torch module. Arrow needs no training and no data; PHATGOOSE
+trains each adapter's gates on that adapter's own text (causal LMs, programs/phatgoose_gates.py)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -14,40 +16,101 @@ console = Console(stderr=True)
 
 def register(app: typer.Typer, fail) -> None:
     @app.command()
-    def route(router: str = typer.Argument(..., help="arrow (training-free per-token routing)"),
+    def route(router: str = typer.Argument(..., help="arrow (training-free per-token routing) or phatgoose (gates "
+                                            "trained on each adapter's --data, then per-token top-k)"),
               base: str = typer.Option(..., help="the base model the adapters were trained on"),
               adapter: list[str] = typer.Option(..., "--adapter", help="a PEFT LoRA adapter directory; repeat "
                                                 "for each adapter of the library (NAME=PATH names it)"),
               out: Path = typer.Option(..., "-o", "--out", help="folder for the routed model (new, empty, or an "
                                        "earlier routed model)"),
-              top_k: int = typer.Option(3, min=1, help="adapters mixed per token"),
-              temperature: float = typer.Option(1.0, help="softmax temperature over the top-k scores")) -> None:
-        """Route each token of BASE to the adapters whose update it aligns with most (Arrow); write the routed
-        model. Load it with taskfuse.routing.store.load_routed(OUT)."""
+              top_k: Optional[int] = typer.Option(None, min=1, help="adapters mixed per token (default: 3 for "
+                                                  "arrow, 2 for phatgoose, as their papers)"),
+              temperature: float = typer.Option(1.0, help="arrow: softmax temperature over the top-k scores"),
+              data: Optional[list[str]] = typer.Option(None, "--data", help="phatgoose: NAME=FILE.jsonl, the text "
+                                                       "an adapter was trained on ({\"text\"} or {\"prompt\", "
+                                                       "\"completion\"} per line), one per --adapter"),
+              steps: int = typer.Option(100, min=1, help="phatgoose: gate-training steps per adapter"),
+              lr: float = typer.Option(1e-3, help="phatgoose: the gates' learning rate")) -> None:
+        """Route each token of BASE to the adapters whose update it aligns with most (Arrow), or whose gates,
+        trained on each adapter's own text, it aligns with most (PHATGOOSE); write the routed model. Load it with
+        taskfuse.routing.store.load_routed(OUT)."""
         from ..io.output import check_output_dir
         from ..routing.arrow import ArrowRouter
         from ..routing.library import LoraLibrary
         from ..routing.modules import route as attach
         from ..routing.store import _load_base, save_routed
         try:
-            if router != "arrow":
-                raise UsageError(f"router {router!r}: `taskfuse route` builds arrow (training-free); PHATGOOSE "
-                                 "gates, Twin-Merging and LoraHub need data and run in `taskfuse bench --routing`.")
+            if router not in ("arrow", "phatgoose"):
+                raise UsageError(f"router {router!r}: `taskfuse route` builds arrow (training-free) and phatgoose "
+                                 "(gates from each adapter's text); Twin-Merging, MHR and LoraHub run in `taskfuse "
+                                 "bench --routing`.")
+            if (router == "phatgoose") != bool(data):
+                raise UsageError("--data is what phatgoose trains its gates on, one NAME=FILE per adapter; arrow "
+                                 "takes none." if data else "phatgoose needs --data NAME=FILE.jsonl for each adapter.")
             if temperature <= 0:
                 raise UsageError(f"--temperature {temperature}: give a positive temperature, e.g. 1.0.")
             check_output_dir(out, "routed")
             named = dict(_named(a) for a in adapter)
             if len(named) != len(adapter):
                 raise UsageError("two adapters share a name: give each a distinct NAME=PATH.")
-            library = LoraLibrary.from_adapters(base, named)
-            model = attach(_load_base(base), library, lambda name, updates, module: ArrowRouter.for_updates(
-                updates, module.in_features, top_k, temperature))
-            save_routed(model, library, "arrow", {"top_k": top_k, "temperature": temperature}, out)
+            if router == "phatgoose":
+                library = _phatgoose(base, named, _named_data(data), out, top_k or 2, steps, lr)
+            else:
+                library = LoraLibrary.from_adapters(base, named)
+                top_k = top_k or 3
+                model = attach(_load_base(base), library, lambda name, updates, module: ArrowRouter.for_updates(
+                    updates, module.in_features, top_k, temperature))
+                save_routed(model, library, "arrow", {"top_k": top_k, "temperature": temperature}, out)
         except TaskfuseError as e:
             fail(e)
-        console.print(f"wrote {out}: Arrow over {len(library.experts)} adapters ({', '.join(library.experts)}), "
+        kind = "PHATGOOSE" if router == "phatgoose" else "Arrow"
+        console.print(f"wrote {out}: {kind} over {len(library.experts)} adapters ({', '.join(library.experts)}), "
                       f"{len(library.modules)} routed modules, +{library.parameters_count()} parameters; load it "
                       "with taskfuse.routing.store.load_routed", soft_wrap=True)
+
+
+def _phatgoose(base: str, adapters: dict[str, str], data: dict[str, str], out: Path, top_k: int, steps: int,
+               lr: float):
+    """Train each adapter's gates on its --data and write the PHATGOOSE model; the library, for the summary."""
+    from ..programs.phatgoose_gates import (GATE_BATCH, causal_lm_loader, data_seen, phatgoose_model,
+                                            read_library_data, tokenizer_of, train_library_gates)
+    from ..routing.library import LoraLibrary
+    from ..routing.store import save_routed
+    from .progress import progress_display
+    if lr <= 0:
+        raise UsageError(f"--lr {lr}: give a positive learning rate, e.g. 1e-3.")
+    load_base = causal_lm_loader(base)
+    library = LoraLibrary.from_adapters(base, adapters)
+    tok = tokenizer_of(base)
+    examples = read_library_data(library, data, tok)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    with progress_display(console) as bars:
+        bar = bars.add_task("", total=steps * len(library.experts), stage="phatgoose gates")
+        done = {}
+
+        def progress(expert: str, step: int, loss: float) -> None:
+            done[expert] = step
+            bars.update(bar, completed=sum(done.values()), description=f"{expert} step {step} loss {loss:.4f}")
+
+        gates, record = train_library_gates(load_base, library, examples, pad, steps, GATE_BATCH, lr,
+                                            progress=progress)
+    model = phatgoose_model(load_base, library, gates, top_k)
+    save_routed(model, library, "phatgoose", {"top_k": top_k}, out,
+                extra={"data_seen": data_seen(examples, steps, GATE_BATCH), "gate_training": record, "lr": lr})
+    return library
+
+
+def _named_data(data: list[str]) -> dict[str, str]:
+    named = {}
+    for spec in data:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"--data {spec!r}: write NAME=FILE.jsonl, NAME the adapter's (as in --adapter "
+                             "NAME=PATH, or its folder's name).")
+        if name in named:
+            raise UsageError(f"--data names {name!r} twice: give one file per adapter.")
+        named[name] = path
+    return named
 
 
 def _named(spec: str) -> tuple[str, str]:

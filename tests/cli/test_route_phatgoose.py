@@ -1,0 +1,71 @@
+"""`taskfuse route phatgoose`: gates trained on each adapter's own text (a real tiny Llama with its tokenizer, real
+fortunes), written as a routed model that loads back and routes; bad data fails before anything is written."""
+import json
+
+import pytest
+import torch
+
+from taskfuse.routing.phatgoose import PhatgooseRouter
+from taskfuse.routing.store import load_routed
+from taskfuse.testing.tiny_llm import fortune_texts, save_tiny_causal_lm
+from tests.cli.test_user_errors import assert_user_error, taskfuse
+from tests.routing.test_arrow import dominant_adapter
+
+
+@pytest.fixture(scope="module")
+def llama_library(tmp_path_factory):
+    """A tiny Llama with a tokenizer, two adapters, and each adapter's text: plain fortunes for one, prompt and
+    completion pairs for the other."""
+    root = tmp_path_factory.mktemp("phatgoose")
+    base = save_tiny_causal_lm(root / "base", "llama", seed=0)
+    adapters = {name: dominant_adapter(base, root / name, seed) for seed, name in enumerate(("quotes", "authors"))}
+    fortunes = [f for f in fortune_texts(200) if 40 < len(f) < 300]
+    (root / "quotes.jsonl").write_text("".join(json.dumps({"text": f}) + "\n" for f in fortunes[:24]))
+    (root / "authors.jsonl").write_text("".join(json.dumps({"prompt": f"Who might say: {f}\n", "completion": "A sage."})
+                                                + "\n" for f in fortunes[24:48]))
+    return base, adapters, root
+
+
+def test_phatgoose_trains_gates_on_each_adapters_text_and_the_model_loads_and_routes(tmp_path, llama_library):
+    base, adapters, root = llama_library
+    done = taskfuse("route", "phatgoose", "--base", base, *[f"--adapter={n}={p}" for n, p in adapters.items()],
+                    "--data", f"quotes={root / 'quotes.jsonl'}", "--data", f"authors={root / 'authors.jsonl'}",
+                    "--steps", "20", "--lr", "1e-2", "-o", tmp_path / "routed")
+    assert done.returncode == 0, done.stderr
+    assert "PHATGOOSE over 2 adapters (quotes, authors)" in " ".join(done.stderr.split())
+    manifest = json.loads((tmp_path / "routed" / "manifest.json").read_text())
+    assert manifest["router"] == "phatgoose" and manifest["router_params"] == {"top_k": 2}
+    assert {n: manifest["data_seen"][n]["examples"] for n in adapters} == {"quotes": 24, "authors": 24}
+    for name in adapters:  # every step's loss recorded; switching a random update off and on lowers it
+        losses = manifest["gate_training"][name]["losses"]
+        assert len(losses) == 20 and all(x == x for x in losses)
+        assert sum(losses[-5:]) < sum(losses[:5]), (name, losses)
+    model = load_routed(tmp_path / "routed")
+    routers = [m for m in model.modules() if isinstance(m, PhatgooseRouter)]
+    assert routers and all(r.top_k == 2 for r in routers)
+    for router in routers:  # each adapter's gate learnt (they start at zero), and differently
+        assert (router.gates.abs().sum(1) > 0).all()
+        assert not torch.equal(router.gates[0], router.gates[1])
+    from transformers import AutoModelForCausalLM
+    ids = torch.randint(0, 300, (2, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        routed, plain = model(input_ids=ids).logits, AutoModelForCausalLM.from_pretrained(base)(input_ids=ids).logits
+    assert torch.isfinite(routed).all() and not torch.allclose(routed, plain, atol=1e-4)
+
+
+def test_phatgoose_refuses_bad_data_before_writing(tmp_path, llama_library, bert_family):
+    base, adapters, root = llama_library
+    both = [f"--adapter={n}={p}" for n, p in adapters.items()]
+    out = tmp_path / "x"
+    assert_user_error(taskfuse("route", "phatgoose", "--base", base, *both, "--data", f"quotes={root / 'quotes.jsonl'}",
+                               "-o", out), "authors have no --data")
+    assert_user_error(taskfuse("route", "phatgoose", "--base", base, *both, "--data", f"quotes={root / 'quotes.jsonl'}",
+                               "--data", f"poems={root / 'quotes.jsonl'}", "-o", out), "--data for poems")
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"prompt": 3}\n')
+    assert_user_error(taskfuse("route", "phatgoose", "--base", base, *both, "--data", f"quotes={tmp_path / 'bad.jsonl'}",
+                               "--data", f"authors={root / 'authors.jsonl'}", "-o", out), "bad.jsonl:2")
+    assert_user_error(taskfuse("route", "phatgoose", "--base", bert_family[0], "--adapter", adapters["quotes"],
+                               "--data", f"quotes={root / 'quotes.jsonl'}", "-o", out), "not a causal LM")
+    assert_user_error(taskfuse("route", "arrow", "--base", base, *both, "--data", f"quotes={root / 'quotes.jsonl'}",
+                               "-o", out), "arrow takes none")
+    assert not out.exists()
