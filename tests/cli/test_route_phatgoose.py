@@ -69,3 +69,33 @@ def test_phatgoose_refuses_bad_data_before_writing(tmp_path, llama_library, bert
     assert_user_error(taskfuse("route", "arrow", "--base", base, *both, "--data", f"quotes={root / 'quotes.jsonl'}",
                                "-o", out), "arrow takes none")
     assert not out.exists()
+
+
+def test_lorahub_writes_the_searched_weighted_sum_as_one_peft_adapter(tmp_path, llama_library):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from taskfuse.routing.library import LoraLibrary
+    from taskfuse.routing.weighted import WeightedMixture
+    base, adapters, root = llama_library
+    done = taskfuse("route", "lorahub", "--base", base, *[f"--adapter={n}={p}" for n, p in adapters.items()],
+                    "--data", root / "authors.jsonl", "--budget", "12", "-o", tmp_path / "hub")
+    assert done.returncode == 0, done.stderr
+    found = json.loads((tmp_path / "hub" / "taskfuse_adapter.json").read_text())["lorahub"]
+    assert found["evaluations"] == 12 and found["data_seen"]["examples"] == 24
+    # the search starts at the base and keeps the best: never worse than the base on the examples
+    assert found["objective"] < found["objective_at_start"] and found["history"] == sorted(found["history"],
+                                                                                             reverse=True)
+    weights = [found["weights"][n] for n in adapters]
+    assert any(weights) and all(abs(w) <= 1.5 for w in weights)
+    ids = torch.randint(0, 300, (2, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        theirs = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), tmp_path / "hub").eval()
+        mixture = WeightedMixture(AutoModelForCausalLM.from_pretrained(base).eval(),
+                                  LoraLibrary.from_adapters(base, adapters))
+        torch.testing.assert_close(theirs(input_ids=ids).logits, mixture.set(weights)(input_ids=ids).logits,
+                                   rtol=1e-4, atol=1e-4)
+    assert_user_error(taskfuse("route", "lorahub", "--base", base, "--adapter", adapters["quotes"], "--data",
+                               root / "authors.jsonl", "--data", root / "quotes.jsonl", "-o", tmp_path / "y"),
+                      "one --data FILE.jsonl")
+    assert not (tmp_path / "y").exists()

@@ -16,43 +16,55 @@ console = Console(stderr=True)
 
 def register(app: typer.Typer, fail) -> None:
     @app.command()
-    def route(router: str = typer.Argument(..., help="arrow (training-free per-token routing) or phatgoose (gates "
-                                            "trained on each adapter's --data, then per-token top-k)"),
+    def route(router: str = typer.Argument(..., help="arrow (training-free per-token routing), phatgoose (gates "
+                                            "trained on each adapter's --data, then per-token top-k) or lorahub "
+                                            "(one weight per adapter searched on a new task's examples, written "
+                                            "as one PEFT adapter)"),
               base: str = typer.Option(..., help="the base model the adapters were trained on"),
               adapter: list[str] = typer.Option(..., "--adapter", help="a PEFT LoRA adapter directory; repeat "
                                                 "for each adapter of the library (NAME=PATH names it)"),
-              out: Path = typer.Option(..., "-o", "--out", help="folder for the routed model (new, empty, or an "
-                                       "earlier routed model)"),
+              out: Path = typer.Option(..., "-o", "--out", help="folder for the routed model, or lorahub's adapter "
+                                       "(new, empty, or an earlier output of the same kind)"),
               top_k: Optional[int] = typer.Option(None, min=1, help="adapters mixed per token (default: 3 for "
                                                   "arrow, 2 for phatgoose, as their papers)"),
               temperature: float = typer.Option(1.0, help="arrow: softmax temperature over the top-k scores"),
               data: Optional[list[str]] = typer.Option(None, "--data", help="phatgoose: NAME=FILE.jsonl, the text "
                                                        "an adapter was trained on ({\"text\"} or {\"prompt\", "
-                                                       "\"completion\"} per line), one per --adapter"),
+                                                       "\"completion\"} per line), one per --adapter; lorahub: "
+                                                       "one FILE.jsonl of the new task's examples"),
+              budget: int = typer.Option(40, min=2, help="lorahub: loss evaluations of the search (the paper's 40)"),
+              l1: float = typer.Option(0.05, min=0, help="lorahub: penalty on Σ|weight| (the paper's 0.05)"),
               steps: int = typer.Option(100, min=1, help="phatgoose: gate-training steps per adapter"),
               lr: float = typer.Option(1e-3, help="phatgoose: the gates' learning rate")) -> None:
         """Route each token of BASE to the adapters whose update it aligns with most (Arrow), or whose gates,
-        trained on each adapter's own text, it aligns with most (PHATGOOSE); write the routed model. Load it with
-        taskfuse.routing.store.load_routed(OUT)."""
+        trained on each adapter's own text, it aligns with most (PHATGOOSE), and write the routed model (load it
+        with taskfuse.routing.store.load_routed(OUT)); or weigh the adapters for a new task from its examples
+        (LoraHub) and write one PEFT adapter."""
         from ..io.output import check_output_dir
         from ..routing.arrow import ArrowRouter
         from ..routing.library import LoraLibrary
         from ..routing.modules import route as attach
         from ..routing.store import _load_base, save_routed
         try:
-            if router not in ("arrow", "phatgoose"):
-                raise UsageError(f"router {router!r}: `taskfuse route` builds arrow (training-free) and phatgoose "
-                                 "(gates from each adapter's text); Twin-Merging, MHR and LoraHub run in `taskfuse "
-                                 "bench --routing`.")
-            if (router == "phatgoose") != bool(data):
-                raise UsageError("--data is what phatgoose trains its gates on, one NAME=FILE per adapter; arrow "
-                                 "takes none." if data else "phatgoose needs --data NAME=FILE.jsonl for each adapter.")
+            if router not in ("arrow", "phatgoose", "lorahub"):
+                raise UsageError(f"router {router!r}: `taskfuse route` builds arrow (training-free), phatgoose "
+                                 "(gates from each adapter's text) and lorahub (weights from a new task's examples); "
+                                 "Twin-Merging and MHR run in `taskfuse bench --routing`.")
+            if router == "arrow" and data:
+                raise UsageError("--data is what phatgoose and lorahub learn from; arrow takes none.")
+            if router != "arrow" and not data:
+                raise UsageError(f"{router} needs --data: " + ("NAME=FILE.jsonl for each adapter." if
+                                                              router == "phatgoose" else "the new task's examples, "
+                                                              "one FILE.jsonl."))
             if temperature <= 0:
                 raise UsageError(f"--temperature {temperature}: give a positive temperature, e.g. 1.0.")
-            check_output_dir(out, "routed")
             named = dict(_named(a) for a in adapter)
             if len(named) != len(adapter):
                 raise UsageError("two adapters share a name: give each a distinct NAME=PATH.")
+            if router == "lorahub":  # an adapter, not a routed model: it checks its own output folder
+                _lorahub(base, named, data, out, budget, l1)
+                return
+            check_output_dir(out, "routed")
             if router == "phatgoose":
                 library = _phatgoose(base, named, _named_data(data), out, top_k or 2, steps, lr)
             else:
@@ -72,8 +84,8 @@ def register(app: typer.Typer, fail) -> None:
 def _phatgoose(base: str, adapters: dict[str, str], data: dict[str, str], out: Path, top_k: int, steps: int,
                lr: float):
     """Train each adapter's gates on its --data and write the PHATGOOSE model; the library, for the summary."""
-    from ..programs.phatgoose_gates import (GATE_BATCH, causal_lm_loader, data_seen, phatgoose_model,
-                                            read_library_data, tokenizer_of, train_library_gates)
+    from ..programs.library_text import causal_lm_loader, pad_id, tokenizer_of
+    from ..programs.phatgoose_gates import GATE_BATCH, data_seen, phatgoose_model, read_library_data, train_library_gates
     from ..routing.library import LoraLibrary
     from ..routing.store import save_routed
     from .progress import progress_display
@@ -83,7 +95,6 @@ def _phatgoose(base: str, adapters: dict[str, str], data: dict[str, str], out: P
     library = LoraLibrary.from_adapters(base, adapters)
     tok = tokenizer_of(base)
     examples = read_library_data(library, data, tok)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     with progress_display(console) as bars:
         bar = bars.add_task("", total=steps * len(library.experts), stage="phatgoose gates")
         done = {}
@@ -92,12 +103,29 @@ def _phatgoose(base: str, adapters: dict[str, str], data: dict[str, str], out: P
             done[expert] = step
             bars.update(bar, completed=sum(done.values()), description=f"{expert} step {step} loss {loss:.4f}")
 
-        gates, record = train_library_gates(load_base, library, examples, pad, steps, GATE_BATCH, lr,
+        gates, record = train_library_gates(load_base, library, examples, pad_id(tok), steps, GATE_BATCH, lr,
                                             progress=progress)
     model = phatgoose_model(load_base, library, gates, top_k)
     save_routed(model, library, "phatgoose", {"top_k": top_k}, out,
                 extra={"data_seen": data_seen(examples, steps, GATE_BATCH), "gate_training": record, "lr": lr})
     return library
+
+
+def _lorahub(base: str, adapters: dict[str, str], data: list[str], out: Path, budget: int, l1: float) -> None:
+    from ..programs.lorahub_adapter import lorahub_adapter
+    from ..routing.lorahub import LoraHubSearch
+    from .progress import progress_display
+    if len(data) != 1:
+        raise UsageError(f"lorahub learns from one task's examples: give one --data FILE.jsonl, not {len(data)}.")
+    with progress_display(console) as bars:
+        bar = bars.add_task("", total=budget, stage="lorahub search")
+        report = lorahub_adapter(base, adapters, data[0], out, LoraHubSearch(budget=budget, l1=l1),
+                                 lambda done, loss: bars.update(bar, completed=done, description=f"loss {loss:.4f}"))
+    found = report["lorahub"]
+    weights = ", ".join(f"{name} {w:+.3f}" for name, w in found["weights"].items())
+    console.print(f"wrote the adapter {out}: LoraHub weights {weights}; objective {found['objective']:.4f} against "
+                  f"{found['objective_at_start']:.4f} for the base, {found['evaluations']} evaluations. Load it with "
+                  "PeftModel.from_pretrained(base, OUT)", soft_wrap=True)
 
 
 def _named_data(data: list[str]) -> dict[str, str]:

@@ -26,8 +26,9 @@ REPORT = "taskfuse_adapter.json"
 LINEAR_METHODS = ("task_arithmetic", "linear")
 
 
-def merge_to_adapter(spec, out: str | Path, rule: RankRule | None = None) -> dict:
-    """Write the merge `spec` describes as an adapter folder `out`; returns what is recorded in its report."""
+def merge_to_adapter(spec, out: str | Path, rule: RankRule | None = None, extra: dict | None = None) -> dict:
+    """Write the merge `spec` describes as an adapter folder `out`; returns what is recorded in its report (with
+    `extra`, e.g. how the weights were found, where the adapter is exact)."""
     from .. import api
     from ..plan.planner import build_plan
     merge_spec = api.as_spec(spec)
@@ -53,7 +54,7 @@ def merge_to_adapter(spec, out: str | Path, rule: RankRule | None = None) -> dic
     tensors, config = adapter.finish(merge_spec.base, {n: base.read(n) for n in base.tensors
                                                        if n.rpartition(".")[0] in adapter.siblings_needed()})
     report = {"spec": merge_spec.model_dump(mode="json"), "exact": True,
-              "ranks": adapter.ranks, "saved_whole": sorted(adapter.whole)}
+              "ranks": adapter.ranks, "saved_whole": sorted(adapter.whole), **(extra or {})}
     write_adapter(out, tensors, config, REPORT, report)
     return {**report, "report_file": REPORT}
 
