@@ -19,7 +19,8 @@ def register(app: typer.Typer, fail) -> None:
     def route(router: str = typer.Argument(..., help="arrow (training-free per-token routing), phatgoose (gates "
                                             "trained on each adapter's --data, then per-token top-k) or lorahub "
                                             "(one weight per adapter searched on a new task's examples, written "
-                                            "as one PEFT adapter)"),
+                                            "as one PEFT adapter) or mhr (per head block routing adapted to a new "
+                                            "task's examples)"),
               base: str = typer.Option(..., help="the base model the adapters were trained on"),
               adapter: list[str] = typer.Option(..., "--adapter", help="a PEFT LoRA adapter directory; repeat "
                                                 "for each adapter of the library (NAME=PATH names it)"),
@@ -30,11 +31,15 @@ def register(app: typer.Typer, fail) -> None:
               temperature: float = typer.Option(1.0, help="arrow: softmax temperature over the top-k scores"),
               data: Optional[list[str]] = typer.Option(None, "--data", help="phatgoose: NAME=FILE.jsonl, the text "
                                                        "an adapter was trained on ({\"text\"} or {\"prompt\", "
-                                                       "\"completion\"} per line), one per --adapter; lorahub: "
-                                                       "one FILE.jsonl of the new task's examples"),
+                                                       "\"completion\"} per line), one per --adapter; lorahub and "
+                                                       "mhr: one FILE.jsonl of the new task's examples"),
               budget: int = typer.Option(40, min=2, help="lorahub: loss evaluations of the search (the paper's 40)"),
               l1: float = typer.Option(0.05, min=0, help="lorahub: penalty on Σ|weight| (the paper's 0.05)"),
-              steps: int = typer.Option(100, min=1, help="phatgoose: gate-training steps per adapter"),
+              steps: Optional[int] = typer.Option(None, min=1, help="phatgoose: gate-training steps per adapter "
+                                                  "(default 100); mhr: adaptation steps (default 40)"),
+              heads: int = typer.Option(8, min=1, help="mhr: head blocks each module's mixture is routed over"),
+              skills: bool = typer.Option(False, "--skills", help="mhr: the adapters' factors learn too (Poly's "
+                                          "fine-tuning), not only the routing"),
               lr: float = typer.Option(1e-3, help="phatgoose: the gates' learning rate")) -> None:
         """Route each token of BASE to the adapters whose update it aligns with most (Arrow), or whose gates,
         trained on each adapter's own text, it aligns with most (PHATGOOSE), and write the routed model (load it
@@ -46,10 +51,10 @@ def register(app: typer.Typer, fail) -> None:
         from ..routing.modules import route as attach
         from ..routing.store import _load_base, save_routed
         try:
-            if router not in ("arrow", "phatgoose", "lorahub"):
+            if router not in ("arrow", "phatgoose", "lorahub", "mhr"):
                 raise UsageError(f"router {router!r}: `taskfuse route` builds arrow (training-free), phatgoose "
-                                 "(gates from each adapter's text) and lorahub (weights from a new task's examples); "
-                                 "Twin-Merging and MHR run in `taskfuse bench --routing`.")
+                                 "(gates from each adapter's text), lorahub and mhr (from a new task's examples); "
+                                 "Twin-Merging runs in `taskfuse bench --routing`.")
             if router == "arrow" and data:
                 raise UsageError("--data is what phatgoose and lorahub learn from; arrow takes none.")
             if router != "arrow" and not data:
@@ -62,11 +67,13 @@ def register(app: typer.Typer, fail) -> None:
             if len(named) != len(adapter):
                 raise UsageError("two adapters share a name: give each a distinct NAME=PATH.")
             if router == "lorahub":  # an adapter, not a routed model: it checks its own output folder
-                _lorahub(base, named, data, out, budget, l1)
+                _lorahub(base, named, _one(data, router), out, budget, l1)
                 return
             check_output_dir(out, "routed")
             if router == "phatgoose":
-                library = _phatgoose(base, named, _named_data(data), out, top_k or 2, steps, lr)
+                library = _phatgoose(base, named, _named_data(data), out, top_k or 2, steps or 100, lr)
+            elif router == "mhr":
+                library = _mhr(base, named, _one(data, router), out, steps or 40, heads, skills)
             else:
                 library = LoraLibrary.from_adapters(base, named)
                 top_k = top_k or 3
@@ -75,7 +82,7 @@ def register(app: typer.Typer, fail) -> None:
                 save_routed(model, library, "arrow", {"top_k": top_k, "temperature": temperature}, out)
         except TaskfuseError as e:
             fail(e)
-        kind = "PHATGOOSE" if router == "phatgoose" else "Arrow"
+        kind = {"phatgoose": "PHATGOOSE", "mhr": "MHR adapted to the new task", "arrow": "Arrow"}[router]
         console.print(f"wrote {out}: {kind} over {len(library.experts)} adapters ({', '.join(library.experts)}), "
                       f"{len(library.modules)} routed modules, +{library.parameters_count()} parameters; load it "
                       "with taskfuse.routing.store.load_routed", soft_wrap=True)
@@ -111,15 +118,38 @@ def _phatgoose(base: str, adapters: dict[str, str], data: dict[str, str], out: P
     return library
 
 
-def _lorahub(base: str, adapters: dict[str, str], data: list[str], out: Path, budget: int, l1: float) -> None:
+def _one(data: list[str], router: str) -> str:
+    if len(data) != 1:
+        raise UsageError(f"{router} learns from one new task's examples: give one --data FILE.jsonl, not "
+                         f"{len(data)}.")
+    return data[0]
+
+
+def _mhr(base: str, adapters: dict[str, str], data: str, out: Path, steps: int, heads: int, skills: bool):
+    """Adapt MHR's routing (and with `skills` the factors) to the new task's examples and write the routed model."""
+    from ..programs.library_text import causal_lm_loader, tokenizer_of
+    from ..programs.mhr_new_task import adapted_mhr
+    from ..routing.library import LoraLibrary
+    from ..routing.store import save_routed
+    from .progress import progress_display
+    load_base = causal_lm_loader(base)
+    library = LoraLibrary.from_adapters(base, adapters)
+    with progress_display(console) as bars:
+        bar = bars.add_task("", total=steps, stage="mhr adaptation")
+        model, record = adapted_mhr(load_base, library, tokenizer_of(base), data, steps, heads, skills,
+                                    progress=lambda done, loss: bars.update(bar, completed=done,
+                                                                            description=f"loss {loss:.4f}"))
+    save_routed(model, library, "mhr", {"heads": heads, "tasks": 1}, out, extra=record)
+    return library
+
+
+def _lorahub(base: str, adapters: dict[str, str], data: str, out: Path, budget: int, l1: float) -> None:
     from ..programs.lorahub_adapter import lorahub_adapter
     from ..routing.lorahub import LoraHubSearch
     from .progress import progress_display
-    if len(data) != 1:
-        raise UsageError(f"lorahub learns from one task's examples: give one --data FILE.jsonl, not {len(data)}.")
     with progress_display(console) as bars:
         bar = bars.add_task("", total=budget, stage="lorahub search")
-        report = lorahub_adapter(base, adapters, data[0], out, LoraHubSearch(budget=budget, l1=l1),
+        report = lorahub_adapter(base, adapters, data, out, LoraHubSearch(budget=budget, l1=l1),
                                  lambda done, loss: bars.update(bar, completed=done, description=f"loss {loss:.4f}"))
     found = report["lorahub"]
     weights = ", ".join(f"{name} {w:+.3f}" for name, w in found["weights"].items())

@@ -1,4 +1,4 @@
-"""`taskfuse route phatgoose`: gates trained on each adapter's own text (a real tiny Llama with its tokenizer, real
+"""`taskfuse route phatgoose|lorahub|mhr`: composition learnt from text (a real tiny Llama with its
 fortunes), written as a routed model that loads back and routes; bad data fails before anything is written."""
 import json
 
@@ -99,3 +99,34 @@ def test_lorahub_writes_the_searched_weighted_sum_as_one_peft_adapter(tmp_path, 
                                root / "authors.jsonl", "--data", root / "quotes.jsonl", "-o", tmp_path / "y"),
                       "one --data FILE.jsonl")
     assert not (tmp_path / "y").exists()
+
+
+@pytest.mark.parametrize("skills", [False, True])
+def test_mhr_adapts_to_a_new_tasks_examples_and_loads_back(tmp_path, llama_library, skills):
+    from transformers import AutoModelForCausalLM
+
+    from taskfuse.routing.library import LoraLibrary
+    from taskfuse.routing.mhr import mhr_modules, route_mhr
+    base, adapters, root = llama_library
+    done = taskfuse("route", "mhr", "--base", base, *[f"--adapter={n}={p}" for n, p in adapters.items()],
+                    "--data", root / "authors.jsonl", "--steps", "15", *(["--skills"] if skills else []),
+                    "-o", tmp_path / "mhr")
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((tmp_path / "mhr" / "manifest.json").read_text())
+    assert manifest["router_params"] == {"heads": 8, "tasks": 1}
+    assert manifest["adaptation"]["learnt"] == ("routing and skills" if skills else "routing")
+    losses = manifest["adaptation"]["losses"]
+    assert len(losses) == 15 and all(x == x for x in losses)
+    if skills:  # the factors fit the examples; routing alone only remixes random updates (and samples while it learns)
+        assert sum(losses[-5:]) < sum(losses[:5]), losses
+    model = load_routed(tmp_path / "mhr")
+    fresh = route_mhr(AutoModelForCausalLM.from_pretrained(base), LoraLibrary.from_adapters(base, adapters), 8)
+    for loaded, start in zip(mhr_modules(model), mhr_modules(fresh)):
+        assert not torch.equal(loaded.logits, start.logits)  # the routing learnt (it starts at zero)
+        assert torch.equal(loaded.skill_a, start.skill_a) != skills  # the factors learnt only with --skills
+    ids = torch.randint(0, 300, (2, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.isfinite(model(input_ids=ids).logits).all()
+    assert_user_error(taskfuse("route", "mhr", "--base", base, "--adapter", adapters["quotes"], "-o", tmp_path / "z"),
+                      "mhr needs --data")
+    assert not (tmp_path / "z").exists()

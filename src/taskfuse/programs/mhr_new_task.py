@@ -1,0 +1,56 @@
+"""MHR / Poly for a new task on a user's causal-LM LoRA library (`taskfuse route mhr`): every adapted module mixes
+the adapters' factors per head block (routing/mhr.py), and the mixing logits of one new task learn from a few of
+its examples, with everything else frozen (MHR-z); with `skills`, the adapters' factors learn too (Poly's and MHR's
+full few-shot fine-tuning: the routing study's best row for a new task, docs/adapters.md).
+
+The examples are a JSONL file in the format `taskfuse learn --spec` reads. Decided here: the routing study's 8 head
+blocks and routing learning rate 0.1 (bench/routing_rows.py), the factors' rate 10⁻³ (the LLM zoo's LoRA rate),
+40 steps of 8 examples (the study's few-shot budget)."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..bench.routing_rows import MHR_HEADS, MHR_ROUTING_LR
+from ..errors import UsageError
+from ..llm.routed import reply_answer_loss
+from ..routing.library import LoraLibrary
+from ..routing.mhr import adapt, route_mhr, use_task
+from .library_text import endless_batches, pad_id
+from .text_data import read_examples
+
+MHR_STEPS, MHR_BATCH, SKILLS_LR = 40, 8, 1e-3
+
+
+def adapted_mhr(load_base: Callable[[], nn.Module], library: LoraLibrary, tok, data: str | Path,
+                steps: int = MHR_STEPS, heads: int = MHR_HEADS, skills: bool = False,
+                progress: Callable[[int, float], None] | None = None) -> tuple[nn.Module, dict]:
+    """The base with MHR over `library`, its one task's routing (and with `skills` the factors) adapted to `data`;
+    and what it saw and how it learnt."""
+    examples = read_examples(data, tok, labelled=True)
+    model = route_mhr(load_base(), library, heads, tasks=1)
+    use_task(model, 0)
+    losses: list[float] = []
+
+    def loss(m, ids, mask, labels):
+        value = reply_answer_loss(m, ids, mask, labels)
+        if not torch.isfinite(value):
+            raise UsageError(f"MHR adaptation on {data}: the loss became {value.item()} at step {len(losses) + 1}. "
+                             "Fix: check the examples, or adapt the routing only (no --skills).")
+        losses.append(round(value.item(), 4))
+        if progress:
+            progress(len(losses), losses[-1])
+        return value
+
+    begun = time.perf_counter()
+    adapt(model, endless_batches(examples, MHR_BATCH, 0, pad_id(tok)), loss, steps, MHR_ROUTING_LR,
+          SKILLS_LR if skills else None)
+    record = {"data_seen": {**examples.describe(labels=True), "steps": steps, "batch": MHR_BATCH},
+              "adaptation": {"learnt": "routing and skills" if skills else "routing", "routing_lr": MHR_ROUTING_LR,
+                             **({"skills_lr": SKILLS_LR} if skills else {}), "losses": losses,
+                             "seconds": round(time.perf_counter() - begun, 1)}}
+    return model.eval(), record
