@@ -67,7 +67,9 @@ def test_phatgoose_refuses_bad_data_before_writing(tmp_path, llama_library, bert
     assert_user_error(taskfuse("route", "phatgoose", "--base", bert_family[0], "--adapter", adapters["quotes"],
                                "--data", f"quotes={root / 'quotes.jsonl'}", "-o", out), "not a causal LM")
     assert_user_error(taskfuse("route", "arrow", "--base", base, *both, "--data", f"quotes={root / 'quotes.jsonl'}",
-                               "-o", out), "arrow takes none")
+                               "-o", out), "arrow does not take --data")
+    assert_user_error(taskfuse("route", "phatgoose", "--base", base, *both, "--data", f"quotes={root / 'quotes.jsonl'}",
+                               "--skills", "--budget", "9", "-o", out), "phatgoose does not take --budget, --skills")
     assert not out.exists()
 
 

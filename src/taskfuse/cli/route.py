@@ -1,6 +1,8 @@
-"""`taskfuse route`: a routed model over a library of LoRA adapters, saved in the routed-model format that
-`taskfuse.routing.store.load_routed` reads back as a torch module. Arrow needs no training and no data; PHATGOOSE
-trains each adapter's gates on that adapter's own text (causal LMs, programs/phatgoose_gates.py)."""
+"""`taskfuse route`: a library of LoRA adapters composed. Arrow (no training, no data), PHATGOOSE (each adapter's
+gates trained on its own text, programs/phatgoose_gates.py) and MHR (routing adapted to a new task's examples,
+programs/mhr_new_task.py) write a routed model in the format `taskfuse.routing.store.load_routed` reads back as a
+torch module; LoraHub (weights searched on a new task's examples, programs/lorahub_adapter.py) writes one PEFT
+adapter. The learnt ones take a causal LM's adapters and text."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,6 +14,10 @@ from rich.console import Console
 from ..errors import TaskfuseError, UsageError
 
 console = Console(stderr=True)
+# which routers read each option
+TAKEN_BY = {"--top-k": ("arrow", "phatgoose"), "--temperature": ("arrow",), "--data": ("phatgoose", "lorahub", "mhr"),
+            "--budget": ("lorahub",), "--l1": ("lorahub",), "--steps": ("phatgoose", "mhr"), "--heads": ("mhr",),
+            "--skills": ("mhr",), "--lr": ("phatgoose",)}
 
 
 def register(app: typer.Typer, fail) -> None:
@@ -28,23 +34,29 @@ def register(app: typer.Typer, fail) -> None:
                                        "(new, empty, or an earlier output of the same kind)"),
               top_k: Optional[int] = typer.Option(None, min=1, help="adapters mixed per token (default: 3 for "
                                                   "arrow, 2 for phatgoose, as their papers)"),
-              temperature: float = typer.Option(1.0, help="arrow: softmax temperature over the top-k scores"),
+              temperature: Optional[float] = typer.Option(None, help="arrow: softmax temperature over the top-k "
+                                                          "scores (default 1)"),
               data: Optional[list[str]] = typer.Option(None, "--data", help="phatgoose: NAME=FILE.jsonl, the text "
                                                        "an adapter was trained on ({\"text\"} or {\"prompt\", "
                                                        "\"completion\"} per line), one per --adapter; lorahub and "
                                                        "mhr: one FILE.jsonl of the new task's examples"),
-              budget: int = typer.Option(40, min=2, help="lorahub: loss evaluations of the search (the paper's 40)"),
-              l1: float = typer.Option(0.05, min=0, help="lorahub: penalty on Σ|weight| (the paper's 0.05)"),
+              budget: Optional[int] = typer.Option(None, min=2, help="lorahub: loss evaluations of the search "
+                                                   "(default: the paper's 40)"),
+              l1: Optional[float] = typer.Option(None, min=0, help="lorahub: penalty on Σ|weight| (default: the "
+                                                 "paper's 0.05)"),
               steps: Optional[int] = typer.Option(None, min=1, help="phatgoose: gate-training steps per adapter "
                                                   "(default 100); mhr: adaptation steps (default 40)"),
-              heads: int = typer.Option(8, min=1, help="mhr: head blocks each module's mixture is routed over"),
+              heads: Optional[int] = typer.Option(None, min=1, help="mhr: head blocks each module's mixture is "
+                                                  "routed over (default 8)"),
               skills: bool = typer.Option(False, "--skills", help="mhr: the adapters' factors learn too (Poly's "
                                           "fine-tuning), not only the routing"),
-              lr: float = typer.Option(1e-3, help="phatgoose: the gates' learning rate")) -> None:
+              lr: Optional[float] = typer.Option(None, help="phatgoose: the gates' learning rate (default 1e-3)")
+              ) -> None:
         """Route each token of BASE to the adapters whose update it aligns with most (Arrow), or whose gates,
-        trained on each adapter's own text, it aligns with most (PHATGOOSE), and write the routed model (load it
-        with taskfuse.routing.store.load_routed(OUT)); or weigh the adapters for a new task from its examples
-        (LoraHub) and write one PEFT adapter."""
+        trained on each adapter's own text, it aligns with most (PHATGOOSE), or mix them per head block as a new
+        task's examples teach (MHR), and write the routed model (load it with
+        taskfuse.routing.store.load_routed(OUT)); or weigh the adapters for a new task from its examples (LoraHub)
+        and write one PEFT adapter."""
         from ..io.output import check_output_dir
         from ..routing.arrow import ArrowRouter
         from ..routing.library import LoraLibrary
@@ -55,31 +67,35 @@ def register(app: typer.Typer, fail) -> None:
                 raise UsageError(f"router {router!r}: `taskfuse route` builds arrow (training-free), phatgoose "
                                  "(gates from each adapter's text), lorahub and mhr (from a new task's examples); "
                                  "Twin-Merging runs in `taskfuse bench --routing`.")
-            if router == "arrow" and data:
-                raise UsageError("--data is what phatgoose and lorahub learn from; arrow takes none.")
+            given = {"--top-k": top_k, "--temperature": temperature, "--data": data, "--budget": budget, "--l1": l1,
+                     "--steps": steps, "--heads": heads, "--skills": skills or None, "--lr": lr}
+            unused = [o for o, v in given.items() if v is not None and router not in TAKEN_BY[o]]
+            if unused:  # an option another router reads would otherwise be ignored without a word
+                raise UsageError(f"{router} does not take {', '.join(unused)} ("
+                                 + "; ".join(f"{o}: {'/'.join(TAKEN_BY[o])}" for o in unused) + ").")
             if router != "arrow" and not data:
                 raise UsageError(f"{router} needs --data: " + ("NAME=FILE.jsonl for each adapter." if
                                                               router == "phatgoose" else "the new task's examples, "
                                                               "one FILE.jsonl."))
-            if temperature <= 0:
+            if temperature is not None and temperature <= 0:
                 raise UsageError(f"--temperature {temperature}: give a positive temperature, e.g. 1.0.")
             named = dict(_named(a) for a in adapter)
             if len(named) != len(adapter):
                 raise UsageError("two adapters share a name: give each a distinct NAME=PATH.")
             if router == "lorahub":  # an adapter, not a routed model: it checks its own output folder
-                _lorahub(base, named, _one(data, router), out, budget, l1)
+                _lorahub(base, named, _one(data, router), out, budget or 40, 0.05 if l1 is None else l1)
                 return
             check_output_dir(out, "routed")
             if router == "phatgoose":
-                library = _phatgoose(base, named, _named_data(data), out, top_k or 2, steps or 100, lr)
+                library = _phatgoose(base, named, _named_data(data), out, top_k or 2, steps or 100, lr or 1e-3)
             elif router == "mhr":
-                library = _mhr(base, named, _one(data, router), out, steps or 40, heads, skills)
+                library = _mhr(base, named, _one(data, router), out, steps or 40, heads or 8, skills)
             else:
                 library = LoraLibrary.from_adapters(base, named)
                 top_k = top_k or 3
                 model = attach(_load_base(base), library, lambda name, updates, module: ArrowRouter.for_updates(
-                    updates, module.in_features, top_k, temperature))
-                save_routed(model, library, "arrow", {"top_k": top_k, "temperature": temperature}, out)
+                    updates, module.in_features, top_k, temperature or 1.0))
+                save_routed(model, library, "arrow", {"top_k": top_k, "temperature": temperature or 1.0}, out)
         except TaskfuseError as e:
             fail(e)
         kind = {"phatgoose": "PHATGOOSE", "mhr": "MHR adapted to the new task", "arrow": "Arrow"}[router]
