@@ -23,10 +23,10 @@ TAKEN_BY = {"--top-k": ("arrow", "phatgoose"), "--temperature": ("arrow",), "--d
 def register(app: typer.Typer, fail) -> None:
     @app.command()
     def route(router: str = typer.Argument(..., help="arrow (training-free per-token routing), phatgoose (gates "
-                                            "trained on each adapter's --data, then per-token top-k) or lorahub "
-                                            "(one weight per adapter searched on a new task's examples, written "
-                                            "as one PEFT adapter) or mhr (per head block routing adapted to a new "
-                                            "task's examples)"),
+                                            "trained on each adapter's --data, then per-token top-k), mhr (routing "
+                                            "per head block adapted to a new task's examples) or lorahub (one "
+                                            "weight per adapter searched on a new task's examples, written as one "
+                                            "PEFT adapter)"),
               base: str = typer.Option(..., help="the base model the adapters were trained on"),
               adapter: list[str] = typer.Option(..., "--adapter", help="a PEFT LoRA adapter directory; repeat "
                                                 "for each adapter of the library (NAME=PATH names it)"),
