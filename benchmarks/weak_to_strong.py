@@ -30,8 +30,8 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=LIMITS["test"], help="test questions per task")
     parser.add_argument("--steps", type=int, default=Recipe().steps, help="LoRA training steps per expert")
     parser.add_argument("--multi", action="store_true", help="add the rows not told the task: the expert a router "
-                        "on the prompt picks, and every expert offered at every step (holds every expert in memory: "
-                        "about 1.5 GB each)")
+                        "on the prompt picks (one expert in memory at a time), and every expert offered at every "
+                        "step (holds every expert in memory: about 1.5 GB each)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     started = time.perf_counter()

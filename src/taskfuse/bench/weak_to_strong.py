@@ -11,8 +11,10 @@ and normalised by the small expert's own score:
   the task (its expert alone is offered: the paper's single-task setting);
 - optionally (`multi`), the task not given: Dynamic Logits Fusion with the expert a router on the small model's
   reading of the prompt picks (bench/routed_fusion.py), and Dynamic Logits Fusion offered every expert at every
-  step, choosing one per step (the paper's multi-task setting, our reading of its choice); both hold every expert
-  at once, each sharing the small model's tensors its LoRA left alone.
+  step, choosing one per step (the paper's multi-task setting, our reading of its choice). The routed row loads
+  each expert its router picked once and lets it go before the next (its timing leaves the loading out, as the
+  task-given rows load theirs outside the timer); the all-experts row holds every expert at once, each sharing the
+  small model's tensors its LoRA left alone.
 
 Decoding cost is each row's seconds against L's own, on the same questions in the same run.
 """
