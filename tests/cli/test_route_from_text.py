@@ -100,6 +100,8 @@ def test_lorahub_writes_the_searched_weighted_sum_as_one_peft_adapter(tmp_path, 
     assert_user_error(taskfuse("route", "lorahub", "--base", base, "--adapter", adapters["quotes"], "--data",
                                root / "authors.jsonl", "--data", root / "quotes.jsonl", "-o", tmp_path / "y"),
                       "one --data FILE.jsonl")
+    assert_user_error(taskfuse("route", "lorahub", "--base", base, "--adapter", adapters["quotes"], "--data",
+                               root / "authors.jsonl", "-o", tmp_path / "y"), "1 given", "two or more --adapter")
     assert not (tmp_path / "y").exists()
 
 

@@ -168,6 +168,10 @@ def _lorahub(base: str, adapters: dict[str, str], data: str, out: Path, budget: 
         report = lorahub_adapter(base, adapters, data, out, LoraHubSearch(budget=budget, l1=l1),
                                  lambda done, loss: bars.update(bar, completed=done, description=f"loss {loss:.4f}"))
     found = report["lorahub"]
+    if not report["written"]:
+        raise UsageError(f"no weighting of the {len(found['weights'])} adapters beat the base on {data} (loss "
+                         f"{found['objective_at_start']:.4f} with none) in {found['evaluations']} evaluations, so "
+                         "there is no adapter to write. Fix: give more examples, or a larger --budget.")
     weights = ", ".join(f"{name} {w:+.3f}" for name, w in found["weights"].items())
     console.print(f"wrote the adapter {out}: LoraHub weights {weights}; objective {found['objective']:.4f} against "
                   f"{found['objective_at_start']:.4f} for the base, {found['evaluations']} evaluations. Load it with "

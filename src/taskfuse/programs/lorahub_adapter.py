@@ -4,7 +4,7 @@ then written as one PEFT adapter, exactly Σ wᵢ·ΔWᵢ by concatenated factor
 
 The examples are a JSONL file in the format `taskfuse learn --spec` reads: {"prompt", "completion"} (loss on the
 completion) or {"text"}. Decided here: an adapter whose searched weight is exactly 0 is left out of the output; if
-no weighting beats the base on the examples, nothing is written and the error says so."""
+no weighting beats the base on the examples, nothing is written (the command says so and fails)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -26,8 +26,12 @@ LOSS_BATCH = 8
 def lorahub_adapter(base: str, adapters: dict[str, str], data: str | Path, out: str | Path,
                     how: LoraHubSearch = LoraHubSearch(),
                     progress: Callable[[int, float], None] | None = None) -> dict:
-    """Search the adapters' weights on `data` and write the weighted adapter to `out`; what its report records."""
+    """Search the adapters' weights on `data` and write the weighted adapter to `out`; what its report records, and
+    whether it was written (not where no weighting beat the base on the examples)."""
     out = Path(out)
+    if len(adapters) < 2:  # and the cma package's CMA-ES fails on one dimension
+        raise UsageError(f"LoraHub weighs a library of adapters; {len(adapters)} given. Fix: give two or more "
+                         "--adapter, or scale a single adapter with `taskfuse merge` (task_arithmetic, weight w).")
     check_output_dir(out, "adapter")
     load_base = causal_lm_loader(base)
     library = LoraLibrary.from_adapters(base, adapters)
@@ -46,13 +50,11 @@ def lorahub_adapter(base: str, adapters: dict[str, str], data: str | Path, out: 
 
     searched = search_weights(loss, len(library.experts), how)
     weights = dict(zip(library.experts, searched.weights))
-    if not any(weights.values()):
-        raise UsageError(f"no weighting of the {len(weights)} adapters beat the base on {data} (loss "
-                         f"{searched.objective_at_start:.4f} with none) in {searched.evaluations} evaluations, so "
-                         "there is no adapter to write. Fix: give more examples, or a larger --budget.")
     record = {"weights": weights, "objective": searched.objective, "objective_at_start": searched.objective_at_start,
               "evaluations": searched.evaluations, "history": searched.history, "search": asdict(how),
               "data_seen": examples.describe(labels=True)}
+    if not any(weights.values()):  # the base itself was best: there is no update to write
+        return {"lorahub": record, "written": False}
     spec = {"method": "task_arithmetic", "base": str(base), "params": {"scale": 1.0}, "dtype": "float32",
             "models": [{"path": str(adapters[name]), "weight": w} for name, w in weights.items() if w != 0]}
-    return merge_to_adapter(spec, out, extra={"lorahub": record})
+    return {**merge_to_adapter(spec, out, extra={"lorahub": record}), "written": True}

@@ -1,0 +1,161 @@
+"""New tasks from a causal-LM LoRA library (issue 13's leave-one-out, on the LLM benchmark): for each of its tasks,
+the other tasks' SmolLM2 experts are the library and k examples per answer of the held-out task are all the data.
+
+Rows, judged as the LLM benchmark judges (exact match of the greedy reply, likelihood accuracy over the answers) on
+the held-out task's test questions and normalised by that task's own expert:
+- the base zero-shot;
+- LoraHub: one weight per adapter searched on the k-shot examples, one merged adapter (programs/lorahub_adapter.py,
+  what `taskfuse route lorahub` runs);
+- MHR, the routing per head block adapted to the examples, and MHR with the adapters' factors learning too
+  (programs/mhr_new_task.py, what `taskfuse route mhr [--skills]` runs);
+- a LoRA trained from scratch on the same examples, with the experts' recipe, for as many steps as the MHR rows;
+- the task's own expert (the normaliser).
+
+The examples reach the programs as the commands' users give them: a JSONL file of {"prompt", "completion"}, the
+prompt in the chat template and the completion the answer and the end-of-turn token, as the experts learnt them.
+Decided here: k = 5 per answer, capped at 40 examples (a task with many answers would otherwise see most of its
+train split)."""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from ..io.output import staged_output
+from ..llm.base import base_model_dir
+from ..llm.bench import LIMITS, Judge
+from ..llm.evaluate import evaluate
+from ..llm.routed import ROUTED_STEPS
+from ..llm.tasks import DEFAULT_TASKS, LLMTask, load_llm_task
+from ..llm.zoo import Recipe, build_llm_zoo
+from .provenance import code_commit, command_line, machine
+from .report import commit_text
+
+SHOTS, MAX_EXAMPLES = 5, 40
+# MHR's adaptation and the k-shot LoRA's training: as many steps of 8 as the experts trained and the LLM benchmark's
+# routers learn (a step runs forward and backward through the whole model: the encoder study's 40 would add a third)
+ADAPT_STEPS = ROUTED_STEPS
+ROWS = {"zero_shot": "base (zero-shot)", "lorahub": "LoraHub (k-shot)", "mhr": "MHR, routing learnt (k-shot)",
+        "mhr_skills": "MHR, routing and skills learnt (k-shot)", "kshot_lora": "LoRA from scratch (k-shot)",
+        "expert": "the task's own expert"}
+METRICS = ("exact_match", "likelihood_accuracy")
+Log = Callable[[str], None]
+
+
+def few_shot(task: LLMTask, shots: int = SHOTS, cap: int = MAX_EXAMPLES) -> tuple:
+    """The first `shots` train questions of each answer, in train order, at most `cap` of them."""
+    taken, chosen = {}, []
+    for example in task.splits["train"]:
+        if taken.get(example.answer, 0) < shots and len(chosen) < cap:
+            taken[example.answer] = taken.get(example.answer, 0) + 1
+            chosen.append(example)
+    return tuple(chosen)
+
+
+def write_examples(judge: Judge, task: LLMTask, examples: tuple, path: Path) -> Path:
+    """The examples as a user of `taskfuse route` writes them: chat-formatted prompt, answer and end of turn."""
+    path.write_text("".join(json.dumps({"prompt": judge.chat(e.prompt),
+                                        "completion": task.answers[e.answer] + judge.tok.eos_token}) + "\n"
+                            for e in examples))
+    return path
+
+
+def held_out_rows(judge: Judge, task: LLMTask, experts: dict, examples_file: Path, kshot_adapter: Path,
+                  work: Path, log: Log) -> tuple[dict, dict]:
+    """Every row's test score on `task` with the other tasks' experts as the library; and what LoraHub found."""
+    from ..programs.library_text import causal_lm_loader
+    from ..programs.lorahub_adapter import lorahub_adapter
+    from ..programs.mhr_new_task import adapted_mhr
+    from ..routing.library import LoraLibrary
+
+    others = {name: str(e.adapter) for name, e in experts.items() if name != task.name}
+    score = lambda model: asdict(evaluate(model, judge.tok, task, "test"))  # noqa: E731
+    rows, seconds = {}, {}
+
+    def timed(key: str, make: Callable) -> None:
+        begun = time.perf_counter()
+        rows[key] = score(make())
+        seconds[key] = round(time.perf_counter() - begun, 1)
+        log(f"{task.name} held out, {ROWS[key]}: exact match {100 * rows[key]['exact_match']:.0f} %")
+
+    timed("zero_shot", lambda: judge.load(judge.base))
+    hub = {}
+
+    def lorahub():
+        report = lorahub_adapter(str(judge.base), others, examples_file, work / "lorahub")
+        hub.update(report["lorahub"])
+        # no weighting beat the base on the examples: LoraHub's answer is the base itself
+        return judge.load_adapter(work / "lorahub") if report["written"] else judge.load(judge.base)
+    timed("lorahub", lorahub)
+    load_base, library = causal_lm_loader(str(judge.base)), LoraLibrary.from_adapters(judge.base, others)
+    for key, skills in (("mhr", False), ("mhr_skills", True)):
+        timed(key, lambda skills=skills: adapted_mhr(load_base, library, judge.tok, examples_file, ADAPT_STEPS,
+                                                     skills=skills)[0])
+    timed("kshot_lora", lambda: judge.load_adapter(kshot_adapter))
+    timed("expert", lambda: judge.load_adapter(experts[task.name].adapter))
+    return rows, {"seconds": seconds, "lorahub": {k: hub[k] for k in ("weights", "objective", "objective_at_start",
+                                                                      "evaluations")}}
+
+
+def run_llm_new_task(out: Path, tasks: tuple[str, ...] = DEFAULT_TASKS, limits: dict | None = None,
+                     recipe: Recipe = Recipe(), log: Log = print, base: Path | None = None) -> dict:
+    """Every held-out task's rows (the library: every other task of `tasks`); report in `out`."""
+    started = time.perf_counter()
+    base = base or base_model_dir()
+    llm_tasks = [load_llm_task(name, limits=limits or LIMITS) for name in tasks]
+    judge = Judge(base, llm_tasks)
+    experts = build_llm_zoo(base, llm_tasks, recipe, progress=lambda d, t, n: log(f"expert {d}/{t} trained: {n}"))
+    per_task, details, shots = {}, {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for task in llm_tasks:
+            examples = few_shot(task)
+            shots[task.name] = len(examples)
+            kshot_task = replace(task, splits={**task.splits, "train": examples})
+            kshot = build_llm_zoo(base, [kshot_task], replace(recipe, steps=ADAPT_STEPS), workers=1)[task.name]
+            work = Path(tmp) / task.name
+            work.mkdir()
+            per_task[task.name], details[task.name] = held_out_rows(
+                judge, task, experts, write_examples(judge, task, examples, work / "examples.jsonl"),
+                kshot.adapter, work, log)
+    summary = {}
+    for key in ROWS:
+        normalised = {t: {m: _ratio(rows[key][m], rows["expert"][m]) for m in METRICS} for t, rows in per_task.items()}
+        summary[key] = {m: sum(n[m] for n in normalised.values()) / len(normalised) for m in METRICS}
+        summary[key]["beats_zero_shot"] = sum(rows[key]["exact_match"] > rows["zero_shot"]["exact_match"]
+                                              for rows in per_task.values())
+    result = {"command": command_line(), "code": code_commit(), "machine": machine(),
+              "seconds": round(time.perf_counter() - started), "base": str(base), "limits": limits or LIMITS,
+              "recipe": asdict(recipe), "shots_per_answer": SHOTS, "max_examples": MAX_EXAMPLES,
+              "examples_seen": shots, "adapt_steps": ADAPT_STEPS,
+              "tasks": {t.name: {"answers": t.answers, "fingerprint": t.fingerprint()[:16]} for t in llm_tasks},
+              "rows": per_task, "details": details, "summary": summary}
+    with staged_output(Path(out), "report") as stage:
+        (stage / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+        (stage / "results.md").write_text("# New tasks from the LLM benchmark's LoRA library\n\n" + table(result))
+    return result
+
+
+def _ratio(score: float, own: float) -> float:
+    return score / own if own else 0.0
+
+
+def table(result: dict) -> str:
+    """Each row's mean normalised scores, its wins over zero-shot, and exact match per held-out task."""
+    tasks = list(result["rows"])
+    lines = ["| row | normalised EM | normalised LL | beats zero-shot | " + " | ".join(tasks) + " |",
+             "|---|---|---|---|" + "---|" * len(tasks)]
+    for key, name in ROWS.items():
+        s = result["summary"][key]
+        wins = "" if key == "zero_shot" else f"{s['beats_zero_shot']}/{len(tasks)}"
+        cells = [f"{100 * result['rows'][t][key]['exact_match']:.0f}" for t in tasks]
+        lines.append(f"| {name} | {100 * s['exact_match']:.1f} % | {100 * s['likelihood_accuracy']:.1f} % | {wins} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines) + (
+        f"\n\nEach task held out in turn, the other {len(tasks) - 1} tasks' experts the library, "
+        f"{result['shots_per_answer']} examples per answer (at most {result['max_examples']}) its only data; "
+        f"normalised by the held-out task's own expert and averaged; per task: exact match in % of "
+        f"{result['limits']['test']} test questions. `{result['command']}` at {commit_text(result['code'])[:10]}, "
+        f"{result['seconds'] / 60:.1f} min.\n")
