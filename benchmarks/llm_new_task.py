@@ -25,12 +25,15 @@ OUT = Path(__file__).resolve().parent / "results" / "llm-new-task"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS))
+    parser.add_argument("--hold-out", nargs="+", default=None, help="hold out only these tasks (the library is "
+                        "still every other task): a shorter run, not the study")
     parser.add_argument("--test", type=int, default=LIMITS["test"], help="test questions per task")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     started = time.perf_counter()
     log = lambda line: print(f"[{(time.perf_counter() - started) / 60:5.1f} min] {line}", flush=True)  # noqa: E731
-    result = run_llm_new_task(args.out, tuple(args.tasks), {**LIMITS, "test": args.test}, log=log)
+    result = run_llm_new_task(args.out, tuple(args.tasks), {**LIMITS, "test": args.test}, log=log,
+                              held_out=tuple(args.hold_out) if args.hold_out else None)
     print((args.out / "results.md").read_text())
     log(f"done in {result['seconds'] / 60:.1f} min")
 
