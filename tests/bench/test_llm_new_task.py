@@ -32,4 +32,4 @@ def test_each_task_is_held_out_with_the_others_as_its_library(tmp_path, monkeypa
         assert result["examples_seen"][task] == len(few_shot(load_llm_task(task)))
     saved = json.loads((tmp_path / "report" / "result.json").read_text())
     assert saved["summary"] == result["summary"]
-    assert "LoraHub (k-shot)" in table(result) and (tmp_path / "report" / "results.md").exists()
+    assert "LoraHub (k-shot)" in table(result) and "the other 2 tasks' experts" in table(result) and (tmp_path / "report" / "results.md").exists()

@@ -164,7 +164,7 @@ def table(result: dict) -> str:
         lines.append(f"| {name} | {100 * s['exact_match']:.1f} % | {100 * s['likelihood_accuracy']:.1f} % | {wins} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines) + (
-        f"\n\nEach task held out in turn, the other {len(tasks) - 1} tasks' experts the library, "
+        f"\n\nEach task held out in turn, the other {len(result['tasks']) - 1} tasks' experts the library, "
         f"{result['shots_per_answer']} examples per answer (at most {result['max_examples']}) its only data; "
         f"normalised by the held-out task's own expert and averaged; per task: exact match in % of "
         f"{result['limits']['test']} test questions. `{result['command']}` at {commit_text(result['code'])[:10]}, "
