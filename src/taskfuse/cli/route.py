@@ -83,13 +83,18 @@ def register(app: typer.Typer, fail) -> None:
             if len(named) != len(adapter):
                 raise UsageError("two adapters share a name: give each a distinct NAME=PATH.")
             if router == "lorahub":  # an adapter, not a routed model: it checks its own output folder
-                _lorahub(base, named, _one(data, router), out, budget or 40, 0.05 if l1 is None else l1)
+                given_search = {"budget": budget, "l1": l1}  # the rest as the paper (LoraHubSearch's defaults)
+                _lorahub(base, named, _one(data, router), out, {k: v for k, v in given_search.items() if v is not None})
                 return
             check_output_dir(out, "routed")
             if router == "phatgoose":
-                library = _phatgoose(base, named, _named_data(data), out, top_k or 2, steps or 100, lr or 1e-3)
+                from ..bench.routing_rows import PHATGOOSE_TOP_K
+                from ..programs.phatgoose_gates import GATE_LR, GATE_STEPS
+                library = _phatgoose(base, named, _named_data(data), out, top_k or PHATGOOSE_TOP_K,
+                                     steps or GATE_STEPS, lr or GATE_LR)
             elif router == "mhr":
-                library = _mhr(base, named, _one(data, router), out, steps or 40, heads or 8, skills)
+                from ..programs.mhr_new_task import MHR_HEADS, MHR_STEPS
+                library = _mhr(base, named, _one(data, router), out, steps or MHR_STEPS, heads or MHR_HEADS, skills)
             else:
                 library = LoraLibrary.from_adapters(base, named)
                 top_k = top_k or 3
@@ -159,13 +164,14 @@ def _mhr(base: str, adapters: dict[str, str], data: str, out: Path, steps: int, 
     return library
 
 
-def _lorahub(base: str, adapters: dict[str, str], data: str, out: Path, budget: int, l1: float) -> None:
+def _lorahub(base: str, adapters: dict[str, str], data: str, out: Path, search: dict) -> None:
     from ..programs.lorahub_adapter import lorahub_adapter
     from ..routing.lorahub import LoraHubSearch
     from .progress import progress_display
+    how = LoraHubSearch(**search)
     with progress_display(console) as bars:
-        bar = bars.add_task("", total=budget, stage="lorahub search")
-        report = lorahub_adapter(base, adapters, data, out, LoraHubSearch(budget=budget, l1=l1),
+        bar = bars.add_task("", total=how.budget, stage="lorahub search")
+        report = lorahub_adapter(base, adapters, data, out, how,
                                  lambda done, loss: bars.update(bar, completed=done, description=f"loss {loss:.4f}"))
     found = report["lorahub"]
     if not report["written"]:

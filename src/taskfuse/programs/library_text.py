@@ -61,3 +61,20 @@ def mean_loss(model: nn.Module, batches: list) -> float:
         total += float(reply_answer_loss(model, ids, mask, labels)) * n
         tokens += n
     return total / tokens
+
+
+def watched_loss(losses: list[float], progress: Callable[[int, float], None] | None,
+                 diverged: Callable[[float, int], str]) -> Callable:
+    """The reply loss for a learning loop: each step's value recorded in `losses` and reported to `progress`; a
+    value that is not finite stops the loop with a typed error, `diverged(value, step)`."""
+    from ..llm.routed import reply_answer_loss
+
+    def loss(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        value = reply_answer_loss(model, ids, mask, labels)
+        if not torch.isfinite(value):
+            raise UsageError(diverged(value.item(), len(losses) + 1))
+        losses.append(round(value.item(), 4))
+        if progress:
+            progress(len(losses), losses[-1])
+        return value
+    return loss

@@ -12,15 +12,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from ..bench.routing_rows import MHR_HEADS, MHR_ROUTING_LR
-from ..errors import UsageError
-from ..llm.routed import reply_answer_loss
 from ..routing.library import LoraLibrary
 from ..routing.mhr import adapt, route_mhr, use_task
-from .library_text import endless_batches, pad_id
+from .library_text import endless_batches, pad_id, watched_loss
 from .text_data import read_examples
 
 MHR_STEPS, MHR_BATCH, SKILLS_LR = 40, 8, 1e-3
@@ -36,15 +33,8 @@ def adapted_mhr(load_base: Callable[[], nn.Module], library: LoraLibrary, tok, d
     use_task(model, 0)
     losses: list[float] = []
 
-    def loss(m, ids, mask, labels):
-        value = reply_answer_loss(m, ids, mask, labels)
-        if not torch.isfinite(value):
-            raise UsageError(f"MHR adaptation on {data}: the loss became {value.item()} at step {len(losses) + 1}. "
-                             "Fix: check the examples, or adapt the routing only (no --skills).")
-        losses.append(round(value.item(), 4))
-        if progress:
-            progress(len(losses), losses[-1])
-        return value
+    loss = watched_loss(losses, progress, lambda value, step: f"MHR adaptation on {data}: the loss became {value} "
+                        f"at step {step}. Fix: check the examples, or adapt the routing only (no --skills).")
 
     begun = time.perf_counter()
     adapt(model, endless_batches(examples, MHR_BATCH, 0, pad_id(tok)), loss, steps, MHR_ROUTING_LR,

@@ -10,13 +10,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import torch
 from torch import nn
 
 from ..errors import UsageError
 from ..routing.library import LoraLibrary
-from ..llm.routed import reply_answer_loss
-from .library_text import endless_batches
+from .library_text import endless_batches, watched_loss
 from .text_data import TextExamples, read_examples
 
 GATE_STEPS, GATE_BATCH, GATE_LR = 100, 8, 1e-3
@@ -45,17 +43,9 @@ def train_library_gates(load_base: Callable[[], nn.Module], library: LoraLibrary
     gates, record = {}, {}
     for expert in library.experts:
         losses, begun = [], time.perf_counter()
-
-        def loss(model, ids, mask, labels, expert=expert, losses=losses):
-            value = reply_answer_loss(model, ids, mask, labels)
-            losses.append(round(value.item(), 4))
-            if not torch.isfinite(value):
-                raise UsageError(f"adapter {expert!r}: the gate loss became {value.item()} at step {len(losses)}. "
-                                 f"Fix: lower --lr (now {lr}).")
-            if progress:
-                progress(expert, len(losses), losses[-1])
-            return value
-
+        loss = watched_loss(losses, progress and (lambda step, value, expert=expert: progress(expert, step, value)),
+                            lambda value, step, expert=expert: f"adapter {expert!r}: the gate loss became {value} at "
+                                                               f"step {step}. Fix: lower --lr (now {lr}).")
         gates[expert] = train_gates(load_base, library, expert, endless_batches(data[expert], batch, seed, pad_id),
                                     loss, steps, lr, seed)
         record[expert] = {"losses": losses, "seconds": round(time.perf_counter() - begun, 1)}
