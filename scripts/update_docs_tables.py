@@ -16,6 +16,7 @@ from taskfuse.bench.table import markdown, task_markdown  # noqa: E402
 from taskfuse.cli.main import methods_markdown  # noqa: E402
 from taskfuse.bench.llm_report import markdown as llm_markdown  # noqa: E402
 from taskfuse.bench.weak_to_strong import table as weak_to_strong_table  # noqa: E402
+from taskfuse.bench.llm_new_task import table as new_task_table  # noqa: E402
 
 BENCH_RESULT = ROOT / "benchmarks" / "results" / "bench-full" / "result.json"
 SPEED_RESULT = ROOT / "benchmarks" / "results-2026-11-22-zero-copy.json"
@@ -25,6 +26,7 @@ LLM_RESULT = ROOT / "benchmarks" / "results" / "bench-llm" / "result.json"
 LLM_ROUTING_RESULT = ROOT / "benchmarks" / "results" / "bench-llm-routing" / "result.json"
 OVER_MERGE_RESULT = ROOT / "benchmarks" / "results" / "learned-over-merge" / "result.json"
 WEAK_TO_STRONG_RESULT = ROOT / "benchmarks" / "results" / "weak-to-strong" / "result.json"
+NEW_TASK_RESULT = ROOT / "benchmarks" / "results" / "llm-new-task" / "result.json"
 
 
 def _span(text: str, marker: str) -> tuple[int, int]:
@@ -56,7 +58,8 @@ def generated_blocks() -> list[tuple[Path, str, str]]:
             (ROOT / "README.md", "over-merge-table", _over_merge_table()),
             (ROOT / "docs" / "learned.md", "over-merge-table", _over_merge_table()),
             (ROOT / "docs" / "llm.md", "weak-to-strong-table",
-             weak_to_strong_table(json.loads(WEAK_TO_STRONG_RESULT.read_text())))]
+             weak_to_strong_table(json.loads(WEAK_TO_STRONG_RESULT.read_text()))),
+            (ROOT / "docs" / "llm.md", "new-task-table", new_task_table(json.loads(NEW_TASK_RESULT.read_text())))]
 
 
 def _benchmark_script(name: str):

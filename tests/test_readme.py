@@ -96,6 +96,14 @@ WEAK_TO_STRONG_CODE = ["src/taskfuse/llm", "src/taskfuse/eval", "src/taskfuse/io
                        "src/taskfuse/bench/routed_fusion.py", "src/taskfuse/routing/prompt_router.py",
                        "src/taskfuse/routing/twin.py",
                        "benchmarks/weak_to_strong.py"]
+# The LLM new-task study: the LLM benchmark's code, and what `taskfuse route lorahub|mhr` run (their programs, the
+# adapter writer, the search and the routers; MHR's settings from bench/routing_rows.py)
+NEW_TASK_CODE = LLM_CODE + ["src/taskfuse/bench/llm_new_task.py", "benchmarks/llm_new_task.py",
+                            "src/taskfuse/programs/lorahub_adapter.py", "src/taskfuse/programs/mhr_new_task.py",
+                            "src/taskfuse/programs/library_text.py", "src/taskfuse/programs/merge_to_adapter.py",
+                            "src/taskfuse/programs/adapter_files.py", "src/taskfuse/routing/lorahub.py",
+                            "src/taskfuse/routing/mhr.py", "src/taskfuse/routing/weighted.py",
+                            "src/taskfuse/bench/routing_rows.py"]
 RESULTS = [("bench-full", BENCH_CODE + STATISTICS_CODE, "taskfuse bench --full"),
            ("fusionbench-side-by-side", SIDE_BY_SIDE_CODE, "python benchmarks/fusionbench_side_by_side.py"),
            ("gguf-input", GGUF_CODE, "python benchmarks/gguf_input_cost.py"),
@@ -104,7 +112,8 @@ RESULTS = [("bench-full", BENCH_CODE + STATISTICS_CODE, "taskfuse bench --full")
            ("bench-llm", LLM_CODE, "taskfuse bench --llm"),
            ("bench-llm-routing", LLM_ROUTING_CODE, "taskfuse bench --llm --routing"),
            ("learned-over-merge", OVER_MERGE_CODE, "python benchmarks/learned_over_merge.py"),
-           ("weak-to-strong", WEAK_TO_STRONG_CODE, "python benchmarks/weak_to_strong.py --accept-unlicensed --multi")]
+           ("weak-to-strong", WEAK_TO_STRONG_CODE, "python benchmarks/weak_to_strong.py --accept-unlicensed --multi"),
+           ("llm-new-task", NEW_TASK_CODE, "python benchmarks/llm_new_task.py")]
 
 
 @pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="not a git checkout")
