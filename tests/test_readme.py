@@ -103,7 +103,7 @@ NEW_TASK_CODE = LLM_CODE + ["src/taskfuse/bench/llm_new_task.py", "benchmarks/ll
                             "src/taskfuse/programs/library_text.py", "src/taskfuse/programs/merge_to_adapter.py",
                             "src/taskfuse/programs/adapter_files.py", "src/taskfuse/routing/lorahub.py",
                             "src/taskfuse/routing/mhr.py", "src/taskfuse/routing/weighted.py",
-                            "src/taskfuse/bench/routing_rows.py"]
+                            "src/taskfuse/bench/routing_rows.py", "benchmarks/tasks/wordnet_verb_topic_llm.jsonl"]
 RESULTS = [("bench-full", BENCH_CODE + STATISTICS_CODE, "taskfuse bench --full"),
            ("fusionbench-side-by-side", SIDE_BY_SIDE_CODE, "python benchmarks/fusionbench_side_by_side.py"),
            ("gguf-input", GGUF_CODE, "python benchmarks/gguf_input_cost.py"),
@@ -113,7 +113,8 @@ RESULTS = [("bench-full", BENCH_CODE + STATISTICS_CODE, "taskfuse bench --full")
            ("bench-llm-routing", LLM_ROUTING_CODE, "taskfuse bench --llm --routing"),
            ("learned-over-merge", OVER_MERGE_CODE, "python benchmarks/learned_over_merge.py"),
            ("weak-to-strong", WEAK_TO_STRONG_CODE, "python benchmarks/weak_to_strong.py --accept-unlicensed --multi"),
-           ("llm-new-task", NEW_TASK_CODE, "python benchmarks/llm_new_task.py")]
+           ("llm-new-task", NEW_TASK_CODE,
+            "python benchmarks/llm_new_task.py --task-file benchmarks/tasks/wordnet_verb_topic_llm.jsonl")]
 
 
 @pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="not a git checkout")

@@ -1,6 +1,9 @@
 """Writes wordnet_verb_topic.jsonl beside this script: a task in the format a user brings with `--task-file`
 (`text` and `label` columns), held out in the published routing study (`taskfuse bench --routing --full
 --task-file benchmarks/tasks/wordnet_verb_topic.jsonl`) to show what composition does for a task nobody trained for.
+The same glosses as a causal LM's task (`prompt` and `answer` columns, the answers the category names), for the LLM
+new-task study (`python benchmarks/llm_new_task.py --task-file benchmarks/tasks/wordnet_verb_topic_llm.jsonl`), go
+to wordnet_verb_topic_llm.jsonl.
 
 WordNet 3.0 verb glosses (Debian wordnet-base, the WordNet licence) labelled by their lexicographer file: eight
 categories far apart in meaning, 150 glosses each, taken in file order after a seeded shuffle. The built-in tasks
@@ -21,6 +24,9 @@ CATEGORIES = ("verb.motion", "verb.communication", "verb.cognition", "verb.creat
               "verb.emotion", "verb.consumption", "verb.perception")
 PER_CATEGORY = 150
 OUT = Path(__file__).resolve().parent / "wordnet_verb_topic.jsonl"
+LLM_OUT = OUT.with_name("wordnet_verb_topic_llm.jsonl")
+# as the LLM benchmark's WordNet questions are put (llm/tasks.py); it adds the answers to choose from
+LLM_QUESTION = "Which kind of action is the verb defined as \"{gloss}\"?"
 
 
 def main() -> None:
@@ -35,7 +41,9 @@ def main() -> None:
         random.Random(f"wordnet_verb_topic:{category}").shuffle(glosses)
         rows += [{"text": gloss, "label": category.removeprefix("verb.")} for gloss in glosses[:PER_CATEGORY]]
     OUT.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    print(f"{OUT}: {len(rows)} rows, {len(CATEGORIES)} labels")
+    questions = [{"prompt": LLM_QUESTION.format(gloss=r["text"]), "answer": r["label"]} for r in rows]
+    LLM_OUT.write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in questions), encoding="utf-8")
+    print(f"{OUT} and {LLM_OUT.name}: {len(rows)} rows, {len(CATEGORIES)} labels")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,17 @@
 """The LLM new-task study on a tiny real Llama and two real tasks: each task held out in turn with the other's
 experts as the library, every row judged, LoraHub weighing only the library, the k-shot data what the rows saw."""
 import json
+from pathlib import Path
+
+import pytest
 
 from taskfuse.bench.llm_new_task import MAX_EXAMPLES, ROWS, few_shot, run_llm_new_task, table
 from taskfuse.llm.tasks import load_llm_task
 from taskfuse.llm.zoo import Recipe
+from taskfuse.errors import UsageError
 from taskfuse.testing.tiny_llm import save_tiny_causal_lm
 
+ROOT = Path(__file__).resolve().parents[2]
 TASKS = ("wordnet_pos", "fortune_language", "manpage_section")
 
 
@@ -33,3 +38,37 @@ def test_each_task_is_held_out_with_the_others_as_its_library(tmp_path, monkeypa
     saved = json.loads((tmp_path / "report" / "result.json").read_text())
     assert saved["summary"] == result["summary"]
     assert "LoraHub (k-shot)" in table(result) and "the other 2 tasks' experts" in table(result) and (tmp_path / "report" / "results.md").exists()
+
+
+def _verb_task_file(path, per_label=40, labels=("motion", "emotion", "perception")):
+    """Real WordNet verb questions (the committed task file), a few labels: a user's task of prompt/answer pairs."""
+    rows = [json.loads(line) for line in (ROOT / "benchmarks" / "tasks" / "wordnet_verb_topic_llm.jsonl").open()]
+    kept = [r for label in labels for r in [r for r in rows if r["answer"] == label][:per_label]]
+    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    return path
+
+
+def test_a_task_file_is_held_out_with_every_built_in_expert_and_kept_out_of_their_average(tmp_path, monkeypatch):
+    monkeypatch.setenv("TASKFUSE_CACHE", str(tmp_path / "cache"))
+    tiny = save_tiny_causal_lm(tmp_path / "tiny", "llama", seed=3)
+    mine = _verb_task_file(tmp_path / "verbs.jsonl")
+    result = run_llm_new_task(tmp_path / "report", TASKS, {"validation": 2, "test": 4},
+                              Recipe(rank=2, steps=3, batch=2, lr=1e-2), log=lambda line: None, base=tiny,
+                              held_out=("verbs", "wordnet_pos"), task_files=(str(mine),))
+    assert set(result["rows"]) == {"verbs", "wordnet_pos"}
+    assert set(result["details"]["verbs"]["lorahub"]["weights"]) == set(TASKS)  # every built-in expert
+    assert set(result["details"]["wordnet_pos"]["lorahub"]["weights"]) == set(TASKS[1:])  # never the file's
+    assert result["averaged_over"] == ["wordnet_pos"] and result["summary"]["lorahub"]["beats_zero_shot"] <= 1
+    own = result["rows"]["wordnet_pos"]
+    assert result["summary"]["expert"]["exact_match"] == (1.0 if own["expert"]["exact_match"] else 0.0)
+    assert "verbs (task file)" in table(result) and "left out of the average" in table(result)
+
+
+def test_a_task_file_named_like_a_built_in_task_is_refused_before_any_training(tmp_path, monkeypatch):
+    monkeypatch.setenv("TASKFUSE_CACHE", str(tmp_path / "cache"))
+    clash = _verb_task_file(tmp_path / "wordnet_pos.jsonl")
+    with pytest.raises(UsageError, match="rename the file"):
+        run_llm_new_task(tmp_path / "report", TASKS[:2], {"validation": 2, "test": 4}, log=lambda line: None,
+                         base=tmp_path / "no-base-needed", task_files=(str(clash),))
+    # the tasks are read (and their data cached), no expert is trained and no report written
+    assert not (tmp_path / "cache" / "llm-experts").exists() and not (tmp_path / "report").exists()

@@ -14,7 +14,11 @@ the held-out task's test questions and normalised by that task's own expert:
 The examples reach the programs as the commands' users give them: a JSONL file of {"prompt", "completion"}, the
 prompt in the chat template and the completion the answer and the end-of-turn token, as the experts learnt them.
 Decided here: k = 5 per answer, capped at 40 examples (a task with many answers would otherwise see most of its
-train split)."""
+train split).
+
+A user's task (`task_files`: prompt/answer pairs, as `taskfuse bench --llm --task-file` reads them) is a new task
+only, as in the encoder routing study: its library is every built-in task's expert, its own expert is trained as the
+normaliser alone, it is in no built-in task's library, and it stays out of the average and the win count."""
 from __future__ import annotations
 
 import json
@@ -24,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from ..errors import UsageError
 from ..io.output import staged_output
 from ..llm.base import base_model_dir
 from ..llm.bench import LIMITS, Judge
@@ -63,15 +68,16 @@ def write_examples(judge: Judge, task: LLMTask, examples: tuple, path: Path) -> 
     return path
 
 
-def held_out_rows(judge: Judge, task: LLMTask, experts: dict, examples_file: Path, kshot_adapter: Path,
-                  work: Path, log: Log) -> tuple[dict, dict]:
-    """Every row's test score on `task` with the other tasks' experts as the library; and what LoraHub found."""
+def held_out_rows(judge: Judge, task: LLMTask, library_experts: dict, own_expert: Path, examples_file: Path,
+                  kshot_adapter: Path, work: Path, log: Log) -> tuple[dict, dict]:
+    """Every row's test score on `task` with `library_experts` (name → adapter folder, never the task's own) as
+    the library; and what LoraHub found."""
     from ..programs.library_text import causal_lm_loader
     from ..programs.lorahub_adapter import lorahub_adapter
     from ..programs.mhr_new_task import adapted_mhr
     from ..routing.library import LoraLibrary
 
-    others = {name: str(e.adapter) for name, e in experts.items() if name != task.name}
+    others = {name: str(adapter) for name, adapter in library_experts.items()}
     score = lambda model: asdict(evaluate(model, judge.tok, task, "test"))  # noqa: E731
     rows, seconds = {}, {}
 
@@ -96,23 +102,30 @@ def held_out_rows(judge: Judge, task: LLMTask, experts: dict, examples_file: Pat
         timed(key, lambda skills=skills: adapted_mhr(load_base, library, judge.tok, examples_file, ADAPT_STEPS,
                                                      skills=skills)[0])
     timed("kshot_lora", lambda: judge.load_adapter(kshot_adapter))
-    timed("expert", lambda: judge.load_adapter(experts[task.name].adapter))
+    timed("expert", lambda: judge.load_adapter(own_expert))
     return rows, {"seconds": seconds, "lorahub": {k: hub[k] for k in ("weights", "objective", "objective_at_start",
                                                                       "evaluations")}}
 
 
 def run_llm_new_task(out: Path, tasks: tuple[str, ...] = DEFAULT_TASKS, limits: dict | None = None,
                      recipe: Recipe = Recipe(), log: Log = print, base: Path | None = None,
-                     held_out: tuple[str, ...] | None = None) -> dict:
-    """Each of `held_out` (default: every task)'s rows, the library every other task of `tasks`; report in `out`."""
+                     held_out: tuple[str, ...] | None = None, task_files: tuple[str, ...] = ()) -> dict:
+    """Each of `held_out` (default: every task)'s rows, the library every other task of `tasks` (every one of them
+    for a task of `task_files`); report in `out`."""
     started = time.perf_counter()
     base = base or base_model_dir()
     llm_tasks = [load_llm_task(name, limits=limits or LIMITS) for name in tasks]
-    judge = Judge(base, llm_tasks)
-    experts = build_llm_zoo(base, llm_tasks, recipe, progress=lambda d, t, n: log(f"expert {d}/{t} trained: {n}"))
+    user_tasks = [load_llm_task(path, limits=limits or LIMITS) for path in task_files]
+    names = [t.name for t in llm_tasks + user_tasks]
+    if len(set(names)) != len(names):
+        raise UsageError(f"two tasks are named alike ({', '.join(names)}): a task file's name is its file name. "
+                         "Fix: rename the file.")
+    judge = Judge(base, llm_tasks + user_tasks)
+    experts = build_llm_zoo(base, llm_tasks + user_tasks, recipe,
+                            progress=lambda d, t, n: log(f"expert {d}/{t} trained: {n}"))
     per_task, details, shots = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        for task in [t for t in llm_tasks if held_out is None or t.name in held_out]:
+        for task in [t for t in llm_tasks + user_tasks if held_out is None or t.name in held_out]:
             examples = few_shot(task)
             shots[task.name] = len(examples)
             kshot_task = replace(task, splits={**task.splits, "train": examples})
@@ -122,22 +135,28 @@ def run_llm_new_task(out: Path, tasks: tuple[str, ...] = DEFAULT_TASKS, limits: 
                 f"{time.perf_counter() - begun:.0f} s")
             work = Path(tmp) / task.name
             work.mkdir()
+            library = {t.name: experts[t.name].adapter for t in llm_tasks if t.name != task.name}
             per_task[task.name], details[task.name] = held_out_rows(
-                judge, task, experts, write_examples(judge, task, examples, work / "examples.jsonl"),
-                kshot.adapter, work, log)
+                judge, task, library, experts[task.name].adapter,
+                write_examples(judge, task, examples, work / "examples.jsonl"), kshot.adapter, work, log)
+    # the built-in tasks' average; a run that holds out only task files averages those
+    averaged = [t.name for t in llm_tasks if t.name in per_task] or list(per_task)
     summary = {}
     for key in ROWS:
-        normalised = {t: {m: _ratio(rows[key][m], rows["expert"][m]) for m in METRICS} for t, rows in per_task.items()}
-        summary[key] = {m: sum(n[m] for n in normalised.values()) / len(normalised) for m in METRICS}
+        normalised = [{m: _ratio(per_task[t][key][m], per_task[t]["expert"][m]) for m in METRICS} for t in averaged]
+        summary[key] = {m: sum(n[m] for n in normalised) / len(normalised) for m in METRICS}
         # on exact match, or on likelihood accuracy where exact match ties (SmolLM2 zero-shot answers almost
         # nothing exactly: bench-llm's base row is 0 % on every task)
-        summary[key]["beats_zero_shot"] = sum(_both(rows[key]) > _both(rows["zero_shot"]) for rows in per_task.values())
+        summary[key]["beats_zero_shot"] = sum(_both(per_task[t][key]) > _both(per_task[t]["zero_shot"])
+                                              for t in averaged)
     result = {"command": command_line(), "code": code_commit(), "machine": machine(),
               "seconds": round(time.perf_counter() - started), "base": str(base), "limits": limits or LIMITS,
               "recipe": asdict(recipe), "shots_per_answer": SHOTS, "max_examples": MAX_EXAMPLES,
               "examples_seen": shots, "adapt_steps": ADAPT_STEPS,
               "tasks": {t.name: {"answers": t.answers, "fingerprint": t.fingerprint()[:16]} for t in llm_tasks},
-              "rows": per_task, "details": details, "summary": summary}
+              "task_files": {t.name: {"path": str(path), "answers": t.answers, "fingerprint": t.fingerprint()[:16]}
+                             for t, path in zip(user_tasks, task_files)},
+              "averaged_over": averaged, "rows": per_task, "details": details, "summary": summary}
     with staged_output(Path(out), "report") as stage:
         (stage / "result.json").write_text(json.dumps(result, indent=2) + "\n")
         (stage / "results.md").write_text("# New tasks from the LLM benchmark's LoRA library\n\n" + table(result))
@@ -154,18 +173,21 @@ def _ratio(score: float, own: float) -> float:
 
 def table(result: dict) -> str:
     """Each row's mean normalised scores, its wins over zero-shot, and exact match per held-out task."""
-    tasks = list(result["rows"])
-    lines = ["| row | normalised EM | normalised LL | beats zero-shot | " + " | ".join(tasks) + " |",
+    tasks, files = list(result["rows"]), result.get("task_files", {})
+    heads = [f"{t} (task file)" if t in files else t for t in tasks]
+    lines = ["| row | normalised EM | normalised LL | beats zero-shot | " + " | ".join(heads) + " |",
              "|---|---|---|---|" + "---|" * len(tasks)]
     for key, name in ROWS.items():
         s = result["summary"][key]
-        wins = "" if key == "zero_shot" else f"{s['beats_zero_shot']}/{len(tasks)}"
+        wins = "" if key == "zero_shot" else f"{s['beats_zero_shot']}/{len(result['averaged_over'])}"
         cells = [f"{100 * result['rows'][t][key]['exact_match']:.0f}" for t in tasks]
         lines.append(f"| {name} | {100 * s['exact_match']:.1f} % | {100 * s['likelihood_accuracy']:.1f} % | {wins} | "
                      + " | ".join(cells) + " |")
+    user = (f" A task file's task ({', '.join(files)}) has all {len(result['tasks'])} built-in experts as its "
+            "library and is left out of the average and the win count." if files else "")
     return "\n".join(lines) + (
         f"\n\nEach task held out in turn, the other {len(result['tasks']) - 1} tasks' experts the library, "
         f"{result['shots_per_answer']} examples per answer (at most {result['max_examples']}) its only data; "
         f"normalised by the held-out task's own expert and averaged; per task: exact match in % of "
         f"{result['limits']['test']} test questions. `{result['command']}` at {commit_text(result['code'])[:10]}, "
-        f"{result['seconds'] / 60:.1f} min.\n")
+        f"{result['seconds'] / 60:.1f} min.{user}\n")
