@@ -1,7 +1,8 @@
 """New tasks from the LLM benchmark's LoRA library (bench/llm_new_task.py): each task held out in turn, the other
 tasks' SmolLM2-135M experts composed for it from 5 examples per answer by LoraHub and MHR (the programs behind
 `taskfuse route lorahub` and `taskfuse route mhr`), beside the base zero-shot, a LoRA trained from scratch on the
-same examples, and the task's own expert.
+same examples, and the task's own expert. The two rows that learn weights from the examples run with three seeds
+(`--seeds N`) and report the mean and each seed's average.
 
     python benchmarks/llm_new_task.py                                    # the six tasks, 40 test questions each
     python benchmarks/llm_new_task.py --tasks wordnet_pos fortune_language text_genre --test 10
@@ -19,7 +20,7 @@ import argparse
 import time
 from pathlib import Path
 
-from taskfuse.bench.llm_new_task import run_llm_new_task
+from taskfuse.bench.llm_new_task import SEEDS, run_llm_new_task
 from taskfuse.llm.bench import LIMITS
 from taskfuse.llm.tasks import DEFAULT_TASKS
 
@@ -33,6 +34,8 @@ def main() -> None:
                         "still every other task): a shorter run, not the study")
     parser.add_argument("--task-file", action="append", default=[], help="your own .jsonl/.csv task of prompt and "
                         "answer columns, held out with every built-in expert as its library (repeatable)")
+    parser.add_argument("--seeds", type=int, default=len(SEEDS), help="seeds 0..N-1 for the rows that learn from "
+                        "the examples by gradient (MHR with skills, the k-shot LoRA); their row is the mean")
     parser.add_argument("--test", type=int, default=LIMITS["test"], help="test questions per task")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
@@ -40,7 +43,7 @@ def main() -> None:
     log = lambda line: print(f"[{(time.perf_counter() - started) / 60:5.1f} min] {line}", flush=True)  # noqa: E731
     result = run_llm_new_task(args.out, tuple(args.tasks), {**LIMITS, "test": args.test}, log=log,
                               held_out=tuple(args.hold_out) if args.hold_out else None,
-                              task_files=tuple(args.task_file))
+                              task_files=tuple(args.task_file), seeds=tuple(range(args.seeds)))
     print((args.out / "results.md").read_text())
     log(f"done in {result['seconds'] / 60:.1f} min")
 

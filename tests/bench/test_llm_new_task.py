@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from taskfuse.bench.llm_new_task import MAX_EXAMPLES, ROWS, few_shot, run_llm_new_task, table
+from taskfuse.bench.llm_new_task import MAX_EXAMPLES, METRICS, ROWS, SEEDED, few_shot, run_llm_new_task, table
 from taskfuse.llm.tasks import load_llm_task
 from taskfuse.llm.zoo import Recipe
 from taskfuse.errors import UsageError
@@ -28,13 +28,27 @@ def test_each_task_is_held_out_with_the_others_as_its_library(tmp_path, monkeypa
     monkeypatch.setenv("TASKFUSE_CACHE", str(tmp_path / "cache"))
     tiny = save_tiny_causal_lm(tmp_path / "tiny", "llama", seed=3)
     result = run_llm_new_task(tmp_path / "report", TASKS, {"validation": 2, "test": 4},
-                              Recipe(rank=2, steps=3, batch=2, lr=1e-2), log=lambda line: None, base=tiny)
+                              Recipe(rank=2, steps=3, batch=2, lr=1e-2), log=lambda line: None, base=tiny,
+                              seeds=(0, 1))
     assert set(result["rows"]) == set(TASKS)
     for task, rows in result["rows"].items():
         assert set(rows) == set(ROWS) and all(r["n"] == 4 for r in rows.values())
         others = set(TASKS) - {task}
         assert set(result["details"][task]["lorahub"]["weights"]) == others  # the held-out expert is not offered
         assert result["examples_seen"][task] == len(few_shot(load_llm_task(task)))
+        for key in SEEDED:  # the seeded rows are their seeds' mean; no other row ran per seed
+            each = result["details"][task]["per_seed"][key]
+            assert len(each) == 2 and all(rows[key][m] == pytest.approx((each[0][m] + each[1][m]) / 2) for m in METRICS)
+        assert set(result["details"][task]["per_seed"]) == set(SEEDED)
+    # each seed's average, whose mean is the row's
+    for key in SEEDED:
+        each = result["summary"][key]["per_seed"]
+        assert len(each) == 2 and result["summary"][key]["exact_match"] == pytest.approx(
+            sum(e["exact_match"] for e in each) / 2)
+    assert result["seeds"] == [0, 1] and "each seed's" in table(result)
+    # the two seeds' k-shot LoRAs are different adapters (the seed reached the recipe), both kept in the cache
+    kshot = sorted((tmp_path / "cache" / "llm-experts").glob("wordnet_pos-*"))
+    assert len(kshot) == 3  # the expert and two k-shot LoRAs
     saved = json.loads((tmp_path / "report" / "result.json").read_text())
     assert saved["summary"] == result["summary"]
     assert "LoraHub (k-shot)" in table(result) and "the other 2 tasks' experts" in table(result) and (tmp_path / "report" / "results.md").exists()
@@ -72,3 +86,11 @@ def test_a_task_file_named_like_a_built_in_task_is_refused_before_any_training(t
                          base=tmp_path / "no-base-needed", task_files=(str(clash),))
     # the tasks are read (and their data cached), no expert is trained and no report written
     assert not (tmp_path / "cache" / "llm-experts").exists() and not (tmp_path / "report").exists()
+
+
+def test_no_seeds_or_a_repeated_seed_is_refused(tmp_path):
+    for seeds in ((), (1, 1)):
+        with pytest.raises(UsageError, match="different seeds"):
+            run_llm_new_task(tmp_path / "report", TASKS[:2], {"validation": 2, "test": 4}, log=lambda line: None,
+                             base=tmp_path / "no-base-needed", seeds=seeds)
+    assert not (tmp_path / "report").exists()
