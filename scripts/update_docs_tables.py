@@ -1,4 +1,5 @@
-"""Rewrite the generated tables in README.md and docs/ from the committed result files (tests keep them in sync).
+"""Rewrite the generated tables in README.md and docs/ from the committed result files (tests keep them in sync),
+and the figures drawn from a committed result after the run (the LLM new-task study's per-task bars).
 
     python scripts/update_docs_tables.py
 """
@@ -17,6 +18,7 @@ from taskfuse.cli.main import methods_markdown  # noqa: E402
 from taskfuse.bench.llm_report import markdown as llm_markdown  # noqa: E402
 from taskfuse.bench.weak_to_strong import table as weak_to_strong_table  # noqa: E402
 from taskfuse.bench.llm_new_task import table as new_task_table  # noqa: E402
+from taskfuse.bench.llm_new_task_figure import new_task_figure  # noqa: E402
 
 BENCH_RESULT = ROOT / "benchmarks" / "results" / "bench-full" / "result.json"
 SPEED_RESULT = ROOT / "benchmarks" / "results-2026-11-22-zero-copy.json"
@@ -86,6 +88,7 @@ def current_block(path: Path, marker: str) -> str:
 def main() -> None:
     for path, marker, body in generated_blocks():
         replace_block(path, marker, body)
+    new_task_figure(json.loads(NEW_TASK_RESULT.read_text()), NEW_TASK_RESULT.parent / "new_task.png")
 
 
 if __name__ == "__main__":

@@ -94,3 +94,21 @@ def test_no_seeds_or_a_repeated_seed_is_refused(tmp_path):
             run_llm_new_task(tmp_path / "report", TASKS[:2], {"validation": 2, "test": 4}, log=lambda line: None,
                              base=tmp_path / "no-base-needed", seeds=seeds)
     assert not (tmp_path / "report").exists()
+
+
+def test_the_figure_draws_each_tasks_rows_with_the_seeds_range_from_the_committed_result(tmp_path):
+    from taskfuse.bench.llm_new_task_figure import figure_bars, new_task_figure
+    result = json.loads((ROOT / "benchmarks" / "results" / "llm-new-task" / "result.json").read_text())
+    tasks, bars = figure_bars(result)
+    assert len(tasks) == len(result["rows"]) and set(bars) == set(ROWS.values())
+    for t, name in enumerate(result["rows"]):
+        for key, label in ROWS.items():
+            mean, low, high = (column[t] for column in bars[label])
+            assert mean == pytest.approx(100 * result["rows"][name][key]["exact_match"])
+            seeds = [100 * s["exact_match"] for s in result["details"][name]["per_seed"].get(key, [])]
+            assert (low, high) == ((min(seeds), max(seeds)) if key in SEEDED else (mean, mean))
+            assert low <= mean <= high
+    new_task_figure(result, tmp_path / "a.png")
+    new_task_figure(result, tmp_path / "b.png")
+    assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()  # no date or version stamped in

@@ -84,7 +84,7 @@ def test_lorahub_writes_the_searched_weighted_sum_as_one_peft_adapter(tmp_path, 
                     "--data", root / "authors.jsonl", "--budget", "12", "-o", tmp_path / "hub")
     assert done.returncode == 0, done.stderr
     found = json.loads((tmp_path / "hub" / "taskfuse_adapter.json").read_text())["lorahub"]
-    assert found["evaluations"] == 12 and found["data_seen"]["examples"] == 24
+    assert found["evaluations"] == 12 and found["data_seen"]["examples"] == 24 and found["search"]["seed"] == 0
     # the search starts at the base and keeps the best: never worse than the base on the examples
     assert found["objective"] < found["objective_at_start"] and found["history"] == sorted(found["history"],
                                                                                              reverse=True)
@@ -131,6 +131,16 @@ def test_mhr_adapts_to_a_new_tasks_examples_and_loads_back(tmp_path, llama_libra
     ids = torch.randint(0, 300, (2, 7), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.isfinite(model(input_ids=ids).logits).all()
+    assert manifest["data_seen"]["seed"] == 0
+    if not skills:  # another seed orders the batches and samples the routing differently, and says so
+        again = taskfuse("route", "mhr", "--base", base, *[f"--adapter={n}={p}" for n, p in adapters.items()],
+                         "--data", root / "authors.jsonl", "--steps", "15", "--seed", "1", "-o", tmp_path / "mhr1")
+        assert again.returncode == 0, again.stderr
+        assert json.loads((tmp_path / "mhr1" / "manifest.json").read_text())["data_seen"]["seed"] == 1
+        other = load_routed(tmp_path / "mhr1")
+        assert not all(torch.equal(a.logits, b.logits) for a, b in zip(mhr_modules(model), mhr_modules(other)))
     assert_user_error(taskfuse("route", "mhr", "--base", base, "--adapter", adapters["quotes"], "-o", tmp_path / "z"),
                       "mhr needs --data")
+    assert_user_error(taskfuse("route", "arrow", "--base", base, "--adapter", adapters["quotes"], "--seed", "1",
+                               "-o", tmp_path / "z"), "arrow does not take --seed", "mhr/lorahub")
     assert not (tmp_path / "z").exists()

@@ -17,7 +17,7 @@ console = Console(stderr=True)
 # which routers read each option
 TAKEN_BY = {"--top-k": ("arrow", "phatgoose"), "--temperature": ("arrow",), "--data": ("phatgoose", "lorahub", "mhr"),
             "--budget": ("lorahub",), "--l1": ("lorahub",), "--steps": ("phatgoose", "mhr"), "--heads": ("mhr",),
-            "--skills": ("mhr",), "--lr": ("phatgoose",)}
+            "--skills": ("mhr",), "--lr": ("phatgoose",), "--seed": ("mhr", "lorahub")}
 
 
 def register(app: typer.Typer, fail) -> None:
@@ -50,7 +50,10 @@ def register(app: typer.Typer, fail) -> None:
                                                   "routed over (default 8)"),
               skills: bool = typer.Option(False, "--skills", help="mhr: the adapters' factors learn too (Poly's "
                                           "fine-tuning), not only the routing"),
-              lr: Optional[float] = typer.Option(None, help="phatgoose: the gates' learning rate (default 1e-3)")
+              lr: Optional[float] = typer.Option(None, help="phatgoose: the gates' learning rate (default 1e-3)"),
+              seed: Optional[int] = typer.Option(None, min=0, help="mhr: the batches' order and the routing's "
+                                                 "samples; lorahub: CMA-ES's draws (default 0). A few examples make "
+                                                 "the result vary with it: try several")
               ) -> None:
         """Route each token of BASE to the adapters whose update it aligns with most (Arrow), or whose gates,
         trained on each adapter's own text, it aligns with most (PHATGOOSE), or mix them per head block as a new
@@ -68,7 +71,7 @@ def register(app: typer.Typer, fail) -> None:
                                  "(gates from each adapter's text), lorahub and mhr (from a new task's examples); "
                                  "Twin-Merging runs in `taskfuse bench --routing`.")
             given = {"--top-k": top_k, "--temperature": temperature, "--data": data, "--budget": budget, "--l1": l1,
-                     "--steps": steps, "--heads": heads, "--skills": skills or None, "--lr": lr}
+                     "--steps": steps, "--heads": heads, "--skills": skills or None, "--lr": lr, "--seed": seed}
             unused = [o for o, v in given.items() if v is not None and router not in TAKEN_BY[o]]
             if unused:  # an option another router reads would otherwise be ignored without a word
                 raise UsageError(f"{router} does not take {', '.join(unused)} ("
@@ -83,7 +86,7 @@ def register(app: typer.Typer, fail) -> None:
             if len(named) != len(adapter):
                 raise UsageError("two adapters share a name: give each a distinct NAME=PATH.")
             if router == "lorahub":  # an adapter, not a routed model: it checks its own output folder
-                given_search = {"budget": budget, "l1": l1}  # the rest as the paper (LoraHubSearch's defaults)
+                given_search = {"budget": budget, "l1": l1, "seed": seed}  # the rest as LoraHubSearch's defaults
                 _lorahub(base, named, _one(data, router), out, {k: v for k, v in given_search.items() if v is not None})
                 return
             check_output_dir(out, "routed")
@@ -94,7 +97,8 @@ def register(app: typer.Typer, fail) -> None:
                                      steps or GATE_STEPS, lr or GATE_LR)
             elif router == "mhr":
                 from ..programs.mhr_new_task import MHR_HEADS, MHR_STEPS
-                library = _mhr(base, named, _one(data, router), out, steps or MHR_STEPS, heads or MHR_HEADS, skills)
+                library = _mhr(base, named, _one(data, router), out, steps or MHR_STEPS, heads or MHR_HEADS, skills,
+                               seed or 0)
             else:
                 library = LoraLibrary.from_adapters(base, named)
                 top_k = top_k or 3
@@ -146,7 +150,8 @@ def _one(data: list[str], router: str) -> str:
     return data[0]
 
 
-def _mhr(base: str, adapters: dict[str, str], data: str, out: Path, steps: int, heads: int, skills: bool):
+def _mhr(base: str, adapters: dict[str, str], data: str, out: Path, steps: int, heads: int, skills: bool,
+         seed: int):
     """Adapt MHR's routing (and with `skills` the factors) to the new task's examples and write the routed model."""
     from ..programs.library_text import causal_lm_loader, tokenizer_of
     from ..programs.mhr_new_task import adapted_mhr
@@ -159,7 +164,8 @@ def _mhr(base: str, adapters: dict[str, str], data: str, out: Path, steps: int, 
         bar = bars.add_task("", total=steps, stage="mhr adaptation")
         model, record = adapted_mhr(load_base, library, tokenizer_of(base), data, steps, heads, skills,
                                     progress=lambda done, loss: bars.update(bar, completed=done,
-                                                                            description=f"loss {loss:.4f}"))
+                                                                            description=f"loss {loss:.4f}"),
+                                    seed=seed)
     save_routed(model, library, "mhr", {"heads": heads, "tasks": 1}, out, extra=record)
     return library
 
