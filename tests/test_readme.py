@@ -101,7 +101,8 @@ WEAK_TO_STRONG_CODE = ["src/taskfuse/llm", "src/taskfuse/eval", "src/taskfuse/io
 NEW_TASK_CODE = LLM_CODE + ["src/taskfuse/bench/llm_new_task.py", "benchmarks/llm_new_task.py",
                             "src/taskfuse/programs/lorahub_adapter.py", "src/taskfuse/programs/mhr_new_task.py",
                             "src/taskfuse/programs/library_text.py", "src/taskfuse/programs/merge_to_adapter.py",
-                            "src/taskfuse/programs/adapter_files.py", "src/taskfuse/routing/lorahub.py",
+                            "src/taskfuse/programs/adapter_files.py", "src/taskfuse/programs/adapter_finetune.py",
+                            "src/taskfuse/routing/lorahub.py",
                             "src/taskfuse/routing/mhr.py", "src/taskfuse/routing/weighted.py",
                             "src/taskfuse/bench/routing_rows.py", "benchmarks/tasks/wordnet_verb_topic_llm.jsonl"]
 RESULTS = [("bench-full", BENCH_CODE + STATISTICS_CODE, "taskfuse bench --full"),

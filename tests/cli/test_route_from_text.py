@@ -105,6 +105,48 @@ def test_lorahub_writes_the_searched_weighted_sum_as_one_peft_adapter(tmp_path, 
     assert not (tmp_path / "y").exists()
 
 
+def test_lorahub_then_fine_tuned_starts_from_the_weighted_adapter_and_fits_the_examples(tmp_path, llama_library):
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from taskfuse.programs.library_text import all_batches, mean_loss, pad_id, tokenizer_of
+    from taskfuse.programs.text_data import read_examples
+    base, adapters, root = llama_library
+    both = [f"--adapter={n}={p}" for n, p in adapters.items()]
+    common = ("--data", root / "authors.jsonl", "--budget", "12")
+    assert taskfuse("route", "lorahub", "--base", base, *both, *common, "-o", tmp_path / "hub").returncode == 0
+    done = taskfuse("route", "lorahub", "--base", base, *both, *common, "--finetune-steps", "8", "-o", tmp_path / "tuned")
+    assert done.returncode == 0, done.stderr
+    assert "then fine-tuned for 8 steps" in " ".join(done.stderr.split())
+    report = json.loads((tmp_path / "tuned" / "taskfuse_adapter.json").read_text())
+    hub = json.loads((tmp_path / "hub" / "taskfuse_adapter.json").read_text())
+    assert report["lorahub"]["weights"] == hub["lorahub"]["weights"]  # the same search, the start recorded
+    tuning = report["finetune"]
+    assert len(tuning["losses"]) == 8 and tuning["data_seen"]["seed"] == 0 and tuning["data_seen"]["examples"] == 24
+    start, tuned = (load_file(tmp_path / d / "adapter_model.safetensors") for d in ("hub", "tuned"))
+    # PEFT prefixes its saved names differently from ours: compare the factors by shape, in order
+    assert sorted(t.shape for t in start.values()) == sorted(t.shape for t in tuned.values())  # the start's ranks
+    tok = tokenizer_of(base)
+    batches = all_batches(read_examples(root / "authors.jsonl", tok, labelled=True), 8, pad_id(tok))
+    loss = {d: mean_loss(PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base).float(),
+                                                   tmp_path / d).eval().get_base_model(), batches)
+            for d in ("hub", "tuned")}
+    assert loss["tuned"] < loss["hub"], loss  # the fine-tuning fitted the examples beyond what weighing reached
+    again = taskfuse("route", "lorahub", "--base", base, *both, *common, "--finetune-steps", "8", "--seed", "1",
+                     "-o", tmp_path / "tuned1")
+    assert again.returncode == 0, again.stderr
+    other = json.loads((tmp_path / "tuned1" / "taskfuse_adapter.json").read_text())["finetune"]
+    assert other["data_seen"]["seed"] == 1 and other["losses"] != tuning["losses"]  # another batch order
+    assert_user_error(taskfuse("route", "mhr", "--base", base, *both, "--data", root / "authors.jsonl",
+                               "--finetune-steps", "3", "-o", tmp_path / "z"), "mhr does not take --finetune-steps")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    assert_user_error(taskfuse("route", "lorahub", "--base", base, *both, *common, "--finetune-steps", "3",
+                               "-o", tmp_path / "mine"), "taskfuse never replaces")
+    assert not (tmp_path / "z").exists() and sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
+
+
 @pytest.mark.parametrize("skills", [False, True])
 def test_mhr_adapts_to_a_new_tasks_examples_and_loads_back(tmp_path, llama_library, skills):
     from transformers import AutoModelForCausalLM

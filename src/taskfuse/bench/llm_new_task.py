@@ -6,6 +6,9 @@ the held-out task's test questions and normalised by that task's own expert:
 - the base zero-shot;
 - LoraHub: one weight per adapter searched on the k-shot examples, one merged adapter (programs/lorahub_adapter.py,
   what `taskfuse route lorahub` runs);
+- LoraHub, then fine-tuned: that adapter's factors trained on the same examples with the k-shot LoRA's recipe and
+  steps (programs/adapter_finetune.py, what `taskfuse route lorahub --finetune-steps` runs): the composition as the
+  start of the k-shot training, so that a task whose answers no adapter knows is still in reach;
 - MHR, the routing per head block adapted to the examples, and MHR with the adapters' factors learning too
   (programs/mhr_new_task.py, what `taskfuse route mhr [--skills]` runs);
 - a LoRA trained from scratch on the same examples, with the experts' recipe, for as many steps as the MHR rows;
@@ -16,9 +19,9 @@ prompt in the chat template and the completion the answer and the end-of-turn to
 Decided here: k = 5 per answer, capped at 40 examples (a task with many answers would otherwise see most of its
 train split).
 
-The two rows that learn weights from the examples, MHR with skills and the k-shot LoRA (the comparison issue 13's
-target is about), run once per seed of `seeds` (default 3): the seed orders the batches, and draws the LoRA's
-initial factors and MHR's relaxed routing samples; the examples stay the same. Their row is the mean over seeds,
+The three rows that learn weights from the examples by gradient, LoraHub then fine-tuned, MHR with skills and the
+k-shot LoRA (the comparison issue 13's target is about), run once per seed of `seeds` (default 3): the seed orders
+the batches, and draws the LoRA's initial factors and MHR's relaxed routing samples; the examples stay the same. Their row is the mean over seeds,
 and the summary keeps each seed's average too, so that a gap between them can be read against the seed-to-seed
 spread (a single run at this budget moved a task by 10-20 points, docs/llm.md). The other rows learn no weights
 by gradient (LoraHub searches 5 weights) or are the routing only, and run once.
@@ -50,12 +53,13 @@ SHOTS, MAX_EXAMPLES = 5, 40
 # MHR's adaptation and the k-shot LoRA's training: as many steps of 8 as the experts trained and the LLM benchmark's
 # routers learn (a step runs forward and backward through the whole model: the encoder study's 40 would add a third)
 ADAPT_STEPS = ROUTED_STEPS
-ROWS = {"zero_shot": "base (zero-shot)", "lorahub": "LoraHub (k-shot)", "mhr": "MHR, routing learnt (k-shot)",
+ROWS = {"zero_shot": "base (zero-shot)", "lorahub": "LoraHub (k-shot)",
+        "lorahub_tuned": "LoraHub, then fine-tuned (k-shot)", "mhr": "MHR, routing learnt (k-shot)",
         "mhr_skills": "MHR, routing and skills learnt (k-shot)", "kshot_lora": "LoRA from scratch (k-shot)",
         "expert": "the task's own expert"}
 METRICS = ("exact_match", "likelihood_accuracy")
 SEEDS = (0, 1, 2)
-SEEDED = ("mhr_skills", "kshot_lora")
+SEEDED = ("lorahub_tuned", "mhr_skills", "kshot_lora")
 Log = Callable[[str], None]
 
 
@@ -82,6 +86,7 @@ def held_out_rows(judge: Judge, task: LLMTask, library_experts: dict, own_expert
     """Every row's test score on `task` with `library_experts` (name → adapter folder, never the task's own) as
     the library, the seeded rows' the mean over `kshot_adapters`' seeds; each seed's scores, and what LoraHub
     found."""
+    from ..programs.adapter_finetune import finetuned_adapter
     from ..programs.library_text import causal_lm_loader
     from ..programs.lorahub_adapter import lorahub_adapter
     from ..programs.mhr_new_task import adapted_mhr
@@ -94,7 +99,7 @@ def held_out_rows(judge: Judge, task: LLMTask, library_experts: dict, own_expert
     def timed(key: str, make: Callable, seeds: tuple[int, ...] = (0,)) -> None:
         begun = time.perf_counter()
         scores = [score(make(seed)) for seed in seeds]
-        rows[key] = {m: sum(s[m] for s in scores) / len(scores) for m in scores[0]} if len(seeds) > 1 else scores[0]
+        rows[key] = {**scores[0], **{m: sum(s[m] for s in scores) / len(scores) for m in METRICS}}  # n: the same
         if key in SEEDED:
             per_seed[key] = scores
         seconds[key] = round(time.perf_counter() - begun, 1)
@@ -108,10 +113,18 @@ def held_out_rows(judge: Judge, task: LLMTask, library_experts: dict, own_expert
 
     def lorahub(_):
         report = lorahub_adapter(str(judge.base), others, examples_file, work / "lorahub")
-        hub.update(report["lorahub"])
+        hub.update(report["lorahub"], written=report["written"])
         # no weighting beat the base on the examples: LoraHub's answer is the base itself
         return judge.load_adapter(work / "lorahub") if report["written"] else judge.load(judge.base)
     timed("lorahub", lorahub)
+
+    def lorahub_tuned(seed):
+        if not hub["written"]:  # no weighted adapter to start from: from the base, it is the LoRA from scratch
+            return judge.load_adapter(kshot_adapters[seed])
+        finetuned_adapter(str(judge.base), work / "lorahub", examples_file, work / f"lorahub_tuned_{seed}",
+                          ADAPT_STEPS, seed)
+        return judge.load_adapter(work / f"lorahub_tuned_{seed}")
+    timed("lorahub_tuned", lorahub_tuned, tuple(kshot_adapters))
     load_base, library = causal_lm_loader(str(judge.base)), LoraLibrary.from_adapters(judge.base, others)
     mhr = lambda skills: lambda seed: adapted_mhr(load_base, library, judge.tok, examples_file,  # noqa: E731
                                                   ADAPT_STEPS, skills=skills, seed=seed)[0]
@@ -120,7 +133,7 @@ def held_out_rows(judge: Judge, task: LLMTask, library_experts: dict, own_expert
     timed("kshot_lora", lambda seed: judge.load_adapter(kshot_adapters[seed]), tuple(kshot_adapters))
     timed("expert", lambda _: judge.load_adapter(own_expert))
     return rows, {"seconds": seconds, "per_seed": per_seed,
-                  "lorahub": {k: hub[k] for k in ("weights", "objective", "objective_at_start", "evaluations")}}
+                  "lorahub": {k: hub[k] for k in ("weights", "objective", "objective_at_start", "evaluations", "written")}}
 
 
 def run_llm_new_task(out: Path, tasks: tuple[str, ...] = DEFAULT_TASKS, limits: dict | None = None,
@@ -129,22 +142,23 @@ def run_llm_new_task(out: Path, tasks: tuple[str, ...] = DEFAULT_TASKS, limits: 
                      seeds: tuple[int, ...] = SEEDS) -> dict:
     """Each of `held_out` (default: every task)'s rows, the library every other task of `tasks` (every one of them
     for a task of `task_files`), the rows of SEEDED once per seed of `seeds`; report in `out`."""
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UsageError(f"seeds {list(seeds)}: give one or more different seeds.")
     started = time.perf_counter()
     base = base or base_model_dir()
     llm_tasks = [load_llm_task(name, limits=limits or LIMITS) for name in tasks]
     user_tasks = [load_llm_task(path, limits=limits or LIMITS) for path in task_files]
-    names = [t.name for t in llm_tasks + user_tasks]
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise UsageError(f"seeds {list(seeds)}: give one or more different seeds.")
+    every = llm_tasks + user_tasks
+    names = [t.name for t in every]
     if len(set(names)) != len(names):
         raise UsageError(f"two tasks are named alike ({', '.join(names)}): a task file's name is its file name. "
                          "Fix: rename the file.")
-    judge = Judge(base, llm_tasks + user_tasks)
-    experts = build_llm_zoo(base, llm_tasks + user_tasks, recipe,
+    judge = Judge(base, every)
+    experts = build_llm_zoo(base, every, recipe,
                             progress=lambda d, t, n: log(f"expert {d}/{t} trained: {n}"))
     per_task, details, shots = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        for task in [t for t in llm_tasks + user_tasks if held_out is None or t.name in held_out]:
+        for task in [t for t in every if held_out is None or t.name in held_out]:
             examples = few_shot(task)
             shots[task.name] = len(examples)
             kshot_task = replace(task, splits={**task.splits, "train": examples})
@@ -162,17 +176,17 @@ def run_llm_new_task(out: Path, tasks: tuple[str, ...] = DEFAULT_TASKS, limits: 
     # the built-in tasks' average; a run that holds out only task files averages those
     averaged = [t.name for t in llm_tasks if t.name in per_task] or list(per_task)
     summary = {}
+    experts_scores = {t: per_task[t]["expert"] for t in averaged}
     for key in ROWS:
-        normalised = [{m: _ratio(per_task[t][key][m], per_task[t]["expert"][m]) for m in METRICS} for t in averaged]
-        summary[key] = {m: sum(n[m] for n in normalised) / len(normalised) for m in METRICS}
+        summary[key] = _normalised_average({t: per_task[t][key] for t in averaged}, experts_scores)
         # on exact match, or on likelihood accuracy where exact match ties (SmolLM2 zero-shot answers almost
         # nothing exactly: bench-llm's base row is 0 % on every task)
         summary[key]["beats_zero_shot"] = sum(_both(per_task[t][key]) > _both(per_task[t]["zero_shot"])
                                               for t in averaged)
         if key in SEEDED:  # each seed's own average: the spread the mean hides
             summary[key]["per_seed"] = [
-                {m: sum(_ratio(details[t]["per_seed"][key][i][m], per_task[t]["expert"][m]) for t in averaged)
-                 / len(averaged) for m in METRICS} for i in range(len(seeds))]
+                _normalised_average({t: details[t]["per_seed"][key][i] for t in averaged}, experts_scores)
+                for i in range(len(seeds))]
     result = {"command": command_line(), "code": code_commit(), "machine": machine(),
               "seconds": round(time.perf_counter() - started), "base": str(base), "limits": limits or LIMITS,
               "recipe": asdict(recipe), "shots_per_answer": SHOTS, "max_examples": MAX_EXAMPLES,
@@ -185,6 +199,11 @@ def run_llm_new_task(out: Path, tasks: tuple[str, ...] = DEFAULT_TASKS, limits: 
         (stage / "result.json").write_text(json.dumps(result, indent=2) + "\n")
         (stage / "results.md").write_text("# New tasks from the LLM benchmark's LoRA library\n\n" + table(result))
     return result
+
+
+def _normalised_average(scores: dict[str, dict], experts: dict[str, dict]) -> dict:
+    """Each metric of `scores` (task → score) as a fraction of the task's expert's, averaged over the tasks."""
+    return {m: sum(_ratio(scores[t][m], experts[t][m]) for t in scores) / len(scores) for m in METRICS}
 
 
 def _both(score: dict) -> tuple[float, float]:
@@ -212,7 +231,8 @@ def table(result: dict) -> str:
                      + f"{100 * s['likelihood_accuracy']:.1f} % | {wins} | " + " | ".join(cells) + " |")
     user = (f" A task file's task ({', '.join(files)}) has all {len(result['tasks'])} built-in experts as its "
             "library and is left out of the average and the win count." if files else "")
-    seeded = (f" {' and '.join(ROWS[k] for k in result['seeded_rows'])}: the mean over seeds {seeds} (batch order, "
+    named = [ROWS[k] for k in result["seeded_rows"]]
+    seeded = (f" {', '.join(named[:-1])} and {named[-1]}: the mean over seeds {seeds} (batch order, "
               "initial factors, routing samples; the same examples), each seed's average beside it."
               if len(seeds) > 1 else "")
     return "\n".join(lines) + (

@@ -17,7 +17,8 @@ console = Console(stderr=True)
 # which routers read each option
 TAKEN_BY = {"--top-k": ("arrow", "phatgoose"), "--temperature": ("arrow",), "--data": ("phatgoose", "lorahub", "mhr"),
             "--budget": ("lorahub",), "--l1": ("lorahub",), "--steps": ("phatgoose", "mhr"), "--heads": ("mhr",),
-            "--skills": ("mhr",), "--lr": ("phatgoose",), "--seed": ("mhr", "lorahub")}
+            "--skills": ("mhr",), "--lr": ("phatgoose",), "--seed": ("mhr", "lorahub"),
+            "--finetune-steps": ("lorahub",)}
 
 
 def register(app: typer.Typer, fail) -> None:
@@ -53,7 +54,11 @@ def register(app: typer.Typer, fail) -> None:
               lr: Optional[float] = typer.Option(None, help="phatgoose: the gates' learning rate (default 1e-3)"),
               seed: Optional[int] = typer.Option(None, min=0, help="mhr: the batches' order and the routing's "
                                                  "samples; lorahub: CMA-ES's draws (default 0). A few examples make "
-                                                 "the result vary with it: try several")
+                                                 "the result vary with it: try several"),
+              finetune_steps: Optional[int] = typer.Option(None, min=1, help="lorahub: then fine-tune the "
+                                                           "weighted adapter's factors on the same examples for "
+                                                           "this many steps (the k-shot LoRA's recipe; --seed "
+                                                           "orders the batches). Reaches answers no adapter knows")
               ) -> None:
         """Route each token of BASE to the adapters whose update it aligns with most (Arrow), or whose gates,
         trained on each adapter's own text, it aligns with most (PHATGOOSE), or mix them per head block as a new
@@ -71,7 +76,8 @@ def register(app: typer.Typer, fail) -> None:
                                  "(gates from each adapter's text), lorahub and mhr (from a new task's examples); "
                                  "Twin-Merging runs in `taskfuse bench --routing`.")
             given = {"--top-k": top_k, "--temperature": temperature, "--data": data, "--budget": budget, "--l1": l1,
-                     "--steps": steps, "--heads": heads, "--skills": skills or None, "--lr": lr, "--seed": seed}
+                     "--steps": steps, "--heads": heads, "--skills": skills or None, "--lr": lr, "--seed": seed,
+                     "--finetune-steps": finetune_steps}
             unused = [o for o, v in given.items() if v is not None and router not in TAKEN_BY[o]]
             if unused:  # an option another router reads would otherwise be ignored without a word
                 raise UsageError(f"{router} does not take {', '.join(unused)} ("
@@ -87,7 +93,8 @@ def register(app: typer.Typer, fail) -> None:
                 raise UsageError("two adapters share a name: give each a distinct NAME=PATH.")
             if router == "lorahub":  # an adapter, not a routed model: it checks its own output folder
                 given_search = {"budget": budget, "l1": l1, "seed": seed}  # the rest as LoraHubSearch's defaults
-                _lorahub(base, named, _one(data, router), out, {k: v for k, v in given_search.items() if v is not None})
+                _lorahub(base, named, _one(data, router), out, {k: v for k, v in given_search.items() if v is not None},
+                         finetune_steps)
                 return
             check_output_dir(out, "routed")
             if router == "phatgoose":
@@ -170,24 +177,43 @@ def _mhr(base: str, adapters: dict[str, str], data: str, out: Path, steps: int, 
     return library
 
 
-def _lorahub(base: str, adapters: dict[str, str], data: str, out: Path, search: dict) -> None:
+def _lorahub(base: str, adapters: dict[str, str], data: str, out: Path, search: dict,
+             finetune_steps: int | None = None) -> None:
+    import json
+    import tempfile
+
+    from ..io.output import check_output_dir
+    from ..programs.adapter_finetune import finetuned_adapter
     from ..programs.lorahub_adapter import lorahub_adapter
+    from ..programs.merge_to_adapter import REPORT
     from ..routing.lorahub import LoraHubSearch
     from .progress import progress_display
     how = LoraHubSearch(**search)
-    with progress_display(console) as bars:
+    check_output_dir(out, "adapter")  # before the search, not after it
+    with tempfile.TemporaryDirectory(prefix="taskfuse-lorahub-") as work, progress_display(console) as bars:
+        # with fine-tuning, the weighted adapter is only its start: written aside, the output is the tuned one
+        weighted = Path(work) / "weighted" if finetune_steps else out
         bar = bars.add_task("", total=how.budget, stage="lorahub search")
-        report = lorahub_adapter(base, adapters, data, out, how,
+        report = lorahub_adapter(base, adapters, data, weighted, how,
                                  lambda done, loss: bars.update(bar, completed=done, description=f"loss {loss:.4f}"))
-    found = report["lorahub"]
-    if not report["written"]:
-        raise UsageError(f"no weighting of the {len(found['weights'])} adapters beat the base on {data} (loss "
-                         f"{found['objective_at_start']:.4f} with none) in {found['evaluations']} evaluations, so "
-                         "there is no adapter to write. Fix: give more examples, or a larger --budget.")
+        found = report["lorahub"]
+        if not report["written"]:
+            raise UsageError(f"no weighting of the {len(found['weights'])} adapters beat the base on {data} (loss "
+                             f"{found['objective_at_start']:.4f} with none) in {found['evaluations']} evaluations, "
+                             "so there is no adapter to write. Fix: give more examples, or a larger --budget"
+                             + (", or train a LoRA from scratch on them." if finetune_steps else "."))
+        if finetune_steps:
+            bar = bars.add_task("", total=finetune_steps, stage="fine-tuning")
+            tuned = finetuned_adapter(base, weighted, data, out, finetune_steps, how.seed,
+                                      lambda done, loss: bars.update(bar, completed=done,
+                                                                     description=f"loss {loss:.4f}"),
+                                      extra=json.loads((weighted / REPORT).read_text()))
     weights = ", ".join(f"{name} {w:+.3f}" for name, w in found["weights"].items())
+    tuning = (f"; then fine-tuned for {finetune_steps} steps (loss {tuned['finetune']['losses'][0]:.4f} → "
+              f"{tuned['finetune']['losses'][-1]:.4f})" if finetune_steps else "")
     console.print(f"wrote the adapter {out}: LoraHub weights {weights}; objective {found['objective']:.4f} against "
-                  f"{found['objective_at_start']:.4f} for the base, {found['evaluations']} evaluations. Load it with "
-                  "PeftModel.from_pretrained(base, OUT)", soft_wrap=True)
+                  f"{found['objective_at_start']:.4f} for the base, {found['evaluations']} evaluations{tuning}. Load "
+                  "it with PeftModel.from_pretrained(base, OUT)", soft_wrap=True)
 
 
 def _named_data(data: list[str]) -> dict[str, str]:
