@@ -35,8 +35,8 @@ def test_every_row_is_scored_on_every_task(routing):
     for row in result["new_task"][:-1]:
         assert row["library"] == [t for t in tasks if t != row["task"]]  # the held-out adapter is not there
     for row in result["new_task"]:
-        assert set(row["accuracy"]) == {"zero_shot", "lora_expert", "arrow", "phatgoose", "average", "lorahub", "mhr",
-                                       "mhr_skills", "kshot_lora"}
+        assert set(row["accuracy"]) == {"zero_shot", "lora_expert", "arrow", "phatgoose", "average", "lorahub", "lorahub_tuned",
+                                       "mhr", "mhr_skills", "kshot_lora"}
         assert all(0 <= v <= 1 for v in row["accuracy"].values())
         assert row["lorahub"]["evaluations"] <= 9
     rows = {r["method"]: r for r in result["multitask"]}
@@ -87,3 +87,34 @@ def test_the_report(routing):
     assert wins.endswith("/2")  # wins counted over the two built-in tasks, not the user's
     assert (report / "new_task.png").stat().st_size > 5000
     assert "data:image/png;base64" in (report / "report.html").read_text()
+
+
+def test_lorahubs_weighted_adapter_is_the_weighted_sum_exactly_and_trainable(tiny_bench, monkeypatch):
+    """The start of the "LoraHub, then fine-tuned" row: one LoRA whose update is Σ wᵢ·ΔWᵢ (against the weighted
+    mixture LoraHub scores), rank the kept adapters' summed, only its factors trainable."""
+    import torch
+
+    from taskfuse.bench.routing_study import weighted_lora
+    from taskfuse.eval.encoder import embed_all, encode, load_encoder, load_tokenizer
+    from taskfuse.routing.library import LoraLibrary
+    from taskfuse.routing.weighted import WeightedMixture
+    from taskfuse.zoo.build import build_zoo
+    from taskfuse.zoo.recipe import variant_named
+    *_, cache = tiny_bench
+    monkeypatch.setenv("TASKFUSE_CACHE", str(cache))
+    zoo = build_zoo(variant_named("tiny"))
+    library = LoraLibrary.from_adapters(zoo.base_dir, {t: e.lora_dir for t, e in zoo.experts.items()})
+    split = next(iter(zoo.tasks.values())).splits["test"]
+    data = encode(load_tokenizer(zoo.base_dir), split.texts[:12], split.labels[:12])
+    base = embed_all(load_encoder(zoo.base_dir).eval(), data)
+    for weights in ([0.8, -0.5], [0.0, 1.3]):
+        ours = weighted_lora(load_encoder(zoo.base_dir), library, weights).eval()
+        mixture = WeightedMixture(load_encoder(zoo.base_dir).eval(), library).set(weights)
+        with torch.no_grad():
+            got, want = embed_all(ours, data), embed_all(mixture, data)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(got, base, atol=1e-4)  # the update is there
+        kept = [i for i, w in enumerate(weights) if w]
+        expected = sum(sum(library.updates(m)[i].a.numel() + library.updates(m)[i].b.numel() for i in kept)
+                       for m in library.modules)
+        assert sum(p.numel() for p in ours.parameters() if p.requires_grad) == expected

@@ -15,6 +15,7 @@ from .report import commit_text, html_image, html_table  # noqa: E402
 NEW_TASK_ROWS = {"zero_shot": "base zero-shot", "arrow": "Arrow (no data of the task)",
                  "phatgoose": "PHATGOOSE (no data of the task)",
                  "average": "average of the library (no data)", "lorahub": "LoraHub (k-shot)",
+                 "lorahub_tuned": "LoraHub, then fine-tuned (k-shot)",
                  "mhr": "MHR, routing learnt (k-shot)", "mhr_skills": "MHR, routing and skills learnt (k-shot)",
                  "kshot_lora": "LoRA from scratch (k-shot)", "lora_expert": "own LoRA expert (ceiling)"}
 MULTITASK_ROWS = {"arrow": "Arrow, all LoRA adapters", "phatgoose": "PHATGOOSE, all LoRA adapters", "lora_task_arithmetic": "task arithmetic over the LoRA updates",

@@ -6,9 +6,9 @@ updates (λ chosen on validation), PHATGOOSE, Twin-Merging, EMR-Merging and MHR 
 train split), beside the LoRA experts each on its own task.
 New task (leave one out): for each task, the library is the other adapters; a user's `--task-file` task is only
 ever a new task, its library every built-in task's adapter (its experts are trained for the references alone).
-Zero-shot; Arrow, PHATGOOSE and the plain average of the library (no data of the new task); LoraHub, MHR (routing
-only, and routing with the skills) and a LoRA trained from scratch on the same k labelled examples per class of the
-task's train split; the task's own LoRA expert as the ceiling. Everything is judged on test and normalised by the
+Zero-shot; Arrow, PHATGOOSE and the plain average of the library (no data of the new task); LoraHub, LoraHub's
+weighted adapter then fine-tuned as the k-shot LoRA is, MHR (routing only, and routing with the skills) and a LoRA
+trained from scratch on the same k labelled examples per class of the task's train split; the task's own LoRA expert as the ceiling. Everything is judged on test and normalised by the
 task's full expert, as the merge benchmark is.
 """
 from __future__ import annotations
@@ -171,7 +171,7 @@ def leave_one_out(zoo: Zoo, library: LoraLibrary, gates: dict, task: str, test: 
     others = library.without(task)
     head = zoo.experts[task].head()
     expert = refs["expert"][task].accuracy
-    report("new task", 0, 4, f"{task}: arrow")
+    report("new task", 0, 5, f"{task}: arrow")
     rows = {"zero_shot": refs["zero_shot"][task].accuracy, "lora_expert": refs["lora_expert"][task].accuracy}
     rows["arrow"] = test.score_task(arrow_encoder(zoo, others, NEW_TASK_TOP_K), task).accuracy
     rows["phatgoose"] = test.score_task(phatgoose_encoder(zoo, others, gates), task).accuracy
@@ -183,16 +183,19 @@ def leave_one_out(zoo: Zoo, library: LoraLibrary, gates: dict, task: str, test: 
         logits = head(embed_all(mixture.set(weights), examples))
         return float(nn.functional.cross_entropy(logits, examples.labels))
 
-    report("new task", 1, 4, f"{task}: lorahub")
+    report("new task", 1, 5, f"{task}: lorahub")
     searched = search_weights(loss, len(others.experts), how)
     rows["lorahub"] = test.score_task(mixture.set(searched.weights), task).accuracy
-    report("new task", 2, 4, f"{task}: MHR")
+    report("new task", 2, 5, f"{task}: lorahub, then fine-tuned")
+    rows["lorahub_tuned"] = test.score_task(lorahub_tuned(zoo, others, searched.weights, head, examples, kshot_steps),
+                                            task).accuracy
+    report("new task", 3, 5, f"{task}: MHR")
     rows["mhr"] = test.score_task(mhr_adapted(zoo, others, {0: (head, examples)}, kshot_steps, False), task).accuracy
     rows["mhr_skills"] = test.score_task(mhr_adapted(zoo, others, {0: (head, examples)}, kshot_steps, True),
                                          task).accuracy
-    report("new task", 3, 4, f"{task}: k-shot LoRA")
+    report("new task", 4, 5, f"{task}: k-shot LoRA")
     rows["kshot_lora"] = test.score_task(kshot_lora(zoo, head, examples, kshot_steps), task).accuracy
-    report("new task", 4, 4, task)
+    report("new task", 5, 5, task)
     return {"task": task, "library": others.experts, "accuracy": rows,
             "normalized": {k: v / expert for k, v in rows.items()}, "expert_accuracy": expert,
             "kshot_examples": len(examples.ids),
@@ -202,15 +205,51 @@ def leave_one_out(zoo: Zoo, library: LoraLibrary, gates: dict, task: str, test: 
 
 def kshot_lora(zoo: Zoo, head: nn.Linear, examples: Encoded, steps: int) -> nn.Module:
     """A LoRA of the zoo's recipe trained from scratch on the k-shot examples only, for about `steps` steps."""
+    # PEFT draws LoRA's A from the global generator: seed it so the row does not depend on what ran before it.
+    torch.manual_seed(zoo.variant.recipe.seed)
+    return _kshot_trained(zoo, prepare_lora(load_encoder(zoo.base_dir), zoo.variant.recipe), head, examples, steps)
+
+
+def lorahub_tuned(zoo: Zoo, library: LoraLibrary, weights: list[float], head: nn.Linear, examples: Encoded,
+                  steps: int) -> nn.Module:
+    """LoraHub's weighted adapter (`weighted_lora`) trained on the k-shot examples exactly as the k-shot LoRA is:
+    the library as that LoRA's start (what `taskfuse route lorahub --finetune-steps` does for causal LMs). Where
+    LoraHub kept no adapter, the start is the base and this is the k-shot LoRA."""
+    if not any(weights):
+        return kshot_lora(zoo, head, examples, steps)
+    return _kshot_trained(zoo, weighted_lora(load_encoder(zoo.base_dir), library, weights), head, examples, steps)
+
+
+def _kshot_trained(zoo: Zoo, model: nn.Module, head: nn.Linear, examples: Encoded, steps: int) -> nn.Module:
+    """`model`'s LoRA trained on the k-shot examples with the zoo's LoRA recipe for about `steps` steps, merged."""
     recipe = zoo.variant.recipe
     batch = min(recipe.batch_size, 16)
     epochs = math.ceil(steps / math.ceil(len(examples.ids) / batch))
-    # PEFT draws LoRA's A from the global generator: seed it so the row does not depend on what ran before it.
-    torch.manual_seed(recipe.seed)
-    model = prepare_lora(load_encoder(zoo.base_dir), recipe)
     fine_tune(model, head, examples, replace(recipe, epochs=epochs, batch_size=batch), recipe.lora_lr)
     with peft_quietly():
         return model.merge_and_unload().eval()
+
+
+def weighted_lora(encoder: nn.Module, library: LoraLibrary, weights: list[float]) -> nn.Module:
+    """Σ wᵢ·ΔWᵢ as one trainable PEFT LoRA per module, exactly: the kept adapters' A stacked, their B side by side
+    with wᵢ and each adapter's scaling folded in, so the LoRA's own scaling is 1 (rank = the kept adapters' ranks
+    summed; adapters with weight 0 left out)."""
+    from peft import LoraConfig, get_peft_model
+    kept = [i for i, w in enumerate(weights) if w]
+    parts = {m: [(weights[i], library.updates(m)[i]) for i in kept if library.updates(m)[i] is not None]
+             for m in library.modules}
+    parts = {m: pairs for m, pairs in parts.items() if pairs}
+    ranks = {m: sum(u.a.shape[0] for _, u in pairs) for m, pairs in parts.items()}
+    config = LoraConfig(r=max(ranks.values()), lora_alpha=max(ranks.values()), rank_pattern=ranks, alpha_pattern=ranks,
+                        target_modules=list(parts), lora_dropout=0.0)
+    with peft_quietly():
+        model = get_peft_model(encoder, config)
+    with torch.no_grad():
+        for name, pairs in parts.items():
+            layer = model.base_model.model.get_submodule(name)
+            layer.lora_A["default"].weight.copy_(torch.cat([u.a for _, u in pairs]))
+            layer.lora_B["default"].weight.copy_(torch.cat([w * u.b for w, u in pairs], dim=1))
+    return model
 
 
 def cost_meter(zoo: Zoo, test: Evaluator, repeats: int = 3) -> Callable[[nn.Module], dict]:
@@ -251,7 +290,8 @@ def summarise(new_task: list[dict], multitask: list[dict], refs: dict) -> dict:
         methods = list(builtin[0]["normalized"])
         out["new_task_average_normalized"] = {m: mean(r["normalized"][m] for r in builtin) for m in methods}
         out["beats_zero_shot"] = {m: sum(r["accuracy"][m] > r["accuracy"]["zero_shot"] for r in builtin)
-                                  for m in ("arrow", "phatgoose", "average", "lorahub", "mhr", "mhr_skills", "kshot_lora")}
+                                  for m in ("arrow", "phatgoose", "average", "lorahub", "lorahub_tuned", "mhr", "mhr_skills",
+                                            "kshot_lora")}
         out["tasks"] = len(builtin)
     files = [r for r in new_task if r.get("task_file")]
     if files:
