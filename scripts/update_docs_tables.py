@@ -19,6 +19,7 @@ from taskfuse.bench.llm_report import markdown as llm_markdown  # noqa: E402
 from taskfuse.bench.weak_to_strong import table as weak_to_strong_table  # noqa: E402
 from taskfuse.bench.llm_new_task import table as new_task_table  # noqa: E402
 from taskfuse.bench.llm_new_task_figure import new_task_figure  # noqa: E402
+from taskfuse.bench.targets import all_targets, markdown as targets_markdown  # noqa: E402
 
 BENCH_RESULT = ROOT / "benchmarks" / "results" / "bench-full" / "result.json"
 SPEED_RESULT = ROOT / "benchmarks" / "results-2026-11-22-zero-copy.json"
@@ -61,7 +62,8 @@ def generated_blocks() -> list[tuple[Path, str, str]]:
             (ROOT / "docs" / "learned.md", "over-merge-table", _over_merge_table()),
             (ROOT / "docs" / "llm.md", "weak-to-strong-table",
              weak_to_strong_table(json.loads(WEAK_TO_STRONG_RESULT.read_text()))),
-            (ROOT / "docs" / "llm.md", "new-task-table", new_task_table(json.loads(NEW_TASK_RESULT.read_text())))]
+            (ROOT / "docs" / "llm.md", "new-task-table", new_task_table(json.loads(NEW_TASK_RESULT.read_text()))),
+            (ROOT / "README.md", "targets-table", targets_markdown(all_targets(ROOT / "benchmarks" / "results")))]
 
 
 def _benchmark_script(name: str):

@@ -1,0 +1,173 @@
+"""The measured targets the composition issues set (12: learned merging, 13: LoRA libraries, 15: causal LMs),
+each read from the committed result file that measures it: what was asked, what the last committed run measured,
+and whether, by how much, it is met. README's status table is generated from here, so "met" can only come from a
+result that anyone can remake with the command that result records.
+
+A target a committed result cannot judge (a row it predates) is reported as not measured, never as met."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Target:
+    issue: int
+    asked: str      # the target, in the issue's terms
+    measured: str   # the committed numbers it is judged on, and the rows they come from
+    margin: str     # how far above (+) or short (−) of the target, in its unit; "" where not measured
+    met: bool | None  # None: the committed result does not measure it
+    source: str     # the result folder under benchmarks/results/
+
+
+def _points(value: float) -> str:
+    return f"{value:+.2f} points".replace("-", "−")
+
+
+def _normalized(rows: list[dict], name: str) -> float | None:
+    """A bench-full row's average normalised test accuracy in %, None where the run has no such row."""
+    found = [r["average"]["normalized"] for r in rows if r["method"] == name]
+    return 100 * found[0] if found else None
+
+
+def _learning_minutes(row: dict) -> float:
+    """A learned row's own cost: learning (or statistics, or search) and writing its merge, as the row timed it."""
+    return sum(row["seconds"].values()) / 60
+
+
+def learned_targets(full: dict) -> list[Target]:
+    """Issue 12's accuracy and time targets on bench-full (the full encoder benchmark)."""
+    data_free, learned = full["methods"], full.get("learned", [])
+    rows, source = data_free + learned, "bench-full"
+    ta, ada = _normalized(rows, "task_arithmetic"), _normalized(rows, "adamerging_layer")
+    targets = [Target(12, "layer-wise AdaMerging ≥ task arithmetic + 5 points (normalised)",
+                      f"adamerging_layer {ada:.1f} %, task_arithmetic {ta:.1f} %", _points(ada - ta - 5),
+                      ada - ta >= 5, source)
+               if ada is not None and ta is not None else
+               Target(12, "layer-wise AdaMerging ≥ task arithmetic + 5 points (normalised)", "no such row", "", None,
+                      source)]
+    atlas = [(r["method"], 100 * r["average"]["normalized"]) for r in learned
+             if r["method"].split(" ")[0] == "atlas"]  # aTLAS with validation labels, from the base or from a merge
+    if atlas:
+        name, best = max(atlas, key=lambda a: a[1])
+        targets.append(Target(12, "aTLAS with validation labels ≥ 98 % normalised",
+                              f"{name} {best:.2f} %", _points(best - 98), best >= 98, source))
+    else:
+        targets.append(Target(12, "aTLAS with validation labels ≥ 98 % normalised", "no aTLAS row", "", None, source))
+    if learned:
+        best_free = max(data_free, key=lambda r: r["average"]["normalized"])
+        best_learned = max(learned, key=lambda r: r["average"]["normalized"])
+        gap = 100 * (best_learned["average"]["normalized"] - best_free["average"]["normalized"])
+        targets.append(Target(12, "best learned row ≥ best data-free row + 2 points",
+                              f"{best_learned['method']} {100 * best_learned['average']['normalized']:.2f} %, "
+                              f"{best_free['method']} {100 * best_free['average']['normalized']:.2f} %",
+                              _points(gap - 2), gap >= 2, source))
+        slowest = max(learned, key=_learning_minutes)
+        minutes = _learning_minutes(slowest)
+        targets.append(Target(12, "each learned method ≤ 10 minutes on the 2-core machine",
+                              f"slowest: {slowest['method']} {minutes:.1f} min", f"{10 - minutes:+.1f} min",
+                              minutes <= 10, source))
+    return targets
+
+
+def side_by_side_targets(side: dict) -> list[Target]:
+    """Issue 12: on the benchmark's experts, accuracy at least FusionBench's, wall time and memory lower."""
+    targets = []
+    for row in side["rows"]:
+        ours, theirs = row["taskfuse"], row["fusionbench"]
+        accuracy = 100 * (ours["test_normalized"] - theirs["test_normalized"])
+        time, memory = ours["seconds"] / theirs["seconds"], ours["peak_rss_mib"] / theirs["peak_rss_mib"]
+        short = [what for what, ok in (("accuracy", accuracy >= 0), ("time", time < 1), ("memory", memory < 1))
+                 if not ok]
+        targets.append(Target(12, f"{row['method']}: accuracy ≥ FusionBench's, time and memory lower",
+                              f"{_points(accuracy)}, {time:.2f}x the time, {memory:.2f}x the memory",
+                              "met" if not short else "short on " + ", ".join(short), not short,
+                              "fusionbench-side-by-side"))
+    return targets
+
+
+# bench-routing's multi-task rows that compose the library per input or per task (task arithmetic over the LoRA
+# updates is the static baseline beside them)
+ROUTED_ROWS = ("arrow", "phatgoose", "twin_merging", "twin_merging_task_given", "twin_merging_calibrated",
+               "emr_merging", "mhr")
+# new-task rows that compose the library (not the base, the task's own LoRA, or a LoRA trained from scratch)
+COMPOSITION_ROWS = ("arrow", "phatgoose", "average", "lorahub", "lorahub_tuned", "mhr", "mhr_skills")
+
+
+def routing_targets(routing: dict, full: dict) -> list[Target]:
+    """Issue 13's targets on bench-routing, against bench-full's best data-free row."""
+    source, summary = "bench-routing", routing["summary"]
+    routed = {k: 100 * v for k, v in summary["multitask"].items() if k in ROUTED_ROWS}
+    best_name, best = max(routed.items(), key=lambda kv: kv[1])
+    worst_name, worst = min(routed.items(), key=lambda kv: kv[1])
+    free = max(full["methods"], key=lambda r: r["average"]["normalized"])
+    free_score = 100 * free["average"]["normalized"]
+    new = {k: 100 * v for k, v in summary["new_task_average_normalized"].items() if k in COMPOSITION_ROWS}
+    wins = {k: summary["beats_zero_shot"][k] for k in new}
+    most = max(wins, key=lambda k: (wins[k], new[k]))
+    top = max(new, key=new.get)
+    kshot, tasks = 100 * summary["new_task_average_normalized"]["kshot_lora"], summary["tasks"]
+    return [Target(13, "best routed row ≥ 99 % normalised (all tasks)", f"{best_name} {best:.1f} %",
+                   _points(best - 99), best >= 99, source),
+            Target(13, f"every routed row above the best data-free row ({free['method']}, bench-full)",
+                   f"lowest: {worst_name} {worst:.1f} % against {free_score:.1f} %", _points(worst - free_score),
+                   worst > free_score, source),
+            Target(13, f"composition beats zero-shot on ≥ 6 of the {tasks} held-out tasks",
+                   f"{most}: {wins[most]} of {tasks}", f"{wins[most] - 6:+d} tasks", wins[most] >= 6, source),
+            Target(13, "composition beats the k-shot LoRA on average (held-out tasks)",
+                   f"{top} {new[top]:.1f} %, k-shot LoRA {kshot:.1f} %", _points(new[top] - kshot),
+                   new[top] > kshot, source)]
+
+
+def llm_new_task_targets(study: dict) -> list[Target]:
+    """Issue 13's k-shot comparison on the LLM benchmark's library: on the mean and, for a row learnt once per
+    seed, on how many seeds."""
+    summary = study["summary"]
+    top = max((k for k in COMPOSITION_ROWS if k in summary), key=lambda k: summary[k]["exact_match"])
+    ours, kshot = summary[top], summary["kshot_lora"]
+    margin = 100 * (ours["exact_match"] - kshot["exact_match"])
+    measured = f"{top} {100 * ours['exact_match']:.1f} %, k-shot LoRA {100 * kshot['exact_match']:.1f} %"
+    if "per_seed" in ours:
+        ahead = sum(a["exact_match"] > b["exact_match"] for a, b in zip(ours["per_seed"], kshot["per_seed"]))
+        measured += f"; ahead on {ahead} of {len(ours['per_seed'])} seeds"
+    return [Target(13, "composition beats the k-shot LoRA on average (LLM library, exact match)", measured,
+                   _points(margin), margin > 0, "llm-new-task")]
+
+
+def llm_targets(llm: dict, gguf: dict) -> list[Target]:
+    """Issue 15's targets: the upcycled MoE, the LLM benchmark's time budget, the cost of GGUF inputs."""
+    moe = [(k, 100 * v["exact_match"]) for k, v in llm["summary"].items() if k.startswith("moe")]
+    targets = []
+    if moe:
+        name, score = moe[0]
+        targets.append(Target(15, "trained-router MoE ≥ 95 % normalised exact match", f"{name} {score:.1f} %",
+                              _points(score - 95), score >= 95, "bench-llm"))
+    minutes = llm["seconds"] / 60
+    targets.append(Target(15, "the whole LLM benchmark ≤ 40 minutes (2-core machine)",
+                          f"{minutes:.1f} min, {llm['zoo_seconds'] / 60:.1f} of them the expert zoo",
+                          f"{40 - minutes:+.1f} min", minutes <= 40, "bench-llm"))
+    ratios = {kind: r["total"] for kind, r in gguf["ratio_gguf_to_safetensors"].items()}
+    worst = max(ratios.values())
+    targets.append(Target(15, "merging GGUF inputs ≤ 2x the same merge from safetensors",
+                          ", ".join(f"{kind} {ratio:.2f}x" for kind, ratio in ratios.items()),
+                          f"{2 - worst:+.2f}x", worst <= 2, "gguf-input"))
+    return targets
+
+
+def all_targets(results: Path) -> list[Target]:
+    """Every target, from the committed results under `results` (benchmarks/results/)."""
+    read = lambda name: json.loads((results / name / "result.json").read_text())  # noqa: E731
+    full = read("bench-full")
+    return [*learned_targets(full), *side_by_side_targets(read("fusionbench-side-by-side")),
+            *routing_targets(read("bench-routing"), full), *llm_new_task_targets(read("llm-new-task")),
+            *llm_targets(read("bench-llm"), read("gguf-input"))]
+
+
+def markdown(targets: list[Target]) -> str:
+    lines = ["| issue | target | committed measurement | margin | met | result |", "|---|---|---|---|---|---|"]
+    verdict = {True: "yes", False: "**no**", None: "not measured"}
+    for t in targets:
+        lines.append(f"| {t.issue} | {t.asked} | {t.measured} | {t.margin} | {verdict[t.met]} | "
+                     f"[{t.source}](benchmarks/results/{t.source}/) |")
+    return "\n".join(lines)

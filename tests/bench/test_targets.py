@@ -1,0 +1,90 @@
+"""The issues' targets judged from result files: which rows each target reads, and met / missed / not measured."""
+from pathlib import Path
+
+from taskfuse.bench.targets import (all_targets, learned_targets, llm_new_task_targets, markdown, routing_targets,
+                                    side_by_side_targets)
+
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+
+
+def row(method: str, normalized: float, learned: bool = False, seconds: dict | None = None) -> dict:
+    r = {"method": method, "average": {"normalized": normalized}}
+    return {**r, "kind": "learned", "seconds": seconds or {"learn": 60.0, "merge": 1.0}} if learned else r
+
+
+def full(learned: list[dict], ta: float = 0.80) -> dict:
+    return {"methods": [row("task_arithmetic", ta), row("iso_cts", 0.90)], "learned": learned}
+
+
+def by_target(targets, words: str):
+    [found] = [t for t in targets if words in t.asked]
+    return found
+
+
+def test_adamerging_is_judged_from_the_base_not_from_a_variant():
+    met = learned_targets(full([row("adamerging_layer", 0.86, True), row("adamerging_layer over iso_cts", 0.99, True)]))
+    missed = learned_targets(full([row("adamerging_layer", 0.84, True), row("adamerging_layer_ties", 0.95, True)]))
+    assert by_target(met, "AdaMerging").met is True
+    target = by_target(missed, "AdaMerging")
+    assert target.met is False and target.margin == "−1.00 points" and "adamerging_layer 84.0 %" in target.measured
+
+
+def test_atlas_takes_its_best_validation_labelled_row_and_never_the_few_shot_one():
+    targets = learned_targets(full([row("atlas", 0.96, True), row("atlas over iso_cts", 0.981, True),
+                                    row("atlas_fewshot", 0.99, True)]))
+    atlas = by_target(targets, "aTLAS")
+    assert atlas.met is True and atlas.measured == "atlas over iso_cts 98.10 %"
+    best = by_target(targets, "best learned")  # the few-shot row is learned: it counts here
+    assert best.met is True and best.measured.startswith("atlas_fewshot 99.00 %, iso_cts 90.00 %")
+
+
+def test_a_result_without_the_rows_measures_nothing_and_says_so():
+    targets = learned_targets({"methods": [row("iso_cts", 0.9)]})
+    assert [t.met for t in targets] == [None, None]
+    assert "not measured" in markdown(targets) and "yes" not in markdown(targets)
+
+
+def test_a_learned_row_over_ten_minutes_misses_the_time_target():
+    slow = row("search_cma", 0.9, True, {"search": 590.0, "merge": 20.0})
+    target = by_target(learned_targets(full([row("atlas", 0.9, True), slow])), "10 minutes")
+    assert target.met is False and target.measured == "slowest: search_cma 10.2 min"
+
+
+def test_side_by_side_names_what_falls_short():
+    same = {"test_normalized": 0.9, "seconds": 10.0, "peak_rss_mib": 1000}
+    rows = [{"method": "ties", "taskfuse": {**same, "seconds": 1.0, "peak_rss_mib": 500}, "fusionbench": same},
+            {"method": "regmean", "taskfuse": {**same, "peak_rss_mib": 1001, "seconds": 5.0}, "fusionbench": same}]
+    ties, regmean = side_by_side_targets({"rows": rows})
+    assert ties.met is True and regmean.met is False and regmean.margin == "short on memory"
+
+
+def routing(multitask: dict, new: dict, wins: dict) -> dict:
+    return {"summary": {"multitask": multitask, "new_task_average_normalized": new, "beats_zero_shot": wins,
+                        "tasks": 8}}
+
+
+def test_routing_targets_leave_the_static_baseline_and_the_kshot_lora_out():
+    result = routing({"arrow": 0.95, "twin_merging_task_given": 0.995, "lora_task_arithmetic": 0.5},
+                     {"zero_shot": 0.6, "kshot_lora": 0.99, "lorahub": 0.7, "mhr_skills": 0.8},
+                     {"kshot_lora": 8, "lorahub": 5, "mhr_skills": 6})
+    best, every, wins, kshot = routing_targets(result, full([]))
+    assert best.met is True and best.measured == "twin_merging_task_given 99.5 %"
+    assert every.met is True and every.measured.startswith("lowest: arrow 95.0 %")  # not the 50 % static row
+    assert wins.met is True and wins.measured == "mhr_skills: 6 of 8"
+    assert kshot.met is False and kshot.measured == "mhr_skills 80.0 %, k-shot LoRA 99.0 %"
+
+
+def test_the_llm_kshot_comparison_counts_the_seeds_it_leads_on():
+    seeds = lambda *xs: [{"exact_match": x} for x in xs]  # noqa: E731
+    summary = {"lorahub": {"exact_match": 0.5}, "lorahub_tuned": {"exact_match": 1.02, "per_seed": seeds(1.0, 1.06, 1.0)},
+               "kshot_lora": {"exact_match": 1.01, "per_seed": seeds(1.01, 1.01, 1.01)}}
+    [target] = llm_new_task_targets({"summary": summary})
+    assert target.met is True and target.measured.endswith("ahead on 1 of 3 seeds") and target.margin == "+1.00 points"
+
+
+def test_the_committed_results_give_every_target_a_verdict_and_a_result_folder():
+    targets = all_targets(RESULTS)
+    assert {t.issue for t in targets} == {12, 13, 15}
+    for t in targets:
+        assert (RESULTS / t.source / "result.json").exists()
+        assert t.met is not None, t
