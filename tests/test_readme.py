@@ -58,6 +58,11 @@ def git(*args: str) -> str:
 
 
 # Each committed result, the code its numbers depend on, and the command that remakes it.
+# bench-full's own orchestration: the grid's trials, the search rows, and the rows learned from a merge (from the
+# data-free row its own run found best)
+FULL_RUN_CODE = ["src/taskfuse/bench/run.py", "src/taskfuse/bench/search_zoo.py", "src/taskfuse/bench/search_rows.py",
+                 "src/taskfuse/programs/search.py", "src/taskfuse/bench/learned_over_merge.py",
+                 "src/taskfuse/programs/spec_learning.py"]
 ROUTING_CODE = BENCH_CODE + ["src/taskfuse/routing", "src/taskfuse/bench/routing_study.py",
                              "src/taskfuse/bench/routing_rows.py", "src/taskfuse/io/adapter.py"]
 EXTRACT_CODE = ["src/taskfuse/programs/extract_lora.py", "src/taskfuse/programs/adapter_files.py", "src/taskfuse/eval",
@@ -105,7 +110,7 @@ NEW_TASK_CODE = LLM_CODE + ["src/taskfuse/bench/llm_new_task.py", "benchmarks/ll
                             "src/taskfuse/routing/lorahub.py",
                             "src/taskfuse/routing/mhr.py", "src/taskfuse/routing/weighted.py",
                             "src/taskfuse/bench/routing_rows.py", "benchmarks/tasks/wordnet_verb_topic_llm.jsonl"]
-RESULTS = [("bench-full", BENCH_CODE + STATISTICS_CODE, "taskfuse bench --full"),
+RESULTS = [("bench-full", BENCH_CODE + STATISTICS_CODE + FULL_RUN_CODE, "taskfuse bench --full"),
            ("fusionbench-side-by-side", SIDE_BY_SIDE_CODE, "python benchmarks/fusionbench_side_by_side.py"),
            ("gguf-input", GGUF_CODE, "python benchmarks/gguf_input_cost.py"),
            ("bench-routing", ROUTING_CODE, "taskfuse bench --routing --full"),

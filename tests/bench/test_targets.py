@@ -50,6 +50,16 @@ def test_a_learned_row_over_ten_minutes_misses_the_time_target():
     assert target.met is False and target.measured == "slowest: search_cma 10.2 min"
 
 
+def test_learning_memory_is_judged_per_row_against_base_and_task_vectors():
+    def learnt(name: str, added: int) -> dict:
+        return {**row(name, 0.9, True), "memory": {"base_mib": 50, "task_vectors_mib": 50, "rss_added_mib": added}}
+    statistics = {**row("regmean", 0.9, True), "memory": {"rss_added_mib": 5000}}  # not learnt in the view
+    within = by_target(learned_targets(full([learnt("atlas", 120), statistics])), "memory")
+    over = by_target(learned_targets(full([learnt("atlas", 120), learnt("adamerging_layer_ties", 150)])), "memory")
+    assert within.met is True and within.measured.startswith("1 of 1 rows within")
+    assert over.met is False and over.measured == "1 of 2 rows within; most: adamerging_layer_ties at 1.25x the bound"
+
+
 def test_side_by_side_names_what_falls_short():
     same = {"test_normalized": 0.9, "seconds": 10.0, "peak_rss_mib": 1000}
     rows = [{"method": "ties", "taskfuse": {**same, "seconds": 1.0, "peak_rss_mib": 500}, "fusionbench": same},
