@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .routing_report import MULTITASK_ROWS, NEW_TASK_ROWS
+
 
 @dataclass(frozen=True)
 class Target:
@@ -35,6 +37,10 @@ def _normalized(rows: list[dict], name: str) -> float | None:
     return 100 * found[0] if found else None
 
 
+def _best(rows: list[dict]) -> dict:
+    return max(rows, key=lambda r: r["average"]["normalized"])
+
+
 def _learning_minutes(row: dict) -> float:
     """A learned row's own cost: learning (or statistics, or search) and writing its merge, as the row timed it."""
     return sum(row["seconds"].values()) / 60
@@ -45,23 +51,20 @@ def learned_targets(full: dict) -> list[Target]:
     data_free, learned = full["methods"], full.get("learned", [])
     rows, source = data_free + learned, "bench-full"
     ta, ada = _normalized(rows, "task_arithmetic"), _normalized(rows, "adamerging_layer")
-    targets = [Target(12, "layer-wise AdaMerging ≥ task arithmetic + 5 points (normalised)",
-                      f"adamerging_layer {ada:.1f} %, task_arithmetic {ta:.1f} %", _points(ada - ta - 5),
+    asked = "layer-wise AdaMerging ≥ task arithmetic + 5 points (normalised)"
+    targets = [Target(12, asked, f"adamerging_layer {ada:.1f} %, task_arithmetic {ta:.1f} %", _points(ada - ta - 5),
                       ada - ta >= 5, source)
-               if ada is not None and ta is not None else
-               Target(12, "layer-wise AdaMerging ≥ task arithmetic + 5 points (normalised)", "no such row", "", None,
-                      source)]
+               if ada is not None and ta is not None else Target(12, asked, "no such row", "", None, source)]
     atlas = [(r["method"], 100 * r["average"]["normalized"]) for r in learned
              if r["method"].split(" ")[0] == "atlas"]  # aTLAS with validation labels, from the base or from a merge
+    asked = "aTLAS with validation labels ≥ 98 % normalised"
     if atlas:
         name, best = max(atlas, key=lambda a: a[1])
-        targets.append(Target(12, "aTLAS with validation labels ≥ 98 % normalised",
-                              f"{name} {best:.2f} %", _points(best - 98), best >= 98, source))
+        targets.append(Target(12, asked, f"{name} {best:.2f} %", _points(best - 98), best >= 98, source))
     else:
-        targets.append(Target(12, "aTLAS with validation labels ≥ 98 % normalised", "no aTLAS row", "", None, source))
+        targets.append(Target(12, asked, "no aTLAS row", "", None, source))
     if learned:
-        best_free = max(data_free, key=lambda r: r["average"]["normalized"])
-        best_learned = max(learned, key=lambda r: r["average"]["normalized"])
+        best_free, best_learned = _best(data_free), _best(learned)
         gap = 100 * (best_learned["average"]["normalized"] - best_free["average"]["normalized"])
         targets.append(Target(12, "best learned row ≥ best data-free row + 2 points",
                               f"{best_learned['method']} {100 * best_learned['average']['normalized']:.2f} %, "
@@ -107,12 +110,11 @@ def side_by_side_targets(side: dict) -> list[Target]:
     return targets
 
 
-# bench-routing's multi-task rows that compose the library per input or per task (task arithmetic over the LoRA
-# updates is the static baseline beside them)
-ROUTED_ROWS = ("arrow", "phatgoose", "twin_merging", "twin_merging_task_given", "twin_merging_calibrated",
-               "emr_merging", "mhr")
-# new-task rows that compose the library (not the base, the task's own LoRA, or a LoRA trained from scratch)
-COMPOSITION_ROWS = ("arrow", "phatgoose", "average", "lorahub", "lorahub_tuned", "mhr", "mhr_skills")
+# the routing report's multi-task rows that compose the library per input or per task (task arithmetic over the
+# LoRA updates is the static baseline beside them)
+ROUTED_ROWS = tuple(k for k in MULTITASK_ROWS if k != "lora_task_arithmetic")
+# its new-task rows that compose the library (not the base, the task's own LoRA, or a LoRA trained from scratch)
+COMPOSITION_ROWS = tuple(k for k in NEW_TASK_ROWS if k not in ("zero_shot", "kshot_lora", "lora_expert"))
 
 
 def routing_targets(routing: dict, full: dict) -> list[Target]:
@@ -121,7 +123,7 @@ def routing_targets(routing: dict, full: dict) -> list[Target]:
     routed = {k: 100 * v for k, v in summary["multitask"].items() if k in ROUTED_ROWS}
     best_name, best = max(routed.items(), key=lambda kv: kv[1])
     worst_name, worst = min(routed.items(), key=lambda kv: kv[1])
-    free = max(full["methods"], key=lambda r: r["average"]["normalized"])
+    free = _best(full["methods"])
     free_score = 100 * free["average"]["normalized"]
     new = {k: 100 * v for k, v in summary["new_task_average_normalized"].items() if k in COMPOSITION_ROWS}
     wins = {k: summary["beats_zero_shot"][k] for k in new}
