@@ -1,0 +1,61 @@
+"""Memory while learning, judged per row in a process of its own: one batch's saved activations are measured (and
+only activations: the weights autograd saves are not counted twice), the bound adds them to base and task
+vectors, and the benchmark script runs every row in a fresh interpreter."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from taskfuse.bench.learned import learned_method, task_streams, zoo_view
+from taskfuse.bench.learning_memory import HEADROOM, MIB, measure_row, saved_activation_bytes
+from taskfuse.zoo.build import build_zoo
+from taskfuse.zoo.recipe import VARIANTS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def tiny_zoo(tiny_bench, monkeypatch):
+    monkeypatch.setenv("TASKFUSE_CACHE", str(tiny_bench[3]))
+    return build_zoo(VARIANTS["tiny"])
+
+
+def test_saved_activations_grow_with_the_batch_and_leave_the_weights_out(tiny_zoo):
+    method = learned_method("atlas")
+    view = zoo_view(tiny_zoo, method)
+    name, task = next(iter(task_streams(tiny_zoo, method, 0).items()))
+    inputs, labels = next(task.batches())
+    one = ({"ids": inputs["ids"][:1], "mask": inputs["mask"][:1]}, labels[:1])
+    doubled = ({k: torch.cat([v, v]) for k, v in inputs.items()}, torch.cat([labels, labels]))
+    single, batch, twice = (saved_activation_bytes(view, task, b, "cross_entropy") for b in (one, (inputs, labels),
+                                                                                           doubled))
+    assert 1.8 < twice / batch < 2.2  # activations scale with the batch
+    weights = sum(p.numel() * p.element_size() for p in view.merged_parameters().values())
+    assert 0 < single < weights / 10  # θ(Λ), which every forward saves, is not counted as an activation
+
+
+def test_a_row_is_judged_against_base_task_vectors_and_its_largest_batch(tiny_zoo):
+    row = measure_row(tiny_zoo, learned_method("adamerging_layer", steps=2))
+    assert row["steps"] == 2 and row["activations_mib"] == max(row["activations_mib_per_task"].values())
+    expected = HEADROOM * (row["base_mib"] + row["task_vectors_mib"] + row["activations_mib"])
+    assert row["bound_mib"] == pytest.approx(expected, abs=0.2)
+    assert row["within"] == (row["rss_added_mib"] <= row["bound_mib"])
+    assert row["rss_added_mib"] >= row["loop_rss_added_mib"] - 1  # the whole learning contains its loop
+    assert row["rss_added_mib"] * MIB > 0
+
+
+def test_the_benchmark_learns_each_row_in_its_own_process(tiny_bench, tmp_path):
+    env = {**os.environ, "TASKFUSE_CACHE": str(tiny_bench[3]), "PYTHONPATH": str(ROOT / "src")}
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "learning_memory.py"), "--variant", "tiny",
+                    "--steps", "2", "--methods", "atlas", "--over-methods", "atlas", "--out", str(tmp_path / "m")],
+                   env=env, check=True, capture_output=True, text=True)
+    result = json.loads((tmp_path / "m" / "result.json").read_text())
+    assert [r["method"] for r in result["rows"]] == ["atlas", "atlas over iso_cts"]
+    assert all(r["steps"] == 2 for r in result["rows"])
+    # the row over the merge holds one more vector (the merge's) than the row from the base
+    assert result["rows"][1]["task_vectors_mib"] > result["rows"][0]["task_vectors_mib"]
+    assert "| atlas over iso_cts |" in (tmp_path / "m" / "results.md").read_text()
