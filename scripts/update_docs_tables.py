@@ -30,6 +30,7 @@ LLM_ROUTING_RESULT = ROOT / "benchmarks" / "results" / "bench-llm-routing" / "re
 OVER_MERGE_RESULT = ROOT / "benchmarks" / "results" / "learned-over-merge" / "result.json"
 WEAK_TO_STRONG_RESULT = ROOT / "benchmarks" / "results" / "weak-to-strong" / "result.json"
 NEW_TASK_RESULT = ROOT / "benchmarks" / "results" / "llm-new-task" / "result.json"
+LEARNING_MEMORY_RESULT = ROOT / "benchmarks" / "results" / "learning-memory" / "result.json"
 
 
 def _span(text: str, marker: str) -> tuple[int, int]:
@@ -60,6 +61,8 @@ def generated_blocks() -> list[tuple[Path, str, str]]:
             (ROOT / "docs" / "llm.md", "llm-routing-table", llm_markdown(json.loads(LLM_ROUTING_RESULT.read_text()))),
             (ROOT / "README.md", "over-merge-table", _over_merge_table()),
             (ROOT / "docs" / "learned.md", "over-merge-table", _over_merge_table()),
+            (ROOT / "docs" / "learned.md", "learning-memory-table", _benchmark_script("learning_memory").markdown(
+                json.loads(LEARNING_MEMORY_RESULT.read_text()))),
             (ROOT / "docs" / "llm.md", "weak-to-strong-table",
              weak_to_strong_table(json.loads(WEAK_TO_STRONG_RESULT.read_text()))),
             (ROOT / "docs" / "llm.md", "new-task-table", new_task_table(json.loads(NEW_TASK_RESULT.read_text()))),

@@ -93,6 +93,10 @@ WITHOUT_SUBSPACE = [f":(exclude){path}" for path in SUBSPACE_METHODS]
 SIDE_BY_SIDE_CODE = BENCH_CODE + STATISTICS_CODE + ["benchmarks/fusionbench_side_by_side.py"] + WITHOUT_SUBSPACE
 OVER_MERGE_CODE = BENCH_CODE + ["src/taskfuse/bench/learned_over_merge.py", "benchmarks/learned_over_merge.py",
                                  "src/taskfuse/programs/spec_learning.py"]
+# Memory while learning, each learned row in a process of its own: the rows' code, the over-merge rows' code, the
+# measurement
+LEARNING_MEMORY_CODE = OVER_MERGE_CODE + ["src/taskfuse/bench/learning_memory.py", "src/taskfuse/bench/memory.py",
+                                          "benchmarks/learning_memory.py"]
 # The weak-to-strong study: the LLM benchmark's tasks, judge, zoo and fusion, the opt-in models and their conversion,
 # the prompt router (Twin-Merging's)
 WEAK_TO_STRONG_CODE = ["src/taskfuse/llm", "src/taskfuse/eval", "src/taskfuse/io/pypi_model_parts.py",
@@ -118,6 +122,7 @@ RESULTS = [("bench-full", BENCH_CODE + STATISTICS_CODE + FULL_RUN_CODE, "taskfus
            ("bench-llm", LLM_CODE, "taskfuse bench --llm"),
            ("bench-llm-routing", LLM_ROUTING_CODE, "taskfuse bench --llm --routing"),
            ("learned-over-merge", OVER_MERGE_CODE, "python benchmarks/learned_over_merge.py"),
+           ("learning-memory", LEARNING_MEMORY_CODE, "python benchmarks/learning_memory.py"),
            ("weak-to-strong", WEAK_TO_STRONG_CODE, "python benchmarks/weak_to_strong.py --accept-unlicensed --multi"),
            ("llm-new-task", NEW_TASK_CODE,
             "python benchmarks/llm_new_task.py --task-file benchmarks/tasks/wordnet_verb_topic_llm.jsonl")]

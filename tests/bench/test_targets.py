@@ -1,8 +1,8 @@
 """The issues' targets judged from result files: which rows each target reads, and met / missed / not measured."""
 from pathlib import Path
 
-from taskfuse.bench.targets import (all_targets, learned_targets, llm_new_task_targets, markdown, routing_targets,
-                                    side_by_side_targets)
+from taskfuse.bench.targets import (all_targets, learned_targets, learning_memory_targets, llm_new_task_targets,
+                                    markdown, routing_targets, side_by_side_targets)
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
@@ -50,14 +50,17 @@ def test_a_learned_row_over_ten_minutes_misses_the_time_target():
     assert target.met is False and target.measured == "slowest: search_cma 10.2 min"
 
 
-def test_learning_memory_is_judged_per_row_against_base_and_task_vectors():
-    def learnt(name: str, added: int) -> dict:
-        return {**row(name, 0.9, True), "memory": {"base_mib": 50, "task_vectors_mib": 50, "rss_added_mib": added}}
-    statistics = {**row("regmean", 0.9, True), "memory": {"rss_added_mib": 5000}}  # not learnt in the view
-    within = by_target(learned_targets(full([learnt("atlas", 120), statistics])), "memory")
-    over = by_target(learned_targets(full([learnt("atlas", 120), learnt("adamerging_layer_ties", 150)])), "memory")
-    assert within.met is True and within.measured.startswith("1 of 1 rows within")
-    assert over.met is False and over.measured == "1 of 2 rows within; most: adamerging_layer_ties at 1.25x the bound"
+def test_learning_memory_is_judged_per_row_against_its_own_bound():
+    def measured(name: str, added: int, loop: int, bound: float = 200.0) -> dict:
+        return {"method": name, "rss_added_mib": added, "loop_rss_added_mib": loop, "bound_mib": bound,
+                "within": added <= bound}
+    [within] = learning_memory_targets({"rows": [measured("atlas", 180, 150)]})
+    [over] = learning_memory_targets({"rows": [measured("atlas", 180, 150), measured("adamerging_layer_ties", 250,
+                                                                                        190)]})
+    assert within.met is True and within.measured.startswith("1 of 1 rows within") and within.source == \
+        "learning-memory"
+    assert over.met is False and over.margin == "−1 rows"
+    assert over.measured == "1 of 2 rows within; most: adamerging_layer_ties at 1.25x the bound (its loop alone 0.95x)"
 
 
 def test_side_by_side_names_what_falls_short():

@@ -75,23 +75,22 @@ def learned_targets(full: dict) -> list[Target]:
         targets.append(Target(12, "each learned method ≤ 10 minutes on the 2-core machine",
                               f"slowest: {slowest['method']} {minutes:.1f} min", _signed(10 - minutes, "min", 1),
                               minutes <= 10, source))
-    viewed = [r for r in learned if "task_vectors_mib" in r.get("memory", {})]  # the rows learnt in the view
-    if viewed:
-        targets.append(_learning_memory(viewed, source))
     return targets
 
 
-def _learning_memory(rows: list[dict], source: str) -> Target:
-    """Resident memory the learning added against base + task vectors + 20 %: stricter than the issue's bound,
-    which also allows one batch's activations (no row records those)."""
-    excess = {r["method"]: r["memory"]["rss_added_mib"] / (1.2 * (r["memory"]["base_mib"]
-                                                                   + r["memory"]["task_vectors_mib"]))
-              for r in rows}
-    within = sum(x <= 1 for x in excess.values())
-    worst = max(excess, key=excess.get)
-    return Target(12, "memory while learning ≤ base + task vectors + one batch + 20 % (judged without the batch)",
-                  f"{within} of {len(rows)} rows within; most: {worst} at {excess[worst]:.2f}x the bound",
-                  _signed(within - len(rows), "rows", 0), within == len(rows), source)
+def learning_memory_targets(memory: dict) -> list[Target]:
+    """Issue 12's memory bound, on learning-memory: each learned row in a process of its own, its RSS growth over
+    the whole learning (loading the experts, building the view, the loop) against 1.2 × (base + task vectors +
+    one batch's saved activations), all measured by that run."""
+    rows = memory["rows"]
+    ratio = {r["method"]: r["rss_added_mib"] / r["bound_mib"] for r in rows}
+    loop = {r["method"]: r["loop_rss_added_mib"] / r["bound_mib"] for r in rows}
+    within = sum(r["within"] for r in rows)
+    worst = max(ratio, key=ratio.get)
+    return [Target(12, "memory while learning ≤ base + task vectors + one batch + 20 % (each row in its own process)",
+                   f"{within} of {len(rows)} rows within; most: {worst} at {ratio[worst]:.2f}x the bound "
+                   f"(its loop alone {loop[worst]:.2f}x)", _signed(within - len(rows), "rows", 0),
+                   within == len(rows), "learning-memory")]
 
 
 def side_by_side_targets(side: dict) -> list[Target]:
@@ -181,7 +180,8 @@ def all_targets(results: Path) -> list[Target]:
     """Every target, from the committed results under `results` (benchmarks/results/)."""
     read = lambda name: json.loads((results / name / "result.json").read_text())  # noqa: E731
     full = read("bench-full")
-    return [*learned_targets(full), *side_by_side_targets(read("fusionbench-side-by-side")),
+    return [*learned_targets(full), *learning_memory_targets(read("learning-memory")),
+            *side_by_side_targets(read("fusionbench-side-by-side")),
             *routing_targets(read("bench-routing"), full), *llm_new_task_targets(read("llm-new-task")),
             *llm_targets(read("bench-llm"), read("gguf-input"))]
 
