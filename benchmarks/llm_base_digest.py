@@ -1,0 +1,61 @@
+"""The LLM benchmark's base model as the GGUF reader converts it: the sha256 of each file of the converted folder.
+
+The LLM results (bench-llm, bench-llm-routing, llm-new-task) read one GGUF, SmolLM2's, converted once into a cached
+folder that every later step reads; they depend on the GGUF reader only through that folder's bytes. This record,
+made at a commit whose reader is the one those results ran, lets tests/test_readme.py guard them by the conversion's
+output (a test converts again and compares) instead of by the reader's source: a reader change that converts
+SmolLM2 to the same bytes cannot move their numbers.
+
+    python benchmarks/llm_base_digest.py    # writes benchmarks/results/llm-base/result.json
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "results" / "llm-base"
+# taskfuse's own records in a merge's output (model card, resolved spec, output marker, the base's provenance):
+# they name paths and versions, not the model, so the digest leaves them out
+BOOKKEEPING = {"README.md", "taskfuse_spec.yaml", ".taskfuse-output.json", "taskfuse_base.json"}
+
+
+def converted_base(cache: Path) -> tuple[Path, dict[str, str]]:
+    """The base converted as the LLM benchmark converts it, into the empty cache `cache`, and the sha256 of every
+    file that holds the model (weights, config, tokenizer, chat template)."""
+    from taskfuse.llm import base
+
+    before = os.environ.get("TASKFUSE_CACHE")
+    os.environ["TASKFUSE_CACHE"] = str(cache)  # an empty cache: the conversion itself, not an earlier one
+    try:
+        folder = base.base_model_dir()
+    finally:
+        if before is None:
+            del os.environ["TASKFUSE_CACHE"]
+        else:
+            os.environ["TASKFUSE_CACHE"] = before
+    digests = {}
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.name not in BOOKKEEPING):
+        sha = hashlib.sha256()
+        with path.open("rb") as f:
+            while block := f.read(1 << 24):
+                sha.update(block)
+        digests[path.name] = sha.hexdigest()
+    return folder, digests
+
+
+def main() -> None:
+    from taskfuse.bench.provenance import code_commit, command_line
+
+    with tempfile.TemporaryDirectory() as cache:
+        folder, digests = converted_base(Path(cache))
+        result = {"command": command_line(), "code": code_commit(), "converted": folder.name, "sha256": digests}
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
