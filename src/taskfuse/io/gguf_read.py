@@ -22,6 +22,7 @@ from ..errors import CheckpointError
 from .checkpoint import Checkpoint, TensorMeta
 from .gguf_header import GGUFHeader, StringArray, UnreadableHeader, read_header
 from .gguf_names import gguf_names
+from .gguf_rope import FREQS_TENSOR, UnsupportedRope, decode_rope
 
 # Architectures (general.architecture) read, each tested through a file transformers reads the same way; MoE ones
 # (experts stacked into one tensor) and the rest are refused until they are tested too.
@@ -81,7 +82,7 @@ class GGUFCheckpoint(Checkpoint):
         tensors, sources = {}, {}
         for t in header.tensors:
             if t.name not in names:
-                continue  # e.g. rope_freqs, which transformers recomputes from the config
+                continue  # e.g. rope_freqs: read into the config's rope_scaling, which transformers computes from
             kind = gguf.GGMLQuantizationType(t.type)
             if kind.name not in _NATIVE and kind not in gguf.quants._type_traits:
                 raise CheckpointError(f"model {ref!r}: tensor {t.name!r} in {path.name} is stored as "
@@ -171,6 +172,16 @@ def _reader_class():
 def _config_and_names(ref: str, path: Path, header: GGUFHeader, arch: str) -> tuple[dict, dict[str, str]]:
     """transformers' config for the file (as a dict), and the Hugging Face name of each GGUF tensor name."""
     values = _config_values(header, arch)
+    try:
+        divisors = _rope_divisors(path, header)
+        rope_scaling = decode_rope(header.fields, arch, divisors, _head_dim(values),
+                                   float(values.get("rope_theta", 10000.0)))
+    except UnsupportedRope as e:
+        raise CheckpointError(f"model {ref!r}: {path.name} scales its rotary embedding in a way taskfuse cannot "
+                              f"rebuild ({e}); read without it, the model would compute other outputs. Fix: use the "
+                              "model's safetensors checkpoint.") from e
+    if rope_scaling is not None:  # only then: an unscaled file's config stays exactly what it was
+        values["rope_scaling"] = rope_scaling
     key = json.dumps(values, sort_keys=True, default=str)
     if key not in _NAMES:  # a merge's inputs usually share one config: build its model skeleton once
         _NAMES[key] = _names_for(ref, path, values, arch)
@@ -193,6 +204,20 @@ def _names_for(ref: str, path: Path, values: dict, arch: str) -> tuple[dict, dic
                               f"({e}). Fix: use the model's safetensors checkpoint.") from e
     names = {g: hf for hf, g in gguf_names(arch, config.num_hidden_layers, model.state_dict()).items()}
     return {**config.to_diff_dict(), "architectures": [type(model).__name__]}, names
+
+
+def _head_dim(values: dict) -> int:
+    return int(values.get("head_dim") or values["hidden_size"] // values["num_attention_heads"])
+
+
+def _rope_divisors(path: Path, header: GGUFHeader) -> np.ndarray | None:
+    """The float32 values of the file's rope_freqs tensor (Llama 3's rotary scaling), None without one."""
+    info = next((t for t in header.tensors if t.name == FREQS_TENSOR), None)
+    if info is None:
+        return None
+    if _gguf().GGMLQuantizationType(info.type).name != "F32":
+        raise UnsupportedRope(f"{FREQS_TENSOR} is stored as {_gguf().GGMLQuantizationType(info.type).name}, not F32")
+    return np.fromfile(path, dtype=np.float32, count=info.size // 4, offset=info.start)
 
 
 def _config_values(header: GGUFHeader, arch: str) -> dict:

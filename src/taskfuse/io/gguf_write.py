@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import CheckpointError, UsageError
 from .checkpoint import Checkpoint
 from .gguf_names import gguf_names
+from .gguf_rope import FREQS_TENSOR, UnsupportedRope, encode_rope, rope_rules
 from .gguf_tokenizer import Field
 
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
@@ -34,8 +35,11 @@ def write_gguf(ckpt: Checkpoint, dst: Path, outtype: str, tokenizer: list[Field]
     config = ckpt.config or {}
     arch = gguf_architecture(ckpt, config)
     layout = _layout(ckpt, config, arch, outtype)
+    rope_fields, divisors = encode_rope(config, arch, _head_dim(config))  # checked by gguf_architecture already
     writer = gguf.GGUFWriter(dst, arch)
     _add_metadata(writer, config, arch, outtype, name)
+    for key, value in rope_fields.items():
+        {str: writer.add_string, float: writer.add_float32, int: writer.add_uint32}[type(value)](key, value)
     for f in tokenizer:
         writer.add_key_value(f.key, f.value, f.vtype, sub_type=f.sub_type)
     for gname, qtype, shape in layout.values():
@@ -45,6 +49,9 @@ def write_gguf(ckpt: Checkpoint, dst: Path, outtype: str, tokenizer: list[Field]
         else:  # stored as bytes: BF16 and the block quantizations
             nbytes = gguf.quants.quant_shape_to_byte_shape(shape, qtype)
             writer.add_tensor_info(gname, nbytes, np.uint8, int(np.prod(nbytes)), raw_dtype=qtype)
+    if divisors is not None:  # Llama 3's rotary scaling, as llama.cpp reads it
+        writer.add_tensor_info(FREQS_TENSOR, divisors.shape, np.float32,
+                               divisors.nbytes)
     try:
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
@@ -54,6 +61,8 @@ def write_gguf(ckpt: Checkpoint, dst: Path, outtype: str, tokenizer: list[Field]
             writer.write_tensor_data(gguf.quants.quantize(values, qtype))
             if progress:
                 progress(done, len(layout), gname)
+        if divisors is not None:
+            writer.write_tensor_data(divisors)
     finally:
         writer.close()
     return {"architecture": arch, "outtype": outtype, "tensors": len(layout),
@@ -72,11 +81,17 @@ def gguf_architecture(ckpt: Checkpoint, config: dict) -> str:
     if model_type not in ARCHITECTURES:
         raise CheckpointError(f"model {ckpt.ref!r}: GGUF output supports model types {', '.join(ARCHITECTURES)}, "
                               f"not {model_type!r}. Fix: write safetensors (leave out --format gguf).")
-    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
-    if rope.get("rope_type", rope.get("type", "default")) != "default":
-        raise CheckpointError(f"model {ckpt.ref!r}: its rotary embedding is scaled ({rope.get('rope_type')}), which "
-                              "the GGUF writer does not encode yet. Fix: write safetensors (leave out --format gguf).")
+    try:
+        encode_rope(config, ARCHITECTURES[model_type], _head_dim(config))
+    except UnsupportedRope as e:
+        raise CheckpointError(f"model {ckpt.ref!r}: its rotary embedding cannot be written to GGUF ({e}); written "
+                              "without it, llama.cpp and every GGUF reader would compute other outputs. Fix: write "
+                              "safetensors (leave out --format gguf).") from e
     return ARCHITECTURES[model_type]
+
+
+def _head_dim(config: dict) -> int:
+    return int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
 
 
 def _layout(ckpt: Checkpoint, config: dict, arch: str, outtype: str) -> dict:
@@ -132,9 +147,8 @@ def _add_metadata(writer, config: dict, arch: str, outtype: str, name: str) -> N
     writer.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                           "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[outtype])
     writer.add_string("general.source.taskfuse", __version__)
-    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
-    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
-    values = {**config, "head_dim": head_dim, "rope_theta": config.get("rope_theta", rope.get("rope_theta"))}
+    # the global layers' base: transformers 5 keeps it inside rope_parameters (per layer type for Gemma 3)
+    values = {**config, "head_dim": _head_dim(config), "rope_theta": rope_rules(config)[0].get("rope_theta")}
     table = {**GGUF_CONFIG_MAPPING[arch], "attention.key_length": "head_dim", "attention.value_length": "head_dim"}
     for key, hf_key in table.items():  # llama.cpp reads the head width from key/value_length
         if key == "rope.dimension_count":

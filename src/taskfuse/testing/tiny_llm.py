@@ -58,11 +58,16 @@ def sentencepiece_tokenizer(kind: str = "llama", vocab_size: int = 640):
     return cls(vocab=learnt["vocab"], merges=merges, chat_template=CHAT_TEMPLATE, add_bos_token=True)
 
 
-def tiny_causal_lm(arch: str, vocab_size: int, seed: int = 0, tie: bool = True):
+def tiny_causal_lm(arch: str, vocab_size: int, seed: int = 0, tie: bool = True, rope_scaling: dict | None = None,
+                   layers: int = 2):
+    """A seeded random model of `arch`; `rope_scaling` (transformers' dict, e.g. {"rope_type": "linear", "factor":
+    4.0}) scales its rotary embedding (Gemma 3: the global layers', every sixth)."""
     from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig, Qwen2Config, Qwen3Config
 
-    common = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+    common = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=layers,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=tie)
+    if rope_scaling is not None:
+        common.update(rope_scaling=rope_scaling, rope_theta=10000.0 if arch != "gemma3" else 1_000_000.0)
     configs = {"llama": lambda: LlamaConfig(**common),
                "qwen2": lambda: Qwen2Config(**common),
                "qwen3": lambda: Qwen3Config(**common, head_dim=128),  # transformers reads no head_dim from a qwen3 GGUF
@@ -77,12 +82,12 @@ def tiny_causal_lm(arch: str, vocab_size: int, seed: int = 0, tie: bool = True):
 
 
 def save_tiny_causal_lm(folder: Path, arch: str = "llama", seed: int = 0, tie: bool = True, pad_to: int = 128,
-                        tokenizer=None) -> Path:
+                        tokenizer=None, rope_scaling: dict | None = None, layers: int = 2) -> Path:
     """A tiny model and its tokenizer (default: the byte-level BPE) in `folder`; the embedding padded to a multiple
     of `pad_to` rows."""
     tok = tokenizer if tokenizer is not None else byte_bpe_tokenizer()
     rows = -(-len(tok) // pad_to) * pad_to
-    tiny_causal_lm(arch, rows, seed, tie).save_pretrained(folder)
+    tiny_causal_lm(arch, rows, seed, tie, rope_scaling, layers).save_pretrained(folder)
     tok.save_pretrained(folder)
     return Path(folder)
 
