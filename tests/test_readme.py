@@ -69,7 +69,7 @@ EXTRACT_CODE = ["src/taskfuse/programs/extract_lora.py", "src/taskfuse/programs/
                 "src/taskfuse/zoo/recipe.py", "src/taskfuse/zoo/train.py", "src/taskfuse/bench/references.py",
                 "benchmarks/extract_lora_fidelity.py"]
 GGUF_CODE = ["src/taskfuse/io/gguf_read.py", "src/taskfuse/io/gguf_header.py", "src/taskfuse/io/gguf_names.py",
-             "src/taskfuse/io/gguf_rope.py",
+             "src/taskfuse/io/gguf_rope.py", "src/taskfuse/io/gguf_rope_encode.py",
              "src/taskfuse/io/gguf_write.py", "src/taskfuse/io/gguf_tokenizer.py", "src/taskfuse/programs/gguf_output.py", "src/taskfuse/execute",
              "src/taskfuse/io/checkpoint.py", "src/taskfuse/io/safetensors_pread.py", "benchmarks/gguf_input_cost.py"]
 # The encoder benchmark's rows from per-model statistics (RegMean, RegMean++, Fisher): only bench-full runs them.

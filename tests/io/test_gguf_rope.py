@@ -10,7 +10,8 @@ from taskfuse import api
 from taskfuse.errors import CheckpointError
 from taskfuse.io import gguf_rope, gguf_write
 from taskfuse.io.checkpoint import Checkpoint
-from taskfuse.io.gguf_rope import UnsupportedRope, decode_rope, encode_rope, frequency_divisors
+from taskfuse.io.gguf_rope import UnsupportedRope, decode_rope, frequency_divisors
+from taskfuse.io.gguf_rope_encode import encode_rope
 from taskfuse.programs.gguf_output import convert_to_gguf, gguf_name
 from taskfuse.testing.tiny_llm import save_tiny_causal_lm
 

@@ -9,8 +9,8 @@ to it, to transformers (through our reader) and to us:
   own default frequencies over its llama3 frequencies. The exact parameters also go under `taskfuse.rope_scaling`;
   a file without that record (llama.cpp's converter writes none) has its parameters fitted to the divisors.
 
-Anything else (dynamic, longrope, YaRN's attention-factor variants, a rule on a layer kind llama.cpp does not scale)
-is refused by name: a file read with the scaling dropped gives other outputs with no error at all.
+Anything else (dynamic, longrope, YaRN's attention-factor variants) is refused by name: a file read with the
+scaling dropped gives other outputs with no error at all. Writing is io/gguf_rope_encode.py.
 """
 from __future__ import annotations
 
@@ -23,14 +23,7 @@ FREQS_TENSOR = "rope_freqs.weight"
 # Llama 3's pre-training context: what a llama.cpp file's rule is fitted at when the file names none. The llama3 rule
 # depends on (context, low_freq_factor, high_freq_factor) only through their ratios, so any one context fits equally.
 LLAMA3_CONTEXT = 8192
-# The parameter names each rule may carry and this module writes and reads: any other name changes the rule in ways
-# llama.cpp's keys cannot say (YaRN's attention_factor, mscale...), so it is refused rather than dropped.
-RULES = {"linear": {"factor"},
-         "yarn": {"factor", "original_max_position_embeddings", "beta_fast", "beta_slow"},
-         "llama3": {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}}
-_RULE_KEYS = {"rope_type", "type", "rope_theta", "truncate"}  # not parameters of the scaling itself
-GEMMA3_SLIDING_THETA = 10000.0  # llama.cpp's Gemma 3 rotates its sliding layers at this base, unscaled
-GEMMA3_PATTERN = 6  # llama.cpp's Gemma 3: every sixth layer global, the rest sliding
+LLAMA3_PARAMETERS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
 
 
 class UnsupportedRope(ValueError):
@@ -63,39 +56,10 @@ def frequency_divisors(rule: dict, head_dim: int) -> np.ndarray:
     default = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
     config = LlamaConfig(hidden_size=head_dim, num_attention_heads=1, head_dim=head_dim,
                          max_position_embeddings=int(rule["original_max_position_embeddings"]) * int(rule["factor"]),
-                         rope_parameters={**{k: rule[k] for k in RULES["llama3"]}, "rope_type": "llama3",
+                         rope_parameters={**{k: rule[k] for k in LLAMA3_PARAMETERS}, "rope_type": "llama3",
                                           "rope_theta": theta})
     scaled, _ = ROPE_INIT_FUNCTIONS["llama3"](config, "cpu")
     return (default / scaled).numpy().astype(np.float32)
-
-
-def encode_rope(config: dict, arch: str, head_dim: int) -> tuple[dict[str, object], np.ndarray | None]:
-    """The GGUF metadata ({key: value}, floats and ints as written) and the rope_freqs tensor (or None) that carry
-    `config`'s rotary scaling; UnsupportedRope for one GGUF cannot carry."""
-    rule, sliding = rope_rules(config)
-    if arch == "gemma3":
-        _check_gemma3(config, sliding)
-    kind = rule["rope_type"]
-    if kind == "default":
-        return {}, None
-    _check_parameters(rule)
-    if kind == "linear":
-        return {f"{arch}.rope.scaling.type": "linear", f"{arch}.rope.scaling.factor": float(rule["factor"])}, None
-    if kind == "yarn":
-        fields = {f"{arch}.rope.scaling.type": "yarn", f"{arch}.rope.scaling.factor": float(rule["factor"])}
-        original = rule.get("original_max_position_embeddings") or config.get("original_max_position_embeddings")
-        if original is None:
-            raise UnsupportedRope("YaRN without original_max_position_embeddings: llama.cpp needs the pre-training "
-                                  "context it was extended from")
-        fields[f"{arch}.rope.scaling.original_context_length"] = int(original)
-        for ours, theirs in (("beta_fast", "yarn_beta_fast"), ("beta_slow", "yarn_beta_slow")):
-            if rule.get(ours) is not None:
-                fields[f"{arch}.rope.scaling.{theirs}"] = float(rule[ours])
-        return fields, None
-    if arch != "llama":
-        raise UnsupportedRope(f"the llama3 rule on a {arch!r} model: llama.cpp reads rope_freqs only for llama")
-    record = {k: rule[k] for k in sorted(RULES["llama3"])}
-    return {RECORD_KEY: json.dumps(record)}, frequency_divisors(rule, head_dim)
 
 
 def decode_rope(fields: dict, arch: str, divisors: np.ndarray | None, head_dim: int,
@@ -135,33 +99,6 @@ def decode_rope(fields: dict, arch: str, divisors: np.ndarray | None, head_dim: 
                 rule[ours] = float(fields[f"{arch}.rope.scaling.{theirs}"])
         return rule
     raise UnsupportedRope(f"{arch}.rope.scaling.type = {kind!r}: taskfuse rebuilds linear, yarn and llama3")
-
-
-def _check_parameters(rule: dict) -> None:
-    kind = rule["rope_type"]
-    if kind not in RULES:
-        raise UnsupportedRope(f"the {kind!r} rotary scaling: GGUF carries linear, yarn and llama3")
-    extra = sorted(k for k, v in rule.items() if k not in RULES[kind] | _RULE_KEYS and v is not None)
-    if extra:
-        raise UnsupportedRope(f"the {kind} rule with {', '.join(extra)}: llama.cpp's keys cannot carry it")
-    if kind == "llama3" and set(RULES["llama3"]) - set(rule):
-        raise UnsupportedRope(f"a llama3 rule without {', '.join(sorted(set(RULES['llama3']) - set(rule)))}")
-
-
-def _check_gemma3(config: dict, sliding: dict | None) -> None:
-    """llama.cpp's Gemma 3 rotates its sliding layers unscaled at base 10000 and makes every sixth layer global:
-    a model otherwise laid out would run differently from the file."""
-    if sliding is not None:
-        kind = sliding.get("rope_type", sliding.get("type", "default"))
-        theta = float(sliding.get("rope_theta", GEMMA3_SLIDING_THETA))
-        if kind != "default" or theta != GEMMA3_SLIDING_THETA:
-            raise UnsupportedRope(f"Gemma 3 sliding layers rotated by {kind!r} at base {theta:g}: llama.cpp "
-                                  f"rotates them unscaled at {GEMMA3_SLIDING_THETA:g}")
-    layers = int(config.get("num_hidden_layers", 0))
-    expected = ["full_attention" if (i + 1) % GEMMA3_PATTERN == 0 else "sliding_attention" for i in range(layers)]
-    if config.get("layer_types") not in (None, expected):
-        raise UnsupportedRope(f"Gemma 3 layer_types other than every {GEMMA3_PATTERN}th layer global: GGUF has no key "
-                              "for the pattern")
 
 
 def _fit_llama3(fields: dict, arch: str, divisors: np.ndarray, head_dim: int, theta: float) -> dict:

@@ -16,7 +16,8 @@ import numpy as np
 from ..errors import CheckpointError, UsageError
 from .checkpoint import Checkpoint
 from .gguf_names import gguf_names
-from .gguf_rope import FREQS_TENSOR, UnsupportedRope, encode_rope, rope_rules
+from .gguf_rope import FREQS_TENSOR, UnsupportedRope, rope_rules
+from .gguf_rope_encode import encode_rope
 from .gguf_tokenizer import Field
 
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
