@@ -206,6 +206,14 @@ def _names_for(ref: str, path: Path, values: dict, arch: str) -> tuple[dict, dic
     return {**config.to_diff_dict(), "architectures": [type(model).__name__]}, names
 
 
+def gemma3_query_scalar(config: dict) -> float:
+    """The Gemma 3 query scaling llama.cpp applies (queries times its -1/2 power): the head width, or for the 27B
+    model (62 layers) the hidden width over the heads, as Google's reference code configures each size."""
+    if int(config["num_hidden_layers"]) == 62:
+        return config["hidden_size"] // config["num_attention_heads"]
+    return _head_dim(config)
+
+
 def _head_dim(values: dict) -> int:
     return int(values.get("head_dim") or values["hidden_size"] // values["num_attention_heads"])
 
@@ -240,6 +248,8 @@ def _config_values(header: GGUFHeader, arch: str) -> dict:
     key_length = fields.get(f"{arch}.attention.key_length")  # llama.cpp's head width, where the table has none
     if key_length is not None and "head_dim" not in values:
         values["head_dim"] = key_length
+    if arch == "gemma3":  # GGUF has no key for it: what llama.cpp runs (transformers' loader leaves its default 256)
+        values["query_pre_attn_scalar"] = gemma3_query_scalar(values)
     tokens = fields.get("tokenizer.ggml.tokens")
     if "vocab_size" not in values and isinstance(tokens, StringArray):
         values["vocab_size"] = tokens.length

@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import CheckpointError, UsageError
 from .checkpoint import Checkpoint
 from .gguf_names import gguf_names
+from .gguf_read import gemma3_query_scalar
 from .gguf_rope import FREQS_TENSOR, UnsupportedRope, rope_rules
 from .gguf_rope_encode import encode_rope
 from .gguf_tokenizer import Field
@@ -82,6 +83,11 @@ def gguf_architecture(ckpt: Checkpoint, config: dict) -> str:
     if model_type not in ARCHITECTURES:
         raise CheckpointError(f"model {ckpt.ref!r}: GGUF output supports model types {', '.join(ARCHITECTURES)}, "
                               f"not {model_type!r}. Fix: write safetensors (leave out --format gguf).")
+    if model_type == "gemma3_text" and config.get("query_pre_attn_scalar", 256) != gemma3_query_scalar(config):
+        raise CheckpointError(f"model {ckpt.ref!r}: its queries are scaled by query_pre_attn_scalar = "
+                              f"{config.get('query_pre_attn_scalar', 256)}, but GGUF has no key for it and llama.cpp "
+                              f"scales Gemma 3's by {gemma3_query_scalar(config)}. Fix: write safetensors (leave out "
+                              "--format gguf).")
     try:
         encode_rope(config, ARCHITECTURES[model_type], _head_dim(config))
     except UnsupportedRope as e:

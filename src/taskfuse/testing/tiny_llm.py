@@ -59,9 +59,11 @@ def sentencepiece_tokenizer(kind: str = "llama", vocab_size: int = 640):
 
 
 def tiny_causal_lm(arch: str, vocab_size: int, seed: int = 0, tie: bool = True, rope_scaling: dict | None = None,
-                   layers: int = 2):
+                   layers: int = 2, attention_scale: float = 1.0):
     """A seeded random model of `arch`; `rope_scaling` (transformers' dict, e.g. {"rope_type": "linear", "factor":
-    4.0}) scales its rotary embedding (Gemma 3: the global layers', every sixth)."""
+    4.0}) scales its rotary embedding (Gemma 3: the global layers', every sixth). `attention_scale` multiplies the
+    query and key projections: at the initialisation's scale attention is nearly uniform, so positions (and how
+    they are rotated) barely move the logits."""
     from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig, Qwen2Config, Qwen3Config
 
     common = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=layers,
@@ -71,23 +73,27 @@ def tiny_causal_lm(arch: str, vocab_size: int, seed: int = 0, tie: bool = True, 
     configs = {"llama": lambda: LlamaConfig(**common),
                "qwen2": lambda: Qwen2Config(**common),
                "qwen3": lambda: Qwen3Config(**common, head_dim=128),  # transformers reads no head_dim from a qwen3 GGUF
-               "gemma3": lambda: Gemma3TextConfig(**common, head_dim=16, sliding_window=32)}
+               # queries scaled by 1/sqrt(head_dim), as in every Gemma 3 but the 27B (and as llama.cpp runs them)
+               "gemma3": lambda: Gemma3TextConfig(**common, head_dim=16, query_pre_attn_scalar=16, sliding_window=32)}
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(configs[arch]()).eval()
     with torch.no_grad():  # random norms and biases too, so that a wrong offset or name shows
         for name, p in model.named_parameters():
             if p.ndim == 1:
                 p.add_(torch.randn_like(p) * 0.1)
+            elif name.endswith(("q_proj.weight", "k_proj.weight")):
+                p.mul_(attention_scale)
     return model
 
 
 def save_tiny_causal_lm(folder: Path, arch: str = "llama", seed: int = 0, tie: bool = True, pad_to: int = 128,
-                        tokenizer=None, rope_scaling: dict | None = None, layers: int = 2) -> Path:
+                        tokenizer=None, rope_scaling: dict | None = None, layers: int = 2,
+                        attention_scale: float = 1.0) -> Path:
     """A tiny model and its tokenizer (default: the byte-level BPE) in `folder`; the embedding padded to a multiple
     of `pad_to` rows."""
     tok = tokenizer if tokenizer is not None else byte_bpe_tokenizer()
     rows = -(-len(tok) // pad_to) * pad_to
-    tiny_causal_lm(arch, rows, seed, tie, rope_scaling, layers).save_pretrained(folder)
+    tiny_causal_lm(arch, rows, seed, tie, rope_scaling, layers, attention_scale).save_pretrained(folder)
     tok.save_pretrained(folder)
     return Path(folder)
 

@@ -1,0 +1,89 @@
+"""Generate llama.cpp's logits for GGUF files taskfuse writes, for tests/io/test_gguf_llama_cpp.py.
+
+    python scripts/make_llama_cpp_fixtures.py   # uses benchmarks/.llama-cpp-venv, building llama-cpp-python there
+
+GGUF output exists for llama.cpp, and the rotary scaling it carries (linear and YaRN keys, Llama 3's rope_freqs
+divisors) means something only as llama.cpp applies it; transformers' own GGUF loader ignores it. So: tiny seeded
+models (taskfuse's test helpers) with and without scaled rotary embeddings are written by taskfuse's GGUF writer
+(f32), and llama.cpp (llama-cpp-python, in its own virtual environment, built from source: none of its code enters
+taskfuse) computes the logits of a fixed run of token ids past the models' original context. The GGUF files and
+the logits go to tests/fixtures/llama_cpp/, with versions.json naming the llama-cpp-python version.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from taskfuse.programs.gguf_output import convert_to_gguf, gguf_name  # noqa: E402
+from taskfuse.testing.tiny_llm import save_tiny_causal_lm  # noqa: E402
+
+OUT = ROOT / "tests" / "fixtures" / "llama_cpp"
+VENV = ROOT / "benchmarks" / ".llama-cpp-venv"
+VERSION = "0.3.16"
+TOKENS = list(range(3, 250))  # positions 0-246: past the original context of every scaled case
+KEPT_EVERY = 8  # the logits of every eighth position are stored (31 of 247)
+ATTENTION_SCALE = 8.0  # sharp attention, so that how positions are rotated moves the logits (tiny_llm's note)
+LLAMA3 = {"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 8.0,
+          "original_max_position_embeddings": 64}
+# case -> (architecture, rope_scaling, layers)
+CASES = {"llama": ("llama", None, 2),
+         "llama_llama3": ("llama", LLAMA3, 2),
+         "llama_linear": ("llama", {"rope_type": "linear", "factor": 4.0}, 2),
+         "qwen2_yarn": ("qwen2", {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32}, 2),
+         "gemma3_linear": ("gemma3", {"rope_type": "linear", "factor": 8.0}, 6)}
+# Run inside the llama.cpp environment: the logits of every position, as float32 .npy
+LLAMA_CPP_LOGITS = """
+import sys, numpy as np
+from llama_cpp import Llama
+model = Llama(model_path=sys.argv[1], n_ctx=512, n_batch=512, logits_all=True, n_threads=2, verbose=False)
+tokens = [int(t) for t in sys.argv[3].split(",")]
+model.eval(tokens)
+np.save(sys.argv[2], np.asarray(model.scores[:len(tokens)], dtype=np.float32)[::int(sys.argv[4])])
+"""
+
+
+def ensure_llama_cpp() -> Path:
+    python = VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    if subprocess.run([str(python), "-c", "import llama_cpp"], capture_output=True).returncode != 0:
+        # from source: PyPI has no CPU wheel; CMake and a C++ compiler build llama.cpp (10-20 minutes on 2 cores)
+        subprocess.run([str(python), "-m", "pip", "install", "numpy", "typing-extensions", "diskcache", "jinja2"],
+                       check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--no-deps", f"llama-cpp-python=={VERSION}"],
+                       check=True, env={**os.environ, "CMAKE_ARGS": "-DLLAMA_CURL=OFF"})
+    return python
+
+
+def main() -> None:
+    python = ensure_llama_cpp()
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for case, (arch, scaling, layers) in CASES.items():
+            # named as tests/io/test_gguf_llama_cpp.py names them: the file records the model's name
+            folder = save_tiny_causal_lm(Path(tmp) / case / case, arch, rope_scaling=scaling, layers=layers,
+                                         attention_scale=ATTENTION_SCALE)
+            out = Path(tmp) / case / "out"
+            convert_to_gguf(folder, out, "f32")
+            target = OUT / f"{case}.gguf"
+            target.write_bytes((out / gguf_name(out, "f32")).read_bytes())
+            subprocess.run([str(python), "-c", LLAMA_CPP_LOGITS, str(target), str(OUT / f"{case}.logits.npy"),
+                            ",".join(map(str, TOKENS)), str(KEPT_EVERY)], check=True)
+            print(f"{case}: llama.cpp logits written")
+    version = subprocess.run([str(python), "-c", "import llama_cpp; print(llama_cpp.__version__)"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    (OUT / "versions.json").write_text(json.dumps({"llama-cpp-python": version, "tokens": TOKENS, "kept_every": KEPT_EVERY,
+                                                   "attention_scale": ATTENTION_SCALE,
+                                                   "cases": {c: {"architecture": a, "rope_scaling": s, "layers": n}
+                                                             for c, (a, s, n) in CASES.items()}}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

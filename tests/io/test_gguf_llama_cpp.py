@@ -1,0 +1,84 @@
+"""GGUF files taskfuse writes, as llama.cpp runs them: llama.cpp's logits (tests/fixtures/llama_cpp, made by
+scripts/make_llama_cpp_fixtures.py) against the same files read by taskfuse and run by transformers. The rotary
+scaling cases are the point: a file whose scaling llama.cpp read otherwise than we write it would give other
+logits past the original context, and so would a reader that dropped it."""
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from taskfuse import api
+from taskfuse.programs.gguf_output import convert_to_gguf, gguf_name
+from taskfuse.testing.tiny_llm import save_tiny_causal_lm
+
+pytest.importorskip("gguf")
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "llama_cpp"
+VERSIONS = json.loads((FIXTURES / "versions.json").read_text())
+CASES = VERSIONS["cases"]
+# float32 in both; llama.cpp sums in other orders and evaluates exp/sin/cos its own way
+TOLERANCE = 2e-3
+
+
+def read_back(path: Path, tmp_path: Path, drop_scaling: bool = False):
+    from transformers import AutoModelForCausalLM
+
+    folder = tmp_path / "back"
+    api.merge({"method": "passthrough", "models": [{"path": str(path)}]}, folder)
+    if drop_scaling:  # the same weights with the rotation unscaled, as transformers' own GGUF loader reads them
+        config = json.loads((folder / "config.json").read_text())
+        rope = config["rope_parameters"]
+        for rule in rope.values() if "full_attention" in rope else [rope]:
+            for key in [k for k in rule if k != "rope_theta"]:
+                del rule[key]
+            rule["rope_type"] = "default"
+        (folder / "config.json").write_text(json.dumps(config))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    with torch.no_grad():
+        return model(torch.tensor([VERSIONS["tokens"]])).logits[0, ::VERSIONS["kept_every"]].numpy()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_llama_cpp_computes_what_taskfuse_reads_from_the_file(case, tmp_path):
+    expected = np.load(FIXTURES / f"{case}.logits.npy")
+    ours = read_back(FIXTURES / f"{case}.gguf", tmp_path)
+    assert ours.shape == expected.shape
+    error = np.abs(ours - expected).max()
+    assert error <= TOLERANCE * np.abs(expected).max(), f"{case}: {error:.3g} from llama.cpp's logits"
+    if CASES[case]["rope_scaling"]:  # read unscaled, the same file is far from llama.cpp: the check can fail
+        unscaled = read_back(FIXTURES / f"{case}.gguf", tmp_path / "unscaled", drop_scaling=True)
+        assert np.abs(unscaled - expected).max() > 10 * TOLERANCE * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_writer_still_writes_the_files_llama_cpp_ran(case, tmp_path):
+    """The fixtures' files are what the current writer makes of the same seeded models: llama.cpp's logits speak for
+    today's writer, not an older one (if this fails after a deliberate writer change, rerun the fixture script)."""
+    spec = CASES[case]
+    folder = save_tiny_causal_lm(tmp_path / case, spec["architecture"], rope_scaling=spec["rope_scaling"],
+                                 layers=spec["layers"], attention_scale=VERSIONS["attention_scale"])
+    convert_to_gguf(folder, tmp_path / "out", "f32")
+    written = (tmp_path / "out" / gguf_name(tmp_path / "out", "f32")).read_bytes()
+    assert written == (FIXTURES / f"{case}.gguf").read_bytes()
+
+
+def test_gemma3_query_scaling_is_what_llama_cpp_applies(tmp_path):
+    """GGUF has no key for Gemma 3's query scaling: the reader takes llama.cpp's rule (the head width; the 27B's
+    hidden width over heads), and the writer refuses a model the rule would misread."""
+    from taskfuse.errors import CheckpointError
+    from taskfuse.io.gguf_read import gemma3_query_scalar
+
+    gemma3_27b = {"num_hidden_layers": 62, "hidden_size": 5376, "num_attention_heads": 32, "head_dim": 128}
+    assert gemma3_query_scalar(gemma3_27b) == 168  # its config's query_pre_attn_scalar
+    assert gemma3_query_scalar({**gemma3_27b, "num_hidden_layers": 34, "head_dim": 256}) == 256  # the 4B's
+    folder = save_tiny_causal_lm(tmp_path / "gemma3", "gemma3")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "query_pre_attn_scalar": 256}))
+    with pytest.raises(CheckpointError, match="query_pre_attn_scalar = 256.*scales Gemma 3's by 16"):
+        convert_to_gguf(folder, tmp_path / "out", "f16")
+    assert not (tmp_path / "out").exists()
