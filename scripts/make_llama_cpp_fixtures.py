@@ -8,9 +8,17 @@ models (taskfuse's test helpers) with and without scaled rotary embeddings are w
 (f32), and llama.cpp (llama-cpp-python, in its own virtual environment, built from source: none of its code enters
 taskfuse) computes the logits of a fixed run of token ids past the models' original context. The GGUF files and
 the logits go to tests/fixtures/llama_cpp/, with versions.json naming the llama-cpp-python version.
+
+And one real model: SmolLM2-135M-Instruct as the LLM benchmark converts it, written by taskfuse as an f32 GGUF with
+the tokenizer built from its Hugging Face folder. llama.cpp tokenizes fortunes and a chat prompt with it, and runs
+the prompt's ids; smollm2.json keeps its ids, its 64 largest logits at the last positions, and the GGUF's sha256.
+
+    python scripts/make_llama_cpp_fixtures.py --only smollm2   # just the real model's fixture
 """
 from __future__ import annotations
 
+import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -47,6 +55,22 @@ tokens = [int(t) for t in sys.argv[3].split(",")]
 model.eval(tokens)
 np.save(sys.argv[2], np.asarray(model.scores[:len(tokens)], dtype=np.float32)[::int(sys.argv[4])])
 """
+# The real model: llama.cpp's tokenization of each text (specials parsed) and the top logits of a prompt's last
+# positions, as JSON on stdout
+LLAMA_CPP_SMOLLM2 = """
+import json, sys, numpy as np
+from llama_cpp import Llama
+job = json.loads(sys.stdin.read())
+model = Llama(model_path=job["gguf"], n_ctx=512, logits_all=True, n_threads=2, verbose=False)
+ids = [model.tokenize(t.encode(), add_bos=False, special=True) for t in job["texts"]]
+model.eval(job["prompt"])
+last = np.asarray(model.scores[:len(job["prompt"])], dtype=np.float32)[-job["positions"]:]
+top = [sorted(np.argsort(-row)[:job["top"]].tolist()) for row in last]
+print(json.dumps({"ids": ids, "top": top, "logits": [[float(row[i]) for i in t] for row, t in zip(last, top)]}))
+"""
+SMOLLM2_TEXTS = 40  # fortunes tokenized
+SMOLLM2_POSITIONS, SMOLLM2_TOP = 4, 64
+SMOLLM2_QUESTION = "Which Debian archive section holds a package that formats manual pages?"
 
 
 def ensure_llama_cpp() -> Path:
@@ -62,9 +86,59 @@ def ensure_llama_cpp() -> Path:
     return python
 
 
+def smollm2_gguf(tmp: Path) -> Path:
+    """SmolLM2-135M-Instruct, converted as the LLM benchmark converts it, written by taskfuse as an f32 GGUF."""
+    from taskfuse.llm.base import base_model_dir
+
+    out = tmp / "smollm2"
+    convert_to_gguf(base_model_dir(), out, "f32")
+    return out / gguf_name(out, "f32")
+
+
+def smollm2_prompt() -> list[int]:
+    from transformers import AutoTokenizer
+
+    from taskfuse.llm.base import base_model_dir
+
+    tok = AutoTokenizer.from_pretrained(base_model_dir())
+    return list(tok.apply_chat_template([{"role": "user", "content": SMOLLM2_QUESTION}], add_generation_prompt=True,
+                                        tokenize=True, return_dict=True)["input_ids"])
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 24):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def make_smollm2(python: Path) -> None:
+    from taskfuse.testing.tiny_llm import fortune_texts
+
+    texts = fortune_texts(SMOLLM2_TEXTS) + ["<|im_start|>user\nhi there<|im_end|>\n"]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = smollm2_gguf(Path(tmp))
+        job = {"gguf": str(path), "texts": texts, "prompt": smollm2_prompt(), "positions": SMOLLM2_POSITIONS,
+               "top": SMOLLM2_TOP}
+        done = subprocess.run([str(python), "-c", LLAMA_CPP_SMOLLM2], input=json.dumps(job), capture_output=True,
+                              text=True, check=True)
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        record = {"gguf_sha256": sha256(path), "texts": texts, "prompt": job["prompt"], **result}
+    (OUT / "smollm2.json").write_text(json.dumps(record) + "\n")
+    print("smollm2: llama.cpp's tokenization and logits written")
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=["tiny", "smollm2"])
+    args = parser.parse_args()
     python = ensure_llama_cpp()
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.only != "tiny":
+        make_smollm2(python)
+    if args.only == "smollm2":
+        return
     with tempfile.TemporaryDirectory() as tmp:
         for case, (arch, scaling, layers) in CASES.items():
             # named as tests/io/test_gguf_llama_cpp.py names them: the file records the model's name

