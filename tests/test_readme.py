@@ -9,14 +9,22 @@ from pathlib import Path
 
 import pytest
 
+from tests import code_pins
+
 ROOT = Path(__file__).resolve().parents[1]
 # Code whose change changes the benchmark's numbers: the committed result must be at least as new as its last change.
 BENCH_CODE = ["src/taskfuse/methods", "src/taskfuse/ops", "src/taskfuse/plan", "src/taskfuse/execute/compute.py",
               "src/taskfuse/execute/loading.py", "src/taskfuse/zoo/recipe.py", "src/taskfuse/zoo/train.py",
               "src/taskfuse/eval", "src/taskfuse/bench/grid.py", "src/taskfuse/bench/merging.py",
-              "src/taskfuse/bench/references.py", "src/taskfuse/bench/learned.py", "src/taskfuse/bench/learned_row.py",
+              "src/taskfuse/bench/references.py", "src/taskfuse/bench/learned_row.py",
               "src/taskfuse/programs/learn.py", "src/taskfuse/programs/merge_view.py",
               "src/taskfuse/programs/learned_spec.py", "src/taskfuse/programs/sparsify.py"]
+# The encoder zoo's learned rows: how their view is built from the experts, their recipes and data. The routing and
+# LLM studies take only the recipes' table and one helper from bench/learned.py: they pin those definitions
+# (tests/code_pins.py), and a test below checks that those studies' modules take nothing else from it.
+LEARNED_ROWS_CODE = ["src/taskfuse/bench/learned.py", "src/taskfuse/programs/lazy_task_vectors.py"]
+LEARNED_TABLE = ("src/taskfuse/bench/learned.py::LEARNED,LearnedMethod,learned_method,_chosen_rows,ADAMERGING,ATLAS,"
+                 "SELF_POSITIONING")
 
 
 def load_script(path: Path = ROOT / "scripts" / "update_docs_tables.py"):
@@ -64,7 +72,7 @@ def git(*args: str) -> str:
 FULL_RUN_CODE = ["src/taskfuse/bench/run.py", "src/taskfuse/bench/search_zoo.py", "src/taskfuse/bench/search_rows.py",
                  "src/taskfuse/programs/search.py", "src/taskfuse/bench/learned_over_merge.py",
                  "src/taskfuse/programs/spec_learning.py"]
-ROUTING_CODE = BENCH_CODE + ["src/taskfuse/routing", "src/taskfuse/bench/routing_study.py",
+ROUTING_CODE = BENCH_CODE + [LEARNED_TABLE, "src/taskfuse/routing", "src/taskfuse/bench/routing_study.py",
                              "src/taskfuse/bench/routing_rows.py", "src/taskfuse/io/adapter.py"]
 EXTRACT_CODE = ["src/taskfuse/programs/extract_lora.py", "src/taskfuse/programs/adapter_files.py", "src/taskfuse/eval",
                 "src/taskfuse/zoo/recipe.py", "src/taskfuse/zoo/train.py", "src/taskfuse/bench/references.py",
@@ -82,7 +90,7 @@ STATISTICS_CODE = ["src/taskfuse/bench/statistics_rows.py", "src/taskfuse/progra
 # results' own, and a test below converts again with the current reader and compares.
 GGUF_READER = ["src/taskfuse/io/gguf_read.py", "src/taskfuse/io/gguf_header.py", "src/taskfuse/io/gguf_names.py",
                "src/taskfuse/io/gguf_rope.py"]
-LLM_CODE = BENCH_CODE + ["src/taskfuse/llm", "src/taskfuse/io/adapter.py",
+LLM_CODE = BENCH_CODE + [LEARNED_TABLE, "src/taskfuse/llm", "src/taskfuse/io/adapter.py",
                          "src/taskfuse/programs/moe.py", "src/taskfuse/programs/moe_tuning.py",
                          "src/taskfuse/programs/spec_learning.py", "src/taskfuse/programs/text_data.py",
                          "src/taskfuse/routing/arrow.py", "src/taskfuse/routing/library.py",
@@ -97,8 +105,8 @@ ROUTING_ROWS_SETTINGS = {"MHR_HEADS", "MHR_ROUTING_LR", "PHATGOOSE_TOP_K"}
 # them; the FusionBench side by side does not depend on them (a test below checks that it does not name them).
 SUBSPACE_METHODS = ["src/taskfuse/methods/tsv.py", "src/taskfuse/methods/iso.py", "src/taskfuse/ops/subspace.py"]
 WITHOUT_SUBSPACE = [f":(exclude){path}" for path in SUBSPACE_METHODS]
-SIDE_BY_SIDE_CODE = BENCH_CODE + STATISTICS_CODE + ["benchmarks/fusionbench_side_by_side.py"] + WITHOUT_SUBSPACE
-OVER_MERGE_CODE = BENCH_CODE + ["src/taskfuse/bench/learned_over_merge.py", "benchmarks/learned_over_merge.py",
+SIDE_BY_SIDE_CODE = BENCH_CODE + LEARNED_ROWS_CODE + STATISTICS_CODE + ["benchmarks/fusionbench_side_by_side.py"] + WITHOUT_SUBSPACE
+OVER_MERGE_CODE = BENCH_CODE + LEARNED_ROWS_CODE + ["src/taskfuse/bench/learned_over_merge.py", "benchmarks/learned_over_merge.py",
                                  "src/taskfuse/programs/spec_learning.py"]
 # Memory while learning, each learned row in a process of its own: the rows' code, the over-merge rows' code, the
 # measurement
@@ -122,7 +130,7 @@ NEW_TASK_CODE = LLM_CODE + ["src/taskfuse/bench/llm_new_task.py", "benchmarks/ll
                             "src/taskfuse/routing/lorahub.py",
                             "src/taskfuse/routing/mhr.py", "src/taskfuse/routing/weighted.py",
                             "src/taskfuse/bench/routing_rows.py", "benchmarks/tasks/wordnet_verb_topic_llm.jsonl"]
-RESULTS = [("bench-full", BENCH_CODE + STATISTICS_CODE + FULL_RUN_CODE, "taskfuse bench --full"),
+RESULTS = [("bench-full", BENCH_CODE + LEARNED_ROWS_CODE + STATISTICS_CODE + FULL_RUN_CODE, "taskfuse bench --full"),
            ("fusionbench-side-by-side", SIDE_BY_SIDE_CODE, "python benchmarks/fusionbench_side_by_side.py"),
            ("gguf-input", GGUF_CODE, "python benchmarks/gguf_input_cost.py"),
            ("bench-routing", ROUTING_CODE, "taskfuse bench --routing --full"),
@@ -141,12 +149,52 @@ RESULTS = [("bench-full", BENCH_CODE + STATISTICS_CODE + FULL_RUN_CODE, "taskfus
 def test_a_committed_result_is_newer_than_the_code_under_it(folder, code_paths, command):
     code = json.loads((ROOT / "benchmarks" / "results" / folder / "result.json").read_text())["code"]
     assert code["commit"] and not code["uncommitted_changes"], f"rerun `{command}` from a clean checkout"
+    for path, names in filter(None, map(code_pins.split_pin, code_paths)):
+        changed = code_pins.changed_pins(git("show", f"{code['commit']}:{path}"), (ROOT / path).read_text(), names)
+        assert not changed, (f"{path}: {', '.join(changed)} changed since the committed result of {folder} was made "
+                             f"(at {code['commit'][:10]}): rerun `{command}` and commit its output")
+    code_paths = [p for p in code_paths if code_pins.split_pin(p) is None]
     last_change = git("log", "-1", "--format=%H", "--", *code_paths)
     ancestor = subprocess.run(["git", "-C", str(ROOT), "merge-base", "--is-ancestor", last_change, code["commit"]])
     assert ancestor.returncode == 0, (
         f"{git('log', '-1', '--format=%h %s', last_change)[:100]} changed code the numbers of {folder} depend on "
         f"after the committed result was made (at {code['commit'][:10]}): rerun `{command}` and commit its output "
         f"to benchmarks/results/{folder}/")
+
+
+# The modules through which the results that pin LEARNED_TABLE run (`taskfuse bench` dispatches --routing and --llm to
+# them; what the command's own module takes from bench/learned.py is checked too)
+PINNING_STUDIES = {"bench-routing": ["src/taskfuse/bench/routing_study.py", "src/taskfuse/bench/routing_report.py"],
+                   "bench-llm": ["src/taskfuse/llm/bench.py", "src/taskfuse/bench/llm_report.py"],
+                   "bench-llm-routing": ["src/taskfuse/llm/bench.py", "src/taskfuse/bench/llm_report.py"],
+                   "llm-new-task": ["src/taskfuse/bench/llm_new_task.py", "benchmarks/llm_new_task.py"]}
+
+
+def test_a_result_that_pins_definitions_takes_nothing_else_from_their_file():
+    """LEARNED_TABLE stands for bench/learned.py in four results: from everything their studies' modules import, at
+    any depth, only pinned names of that file are taken, and the pinned definitions read no unpinned one of it."""
+    path, names = code_pins.split_pin(LEARNED_TABLE)
+    pinned = {folder for folder, paths, _ in RESULTS if LEARNED_TABLE in paths}
+    assert pinned == set(PINNING_STUDIES)
+    assert not code_pins.unpinned_dependencies((ROOT / path).read_text(), names)
+    for folder, entries in PINNING_STUDIES.items():
+        taken = code_pins.names_taken(entries, path)
+        assert taken, f"{folder}'s modules import nothing from {path}: drop the pin"
+        for module, used in taken.items():
+            assert used <= set(names), f"{module} takes {sorted(used - set(names))} from {path}, which {folder} " \
+                                       "does not pin: add them to LEARNED_TABLE or list the whole file"
+    command = code_pins.imported_modules(ROOT / "src/taskfuse/cli/bench.py")["taskfuse.bench.learned"]
+    assert command <= set(names)
+
+
+def test_a_pin_is_compared_as_code():
+    """Comments and layout do not count; a changed definition, or an import it reads, does."""
+    before = "from .a import x\n\nLIMIT = 3\n\n\ndef f(y):\n    return x(y) + LIMIT\n\n\ndef g():\n    return 1\n"
+    assert code_pins.changed_pins(before, before.replace("def f(y):", "def f(y):  # why"), ["f"]) == []
+    assert code_pins.changed_pins(before, before.replace("return 1", "return 2"), ["f"]) == []
+    assert code_pins.changed_pins(before, before.replace("+ LIMIT", "- LIMIT"), ["f"]) == ["f"]
+    assert code_pins.changed_pins(before, before.replace(".a import", ".b import"), ["f"]) == ["f (import of x)"]
+    assert code_pins.unpinned_dependencies(before, ["f"]) == {"LIMIT"}
 
 
 LLM_BASE_RESULTS = ["bench-llm", "bench-llm-routing", "llm-new-task"]
