@@ -22,7 +22,7 @@ BENCH_CODE = ["src/taskfuse/methods", "src/taskfuse/ops", "src/taskfuse/plan", "
 # The encoder zoo's learned rows: how their view is built from the experts, their recipes and data. The routing and
 # LLM studies take only the recipes' table and one helper from bench/learned.py: they pin those definitions
 # (tests/code_pins.py), and a test below checks that those studies' modules take nothing else from it.
-LEARNED_ROWS_CODE = ["src/taskfuse/bench/learned.py"]
+LEARNED_ROWS_CODE = ["src/taskfuse/bench/learned.py", "src/taskfuse/programs/lazy_task_vectors.py"]
 LEARNED_TABLE = ("src/taskfuse/bench/learned.py::LEARNED,LearnedMethod,learned_method,_chosen_rows,ADAMERGING,ATLAS,"
                  "SELF_POSITIONING")
 

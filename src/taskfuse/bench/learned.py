@@ -21,7 +21,7 @@ from .memory import RssPeak
 from ..programs.learn import LearnProgress, Recipe, TaskBatches, learn_coefficients
 from ..programs.merge_view import MergeView, Parameterization
 from ..programs.slerp_view import SlerpView
-from ..programs.sparsify import ties_vectors
+from ..programs.lazy_task_vectors import FileTaskVector, ties_trimmed
 
 
 @dataclass(frozen=True)
@@ -89,13 +89,10 @@ def zoo_view(zoo: Zoo, method: LearnedMethod) -> MergeView:
     SlerpView for Self Positioning (its `init` is λ's start), else a MergeView."""
     base = load_encoder(zoo.base_dir)
     theta0 = base.state_dict()
-    vectors = []
-    for expert in zoo.experts.values():  # one expert in memory at a time
-        tuned = load_encoder(expert.model_dir).state_dict()
-        vectors.append({n: tuned[n] - theta0[n] for n in theta0 if n in tuned and theta0[n].is_floating_point()})
-        del tuned
+    # read tensor by tensor while the view stacks them: no expert, and no task vector, is ever held whole
+    vectors = [FileTaskVector(expert.model_dir, theta0) for expert in zoo.experts.values()]
     if method.ties_density is not None:
-        vectors = ties_vectors(vectors, method.ties_density)
+        vectors = ties_trimmed(vectors, method.ties_density)
     if method.interpolation == "slerp":
         return SlerpView(base, vectors, scale=method.init)
     return MergeView(base, vectors, method.parameterization, method.init)

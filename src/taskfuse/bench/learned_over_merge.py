@@ -25,6 +25,7 @@ from ..errors import UsageError
 from ..eval.encoder import load_encoder
 from ..eval.harness import Evaluator, Score, as_dict, mean, normalized
 from ..programs.learn import LearnProgress, learn_coefficients
+from ..programs.lazy_task_vectors import FileTaskVector
 from ..programs.learned_spec import learned_spec
 from ..programs.spec_learning import view_over_merge
 from ..zoo.build import Zoo
@@ -71,8 +72,8 @@ def learn_over_merge(zoo: Zoo, method: LearnedMethod, start: Path,
     with RssPeak() as memory:
         base = load_encoder(zoo.base_dir)
         theta0 = base.state_dict()
-        view = view_over_merge(base, _task_vector(start, theta0),
-                               [_task_vector(e.model_dir, theta0) for e in zoo.experts.values()],
+        view = view_over_merge(base, FileTaskVector(start, theta0),
+                               [FileTaskVector(e.model_dir, theta0) for e in zoo.experts.values()],
                                method.parameterization)
         streams = task_streams(zoo, method, zoo.variant.recipe.seed)
         torch.manual_seed(zoo.variant.recipe.seed)
@@ -80,12 +81,6 @@ def learn_over_merge(zoo: Zoo, method: LearnedMethod, start: Path,
         losses = learn_coefficients(view, streams, method.recipe, progress)
         seconds = time.perf_counter() - started
     return LearnedResult(view, losses, seconds, held_memory(view, memory.added))
-
-
-def _task_vector(folder: Path, theta0: dict) -> dict:
-    """One model's θ − θ₀ over the base's floating-point tensors; one model in memory at a time."""
-    tuned = load_encoder(folder).state_dict()
-    return {n: tuned[n] - theta0[n] for n in theta0 if n in tuned and theta0[n].is_floating_point()}
 
 
 def scored(scores: dict[str, Score], experts: dict[str, Score]) -> dict:

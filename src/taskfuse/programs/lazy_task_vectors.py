@@ -7,8 +7,7 @@ made a third copy: building the view, not learning, set the peak (docs/learned.m
 mappings hold no tensor: `vector[name]` reads that tensor of the model (Checkpoint.read, one tensor) and subtracts
 θ₀'s, so building the view holds the stacks, θ₀ and one tensor per model at a time. The values are the ones the
 dicts held (the same float32 subtraction, the same TIES function per tensor), so the view is the same to the bit
-(tests/bench/test_lazy_task_vectors.py). The benchmark's learned rows do not build from them yet: that switch
-changes the memory four committed results measure, and lands with their reruns (docs/learned.md).
+(tests/bench/test_lazy_task_vectors.py).
 """
 from __future__ import annotations
 
