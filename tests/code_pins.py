@@ -85,7 +85,7 @@ def imported_modules(path: Path) -> dict[str, set[str]]:
     """Every taskfuse module a file imports, at any depth of its code, with the names it takes from each."""
     tree = ast.parse(path.read_text())
     parts = list(path.relative_to(SRC).with_suffix("").parts) if path.is_relative_to(SRC) else ["script"]
-    package = [p for p in parts[:-1]] + ([] if parts[-1] != "__init__" else [])  # a script has no package
+    package = parts[:-1]  # a module's package, or an __init__'s own; a script has none
     found: dict[str, set[str]] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
