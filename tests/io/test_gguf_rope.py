@@ -154,3 +154,35 @@ def test_a_file_whose_scaling_cannot_be_rebuilt_is_refused_by_name(tmp_path, mon
         divisors[0] = 1.5
         decode_rope({gguf_rope.RECORD_KEY: '{"factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 8.0, '
                                            '"original_max_position_embeddings": 64}'}, "llama", divisors, 16, 10000.0)
+
+
+def test_a_rope_freqs_of_ones_reads_as_the_unscaled_model_it_is(tmp_path, monkeypatch):
+    """Some converters write rope_freqs for every llama; all ones, llama.cpp divides each frequency by 1."""
+    monkeypatch.setattr(gguf_write, "encode_rope", lambda config, arch, head_dim: (
+        {}, np.ones(head_dim // 2, dtype=np.float32)))
+    folder = save_tiny_causal_lm(tmp_path / "model", "llama")
+    path, back = round_trip(folder, tmp_path)
+    assert any(t.name == "rope_freqs.weight" for t in __import__("gguf").GGUFReader(path).tensors)
+    original, read = load(folder), load(back)
+    assert rule_of(read) == rule_of(original)
+    assert torch.equal(logits(read), logits(original))
+
+
+@pytest.mark.parametrize("record, message", [
+    ("{not json", "not JSON"),
+    ('{"factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 8.0}', "original_max_position_embeddings"),
+    ('{"factor": "4", "low_freq_factor": 1.0, "high_freq_factor": 8.0, "original_max_position_embeddings": 64}',
+     "positive numbers"),
+    ("[4.0, 1.0, 8.0, 64]", "llama3 rule"),
+])
+def test_a_malformed_scaling_record_is_refused_by_name(tmp_path, monkeypatch, record, message):
+    def with_record(config, arch, head_dim):
+        fields, divisors = encode_rope(config, arch, head_dim)
+        return {**fields, gguf_rope.RECORD_KEY: record}, divisors
+
+    monkeypatch.setattr(gguf_write, "encode_rope", with_record)
+    folder = save_tiny_causal_lm(tmp_path / "model", "llama", rope_scaling=LLAMA3)
+    out = tmp_path / "gguf"
+    convert_to_gguf(folder, out, "f32")
+    with pytest.raises(CheckpointError, match=f"{gguf_rope.RECORD_KEY}.*{message}.*Fix: use the model's safetensors"):
+        Checkpoint.open(out / gguf_name(out, "f32"))

@@ -174,7 +174,7 @@ def _config_and_names(ref: str, path: Path, header: GGUFHeader, arch: str) -> tu
     values = _config_values(header, arch)
     try:
         divisors = _rope_divisors(path, header)
-        rope_scaling = decode_rope(header.fields, arch, divisors, _head_dim(values),
+        rope_scaling = decode_rope(header.fields, arch, divisors, head_dim(values),
                                    float(values.get("rope_theta", 10000.0)))
     except UnsupportedRope as e:
         raise CheckpointError(f"model {ref!r}: {path.name} scales its rotary embedding in a way taskfuse cannot "
@@ -211,10 +211,10 @@ def gemma3_query_scalar(config: dict) -> float:
     model (62 layers) the hidden width over the heads, as Google's reference code configures each size."""
     if int(config["num_hidden_layers"]) == 62:
         return config["hidden_size"] // config["num_attention_heads"]
-    return _head_dim(config)
+    return head_dim(config)
 
 
-def _head_dim(values: dict) -> int:
+def head_dim(values: dict) -> int:
     return int(values.get("head_dim") or values["hidden_size"] // values["num_attention_heads"])
 
 

@@ -67,7 +67,8 @@ def decode_rope(fields: dict, arch: str, divisors: np.ndarray | None, head_dim: 
     """transformers' rope_scaling for a GGUF's metadata `fields` and its rope_freqs tensor `divisors` (or None),
     None when the file's rotary embedding is not scaled; UnsupportedRope for a rule that cannot be rebuilt."""
     kind = str(fields.get(f"{arch}.rope.scaling.type") or "none")
-    record = fields.get(RECORD_KEY)
+    if divisors is not None and np.all(divisors == 1.0):  # llama.cpp divides every frequency by 1: unscaled
+        divisors = None
     if divisors is not None:
         if kind != "none":
             raise UnsupportedRope(f"both rope_freqs and {arch}.rope.scaling.type = {kind!r}: llama.cpp would apply "
@@ -75,7 +76,8 @@ def decode_rope(fields: dict, arch: str, divisors: np.ndarray | None, head_dim: 
         if arch != "llama":
             raise UnsupportedRope(f"a rope_freqs tensor in a {arch!r} file: taskfuse rebuilds it only as llama's "
                                   "llama3 rule")
-        rule = json.loads(str(record)) if record else _fit_llama3(fields, arch, divisors, head_dim, theta)
+        record = fields.get(RECORD_KEY)
+        rule = _recorded_llama3(str(record)) if record else _fit_llama3(fields, arch, divisors, head_dim, theta)
         rule = {"rope_type": "llama3", **rule}
         error = np.abs(frequency_divisors({**rule, "rope_theta": theta}, head_dim) - divisors).max()
         if not error <= 1e-5 * float(rule["factor"]):
@@ -99,6 +101,20 @@ def decode_rope(fields: dict, arch: str, divisors: np.ndarray | None, head_dim: 
                 rule[ours] = float(fields[f"{arch}.rope.scaling.{theirs}"])
         return rule
     raise UnsupportedRope(f"{arch}.rope.scaling.type = {kind!r}: taskfuse rebuilds linear, yarn and llama3")
+
+
+def _recorded_llama3(record: str) -> dict:
+    """The llama3 parameters our writer recorded; UnsupportedRope for a record that is not what it writes (a file
+    edited or written by another tool), rather than a KeyError deep in transformers' rope code."""
+    try:
+        rule = json.loads(record)
+    except json.JSONDecodeError as e:
+        raise UnsupportedRope(f"{RECORD_KEY} is not JSON ({e})") from e
+    if not isinstance(rule, dict) or set(rule) != set(LLAMA3_PARAMETERS) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in rule.values()):
+        raise UnsupportedRope(f"{RECORD_KEY} = {record[:200]} is not the positive numbers "
+                              f"{', '.join(LLAMA3_PARAMETERS)} of a llama3 rule")
+    return rule
 
 
 def _fit_llama3(fields: dict, arch: str, divisors: np.ndarray, head_dim: int, theta: float) -> dict:

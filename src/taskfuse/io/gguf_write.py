@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import CheckpointError, UsageError
 from .checkpoint import Checkpoint
 from .gguf_names import gguf_names
-from .gguf_read import gemma3_query_scalar
+from .gguf_read import gemma3_query_scalar, head_dim
 from .gguf_rope import FREQS_TENSOR, UnsupportedRope, rope_rules
 from .gguf_rope_encode import encode_rope
 from .gguf_tokenizer import Field
@@ -37,7 +37,7 @@ def write_gguf(ckpt: Checkpoint, dst: Path, outtype: str, tokenizer: list[Field]
     config = ckpt.config or {}
     arch = gguf_architecture(ckpt, config)
     layout = _layout(ckpt, config, arch, outtype)
-    rope_fields, divisors = encode_rope(config, arch, _head_dim(config))  # checked by gguf_architecture already
+    rope_fields, divisors = encode_rope(config, arch, head_dim(config))  # checked by gguf_architecture already
     writer = gguf.GGUFWriter(dst, arch)
     _add_metadata(writer, config, arch, outtype, name)
     for key, value in rope_fields.items():
@@ -89,16 +89,12 @@ def gguf_architecture(ckpt: Checkpoint, config: dict) -> str:
                               f"scales Gemma 3's by {gemma3_query_scalar(config)}. Fix: write safetensors (leave out "
                               "--format gguf).")
     try:
-        encode_rope(config, ARCHITECTURES[model_type], _head_dim(config))
+        encode_rope(config, ARCHITECTURES[model_type], head_dim(config))
     except UnsupportedRope as e:
         raise CheckpointError(f"model {ckpt.ref!r}: its rotary embedding cannot be written to GGUF ({e}); written "
                               "without it, llama.cpp and every GGUF reader would compute other outputs. Fix: write "
                               "safetensors (leave out --format gguf).") from e
     return ARCHITECTURES[model_type]
-
-
-def _head_dim(config: dict) -> int:
-    return int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
 
 
 def _layout(ckpt: Checkpoint, config: dict, arch: str, outtype: str) -> dict:
@@ -155,7 +151,7 @@ def _add_metadata(writer, config: dict, arch: str, outtype: str, name: str) -> N
                           "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[outtype])
     writer.add_string("general.source.taskfuse", __version__)
     # the global layers' base: transformers 5 keeps it inside rope_parameters (per layer type for Gemma 3)
-    values = {**config, "head_dim": _head_dim(config), "rope_theta": rope_rules(config)[0].get("rope_theta")}
+    values = {**config, "head_dim": head_dim(config), "rope_theta": rope_rules(config)[0].get("rope_theta")}
     table = {**GGUF_CONFIG_MAPPING[arch], "attention.key_length": "head_dim", "attention.value_length": "head_dim"}
     for key, hf_key in table.items():  # llama.cpp reads the head width from key/value_length
         if key == "rope.dimension_count":
