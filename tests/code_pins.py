@@ -119,6 +119,6 @@ def names_taken(entries: list[str], pinned: str) -> dict[str, set[str]]:
                 file = module_file(".".join(pieces[:depth]))
                 if file is not None:
                     todo.append(file.resolve())
-            if module_file(module) is not None and module_file(module).resolve() == target:
+            if file is not None and file.resolve() == target:  # `file`: the whole module's, the loop's last
                 taken[str(path.relative_to(SRC.parent))] = names
     return taken

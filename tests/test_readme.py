@@ -22,7 +22,8 @@ BENCH_CODE = ["src/taskfuse/methods", "src/taskfuse/ops", "src/taskfuse/plan", "
 # The encoder zoo's learned rows: how their view is built from the experts, their recipes and data. The routing and
 # LLM studies take only the recipes' table and one helper from bench/learned.py: they pin those definitions
 # (tests/code_pins.py), and a test below checks that those studies' modules take nothing else from it.
-LEARNED_ROWS_CODE = ["src/taskfuse/bench/learned.py", "src/taskfuse/programs/lazy_task_vectors.py"]
+LEARNED_ROWS_CODE = ["src/taskfuse/bench/learned.py", "src/taskfuse/programs/lazy_task_vectors.py",
+                     "src/taskfuse/bench/memory.py"]  # the RSS sampler behind each row's recorded memory
 LEARNED_TABLE = ("src/taskfuse/bench/learned.py::LEARNED,LearnedMethod,learned_method,_chosen_rows,ADAMERGING,ATLAS,"
                  "SELF_POSITIONING")
 
@@ -110,8 +111,7 @@ OVER_MERGE_CODE = BENCH_CODE + LEARNED_ROWS_CODE + ["src/taskfuse/bench/learned_
                                  "src/taskfuse/programs/spec_learning.py"]
 # Memory while learning, each learned row in a process of its own: the rows' code, the over-merge rows' code, the
 # measurement
-LEARNING_MEMORY_CODE = OVER_MERGE_CODE + ["src/taskfuse/bench/learning_memory.py", "src/taskfuse/bench/memory.py",
-                                          "benchmarks/learning_memory.py"]
+LEARNING_MEMORY_CODE = OVER_MERGE_CODE + ["src/taskfuse/bench/learning_memory.py", "benchmarks/learning_memory.py"]
 # The weak-to-strong study: the LLM benchmark's tasks, judge, zoo and fusion, the opt-in models and their conversion
 # (the GGUF reader; it writes no GGUF, and a test below checks that it never loads the writing modules), the prompt
 # router (Twin-Merging's)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from taskfuse.bench.learned import learned_method, task_streams, zoo_view
-from taskfuse.bench.learning_memory import HEADROOM, MIB, measure_row, saved_activation_bytes
+from taskfuse.bench.learning_memory import HEADROOM, MIB, MallocPeak, measure_row, saved_activation_bytes
 from taskfuse.zoo.build import build_zoo
 from taskfuse.zoo.recipe import VARIANTS
 
@@ -46,6 +46,19 @@ def test_a_row_is_judged_against_base_task_vectors_and_its_largest_batch(tiny_zo
     assert row["within"] == (row["rss_added_mib"] <= row["bound_mib"])
     assert row["rss_added_mib"] >= row["loop_rss_added_mib"] - 1  # the whole learning contains its loop
     assert row["rss_added_mib"] * MIB > 0
+    if MallocPeak.available():  # the loop allocates θ(Λ) and activations every step
+        assert row["loop_malloc_added_mib"] > 0
+
+
+@pytest.mark.skipif(not MallocPeak.available(), reason="glibc's mallinfo2 only")
+def test_malloc_in_use_counts_a_tensor_while_it_lives_and_not_after():
+    size = 64 * MIB
+    with MallocPeak() as during:
+        held = torch.ones(size // 4)
+    with MallocPeak() as after:
+        del held
+    assert during.added == pytest.approx(size, rel=0.05)
+    assert after.added < MIB  # freed: no longer in use, whatever RSS the allocator keeps
 
 
 def test_the_benchmark_learns_each_row_in_its_own_process(tiny_bench, tmp_path):

@@ -9,11 +9,17 @@ autograd keeps for backward from one task's largest batch. Only one task's activ
 loop runs forward and backward per task, programs/learn.py), so the largest task's is the batch term.
 
 The peak is also split in two: building the view (loading the experts, their task vectors, and a sparsifier's
-pre-processing) and the learning loop itself, so a row over the bound says which of the two put it there.
+pre-processing) and the learning loop itself, so a row over the bound says which of the two put it there. Beside
+RSS, the loop's peak of what malloc has handed out and not had back is sampled (glibc's mallinfo2): RSS above it is
+memory the program freed but the allocator kept resident, which says whether a row is over the bound by what it
+holds or by how glibc reuses freed tensors (it serves mid-sized ones from a heap it rarely gives back).
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import time
+from types import SimpleNamespace
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,6 +84,40 @@ def batch_activations(view: MergeView, zoo: Zoo, method: LearnedMethod) -> dict[
     return found
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _mallinfo2():
+    """glibc's mallinfo2 (2.33 and later), None elsewhere (macOS, musl, an older glibc)."""
+    try:
+        function = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return None
+    function.restype = _MallInfo2
+    return function
+
+
+class MallocPeak(RssPeak):
+    """RssPeak's sampler over malloc's bytes in use (heap chunks handed out plus chunks mmapped on their own) instead
+    of RSS; `available()` is False off glibc."""
+
+    _read = _mallinfo2()
+
+    @classmethod
+    def available(cls) -> bool:
+        return cls._read is not None
+
+    def __init__(self, interval: float = 0.02):
+        super().__init__(interval)
+        self.process = self  # RssPeak samples self.process.memory_info().rss
+
+    def memory_info(self) -> SimpleNamespace:
+        info = self._read()
+        return SimpleNamespace(rss=info.uordblks + info.hblkhd)
+
+
 def import_model_code(base_dir: Path) -> None:
     """Build the base's architecture on the meta device (no weights): the modelling code transformers imports on a
     first load (about 150 MiB of RSS for BERT here) is the library's, not learning's, and bench-full's rows run in a
@@ -94,16 +134,22 @@ def measure_row(zoo: Zoo, method: LearnedMethod, start: Path | None = None) -> d
     process = psutil.Process()
     before = process.memory_info().rss
     loop = RssPeak()  # entered after the first step: the loop's peak from step 2 on, the view already built
+    allocated = MallocPeak() if MallocPeak.available() else None  # the same stretch, malloc's bytes in use
+    allocated_before = allocated.memory_info().rss if allocated else 0
 
     def progress(done: int, total: int, loss: float) -> None:
         if done == 1:
             loop.__enter__()
+            if allocated:
+                allocated.__enter__()
 
     started = time.perf_counter()
     result = (learn_on_zoo(zoo, method, progress) if start is None
               else learn_over_merge(zoo, method, start, progress))
     seconds = time.perf_counter() - started
     loop.__exit__(None, None, None)
+    if allocated:
+        allocated.__exit__(None, None, None)
     activations = batch_activations(result.view, zoo, method)
     largest = max(activations, key=activations.get)
     memory = result.memory
@@ -116,5 +162,7 @@ def measure_row(zoo: Zoo, method: LearnedMethod, start: Path | None = None) -> d
             "merged_weights_mib": round(weights_mib, 1),
             "bound_mib": round(bound, 1), "rss_added_mib": memory["rss_added_mib"],
             "loop_rss_added_mib": round((loop.peak - before) / MIB),
+            # malloc's bytes in use at the loop's peak, above its count before the learning (None off glibc)
+            "loop_malloc_added_mib": round((allocated.peak - allocated_before) / MIB) if allocated else None,
             "rss_before_mib": round(before / MIB), "process_peak_rss_mib": memory["process_peak_rss_mib"],
             "within": memory["rss_added_mib"] <= bound}
