@@ -101,23 +101,24 @@ def main() -> None:
 
 
 def line(row: dict) -> str:
-    return (f"  RSS grew {row['rss_added_mib']} MiB (loop {row['loop_rss_added_mib']}, malloc's in use "
-            f"{row.get('loop_malloc_added_mib')}), bound {row['bound_mib']} MiB ({'within' if row['within'] else 'over'})")
+    return (f"  RSS grew {row['rss_added_mib']} MiB (loop {row['loop_rss_added_mib']}, held "
+            f"{row.get('loop_held_added_mib')}), bound {row['bound_mib']} MiB ({'within' if row['within'] else 'over'})")
 
 
 def markdown(result: dict) -> str:
     lines = ["| row | base | task vectors | one batch's activations (task) | bound | RSS grew | of it, the loop | "
-             "the loop, malloc's in use | within |", "|---|---|---|---|---|---|---|---|---|"]
+             "the loop, held | within |", "|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         lines.append(f"| {r['method']} | {r['base_mib']} | {r['task_vectors_mib']} | {r['activations_mib']} "
                      f"({r['activations_task']}) | {r['bound_mib']} | {r['rss_added_mib']} | "
-                     f"{r['loop_rss_added_mib']} | {r.get('loop_malloc_added_mib', '')} | "
+                     f"{r['loop_rss_added_mib']} | {r.get('loop_held_added_mib', '')} | "
                      f"{'yes' if r['within'] else '**no**'} |")
     return ("Memory while learning, MiB, each row in a fresh process. Bound: 1.2 × (base + task vectors + one "
             "batch's saved activations). RSS grew: peak over the whole learning (loading the experts, building "
-            "the view, the loop) above the process's RSS before it; the loop: the same from step 2 on; malloc's in "
-            "use: the loop's peak of the bytes malloc has handed out and not had back (glibc's mallinfo2), above "
-            "the count before the learning: RSS above it is mostly freed memory the allocator kept resident. Judged on RSS.\n\n"
+            "the view, the loop) above the process's RSS before it; the loop: the same from step 2 on; held: the "
+            "loop's peak of the bytes malloc has handed out and not had back (glibc's mallinfo2) plus mapped files' "
+            "resident pages (the base's weights), above the same count before the learning: RSS above it is freed "
+            "memory the allocator kept resident. Judged on RSS.\n\n"
             + "\n".join(lines) + f"\n\n`{result['command']}` at {(result['code'] or {}).get('commit')}, "
             f"{result['seconds']} s\n")
 

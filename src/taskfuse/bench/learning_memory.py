@@ -10,9 +10,11 @@ loop runs forward and backward per task, programs/learn.py), so the largest task
 
 The peak is also split in two: building the view (loading the experts, their task vectors, and a sparsifier's
 pre-processing) and the learning loop itself, so a row over the bound says which of the two put it there. Beside
-RSS, the loop's peak of what malloc has handed out and not had back is sampled (glibc's mallinfo2): RSS above it is
-memory the program freed but the allocator kept resident, which says whether a row is over the bound by what it
-holds or by how glibc reuses freed tensors (it serves mid-sized ones from a heap it rarely gives back).
+RSS, the loop's peak of what it holds is sampled: the bytes malloc has handed out and not had back (glibc's
+mallinfo2) plus the resident pages of mapped files (the base's weights, which transformers maps from its
+safetensors file and malloc never sees). RSS above that is memory freed but kept resident by the allocator, which
+says whether a row is over the bound by what it holds or by how glibc reuses freed tensors (it serves mid-sized
+ones from a heap it rarely gives back).
 """
 from __future__ import annotations
 
@@ -99,9 +101,10 @@ def _mallinfo2():
     return function
 
 
-class MallocPeak(RssPeak):
-    """RssPeak's sampler over malloc's bytes in use (heap chunks handed out plus chunks mmapped on their own) instead
-    of RSS; `available()` is False off glibc."""
+class HeldPeak(RssPeak):
+    """RssPeak's sampler over what the process holds instead of its RSS: malloc's bytes in use (heap chunks handed
+    out plus chunks mmapped on their own) and the resident pages of mapped files; `available()` is False off
+    glibc."""
 
     _read = _mallinfo2()
 
@@ -111,11 +114,12 @@ class MallocPeak(RssPeak):
 
     def __init__(self, interval: float = 0.02):
         super().__init__(interval)
-        self.process = self  # RssPeak samples self.process.memory_info().rss
+        self.resident, self.process = self.process, self  # RssPeak samples self.process.memory_info().rss
 
     def memory_info(self) -> SimpleNamespace:
         info = self._read()
-        return SimpleNamespace(rss=info.uordblks + info.hblkhd)
+        mapped_files = self.resident.memory_info().shared  # Linux: resident file-backed (and shared) pages
+        return SimpleNamespace(rss=info.uordblks + info.hblkhd + mapped_files)
 
 
 def import_model_code(base_dir: Path) -> None:
@@ -134,22 +138,22 @@ def measure_row(zoo: Zoo, method: LearnedMethod, start: Path | None = None) -> d
     process = psutil.Process()
     before = process.memory_info().rss
     loop = RssPeak()  # entered after the first step: the loop's peak from step 2 on, the view already built
-    allocated = MallocPeak() if MallocPeak.available() else None  # the same stretch, malloc's bytes in use
-    allocated_before = allocated.memory_info().rss if allocated else 0
+    held = HeldPeak() if HeldPeak.available() else None  # the same stretch, what the process holds
+    held_before = held.memory_info().rss if held else 0
 
     def progress(done: int, total: int, loss: float) -> None:
         if done == 1:
             loop.__enter__()
-            if allocated:
-                allocated.__enter__()
+            if held:
+                held.__enter__()
 
     started = time.perf_counter()
     result = (learn_on_zoo(zoo, method, progress) if start is None
               else learn_over_merge(zoo, method, start, progress))
     seconds = time.perf_counter() - started
     loop.__exit__(None, None, None)
-    if allocated:
-        allocated.__exit__(None, None, None)
+    if held:
+        held.__exit__(None, None, None)
     activations = batch_activations(result.view, zoo, method)
     largest = max(activations, key=activations.get)
     memory = result.memory
@@ -162,7 +166,8 @@ def measure_row(zoo: Zoo, method: LearnedMethod, start: Path | None = None) -> d
             "merged_weights_mib": round(weights_mib, 1),
             "bound_mib": round(bound, 1), "rss_added_mib": memory["rss_added_mib"],
             "loop_rss_added_mib": round((loop.peak - before) / MIB),
-            # malloc's bytes in use at the loop's peak, above its count before the learning (None off glibc)
-            "loop_malloc_added_mib": round((allocated.peak - allocated_before) / MIB) if allocated else None,
+            # what the loop holds at its peak (malloc's bytes in use + mapped files' resident pages), above the
+            # same count before the learning (None off glibc)
+            "loop_held_added_mib": round((held.peak - held_before) / MIB) if held else None,
             "rss_before_mib": round(before / MIB), "process_peak_rss_mib": memory["process_peak_rss_mib"],
             "within": memory["rss_added_mib"] <= bound}
