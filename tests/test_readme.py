@@ -18,6 +18,7 @@ BENCH_CODE = ["src/taskfuse/methods", "src/taskfuse/ops", "src/taskfuse/plan", "
               "src/taskfuse/eval", "src/taskfuse/bench/grid.py", "src/taskfuse/bench/merging.py",
               "src/taskfuse/bench/references.py", "src/taskfuse/bench/learned_row.py",
               "src/taskfuse/programs/learn.py", "src/taskfuse/programs/merge_view.py",
+              "src/taskfuse/programs/objectives.py", "src/taskfuse/programs/slerp_view.py",
               "src/taskfuse/programs/learned_spec.py", "src/taskfuse/programs/sparsify.py"]
 # The encoder zoo's learned rows: how their view is built from the experts, their recipes and data. The routing and
 # LLM studies take only the recipes' table and one helper from bench/learned.py: they pin those definitions
@@ -110,8 +111,9 @@ SIDE_BY_SIDE_CODE = BENCH_CODE + LEARNED_ROWS_CODE + STATISTICS_CODE + ["benchma
 OVER_MERGE_CODE = BENCH_CODE + LEARNED_ROWS_CODE + ["src/taskfuse/bench/learned_over_merge.py", "benchmarks/learned_over_merge.py",
                                  "src/taskfuse/programs/spec_learning.py"]
 # Memory while learning, each learned row in a process of its own: the rows' code, the over-merge rows' code, the
-# measurement
-LEARNING_MEMORY_CODE = OVER_MERGE_CODE + ["src/taskfuse/bench/learning_memory.py", "benchmarks/learning_memory.py"]
+# memory-lean step it measures beside the rows' own, the measurement
+LEARNING_MEMORY_CODE = OVER_MERGE_CODE + ["src/taskfuse/programs/recomputed_step.py",
+                                          "src/taskfuse/bench/learning_memory.py", "benchmarks/learning_memory.py"]
 # The weak-to-strong study: the LLM benchmark's tasks, judge, zoo and fusion, the opt-in models and their conversion
 # (the GGUF reader; it writes no GGUF, and a test below checks that it never loads the writing modules), the prompt
 # router (Twin-Merging's)

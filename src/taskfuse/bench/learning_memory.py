@@ -21,16 +21,19 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import time
-from types import SimpleNamespace
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import torch
 
+from ..programs import learn
 from ..programs.learn import TaskBatches
 from ..programs.merge_view import BoundMerge, MergeView
 from ..programs.objectives import cross_entropy, entropy
+from ..programs.recomputed_step import accumulate_gradients_recomputed
 from ..zoo.build import Zoo
 from .learned import LearnedMethod, learn_on_zoo, task_streams
 from .learned_over_merge import learn_over_merge
@@ -38,6 +41,23 @@ from .memory import RssPeak
 
 MIB = 1 << 20
 HEADROOM = 1.2  # the issue's "+ 20 %"
+# the gradient step of each step's rows: programs/learn.py's own (θ(Λ) merged once per step, its gradient
+# accumulated over the tasks), or programs/recomputed_step.py's (each layer's θ(Λ) and activations recomputed in
+# backward)
+STEPS = {"merged-once": learn._accumulate_gradients, "recomputed": accumulate_gradients_recomputed}
+
+
+@contextmanager
+def learning_step(name: str) -> Iterator[None]:
+    """programs/learn.py's loop with its gradient step set to STEPS[name]. The loop takes no step argument: its
+    file is under every learned result, so it changes only in a session that reruns them all; until then the study
+    swaps the loop's step function, so everything else a row runs (its view, data, optimiser) stays the benchmark's."""
+    own = learn._accumulate_gradients
+    learn._accumulate_gradients = STEPS[name]
+    try:
+        yield
+    finally:
+        learn._accumulate_gradients = own
 
 
 def saved_activation_bytes(view: MergeView, task: TaskBatches, batch: tuple[dict, torch.Tensor | None],
@@ -131,9 +151,10 @@ def import_model_code(base_dir: Path) -> None:
         AutoModel.from_config(AutoConfig.from_pretrained(str(base_dir)))
 
 
-def measure_row(zoo: Zoo, method: LearnedMethod, start: Path | None = None) -> dict:
-    """Learn `method` as the benchmark's row does (from the base, or from the merge written at `start`) and return
-    its memory against the bound, in MiB. Meant to run alone in a fresh process."""
+def measure_row(zoo: Zoo, method: LearnedMethod, start: Path | None = None, step: str = "merged-once") -> dict:
+    """Learn `method` as the benchmark's row does (from the base, or from the merge written at `start`) with the
+    gradient step STEPS[step], and return its memory against the bound, in MiB. Meant to run alone in a fresh
+    process."""
     import_model_code(zoo.base_dir)
     process = psutil.Process()
     before = process.memory_info().rss
@@ -148,8 +169,9 @@ def measure_row(zoo: Zoo, method: LearnedMethod, start: Path | None = None) -> d
                 held.__enter__()
 
     started = time.perf_counter()
-    result = (learn_on_zoo(zoo, method, progress) if start is None
-              else learn_over_merge(zoo, method, start, progress))
+    with learning_step(step):
+        result = (learn_on_zoo(zoo, method, progress) if start is None
+                  else learn_over_merge(zoo, method, start, progress))
     seconds = time.perf_counter() - started
     loop.__exit__(None, None, None)
     if held:
@@ -159,7 +181,9 @@ def measure_row(zoo: Zoo, method: LearnedMethod, start: Path | None = None) -> d
     memory = result.memory
     bound = HEADROOM * (memory["base_mib"] + memory["task_vectors_mib"] + activations[largest] / MIB)
     weights_mib = sum(p.numel() * p.element_size() for p in result.view.merged_parameters().values()) / MIB
-    return {"method": method.name, "steps": len(result.losses), "seconds": round(seconds, 1),
+    return {"method": method.name, "step": step, "steps": len(result.losses), "seconds": round(seconds, 1),
+            # the two steps' gradients differ only in summation order: their losses should follow each other
+            "loss_last_10_mean": round(sum(result.losses[-10:]) / len(result.losses[-10:]), 4),
             "base_mib": memory["base_mib"], "task_vectors_mib": memory["task_vectors_mib"],
             "activations_mib": round(activations[largest] / MIB, 1), "activations_task": largest,
             "activations_mib_per_task": {t: round(b / MIB, 1) for t, b in activations.items()},
