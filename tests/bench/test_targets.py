@@ -61,6 +61,16 @@ def test_learning_memory_is_judged_per_row_against_its_own_bound():
         "learning-memory"
     assert over.met is False and over.margin == "−1 rows"
     assert over.measured == "1 of 2 rows within; most: adamerging_layer_ties at 1.25x the bound (its loop alone 0.95x)"
+    assert "the benchmark's step" in over.asked  # a result from before the steps measured the benchmark's own
+
+
+def test_learning_memory_is_judged_for_each_step_the_run_measured():
+    def measured(step: str, added: int) -> dict:
+        return {"method": "atlas", "step": step, "rss_added_mib": added, "loop_rss_added_mib": added,
+                "bound_mib": 200.0, "within": added <= 200.0}
+    once, recomputed = learning_memory_targets({"rows": [measured("merged-once", 250), measured("recomputed", 150)]})
+    assert once.met is False and "the benchmark's step" in once.asked
+    assert recomputed.met is True and "the recomputed step" in recomputed.asked and "not yet" in recomputed.asked
 
 
 def test_side_by_side_names_what_falls_short():

@@ -81,16 +81,28 @@ def learned_targets(full: dict) -> list[Target]:
 def learning_memory_targets(memory: dict) -> list[Target]:
     """Issue 12's memory bound, on learning-memory: each learned row in a process of its own, its RSS growth over
     the whole learning (loading the experts, building the view, the loop) against 1.2 × (base + task vectors +
-    one batch's saved activations), all measured by that run."""
-    rows = memory["rows"]
+    one batch's saved activations), all measured by that run; judged for each gradient step the run measured (a
+    result without steps measured the benchmark's own, merged-once)."""
+    steps: dict[str, list[dict]] = {}
+    for r in memory["rows"]:
+        steps.setdefault(r.get("step", "merged-once"), []).append(r)
+    return [_memory_target(step, rows) for step, rows in steps.items()]
+
+
+STEP_WORDS = {"merged-once": "the benchmark's step (θ merged once per step)",
+              "recomputed": "the recomputed step (programs/recomputed_step.py; not yet the benchmark's)"}
+
+
+def _memory_target(step: str, rows: list[dict]) -> Target:
     ratio = {r["method"]: r["rss_added_mib"] / r["bound_mib"] for r in rows}
     loop = {r["method"]: r["loop_rss_added_mib"] / r["bound_mib"] for r in rows}
     within = sum(r["within"] for r in rows)
     worst = max(ratio, key=ratio.get)
-    return [Target(12, "memory while learning ≤ base + task vectors + one batch + 20 % (each row in its own process)",
-                   f"{within} of {len(rows)} rows within; most: {worst} at {ratio[worst]:.2f}x the bound "
-                   f"(its loop alone {loop[worst]:.2f}x)", _signed(within - len(rows), "rows", 0),
-                   within == len(rows), "learning-memory")]
+    return Target(12, "memory while learning ≤ base + task vectors + one batch + 20 % (each row in its own process), "
+                  f"{STEP_WORDS.get(step, step)}",
+                  f"{within} of {len(rows)} rows within; most: {worst} at {ratio[worst]:.2f}x the bound "
+                  f"(its loop alone {loop[worst]:.2f}x)", _signed(within - len(rows), "rows", 0),
+                  within == len(rows), "learning-memory")
 
 
 def side_by_side_targets(side: dict) -> list[Target]:
