@@ -9,7 +9,7 @@ steps, learning rate and data. Accuracy is bench-full's business; this measures 
     python benchmarks/learning_memory.py --step recomputed        # the nine rows with the memory-lean step only
     python benchmarks/learning_memory.py --variant tiny --steps 3 --methods atlas --out /tmp/m
 
-Each row runs with each gradient step (bench/learning_memory.py STEPS): the benchmark's own, which merges θ(Λ) once
+Each row runs with each gradient step (programs/learning_loop.py STEPS): the benchmark's own, which merges θ(Λ) once
 per step, and the memory-lean one that recomputes each layer in backward (programs/recomputed_step.py).
 
 Writes benchmarks/results/learning-memory/result.json and results.md (command, commit and machine recorded).
@@ -127,8 +127,7 @@ def markdown(result: dict) -> str:
             "resident pages (the base's weights), above the same count before the learning: RSS above it is freed "
             "memory the allocator kept resident. Judged on RSS. Step: merged-once is the benchmark's "
             "(programs/learn.py); recomputed recomputes each layer in backward and hands freed heap pages back "
-            "after each task "
-            "(programs/recomputed_step.py). Seconds: the learning's.\n\n"
+            "after each task (programs/recomputed_step.py). Seconds: the learning's.\n\n"
             + "\n".join(lines) + f"\n\n`{result['command']}` at {(result['code'] or {}).get('commit')}, "
             f"{result['seconds']} s\n")
 

@@ -82,6 +82,7 @@ EXTRACT_CODE = ["src/taskfuse/programs/extract_lora.py", "src/taskfuse/programs/
 GGUF_CODE = ["src/taskfuse/io/gguf_read.py", "src/taskfuse/io/gguf_header.py", "src/taskfuse/io/gguf_names.py",
              "src/taskfuse/io/gguf_rope.py", "src/taskfuse/io/gguf_rope_encode.py",
              "src/taskfuse/io/gguf_write.py", "src/taskfuse/io/gguf_tokenizer.py", "src/taskfuse/programs/gguf_output.py", "src/taskfuse/execute",
+             "src/taskfuse/libc.py",
              "src/taskfuse/io/checkpoint.py", "src/taskfuse/io/safetensors_pread.py", "benchmarks/gguf_input_cost.py"]
 # The encoder benchmark's rows from per-model statistics (RegMean, RegMean++, Fisher): only bench-full runs them.
 STATISTICS_CODE = ["src/taskfuse/bench/statistics_rows.py", "src/taskfuse/programs/statistics.py",
@@ -111,8 +112,9 @@ SIDE_BY_SIDE_CODE = BENCH_CODE + LEARNED_ROWS_CODE + STATISTICS_CODE + ["benchma
 OVER_MERGE_CODE = BENCH_CODE + LEARNED_ROWS_CODE + ["src/taskfuse/bench/learned_over_merge.py", "benchmarks/learned_over_merge.py",
                                  "src/taskfuse/programs/spec_learning.py"]
 # Memory while learning, each learned row in a process of its own: the rows' code, the over-merge rows' code, the
-# memory-lean step it measures beside the rows' own, the measurement
+# memory-lean step it measures beside the rows' own (and the C library calls it trims with), the measurement
 LEARNING_MEMORY_CODE = OVER_MERGE_CODE + ["src/taskfuse/programs/recomputed_step.py",
+                                          "src/taskfuse/programs/learning_loop.py", "src/taskfuse/libc.py",
                                           "src/taskfuse/bench/learning_memory.py", "benchmarks/learning_memory.py"]
 # The weak-to-strong study: the LLM benchmark's tasks, judge, zoo and fusion, the opt-in models and their conversion
 # (the GGUF reader; it writes no GGUF, and a test below checks that it never loads the writing modules), the prompt

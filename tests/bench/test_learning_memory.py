@@ -69,9 +69,9 @@ def test_the_benchmark_learns_each_row_in_its_own_process(tiny_bench, tmp_path):
                    env=env, check=True, capture_output=True, text=True)
     result = json.loads((tmp_path / "m" / "result.json").read_text())
     rows = result["rows"]
-    assert [(r["method"], r["step"]) for r in rows] == [("atlas", "merged-once"), ("atlas", "recomputed"),
-                                                        ("atlas over iso_cts", "merged-once"),
-                                                        ("atlas over iso_cts", "recomputed")]
+    assert [(r["method"], r["step"]) for r in rows] == [("atlas", "recomputed"), ("atlas", "merged-once"),
+                                                        ("atlas over iso_cts", "recomputed"),
+                                                        ("atlas over iso_cts", "merged-once")]
     assert all(r["steps"] == 2 for r in rows)
     # the two steps learn the same coefficients, up to summation order
     assert rows[1]["loss_last_10_mean"] == pytest.approx(rows[0]["loss_last_10_mean"], rel=1e-3)

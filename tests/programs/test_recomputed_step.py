@@ -138,3 +138,15 @@ def test_a_forward_keeps_only_the_blocks_inputs_for_backward():
         merged = {n: merge.connected(n) for n in outside}
         recomputed = saved_bytes(lambda: hidden(BoundMerge(base, merged), inputs).sum())
     assert recomputed < 0.5 * merged_once
+
+
+def test_freed_memory_is_handed_back_after_each_blocks_backward_and_each_task(monkeypatch):
+    from taskfuse.programs import recomputed_step
+    calls = []
+    real = recomputed_step._TRIM
+    monkeypatch.setattr(recomputed_step, "_TRIM", lambda pad: calls.append(pad) or (real(pad) if real else 0))
+    base, vectors = family("bert", tasks=2)
+    view = MergeView(base, vectors).double()
+    tasks = tasks_for(base.config.hidden_size, 2, labelled=False)
+    accumulate_gradients_recomputed(view, tasks, {n: t.batches() for n, t in tasks.items()}, "entropy")
+    assert len(calls) == 2 * (len(repeated_blocks(base)) + 1)

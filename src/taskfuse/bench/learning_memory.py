@@ -19,7 +19,6 @@ ones from a heap it rarely gives back).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,11 +28,12 @@ from types import SimpleNamespace
 import psutil
 import torch
 
+from ..libc import c_function
 from ..programs import learn
 from ..programs.learn import TaskBatches
+from ..programs.learning_loop import STEPS
 from ..programs.merge_view import BoundMerge, MergeView
 from ..programs.objectives import cross_entropy, entropy
-from ..programs.recomputed_step import accumulate_gradients_recomputed
 from ..zoo.build import Zoo
 from .learned import LearnedMethod, learn_on_zoo, task_streams
 from .learned_over_merge import learn_over_merge
@@ -41,17 +41,14 @@ from .memory import RssPeak
 
 MIB = 1 << 20
 HEADROOM = 1.2  # the issue's "+ 20 %"
-# the gradient step of each step's rows: programs/learn.py's own (θ(Λ) merged once per step, its gradient
-# accumulated over the tasks), or programs/recomputed_step.py's (each layer's θ(Λ) and activations recomputed in
-# backward)
-STEPS = {"merged-once": learn._accumulate_gradients, "recomputed": accumulate_gradients_recomputed}
 
 
 @contextmanager
 def learning_step(name: str) -> Iterator[None]:
-    """programs/learn.py's loop with its gradient step set to STEPS[name]. The loop takes no step argument: its
-    file is under every learned result, so it changes only in a session that reruns them all; until then the study
-    swaps the loop's step function, so everything else a row runs (its view, data, optimiser) stays the benchmark's."""
+    """programs/learn.py's loop, which the benchmark's rows run, with its gradient step set to STEPS[name]
+    (programs/learning_loop.py: merged-once, learn.py's own, or recomputed). The rows move to learning_loop.py's
+    loop, which takes the step, with their results' next rerun; until then the study swaps learn.py's step
+    function, so everything else a row runs (its view, data, optimiser) stays the benchmark's."""
     own = learn._accumulate_gradients
     learn._accumulate_gradients = STEPS[name]
     try:
@@ -111,22 +108,12 @@ class _MallInfo2(ctypes.Structure):
                                                       "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
-def _mallinfo2():
-    """glibc's mallinfo2 (2.33 and later), None elsewhere (macOS, musl, an older glibc)."""
-    try:
-        function = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallinfo2
-    except (OSError, AttributeError):
-        return None
-    function.restype = _MallInfo2
-    return function
-
-
 class HeldPeak(RssPeak):
     """RssPeak's sampler over what the process holds instead of its RSS: malloc's bytes in use (heap chunks handed
     out plus chunks mmapped on their own) and the resident pages of mapped files; `available()` is False off
     glibc."""
 
-    _read = _mallinfo2()
+    _read = c_function("mallinfo2", _MallInfo2)  # glibc 2.33 and later; None elsewhere
 
     @classmethod
     def available(cls) -> bool:

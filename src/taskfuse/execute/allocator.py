@@ -8,9 +8,9 @@ system time, same peak RSS, as the pooled full-size buffers are larger than the 
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import functools
+
+from ..libc import c_function
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # from glibc's malloc.h
 MMAP_THRESHOLD = 32 << 20  # glibc's largest allowed value on 64-bit
@@ -20,11 +20,7 @@ TRIM_THRESHOLD = 256 << 20
 @functools.cache
 def reuse_freed_memory() -> bool:
     """Set glibc's malloc thresholds once per process; False (and nothing changed) on other C libraries."""
-    path = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(path) if path else None
-    except OSError:
-        libc = None
-    if libc is None or not hasattr(libc, "mallopt"):
+    mallopt = c_function("mallopt")
+    if mallopt is None:
         return False
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))

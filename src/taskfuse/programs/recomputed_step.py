@@ -5,12 +5,14 @@ step, and holds every layer's activations of one task's batch between that task'
 keeps θ(Λ) (computed once per step, without a graph) but never its gradient, and the activations of one block at a
 time: each repeated block of the model (a transformer layer: the children of its ModuleList) runs in a checkpointed
 region (torch.utils.checkpoint, non-reentrant), so a forward keeps only the blocks' inputs, and backward recomputes
-one block at a time and sends its gradient straight to Λ (through _KnownMerge: the block's weights are known, their
-backward is the task vectors' dot products with the weights' gradient), so no θ-sized gradient is accumulated.
+one block at a time and sends its gradient to the (T,) weights of each tensor's task vectors (through _KnownMerge:
+the block's weights are known, their backward is the task vectors' dot products with the weights' gradient), so no
+θ-sized gradient is accumulated; those weights' gradients go back through Λ's graph once per step.
 The parameters outside the blocks (embeddings, final norms, a pooler) reach Λ the same way, without a checkpoint.
 A block call that reads or fills a key/value cache (the LLM objectives run a batch's shared prompt opening once
 and extend its cache) is not recomputed: it would write the cache twice; it runs once and keeps its activations.
-After each task the freed heap pages are handed back (glibc's malloc_trim), or the process keeps them resident.
+After each block's backward, and each task's, the freed heap pages are handed back (glibc's malloc_trim), or
+the process keeps them resident.
 
 What it costs: one more forward of every block per task, and one pass over the task vectors per task in backward
 (the other step: one per step). benchmarks/learning_memory.py measures both steps' time and peak memory on the
@@ -19,8 +21,6 @@ benchmark's learned rows. The gradient is the same up to floating-point summatio
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +31,7 @@ from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 from transformers.cache_utils import Cache
 
+from ..libc import c_function
 from ..ops.spherical import iterative_slerp_coefficients
 from .learn import TaskBatches, _task_loss
 from .merge_view import BoundMerge, MergeView
@@ -76,21 +77,34 @@ class _KnownMerge(torch.autograd.Function):
 
 class StepMerge:
     """θ(Λ) of every merged parameter, computed once per step without a graph (|θ| bytes held for the step);
-    `connected(name)` joins a parameter's value to its coefficients' graph without merging it again."""
+    `connected(name)` joins a parameter's value to its coefficients' graph without merging it again.
+
+    Each tensor's (T,) weights are also computed once per step, on the coefficients' graph, and the blocks read
+    detached copies of them: the tasks' gradients add up in those copies, and `finish()` sends them back through
+    the real graph once. Self Positioning's weights come out of an iterative SLERP in float64 whose graph would
+    otherwise be rebuilt, and walked back, at every block call of every task (4x the step's time)."""
 
     def __init__(self, view: MergeView):
         self.view = view
         self.index = {name: i for i, name in enumerate(view.names)}
-        self.theta0 = {n: p.detach() for n, p in view.base.named_parameters() if n in self.index}
         with torch.no_grad():
             self.values = view.merged_parameters()
+        self.weights = {i: w for i in range(len(view.names)) if (w := coefficient_vector(view, i)) is not None}
+        self.read = {i: w.detach().requires_grad_() for i, w in self.weights.items()}
 
     def connected(self, name: str) -> Tensor:
         i = self.index[name]
-        deltas, c = getattr(self.view, f"delta_{i}"), coefficient_vector(self.view, i)
-        if c is None:  # partitions: the whole formula, on the graph
-            return self.theta0[name] + (self.view.coefficient_of(i) * deltas).sum(0)
-        return _KnownMerge.apply(c, deltas, self.values[name])
+        deltas = getattr(self.view, f"delta_{i}")
+        if i not in self.read:  # partitions: the whole formula, on the graph
+            theta0 = self.view.base.get_parameter(name).detach()
+            return theta0 + (self.view.coefficient_of(i) * deltas).sum(0)
+        return _KnownMerge.apply(self.read[i], deltas, self.values[name])
+
+    def finish(self) -> None:
+        """Add the gradients gathered in the read copies to the coefficients' (once per step, after every task)."""
+        used = [i for i, w in self.read.items() if w.grad is not None]  # e.g. BERT's pooler feeds no embedding
+        if used:
+            torch.autograd.backward([self.weights[i] for i in used], [self.read[i].grad for i in used])
 
 
 class _Inside(threading.local):
@@ -137,14 +151,22 @@ def _checkpointed_forward(merge: StepMerge, block: nn.Module, own_forward, local
             return own_forward(*args, **kwargs)
         if _writes_a_cache(args, kwargs):  # a recompute would append its keys and values to the cache again
             return merged_run(*args, **kwargs)
-        return checkpoint(merged_run, *args, use_reentrant=False, **kwargs)
+        out = checkpoint(merged_run, *args, use_reentrant=False, **kwargs)
+        entering = next((a for a in (*args, *kwargs.values()) if isinstance(a, Tensor) and a.requires_grad), None)
+        if entering is not None:  # its gradient comes when this block's backward is done
+            entering.register_hook(_trim_after_backward)
+        return out
 
     return forward
 
 
+def _trim_after_backward(grad: Tensor) -> None:
+    release_freed_memory()
+
+
 def _writes_a_cache(args: tuple, kwargs: dict) -> bool:
     """Whether a block call reads or fills a key/value cache (transformers' Cache objects, or use_cache=True):
-    such a call runs once, its merged weights kept for backward, as in the other step."""
+    such a call runs once and keeps its activations for backward, as in the other step."""
     return bool(kwargs.get("use_cache")) or any(isinstance(v, Cache) for v in (*args, *kwargs.values()))
 
 
@@ -162,27 +184,23 @@ def accumulate_gradients_recomputed(view: MergeView, tasks: dict[str, TaskBatche
             total += float(loss.detach())
             del merged, loss
             release_freed_memory()
+    merge.finish()
     return total
 
 
-def _malloc_trim():
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to call
-        return None
-
-
-_TRIM = _malloc_trim()
+_TRIM = c_function("malloc_trim")  # None off glibc (macOS, musl): nothing to call
 
 
 def release_freed_memory() -> None:
     """Hand the pages of freed heap memory back to the system (glibc's malloc_trim; nothing elsewhere).
 
-    glibc serves mid-sized tensors (an activation of a few hundred KiB to a few MiB) from its heap once a large
-    free has raised its mmap threshold, and keeps the freed pages resident: after a few tasks' backward passes the
-    process held about 160 MiB more than it used (the full benchmark's aTLAS row, bench/learning_memory.py).
-    Trimming after each task returns them for a few percent of the step's time; fixing the mmap threshold instead
-    (MALLOC_MMAP_THRESHOLD_) returned more but cost 45 % of the time in page faults.
+    glibc serves mid-sized tensors (a layer's activations, a weight's gradient: 1 to 4 MiB here) from its heap once
+    a large free has raised its mmap threshold, and keeps the freed pages resident. On the full benchmark's aTLAS
+    row (benchmarks/learning_memory.py, one run each) the loop's RSS peaked 96 MiB above what it held with a trim
+    after each task (654 MiB, 187 s of learning), 37 MiB above with a trim after each block's backward as well
+    (595 MiB, 232 s), 21 MiB with glibc's mmap threshold fixed at 1 MiB instead (579 MiB, 221 s; 4 MiB: 653 MiB,
+    198 s). A fixed threshold is a setting of the whole process, which the merge engine sets otherwise
+    (execute/allocator.py), so the step trims.
     """
     if _TRIM is not None:
         _TRIM(0)
