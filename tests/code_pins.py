@@ -101,24 +101,34 @@ def imported_modules(path: Path) -> dict[str, set[str]]:
     return {m: names for m, names in found.items() if m.startswith("taskfuse")}
 
 
+def reachable(entries: list[str], stop: str | None = None) -> set[Path]:
+    """The source files `entries` import at any depth (importing a.b.c runs a and a.b too), the entries included;
+    the imports of `stop` are not followed."""
+    target = (SRC.parent / stop).resolve() if stop else None
+    seen: set[Path] = set()
+    todo = [(SRC.parent / e).resolve() for e in entries]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        if path == target:
+            continue
+        for module in imported_modules(path):
+            pieces = module.split(".")
+            todo += [f.resolve() for depth in range(1, len(pieces) + 1)
+                     if (f := module_file(".".join(pieces[:depth]))) is not None]
+    return seen
+
+
 def names_taken(entries: list[str], pinned: str) -> dict[str, set[str]]:
     """From the modules `entries` import at any depth (not following the pinned file's own imports), which names of
     the pinned file each one takes ("*": the module itself, so any of its names)."""
     target = (SRC.parent / pinned).resolve()
-    seen: set[Path] = set()
-    todo = [(SRC.parent / e).resolve() for e in entries]
     taken: dict[str, set[str]] = {}
-    while todo:
-        path = todo.pop()
-        if path in seen or path == target:
-            continue
-        seen.add(path)
+    for path in reachable(entries, pinned) - {target}:
         for module, names in imported_modules(path).items():
-            pieces = module.split(".")
-            for depth in range(1, len(pieces) + 1):  # importing a.b.c runs a and a.b too
-                file = module_file(".".join(pieces[:depth]))
-                if file is not None:
-                    todo.append(file.resolve())
-            if file is not None and file.resolve() == target:  # `file`: the whole module's, the loop's last
+            file = module_file(module)
+            if file is not None and file.resolve() == target:
                 taken[str(path.relative_to(SRC.parent))] = names
     return taken

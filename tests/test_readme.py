@@ -71,9 +71,11 @@ def git(*args: str) -> str:
 # Each committed result, the code its numbers depend on, and the command that remakes it.
 # bench-full's own orchestration: the grid's trials, the search rows, and the rows learned from a merge (from the
 # data-free row its own run found best)
+# The encoder studies take one definition from programs/spec_learning.py (the view over a merge; `taskfuse learn`'s
+# spec learning is the LLM side's): they pin it, and a test below checks that they take nothing else from that file.
+VIEW_OVER_MERGE = "src/taskfuse/programs/spec_learning.py::view_over_merge"
 FULL_RUN_CODE = ["src/taskfuse/bench/run.py", "src/taskfuse/bench/search_zoo.py", "src/taskfuse/bench/search_rows.py",
-                 "src/taskfuse/programs/search.py", "src/taskfuse/bench/learned_over_merge.py",
-                 "src/taskfuse/programs/spec_learning.py"]
+                 "src/taskfuse/programs/search.py", "src/taskfuse/bench/learned_over_merge.py", VIEW_OVER_MERGE]
 ROUTING_CODE = BENCH_CODE + [LEARNED_TABLE, "src/taskfuse/routing", "src/taskfuse/bench/routing_study.py",
                              "src/taskfuse/bench/routing_rows.py", "src/taskfuse/io/adapter.py"]
 EXTRACT_CODE = ["src/taskfuse/programs/extract_lora.py", "src/taskfuse/programs/adapter_files.py", "src/taskfuse/eval",
@@ -101,7 +103,12 @@ LLM_CODE = BENCH_CODE + [LEARNED_TABLE, "src/taskfuse/llm", "src/taskfuse/io/ada
 # `taskfuse bench --llm --routing`: the LLM benchmark's code, and the routers it runs on the LLM's experts. From the
 # encoder routing study's bench/routing_rows.py it takes three settings and nothing else: their values, not the
 # file, are what its numbers depend on (a test below checks them against the result's commit)
-LLM_ROUTING_CODE = LLM_CODE + ["src/taskfuse/routing/phatgoose.py", "src/taskfuse/routing/mhr.py"]
+# The LLM studies that learn no coefficients (`taskfuse bench --llm --routing`, the new-task study) reach
+# programs/spec_learning.py only through the LLM benchmark's learned row, which they never run (a test below checks
+# the route): they are guarded without that file.
+SPEC_LEARNING = "src/taskfuse/programs/spec_learning.py"
+LLM_CODE_WITHOUT_LEARNING = [p for p in LLM_CODE if p != SPEC_LEARNING]
+LLM_ROUTING_CODE = LLM_CODE_WITHOUT_LEARNING + ["src/taskfuse/routing/phatgoose.py", "src/taskfuse/routing/mhr.py"]
 ROUTING_ROWS_SETTINGS = {"MHR_HEADS", "MHR_ROUTING_LR", "PHATGOOSE_TOP_K"}
 # The subspace methods (TSV, Iso-C, Iso-CTS) and their SVD helpers: bench-full's grid, the LLM benchmark's grid, the
 # over-merge study (which starts from Iso-CTS) and the routing study's calibrated Twin-Merging (shared Iso-CTS) run
@@ -110,7 +117,7 @@ SUBSPACE_METHODS = ["src/taskfuse/methods/tsv.py", "src/taskfuse/methods/iso.py"
 WITHOUT_SUBSPACE = [f":(exclude){path}" for path in SUBSPACE_METHODS]
 SIDE_BY_SIDE_CODE = BENCH_CODE + LEARNED_ROWS_CODE + STATISTICS_CODE + ["benchmarks/fusionbench_side_by_side.py"] + WITHOUT_SUBSPACE
 OVER_MERGE_CODE = BENCH_CODE + LEARNED_ROWS_CODE + ["src/taskfuse/bench/learned_over_merge.py", "benchmarks/learned_over_merge.py",
-                                 "src/taskfuse/programs/spec_learning.py"]
+                                 VIEW_OVER_MERGE]
 # Memory while learning, each learned row in a process of its own: the rows' code, the over-merge rows' code, the
 # memory-lean step it measures beside the rows' own (and the C library calls it trims with), the measurement
 LEARNING_MEMORY_CODE = OVER_MERGE_CODE + ["src/taskfuse/programs/recomputed_step.py",
@@ -127,7 +134,7 @@ WEAK_TO_STRONG_CODE = ["src/taskfuse/llm", "src/taskfuse/eval", "src/taskfuse/io
                        "benchmarks/weak_to_strong.py"]
 # The LLM new-task study: the LLM benchmark's code, and what `taskfuse route lorahub|mhr` run (their programs, the
 # adapter writer, the search and the routers; MHR's settings from bench/routing_rows.py)
-NEW_TASK_CODE = LLM_CODE + ["src/taskfuse/bench/llm_new_task.py", "benchmarks/llm_new_task.py",
+NEW_TASK_CODE = LLM_CODE_WITHOUT_LEARNING + ["src/taskfuse/bench/llm_new_task.py", "benchmarks/llm_new_task.py",
                             "src/taskfuse/programs/lorahub_adapter.py", "src/taskfuse/programs/mhr_new_task.py",
                             "src/taskfuse/programs/library_text.py", "src/taskfuse/programs/merge_to_adapter.py",
                             "src/taskfuse/programs/adapter_files.py", "src/taskfuse/programs/adapter_finetune.py",
@@ -189,6 +196,70 @@ def test_a_result_that_pins_definitions_takes_nothing_else_from_their_file():
                                        "does not pin: add them to LEARNED_TABLE or list the whole file"
     command = code_pins.imported_modules(ROOT / "src/taskfuse/cli/bench.py")["taskfuse.bench.learned"]
     assert command <= set(names)
+
+
+# The modules through which the results that pin VIEW_OVER_MERGE run (`taskfuse bench --full` runs bench/run.py)
+VIEW_OVER_MERGE_STUDIES = {"bench-full": ["src/taskfuse/bench/run.py"],
+                           "learned-over-merge": ["src/taskfuse/bench/learned_over_merge.py",
+                                                  "benchmarks/learned_over_merge.py"],
+                           "learning-memory": ["src/taskfuse/bench/learning_memory.py", "benchmarks/learning_memory.py"]}
+
+
+def test_the_encoder_studies_take_only_the_view_over_a_merge_from_spec_learning():
+    path, names = code_pins.split_pin(VIEW_OVER_MERGE)
+    assert {folder for folder, paths, _ in RESULTS if VIEW_OVER_MERGE in paths} == set(VIEW_OVER_MERGE_STUDIES)
+    assert not code_pins.unpinned_dependencies((ROOT / path).read_text(), names)
+    for folder, entries in VIEW_OVER_MERGE_STUDIES.items():
+        taken = code_pins.names_taken(entries, path)
+        assert taken and all(used <= set(names) for used in taken.values()), \
+            f"{folder} takes {taken} from {path}: pin those names too, or list the whole file"
+
+
+# The modules through which the LLM results guarded without SPEC_LEARNING run (`taskfuse bench --llm` dispatches to
+# llm/bench.py; the test checks what the command passes)
+NO_LEARNING_STUDIES = {"bench-llm-routing": ["src/taskfuse/llm/bench.py", "src/taskfuse/bench/llm_report.py"],
+                       "llm-new-task": ["src/taskfuse/bench/llm_new_task.py", "benchmarks/llm_new_task.py"]}
+
+
+def _function(tree: ast.Module, name: str) -> ast.FunctionDef:
+    return next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name)
+
+
+def _referencing_functions(tree: ast.Module, name: str) -> set[str]:
+    """The top-level functions of a module whose code reads `name`."""
+    return {n.name for n in tree.body if isinstance(n, ast.FunctionDef) and name in code_pins.referenced(n)}
+
+
+def test_the_llm_studies_guarded_without_spec_learning_never_run_it():
+    """Their modules take programs/spec_learning.py's names only inside llm/learned.py's atlas_row; llm/bench.py
+    calls atlas_row only from merged_rows, which run_llm_bench calls only without `routing` (the routing result's
+    command passes --routing); no other module they load calls atlas_row, merged_rows or run_llm_bench."""
+    guarded = {folder: paths for folder, paths, _ in RESULTS}
+    learned_path, bench_path = "src/taskfuse/llm/learned.py", "src/taskfuse/llm/bench.py"
+    for folder, entries in NO_LEARNING_STUDIES.items():
+        assert SPEC_LEARNING not in guarded[folder]
+        assert set(code_pins.names_taken(entries, SPEC_LEARNING)) == {learned_path}, folder
+        for file in code_pins.reachable(entries) - {ROOT / learned_path, ROOT / bench_path}:
+            read = code_pins.referenced(ast.parse(file.read_text()))
+            assert not read & {"atlas_row", "merged_rows", "run_llm_bench"}, f"{file} may run the learned LLM row"
+    assert "--routing" in dict((f, c) for f, _, c in RESULTS)["bench-llm-routing"]
+    learned = ast.parse((ROOT / learned_path).read_text())
+    imports = [n for n in ast.walk(learned) if isinstance(n, ast.ImportFrom) and (n.module or "").endswith("spec_learning")]
+    inside = set(map(id, ast.walk(_function(learned, "atlas_row"))))
+    assert imports and all(id(n) in inside for n in imports)
+    bench = ast.parse((ROOT / bench_path).read_text())
+    assert _referencing_functions(bench, "atlas_row") == {"merged_rows"}
+    assert _referencing_functions(bench, "merged_rows") == {"run_llm_bench"}
+    run = _function(bench, "run_llm_bench")
+    branch = next(n for n in ast.walk(run) if isinstance(n, ast.If) and ast.unparse(n.test) == "routing")
+    calls = [n for n in ast.walk(run) if isinstance(n, ast.Call) and ast.unparse(n.func) == "merged_rows"]
+    in_else = {id(n) for statement in branch.orelse for n in ast.walk(statement)}
+    assert len(calls) == 1 and id(calls[0]) in in_else
+    assert not any(isinstance(n, (ast.Assign, ast.AugAssign)) and "routing" in code_pins.referenced(n.targets[0]
+                   if isinstance(n, ast.Assign) else n.target) for n in ast.walk(run))  # the flag is never reset
+    command = ast.parse((ROOT / "src/taskfuse/cli/bench.py").read_text())
+    assert all("routing=routing" in ast.unparse(n) for n in ast.walk(command)
+               if isinstance(n, ast.Call) and ast.unparse(n.func) == "run_llm_bench")
 
 
 def test_a_pin_is_compared_as_code():

@@ -81,6 +81,7 @@ def test_atlas_on_a_spec_lowers_each_tasks_loss_and_writes_a_loadable_replayable
     assert [d["examples"] for d in record["data_seen"]] == [len(texts[t]) for t in TASKS]
     assert all(d["labels"] for d in record["data_seen"]) and record["losses"][-1] < record["losses"][0]
     assert record["memory"]["task_vectors_mib"] >= 0 and (tmp_path / "merged" / "coefficients.png").exists()
+    assert record["gradient_step"] == "recomputed"
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
     base = AutoModelForCausalLM.from_pretrained(root / "base")
     for task_name in TASKS:  # Λ starts at 0 (the base): learning must have improved every task
@@ -250,3 +251,23 @@ def test_scored_logits_with_a_shared_opening_equal_the_full_forward_in_value_and
     torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(fast_grad, full_grad, atol=1e-5, rtol=1e-4)
     assert full_grad.abs().sum() > 0
+
+
+def test_both_gradient_steps_learn_the_same_coefficients_on_a_spec(lm_family):
+    """`taskfuse learn --spec` runs the memory-lean step; the merged-once step learns the same (float32, summation
+    order apart), the LLM objectives' shared-opening cache included."""
+    from taskfuse import api
+    from taskfuse.bench.learned import learned_method
+    from taskfuse.programs.spec_learning import SpecLearning, learn_for_spec
+
+    root, data, _, _ = lm_family
+    method = learned_method("atlas", 4, 0.1)
+    spec = api.as_spec(yaml.safe_load((root / "spec.yaml").read_text()))
+    runs = {step: learn_for_spec(spec, [str(d) for d in data], SpecLearning(method.parameterization, method.recipe,
+                                                                           method.init, batch_size=4, step=step))
+            for step in ("recomputed", "merged-once")}
+    assert SpecLearning(method.parameterization, method.recipe, method.init).step == "recomputed"
+    assert runs["recomputed"].losses == pytest.approx(runs["merged-once"].losses, rel=1e-4)
+    assert runs["recomputed"].losses[-1] < runs["recomputed"].losses[0]
+    torch.testing.assert_close(runs["recomputed"].view.coefficients, runs["merged-once"].view.coefficients,
+                               rtol=1e-3, atol=1e-4)

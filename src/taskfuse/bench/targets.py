@@ -89,8 +89,9 @@ def learning_memory_targets(memory: dict) -> list[Target]:
     return [_memory_target(step, rows) for step, rows in steps.items()]
 
 
-STEP_WORDS = {"merged-once": "the benchmark's step (θ merged once per step)",
-              "recomputed": "the recomputed step (programs/recomputed_step.py; not yet the benchmark's)"}
+STEP_WORDS = {"merged-once": "the step the benchmark's rows still learn with (θ merged once per step)",
+              "recomputed": "the recomputed step (programs/recomputed_step.py; `taskfuse learn --spec`'s, not yet "
+                            "the benchmark rows')"}
 
 
 def _memory_target(step: str, rows: list[dict]) -> Target:

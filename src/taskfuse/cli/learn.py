@@ -68,7 +68,7 @@ def _learn_spec(chosen, spec_path: Path, data: list[str], out: Path, start: Path
                **({"start": start_path} if start_path else {}),
                "coefficients": coefficients(result.view), "tasks": models,
                "losses": [round(x, 5) for x in result.losses], "seconds": {"learn": round(result.seconds, 1)},
-               "memory": held_memory(result.view, memory.added)}
+               "gradient_step": how.step, "memory": held_memory(result.view, memory.added)}
     api.merge(replay, out, extra_files=learned_files(learned, chosen.name))
     _summary(out, chosen.name, spec_path, chosen.recipe.steps, learned, f"load {out} with transformers")
 

@@ -1,7 +1,8 @@
 """Learning the coefficients of a user's spec: a base causal LM and its fine-tunes, one JSONL of text per model.
 
 The models are loaded with transformers once each to take their task vectors, then dropped: only the base and
-the T task vectors stay in memory, as in the benchmark's view.
+the T task vectors stay in memory, as in the benchmark's view. The loop's gradient step is the memory-lean one
+(programs/recomputed_step.py) unless the caller asks for the merged-once step.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import torch
 from ..errors import IncompatibleInputsError, SpecError, TaskDataError, UsageError
 from ..io.checkpoint import Checkpoint
 from ..spec.model import MergeSpec
-from .learn import LearnProgress, Recipe, learn_coefficients
+from .learn import LearnProgress, Recipe
+from .learning_loop import DEFAULT_STEP, learn_coefficients
 from .merge_view import MergeView, Parameterization
 from .sparsify import ties_vectors
 from .text_data import language_model_batches, read_examples
@@ -31,6 +33,9 @@ class SpecLearning:
     # a merge of the spec's models to learn from (`taskfuse merge` output): its task vector enters first at 1, the
     # models' at 0, so step 0 is that merge; the spec that replays the result names it as its first model
     start: str | None = None
+    # the gradient step (programs/learning_loop.py STEPS): the memory-lean one, or "merged-once" (faster, and
+    # holds θ(Λ)'s gradient and every layer's activations of a batch)
+    step: str = DEFAULT_STEP
 
 
 @dataclass
@@ -109,5 +114,5 @@ def learn_for_spec(spec: MergeSpec, data_files: list[str], how: SpecLearning,
              for i, (entry, ex) in enumerate(zip(spec.models, examples))}
     torch.manual_seed(how.seed)
     started = time.perf_counter()
-    losses = learn_coefficients(view, tasks, how.recipe, progress)
+    losses = learn_coefficients(view, tasks, how.recipe, progress, step=how.step)
     return SpecLearned(view, losses, time.perf_counter() - started, [ex.describe(labelled) for ex in examples])
