@@ -96,11 +96,17 @@ STATISTICS_CODE = ["src/taskfuse/bench/statistics_rows.py", "src/taskfuse/progra
 # compares.
 GGUF_READER = ["src/taskfuse/io/gguf_read.py", "src/taskfuse/io/gguf_header.py", "src/taskfuse/io/gguf_names.py",
                "src/taskfuse/io/gguf_rope.py"]
+# The loop with its gradient step (pinned by every definition, so its module docstring may change), the memory-lean
+# step and the C library calls it trims with: `taskfuse learn --spec` (the LLM benchmark's aTLAS row) runs them
+LEARNING_LOOP = ("src/taskfuse/programs/learning_loop.py::learn_coefficients,_check_finite,STEPS,DEFAULT_STEP,"
+                 "GradientStep")
+LEARNING_STEP_CODE = [LEARNING_LOOP, "src/taskfuse/programs/recomputed_step.py", "src/taskfuse/libc.py"]
 LLM_CODE = BENCH_CODE + [LEARNED_TABLE, "src/taskfuse/llm", "src/taskfuse/io/adapter.py",
                          "src/taskfuse/programs/moe.py", "src/taskfuse/programs/moe_tuning.py",
                          "src/taskfuse/programs/spec_learning.py", "src/taskfuse/programs/text_data.py",
                          "src/taskfuse/routing/arrow.py", "src/taskfuse/routing/library.py",
-                         "src/taskfuse/routing/modules.py", "src/taskfuse/routing/emr.py", "src/taskfuse/routing/twin.py"]
+                         "src/taskfuse/routing/modules.py", "src/taskfuse/routing/emr.py", "src/taskfuse/routing/twin.py",
+                         *LEARNING_STEP_CODE]
 # `taskfuse bench --llm --routing`: the LLM benchmark's code, and the routers it runs on the LLM's experts. From the
 # encoder routing study's bench/routing_rows.py it takes three settings and nothing else: their values, not the
 # file, are what its numbers depend on (a test below checks them against the result's commit)
@@ -108,7 +114,7 @@ LLM_CODE = BENCH_CODE + [LEARNED_TABLE, "src/taskfuse/llm", "src/taskfuse/io/ada
 # programs/spec_learning.py only through the LLM benchmark's learned row, which they never run (a test below checks
 # the route): they are guarded without that file.
 SPEC_LEARNING = "src/taskfuse/programs/spec_learning.py"
-LLM_CODE_WITHOUT_LEARNING = [p for p in LLM_CODE if p != SPEC_LEARNING]
+LLM_CODE_WITHOUT_LEARNING = [p for p in LLM_CODE if p not in (SPEC_LEARNING, *LEARNING_STEP_CODE)]
 LLM_ROUTING_CODE = LLM_CODE_WITHOUT_LEARNING + ["src/taskfuse/routing/phatgoose.py", "src/taskfuse/routing/mhr.py"]
 ROUTING_ROWS_SETTINGS = {"MHR_HEADS", "MHR_ROUTING_LR", "PHATGOOSE_TOP_K"}
 # The subspace methods (TSV, Iso-C, Iso-CTS) and their SVD helpers: bench-full's grid, the LLM benchmark's grid, the
@@ -121,8 +127,7 @@ OVER_MERGE_CODE = BENCH_CODE + LEARNED_ROWS_CODE + ["src/taskfuse/bench/learned_
                                  VIEW_OVER_MERGE]
 # Memory while learning, each learned row in a process of its own: the rows' code, the over-merge rows' code, the
 # memory-lean step it measures beside the rows' own (and the C library calls it trims with), the measurement
-LEARNING_MEMORY_CODE = OVER_MERGE_CODE + ["src/taskfuse/programs/recomputed_step.py",
-                                          "src/taskfuse/programs/learning_loop.py", "src/taskfuse/libc.py",
+LEARNING_MEMORY_CODE = OVER_MERGE_CODE + [*LEARNING_STEP_CODE,
                                           "src/taskfuse/bench/learning_memory.py", "benchmarks/learning_memory.py"]
 # The weak-to-strong study: the LLM benchmark's tasks, judge, zoo and fusion, the opt-in models and their conversion
 # (the GGUF reader; it writes no GGUF, and a test below checks that it never loads the writing modules), the prompt
@@ -206,6 +211,12 @@ VIEW_OVER_MERGE_STUDIES = {"bench-full": ["src/taskfuse/bench/run.py"],
                            "learning-memory": ["src/taskfuse/bench/learning_memory.py", "benchmarks/learning_memory.py"]}
 
 
+def test_the_learning_loops_pin_is_every_definition_of_its_file():
+    path, names = code_pins.split_pin(LEARNING_LOOP)
+    assert set(names) == set(code_pins.top_level((ROOT / path).read_text())), \
+        f"{path} has definitions LEARNING_LOOP does not pin: add them"
+
+
 def test_the_encoder_studies_take_only_the_view_over_a_merge_from_spec_learning():
     path, names = code_pins.split_pin(VIEW_OVER_MERGE)
     assert {folder for folder, paths, _ in RESULTS if VIEW_OVER_MERGE in paths} == set(VIEW_OVER_MERGE_STUDIES)
@@ -240,6 +251,8 @@ def test_the_llm_studies_guarded_without_spec_learning_never_run_it():
     for folder, entries in NO_LEARNING_STUDIES.items():
         assert SPEC_LEARNING not in guarded[folder]
         assert set(code_pins.names_taken(entries, SPEC_LEARNING)) == {learned_path}, folder
+        assert set(code_pins.names_taken(entries, code_pins.split_pin(LEARNING_LOOP)[0])) == {SPEC_LEARNING}, folder
+        assert set(code_pins.names_taken(entries, LEARNING_STEP_CODE[1])) <= {code_pins.split_pin(LEARNING_LOOP)[0]}
         for file in code_pins.reachable(entries) - {ROOT / learned_path, ROOT / bench_path}:
             read = code_pins.referenced(ast.parse(file.read_text()))
             assert not read & {"atlas_row", "merged_rows", "run_llm_bench"}, f"{file} may run the learned LLM row"

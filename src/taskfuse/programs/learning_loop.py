@@ -3,12 +3,14 @@
 Two steps give the same Λ gradient (up to summation order): programs/learn.py's merges θ(Λ) once per step with its
 graph and accumulates θ's gradient over the tasks; programs/recomputed_step.py's never holds that gradient and
 recomputes each layer in backward, which keeps learning within issue 12's memory bound (base + task vectors + one
-batch's activations + 20 %) at about 1.5x the time (benchmarks/learning_memory.py measures both).
+batch's activations + 20 %) at 1.7-1.9x the time on the benchmark's encoder rows (benchmarks/learning_memory.py
+measures both).
 
 This loop is programs/learn.py's `learn_coefficients` with the step passed in. The two live side by side while the
 callers move here one committed result at a time: learn.py's file is under every learned result, so changing its
-loop sends all of them back to be rerun at once, more than one session can run; learn.py's loop goes when its last
-caller (`taskfuse learn`, programs/spec_learning.py) has moved.
+loop sends all of them back to be rerun at once, more than one session can run. `taskfuse learn --spec`
+(programs/spec_learning.py) has moved; learn.py's loop goes when its last callers, the benchmark's encoder rows
+(bench/learned.py, bench/learned_over_merge.py), have.
 """
 from __future__ import annotations
 
