@@ -105,8 +105,8 @@ LLM_CODE = BENCH_CODE + [LEARNED_TABLE, "src/taskfuse/llm", "src/taskfuse/io/ada
                          "src/taskfuse/programs/moe.py", "src/taskfuse/programs/moe_tuning.py",
                          "src/taskfuse/programs/spec_learning.py", "src/taskfuse/programs/text_data.py",
                          "src/taskfuse/routing/arrow.py", "src/taskfuse/routing/library.py",
-                         "src/taskfuse/routing/modules.py", "src/taskfuse/routing/emr.py", "src/taskfuse/routing/twin.py",
-                         *LEARNING_STEP_CODE]
+                         "src/taskfuse/routing/modules.py", "src/taskfuse/routing/emr.py",
+                         "src/taskfuse/routing/twin.py", *LEARNING_STEP_CODE]
 # `taskfuse bench --llm --routing`: the LLM benchmark's code, and the routers it runs on the LLM's experts. From the
 # encoder routing study's bench/routing_rows.py it takes three settings and nothing else: their values, not the
 # file, are what its numbers depend on (a test below checks them against the result's commit)
@@ -208,7 +208,8 @@ def test_a_result_that_pins_definitions_takes_nothing_else_from_their_file():
 VIEW_OVER_MERGE_STUDIES = {"bench-full": ["src/taskfuse/bench/run.py"],
                            "learned-over-merge": ["src/taskfuse/bench/learned_over_merge.py",
                                                   "benchmarks/learned_over_merge.py"],
-                           "learning-memory": ["src/taskfuse/bench/learning_memory.py", "benchmarks/learning_memory.py"]}
+                           "learning-memory": ["src/taskfuse/bench/learning_memory.py",
+                                               "benchmarks/learning_memory.py"]}
 
 
 def test_the_learning_loops_pin_is_every_definition_of_its_file():
@@ -233,13 +234,10 @@ NO_LEARNING_STUDIES = {"bench-llm-routing": ["src/taskfuse/llm/bench.py", "src/t
                        "llm-new-task": ["src/taskfuse/bench/llm_new_task.py", "benchmarks/llm_new_task.py"]}
 
 
-def _function(tree: ast.Module, name: str) -> ast.FunctionDef:
-    return next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name)
-
-
-def _referencing_functions(tree: ast.Module, name: str) -> set[str]:
-    """The top-level functions of a module whose code reads `name`."""
-    return {n.name for n in tree.body if isinstance(n, ast.FunctionDef) and name in code_pins.referenced(n)}
+def _referencing_functions(definitions: dict[str, ast.stmt], name: str) -> set[str]:
+    """Of a module's top-level definitions (code_pins.top_level), the functions whose code reads `name`."""
+    return {n for n, node in definitions.items()
+            if isinstance(node, ast.FunctionDef) and name in code_pins.referenced(node)}
 
 
 def test_the_llm_studies_guarded_without_spec_learning_never_run_it():
@@ -248,23 +246,27 @@ def test_the_llm_studies_guarded_without_spec_learning_never_run_it():
     command passes --routing); no other module they load calls atlas_row, merged_rows or run_llm_bench."""
     guarded = {folder: paths for folder, paths, _ in RESULTS}
     learned_path, bench_path = "src/taskfuse/llm/learned.py", "src/taskfuse/llm/bench.py"
+    loop_path = code_pins.split_pin(LEARNING_LOOP)[0]
     for folder, entries in NO_LEARNING_STUDIES.items():
         assert SPEC_LEARNING not in guarded[folder]
         assert set(code_pins.names_taken(entries, SPEC_LEARNING)) == {learned_path}, folder
-        assert set(code_pins.names_taken(entries, code_pins.split_pin(LEARNING_LOOP)[0])) == {SPEC_LEARNING}, folder
-        assert set(code_pins.names_taken(entries, LEARNING_STEP_CODE[1])) <= {code_pins.split_pin(LEARNING_LOOP)[0]}
+        assert set(code_pins.names_taken(entries, loop_path)) == {SPEC_LEARNING}, folder
+        assert set(code_pins.names_taken(entries, LEARNING_STEP_CODE[1])) <= {loop_path}
         for file in code_pins.reachable(entries) - {ROOT / learned_path, ROOT / bench_path}:
             read = code_pins.referenced(ast.parse(file.read_text()))
             assert not read & {"atlas_row", "merged_rows", "run_llm_bench"}, f"{file} may run the learned LLM row"
     assert "--routing" in dict((f, c) for f, _, c in RESULTS)["bench-llm-routing"]
-    learned = ast.parse((ROOT / learned_path).read_text())
-    imports = [n for n in ast.walk(learned) if isinstance(n, ast.ImportFrom) and (n.module or "").endswith("spec_learning")]
-    inside = set(map(id, ast.walk(_function(learned, "atlas_row"))))
-    assert imports and all(id(n) in inside for n in imports)
-    bench = ast.parse((ROOT / bench_path).read_text())
+    learned = (ROOT / learned_path).read_text()
+
+    def spec_learning_imports(tree: ast.AST) -> list[ast.ImportFrom]:
+        return [n for n in ast.walk(tree)
+                if isinstance(n, ast.ImportFrom) and (n.module or "").endswith("spec_learning")]
+    imports = spec_learning_imports(ast.parse(learned))
+    assert imports and len(spec_learning_imports(code_pins.top_level(learned)["atlas_row"])) == len(imports)
+    bench = code_pins.top_level((ROOT / bench_path).read_text())
     assert _referencing_functions(bench, "atlas_row") == {"merged_rows"}
     assert _referencing_functions(bench, "merged_rows") == {"run_llm_bench"}
-    run = _function(bench, "run_llm_bench")
+    run = bench["run_llm_bench"]
     branch = next(n for n in ast.walk(run) if isinstance(n, ast.If) and ast.unparse(n.test) == "routing")
     calls = [n for n in ast.walk(run) if isinstance(n, ast.Call) and ast.unparse(n.func) == "merged_rows"]
     in_else = {id(n) for statement in branch.orelse for n in ast.walk(statement)}
