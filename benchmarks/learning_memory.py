@@ -5,12 +5,13 @@ The rows are bench-full's rows that learn in the differentiable view: the six fr
 start from the best data-free merge (Iso-CTS at the scale bench-full chose on validation), each with its own
 steps, learning rate and data. Accuracy is bench-full's business; this measures only memory.
 
-    python benchmarks/learning_memory.py                          # the nine rows, 100 steps each, both steps
-    python benchmarks/learning_memory.py --step recomputed        # the nine rows with the memory-lean step only
+    python benchmarks/learning_memory.py                                  # the nine rows, 100 steps each
+    python benchmarks/learning_memory.py --step recomputed merged-once    # each row with both gradient steps
     python benchmarks/learning_memory.py --variant tiny --steps 3 --methods atlas --out /tmp/m
 
-Each row runs with each gradient step (programs/learning_loop.py STEPS): the benchmark's own, which merges θ(Λ) once
-per step, and the memory-lean one that recomputes each layer in backward (programs/recomputed_step.py).
+Each row learns with the gradient step the benchmark's rows take (programs/learning_loop.py DEFAULT_STEP: the
+memory-lean one, which recomputes each layer in backward, programs/recomputed_step.py); `--step` chooses, among them
+merged-once, which merges θ(Λ) once per step (faster; holds θ's gradient and every layer's activations).
 
 Writes benchmarks/results/learning-memory/result.json and results.md (command, commit and machine recorded).
 """
@@ -27,9 +28,10 @@ from pathlib import Path
 
 from taskfuse.bench.learned import LEARNED, learned_method
 from taskfuse.bench.learned_over_merge import OVER_MERGE_LR, OVER_MERGE_ROWS, OverMerge, write_start
-from taskfuse.bench.learning_memory import STEPS, measure_row
+from taskfuse.bench.learning_memory import measure_row
 from taskfuse.bench.provenance import code_commit, command_line, machine
 from taskfuse.io.output import staged_output
+from taskfuse.programs.learning_loop import DEFAULT_STEP, STEPS
 from taskfuse.zoo.build import build_zoo
 from taskfuse.zoo.recipe import variant_named
 
@@ -76,8 +78,8 @@ def main() -> None:
     parser.add_argument("--over-methods", nargs="*", default=list(OVER_MERGE_ROWS.values()),
                         help="rows learnt from the Iso-CTS merge")
     parser.add_argument("--steps", type=int, default=None, help="default: each method's own (100)")
-    parser.add_argument("--step", nargs="+", choices=list(STEPS), default=list(STEPS),
-                        help="the gradient steps to measure each row with (default: both)")
+    parser.add_argument("--step", nargs="+", choices=list(STEPS), default=[DEFAULT_STEP],
+                        help=f"the gradient steps to measure each row with (default: the rows' own, {DEFAULT_STEP})")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--start", type=Path, default=None, help=argparse.SUPPRESS)
@@ -125,9 +127,10 @@ def markdown(result: dict) -> str:
             "the view, the loop) above the process's RSS before it; the loop: the same from step 2 on; held: the "
             "loop's peak of the bytes malloc has handed out and not had back (glibc's mallinfo2) plus mapped files' "
             "resident pages (the base's weights), above the same count before the learning: RSS above it is freed "
-            "memory the allocator kept resident. Judged on RSS. Step: merged-once is the benchmark's "
-            "(programs/learn.py); recomputed recomputes each layer in backward and hands freed heap pages back "
-            "after each task (programs/recomputed_step.py). Seconds: the learning's.\n\n"
+            "memory the allocator kept resident. Judged on RSS. Step: recomputed (the benchmark's rows') "
+            "recomputes each layer in backward and hands freed heap pages back after each layer's backward "
+            "(programs/recomputed_step.py); merged-once merges θ(Λ) once per step (programs/learn.py). Seconds: the "
+            "learning's.\n\n"
             + "\n".join(lines) + f"\n\n`{result['command']}` at {(result['code'] or {}).get('commit')}, "
             f"{result['seconds']} s\n")
 

@@ -16,15 +16,23 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH_CODE = ["src/taskfuse/methods", "src/taskfuse/ops", "src/taskfuse/plan", "src/taskfuse/execute/compute.py",
               "src/taskfuse/execute/loading.py", "src/taskfuse/zoo/recipe.py", "src/taskfuse/zoo/train.py",
               "src/taskfuse/eval", "src/taskfuse/bench/grid.py", "src/taskfuse/bench/merging.py",
-              "src/taskfuse/bench/references.py", "src/taskfuse/bench/learned_row.py",
+              "src/taskfuse/bench/references.py",
               "src/taskfuse/programs/learn.py", "src/taskfuse/programs/merge_view.py",
               "src/taskfuse/programs/objectives.py", "src/taskfuse/programs/slerp_view.py",
               "src/taskfuse/programs/learned_spec.py", "src/taskfuse/programs/sparsify.py"]
+# The loop with its gradient step (pinned by every definition, so its module docstring may change), the memory-lean
+# step and the C library calls it trims with: `taskfuse learn --spec` (the LLM benchmark's aTLAS row) runs them, as
+# the encoder zoo's learned rows do
+LEARNING_LOOP = ("src/taskfuse/programs/learning_loop.py::learn_coefficients,_check_finite,STEPS,DEFAULT_STEP,"
+                 "GradientStep")
+LEARNING_STEP_CODE = [LEARNING_LOOP, "src/taskfuse/programs/recomputed_step.py", "src/taskfuse/libc.py"]
 # The encoder zoo's learned rows: how their view is built from the experts, their recipes and data. The routing and
 # LLM studies take only the recipes' table and one helper from bench/learned.py: they pin those definitions
 # (tests/code_pins.py), and a test below checks that those studies' modules take nothing else from it.
 LEARNED_ROWS_CODE = ["src/taskfuse/bench/learned.py", "src/taskfuse/programs/lazy_task_vectors.py",
-                     "src/taskfuse/bench/memory.py"]  # the RSS sampler behind each row's recorded memory
+                     "src/taskfuse/bench/learned_row.py",  # how a row is learned, written and recorded
+                     "src/taskfuse/bench/memory.py",  # the RSS sampler behind each row's recorded memory
+                     *LEARNING_STEP_CODE]
 LEARNED_TABLE = ("src/taskfuse/bench/learned.py::LEARNED,LearnedMethod,learned_method,_chosen_rows,ADAMERGING,ATLAS,"
                  "SELF_POSITIONING")
 
@@ -96,11 +104,6 @@ STATISTICS_CODE = ["src/taskfuse/bench/statistics_rows.py", "src/taskfuse/progra
 # compares.
 GGUF_READER = ["src/taskfuse/io/gguf_read.py", "src/taskfuse/io/gguf_header.py", "src/taskfuse/io/gguf_names.py",
                "src/taskfuse/io/gguf_rope.py"]
-# The loop with its gradient step (pinned by every definition, so its module docstring may change), the memory-lean
-# step and the C library calls it trims with: `taskfuse learn --spec` (the LLM benchmark's aTLAS row) runs them
-LEARNING_LOOP = ("src/taskfuse/programs/learning_loop.py::learn_coefficients,_check_finite,STEPS,DEFAULT_STEP,"
-                 "GradientStep")
-LEARNING_STEP_CODE = [LEARNING_LOOP, "src/taskfuse/programs/recomputed_step.py", "src/taskfuse/libc.py"]
 LLM_CODE = BENCH_CODE + [LEARNED_TABLE, "src/taskfuse/llm", "src/taskfuse/io/adapter.py",
                          "src/taskfuse/programs/moe.py", "src/taskfuse/programs/moe_tuning.py",
                          "src/taskfuse/programs/spec_learning.py", "src/taskfuse/programs/text_data.py",
@@ -125,10 +128,9 @@ WITHOUT_SUBSPACE = [f":(exclude){path}" for path in SUBSPACE_METHODS]
 SIDE_BY_SIDE_CODE = BENCH_CODE + LEARNED_ROWS_CODE + STATISTICS_CODE + ["benchmarks/fusionbench_side_by_side.py"] + WITHOUT_SUBSPACE
 OVER_MERGE_CODE = BENCH_CODE + LEARNED_ROWS_CODE + ["src/taskfuse/bench/learned_over_merge.py", "benchmarks/learned_over_merge.py",
                                  VIEW_OVER_MERGE]
-# Memory while learning, each learned row in a process of its own: the rows' code, the over-merge rows' code, the
-# memory-lean step it measures beside the rows' own (and the C library calls it trims with), the measurement
-LEARNING_MEMORY_CODE = OVER_MERGE_CODE + [*LEARNING_STEP_CODE,
-                                          "src/taskfuse/bench/learning_memory.py", "benchmarks/learning_memory.py"]
+# Memory while learning, each learned row in a process of its own: the rows' code (with both gradient steps), the
+# over-merge rows' code, the measurement
+LEARNING_MEMORY_CODE = OVER_MERGE_CODE + ["src/taskfuse/bench/learning_memory.py", "benchmarks/learning_memory.py"]
 # The weak-to-strong study: the LLM benchmark's tasks, judge, zoo and fusion, the opt-in models and their conversion
 # (the GGUF reader; it writes no GGUF, and a test below checks that it never loads the writing modules), the prompt
 # router (Twin-Merging's)
@@ -204,6 +206,28 @@ def test_a_result_that_pins_definitions_takes_nothing_else_from_their_file():
     assert command <= set(names)
 
 
+def test_the_studies_without_the_learned_rows_never_import_them():
+    """The results that pin only LEARNED_TABLE (the routing and LLM studies) are guarded without the rest of the
+    learned rows' code (LEARNED_ROWS_CODE: how a row learns, with which gradient step, and how it is recorded): no
+    module they load imports what they do not guard of it except bench/learned.py, whose pinned definitions read
+    none of it (the test above). A failure here means a study may run the rows' learning: guard it with that code.
+    """
+    table_path = code_pins.split_pin(LEARNED_TABLE)[0]
+    # libc.py is the merge engine's too (execute/allocator.py), a lookup of C functions the rows' step calls
+    shared = {ROOT / table_path, ROOT / "src/taskfuse/libc.py"}
+    rows = {(ROOT / (code_pins.split_pin(e) or (e,))[0]).resolve() for e in LEARNED_ROWS_CODE} - shared
+    guarded = {folder: {(ROOT / (code_pins.split_pin(e) or (e,))[0]).resolve() for e in paths}
+               for folder, paths, _ in RESULTS}
+    for folder, entries in PINNING_STUDIES.items():
+        unguarded = rows - guarded[folder]  # bench-llm guards the loop and the step: its aTLAS row runs them
+        # importers left out: the table's file, the rows' code itself, and programs/spec_learning.py, which the LLM
+        # studies reach only through a row they never run (test_the_llm_studies_guarded_without_spec_learning_...)
+        importers = code_pins.reachable(entries, table_path) - rows - {(ROOT / p).resolve() for p in shared}
+        for file in importers - {(ROOT / SPEC_LEARNING).resolve()}:
+            imported = {code_pins.module_file(m) for m in code_pins.imported_modules(file)} - {None}
+            assert not {f.resolve() for f in imported} & unguarded, f"{folder}: {file} imports the learned rows' code"
+
+
 # The modules through which the results that pin VIEW_OVER_MERGE run (`taskfuse bench --full` runs bench/run.py)
 VIEW_OVER_MERGE_STUDIES = {"bench-full": ["src/taskfuse/bench/run.py"],
                            "learned-over-merge": ["src/taskfuse/bench/learned_over_merge.py",
@@ -246,11 +270,13 @@ def test_the_llm_studies_guarded_without_spec_learning_never_run_it():
     command passes --routing); no other module they load calls atlas_row, merged_rows or run_llm_bench."""
     guarded = {folder: paths for folder, paths, _ in RESULTS}
     learned_path, bench_path = "src/taskfuse/llm/learned.py", "src/taskfuse/llm/bench.py"
+    table_path = code_pins.split_pin(LEARNED_TABLE)[0]
     loop_path = code_pins.split_pin(LEARNING_LOOP)[0]
     for folder, entries in NO_LEARNING_STUDIES.items():
         assert SPEC_LEARNING not in guarded[folder]
         assert set(code_pins.names_taken(entries, SPEC_LEARNING)) == {learned_path}, folder
-        assert set(code_pins.names_taken(entries, loop_path)) == {SPEC_LEARNING}, folder
+        # bench/learned.py imports the loop for its rows; its definitions these studies pin never read it
+        assert set(code_pins.names_taken(entries, loop_path)) <= {SPEC_LEARNING, table_path}, folder
         assert set(code_pins.names_taken(entries, LEARNING_STEP_CODE[1])) <= {loop_path}
         for file in code_pins.reachable(entries) - {ROOT / learned_path, ROOT / bench_path}:
             read = code_pins.referenced(ast.parse(file.read_text()))

@@ -144,11 +144,14 @@ def test_learn_command_writes_merge_record_and_map_and_refuses_bad_input(tiny_be
     assert done.returncode == 0, done.stderr
     learned = json.loads((tmp_path / "out" / "taskfuse_learned.json").read_text())
     assert learned["data_seen"]["labels"] is True and learned["data_seen"]["per_class"] == 16
-    assert len(learned["losses"]) == 2
+    assert len(learned["losses"]) == 2 and learned["gradient_step"] == "recomputed"  # the memory-lean step
     assert (tmp_path / "out" / "coefficients.png").read_bytes()[:4] == b"\x89PNG"
     assert "taskfuse merge" in done.stderr and "taskfuse eval" in done.stderr
     bad = run("adamerge", "--variant", "tiny", "-o", str(tmp_path / "x"))
     assert bad.returncode == 2 and "unknown learned method 'adamerge'" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "x").exists()
+    bad = run("atlas", "--variant", "tiny", "--step", "fast", "-o", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "--step fast: use one of recomputed, merged-once" in bad.stderr
     assert not (tmp_path / "x").exists()
     folder = foreign_folder(tmp_path)
     refused = run("atlas", "--variant", "tiny", "--steps", "1", "-o", str(folder))

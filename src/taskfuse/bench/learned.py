@@ -18,7 +18,8 @@ from ..errors import UsageError
 from ..eval.encoder import encode, load_encoder, load_tokenizer, sentence_embedding
 from ..zoo.build import Zoo
 from .memory import RssPeak
-from ..programs.learn import LearnProgress, Recipe, TaskBatches, learn_coefficients
+from ..programs.learn import LearnProgress, Recipe, TaskBatches
+from ..programs.learning_loop import DEFAULT_STEP, learn_coefficients
 from ..programs.merge_view import MergeView, Parameterization
 from ..programs.slerp_view import SlerpView
 from ..programs.lazy_task_vectors import FileTaskVector, ties_trimmed
@@ -142,19 +143,22 @@ class LearnedResult:
     view: MergeView
     losses: list[float]
     seconds: float
+    step: str  # the gradient step it learned with (programs/learning_loop.py STEPS)
     memory: dict = field(default_factory=dict)
 
 
-def learn_on_zoo(zoo: Zoo, method: LearnedMethod, progress: LearnProgress | None = None) -> LearnedResult:
-    """Fit `method`'s coefficients on the zoo; times the learning alone and measures the memory it added."""
+def learn_on_zoo(zoo: Zoo, method: LearnedMethod, progress: LearnProgress | None = None,
+                 step: str = DEFAULT_STEP) -> LearnedResult:
+    """Fit `method`'s coefficients on the zoo with the gradient step STEPS[step]; times the learning alone and
+    measures the memory it added."""
     with RssPeak() as memory:
         view = zoo_view(zoo, method)
         streams = task_streams(zoo, method, zoo.variant.recipe.seed)
         torch.manual_seed(zoo.variant.recipe.seed)
         started = time.perf_counter()
-        losses = learn_coefficients(view, streams, method.recipe, progress)
+        losses = learn_coefficients(view, streams, method.recipe, progress, step)
         seconds = time.perf_counter() - started
-    return LearnedResult(view, losses, seconds, held_memory(view, memory.added))
+    return LearnedResult(view, losses, seconds, step, held_memory(view, memory.added))
 
 
 def held_memory(view: MergeView, added_rss: int) -> dict:

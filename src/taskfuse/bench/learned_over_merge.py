@@ -24,7 +24,8 @@ from .. import api
 from ..errors import UsageError
 from ..eval.encoder import load_encoder
 from ..eval.harness import Evaluator, Score, as_dict, mean, normalized
-from ..programs.learn import LearnProgress, learn_coefficients
+from ..programs.learn import LearnProgress
+from ..programs.learning_loop import DEFAULT_STEP, learn_coefficients
 from ..programs.lazy_task_vectors import FileTaskVector
 from ..programs.learned_spec import learned_spec
 from ..programs.spec_learning import view_over_merge
@@ -65,7 +66,7 @@ def write_start(zoo: Zoo, over: OverMerge, folder: Path) -> tuple[dict, float]:
 
 
 def learn_over_merge(zoo: Zoo, method: LearnedMethod, start: Path,
-                     progress: LearnProgress | None = None) -> LearnedResult:
+                     progress: LearnProgress | None = None, step: str = DEFAULT_STEP) -> LearnedResult:
     """Learn the coefficients from the merge written at `start` (write_start). The view's first task vector is the
     merge's, the others the experts' in zoo order."""
     check_learnable_over_merge(method)
@@ -78,9 +79,9 @@ def learn_over_merge(zoo: Zoo, method: LearnedMethod, start: Path,
         streams = task_streams(zoo, method, zoo.variant.recipe.seed)
         torch.manual_seed(zoo.variant.recipe.seed)
         started = time.perf_counter()
-        losses = learn_coefficients(view, streams, method.recipe, progress)
+        losses = learn_coefficients(view, streams, method.recipe, progress, step)
         seconds = time.perf_counter() - started
-    return LearnedResult(view, losses, seconds, held_memory(view, memory.added))
+    return LearnedResult(view, losses, seconds, step, held_memory(view, memory.added))
 
 
 def scored(scores: dict[str, Score], experts: dict[str, Score]) -> dict:
@@ -109,7 +110,7 @@ def over_merge_row(zoo: Zoo, method: LearnedMethod, over: OverMerge, start: Path
             "params": {**summary(method), "start": f"{over.method} {over.params}"},
             "data_seen": method.data_seen(zoo), "losses": [round(x, 5) for x in result.losses],
             "seconds": {"learn": round(result.seconds, 1), "merge": round(merge_seconds, 1)},
-            "memory": result.memory, "coefficients": coefficients(result.view),
+            "gradient_step": result.step, "memory": result.memory, "coefficients": coefficients(result.view),
             "models": ["(merge)", *zoo.experts], "tasks": list(zoo.experts), "spec": spec,
             **scored(scores, experts)}
 

@@ -55,7 +55,7 @@ def record(zoo: Zoo, method: LearnedMethod, result: LearnedResult) -> dict:
     return {"method": method.name, "kind": "learned", "params": params, "learning": describe(method),
             "data_seen": method.data_seen(zoo), "coefficients": coefficients(result.view),
             "tasks": list(zoo.experts), "losses": [round(x, 5) for x in result.losses],
-            "seconds": {"learn": round(result.seconds, 1)}, "memory": result.memory}
+            "seconds": {"learn": round(result.seconds, 1)}, "gradient_step": result.step, "memory": result.memory}
 
 
 def summary(method: LearnedMethod) -> dict:

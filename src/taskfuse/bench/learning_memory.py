@@ -6,7 +6,7 @@ already run the grid and the rows before it, so the figure moves with what the a
 row grew 417 MiB in one run and 774 MiB in another). Here each row learns in an interpreter of its own, through
 the same functions the benchmark's rows call, and the bound's one term no row records is measured: the bytes
 autograd keeps for backward from one task's largest batch. Only one task's activations are alive at a time (the
-loop runs forward and backward per task, programs/learn.py), so the largest task's is the batch term.
+loop runs forward and backward per task, programs/learning_loop.py), so the largest task's is the batch term.
 
 The peak is also split in two: building the view (loading the experts, their task vectors, and a sparsifier's
 pre-processing) and the learning loop itself, so a row over the bound says which of the two put it there. Beside
@@ -21,7 +21,6 @@ from __future__ import annotations
 import ctypes
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -29,9 +28,8 @@ import psutil
 import torch
 
 from ..libc import c_function
-from ..programs import learn
 from ..programs.learn import TaskBatches
-from ..programs.learning_loop import STEPS
+from ..programs.learning_loop import DEFAULT_STEP
 from ..programs.merge_view import BoundMerge, MergeView
 from ..programs.objectives import cross_entropy, entropy
 from ..zoo.build import Zoo
@@ -41,20 +39,6 @@ from .memory import RssPeak
 
 MIB = 1 << 20
 HEADROOM = 1.2  # the issue's "+ 20 %"
-
-
-@contextmanager
-def learning_step(name: str) -> Iterator[None]:
-    """programs/learn.py's loop, which the benchmark's rows run, with its gradient step set to STEPS[name]
-    (programs/learning_loop.py: merged-once, learn.py's own, or recomputed). The rows move to learning_loop.py's
-    loop, which takes the step, with their results' next rerun; until then the study swaps learn.py's step
-    function, so everything else a row runs (its view, data, optimiser) stays the benchmark's."""
-    own = learn._accumulate_gradients
-    learn._accumulate_gradients = STEPS[name]
-    try:
-        yield
-    finally:
-        learn._accumulate_gradients = own
 
 
 def saved_activation_bytes(view: MergeView, task: TaskBatches, batch: tuple[dict, torch.Tensor | None],
@@ -138,9 +122,9 @@ def import_model_code(base_dir: Path) -> None:
         AutoModel.from_config(AutoConfig.from_pretrained(str(base_dir)))
 
 
-def measure_row(zoo: Zoo, method: LearnedMethod, start: Path | None = None, step: str = "merged-once") -> dict:
+def measure_row(zoo: Zoo, method: LearnedMethod, start: Path | None = None, step: str = DEFAULT_STEP) -> dict:
     """Learn `method` as the benchmark's row does (from the base, or from the merge written at `start`) with the
-    gradient step STEPS[step], and return its memory against the bound, in MiB. Meant to run alone in a fresh
+    gradient step `step` (programs/learning_loop.py STEPS), and return its memory against the bound, in MiB. Meant to run alone in a fresh
     process."""
     import_model_code(zoo.base_dir)
     process = psutil.Process()
@@ -156,9 +140,8 @@ def measure_row(zoo: Zoo, method: LearnedMethod, start: Path | None = None, step
                 held.__enter__()
 
     started = time.perf_counter()
-    with learning_step(step):
-        result = (learn_on_zoo(zoo, method, progress) if start is None
-                  else learn_over_merge(zoo, method, start, progress))
+    result = (learn_on_zoo(zoo, method, progress, step) if start is None
+              else learn_over_merge(zoo, method, start, progress, step))
     seconds = time.perf_counter() - started
     loop.__exit__(None, None, None)
     if held:

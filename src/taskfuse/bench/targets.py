@@ -82,16 +82,16 @@ def learning_memory_targets(memory: dict) -> list[Target]:
     """Issue 12's memory bound, on learning-memory: each learned row in a process of its own, its RSS growth over
     the whole learning (loading the experts, building the view, the loop) against 1.2 × (base + task vectors +
     one batch's saved activations), all measured by that run; judged for each gradient step the run measured (a
-    result without steps measured the benchmark's own, merged-once)."""
+    result without steps measured merged-once, the benchmark rows' step then)."""
     steps: dict[str, list[dict]] = {}
     for r in memory["rows"]:
         steps.setdefault(r.get("step", "merged-once"), []).append(r)
     return [_memory_target(step, rows) for step, rows in steps.items()]
 
 
-STEP_WORDS = {"merged-once": "the step the benchmark's rows still learn with (θ merged once per step)",
-              "recomputed": "the recomputed step (programs/recomputed_step.py; `taskfuse learn --spec`'s, not yet "
-                            "the benchmark rows')"}
+STEP_WORDS = {"merged-once": "the merged-once step (θ merged once per step; `taskfuse learn --step merged-once`)",
+              "recomputed": "the recomputed step the benchmark's rows and `taskfuse learn` learn with "
+                            "(programs/recomputed_step.py)"}
 
 
 def _memory_target(step: str, rows: list[dict]) -> Target:

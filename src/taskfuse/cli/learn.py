@@ -37,7 +37,7 @@ def _summary(out: Path, method: str, source, steps: int, learned: dict, score_hi
                   f"{out / 'taskfuse_spec.yaml'} -o OUT; score: {score_hint}", soft_wrap=True)
 
 
-def _learn_spec(chosen, spec_path: Path, data: list[str], out: Path, start: Path | None = None) -> None:
+def _learn_spec(chosen, spec_path: Path, data: list[str], out: Path, start: Path | None, step: str) -> None:
     """`taskfuse learn --spec`: a user's causal LMs, each learning from its own JSONL (from a merge of them, with
     `start`)."""
     from .. import api
@@ -56,7 +56,7 @@ def _learn_spec(chosen, spec_path: Path, data: list[str], out: Path, start: Path
     merge_spec = api.as_spec(spec_path)
     start_path = None if start is None else str(start.resolve())  # the replay spec must find it from anywhere
     how = SpecLearning(chosen.parameterization, chosen.recipe, chosen.init, chosen.ties_density,
-                       seed=merge_spec.seed, start=start_path)
+                       seed=merge_spec.seed, start=start_path, step=step)
     with _progress_bars() as bars, RssPeak() as memory:
         bar = bars.add_task(chosen.name, total=chosen.recipe.steps, stage="learn")
         result = learn_for_spec(merge_spec, data, how, lambda done, total, loss: bars.update(
@@ -90,19 +90,26 @@ def register(app: typer.Typer, fail) -> None:
               start: Optional[Path] = typer.Option(None, "--start", help="with --spec: a merge of the spec's models "
                                                    "(e.g. taskfuse merge's output) to learn from; its coefficient "
                                                    "starts at 1, the models' at 0. The replay spec names it: keep "
-                                                   "it")) -> None:
+                                                   "it"),
+              step: str = typer.Option("recomputed", "--step", help="the gradient step: recomputed (each layer "
+                                       "recomputed in backward: least memory) or merged-once (θ merged once per "
+                                       "step: faster, holds θ's gradient and every layer's activations); both learn "
+                                       "the same coefficients up to summation order")) -> None:
         """Learn how much of each model's task vector to take (per task or per tensor) and write the merge with
         the spec that replays it, the learned record and a coefficient map. Without --spec: the benchmark zoo's
         experts on their validation data; with --spec and --data: your causal LMs on your text."""
         from ..bench.learned import learn_on_zoo, learned_method
         from ..bench.learned_row import record, write_learned
         from ..io.output import check_output_dir
+        from ..programs.learning_loop import STEPS
         from ..zoo.build import build_zoo
         from ..zoo.recipe import variant_named
         try:
             if lr is not None and not lr > 0:
                 raise UsageError(f"--lr {lr}: give a positive learning rate.")
             chosen = learned_method(method, steps, lr)
+            if step not in STEPS:
+                raise UsageError(f"--step {step}: use one of {', '.join(STEPS)}.")
             if start is not None and not start.exists():
                 raise UsageError(f"--start {start} does not exist. Fix: give the folder a merge of the spec's "
                                  "models was written to (taskfuse merge SPEC -o FOLDER).")
@@ -112,7 +119,7 @@ def register(app: typer.Typer, fail) -> None:
                                  "folder.")
             check_output_dir(out, "merge")  # before the zoo and the learning, not after
             if spec is not None:
-                return _learn_spec(chosen, spec, [str(d) for d in data], out, start)
+                return _learn_spec(chosen, spec, [str(d) for d in data], out, start, step)
             if start is not None:
                 raise UsageError("--start goes with --spec (your models and a merge of them); for the zoo's experts, "
                                  "python benchmarks/learned_over_merge.py learns from a data-free merge.")
@@ -122,7 +129,7 @@ def register(app: typer.Typer, fail) -> None:
                 zoo = build_zoo(variant_named(variant), 1, _zoo_reporter(bars), tuple(map(str, task_file)))
                 bar = bars.add_task(method, total=chosen.recipe.steps, stage="learn")
                 result = learn_on_zoo(zoo, chosen, lambda done, total, loss: bars.update(
-                    bar, completed=done, description=f"{method} loss {loss:.4f}"))
+                    bar, completed=done, description=f"{method} loss {loss:.4f}"), step)
             learned = record(zoo, chosen, result)
             write_learned(zoo, chosen, result, out, learned_files(learned, method))
         except TaskfuseError as e:

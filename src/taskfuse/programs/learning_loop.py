@@ -6,11 +6,10 @@ recomputes each layer in backward, which keeps learning within issue 12's memory
 batch's activations + 20 %) at 1.7-1.9x the time on the benchmark's encoder rows (benchmarks/learning_memory.py
 measures both).
 
-This loop is programs/learn.py's `learn_coefficients` with the step passed in. The two live side by side while the
-callers move here one committed result at a time: learn.py's file is under every learned result, so changing its
-loop sends all of them back to be rerun at once, more than one session can run. `taskfuse learn --spec`
-(programs/spec_learning.py) has moved; learn.py's loop goes when its last callers, the benchmark's encoder rows
-(bench/learned.py, bench/learned_over_merge.py), have.
+This loop is programs/learn.py's `learn_coefficients` with the step passed in; every learned result runs it
+(`taskfuse learn`, on the zoo and with --spec, and the benchmark's encoder rows). learn.py's own loop has no caller
+left but tests: it goes once the results stop pinning learn.py whole (they take its Recipe, TaskBatches,
+LearnProgress, DivergedError and objectives), which needs their guard narrowed to those names first.
 """
 from __future__ import annotations
 
