@@ -4,7 +4,8 @@ import itertools
 import torch
 
 from taskfuse.eval.encoder import encode, load_encoder, load_tokenizer, sentence_embedding
-from taskfuse.programs.learn import Recipe, TaskBatches, learn_coefficients
+from taskfuse.programs.learn import Recipe, TaskBatches
+from taskfuse.programs.learning_loop import learn_coefficients
 from taskfuse.programs.merge_view import MergeView, Parameterization
 from taskfuse.zoo.build import build_zoo
 from taskfuse.zoo.recipe import VARIANTS

@@ -6,7 +6,8 @@ import torch
 from transformers import AutoModel
 
 from taskfuse import merge
-from taskfuse.programs.learn import Recipe, TaskBatches, learn_coefficients
+from taskfuse.programs.learn import Recipe, TaskBatches
+from taskfuse.programs.learning_loop import learn_coefficients
 from taskfuse.programs.learned_spec import learned_spec
 from taskfuse.programs.slerp_view import SlerpView
 from tests.programs.test_merge_view import IDS, task_vectors

@@ -6,10 +6,13 @@ each step, which is the default here. aTLAS minimises cross-entropy on labelled 
 with AdamW. Self Positioning (Li et al. 2024, arXiv:2410.15035) learns SLERP weights and a scale λ (SlerpView)
 with a contrastive loss on a small labelled probe set plus μ·λ. The loop is the same: per step, one batch of every
 task, the objectives summed over tasks (and the penalty added once).
+
+The loop itself is programs/learning_loop.py's, with the gradient step as a choice: this module keeps the recipe,
+the tasks' batch streams, one task's loss and the "merged-once" step (θ(Λ) merged once per step); the memory-lean
+step is programs/recomputed_step.py's.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -58,35 +61,6 @@ class TaskBatches:
     head: nn.Module
     batches: Callable[[], Iterator[tuple[dict, Tensor | None]]]
     features: Callable[[Callable, dict], Tensor]  # (merged model, inputs) -> (B, H) features the head reads
-
-
-def learn_coefficients(view: MergeView, tasks: dict[str, TaskBatches], recipe: Recipe = Recipe(),
-                       progress: LearnProgress | None = None) -> list[float]:
-    """Fit the view's trainable tensors (its coefficients, and a SlerpView's scale) in place; returns the loss of
-    every step."""
-    params = [p for p in view.parameters() if p.requires_grad]
-    optimizer = (torch.optim.AdamW(params, lr=recipe.lr) if recipe.optimizer == "adamw"
-                 else torch.optim.Adam(params, lr=recipe.lr))
-    streams = {name: t.batches() for name, t in tasks.items()}
-    losses = []
-    for step in range(recipe.steps):
-        optimizer.zero_grad(set_to_none=True)
-        value = _accumulate_gradients(view, tasks, streams, recipe.objective)
-        if recipe.scale_penalty:
-            penalty = recipe.scale_penalty * view.scale
-            penalty.backward()
-            value += float(penalty.detach())
-        optimizer.step()
-        with torch.no_grad():
-            if recipe.clamp is not None:
-                view.coefficients.clamp_(*recipe.clamp)
-        if not math.isfinite(value) or not all(bool(torch.isfinite(p).all()) for p in params):
-            raise DivergedError(f"learning diverged at step {step + 1} of {recipe.steps} (loss {value}): the "
-                                "coefficients are not finite. Fix: lower the learning rate or clamp the coefficients.")
-        losses.append(value)
-        if progress:
-            progress(step + 1, recipe.steps, value)
-    return losses
 
 
 def _accumulate_gradients(view: MergeView, tasks: dict[str, TaskBatches], streams: dict, objective: str) -> float:

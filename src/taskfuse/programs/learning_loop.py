@@ -6,10 +6,9 @@ recomputes each layer in backward, which keeps learning within issue 12's memory
 batch's activations + 20 %) at 1.7-1.9x the time on the benchmark's encoder rows (benchmarks/learning_memory.py
 measures both).
 
-This loop is programs/learn.py's `learn_coefficients` with the step passed in; every learned result runs it
-(`taskfuse learn`, on the zoo and with --spec, and the benchmark's encoder rows). learn.py's own loop has no caller
-left but tests: it goes once the results stop pinning learn.py whole (they take its Recipe, TaskBatches,
-LearnProgress, DivergedError and objectives), which needs their guard narrowed to those names first.
+Every learned result runs this loop (`taskfuse learn`, on the zoo and with --spec, and the benchmark's encoder and
+LLM rows), with the memory-lean step unless asked otherwise. It replaced programs/learn.py's loop, which merged
+once per step only; learn.py keeps that step, the recipe and the tasks' batches.
 """
 from __future__ import annotations
 
