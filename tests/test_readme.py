@@ -216,18 +216,19 @@ def test_the_studies_without_the_learned_rows_never_import_them():
     module they load imports what they do not guard of it except bench/learned.py, whose pinned definitions read
     none of it (the test above). A failure here means a study may run the rows' learning: guard it with that code.
     """
+    def file_of(entry: str) -> Path:  # a code path's file, whether the whole file or some of its definitions
+        return ROOT / (code_pins.split_pin(entry) or (entry,))[0]
+
     table_path = code_pins.split_pin(LEARNED_TABLE)[0]
     # libc.py is the merge engine's too (execute/allocator.py), a lookup of C functions the rows' step calls
     shared = {ROOT / table_path, ROOT / "src/taskfuse/libc.py"}
-    rows = {(ROOT / (code_pins.split_pin(e) or (e,))[0]).resolve() for e in LEARNED_ROWS_CODE} - shared
-    guarded = {folder: {(ROOT / (code_pins.split_pin(e) or (e,))[0]).resolve() for e in paths}
-               for folder, paths, _ in RESULTS}
+    rows = {file_of(e) for e in LEARNED_ROWS_CODE} - shared
+    guarded = {folder: {file_of(e) for e in paths} for folder, paths, _ in RESULTS}
     for folder, entries in PINNING_STUDIES.items():
         unguarded = rows - guarded[folder]  # bench-llm guards the loop and the step: its aTLAS row runs them
         # importers left out: the table's file, the rows' code itself, and programs/spec_learning.py, which the LLM
         # studies reach only through a row they never run (test_the_llm_studies_guarded_without_spec_learning_...)
-        importers = code_pins.reachable(entries, table_path) - rows - {(ROOT / p).resolve() for p in shared}
-        for file in importers - {(ROOT / SPEC_LEARNING).resolve()}:
+        for file in code_pins.reachable(entries, table_path) - rows - shared - {ROOT / SPEC_LEARNING}:
             imported = {code_pins.module_file(m) for m in code_pins.imported_modules(file)} - {None}
             assert not {f.resolve() for f in imported} & unguarded, f"{folder}: {file} imports the learned rows' code"
 

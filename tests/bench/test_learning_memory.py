@@ -65,8 +65,8 @@ def test_what_is_held_counts_a_tensor_while_it_lives_and_not_after():
 def test_the_benchmark_learns_each_row_in_its_own_process(tiny_bench, tmp_path):
     env = {**os.environ, "TASKFUSE_CACHE": str(tiny_bench[3]), "PYTHONPATH": str(ROOT / "src")}
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "learning_memory.py"), "--variant", "tiny",
-                    "--steps", "2", "--methods", "atlas", "--over-methods", "atlas", "--step", "recomputed", "merged-once",
-                    "--out", str(tmp_path / "m")],
+                    "--steps", "2", "--methods", "atlas", "--over-methods", "atlas",
+                    "--step", "recomputed", "merged-once", "--out", str(tmp_path / "m")],
                    env=env, check=True, capture_output=True, text=True)
     result = json.loads((tmp_path / "m" / "result.json").read_text())
     rows = result["rows"]
