@@ -49,6 +49,35 @@ def test_a_gram_is_the_mean_outer_product_of_a_layers_inputs_over_real_tokens():
     torch.testing.assert_close(grams["2.weight"], hidden.T @ hidden / 7, rtol=1e-5, atol=1e-6)
 
 
+class ThreeReadersOfOneInput(nn.Module):
+    """An attention's pattern: three layers read one tensor (their Gram is computed once and shared), then a layer
+    reads another tensor of the same shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(4, 4) for _ in range(4))
+
+    def forward(self, x):
+        return self.o(self.q(x) * self.k(x) + self.v(x))
+
+
+def test_layers_reading_one_input_share_its_gram_and_others_keep_their_own():
+    torch.manual_seed(0)
+    model = ThreeReadersOfOneInput()
+    batches = [{"x": torch.randn(2, 5, 4), "mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])},
+               {"x": torch.randn(3, 2, 4), "mask": torch.ones(3, 2, dtype=torch.long)}]
+    grams = gram_statistics(model, batches, lambda m, inputs: m(inputs["x"]))
+    xs = torch.cat([b["x"][b["mask"].bool()] for b in batches]).double()  # (14, 4) real tokens of both batches
+    with torch.no_grad():
+        hidden = torch.cat([(model.q(b["x"]) * model.k(b["x"]) + model.v(b["x"]))[b["mask"].bool()]
+                            for b in batches]).double()
+    for name in ("q.weight", "k.weight", "v.weight"):
+        torch.testing.assert_close(grams[name], (xs.T @ xs / 14).float(), msg=name)
+    torch.testing.assert_close(grams["o.weight"], (hidden.T @ hidden / 14).float(), rtol=1e-5, atol=1e-6)
+    grams["q.weight"].add_(1)  # each weight's Gram is its own tensor, not a view of a shared one
+    torch.testing.assert_close(grams["k.weight"], (xs.T @ xs / 14).float())
+
+
 def test_padding_does_not_change_a_causal_lms_grams(family):
     """Two sequences padded into one batch give the Grams of the same sequences run unpadded, token-weighted."""
     model = family[2][0]

@@ -81,22 +81,24 @@ def gather(zoo: Zoo, row: StatisticsMethod, work: Path, report) -> tuple[list[Pa
     data = validation_data(zoo)
     names = list(zoo.experts)
     about = {"split": "validation", "labels": row.labelled, "examples": {t: len(data[t].ids) for t in names}}
+
+    def save(t: str, stats: dict) -> Path:
+        return save_statistics(work / f"statistics-{t}", stats, row.kind,
+                               {"model": str(zoo.experts[t].model_dir), "task": t, "split": "validation",
+                                "labels": row.labelled, "examples": about["examples"][t]})
+
     if row.sequential:
         models = [load_encoder(zoo.experts[t].model_dir) for t in names]
         grams, _ = sequential_grams(models, [_batches(data[t]) for t in names], _features, [1.0] * len(names),
                                     row.params["off_diagonal_scale"],
                                     lambda done, total: report("learn", done, total, f"{row.name} depth {done}"))
-        stats = dict(zip(names, grams))
-    else:
-        stats = {}
-        for i, t in enumerate(names):
-            report("learn", i, len(names), f"{row.name} statistics of {t}")
-            model = load_encoder(zoo.experts[t].model_dir)
-            stats[t] = gram_statistics(model, _batches(data[t]), _features) if row.kind == "gram" else \
-                _fisher(model, zoo.experts[t].head(), data[t], about, t)
-    folders = [save_statistics(work / f"statistics-{t}", stats[t], row.kind,
-                               {"model": str(zoo.experts[t].model_dir), "task": t, "split": "validation",
-                                "labels": row.labelled, "examples": about["examples"][t]}) for t in names]
+        return [save(t, g) for t, g in zip(names, grams)], about
+    folders = []
+    for i, t in enumerate(names):  # each expert's statistics written before the next is gathered: one in memory
+        report("learn", i, len(names), f"{row.name} statistics of {t}")
+        model = load_encoder(zoo.experts[t].model_dir)
+        folders.append(save(t, gram_statistics(model, _batches(data[t]), _features) if row.kind == "gram" else
+                            _fisher(model, zoo.experts[t].head(), data[t], about, t)))
     return folders, about
 
 
