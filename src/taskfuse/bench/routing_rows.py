@@ -13,7 +13,7 @@ from torch import nn
 from ..eval.encoder import Encoded, embed_all, encode, load_encoder, load_tokenizer, sentence_embedding
 from ..eval.harness import Evaluator, as_dict, mean
 from ..routing.arrow import ArrowRouter
-from ..routing.calibrated_twin import EXCLUSIVE_SCALES, ScaledTwin, fit_temperature, tempered
+from ..routing.calibrated_twin import EXCLUSIVE_SCALES, fit_temperature, scaled_parts, search_part_scales, tempered
 from ..routing.emr import task_models
 from ..routing.library import LoraLibrary
 from ..routing.mhr import adapt, route_mhr, set_task_ids
@@ -102,7 +102,7 @@ def full_states(zoo: Zoo) -> tuple[dict, dict[str, dict], list[str]]:
 
 
 def twin_merging(zoo: Zoo, validation: Evaluator, test: Evaluator, validation_normalized: Callable[[dict], float],
-                 cost: Callable[[nn.Module], dict] | None = None) -> dict[str, dict]:
+                 cost: Callable[[nn.Module], dict] | None = None, report: Report | None = None) -> dict[str, dict]:
     """Shared expert: task arithmetic at TWIN_SHARED; exclusive parts at TWIN_RANK. Two rows from one model: the
     paper's, whose router learns from the validation inputs of each task, labelled only by the task they belong to;
     and the same parts served by the task's identity, as EMR-Merging is. A second router, trained on the train
@@ -142,7 +142,8 @@ def twin_merging(zoo: Zoo, validation: Evaluator, test: Evaluator, validation_no
                   **({"overhead": cost(model)} if cost else {}),
                   "data_seen": "none; the task's identity picks its exclusive part at inference (as EMR-Merging)"}
     model.use_task(None)
-    calibrated = calibrated_twin(zoo, experts, set(linear), train, validation, test, validation_normalized, cost)
+    calibrated = calibrated_twin(zoo, experts, set(linear), train, validation, test, validation_normalized, cost,
+                                 report)
     return {"twin_merging": routed, "twin_merging_task_given": task_given, "twin_merging_calibrated": calibrated}
 
 
@@ -154,10 +155,11 @@ def shared_merge(zoo: Zoo, method: str, params: dict) -> nn.Module:
 
 def calibrated_twin(zoo: Zoo, experts: dict[str, dict], linear: set[str], train: dict[str, Encoded],
                     validation: Evaluator, test: Evaluator, validation_normalized: Callable[[dict], float],
-                    cost: Callable[[nn.Module], dict] | None = None) -> dict:
+                    cost: Callable[[nn.Module], dict] | None = None, report: Report | None = None) -> dict:
     """Twin-Merging calibrated for tasks that share their inputs (routing/calibrated_twin.py): shared expert
     CALIBRATED_TWIN_SHARED, router trained on the train splits' inputs, its temperature fitted on the validation
-    inputs, the exclusive parts' scale chosen on validation."""
+    inputs, one scale per exclusive part chosen on validation by coordinate ascent, parts taken in the order of how
+    often the router sends their own validation inputs to them (the best-routed first)."""
     method, params = CALIBRATED_TWIN_SHARED
     shared, tasks, seed = shared_merge(zoo, method, params), list(zoo.tasks), zoo.variant.recipe.seed
     started = time.perf_counter()
@@ -168,21 +170,40 @@ def calibrated_twin(zoo: Zoo, experts: dict[str, dict], linear: set[str], train:
     temperature, losses = fit_temperature(router, torch.cat(list(held_out.values())), torch.cat(
         [torch.full((len(f),), i) for i, f in enumerate(held_out.values())]))
     library = exclusive_library(shared.state_dict(), experts, linear, TWIN_RANK, f"{method} {params}")
-    model = ScaledTwin(shared, library, tempered(router, temperature))
+    router = tempered(router, temperature)
     prepared = time.perf_counter() - started
-    trials = []
-    for scale in EXCLUSIVE_SCALES:
-        model.scale = scale
-        trials.append({"value": scale, "validation_normalized": validation_normalized(validation.score(model))})
-    model.scale = max(trials, key=lambda t: t["validation_normalized"])["value"]
-    test_features = {t: embed_all(model.encoder, test.data[t]) for t in tasks}
-    return {"chosen": f"shared {method} {params}, rank {TWIN_RANK}, T {temperature:g}, λ {model.scale:g}",
+    validation_routing = routing_accuracy(router, held_out)
+    order = sorted(range(len(tasks)), key=lambda i: -validation_routing[tasks[i]])
+    trials_total = 1 + len(order) * len(EXCLUSIVE_SCALES[1:])
+
+    def validation_score(scales: tuple[float, ...]) -> float:
+        if report:
+            report("calibrated twin-merging", len(searched), trials_total, "part scales on validation")
+        searched.append(scales)
+        return validation_normalized(validation.score(scaled_parts(shared, library, router, scales)))
+
+    searched: list[tuple[float, ...]] = []
+    started = time.perf_counter()
+    scales, trials = search_part_scales(validation_score, order, len(tasks))
+    search_seconds = time.perf_counter() - started
+    model = scaled_parts(shared, library, router, scales)
+    chosen = {t: s for t, s in zip(tasks, scales)}
+    kept = ", ".join(f"{t} {s:g}" for t, s in chosen.items() if s) or "none"
+    test_features = {t: embed_all(shared, test.data[t]) for t in tasks}
+    return {"chosen": f"shared {method} {params}, rank {TWIN_RANK}, T {temperature:g}, parts' λ: {kept}",
             "scores": test.score(model), "temperature": temperature, "temperature_validation_loss": losses,
-            "scale_trials": trials, "router_test_accuracy": routing_accuracy(router, test_features),
-            "seconds_to_prepare": round(prepared, 1), "extra_parameters": library.parameters_count(),
+            "part_scales": chosen, "search_order": [tasks[i] for i in order],
+            "router_validation_accuracy": validation_routing,
+            "scale_trials": [{"scales": dict(zip(tasks, t["scales"])), "validation_normalized": t["score"]}
+                             for t in trials],
+            "router_test_accuracy": routing_accuracy(router, test_features),
+            "seconds_to_prepare": round(prepared, 1), "seconds_to_search_scales": round(search_seconds, 1),
+            "extra_parameters": sum(u.a.numel() + u.b.numel() for per in library.modules.values()
+                                    for t, u in per.items() if chosen[t]),
             **({"overhead": cost(model)} if cost else {}),
             "data_seen": "train inputs of each task, labelled only by task (router); validation inputs labelled by "
-                         "task (temperature) and validation labels (the parts' scale)"}
+                         "task (temperature, the order parts are searched in) and validation labels (the parts' "
+                         "scales)"}
 
 
 def routing_accuracy(router: nn.Module, features: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -100,7 +100,8 @@ def run_routing(variant: str = "full", progress: Report | None = None, zoo_progr
         test, normalized))
     report("multi-task", 0, 2, "twin-merging")
     multitask += [scored(name, row, test, normalized) for name, row in twin_merging(zoo, validation, test,
-                                                                                     validation_normalized, cost).items()]
+                                                                                     validation_normalized, cost,
+                                                                                     report).items()]
     report("multi-task", 1, 2, "emr-merging")
     multitask.append(scored("emr_merging", emr_merging(zoo, test), test, normalized))
     report("multi-task", 2, 2, "mhr")
