@@ -1,14 +1,17 @@
 """Calibrated Twin-Merging: the temperature fitted on held-out inputs spreads an overconfident router's weight where
 the inputs cannot tell the tasks apart; the exclusive parts' scale runs from the shared model alone (0) to
 Twin-Merging itself (1), one per part; a part at 0 is left out without changing the output; the search over the
-parts' scales finds each part's best value and keeps a part at 0 unless it helps."""
+parts' scales finds each part's best value and keeps a part at 0 unless it helps; the model saves to the routed-model
+format with its temperature, scales and parts, and loads back exactly."""
 import copy
 
 import torch
 
-from taskfuse.routing.calibrated_twin import ScaledTwin, fit_temperature, scaled_parts, search_part_scales, tempered
+from taskfuse.routing.calibrated_twin import (ScaledTwin, fit_temperature, kept_parts, scaled_parts, search_part_scales,
+                                              tempered)
+from taskfuse.routing.store import load_routed, save_routed
 from taskfuse.routing.twin import TwinMerged, exclusive_library, train_router
-from taskfuse.testing.checkpoints import build_model, perturb
+from taskfuse.testing.checkpoints import build_model, perturb, save
 
 
 def test_an_overconfident_router_on_shared_inputs_gets_a_high_temperature():
@@ -105,3 +108,23 @@ def test_the_search_finds_each_parts_best_value_and_leaves_useless_parts_at_zero
     # a value that only ties the current score is not taken
     flat, _ = search_part_scales(lambda s: 0.0, order=[0, 1], parts=2)
     assert flat == (0.0, 0.0)
+
+
+def test_the_calibrated_model_saves_with_its_temperature_scales_and_parts_and_loads_back_exactly(tmp_path):
+    base, library, router, batch = twin_parts(3)
+    save(base, tmp_path / "shared")
+    scales = [0.0, 0.25, 1.0]
+    model = scaled_parts(base, library, router, scales)
+    save_routed(model, kept_parts(library, scales), "twin_calibrated", model.stored_params(), tmp_path / "routed",
+                shared=tmp_path / "shared")
+    loaded = load_routed(tmp_path / "routed")
+    assert isinstance(loaded, ScaledTwin) and loaded.parts == [1, 2] and loaded.scale == scales
+    assert loaded.router_params["experts"] == 3  # the router still weighs all three parts; two are held
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).last_hidden_state, model(**batch).last_hidden_state,
+                                   rtol=0, atol=0)
+        # the temperature came back with the router (a model with the untempered router differs)
+        untempered = ScaledTwin(copy.deepcopy(base), kept_parts(library, scales), tempered(router[:-1], 1.0),
+                                scales, [1, 2]).eval()
+        assert not torch.allclose(untempered(**batch).last_hidden_state, model(**batch).last_hidden_state,
+                                  atol=1e-6)

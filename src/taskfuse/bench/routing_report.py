@@ -21,7 +21,7 @@ NEW_TASK_ROWS = {"zero_shot": "base zero-shot", "arrow": "Arrow (no data of the 
 MULTITASK_ROWS = {"arrow": "Arrow, all LoRA adapters", "phatgoose": "PHATGOOSE, all LoRA adapters", "lora_task_arithmetic": "task arithmetic over the LoRA updates",
                   "twin_merging": "Twin-Merging (full experts, router on inputs)",
                   "twin_merging_calibrated": "Twin-Merging calibrated (full experts, router on inputs; "
-                                             "temperature and parts' scale fitted on validation)",
+                                             "temperature and each part's scale fitted on validation)",
                   "twin_merging_task_given": "Twin-Merging (full experts, task identity given)",
                   "emr_merging": "EMR-Merging (full experts, task identity given)",
                   "mhr": "MHR, all LoRA adapters (routing learnt per task, task identity given)"}

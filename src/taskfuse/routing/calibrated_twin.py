@@ -61,6 +61,12 @@ class ScaledTwin(TwinMerged):
         super().__init__(shared_encoder, library, router)
         self.scale, self.parts = scale, parts
 
+    def stored_params(self) -> dict:
+        """What rebuilds this model in the routed-model format (routing/store.py, router "twin_calibrated"): the
+        router's shape, the scales and the parts held. The temperature is the router's last layer, stored with it."""
+        scale = [float(s) for s in self.scale] if isinstance(self.scale, (list, tuple)) else float(self.scale)
+        return {**self.router_params, "scale": scale, "parts": self.parts}
+
     def set_coefficients(self, coefficients: torch.Tensor | None) -> None:
         if coefficients is not None:
             coefficients = coefficients * torch.as_tensor(self.scale, dtype=coefficients.dtype)
@@ -80,10 +86,16 @@ def scaled_parts(shared_encoder: nn.Module, library: LoraLibrary, router: nn.Seq
     shared = copy.deepcopy(shared_encoder).eval()
     if not kept:
         return shared
-    for i, expert in enumerate(library.experts):
-        if i not in kept:
+    return ScaledTwin(shared, kept_parts(library, scales), router, scale=list(scales), parts=kept).eval()
+
+
+def kept_parts(library: LoraLibrary, scales: Sequence[float]) -> LoraLibrary:
+    """The exclusive parts whose scale is not 0: the library `scaled_parts` routes over (and the one to save with
+    its model)."""
+    for expert, scale in zip(list(library.experts), scales):
+        if not scale:
             library = library.without(expert)
-    return ScaledTwin(shared, library, router, scale=list(scales), parts=kept).eval()
+    return library
 
 
 def search_part_scales(score: Callable[[tuple[float, ...]], float], order: Sequence[int], parts: int,

@@ -1,8 +1,9 @@
 """One directory format for every routed model: manifest.json (format version, router kind and parameters, base,
 experts, modules), experts.safetensors (each module's factors per expert) and router.safetensors (the router's
 tensors, e.g. Arrow's prototypes; for MHR each module's routing logits and skills, which few-shot adaptation may
-have changed; for Twin-Merging the input router's MLP). `load_routed(dir)` rebuilds the torch module on the base.
-Twin-Merging's base is its shared merge, which exists nowhere else: it is stored inside the folder (`shared/`)."""
+have changed; for Twin-Merging the input router's MLP, tempered for the calibrated one). `load_routed(dir)` rebuilds
+the torch module on the base. Twin-Merging's base is its shared merge, which exists nowhere else: it is stored inside
+the folder (`shared/`)."""
 from __future__ import annotations
 
 import json
@@ -16,6 +17,7 @@ from torch import nn
 from ..errors import CheckpointError, UsageError
 from ..io.output import staged_output
 from .arrow import ArrowRouter
+from .calibrated_twin import ScaledTwin, tempered
 from .library import ExpertUpdate, LoraLibrary
 from .mhr import MultiHeadRouted, route_mhr
 from .phatgoose import PhatgooseRouter
@@ -24,6 +26,7 @@ from .twin import TwinMerged, router_mlp
 
 FORMAT, VERSION = "taskfuse-routed", 1
 SHARED = "shared"  # Twin-Merging's shared model, inside the routed folder
+SHARED_BASE = ("twin", "twin_calibrated")  # the router kinds whose base is that shared model
 
 
 def _per_module(router_cls):
@@ -38,7 +41,11 @@ def _per_module(router_cls):
 # the routed model (the router's learnt state is restored afterwards from router.safetensors)
 ROUTERS = {"arrow": _per_module(ArrowRouter), "phatgoose": _per_module(PhatgooseRouter),
            "mhr": lambda model, library, params: route_mhr(model, library, **params),
-           "twin": lambda model, library, params: TwinMerged(model, library, router_mlp(**params))}
+           "twin": lambda model, library, params: TwinMerged(model, library, router_mlp(**params)),
+           # the temperature is the tempered router's last layer: 1 here, its stored weights restore the real one
+           "twin_calibrated": lambda model, library, params: ScaledTwin(
+               model, library, tempered(router_mlp(params["features"], params["experts"], params["hidden"]), 1.0),
+               params["scale"], params["parts"])}
 
 
 def _routing_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -59,10 +66,12 @@ def _routed_modules(model: nn.Module) -> dict[str, nn.Module]:
 def save_routed(model: nn.Module, library: LoraLibrary, router: str, router_params: dict, out: Path,
                 extra: dict | None = None, shared: Path | None = None) -> None:
     """Write `model` (routed by `route`) as a routed directory; `extra` (e.g. data seen) goes into the manifest.
-    For Twin-Merging, `shared` is the shared merge's model folder, copied in as the base."""
-    if (router == "twin") != (shared is not None):
+    For Twin-Merging, `shared` is the shared merge's model folder, copied in as the base; calibrated Twin-Merging
+    (router "twin_calibrated", `model.stored_params()`) is saved with the library of the parts it holds."""
+    if (router in SHARED_BASE) != (shared is not None):
         raise UsageError(f"save_routed({router!r}): a shared model folder is given for Twin-Merging, and only for "
-                         "it. Fix: pass shared=<the shared merge's folder> with router 'twin', else leave it out.")
+                         f"it. Fix: pass shared=<the shared merge's folder> with router {' or '.join(SHARED_BASE)}, "
+                         "else leave it out.")
     factors, router_tensors = {}, {}
     for module, per in library.modules.items():
         for expert, update in per.items():
