@@ -145,18 +145,21 @@ WEAK_TO_STRONG_CODE = ["src/taskfuse/llm", "src/taskfuse/eval", "src/taskfuse/io
                        "src/taskfuse/routing/twin.py",
                        "benchmarks/weak_to_strong.py"]
 # The LLM new-task study: the LLM benchmark's code, and what `taskfuse route lorahub|mhr` run (their programs, the
-# adapter writer, the search and the routers; MHR's settings from bench/routing_rows.py)
+# adapter writer, the search and the routers; the routing rows' settings from bench/routing_rows.py, pinned by name:
+# a test below checks that its modules take nothing else from that file)
 NEW_TASK_CODE = LLM_CODE_WITHOUT_LEARNING + ["src/taskfuse/bench/llm_new_task.py", "benchmarks/llm_new_task.py",
                             "src/taskfuse/programs/lorahub_adapter.py", "src/taskfuse/programs/mhr_new_task.py",
                             "src/taskfuse/programs/library_text.py", "src/taskfuse/programs/merge_to_adapter.py",
                             "src/taskfuse/programs/adapter_files.py", "src/taskfuse/programs/adapter_finetune.py",
                             "src/taskfuse/routing/lorahub.py",
                             "src/taskfuse/routing/mhr.py", "src/taskfuse/routing/weighted.py",
-                            "src/taskfuse/bench/routing_rows.py", "benchmarks/tasks/wordnet_verb_topic_llm.jsonl"]
+                            f"src/taskfuse/bench/routing_rows.py::{','.join(sorted(ROUTING_ROWS_SETTINGS))}",
+                            "benchmarks/tasks/wordnet_verb_topic_llm.jsonl"]
 RESULTS = [("bench-full", BENCH_CODE + LEARNED_ROWS_CODE + STATISTICS_CODE + FULL_RUN_CODE, "taskfuse bench --full"),
            ("fusionbench-side-by-side", SIDE_BY_SIDE_CODE, "python benchmarks/fusionbench_side_by_side.py"),
            ("gguf-input", GGUF_CODE, "python benchmarks/gguf_input_cost.py"),
-           ("bench-routing", ROUTING_CODE, "taskfuse bench --routing --full"),
+           ("bench-routing", ROUTING_CODE,
+            "taskfuse bench --routing --full --task-file benchmarks/tasks/wordnet_verb_topic.jsonl"),
            ("extract-lora", EXTRACT_CODE, "python benchmarks/extract_lora_fidelity.py"),
            ("bench-llm", LLM_CODE, "taskfuse bench --llm"),
            ("bench-llm-routing", LLM_ROUTING_CODE, "taskfuse bench --llm --routing"),
@@ -165,6 +168,17 @@ RESULTS = [("bench-full", BENCH_CODE + LEARNED_ROWS_CODE + STATISTICS_CODE + FUL
            ("weak-to-strong", WEAK_TO_STRONG_CODE, "python benchmarks/weak_to_strong.py --accept-unlicensed --multi"),
            ("llm-new-task", NEW_TASK_CODE,
             "python benchmarks/llm_new_task.py --task-file benchmarks/tasks/wordnet_verb_topic_llm.jsonl")]
+
+
+@pytest.mark.parametrize("folder, command", [(f, c) for f, _, c in RESULTS], ids=[r[0] for r in RESULTS])
+def test_a_committed_result_was_made_by_its_command(folder, command):
+    """Every argument of the command the docs give to remake a result was on the command line that made it (which
+    may add its own output folder or a default spelled out): a rerun that drops one (e.g. the routing study's
+    --task-file) would otherwise pass the freshness check above with a result that lacks a part the docs cite."""
+    made = json.loads((ROOT / "benchmarks" / "results" / folder / "result.json").read_text())["command"].split()
+    wanted = command.split()[1:] if command.startswith("python ") else command.split()
+    missing = [a for a in wanted if a not in made]
+    assert not missing, f"the committed result of {folder} was made without {missing}: rerun `{command}`"
 
 
 @pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="not a git checkout")
@@ -403,6 +417,17 @@ def module_settings(source: str) -> dict:
                     except ValueError:
                         pass
     return values
+
+
+def test_the_llm_new_task_study_takes_only_the_pinned_settings_from_the_routing_rows():
+    """NEW_TASK_CODE pins bench/routing_rows.py by ROUTING_ROWS_SETTINGS only: every module of its code paths that
+    imports from that file imports those names and nothing else (the encoder routing study's rows may change
+    without a rerun of the LLM new-task study)."""
+    files = [f for entry in NEW_TASK_CODE if code_pins.split_pin(entry) is None and entry.startswith("src/")
+             for f in ((ROOT / entry).rglob("*.py") if (ROOT / entry).is_dir() else [ROOT / entry])]
+    taken = {alias.name for f in files for node in ast.walk(ast.parse(f.read_text()))
+             if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("routing_rows") for alias in node.names}
+    assert taken and taken <= ROUTING_ROWS_SETTINGS, f"the new-task study takes {taken} from bench/routing_rows.py"
 
 
 @pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="not a git checkout")
