@@ -1,0 +1,82 @@
+"""Which labels a diagonal Fisher squares the gradients of: the data's own, or the model's.
+
+The Fisher of a model p(y | x) is E_x E_{y ~ p(y|x)} [(∂ log p(y | x) / ∂θ)²]: the labels come from the model.
+
+- given: the data's labels, the empirical Fisher (`statistics.fisher_statistics`, what the benchmark's row uses);
+- sampled: one label per scored row drawn from the model's own distribution (seeded), an unbiased estimate of the
+  true Fisher at the empirical one's cost, and the usual choice for a causal LM, whose vocabulary rules out the next;
+- expected: the exact expectation, Σ_y p(y | x) (∂ log p(y | x) / ∂θ)², one backward pass per row and class (what
+  Matena & Raffel's own code computes for classifiers); refused where that is more than MAX_EXPECTED_PASSES per item.
+
+Each item's squared gradient is that of the item's summed log-likelihood: items of one example give the per-example
+Fisher, items that are batches give the squared batch gradients FusionBench's fisher_merging takes.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import UsageError
+from .statistics import _add_squares, _sparse_embedding_gradients, fisher_statistics
+
+LABELS = ("given", "sampled", "expected")
+MAX_EXPECTED_PASSES = 1024  # backward passes per item: a 10-class classifier takes 10, a causal LM 49k per token
+Logits = Callable[[nn.Module, dict], Tensor]  # (model, an item's inputs) -> (N, C) logits at its scored rows
+
+
+def fisher_of_labels(model: nn.Module, items: Iterable[tuple[dict, Tensor]], logits: Logits, labels: str = "given",
+                     seed: int = 0, progress: Callable[[int], None] | None = None) -> tuple[dict[str, Tensor], int]:
+    """The diagonal Fisher of `model`'s trainable parameters with `labels` (LABELS), and the number of items."""
+    if labels == "given":
+        return fisher_statistics(model, items, lambda m, inputs, y: _log_likelihood(logits(m, inputs), y), progress)
+    if labels == "sampled":
+        generator = torch.Generator().manual_seed(seed)
+
+        def sampled(m: nn.Module, inputs: dict, _: Tensor) -> Tensor:
+            z = logits(m, inputs)
+            drawn = torch.multinomial(torch.softmax(z.detach().float(), -1), 1, generator=generator)[:, 0]
+            return _log_likelihood(z, drawn)
+        return fisher_statistics(model, items, sampled, progress)
+    if labels == "expected":
+        return _expected_fisher(model, items, logits, progress)
+    raise UsageError(f"Fisher labels {labels!r}: give one of {', '.join(LABELS)}.")
+
+
+def _log_likelihood(z: Tensor, y: Tensor) -> Tensor:
+    return -nn.functional.cross_entropy(z.float(), y, reduction="sum")
+
+
+def _expected_fisher(model: nn.Module, items: Iterable[tuple[dict, Tensor]], logits: Logits,
+                     progress: Callable[[int], None] | None) -> tuple[dict[str, Tensor], int]:
+    # Σ_n Σ_y p_ny g_ny²: the cross terms of a row's expectation vanish (E_y[∂ log p] = ∂ Σ_y p = 0), so each
+    # (row, class) is its own backward pass, weighted by √p so that its square carries p. One forward per item.
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    sums: dict[str, Tensor] = {}
+    count = 0
+    was_training = model.training
+    model.eval()
+    with _sparse_embedding_gradients(model, params):
+        try:
+            for inputs, _ in items:
+                log_p = torch.log_softmax(logits(model, inputs).float(), -1)  # (N, C)
+                if log_p.numel() > MAX_EXPECTED_PASSES:
+                    raise UsageError(f"the expected Fisher of an item with {log_p.shape[0]} scored rows over "
+                                     f"{log_p.shape[1]} classes takes {log_p.numel()} backward passes (at most "
+                                     f"{MAX_EXPECTED_PASSES}). Fix: use sampled labels.")
+                weights = log_p.detach().exp().sqrt()
+                rows = [(n, y) for n in range(log_p.shape[0]) for y in range(log_p.shape[1])]
+                for i, (n, y) in enumerate(rows):
+                    model.zero_grad(set_to_none=True)
+                    (weights[n, y] * log_p[n, y]).backward(retain_graph=i < len(rows) - 1)
+                    for name, p in params.items():
+                        if p.grad is not None:
+                            _add_squares(sums, name, p.grad)
+                count += 1
+                if progress:
+                    progress(count)
+        finally:
+            model.zero_grad(set_to_none=True)
+            model.train(was_training)
+    return {name: total / max(count, 1) for name, total in sums.items()}, count
