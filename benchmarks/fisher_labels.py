@@ -1,13 +1,21 @@
-"""Fisher merging of the zoo's experts with each way of taking the Fisher (programs/fisher_labels.py).
+"""Fisher merging of the zoo's experts with each way of taking the Fisher, and where the floor goes.
 
 The benchmark's fisher row takes the empirical Fisher (the validation split's own labels, one squared gradient per
-example) and ends 1.5 points below FusionBench's fisher_merging, which squares gradients summed over batches of 16.
-This study asks whether the estimator is why: the same merge (floor 1e-6, each Fisher scaled to unit norm) from
-the Fisher with the data's labels per example, with labels drawn from each expert's own distribution, with the
-exact expectation over its classes (the true Fisher, as Matena & Raffel's code takes it), and with the data's
-labels over batches of 16 in a seeded order (FusionBench's estimator). Judged on the full zoo's test split.
+example, each model's Fisher scaled to unit norm, then a floor of 1e-6 added) and ends 1.5 points below
+FusionBench's fisher_merging. This study asks why. The same Fisher merge, from:
 
-    python benchmarks/fisher_labels.py                       # the four estimators, full zoo (about 15 minutes)
+- the data's labels per example (the empirical Fisher: the benchmark's row);
+- labels drawn from each expert's own distribution (the true Fisher, sampled; programs/fisher_labels.py);
+- the exact expectation over its classes (the true Fisher, as Matena & Raffel's code takes it);
+- FusionBench's estimator, reproduced here: per batch of 16 (a seeded order), the squared gradient of
+  Σ_examples Σ_classes √p·log p with the model's own probabilities p (no labels; the square of a sum where the true
+  Fisher is a sum of squares), summed over batches and divided by the number of examples;
+
+each merged with floors 1e-5 to 1e-8 added after the unit-norm scaling (ours), and with 1e-6 added before it
+(FusionBench's: (F + floor) / ‖F‖). Every merge scored on the validation split (where a floor would be chosen) and
+on the test split.
+
+    python benchmarks/fisher_labels.py                 # full zoo (about 25 minutes on 2 cores)
     python benchmarks/fisher_labels.py --variant tiny
 
 Writes benchmarks/results/fisher-labels/result.json and results.md (command, commit and machine recorded).
@@ -29,27 +37,55 @@ from taskfuse.bench.provenance import code_commit, command_line, machine
 from taskfuse.bench.references import reference_scores
 from taskfuse.bench.statistics_rows import validation_data
 from taskfuse.eval.encoder import Encoded, load_encoder, sentence_embedding
-from taskfuse.eval.harness import Evaluator
+from taskfuse.eval.harness import Evaluator, mean, normalized
 from taskfuse.io.output import staged_output
 from taskfuse.io.statistics_file import save_statistics
 from taskfuse.programs.fisher_labels import fisher_of_labels
-from taskfuse.programs.statistics import normalized_fisher
+from taskfuse.programs.statistics import fisher_statistics, normalized_fisher
 from taskfuse.zoo.build import build_zoo
 from taskfuse.zoo.recipe import variant_named
 
 OUT = Path(__file__).resolve().parent / "results" / "fisher-labels"
-FLOOR = 1e-6  # the benchmark's fisher row's and the side by side's
-# (row, labels, examples per item): per example in length order as the benchmark's row; batches in a seeded order
-ESTIMATORS = (("the data's labels, per example (empirical; the benchmark's row)", "given", 1),
-              ("labels drawn from the expert, per example (sampled true Fisher)", "sampled", 1),
-              ("expectation over the expert's classes, per example (true Fisher)", "expected", 1),
-              ("the data's labels, squared sums over batches of 16 (FusionBench's)", "given", 16))
+SHARED_FLOOR = 1e-6  # the benchmark's fisher row's and the side by side's (both sides)
+FLOORS = (1e-5, SHARED_FLOOR, 1e-7, 1e-8)
+NEGLIGIBLE = 1e-30  # the merge's own floor where the statistics already carry FusionBench's
+# (row, how, examples per item): per example in length order as the benchmark's row; batches in a seeded order
+ESTIMATORS = (("the data's labels, per example (empirical Fisher; the benchmark's row)", "given", 1),
+              ("labels drawn from the expert, per example (true Fisher, sampled)", "sampled", 1),
+              ("expectation over the expert's classes, per example (true Fisher, exact)", "expected", 1),
+              ("FusionBench's: squared gradient of Σ √p·log p over classes and a batch of 16", "fusionbench", 16))
 
 
 def items(data: Encoded, size: int):
     order = None if size == 1 else torch.randperm(len(data.ids), generator=torch.Generator().manual_seed(0)).tolist()
     for rows, ids, mask in data.batches(size, order):
         yield {"ids": ids, "mask": mask}, data.labels[rows]
+
+
+def raw_fisher(model, head, data: Encoded, how: str, size: int) -> dict[str, torch.Tensor]:
+    """The expert's Fisher, unscaled: a mean over examples of squared gradients (of items of `size` examples)."""
+    def logits(m, inputs):
+        return head(sentence_embedding(m, inputs["ids"], inputs["mask"]))
+
+    if how != "fusionbench":
+        return fisher_of_labels(model, items(data, size), logits, how)[0]
+
+    def weighted(m, inputs, _):
+        z = logits(m, inputs)
+        return (torch.softmax(z, -1).detach().sqrt() * torch.log_softmax(z, -1)).sum()
+
+    fisher, batches = fisher_statistics(model, items(data, size), weighted)
+    return {name: f * batches / len(data.ids) for name, f in fisher.items()}  # summed over batches, per example
+
+
+def merged_scores(zoo, folders: list[Path], floor: float, out: Path, validation: Evaluator, test: Evaluator,
+                  experts: dict) -> dict:
+    models = [{"path": str(e.model_dir), "statistics": str(f)} for e, f in zip(zoo.experts.values(), folders)]
+    api.merge({"method": "fisher", "base": str(zoo.base_dir), "seed": zoo.variant.recipe.seed, "dtype": "float32",
+               "models": models, "params": {"floor": floor}, "tensor_rules": TENSOR_RULES}, out)
+    model = load_encoder(out)
+    return {"validation_normalized": mean(normalized(validation.score(model), experts["validation"]).values()),
+            **scored(test.score(model), experts["test"])}
 
 
 def main() -> None:
@@ -59,35 +95,36 @@ def main() -> None:
     args = parser.parse_args()
     started, code = time.perf_counter(), code_commit()
     zoo = build_zoo(variant_named(args.variant))
-    test = Evaluator(zoo.tasks, {t: e.head() for t, e in zoo.experts.items()}, "test")
-    experts = reference_scores(zoo, test)["expert"]
+    heads = {t: e.head() for t, e in zoo.experts.items()}
+    validation, test = Evaluator(zoo.tasks, heads, "validation"), Evaluator(zoo.tasks, heads, "test")
+    experts = {split: reference_scores(zoo, e)["expert"] for split, e in (("validation", validation), ("test", test))}
     data = validation_data(zoo)
     rows = []
     with tempfile.TemporaryDirectory(prefix="taskfuse-fisher-labels-") as work:
-        for i, (name, labels, size) in enumerate(ESTIMATORS):
+        for i, (name, how, size) in enumerate(ESTIMATORS):
             print(name, flush=True)
-            gathering, models = time.perf_counter(), []
+            gathering, after, before, norms = time.perf_counter(), [], [], {}
             for t, expert in zoo.experts.items():
-                head = expert.head()
-                model = load_encoder(expert.model_dir)
-                fisher, _ = fisher_of_labels(
-                    model, items(data[t], size),
-                    lambda m, inputs, head=head: head(sentence_embedding(m, inputs["ids"], inputs["mask"])), labels)
-                folder = save_statistics(Path(work) / f"{i}-{t}", normalized_fisher(fisher)[0], "fisher",
-                                         {"model": str(expert.model_dir), "task": t, "labels": labels, "items": size})
-                models.append({"path": str(expert.model_dir), "statistics": str(folder)})
+                unit, norms[t] = normalized_fisher(raw_fisher(load_encoder(expert.model_dir), heads[t], data[t], how,
+                                                              size))
+                about = {"model": str(expert.model_dir), "task": t, "estimator": how, "examples_per_item": size}
+                after.append(save_statistics(Path(work) / f"{i}-{t}", unit, "fisher", about))
+                before.append(save_statistics(Path(work) / f"{i}-{t}-before", {  # (F + floor) / ‖F‖
+                    k: v + SHARED_FLOOR / norms[t] for k, v in unit.items()}, "fisher", about))
                 print(f"  {t}", flush=True)
             gathered = time.perf_counter() - gathering
-            spec = {"method": "fisher", "base": str(zoo.base_dir), "seed": zoo.variant.recipe.seed,
-                    "dtype": "float32", "models": models, "params": {"floor": FLOOR}, "tensor_rules": TENSOR_RULES}
-            api.merge(spec, Path(work) / f"merged-{i}")
-            rows.append({"method": name, "labels": labels, "examples_per_item": size,
-                         "seconds": {"statistics": round(gathered, 1)},
-                         **scored(test.score(load_encoder(Path(work) / f"merged-{i}")), experts)})
-            print(f"  {100 * rows[-1]['average']['normalized']:.2f} % normalised, statistics "
-                  f"{rows[-1]['seconds']['statistics']} s", flush=True)
+            merges = [{"floor": floor, "placement": "after scaling",
+                       **merged_scores(zoo, after, floor, Path(work) / f"m{i}-{floor:g}", validation, test, experts)}
+                      for floor in FLOORS]
+            merges.append({"floor": SHARED_FLOOR, "placement": "before scaling (FusionBench's)",
+                           **merged_scores(zoo, before, NEGLIGIBLE, Path(work) / f"m{i}-before", validation, test,
+                                           experts)})
+            rows.append({"method": name, "estimator": how, "examples_per_item": size, "fisher_norms": norms,
+                         "seconds": {"statistics": round(gathered, 1)}, "merges": merges})
+            print("  " + ", ".join(f"{m['floor']:g} {m['placement']}: {100 * m['average']['normalized']:.2f}"
+                                   for m in merges), flush=True)
     out = {"command": command_line(), "code": code, "machine": machine(), "variant": args.variant,
-           "data": "each expert's validation split (labelled); scores: test split", "floor": FLOOR,
+           "data": "each expert's validation split (statistics; scores for choosing a floor); test split (scores)",
            "seconds": round(time.perf_counter() - started, 1), "rows": rows}
     with staged_output(args.out, "report") as stage:
         (stage / "result.json").write_text(json.dumps(out, indent=2) + "\n")
@@ -96,14 +133,16 @@ def main() -> None:
 
 
 def markdown(result: dict) -> str:
-    tasks = list(result["rows"][0]["test_normalized"])
-    lines = ["| Fisher from | " + " | ".join(tasks) + " | avg normalized % | statistics s |",
-             "|" + "---|" * (len(tasks) + 3)]
+    columns = [f"floor {m['floor']:g}" + (" before scaling" if m["placement"] != "after scaling" else "")
+               for m in result["rows"][0]["merges"]]
+    lines = ["| Fisher from | " + " | ".join(columns) + " | statistics s |", "|" + "---|" * (len(columns) + 2)]
     for row in result["rows"]:
-        cells = [f"{100 * row['test_normalized'][t]:.1f}" for t in tasks]
-        lines.append(f"| {row['method']} | " + " | ".join(cells) + f" | {100 * row['average']['normalized']:.1f} | "
-                     f"{row['seconds']['statistics']} |")
-    return ("Fisher merging, normalised test accuracy per task (% of the task's expert).\n\n" + "\n".join(lines) +
+        cells = [f"{100 * m['average']['normalized']:.1f} ({100 * m['validation_normalized']:.1f})"
+                 for m in row["merges"]]
+        lines.append(f"| {row['method']} | " + " | ".join(cells) + f" | {row['seconds']['statistics']} |")
+    return ("Fisher merging of the zoo's experts: normalised test accuracy, % of the experts' (validation in "
+            "brackets). Floors are added to each model's unit-norm Fisher (after scaling), or to its raw Fisher "
+            "(before scaling, as FusionBench does).\n\n" + "\n".join(lines) +
             f"\n\n`{result['command']}` at {(result['code'] or {}).get('commit')}, {result['seconds']} s\n")
 
 

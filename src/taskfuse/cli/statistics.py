@@ -16,14 +16,18 @@ def register(app: typer.Typer, fail) -> None:
     @app.command("statistics")
     def statistics(model: str = typer.Argument(..., help="a fine-tuned model: directory, GGUF file or BASE+ADAPTER"),
                    kind: str = typer.Option(..., help="gram (for regmean: every linear layer's input Gram) or "
-                                            "fisher (for fisher: the empirical Fisher diagonal; causal LMs)"),
+                                            "fisher (for fisher: the Fisher diagonal; causal LMs)"),
                    data: Path = typer.Option(..., help="JSONL of its task: {\"text\"} or {\"prompt\", "
                                              "\"completion\"} per line (fisher scores the completion)"),
                    out: Path = typer.Option(..., "-o", "--out", help="folder for the statistics (new, empty, or "
                                             "earlier statistics)"),
                    batch_size: int = typer.Option(8, min=1, help="lines per forward pass (gram)"),
                    normalize: bool = typer.Option(True, help="fisher: scale to unit norm over the whole model, so "
-                                                  "models that fit their data better do not count for less")) -> None:
+                                                  "models that fit their data better do not count for less"),
+                   fisher_labels: str = typer.Option("given", help="fisher: the tokens whose log-likelihood it "
+                                                     "squares the gradient of: given (the text's own: the empirical "
+                                                     "Fisher) or sampled (drawn from the model: the true Fisher)"),
+                   seed: int = typer.Option(0, help="fisher with sampled labels: the draws' seed")) -> None:
         """Gather what a data-aware merge weighs a model by, then name the folder as the model's `statistics:` in
         a spec with `method: regmean` or `method: fisher`."""
         from ..programs.model_statistics import gather_statistics
@@ -31,7 +35,8 @@ def register(app: typer.Typer, fail) -> None:
             with progress_display(console, "statistics") as bar:
                 task = bar.add_task(kind, total=None)
                 folder = gather_statistics(model, kind, data, out, batch_size, normalize,
-                                           lambda done, total: bar.update(task, completed=done, total=total))
+                                           lambda done, total: bar.update(task, completed=done, total=total),
+                                           fisher_labels, seed)
         except TaskfuseError as e:
             fail(e)
         console.print(f"wrote {folder}: {kind} statistics of {model} on {data}. Use it as `statistics: {folder}` "

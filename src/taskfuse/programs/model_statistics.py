@@ -1,16 +1,16 @@
 """`taskfuse statistics`: a model's statistics on a JSONL of its task's text, for `regmean` or `fisher` merges.
 
 gram works on any transformers model (the linear layers' inputs over every real token); fisher needs a causal LM:
-the empirical Fisher of the next-token log-likelihood of each line's scored tokens (the completion's, when a line
-has one, else every token), one backward pass per line.
+the Fisher of the next-token log-likelihood of each line's scored tokens (the completion's, when a line has one,
+else every token), one backward pass per line, with the text's own next tokens (the empirical Fisher) or tokens
+drawn from the model's distribution (programs/fisher_labels.py).
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ..errors import UsageError
 from ..io.checkpoint import Checkpoint
@@ -18,7 +18,8 @@ from ..io.output import check_output_dir
 from ..io.statistics_file import save_statistics
 from ..io.transformers_model import load_model, load_tokenizer
 from ..methods.registry import STATISTICS
-from .statistics import fisher_statistics, gram_statistics, normalized_fisher
+from .fisher_labels import fisher_of_labels
+from .statistics import gram_statistics, normalized_fisher
 from .text_data import batches_in_order, read_examples, scored_logits
 
 
@@ -26,23 +27,23 @@ def _forward(model: nn.Module, inputs: dict):
     return model(input_ids=inputs["ids"], attention_mask=inputs["mask"])
 
 
-def _log_likelihood(model: nn.Module, inputs: dict, targets: Tensor) -> Tensor:
-    logits = scored_logits(model, inputs)  # (N, V) at the scored positions
-    return -nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
-
-
 def gather_statistics(model_ref: str, kind: str, data: str | Path, out: str | Path, batch_size: int = 8,
-                      normalize: bool = True, progress: Callable[[int, int], None] | None = None) -> Path:
+                      normalize: bool = True, progress: Callable[[int, int], None] | None = None,
+                      fisher_labels: str = "given", seed: int = 0) -> Path:
     """Write the statistics folder `out` for the model at `model_ref` on the JSONL `data`; returns `out`."""
     if kind not in STATISTICS:
         raise UsageError(f"--kind {kind!r}: give one of {', '.join(STATISTICS)}.")
+    if kind == "fisher" and fisher_labels not in ("given", "sampled"):
+        raise UsageError(f"--fisher-labels {fisher_labels!r} for {model_ref!r}: give given (the text's own next "
+                         "tokens) or sampled (drawn from the model). The exact expectation takes one backward pass "
+                         "per vocabulary entry and scored token, which no causal LM's vocabulary allows.")
     check_output_dir(Path(out), "statistics")  # before loading anything
     ckpt = Checkpoint.open(model_ref)
     tokenizer = load_tokenizer(ckpt)
     model = load_model(ckpt)
     examples = read_examples(data, tokenizer, labelled=kind == "fisher")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    record = {"model": model_ref, "data": examples.describe(labels=kind == "fisher")}
+    record = {"model": model_ref, "data": examples.describe(labels=kind == "fisher" and fisher_labels == "given")}
     if kind == "gram":
         batches = list(batches_in_order(examples, batch_size, pad))
         tensors = gram_statistics(model, (inputs for inputs, _ in batches), _forward)
@@ -51,8 +52,9 @@ def gather_statistics(model_ref: str, kind: str, data: str | Path, out: str | Pa
             raise UsageError(f"model {model_ref!r} ({type(model).__name__}) gives no logits, so it has no "
                              "likelihood to take a Fisher of. Fix: use --kind gram, or a causal LM.")
         total = len(examples.ids)
-        tensors, _ = fisher_statistics(model, batches_in_order(examples, 1, pad), _log_likelihood,
-                                       (lambda done: progress(done, total)) if progress else None)
+        tensors, _ = fisher_of_labels(model, batches_in_order(examples, 1, pad), scored_logits, fisher_labels, seed,
+                                      (lambda done: progress(done, total)) if progress else None)
+        record["fisher_labels"] = fisher_labels if fisher_labels != "sampled" else {"sampled": {"seed": seed}}
         if normalize:
             tensors, record["fisher_norm"] = normalized_fisher(tensors)
         record["normalized"] = normalize
