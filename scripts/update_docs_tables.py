@@ -31,6 +31,7 @@ OVER_MERGE_RESULT = ROOT / "benchmarks" / "results" / "learned-over-merge" / "re
 WEAK_TO_STRONG_RESULT = ROOT / "benchmarks" / "results" / "weak-to-strong" / "result.json"
 NEW_TASK_RESULT = ROOT / "benchmarks" / "results" / "llm-new-task" / "result.json"
 LEARNING_MEMORY_RESULT = ROOT / "benchmarks" / "results" / "learning-memory" / "result.json"
+FISHER_LABELS_RESULT = ROOT / "benchmarks" / "results" / "fisher-labels" / "result.json"
 
 
 def _span(text: str, marker: str) -> tuple[int, int]:
@@ -63,6 +64,8 @@ def generated_blocks() -> list[tuple[Path, str, str]]:
             (ROOT / "docs" / "learned.md", "over-merge-table", _over_merge_table()),
             (ROOT / "docs" / "learned.md", "learning-memory-table", _benchmark_script("learning_memory").markdown(
                 json.loads(LEARNING_MEMORY_RESULT.read_text()))),
+            (ROOT / "docs" / "learned.md", "fisher-labels-table", _benchmark_script("fisher_labels").markdown(
+                json.loads(FISHER_LABELS_RESULT.read_text()))),
             (ROOT / "docs" / "llm.md", "weak-to-strong-table",
              weak_to_strong_table(json.loads(WEAK_TO_STRONG_RESULT.read_text()))),
             (ROOT / "docs" / "llm.md", "new-task-table", new_task_table(json.loads(NEW_TASK_RESULT.read_text()))),

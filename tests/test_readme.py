@@ -155,6 +155,13 @@ NEW_TASK_CODE = LLM_CODE_WITHOUT_LEARNING + ["src/taskfuse/bench/llm_new_task.py
                             "src/taskfuse/routing/mhr.py", "src/taskfuse/routing/weighted.py",
                             f"src/taskfuse/bench/routing_rows.py::{','.join(sorted(ROUTING_ROWS_SETTINGS))}",
                             "benchmarks/tasks/wordnet_verb_topic_llm.jsonl"]
+# The Fisher estimators study: the zoo, the estimators, the Fisher merge, and the few helpers it borrows from the
+# benchmark's statistics and over-merge rows
+FISHER_LABELS_CODE = BENCH_CODE + ["src/taskfuse/programs/fisher_labels.py", "src/taskfuse/programs/statistics.py",
+                                   "src/taskfuse/io/statistics_file.py",
+                                   "src/taskfuse/bench/statistics_rows.py::validation_data",
+                                   "src/taskfuse/bench/learned_over_merge.py::scored",
+                                   "src/taskfuse/bench/learned_row.py::TENSOR_RULES", "benchmarks/fisher_labels.py"]
 RESULTS = [("bench-full", BENCH_CODE + LEARNED_ROWS_CODE + STATISTICS_CODE + FULL_RUN_CODE, "taskfuse bench --full"),
            ("fusionbench-side-by-side", SIDE_BY_SIDE_CODE, "python benchmarks/fusionbench_side_by_side.py"),
            ("gguf-input", GGUF_CODE, "python benchmarks/gguf_input_cost.py"),
@@ -164,6 +171,7 @@ RESULTS = [("bench-full", BENCH_CODE + LEARNED_ROWS_CODE + STATISTICS_CODE + FUL
            ("bench-llm", LLM_CODE, "taskfuse bench --llm"),
            ("bench-llm-routing", LLM_ROUTING_CODE, "taskfuse bench --llm --routing"),
            ("learned-over-merge", OVER_MERGE_CODE, "python benchmarks/learned_over_merge.py"),
+           ("fisher-labels", FISHER_LABELS_CODE, "python benchmarks/fisher_labels.py"),
            ("learning-memory", LEARNING_MEMORY_CODE, "python benchmarks/learning_memory.py"),
            ("weak-to-strong", WEAK_TO_STRONG_CODE, "python benchmarks/weak_to_strong.py --accept-unlicensed --multi"),
            ("llm-new-task", NEW_TASK_CODE,
