@@ -7,7 +7,7 @@ FusionBench's fisher_merging. This study asks why. The same Fisher merge, from:
 - the data's labels per example (the empirical Fisher: the benchmark's row);
 - labels drawn from each expert's own distribution (the true Fisher, sampled; programs/fisher_labels.py);
 - the exact expectation over its classes (the true Fisher, as Matena & Raffel's code takes it);
-- FusionBench's estimator, reproduced here: per batch of 16 (a seeded order), the squared gradient of
+- FusionBench's estimator (labels "weighted-sum"): per batch of 16 (a seeded order), the squared gradient of
   Σ_examples Σ_classes √p·log p with the model's own probabilities p (no labels; the square of a sum where the true
   Fisher is a sum of squares), summed over batches and divided by the number of examples;
 
@@ -41,7 +41,7 @@ from taskfuse.eval.harness import Evaluator, mean, normalized
 from taskfuse.io.output import staged_output
 from taskfuse.io.statistics_file import save_statistics
 from taskfuse.programs.fisher_labels import fisher_of_labels
-from taskfuse.programs.statistics import fisher_statistics, normalized_fisher
+from taskfuse.programs.statistics import normalized_fisher
 from taskfuse.zoo.build import build_zoo
 from taskfuse.zoo.recipe import variant_named
 
@@ -53,7 +53,7 @@ NEGLIGIBLE = 1e-30  # the merge's own floor where the statistics already carry F
 ESTIMATORS = (("the data's labels, per example (empirical Fisher; the benchmark's row)", "given", 1),
               ("labels drawn from the expert, per example (true Fisher, sampled)", "sampled", 1),
               ("expectation over the expert's classes, per example (true Fisher, exact)", "expected", 1),
-              ("FusionBench's: squared gradient of Σ √p·log p over classes and a batch of 16", "fusionbench", 16))
+              ("FusionBench's: squared gradient of Σ √p·log p over classes and a batch of 16", "weighted-sum", 16))
 
 
 def items(data: Encoded, size: int):
@@ -67,15 +67,8 @@ def raw_fisher(model, head, data: Encoded, how: str, size: int) -> dict[str, tor
     def logits(m, inputs):
         return head(sentence_embedding(m, inputs["ids"], inputs["mask"]))
 
-    if how != "fusionbench":
-        return fisher_of_labels(model, items(data, size), logits, how)[0]
-
-    def weighted(m, inputs, _):
-        z = logits(m, inputs)
-        return (torch.softmax(z, -1).detach().sqrt() * torch.log_softmax(z, -1)).sum()
-
-    fisher, batches = fisher_statistics(model, items(data, size), weighted)
-    return {name: f * batches / len(data.ids) for name, f in fisher.items()}  # summed over batches, per example
+    fisher, count = fisher_of_labels(model, items(data, size), logits, how)
+    return {name: f * count / len(data.ids) for name, f in fisher.items()}  # summed over items, per example
 
 
 def merged_scores(zoo, folders: list[Path], floor: float, out: Path, validation: Evaluator, test: Evaluator,

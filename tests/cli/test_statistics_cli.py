@@ -67,11 +67,12 @@ def test_bad_statistics_requests_are_refused_plainly(tmp_path, lms):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
-def test_a_fisher_with_labels_drawn_from_the_model_is_seeded_and_not_the_empirical_one(tmp_path, lms):
+def test_fishers_with_the_models_labels_are_seeded_and_not_the_empirical_one(tmp_path, lms):
     base, tunes, data = lms
     runs = {}
     for name, args in (("given", []), ("sampled", ["--fisher-labels", "sampled", "--seed", "3"]),
-                       ("again", ["--fisher-labels", "sampled", "--seed", "3"])):
+                       ("again", ["--fisher-labels", "sampled", "--seed", "3"]),
+                       ("weighted", ["--fisher-labels", "weighted-sum", "--batch-size", "4"])):
         done = taskfuse("statistics", tunes[0], "--kind", "fisher", "--data", data[0], "-o", tmp_path / name, *args)
         assert done.returncode == 0, done.stderr
         runs[name] = load_file(tmp_path / name / TENSORS)
@@ -80,6 +81,9 @@ def test_a_fisher_with_labels_drawn_from_the_model_is_seeded_and_not_the_empiric
     name = "model.layers.0.mlp.down_proj.weight"
     assert torch.equal(runs["sampled"][name], runs["again"][name])
     assert not torch.allclose(runs["sampled"][name], runs["given"][name], rtol=0.05)
+    assert not torch.allclose(runs["weighted"][name], runs["given"][name], rtol=0.05)
+    assert json.loads((tmp_path / "weighted" / "statistics.json").read_text())["fisher_labels"] == "weighted-sum"
+    assert abs(sum(float((v.double() ** 2).sum()) for v in runs["weighted"].values()) - 1) < 1e-4
     refused = taskfuse("statistics", tunes[0], "--kind", "fisher", "--data", data[0], "-o", tmp_path / "x",
                        "--fisher-labels", "expected")
     assert_user_error(refused, str(tunes[0]), "--fisher-labels 'expected'", "sampled")

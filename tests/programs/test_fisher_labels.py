@@ -65,11 +65,29 @@ def test_a_batch_as_one_item_squares_the_batchs_summed_gradient(data):
         torch.testing.assert_close(fisher[n], (halves[0][n] ** 2 + halves[1][n] ** 2) / 2, rtol=1e-5, atol=1e-9)
 
 
+def test_weighted_sum_squares_one_gradient_of_every_classs_root_probability_weighted_log_probability(data):
+    """FusionBench's estimator: the square of a sum over a batch's examples and classes, not a sum of squares."""
+    model, ids, y = data
+    fisher, count = fisher_of_labels(model, [({"ids": ids[:3]}, y[:3]), ({"ids": ids[3:]}, y[3:])], logits,
+                                     "weighted-sum")
+
+    def weighted(f, rows):
+        z = f(ids[rows])
+        return (torch.softmax(z, -1).detach().sqrt() * torch.log_softmax(z, -1)).sum()
+
+    halves = [gradients(model, lambda f, s=s: weighted(f, s)) for s in (slice(0, 3), slice(3, 5))]
+    expected, _ = fisher_of_labels(model, [({"ids": ids[:3]}, y[:3]), ({"ids": ids[3:]}, y[3:])], logits, "expected")
+    assert count == 2
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(fisher[n], (halves[0][n] ** 2 + halves[1][n] ** 2) / 2, rtol=1e-5, atol=1e-9)
+    assert float((fisher["out.weight"] - expected["out.weight"]).norm()) > 1e-3 * float(expected["out.weight"].norm())
+
+
 def test_the_expected_fisher_refuses_a_vocabulary_and_unknown_labels_are_named(data):
     model, ids, y = data
     wide = nn.Linear(4, MAX_EXPECTED_PASSES + 1)
     with pytest.raises(UsageError, match="Fix: use sampled labels"):
         fisher_of_labels(wide, [({"x": torch.ones(1, 4)}, None)], lambda m, inputs: m(inputs["x"]), "expected")
     assert all(p.grad is None for p in wide.parameters())
-    with pytest.raises(UsageError, match="'true'.*given, sampled, expected"):
+    with pytest.raises(UsageError, match="'true'.*given, sampled, expected, weighted-sum"):
         fisher_of_labels(model, [({"ids": ids[:1]}, y[:1])], logits, "true")

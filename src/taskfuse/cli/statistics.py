@@ -21,12 +21,15 @@ def register(app: typer.Typer, fail) -> None:
                                              "\"completion\"} per line (fisher scores the completion)"),
                    out: Path = typer.Option(..., "-o", "--out", help="folder for the statistics (new, empty, or "
                                             "earlier statistics)"),
-                   batch_size: int = typer.Option(8, min=1, help="lines per forward pass (gram)"),
+                   batch_size: int = typer.Option(8, min=1, help="lines per forward pass (gram; fisher with "
+                                                  "weighted-sum: lines per squared gradient)"),
                    normalize: bool = typer.Option(True, help="fisher: scale to unit norm over the whole model, so "
                                                   "models that fit their data better do not count for less"),
                    fisher_labels: str = typer.Option("given", help="fisher: the tokens whose log-likelihood it "
                                                      "squares the gradient of: given (the text's own: the empirical "
-                                                     "Fisher) or sampled (drawn from the model: the true Fisher)"),
+                                                     "Fisher), sampled (drawn from the model: the true Fisher) or "
+                                                     "weighted-sum (every token weighted by √p, one gradient per "
+                                                     "batch: FusionBench's estimator)"),
                    seed: int = typer.Option(0, help="fisher with sampled labels: the draws' seed")) -> None:
         """Gather what a data-aware merge weighs a model by, then name the folder as the model's `statistics:` in
         a spec with `method: regmean` or `method: fisher`."""

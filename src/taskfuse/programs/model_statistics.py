@@ -33,10 +33,11 @@ def gather_statistics(model_ref: str, kind: str, data: str | Path, out: str | Pa
     """Write the statistics folder `out` for the model at `model_ref` on the JSONL `data`; returns `out`."""
     if kind not in STATISTICS:
         raise UsageError(f"--kind {kind!r}: give one of {', '.join(STATISTICS)}.")
-    if kind == "fisher" and fisher_labels not in ("given", "sampled"):
+    if kind == "fisher" and fisher_labels not in ("given", "sampled", "weighted-sum"):
         raise UsageError(f"--fisher-labels {fisher_labels!r} for {model_ref!r}: give given (the text's own next "
-                         "tokens) or sampled (drawn from the model). The exact expectation takes one backward pass "
-                         "per vocabulary entry and scored token, which no causal LM's vocabulary allows.")
+                         "tokens), sampled (drawn from the model) or weighted-sum (every token weighted by √p in one "
+                         "gradient per batch). The exact expectation takes one backward pass per vocabulary entry "
+                         "and scored token, which no causal LM's vocabulary allows.")
     check_output_dir(Path(out), "statistics")  # before loading anything
     ckpt = Checkpoint.open(model_ref)
     tokenizer = load_tokenizer(ckpt)
@@ -51,9 +52,11 @@ def gather_statistics(model_ref: str, kind: str, data: str | Path, out: str | Pa
         if not hasattr(_forward(model, next(batches_in_order(examples, 1, pad))[0]), "logits"):
             raise UsageError(f"model {model_ref!r} ({type(model).__name__}) gives no logits, so it has no "
                              "likelihood to take a Fisher of. Fix: use --kind gram, or a causal LM.")
-        total = len(examples.ids)
-        tensors, _ = fisher_of_labels(model, batches_in_order(examples, 1, pad), scored_logits, fisher_labels, seed,
-                                      (lambda done: progress(done, total)) if progress else None)
+        # one squared gradient per line, or per batch of lines for weighted-sum (FusionBench's estimator)
+        items = list(batches_in_order(examples, batch_size if fisher_labels == "weighted-sum" else 1, pad))
+        tensors, count = fisher_of_labels(model, items, scored_logits, fisher_labels, seed,
+                                          (lambda done: progress(done, len(items))) if progress else None)
+        tensors = {name: t * count / len(examples.ids) for name, t in tensors.items()}  # summed over items, per line
         record["fisher_labels"] = fisher_labels if fisher_labels != "sampled" else {"sampled": {"seed": seed}}
         if normalize:
             tensors, record["fisher_norm"] = normalized_fisher(tensors)
