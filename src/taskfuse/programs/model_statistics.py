@@ -18,9 +18,12 @@ from ..io.output import check_output_dir
 from ..io.statistics_file import save_statistics
 from ..io.transformers_model import load_model, load_tokenizer
 from ..methods.registry import STATISTICS
-from .fisher_labels import fisher_of_labels
+from .fisher_labels import LABELS, fisher_of_labels
 from .statistics import gram_statistics, normalized_fisher
 from .text_data import batches_in_order, read_examples, scored_logits
+
+
+CAUSAL_LM_LABELS = tuple(labels for labels in LABELS if labels != "expected")  # expected: a pass per vocabulary entry
 
 
 def _forward(model: nn.Module, inputs: dict):
@@ -33,7 +36,7 @@ def gather_statistics(model_ref: str, kind: str, data: str | Path, out: str | Pa
     """Write the statistics folder `out` for the model at `model_ref` on the JSONL `data`; returns `out`."""
     if kind not in STATISTICS:
         raise UsageError(f"--kind {kind!r}: give one of {', '.join(STATISTICS)}.")
-    if kind == "fisher" and fisher_labels not in ("given", "sampled", "weighted-sum"):
+    if kind == "fisher" and fisher_labels not in CAUSAL_LM_LABELS:
         raise UsageError(f"--fisher-labels {fisher_labels!r} for {model_ref!r}: give given (the text's own next "
                          "tokens), sampled (drawn from the model) or weighted-sum (every token weighted by √p in one "
                          "gradient per batch). The exact expectation takes one backward pass per vocabulary entry "
@@ -56,7 +59,9 @@ def gather_statistics(model_ref: str, kind: str, data: str | Path, out: str | Pa
         items = list(batches_in_order(examples, batch_size if fisher_labels == "weighted-sum" else 1, pad))
         tensors, count = fisher_of_labels(model, items, scored_logits, fisher_labels, seed,
                                           (lambda done: progress(done, len(items))) if progress else None)
-        tensors = {name: t * count / len(examples.ids) for name, t in tensors.items()}  # summed over items, per line
+        if count != len(examples.ids):  # batches of lines: summed over batches, per line (in place: model-sized)
+            for t in tensors.values():
+                t.mul_(count / len(examples.ids))
         record["fisher_labels"] = fisher_labels if fisher_labels != "sampled" else {"sampled": {"seed": seed}}
         if normalize:
             tensors, record["fisher_norm"] = normalized_fisher(tensors)
