@@ -1,10 +1,10 @@
 """Fisher merging of the zoo's experts with each way of taking the Fisher, and where the floor goes.
 
-The benchmark's fisher row takes the empirical Fisher (the validation split's own labels, one squared gradient per
-example, each model's Fisher scaled to unit norm, then a floor of 1e-6 added) and ends 1.5 points below
-FusionBench's fisher_merging. This study asks why. The same Fisher merge, from:
+The empirical Fisher (the validation split's own labels, one squared gradient per example, each model's Fisher
+scaled to unit norm, then a floor of 1e-6 added), which the benchmark's fisher row took alone until it chose on
+validation, ended 1.5 points below FusionBench's fisher_merging. This study asks why. The same Fisher merge, from:
 
-- the data's labels per example (the empirical Fisher: the benchmark's row);
+- the data's labels per example (the empirical Fisher);
 - labels drawn from each expert's own distribution (the true Fisher, sampled; programs/fisher_labels.py);
 - the exact expectation over its classes (the true Fisher, as Matena & Raffel's code takes it);
 - FusionBench's estimator (labels "weighted-sum"): per batch of 16 (a seeded order), the squared gradient of
@@ -35,7 +35,7 @@ from taskfuse.bench.learned_over_merge import scored
 from taskfuse.bench.learned_row import TENSOR_RULES
 from taskfuse.bench.provenance import code_commit, command_line, machine
 from taskfuse.bench.references import reference_scores
-from taskfuse.bench.statistics_rows import validation_data
+from taskfuse.bench.statistics_rows import example_items, validation_data
 from taskfuse.eval.encoder import Encoded, load_encoder, sentence_embedding
 from taskfuse.eval.harness import Evaluator, mean, normalized
 from taskfuse.io.output import staged_output
@@ -46,20 +46,14 @@ from taskfuse.zoo.build import build_zoo
 from taskfuse.zoo.recipe import variant_named
 
 OUT = Path(__file__).resolve().parent / "results" / "fisher-labels"
-SHARED_FLOOR = 1e-6  # the benchmark's fisher row's and the side by side's (both sides)
+SHARED_FLOOR = 1e-6  # the side by side's (both sides) and the benchmark's default
 FLOORS = (1e-5, SHARED_FLOOR, 1e-7, 1e-8)
 NEGLIGIBLE = 1e-30  # the merge's own floor where the statistics already carry FusionBench's
 # (row, how, examples per item): per example in length order as the benchmark's row; batches in a seeded order
-ESTIMATORS = (("the data's labels, per example (empirical Fisher; the benchmark's row)", "given", 1),
+ESTIMATORS = (("the data's labels, per example (empirical Fisher)", "given", 1),
               ("labels drawn from the expert, per example (true Fisher, sampled)", "sampled", 1),
               ("expectation over the expert's classes, per example (true Fisher, exact)", "expected", 1),
               ("FusionBench's: squared gradient of Σ √p·log p over classes and a batch of 16", "weighted-sum", 16))
-
-
-def items(data: Encoded, size: int):
-    order = None if size == 1 else torch.randperm(len(data.ids), generator=torch.Generator().manual_seed(0)).tolist()
-    for rows, ids, mask in data.batches(size, order):
-        yield {"ids": ids, "mask": mask}, data.labels[rows]
 
 
 def raw_fisher(model, head, data: Encoded, how: str, size: int) -> dict[str, torch.Tensor]:
@@ -67,7 +61,7 @@ def raw_fisher(model, head, data: Encoded, how: str, size: int) -> dict[str, tor
     def logits(m, inputs):
         return head(sentence_embedding(m, inputs["ids"], inputs["mask"]))
 
-    fisher, count = fisher_of_labels(model, items(data, size), logits, how)
+    fisher, count = fisher_of_labels(model, example_items(data, size), logits, how)
     return {name: f * count / len(data.ids) for name, f in fisher.items()}  # summed over items, per example
 
 

@@ -12,10 +12,15 @@ module (mean pooling, L2 normalisation, the expert's frozen head) and the valida
 trainer-based functions read. None of FusionBench's code enters taskfuse.
 
 Settings, the same on both sides where the method has them: λ = 0.3 (task arithmetic, TIES), TIES keeps 20 % of
-each task vector over the whole model and sums the agreeing entries, RegMean α = 0.9, Fisher floor 1e-6; the statistics and the AdaMerging entropy come from
-each task's validation split. Each side learns AdaMerging with its own defaults: taskfuse's benchmark row (100
-steps on the full zoo, lr 1e-2) and FusionBench's optimiser (Adam, lr 1e-3, weights from 0.3, clamped in the merge)
-for 200 steps (`--fusionbench-steps`).
+each task vector over the whole model and sums the agreeing entries, RegMean α = 0.9, Fisher floor 1e-6 (each tool
+adds it where it does: taskfuse to each model's unit-norm Fisher, FusionBench to the raw one before scaling) and
+FusionBench's Fisher estimator (the squared gradient of Σ √p·log p per batch of 16, the same batches); the
+statistics and the AdaMerging entropy come from each task's validation split. Each side learns AdaMerging with its
+own defaults: taskfuse's benchmark row (100 steps on the full zoo, lr 1e-2) and FusionBench's optimiser (Adam, lr
+1e-3, weights from 0.3, clamped in the merge) for 200 steps (`--fusionbench-steps`). "fisher_row" is taskfuse's
+benchmark row against the same FusionBench merge: both estimators (the empirical Fisher too) and floors 1e-6 to
+1e-8 merged, scored on the validation split (the experts' validation scores included in its time) and the best
+kept, a choice FusionBench leaves to its user.
 """
 from __future__ import annotations
 
@@ -35,7 +40,7 @@ from bench_vs_mergekit import ensure_reference_venv  # noqa: E402
 
 VENV = ROOT / "benchmarks" / ".fusionbench-venv"
 VERSION = "0.2.33"
-METHODS = ("task_arithmetic", "ties", "regmean", "fisher", "adamerging_layer")
+METHODS = ("task_arithmetic", "ties", "regmean", "fisher", "fisher_row", "adamerging_layer")
 SCALE, TIES_KEEP, REGMEAN_ALPHA, FISHER_FLOOR = 0.3, 0.2, 0.9, 1e-6
 FB_STEPS, FB_LR, FB_INIT, BATCH = 200, 1e-3, 0.3, 16
 
@@ -152,7 +157,9 @@ def ours(method: str, variant: str, out: Path) -> dict:
     from taskfuse.bench.learned import learn_on_zoo, learned_method
     from taskfuse.bench.learned_row import write_learned
     from taskfuse.bench.merging import zoo_spec
-    from taskfuse.bench.statistics_rows import STATISTICS_ROWS, TENSOR_RULES, gather
+    from taskfuse.bench.statistics_rows import (FISHER_BATCH, STATISTICS_ROWS, TENSOR_RULES, gather,
+                                                merge_statistics_row)
+    from taskfuse.eval.harness import Evaluator
     from taskfuse.zoo.build import build_zoo
     from taskfuse.zoo.recipe import variant_named
     zoo = build_zoo(variant_named(variant))
@@ -167,12 +174,23 @@ def ours(method: str, variant: str, out: Path) -> dict:
     elif method in ("regmean", "fisher"):
         row = STATISTICS_ROWS[method]
         with tempfile.TemporaryDirectory() as work:
-            folders, _ = gather(zoo, row, Path(work), lambda *a: None)
+            shared = (("weighted-sum", FISHER_BATCH),) if method == "fisher" else None  # FusionBench's estimator
+            folders, = gather(zoo, row, Path(work), lambda *a: None, shared)[0].values()
             params = {"off_diagonal_scale": REGMEAN_ALPHA} if method == "regmean" else {"floor": FISHER_FLOOR}
             api.merge({"method": method, "base": str(zoo.base_dir), "dtype": "float32", "params": params,
                        "seed": zoo.variant.recipe.seed, "tensor_rules": TENSOR_RULES,
                        "models": [{"path": str(e.model_dir), "statistics": str(f)}
                                   for e, f in zip(zoo.experts.values(), folders)]}, out)
+    elif method == "fisher_row":
+        validation = Evaluator(zoo.tasks, {t: e.head() for t, e in zoo.experts.items()}, "validation")
+        experts = {t: validation.score_task(e.model_dir, t) for t, e in zoo.experts.items()}
+        with tempfile.TemporaryDirectory() as work:
+            chosen = merge_statistics_row(zoo, STATISTICS_ROWS["fisher"], Path(work), lambda *a: None, validation,
+                                          experts)
+            shutil.move(chosen["out"], out)
+        return {"seconds": time.perf_counter() - started, "chosen": {"fisher_labels": chosen["estimator"],
+                                                                     **chosen["spec"]["params"]},
+                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     else:
         chosen = learned_method(method, zoo.variant.learn_steps)  # the benchmark row's steps for this zoo
         write_learned(zoo, chosen, learn_on_zoo(zoo, chosen), out)
@@ -251,7 +269,8 @@ def main() -> None:
                     measured = run_child([sys.executable, __file__, "--variant", args.variant,
                                           "--child", method, str(out)])
                 else:
-                    job = {"method": method, "base": str(zoo.base_dir), "tasks": tasks,
+                    job = {"method": "fisher" if method == "fisher_row" else method, "base": str(zoo.base_dir),
+                           "tasks": tasks,
                            "experts": [str(zoo.experts[t].model_dir) for t in tasks],
                            "data": str(work / "inputs.safetensors"), "out": str(work / "fb.safetensors"),
                            "scale": SCALE, "keep_percent": TIES_KEEP * 100, "alpha": REGMEAN_ALPHA,
@@ -264,7 +283,8 @@ def main() -> None:
                 row[side] = {"seconds": round(measured["seconds"], 1), "peak_rss_mib": round(measured["peak_rss_mib"]),
                              "test_normalized": mean(norm.values()),
                              "test_accuracy": mean(s.accuracy for s in scores.values()),
-                             "per_task_normalized": norm}
+                             "per_task_normalized": norm, **({"chosen": measured["chosen"]} if "chosen" in measured
+                                                             else {})}
                 shutil.rmtree(out)
             rows.append(row)
     result = {"command": command_line(), "code": code, "machine": machine(), "variant": args.variant,
@@ -288,7 +308,9 @@ def markdown(result: dict) -> str:
         ours, theirs = r["taskfuse"], r["fusionbench"]
         lines.append(f"| {r['method']} | {ours['test_normalized'] * 100:.1f} | {theirs['test_normalized'] * 100:.1f} | "
                      f"{ours['seconds']} | {theirs['seconds']} | {ours['peak_rss_mib']} | {theirs['peak_rss_mib']} |")
-    return "\n".join(lines) + "\n"
+    chosen = [f"{r['method']}: taskfuse chose {r['taskfuse']['chosen']} on validation" for r in result["rows"]
+              if "chosen" in r["taskfuse"]]
+    return "\n".join(lines) + "\n" + "".join(f"\n{c}\n" for c in chosen)
 
 
 if __name__ == "__main__":

@@ -55,8 +55,9 @@ def test_every_learned_row_says_what_data_it_saw_and_is_scored_from_its_spec(tin
 
 
 def test_statistics_rows_say_what_they_saw_and_their_specs_replay(tiny_bench, tmp_path):
-    """RegMean, RegMean++ and Fisher rows: unlabelled inputs for the Grams, labels for the empirical Fisher; the
-    statistics folders the row's spec names are kept, so `taskfuse merge` replays it."""
+    """RegMean, RegMean++ and Fisher rows: unlabelled inputs for the Grams, labels for the empirical Fisher (and to
+    choose between it and FusionBench's estimator); the statistics folders the row's spec names are kept, so
+    `taskfuse merge` replays it."""
     result, report = tiny_bench[0], tiny_bench[1]
     rows = {r["method"]: r for r in result["learned"] if r["method"] in STATISTICS_ROWS}
     assert set(rows) == set(STATISTICS_ROWS)
@@ -65,7 +66,15 @@ def test_statistics_rows_say_what_they_saw_and_their_specs_replay(tiny_bench, tm
     trials = rows["regmean"]["trials"]  # α chosen on validation like the data-free rows' parameters
     assert len(trials) == 4 and rows["regmean"]["spec"]["params"] == max(
         trials, key=lambda t: t["validation_normalized"])["params"]
-    assert rows["regmean_plusplus"]["trials"] == [] and rows["fisher"]["trials"] == []
+    assert rows["regmean_plusplus"]["trials"] == []
+    fisher = rows["fisher"]  # each estimator at each floor scored on validation, the best one the row's
+    trials = fisher["trials"]
+    assert [(t["fisher_labels"], t["params"]["floor"]) for t in trials] == [
+        (labels, floor) for labels in ("given", "weighted-sum") for floor in (1e-6, 1e-7, 1e-8)]
+    best = max(trials, key=lambda t: t["validation_normalized"])
+    assert (fisher["learning"]["fisher_labels"], fisher["spec"]["params"]) == (best["fisher_labels"], best["params"])
+    assert f"statistics-{best['fisher_labels']}-" in fisher["spec"]["models"][0]["statistics"]
+    assert set(fisher["data_seen"]["fisher_norms"]) == {"given", "weighted-sum"}
     merged = {}
     for name, row in rows.items():
         assert row["data_seen"]["examples"] == validation and 0.0 <= row["average"]["accuracy"] <= 1.0

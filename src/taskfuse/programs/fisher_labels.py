@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UsageError
-from .statistics import _add_squares, _sparse_embedding_gradients, fisher_statistics
+from .statistics import fisher_statistics
 
 LABELS = ("given", "sampled", "expected", "weighted-sum")
 MAX_EXPECTED_PASSES = 1024  # backward passes per item: a 10-class classifier takes 10, a causal LM 49k per token
@@ -45,7 +45,16 @@ def fisher_of_labels(model: nn.Module, items: Iterable[tuple[dict, Tensor]], log
             return _log_likelihood(z, drawn)
         return fisher_statistics(model, items, sampled, progress)
     if labels == "expected":
-        return _expected_fisher(model, items, logits, progress)
+        def expected(m: nn.Module, inputs: dict, _: Tensor) -> Tensor:
+            # Σ_n Σ_y p_ny g_ny²: the cross terms of a row's expectation vanish (E_y[∂ log p] = ∂ Σ_y p = 0), so
+            # each (row, class) is a term of its own, weighted by √p so that its square carries p
+            log_p = torch.log_softmax(logits(m, inputs).float(), -1)  # (N, C)
+            if log_p.numel() > MAX_EXPECTED_PASSES:
+                raise UsageError(f"the expected Fisher of an item with {log_p.shape[0]} scored rows over "
+                                 f"{log_p.shape[1]} classes takes {log_p.numel()} backward passes (at most "
+                                 f"{MAX_EXPECTED_PASSES}). Fix: use sampled labels.")
+            return (log_p.detach().exp().sqrt() * log_p).reshape(-1)
+        return fisher_statistics(model, items, expected, progress)
     if labels == "weighted-sum":
         def weighted(m: nn.Module, inputs: dict, _: Tensor) -> Tensor:
             z = logits(m, inputs).float()
@@ -56,37 +65,3 @@ def fisher_of_labels(model: nn.Module, items: Iterable[tuple[dict, Tensor]], log
 
 def _log_likelihood(z: Tensor, y: Tensor) -> Tensor:
     return -nn.functional.cross_entropy(z.float(), y, reduction="sum")
-
-
-def _expected_fisher(model: nn.Module, items: Iterable[tuple[dict, Tensor]], logits: Logits,
-                     progress: Callable[[int], None] | None) -> tuple[dict[str, Tensor], int]:
-    # Σ_n Σ_y p_ny g_ny²: the cross terms of a row's expectation vanish (E_y[∂ log p] = ∂ Σ_y p = 0), so each
-    # (row, class) is its own backward pass, weighted by √p so that its square carries p. One forward per item.
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    sums: dict[str, Tensor] = {}
-    count = 0
-    was_training = model.training
-    model.eval()
-    with _sparse_embedding_gradients(model, params):
-        try:
-            for inputs, _ in items:
-                log_p = torch.log_softmax(logits(model, inputs).float(), -1)  # (N, C)
-                if log_p.numel() > MAX_EXPECTED_PASSES:
-                    raise UsageError(f"the expected Fisher of an item with {log_p.shape[0]} scored rows over "
-                                     f"{log_p.shape[1]} classes takes {log_p.numel()} backward passes (at most "
-                                     f"{MAX_EXPECTED_PASSES}). Fix: use sampled labels.")
-                weights = log_p.detach().exp().sqrt()
-                rows = [(n, y) for n in range(log_p.shape[0]) for y in range(log_p.shape[1])]
-                for i, (n, y) in enumerate(rows):
-                    model.zero_grad(set_to_none=True)
-                    (weights[n, y] * log_p[n, y]).backward(retain_graph=i < len(rows) - 1)
-                    for name, p in params.items():
-                        if p.grad is not None:
-                            _add_squares(sums, name, p.grad)
-                count += 1
-                if progress:
-                    progress(count)
-        finally:
-            model.zero_grad(set_to_none=True)
-            model.train(was_training)
-    return {name: total / max(count, 1) for name, total in sums.items()}, count

@@ -17,7 +17,8 @@ import torch
 from torch import Tensor, nn
 
 Forward = Callable[[nn.Module, dict], object]
-LogLikelihood = Callable[[nn.Module, dict, Tensor], Tensor]  # (model, one example's inputs, its labels) -> scalar
+# (model, one item's inputs, its labels) -> a scalar, or a vector of terms whose squared gradients are each added
+LogLikelihood = Callable[[nn.Module, dict, Tensor], Tensor]
 
 
 def linear_weights(model: nn.Module) -> dict[str, nn.Linear]:
@@ -45,7 +46,10 @@ class GramAccumulator:
         else:
             gram, tokens = self._gram(x)
             self._last = (x, gram, tokens)
-        self.sums[name] = self.sums[name] + gram if name in self.sums else gram.clone()
+        if name in self.sums:
+            self.sums[name].add_(gram)  # in place: a new (in, in) float64 tensor per layer and batch otherwise
+        else:
+            self.sums[name] = gram.clone()
         self.counts[name] = self.counts.get(name, 0) + tokens
 
     def _gram(self, x: Tensor) -> tuple[Tensor, int]:
@@ -94,8 +98,9 @@ def fisher_statistics(model: nn.Module, examples: Iterable[tuple[dict, Tensor]],
     """The diagonal empirical Fisher of `model`'s trainable parameters and the number of examples it averages.
 
     One backward pass per example: the Fisher is a mean of per-example squared gradients, which a batch's summed
-    gradient (squared) would not give. Parameters no example reached (an unused pooler) are left out, and a
-    merge then averages them.
+    gradient (squared) would not give. A `log_likelihood` that returns a vector gives one backward pass per entry,
+    their squares summed into the item's (one forward pass, its graph kept until the last). Parameters no example
+    reached (an unused pooler) are left out, and a merge then averages them.
     """
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     sums: dict[str, Tensor] = {}
@@ -105,11 +110,13 @@ def fisher_statistics(model: nn.Module, examples: Iterable[tuple[dict, Tensor]],
     with _sparse_embedding_gradients(model, params):
         try:
             for inputs, labels in examples:
-                model.zero_grad(set_to_none=True)
-                log_likelihood(model, inputs, labels).backward()
-                for name, p in params.items():
-                    if p.grad is not None:
-                        _add_squares(sums, name, p.grad)
+                terms = log_likelihood(model, inputs, labels).reshape(-1)
+                for i, term in enumerate(terms):
+                    model.zero_grad(set_to_none=True)
+                    term.backward(retain_graph=i < len(terms) - 1)
+                    for name, p in params.items():
+                        if p.grad is not None:
+                            _add_squares(sums, name, p.grad)
                 count += 1
                 if progress:
                     progress(count)
