@@ -99,9 +99,10 @@ GGUF_CODE = ["src/taskfuse/io/gguf_read.py", "src/taskfuse/io/gguf_header.py", "
              "src/taskfuse/libc.py",
              "src/taskfuse/io/checkpoint.py", "src/taskfuse/io/safetensors_pread.py", "benchmarks/gguf_input_cost.py"]
 # The encoder benchmark's rows from per-model statistics (RegMean, RegMean++, Fisher): only bench-full runs them.
+FISHER_LABELS = ("src/taskfuse/programs/fisher_labels.py::LABELS,MAX_EXPECTED_PASSES,Logits,fisher_of_labels,"
+                 "_log_likelihood")  # every definition (checked): its docstring may change
 STATISTICS_CODE = ["src/taskfuse/bench/statistics_rows.py", "src/taskfuse/programs/statistics.py",
-                   "src/taskfuse/programs/fisher_labels.py", "src/taskfuse/programs/regmean_sequential.py",
-                   "src/taskfuse/io/statistics_file.py"]
+                   FISHER_LABELS, "src/taskfuse/programs/regmean_sequential.py", "src/taskfuse/io/statistics_file.py"]
 # The LLM results read one GGUF, their base (SmolLM2's), converted once into a cached folder that every later step
 # reads: they depend on the GGUF reader only through that folder's bytes. So the reader's files are not among their
 # code paths; instead benchmarks/results/llm-base records the conversion's digest at a commit whose reader is the
@@ -158,8 +159,6 @@ NEW_TASK_CODE = LLM_CODE_WITHOUT_LEARNING + ["src/taskfuse/bench/llm_new_task.py
                             "benchmarks/tasks/wordnet_verb_topic_llm.jsonl"]
 # The Fisher estimators study: the zoo, the estimators, the Fisher merge, and the few helpers it borrows from the
 # benchmark's statistics and over-merge rows
-FISHER_LABELS = ("src/taskfuse/programs/fisher_labels.py::LABELS,MAX_EXPECTED_PASSES,Logits,fisher_of_labels,"
-                 "_log_likelihood")  # every definition (checked): its docstring may change
 FISHER_LABELS_CODE = BENCH_CODE + [FISHER_LABELS, "src/taskfuse/programs/statistics.py",
                                    "src/taskfuse/io/statistics_file.py",
                                    "src/taskfuse/bench/statistics_rows.py::validation_data,example_items",

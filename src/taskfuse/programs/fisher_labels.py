@@ -3,7 +3,7 @@ all of them at once).
 
 The Fisher of a model p(y | x) is E_x E_{y ~ p(y|x)} [(∂ log p(y | x) / ∂θ)²]: the labels come from the model.
 
-- given: the data's labels, the empirical Fisher (`statistics.fisher_statistics`, what the benchmark's row uses);
+- given: the data's labels, the empirical Fisher (`statistics.fisher_statistics`);
 - sampled: one label per scored row drawn from the model's own distribution (seeded), an unbiased estimate of the
   true Fisher at the empirical one's cost, and the usual choice for a causal LM, whose vocabulary rules out the next;
 - expected: the exact expectation, Σ_y p(y | x) (∂ log p(y | x) / ∂θ)², one backward pass per row and class (what
@@ -11,7 +11,7 @@ The Fisher of a model p(y | x) is E_x E_{y ~ p(y|x)} [(∂ log p(y | x) / ∂θ)
 - weighted-sum: (∂ Σ_rows Σ_y √p(y | x) log p(y | x) / ∂θ)², every class in one backward pass per item: FusionBench's
   fisher_merging's estimator (the square of a sum where the Fisher is a sum of squares; on its batches of 16 it
   merged our benchmark's experts 0.9-1.4 points better than the empirical Fisher at each floor tried,
-  benchmarks/fisher_labels.py).
+  benchmarks/fisher_labels.py). The benchmark's fisher row gathers given and weighted-sum and chooses on validation.
 
 Each item's squared gradient is that of the item's summed log-likelihood: items of one example give the per-example
 Fisher, items that are batches give the squared batch gradients FusionBench's fisher_merging takes.
