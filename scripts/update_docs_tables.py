@@ -32,6 +32,7 @@ WEAK_TO_STRONG_RESULT = ROOT / "benchmarks" / "results" / "weak-to-strong" / "re
 NEW_TASK_RESULT = ROOT / "benchmarks" / "results" / "llm-new-task" / "result.json"
 LEARNING_MEMORY_RESULT = ROOT / "benchmarks" / "results" / "learning-memory" / "result.json"
 FISHER_LABELS_RESULT = ROOT / "benchmarks" / "results" / "fisher-labels" / "result.json"
+SIDE_BY_SIDE_RESULT = ROOT / "benchmarks" / "results" / "fusionbench-side-by-side" / "result.json"
 
 
 def _span(text: str, marker: str) -> tuple[int, int]:
@@ -66,6 +67,8 @@ def generated_blocks() -> list[tuple[Path, str, str]]:
                 json.loads(LEARNING_MEMORY_RESULT.read_text()))),
             (ROOT / "docs" / "learned.md", "fisher-labels-table", _benchmark_script("fisher_labels").markdown(
                 json.loads(FISHER_LABELS_RESULT.read_text()))),
+            (ROOT / "docs" / "learned.md", "side-by-side-table", _benchmark_script("fusionbench_side_by_side").markdown(
+                json.loads(SIDE_BY_SIDE_RESULT.read_text()))),
             (ROOT / "docs" / "llm.md", "weak-to-strong-table",
              weak_to_strong_table(json.loads(WEAK_TO_STRONG_RESULT.read_text()))),
             (ROOT / "docs" / "llm.md", "new-task-table", new_task_table(json.loads(NEW_TASK_RESULT.read_text()))),
