@@ -42,12 +42,13 @@ def converted_base(cache: Path) -> tuple[Path, dict[str, str]]:
 
 def main() -> None:
     from taskfuse.bench.provenance import code_commit, command_line
+    from taskfuse.io.output import staged_output
 
     with tempfile.TemporaryDirectory() as cache:
         folder, digests = converted_base(Path(cache))
         result = {"command": command_line(), "code": code_commit(), "converted": folder.name, "sha256": digests}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    with staged_output(OUT, "report") as stage:  # whole or not at all
+        (stage / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

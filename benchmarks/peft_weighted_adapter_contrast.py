@@ -4,7 +4,7 @@ LoRA, rsLoRA and DoRA (PEFT issues 3004 and 3761), beside taskfuse's merge of th
     python benchmarks/peft_weighted_adapter_contrast.py
 
 Tiny seeded Llama (transformers config) and adapters with every factor random; writes
-benchmarks/results/peft-contrast/result.json and prints the table. Error: the largest |merged − (W + w·ΔW)| over the
+benchmarks/results/peft-contrast/result.json (whole or not at all) and prints the table. Error: the largest |merged − (W + w·ΔW)| over the
 q_proj weights, where ΔW is what PEFT's own merge_and_unload() adds for the adapter alone.
 """
 from __future__ import annotations
@@ -19,9 +19,10 @@ from safetensors.torch import load_file
 
 from taskfuse import api
 from taskfuse.bench.provenance import code_commit, command_line, machine
+from taskfuse.io.output import staged_output
 from taskfuse.testing.checkpoints import build_model, save
 
-OUT = Path(__file__).resolve().parent / "results" / "peft-contrast" / "result.json"
+OUT = Path(__file__).resolve().parent / "results" / "peft-contrast"
 VARIANTS = {"LoRA": {}, "rsLoRA": {"use_rslora": True}, "DoRA": {"use_dora": True}}
 
 
@@ -74,8 +75,8 @@ def main() -> None:
                 rows.append(row)
     result = {"command": command_line(), "code": code_commit(), "machine": machine(), "peft": peft_version,
               "rows": rows}
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=1) + "\n")
+    with staged_output(OUT, "report") as stage:
+        (stage / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     print(table(result))
 
 
