@@ -4,8 +4,9 @@ LoRA, rsLoRA and DoRA (PEFT issues 3004 and 3761), beside taskfuse's merge of th
     python benchmarks/peft_weighted_adapter_contrast.py
 
 Tiny seeded Llama (transformers config) and adapters with every factor random; writes
-benchmarks/results/peft-contrast/result.json (whole or not at all) and prints the table. Error: the largest |merged − (W + w·ΔW)| over the
-q_proj weights, where ΔW is what PEFT's own merge_and_unload() adds for the adapter alone.
+benchmarks/results/peft-contrast/result.json (whole or not at all) and prints the table. Error: the largest
+|merged − (W + w·ΔW)| over the q_proj weights, where ΔW is what PEFT's own merge_and_unload() adds for the adapter
+alone.
 """
 from __future__ import annotations
 
