@@ -12,9 +12,11 @@ module (mean pooling, L2 normalisation, the expert's frozen head) and the valida
 trainer-based functions read. None of FusionBench's code enters taskfuse.
 
 Settings, the same on both sides where the method has them: λ = 0.3 (task arithmetic, TIES), TIES keeps 20 % of
-each task vector over the whole model and sums the agreeing entries, RegMean α = 0.9, Fisher floor 1e-6 (each tool
-adds it where it does: taskfuse to each model's unit-norm Fisher, FusionBench to the raw one before scaling) and
-FusionBench's Fisher estimator (the squared gradient of Σ √p·log p per batch of 16, the same batches); the
+each task vector over the whole model and sums the agreeing entries, RegMean α = 0.9, Fisher floor 1e-6 placed as
+FusionBench places it, on the raw Fisher before each model's is scaled to unit norm (taskfuse folds it into the
+statistics, programs/fisher_floor.py, `taskfuse statistics --floor-before-scaling`; the fisher method's own floor,
+added after scaling, is then negligible) and FusionBench's Fisher estimator (the squared gradient of Σ √p·log p per
+batch of 16, the same batches); the
 statistics and the AdaMerging entropy come from each task's validation split. Both sides learn layer-wise AdaMerging
 with FusionBench's settings (the paper's code's): Adam, lr 1e-3, weights from 0.3, clamped to [0, 1], batches of 16,
 200 steps (`--adamerging-steps`); taskfuse's benchmark row takes 100 steps at lr 1e-2 instead, to fit its 10-minute
@@ -161,6 +163,7 @@ def ours(method: str, variant: str, out: Path, adamerging_steps: int) -> dict:
     from taskfuse.bench.statistics_rows import (FISHER_BATCH, STATISTICS_ROWS, TENSOR_RULES, gather,
                                                 merge_statistics_row)
     from taskfuse.eval.harness import Evaluator
+    from taskfuse.programs.fisher_floor import NEGLIGIBLE_FLOOR, fold_floor
     from taskfuse.zoo.build import build_zoo
     from taskfuse.zoo.recipe import variant_named
     zoo = build_zoo(variant_named(variant))
@@ -176,8 +179,14 @@ def ours(method: str, variant: str, out: Path, adamerging_steps: int) -> dict:
         row = STATISTICS_ROWS[method]
         with tempfile.TemporaryDirectory() as work:
             shared = (("weighted-sum", FISHER_BATCH),) if method == "fisher" else None  # FusionBench's estimator
-            folders, = gather(zoo, row, Path(work), lambda *a: None, shared)[0].values()
-            params = {"off_diagonal_scale": REGMEAN_ALPHA} if method == "regmean" else {"floor": FISHER_FLOOR}
+            sets, about = gather(zoo, row, Path(work), lambda *a: None, shared)
+            folders, = sets.values()
+            params = {"off_diagonal_scale": REGMEAN_ALPHA}
+            if method == "fisher":  # FusionBench's floor placement: in the statistics, before the unit-norm scaling
+                norms = about["fisher_norms"]["weighted-sum"]
+                folders = [fold_floor(f, FISHER_FLOOR, Path(work) / f"folded-{t}", norms[t])
+                           for f, t in zip(folders, zoo.experts)]
+                params = {"floor": NEGLIGIBLE_FLOOR}
             api.merge({"method": method, "base": str(zoo.base_dir), "dtype": "float32", "params": params,
                        "seed": zoo.variant.recipe.seed, "tensor_rules": TENSOR_RULES,
                        "models": [{"path": str(e.model_dir), "statistics": str(f)}
@@ -192,7 +201,7 @@ def ours(method: str, variant: str, out: Path, adamerging_steps: int) -> dict:
         return {"seconds": time.perf_counter() - started, "chosen": {"fisher_labels": chosen["estimator"],
                                                                      **chosen["spec"]["params"]},
                 "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    else:
+    elif method == "adamerging_layer":
         chosen = learned_method(method, adamerging_steps, ADAMERGING_LR)  # starts at 0.3, clamped, Adam, as theirs
         assert chosen.init == ADAMERGING_INIT and chosen.batch_size == BATCH, chosen
         write_learned(zoo, chosen, learn_on_zoo(zoo, chosen), out)
@@ -244,6 +253,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fusionbench-side-by-side")
     parser.add_argument("--child", nargs=2, metavar=("METHOD", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    unknown = [m for m in args.methods.split(",") if m not in METHODS]
+    if unknown:
+        parser.error(f"--methods {','.join(unknown)}: FusionBench is run here for {', '.join(METHODS)} only")
     if args.child:
         print(json.dumps(ours(args.child[0], args.variant, Path(args.child[1]), args.adamerging_steps)))
         return
@@ -297,6 +309,8 @@ def main() -> None:
               "fusionbench": VERSION, "torch": torch.__version__,
               "settings": {"scale": SCALE, "ties_keep": TIES_KEEP, "regmean_alpha": REGMEAN_ALPHA,
                            "fisher_floor": FISHER_FLOOR,
+                           "fisher_floor_placement": "FusionBench's on both sides: added to the raw Fisher before "
+                                                     "each model's is scaled to unit norm",
                            "adamerging": {"steps": args.adamerging_steps, "lr": ADAMERGING_LR,
                                           "init": ADAMERGING_INIT, "batch": BATCH, "sides": "both"}},
               "data": "statistics and AdaMerging entropy: each task's validation split; scores: test split",

@@ -5,7 +5,8 @@
 Statistics are seeded stand-ins for data (Grams of random activations, long-tailed Fisher values) so that both
 sides merge the same numbers; FusionBench's own merge functions run in its virtual environment (none of its code
 enters taskfuse, only its outputs are stored). Writes statistics.safetensors (the stand-ins, '<kind>/<tag>/<name>')
-and regmean.safetensors, fisher.safetensors under tests/fixtures/fusionbench/, and records the settings in
+and regmean.safetensors, fisher.safetensors (unnormalised), fisher_normalized.safetensors (FusionBench's default
+scaling, with its floor placement) under tests/fixtures/fusionbench/, and records the settings in
 statistics_versions.json.
 """
 from __future__ import annotations
@@ -48,6 +49,9 @@ save_file({k: v.contiguous() for k, v in merged.items()}, f"{out}/regmean.safete
 fishers = [{k.split("/", 2)[2]: v for k, v in statistics.items() if k.startswith(f"fisher/{t}/")} for t in tags]
 save_file(merging_with_fisher_weights(params, fishers, torch.ones(len(tags)), normalize_fisher_weight=False,
                                       minimal_fisher_weight=floor), f"{out}/fisher.safetensors")
+# its default: each model's Fisher scaled by 1 / (its norm + floor), the floor added to the raw values
+save_file(merging_with_fisher_weights(params, fishers, torch.ones(len(tags)), normalize_fisher_weight=True,
+                                      minimal_fisher_weight=floor), f"{out}/fisher_normalized.safetensors")
 """
 
 
@@ -76,8 +80,10 @@ def main() -> None:
         "fusion-bench": VERSION, "off_diagonal_scale": OFF_DIAGONAL, "fisher_floor": FISHER_FLOOR,
         "functions": ["fusion_bench.method.regmean.regmean.merging_with_regmean_weights",
                       "fusion_bench.method.fisher_merging.fisher_merging.merging_with_fisher_weights "
-                      "(normalize_fisher_weight=False)"]}, indent=2) + "\n")
-    print("wrote regmean.safetensors, fisher.safetensors, statistics.safetensors")
+                      "(normalize_fisher_weight=False)",
+                      "fusion_bench.method.fisher_merging.fisher_merging.merging_with_fisher_weights "
+                      "(normalize_fisher_weight=True): fisher_normalized.safetensors"]}, indent=2) + "\n")
+    print("wrote regmean.safetensors, fisher.safetensors, fisher_normalized.safetensors, statistics.safetensors")
 
 
 if __name__ == "__main__":

@@ -131,7 +131,8 @@ ROUTING_ROWS_SETTINGS = {"MHR_HEADS", "MHR_ROUTING_LR", "PHATGOOSE_TOP_K"}
 # them; the FusionBench side by side does not depend on them (a test below checks that it does not name them).
 SUBSPACE_METHODS = ["src/taskfuse/methods/tsv.py", "src/taskfuse/methods/iso.py", "src/taskfuse/ops/subspace.py"]
 WITHOUT_SUBSPACE = [f":(exclude){path}" for path in SUBSPACE_METHODS]
-SIDE_BY_SIDE_CODE = BENCH_CODE + LEARNED_ROWS_CODE + STATISTICS_CODE + ["benchmarks/fusionbench_side_by_side.py"] + WITHOUT_SUBSPACE
+SIDE_BY_SIDE_CODE = (BENCH_CODE + LEARNED_ROWS_CODE + STATISTICS_CODE + WITHOUT_SUBSPACE
+                     + ["benchmarks/fusionbench_side_by_side.py", "src/taskfuse/programs/fisher_floor.py"])
 OVER_MERGE_CODE = BENCH_CODE + LEARNED_ROWS_CODE + ["src/taskfuse/bench/learned_over_merge.py", "benchmarks/learned_over_merge.py",
                                  VIEW_OVER_MERGE]
 # Memory while learning, each learned row in a process of its own: the rows' code (with both gradient steps), the

@@ -88,3 +88,26 @@ def test_fishers_with_the_models_labels_are_seeded_and_not_the_empirical_one(tmp
                        "--fisher-labels", "expected")
     assert_user_error(refused, str(tunes[0]), "--fisher-labels 'expected'", "sampled")
     assert not (tmp_path / "x").exists()
+
+
+def test_fusionbench_floor_placement_is_folded_in_at_gathering(tmp_path, lms):
+    """--floor-before-scaling stores (F + floor) / (‖F‖ + floor), F the raw Fisher, as FusionBench weighs models."""
+    base, tunes, data = lms
+    floor = 1e-3  # large enough to tell the placements apart in float32
+    common = [tunes[0], "--kind", "fisher", "--data", data[0], "--fisher-labels", "weighted-sum"]
+    raw = taskfuse("statistics", *common, "--no-normalize", "-o", tmp_path / "raw")
+    folded = taskfuse("statistics", *common, "--floor-before-scaling", str(floor), "-o", tmp_path / "folded")
+    assert raw.returncode == 0 and folded.returncode == 0, raw.stderr + folded.stderr
+    assert "floor: 1e-30" in folded.stderr
+    assert json.loads((tmp_path / "folded" / "statistics.json").read_text())["floor_before_scaling"] == floor
+    fisher, ours = load_file(tmp_path / "raw" / TENSORS), load_file(tmp_path / "folded" / TENSORS)
+    norm = sum(float((v.double() ** 2).sum()) for v in fisher.values()) ** 0.5
+    for name, value in fisher.items():
+        torch.testing.assert_close(ours[name], (value + floor) / (norm + floor), rtol=1e-5, atol=1e-9)
+    assert float(min(v.min() for v in ours.values())) >= floor / (norm + floor) * (1 - 1e-6)
+    for args, said in ((["--kind", "gram"], "--kind fisher"), (["--kind", "fisher", "--no-normalize"], "--normalize"),
+                       (["--kind", "fisher", "--floor-before-scaling", "0"], "positive number")):
+        refused = taskfuse("statistics", tunes[0], "--data", data[0], "-o", tmp_path / "x",
+                           *(["--floor-before-scaling", "1e-6"] if "--floor-before-scaling" not in args else []), *args)
+        assert_user_error(refused, said)
+        assert not (tmp_path / "x").exists()

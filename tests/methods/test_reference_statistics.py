@@ -9,7 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 from taskfuse import merge
-from taskfuse.io.statistics_file import save_statistics
+from taskfuse.errors import UsageError
+from taskfuse.io.statistics_file import read_record, save_statistics
+from taskfuse.programs.fisher_floor import NEGLIGIBLE_FLOOR, fold_floor
+from taskfuse.programs.statistics import normalized_fisher
 from taskfuse.testing.checkpoints import checkpoints_from_tagged
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "fusionbench"
@@ -51,3 +54,38 @@ def test_matches_fusionbench(tmp_path, family, method, kind, params):
         average = torch.stack([inputs[f"{t}/{name}"] for t in TAGS]).mean(0)
         moved += not torch.allclose(expected, average, atol=1e-6)
     assert moved > len(theirs) // 2  # the statistics changed most tensors away from the plain average
+
+
+def test_fusionbench_default_fisher_merge_through_its_floor_folded_into_the_statistics(tmp_path, family):
+    """FusionBench scales each model's Fisher to unit norm with its floor added before (its default); folding that
+    floor into unit-norm statistics (programs/fisher_floor.py) and merging with a negligible floor reproduces it.
+    Without the fold, the method's floor after scaling gives a different merge: the fixture can tell them apart."""
+    paths, folders = family
+    statistics = load_file(FIXTURES / "statistics.safetensors")
+    floor, folded, unfolded = SETTINGS["fisher_floor"], [], []
+    for t in TAGS:
+        raw = {k[len(f"fisher/{t}/"):]: v for k, v in statistics.items() if k.startswith(f"fisher/{t}/")}
+        unit, norm = normalized_fisher(raw)
+        unfolded.append(save_statistics(tmp_path / f"unit-{t}", unit, "fisher",
+                                        {"model": t, "normalized": True, "fisher_norm": norm}))
+        folded.append(fold_floor(unfolded[-1], floor, tmp_path / f"folded-{t}"))
+        assert read_record(folded[-1])["floor_before_scaling"] == floor
+    theirs = load_file(FIXTURES / "fisher_normalized.safetensors")
+    merged = {}
+    for name, stats, merge_floor in (("folded", folded, NEGLIGIBLE_FLOOR), ("after", unfolded, floor)):
+        spec = {"method": "fisher", "models": [{"path": str(paths[t]), "statistics": str(f)}
+                                               for t, f in zip(TAGS, stats)],
+                "params": {"floor": merge_floor}, "dtype": "float32"}
+        merged[name] = load_file(merge(spec, tmp_path / name).out / "model.safetensors")
+    assert merged["folded"].keys() == theirs.keys()
+    for name, expected in theirs.items():
+        torch.testing.assert_close(merged["folded"][name], expected, rtol=1e-5, atol=1e-6,
+                                   msg=f"fisher with FusionBench's floor placement: {name}")
+    assert any(not torch.allclose(merged["after"][n], theirs[n], rtol=1e-5, atol=1e-6) for n in theirs)
+    with pytest.raises(UsageError, match="already folded"):
+        fold_floor(folded[0], floor, tmp_path / "twice")
+    with pytest.raises(UsageError, match="gram, not fisher"):
+        fold_floor(folders["gram", "ft0"], floor, tmp_path / "gram")
+    with pytest.raises(UsageError, match="no norm"):
+        fold_floor(folders["fisher", "ft0"], floor, tmp_path / "no-norm")
+    assert not any((tmp_path / n).exists() for n in ("twice", "gram", "no-norm"))

@@ -30,18 +30,25 @@ def register(app: typer.Typer, fail) -> None:
                                                      "Fisher), sampled (drawn from the model: the true Fisher) or "
                                                      "weighted-sum (every token weighted by √p, one gradient per "
                                                      "batch: FusionBench's estimator)"),
-                   seed: int = typer.Option(0, help="fisher with sampled labels: the draws' seed")) -> None:
+                   seed: int = typer.Option(0, help="fisher with sampled labels: the draws' seed"),
+                   floor_before_scaling: float | None = typer.Option(
+                       None, help="fisher: add this floor to the raw Fisher before scaling it, as FusionBench "
+                       "does ((F + floor) / (‖F‖ + floor)); then merge with `floor: 1e-30` in the spec's params")
+                   ) -> None:
         """Gather what a data-aware merge weighs a model by, then name the folder as the model's `statistics:` in
         a spec with `method: regmean` or `method: fisher`."""
+        from ..programs.fisher_floor import NEGLIGIBLE_FLOOR
         from ..programs.model_statistics import gather_statistics
         try:
             with progress_display(console, "statistics") as bar:
                 task = bar.add_task(kind, total=None)
                 folder = gather_statistics(model, kind, data, out, batch_size, normalize,
                                            lambda done, total: bar.update(task, completed=done, total=total),
-                                           fisher_labels, seed)
+                                           fisher_labels, seed, floor_before_scaling)
         except TaskfuseError as e:
             fail(e)
+        folded = (f" (with `params: {{floor: {NEGLIGIBLE_FLOOR:g}}}`: the floor is in the statistics)"
+                  if floor_before_scaling is not None else "")
         console.print(f"wrote {folder}: {kind} statistics of {model} on {data}. Use it as `statistics: {folder}` "
-                      f"for this model in a spec with method {'regmean' if kind == 'gram' else 'fisher'}.",
+                      f"for this model in a spec with method {'regmean' if kind == 'gram' else 'fisher'}{folded}.",
                       soft_wrap=True)

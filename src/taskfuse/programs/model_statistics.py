@@ -18,6 +18,7 @@ from ..io.output import check_output_dir
 from ..io.statistics_file import save_statistics
 from ..io.transformers_model import load_model, load_tokenizer
 from ..methods.registry import STATISTICS
+from . import fisher_floor
 from .fisher_labels import LABELS, fisher_of_labels
 from .statistics import gram_statistics, normalized_fisher
 from .text_data import batches_in_order, read_examples, scored_logits
@@ -32,10 +33,16 @@ def _forward(model: nn.Module, inputs: dict):
 
 def gather_statistics(model_ref: str, kind: str, data: str | Path, out: str | Path, batch_size: int = 8,
                       normalize: bool = True, progress: Callable[[int, int], None] | None = None,
-                      fisher_labels: str = "given", seed: int = 0) -> Path:
-    """Write the statistics folder `out` for the model at `model_ref` on the JSONL `data`; returns `out`."""
+                      fisher_labels: str = "given", seed: int = 0, floor_before_scaling: float | None = None) -> Path:
+    """Write the statistics folder `out` for the model at `model_ref` on the JSONL `data`; returns `out`.
+    `floor_before_scaling` folds FusionBench's Fisher floor into them (programs/fisher_floor.py)."""
     if kind not in STATISTICS:
         raise UsageError(f"--kind {kind!r}: give one of {', '.join(STATISTICS)}.")
+    if floor_before_scaling is not None and (kind != "fisher" or not normalize):
+        raise UsageError(f"--floor-before-scaling for {model_ref!r}: it places the floor of a Fisher scaled to unit "
+                         "norm. Fix: use it with --kind fisher and --normalize, or leave it out.")
+    if floor_before_scaling is not None:
+        fisher_floor.check_floor(floor_before_scaling)
     if kind == "fisher" and fisher_labels not in CAUSAL_LM_LABELS:
         raise UsageError(f"--fisher-labels {fisher_labels!r} for {model_ref!r}: give given (the text's own next "
                          "tokens), sampled (drawn from the model) or weighted-sum (every token weighted by √p in one "
@@ -65,5 +72,8 @@ def gather_statistics(model_ref: str, kind: str, data: str | Path, out: str | Pa
         record["fisher_labels"] = fisher_labels if fisher_labels != "sampled" else {"sampled": {"seed": seed}}
         if normalize:
             tensors, record["fisher_norm"] = normalized_fisher(tensors)
+        if floor_before_scaling is not None:
+            tensors = fisher_floor.floor_before_scaling(tensors, record["fisher_norm"], floor_before_scaling)
+            record["floor_before_scaling"] = floor_before_scaling
         record["normalized"] = normalize
     return save_statistics(out, tensors, kind, record)
