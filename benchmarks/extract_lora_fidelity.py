@@ -10,17 +10,17 @@ Writes benchmarks/results/extract-lora/result.json and results.md (the command, 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from taskfuse.bench.provenance import code_commit, command_line, machine
+from taskfuse.bench.provenance import code_commit, command_line, machine, write_result
 from taskfuse.bench.references import lora_encoder
 from taskfuse.eval.encoder import embed_all, load_encoder
 from taskfuse.eval.harness import Evaluator, mean
+from taskfuse.io.output import check_output_dir
 from taskfuse.programs.extract_lora import RankRule, extract_lora
 from taskfuse.zoo.build import build_zoo
 from taskfuse.zoo.recipe import variant_named
@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--energy", type=float, nargs="*", default=[0.9])
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
+    check_output_dir(args.out, "report")  # before the run, not after it
     started, code = time.perf_counter(), code_commit()
     zoo = build_zoo(variant_named(args.variant))
     test = Evaluator(zoo.tasks, {t: e.head() for t, e in zoo.experts.items()}, "test")
@@ -73,9 +74,7 @@ def main() -> None:
               "average_normalized": averages,
               "lora_expert_rank8_normalized": mean(r["lora_expert_rank8"] / r["expert"] for r in rows),
               "seconds": round(time.perf_counter() - started, 1)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "results.md").write_text(markdown(result) + "\n")
+    write_result(args.out, result, markdown(result) + "\n", indent=1)
     print(markdown(result))
 
 

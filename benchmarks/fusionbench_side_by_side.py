@@ -260,12 +260,13 @@ def main() -> None:
         print(json.dumps(ours(args.child[0], args.variant, Path(args.child[1]), args.adamerging_steps)))
         return
     import torch
-    from taskfuse.bench.provenance import code_commit, command_line, machine
+    from taskfuse.bench.provenance import code_commit, command_line, machine, write_result
     from taskfuse.eval.encoder import load_encoder
     from taskfuse.eval.harness import Evaluator, mean, normalized
-    from taskfuse.io.output import staged_output
+    from taskfuse.io.output import check_output_dir
     from taskfuse.zoo.build import build_zoo
     from taskfuse.zoo.recipe import variant_named
+    check_output_dir(args.out, "report")  # before the 40-minute run, not after it
     python = ensure_reference_venv(VENV, f"fusion-bench=={VERSION}", "bin/python")
     code = code_commit()
     zoo = build_zoo(variant_named(args.variant))
@@ -315,9 +316,7 @@ def main() -> None:
                                           "init": ADAMERGING_INIT, "batch": BATCH, "sides": "both"}},
               "data": "statistics and AdaMerging entropy: each task's validation split; scores: test split",
               "rows": rows}
-    with staged_output(args.out, "report") as stage:  # both files or neither
-        (stage / "result.json").write_text(json.dumps(result, indent=1) + "\n")
-        (stage / "results.md").write_text(markdown(result))
+    write_result(args.out, result, markdown(result), indent=1)
     print(markdown(result))
 
 

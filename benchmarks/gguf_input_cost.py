@@ -14,7 +14,6 @@ Nothing else should run meanwhile.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -24,9 +23,10 @@ from pathlib import Path
 import torch
 
 from taskfuse import api
-from taskfuse.bench.provenance import code_commit, command_line, machine
+from taskfuse.bench.provenance import code_commit, command_line, machine, write_result
 from taskfuse.execute import execute
 from taskfuse.io import gguf_read
+from taskfuse.io.output import check_output_dir
 from taskfuse.programs.gguf_output import convert_to_gguf, gguf_name
 from taskfuse.testing.checkpoints import perturb
 
@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
+    check_output_dir(args.out, "report")  # before the run, not after it
     code = code_commit()
     with tempfile.TemporaryDirectory(prefix="taskfuse-gguf-bench-") as tmp:
         work = Path(tmp)
@@ -114,9 +115,7 @@ def main() -> None:
                     "tensors_only": ratio(fmt, "open_seconds", "tokenizer_seconds")} for fmt in ("f16", "q8_0")}
     result = {"command": command_line(), "code": code, "machine": machine(), "repeats": args.repeats,
               "runs": runs, "median": median, "ratio_gguf_to_safetensors": ratios}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "results.md").write_text(markdown(result))
+    write_result(args.out, result, markdown(result))
     print(markdown(result))
 
 

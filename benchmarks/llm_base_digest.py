@@ -41,14 +41,12 @@ def converted_base(cache: Path) -> tuple[Path, dict[str, str]]:
 
 
 def main() -> None:
-    from taskfuse.bench.provenance import code_commit, command_line
-    from taskfuse.io.output import staged_output
+    from taskfuse.bench.provenance import code_commit, command_line, write_result
 
     with tempfile.TemporaryDirectory() as cache:
         folder, digests = converted_base(Path(cache))
         result = {"command": command_line(), "code": code_commit(), "converted": folder.name, "sha256": digests}
-    with staged_output(OUT, "report") as stage:  # whole or not at all
-        (stage / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result(OUT, result)  # whole or not at all
     print(json.dumps(result, indent=2))
 
 

@@ -10,7 +10,6 @@ alone.
 """
 from __future__ import annotations
 
-import json
 import tempfile
 import warnings
 from pathlib import Path
@@ -19,8 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from taskfuse import api
-from taskfuse.bench.provenance import code_commit, command_line, machine
-from taskfuse.io.output import staged_output
+from taskfuse.bench.provenance import code_commit, command_line, machine, write_result
 from taskfuse.testing.checkpoints import build_model, save
 
 OUT = Path(__file__).resolve().parent / "results" / "peft-contrast"
@@ -76,8 +74,7 @@ def main() -> None:
                 rows.append(row)
     result = {"command": command_line(), "code": code_commit(), "machine": machine(), "peft": peft_version,
               "rows": rows}
-    with staged_output(OUT, "report") as stage:
-        (stage / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_result(OUT, result, indent=1)
     print(table(result))
 
 

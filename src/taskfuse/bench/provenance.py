@@ -1,6 +1,7 @@
 """What produced a result: the command line, the code's commit and the machine, recorded beside every number."""
 from __future__ import annotations
 
+import json
 import platform
 import shlex
 import subprocess
@@ -67,3 +68,14 @@ def matmul_gflops(size: int = 1024, seconds: float = 0.5) -> dict[str, float]:
             best, spent = min(best, took), spent + took
         rates[str(dtype).removeprefix("torch.")] = round(2 * size ** 3 / best / 1e9, 1)
     return rates
+
+
+def write_result(out: Path, result: dict, markdown: str | None = None, indent: int = 2) -> Path:
+    """result.json (and results.md, when given) in the report folder `out`, staged: both files or neither, and a
+    folder taskfuse did not write is refused, not replaced (a study checks `out` with check_output_dir first)."""
+    from ..io.output import staged_output
+    with staged_output(out, "report") as stage:
+        (stage / "result.json").write_text(json.dumps(result, indent=indent) + "\n")
+        if markdown is not None:
+            (stage / "results.md").write_text(markdown)
+    return Path(out)

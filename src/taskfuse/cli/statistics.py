@@ -16,9 +16,11 @@ def register(app: typer.Typer, fail) -> None:
     @app.command("statistics")
     def statistics(model: str = typer.Argument(..., help="a fine-tuned model: directory, GGUF file or BASE+ADAPTER"),
                    kind: str = typer.Option(..., help="gram (for regmean: every linear layer's input Gram) or "
-                                            "fisher (for fisher: the Fisher diagonal; causal LMs)"),
+                                            "fisher (for fisher: the Fisher diagonal; causal LMs and "
+                                            "sequence classifiers)"),
                    data: Path = typer.Option(..., help="JSONL of its task: {\"text\"} or {\"prompt\", "
-                                             "\"completion\"} per line (fisher scores the completion)"),
+                                             "\"completion\"} per line (fisher scores the completion); for a "
+                                             "classifier {\"text\", \"label\"}"),
                    out: Path = typer.Option(..., "-o", "--out", help="folder for the statistics (new, empty, or "
                                             "earlier statistics)"),
                    batch_size: int = typer.Option(8, min=1, help="lines per forward pass (gram; fisher with "
@@ -27,7 +29,8 @@ def register(app: typer.Typer, fail) -> None:
                                                   "models that fit their data better do not count for less"),
                    fisher_labels: str = typer.Option("given", help="fisher: the tokens whose log-likelihood it "
                                                      "squares the gradient of: given (the text's own: the empirical "
-                                                     "Fisher), sampled (drawn from the model: the true Fisher) or "
+                                                     "Fisher), sampled (drawn from the model: the true Fisher), "
+                                                     "expected (classifiers: every class, one pass each) or "
                                                      "weighted-sum (every token weighted by √p, one gradient per "
                                                      "batch: FusionBench's estimator)"),
                    seed: int = typer.Option(0, help="fisher with sampled labels: the draws' seed"),

@@ -1,9 +1,10 @@
 """`taskfuse statistics`: a model's statistics on a JSONL of its task's text, for `regmean` or `fisher` merges.
 
-gram works on any transformers model (the linear layers' inputs over every real token); fisher needs a causal LM:
-the Fisher of the next-token log-likelihood of each line's scored tokens (the completion's, when a line has one,
-else every token), one backward pass per line, with the text's own next tokens (the empirical Fisher) or tokens
-drawn from the model's distribution (programs/fisher_labels.py).
+gram works on any transformers model (the linear layers' inputs over every real token); fisher needs a likelihood:
+a causal LM's, the next-token log-likelihood of each line's scored tokens (the completion's, when a line has one,
+else every token), or a sequence classifier's, the log-likelihood of each line's class (programs/classifier_data.py),
+one backward pass per line, with the data's own labels (the empirical Fisher), labels drawn from the model's
+distribution, or FusionBench's estimator (programs/fisher_labels.py).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ..io.statistics_file import save_statistics
 from ..io.transformers_model import load_model, load_tokenizer
 from ..methods.registry import STATISTICS
 from . import fisher_floor
+from .classifier_data import class_logits, classifier_items, read_labelled_texts
 from .fisher_labels import LABELS, fisher_of_labels
 from .statistics import gram_statistics, normalized_fisher
 from .text_data import batches_in_order, read_examples, scored_logits
@@ -43,37 +45,52 @@ def gather_statistics(model_ref: str, kind: str, data: str | Path, out: str | Pa
                          "norm. Fix: use it with --kind fisher and --normalize, or leave it out.")
     if floor_before_scaling is not None:
         fisher_floor.check_floor(floor_before_scaling)
-    if kind == "fisher" and fisher_labels not in CAUSAL_LM_LABELS:
-        raise UsageError(f"--fisher-labels {fisher_labels!r} for {model_ref!r}: give given (the text's own next "
-                         "tokens), sampled (drawn from the model) or weighted-sum (every token weighted by √p in one "
-                         "gradient per batch). The exact expectation takes one backward pass per vocabulary entry "
-                         "and scored token, which no causal LM's vocabulary allows.")
+    if kind == "fisher" and fisher_labels not in LABELS:
+        raise UsageError(f"--fisher-labels {fisher_labels!r} for {model_ref!r}: give one of {', '.join(LABELS)}.")
     check_output_dir(Path(out), "statistics")  # before loading anything
     ckpt = Checkpoint.open(model_ref)
     tokenizer = load_tokenizer(ckpt)
     model = load_model(ckpt)
-    examples = read_examples(data, tokenizer, labelled=kind == "fisher")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    record = {"model": model_ref, "data": examples.describe(labels=kind == "fisher" and fisher_labels == "given")}
+    classifier = type(model).__name__.endswith("ForSequenceClassification")
     if kind == "gram":
-        batches = list(batches_in_order(examples, batch_size, pad))
+        examples = read_examples(data, tokenizer, labelled=False)
+        record = {"model": model_ref, "data": examples.describe(labels=False)}
+        batches = list(batches_in_order(examples, batch_size, _pad_id(tokenizer)))
         tensors = gram_statistics(model, (inputs for inputs, _ in batches), _forward)
+        return save_statistics(out, tensors, kind, record)
+    # one squared gradient per line, or per batch of lines for weighted-sum (FusionBench's estimator)
+    size = batch_size if fisher_labels == "weighted-sum" else 1
+    if classifier:
+        examples = read_labelled_texts(data, ckpt.config, model_ref, labelled=fisher_labels == "given")
+        items, logits, lines = list(classifier_items(examples, tokenizer, size)), class_logits, len(examples.texts)
+    elif type(model).__name__.endswith("ForCausalLM"):
+        if fisher_labels not in CAUSAL_LM_LABELS:
+            raise UsageError(f"--fisher-labels {fisher_labels!r} for {model_ref!r}: give given (the text's own next "
+                             "tokens), sampled (drawn from the model) or weighted-sum (every token weighted by √p in "
+                             "one gradient per batch). The exact expectation takes one backward pass per vocabulary "
+                             "entry and scored token, which no causal LM's vocabulary allows.")
+        examples = read_examples(data, tokenizer, labelled=True)
+        items = list(batches_in_order(examples, size, _pad_id(tokenizer)))
+        logits, lines = scored_logits, len(examples.ids)
     else:
-        if not hasattr(_forward(model, next(batches_in_order(examples, 1, pad))[0]), "logits"):
-            raise UsageError(f"model {model_ref!r} ({type(model).__name__}) gives no logits, so it has no "
-                             "likelihood to take a Fisher of. Fix: use --kind gram, or a causal LM.")
-        # one squared gradient per line, or per batch of lines for weighted-sum (FusionBench's estimator)
-        items = list(batches_in_order(examples, batch_size if fisher_labels == "weighted-sum" else 1, pad))
-        tensors, count = fisher_of_labels(model, items, scored_logits, fisher_labels, seed,
-                                          (lambda done: progress(done, len(items))) if progress else None)
-        if count != len(examples.ids):  # batches of lines: summed over batches, per line (in place: model-sized)
-            for t in tensors.values():
-                t.mul_(count / len(examples.ids))
-        record["fisher_labels"] = fisher_labels if fisher_labels != "sampled" else {"sampled": {"seed": seed}}
-        if normalize:
-            tensors, record["fisher_norm"] = normalized_fisher(tensors)
-        if floor_before_scaling is not None:
-            tensors = fisher_floor.floor_before_scaling(tensors, record["fisher_norm"], floor_before_scaling)
-            record["floor_before_scaling"] = floor_before_scaling
-        record["normalized"] = normalize
+        raise UsageError(f"model {model_ref!r} ({type(model).__name__}) is neither a causal LM nor a sequence "
+                         "classifier, so it has no likelihood of its data to take a Fisher of. Fix: use --kind gram, "
+                         "or give the model with its head (config.json's architectures).")
+    record = {"model": model_ref, "data": examples.describe(labels=fisher_labels == "given")}
+    tensors, count = fisher_of_labels(model, items, logits, fisher_labels, seed,
+                                      (lambda done: progress(done, len(items))) if progress else None)
+    if count != lines:  # batches of lines: summed over batches, per line (in place: model-sized)
+        for t in tensors.values():
+            t.mul_(count / lines)
+    record["fisher_labels"] = fisher_labels if fisher_labels != "sampled" else {"sampled": {"seed": seed}}
+    if normalize:
+        tensors, record["fisher_norm"] = normalized_fisher(tensors)
+    if floor_before_scaling is not None:
+        tensors = fisher_floor.floor_before_scaling(tensors, record["fisher_norm"], floor_before_scaling)
+        record["floor_before_scaling"] = floor_before_scaling
+    record["normalized"] = normalize
     return save_statistics(out, tensors, kind, record)
+
+
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
