@@ -12,8 +12,8 @@ validation, ended 1.5 points below FusionBench's fisher_merging. This study asks
   Fisher is a sum of squares), summed over batches and divided by the number of examples;
 
 each merged with floors 1e-5 to 1e-8 added after the unit-norm scaling (ours), and with 1e-6 added before it
-(FusionBench's: (F + floor) / ‖F‖). Every merge scored on the validation split (where a floor would be chosen) and
-on the test split.
+(FusionBench's: (F + floor) / (‖F‖ + floor), programs/fisher_floor.py). Every merge scored on the validation
+split (where a floor would be chosen) and on the test split.
 
     python benchmarks/fisher_labels.py                 # full zoo (about 25 minutes on 2 cores)
     python benchmarks/fisher_labels.py --variant tiny
@@ -23,7 +23,6 @@ Writes benchmarks/results/fisher-labels/result.json and results.md (command, com
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -33,13 +32,14 @@ import torch
 from taskfuse import api
 from taskfuse.bench.learned_over_merge import scored
 from taskfuse.bench.learned_row import TENSOR_RULES
-from taskfuse.bench.provenance import code_commit, command_line, machine
+from taskfuse.bench.provenance import code_commit, command_line, machine, write_result
 from taskfuse.bench.references import reference_scores
 from taskfuse.bench.statistics_rows import example_items, validation_data
 from taskfuse.eval.encoder import Encoded, load_encoder, sentence_embedding
 from taskfuse.eval.harness import Evaluator, mean, normalized
-from taskfuse.io.output import staged_output
+from taskfuse.io.output import check_output_dir
 from taskfuse.io.statistics_file import save_statistics
+from taskfuse.programs.fisher_floor import NEGLIGIBLE_FLOOR, floor_before_scaling
 from taskfuse.programs.fisher_labels import fisher_of_labels
 from taskfuse.programs.statistics import normalized_fisher
 from taskfuse.zoo.build import build_zoo
@@ -48,7 +48,6 @@ from taskfuse.zoo.recipe import variant_named
 OUT = Path(__file__).resolve().parent / "results" / "fisher-labels"
 SHARED_FLOOR = 1e-6  # the side by side's (both sides) and the benchmark's default
 FLOORS = (1e-5, SHARED_FLOOR, 1e-7, 1e-8)
-NEGLIGIBLE = 1e-30  # the merge's own floor where the statistics already carry FusionBench's
 # (row, how, examples per item): per example in length order as the benchmark's row; batches in a seeded order
 ESTIMATORS = (("the data's labels, per example (empirical Fisher)", "given", 1),
               ("labels drawn from the expert, per example (true Fisher, sampled)", "sampled", 1),
@@ -80,6 +79,7 @@ def main() -> None:
     parser.add_argument("--variant", default="full")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
+    check_output_dir(args.out, "report")  # before the run, not after it
     started, code = time.perf_counter(), code_commit()
     zoo = build_zoo(variant_named(args.variant))
     heads = {t: e.head() for t, e in zoo.experts.items()}
@@ -96,15 +96,15 @@ def main() -> None:
                                                               size))
                 about = {"model": str(expert.model_dir), "task": t, "estimator": how, "examples_per_item": size}
                 after.append(save_statistics(Path(work) / f"{i}-{t}", unit, "fisher", about))
-                before.append(save_statistics(Path(work) / f"{i}-{t}-before", {  # (F + floor) / ‖F‖
-                    k: v + SHARED_FLOOR / norms[t] for k, v in unit.items()}, "fisher", about))
+                before.append(save_statistics(Path(work) / f"{i}-{t}-before", floor_before_scaling(
+                    unit, norms[t], SHARED_FLOOR), "fisher", about))
                 print(f"  {t}", flush=True)
             gathered = time.perf_counter() - gathering
             merges = [{"floor": floor, "placement": "after scaling",
                        **merged_scores(zoo, after, floor, Path(work) / f"m{i}-{floor:g}", validation, test, experts)}
                       for floor in FLOORS]
             merges.append({"floor": SHARED_FLOOR, "placement": "before scaling (FusionBench's)",
-                           **merged_scores(zoo, before, NEGLIGIBLE, Path(work) / f"m{i}-before", validation, test,
+                           **merged_scores(zoo, before, NEGLIGIBLE_FLOOR, Path(work) / f"m{i}-before", validation, test,
                                            experts)})
             rows.append({"method": name, "estimator": how, "examples_per_item": size, "fisher_norms": norms,
                          "seconds": {"statistics": round(gathered, 1)}, "merges": merges})
@@ -113,9 +113,7 @@ def main() -> None:
     out = {"command": command_line(), "code": code, "machine": machine(), "variant": args.variant,
            "data": "each expert's validation split (statistics; scores for choosing a floor); test split (scores)",
            "seconds": round(time.perf_counter() - started, 1), "rows": rows}
-    with staged_output(args.out, "report") as stage:
-        (stage / "result.json").write_text(json.dumps(out, indent=2) + "\n")
-        (stage / "results.md").write_text(markdown(out))
+    write_result(args.out, out, markdown(out))
     print(markdown(out))
 
 

@@ -161,7 +161,7 @@ NEW_TASK_CODE = LLM_CODE_WITHOUT_LEARNING + ["src/taskfuse/bench/llm_new_task.py
 # The Fisher estimators study: the zoo, the estimators, the Fisher merge, and the few helpers it borrows from the
 # benchmark's statistics and over-merge rows
 FISHER_LABELS_CODE = BENCH_CODE + [FISHER_LABELS, "src/taskfuse/programs/statistics.py",
-                                   "src/taskfuse/io/statistics_file.py",
+                                   "src/taskfuse/io/statistics_file.py", "src/taskfuse/programs/fisher_floor.py",
                                    "src/taskfuse/bench/statistics_rows.py::validation_data,example_items",
                                    "src/taskfuse/bench/learned_over_merge.py::scored",
                                    "src/taskfuse/bench/learned_row.py::TENSOR_RULES", "benchmarks/fisher_labels.py"]

@@ -29,9 +29,9 @@ def check_floor(floor: float) -> float:
 
 
 def floor_before_scaling(unit: dict[str, Tensor], norm: float, floor: float) -> dict[str, Tensor]:
-    """(F + floor) / (‖F‖ + floor) from the unit-norm F/‖F‖ and ‖F‖ (a norm of 0 left F as it was: F/1)."""
+    """(F + floor) / (‖F‖ + floor) from the unit-norm F/‖F‖ and ‖F‖ (a Fisher of norm 0 is 0 everywhere: each
+    entry then weighs 1, as in FusionBench)."""
     check_floor(floor)
-    norm = norm if norm > 0 else 1.0
     return {name: (f * norm + floor) / (norm + floor) for name, f in unit.items()}
 
 

@@ -51,38 +51,22 @@ def gather_statistics(model_ref: str, kind: str, data: str | Path, out: str | Pa
     ckpt = Checkpoint.open(model_ref)
     tokenizer = load_tokenizer(ckpt)
     model = load_model(ckpt)
-    classifier = type(model).__name__.endswith("ForSequenceClassification")
     if kind == "gram":
         examples = read_examples(data, tokenizer, labelled=False)
-        record = {"model": model_ref, "data": examples.describe(labels=False)}
         batches = list(batches_in_order(examples, batch_size, _pad_id(tokenizer)))
         tensors = gram_statistics(model, (inputs for inputs, _ in batches), _forward)
-        return save_statistics(out, tensors, kind, record)
+        return save_statistics(out, tensors, kind, {"model": model_ref, "data": examples.describe(labels=False)})
     # one squared gradient per line, or per batch of lines for weighted-sum (FusionBench's estimator)
-    size = batch_size if fisher_labels == "weighted-sum" else 1
-    if classifier:
-        examples = read_labelled_texts(data, ckpt.config, model_ref, labelled=fisher_labels == "given")
-        items, logits, lines = list(classifier_items(examples, tokenizer, size)), class_logits, len(examples.texts)
-    elif type(model).__name__.endswith("ForCausalLM"):
-        if fisher_labels not in CAUSAL_LM_LABELS:
-            raise UsageError(f"--fisher-labels {fisher_labels!r} for {model_ref!r}: give given (the text's own next "
-                             "tokens), sampled (drawn from the model) or weighted-sum (every token weighted by √p in "
-                             "one gradient per batch). The exact expectation takes one backward pass per vocabulary "
-                             "entry and scored token, which no causal LM's vocabulary allows.")
-        examples = read_examples(data, tokenizer, labelled=True)
-        items = list(batches_in_order(examples, size, _pad_id(tokenizer)))
-        logits, lines = scored_logits, len(examples.ids)
-    else:
-        raise UsageError(f"model {model_ref!r} ({type(model).__name__}) is neither a causal LM nor a sequence "
-                         "classifier, so it has no likelihood of its data to take a Fisher of. Fix: use --kind gram, "
-                         "or give the model with its head (config.json's architectures).")
-    record = {"model": model_ref, "data": examples.describe(labels=fisher_labels == "given")}
+    examples, items, logits = _likelihood(model, ckpt, tokenizer, data, fisher_labels,
+                                          batch_size if fisher_labels == "weighted-sum" else 1)
     tensors, count = fisher_of_labels(model, items, logits, fisher_labels, seed,
                                       (lambda done: progress(done, len(items))) if progress else None)
+    lines = examples.describe(labels=False)["examples"]  # either kind of examples counts its lines there
     if count != lines:  # batches of lines: summed over batches, per line (in place: model-sized)
         for t in tensors.values():
             t.mul_(count / lines)
-    record["fisher_labels"] = fisher_labels if fisher_labels != "sampled" else {"sampled": {"seed": seed}}
+    record = {"model": model_ref, "data": examples.describe(labels=fisher_labels == "given"),
+              "fisher_labels": fisher_labels if fisher_labels != "sampled" else {"sampled": {"seed": seed}}}
     if normalize:
         tensors, record["fisher_norm"] = normalized_fisher(tensors)
     if floor_before_scaling is not None:
@@ -90,6 +74,26 @@ def gather_statistics(model_ref: str, kind: str, data: str | Path, out: str | Pa
         record["floor_before_scaling"] = floor_before_scaling
     record["normalized"] = normalize
     return save_statistics(out, tensors, kind, record)
+
+
+def _likelihood(model: nn.Module, ckpt: Checkpoint, tokenizer, data: str | Path, fisher_labels: str, size: int):
+    """The data's examples, its items of `size` lines and the logits whose likelihood the Fisher squares: a sequence
+    classifier's class per line, or a causal LM's scored next tokens; any other model is refused."""
+    name = type(model).__name__
+    if name.endswith("ForSequenceClassification"):
+        examples = read_labelled_texts(data, ckpt.config, ckpt.ref, labelled=fisher_labels == "given")
+        return examples, list(classifier_items(examples, tokenizer, size)), class_logits
+    if not name.endswith("ForCausalLM"):
+        raise UsageError(f"model {ckpt.ref!r} ({name}) is neither a causal LM nor a sequence classifier, so it has no "
+                         "likelihood of its data to take a Fisher of. Fix: use --kind gram, or give the model with "
+                         "its head (config.json's architectures).")
+    if fisher_labels not in CAUSAL_LM_LABELS:
+        raise UsageError(f"--fisher-labels {fisher_labels!r} for {ckpt.ref!r}: give given (the text's own next "
+                         "tokens), sampled (drawn from the model) or weighted-sum (every token weighted by √p in one "
+                         "gradient per batch). The exact expectation takes one backward pass per vocabulary entry "
+                         "and scored token, which no causal LM's vocabulary allows.")
+    examples = read_examples(data, tokenizer, labelled=True)
+    return examples, list(batches_in_order(examples, size, _pad_id(tokenizer))), scored_logits
 
 
 def _pad_id(tokenizer) -> int:
