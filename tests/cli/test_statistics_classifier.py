@@ -99,6 +99,12 @@ def test_labels_a_head_does_not_know_are_refused_and_the_models_own_need_none(tm
     bad.write_text(json.dumps({"text": "a fortune", "label": 3}) + "\n")
     assert_user_error(taskfuse("statistics", tunes[0], "--kind", "fisher", "--data", bad, "-o", tmp_path / "a"),
                       "bad.jsonl:1", "label 3", "below 3")
+    bad.write_text(json.dumps({"text": "a fortune", "label": 1}) + "\n{text: 'x'}\n")
+    assert_user_error(taskfuse("statistics", tunes[0], "--kind", "fisher", "--data", bad, "-o", tmp_path / "a"),
+                      "bad.jsonl:2", "not JSON")
+    bad.write_text("\n")
+    assert_user_error(taskfuse("statistics", tunes[0], "--kind", "fisher", "--data", bad, "-o", tmp_path / "a"),
+                      "bad.jsonl", "no records")
     unlabelled = tmp_path / "unlabelled.jsonl"
     unlabelled.write_text(json.dumps({"text": "a fortune"}) + "\n")
     assert_user_error(taskfuse("statistics", tunes[0], "--kind", "fisher", "--data", unlabelled, "-o",

@@ -6,7 +6,6 @@ label and the head's labels, since the squared gradient of a wrong class's log-l
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import TaskDataError
+from ..io.jsonl import jsonl_records
 
 MAX_TOKENS = 256  # per text; longer texts are cut (recorded)
 
@@ -41,18 +41,8 @@ def read_labelled_texts(path: str | Path, config: dict, owner: str, labelled: bo
     `labelled`, labels are neither needed nor read (every index 0): the Fisher then takes the model's own."""
     path, classes = Path(path), head_labels(config)
     index = {name: i for i, name in enumerate(classes)}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise TaskDataError(f"cannot read task data {path}: {e}. Fix: give a UTF-8 JSONL file.") from None
     texts, labels = [], []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise TaskDataError(f"{path}:{n}: not JSON ({e.msg}). Fix: one JSON object per line.") from None
+    for n, record in jsonl_records(path, "task data"):
         needs = '{"text": ..., "label": ...}' if labelled else '{"text": ...}'
         if not isinstance(record, dict) or not isinstance(record.get("text"), str) or (labelled and
                                                                                        "label" not in record):
@@ -68,8 +58,6 @@ def read_labelled_texts(path: str | Path, config: dict, owner: str, labelled: bo
                                 f"{classes[:12]}{' ...' if len(classes) > 12 else ''}. Fix: use one of these names "
                                 f"or an index below {len(classes)} (the config's id2label).")
         texts.append(record["text"])
-    if not texts:
-        raise TaskDataError(f"task data {path} has no examples. Fix: one JSON object per line.")
     return LabelledTexts(str(path), tuple(texts), tuple(labels))
 
 
