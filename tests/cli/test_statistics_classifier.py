@@ -12,7 +12,8 @@ from transformers import BertModel
 from taskfuse.io.statistics_file import TENSORS
 from taskfuse.testing.checkpoints import perturb
 from taskfuse.testing.tiny_llm import byte_bpe_tokenizer, fortune_texts
-from tests.cli.test_user_errors import assert_user_error, taskfuse, write_spec
+from tests.cli.test_statistics_cli import merged_by_statistics
+from tests.cli.test_user_errors import assert_user_error, taskfuse
 
 CLASSES = {0: "one-liner", 1: "short", 2: "long"}
 
@@ -78,14 +79,8 @@ def test_a_fisher_merge_of_classifiers_reads_their_statistics(tmp_path, classifi
         assert done.returncode == 0, done.stderr
         folders.append(tmp_path / f"s{i}")
     assert json.loads((folders[1] / "statistics.json").read_text())["fisher_labels"] == "expected"
-    spec = write_spec(tmp_path, {"method": "fisher", "models": [{"path": str(t), "statistics": str(f)}
-                                                               for t, f in zip(tunes, folders)]})
-    done = taskfuse("merge", spec, "-o", tmp_path / "merged")
-    assert done.returncode == 0, done.stderr
-    merged = AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged")
-    name = "bert.encoder.layer.0.output.dense.weight"
-    average = sum(AutoModelForSequenceClassification.from_pretrained(t).state_dict()[name] for t in tunes) / 2
-    assert not torch.allclose(merged.state_dict()[name], average, atol=1e-5)  # the statistics moved it
+    merged = merged_by_statistics(tmp_path, "fisher", tunes, folders, AutoModelForSequenceClassification,
+                                  "bert.encoder.layer.0.output.dense.weight")
     assert merged.config.id2label == CLASSES
 
 

@@ -41,15 +41,21 @@ def test_statistics_then_a_merge_that_reads_them(tmp_path, lms, kind, method):
     assert "model.layers.0.self_attn.q_proj.weight" in stats
     if kind == "fisher":  # normalised to unit norm over the model by default
         assert abs(sum(float((v.double() ** 2).sum()) for v in stats.values()) - 1) < 1e-4
+    merged = merged_by_statistics(tmp_path, method, tunes, folders, AutoModelForCausalLM,
+                                  "model.layers.0.mlp.down_proj.weight")
+    assert torch.isfinite(merged(torch.tensor([[1, 2, 3]])).logits).all()
+
+
+def merged_by_statistics(tmp_path, method, tunes, folders, model_class, name):
+    """`taskfuse merge` of the tunes with their statistics, loaded; `name` checked moved off the plain average."""
     spec = write_spec(tmp_path, {"method": method, "models": [{"path": str(t), "statistics": str(f)}
                                                              for t, f in zip(tunes, folders)]})
     done = taskfuse("merge", spec, "-o", tmp_path / "merged")
     assert done.returncode == 0, done.stderr
-    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
-    name = "model.layers.0.mlp.down_proj.weight"
-    average = sum(AutoModelForCausalLM.from_pretrained(t).state_dict()[name] for t in tunes) / 2
+    merged = model_class.from_pretrained(tmp_path / "merged")
+    average = sum(model_class.from_pretrained(t).state_dict()[name] for t in tunes) / 2
     assert not torch.allclose(merged.state_dict()[name], average, atol=1e-5)  # the statistics moved it
-    assert torch.isfinite(merged(torch.tensor([[1, 2, 3]])).logits).all()
+    return merged
 
 
 def test_bad_statistics_requests_are_refused_plainly(tmp_path, lms):
