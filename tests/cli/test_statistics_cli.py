@@ -117,3 +117,17 @@ def test_fusionbench_floor_placement_is_folded_in_at_gathering(tmp_path, lms):
                            *(["--floor-before-scaling", "1e-6"] if "--floor-before-scaling" not in args else []), *args)
         assert_user_error(refused, said)
         assert not (tmp_path / "x").exists()
+
+
+def test_a_causal_lm_whose_class_is_not_named_for_causal_lm_is_one(tmp_path, lms):
+    """GPT-2's head class is GPT2LMHeadModel: transformers' own table says what a causal LM is, not the name."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from taskfuse.testing.tiny_llm import byte_bpe_tokenizer
+    tok = byte_bpe_tokenizer()
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=256)).save_pretrained(
+        tmp_path / "gpt2")
+    tok.save_pretrained(tmp_path / "gpt2")
+    done = taskfuse("statistics", tmp_path / "gpt2", "--kind", "fisher", "--data", lms[2][0], "-o", tmp_path / "s")
+    assert done.returncode == 0, done.stderr
+    assert "transformer.h.0.attn.c_attn.weight" in load_file(tmp_path / "s" / TENSORS)

@@ -79,11 +79,13 @@ def gather_statistics(model_ref: str, kind: str, data: str | Path, out: str | Pa
 def _likelihood(model: nn.Module, ckpt: Checkpoint, tokenizer, data: str | Path, fisher_labels: str, size: int):
     """The data's examples, its items of `size` lines and the logits whose likelihood the Fisher squares: a sequence
     classifier's class per line, or a causal LM's scored next tokens; any other model is refused."""
-    name = type(model).__name__
-    if name.endswith("ForSequenceClassification"):
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES)
+    name = type(model).__name__  # transformers' own tables of which class is which (GPT2LMHeadModel is a causal LM)
+    if name in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.values():
         examples = read_labelled_texts(data, ckpt.config, ckpt.ref, labelled=fisher_labels == "given")
         return examples, list(classifier_items(examples, tokenizer, size)), class_logits
-    if not name.endswith("ForCausalLM"):
+    if name not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values():
         raise UsageError(f"model {ckpt.ref!r} ({name}) is neither a causal LM nor a sequence classifier, so it has no "
                          "likelihood of its data to take a Fisher of. Fix: use --kind gram, or give the model with "
                          "its head (config.json's architectures).")
