@@ -12,6 +12,8 @@ from pathlib import Path
 import psutil
 import torch
 
+from ..io.output import staged_output
+
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
@@ -73,7 +75,6 @@ def matmul_gflops(size: int = 1024, seconds: float = 0.5) -> dict[str, float]:
 def write_result(out: Path, result: dict, markdown: str | None = None, indent: int = 2) -> Path:
     """result.json (and results.md, when given) in the report folder `out`, staged: both files or neither, and a
     folder taskfuse did not write is refused, not replaced (a study checks `out` with check_output_dir first)."""
-    from ..io.output import staged_output
     with staged_output(out, "report") as stage:
         (stage / "result.json").write_text(json.dumps(result, indent=indent) + "\n")
         if markdown is not None:

@@ -41,9 +41,9 @@ def read_labelled_texts(path: str | Path, config: dict, owner: str, labelled: bo
     `labelled`, labels are neither needed nor read (every index 0): the Fisher then takes the model's own."""
     path, classes = Path(path), head_labels(config)
     index = {name: i for i, name in enumerate(classes)}
+    needs = '{"text": ..., "label": ...}' if labelled else '{"text": ...}'
     texts, labels = [], []
     for n, record in jsonl_records(path, "task data"):
-        needs = '{"text": ..., "label": ...}' if labelled else '{"text": ...}'
         if not isinstance(record, dict) or not isinstance(record.get("text"), str) or (labelled and
                                                                                        "label" not in record):
             raise TaskDataError(f"{path}:{n}: a classifier's Fisher needs {needs} per line. Fix: give each line "

@@ -17,7 +17,7 @@ from ..errors import UsageError
 from ..io.checkpoint import Checkpoint
 from ..io.output import check_output_dir
 from ..io.statistics_file import save_statistics
-from ..io.transformers_model import load_model, load_tokenizer
+from ..io.transformers_model import load_model, load_tokenizer, model_class
 from ..methods.registry import STATISTICS
 from . import fisher_floor
 from .classifier_data import class_logits, classifier_items, read_labelled_texts
@@ -40,15 +40,16 @@ def gather_statistics(model_ref: str, kind: str, data: str | Path, out: str | Pa
     `floor_before_scaling` folds FusionBench's Fisher floor into them (programs/fisher_floor.py)."""
     if kind not in STATISTICS:
         raise UsageError(f"--kind {kind!r}: give one of {', '.join(STATISTICS)}.")
-    if floor_before_scaling is not None and (kind != "fisher" or not normalize):
-        raise UsageError(f"--floor-before-scaling for {model_ref!r}: it places the floor of a Fisher scaled to unit "
-                         "norm. Fix: use it with --kind fisher and --normalize, or leave it out.")
     if floor_before_scaling is not None:
+        if kind != "fisher" or not normalize:
+            raise UsageError(f"--floor-before-scaling for {model_ref!r}: it places the floor of a Fisher scaled to "
+                             "unit norm. Fix: use it with --kind fisher and --normalize, or leave it out.")
         fisher_floor.check_floor(floor_before_scaling)
     if kind == "fisher" and fisher_labels not in LABELS:
         raise UsageError(f"--fisher-labels {fisher_labels!r} for {model_ref!r}: give one of {', '.join(LABELS)}.")
     check_output_dir(Path(out), "statistics")  # before loading anything
     ckpt = Checkpoint.open(model_ref)
+    likelihood = _likelihood_of(ckpt, fisher_labels) if kind == "fisher" else None  # refused before loading
     tokenizer = load_tokenizer(ckpt)
     model = load_model(ckpt)
     if kind == "gram":
@@ -57,8 +58,8 @@ def gather_statistics(model_ref: str, kind: str, data: str | Path, out: str | Pa
         tensors = gram_statistics(model, (inputs for inputs, _ in batches), _forward)
         return save_statistics(out, tensors, kind, {"model": model_ref, "data": examples.describe(labels=False)})
     # one squared gradient per line, or per batch of lines for weighted-sum (FusionBench's estimator)
-    examples, items, logits = _likelihood(model, ckpt, tokenizer, data, fisher_labels,
-                                          batch_size if fisher_labels == "weighted-sum" else 1)
+    examples, items, logits = _likelihood_items(likelihood, ckpt, tokenizer, data, fisher_labels,
+                                                batch_size if fisher_labels == "weighted-sum" else 1)
     tensors, count = fisher_of_labels(model, items, logits, fisher_labels, seed,
                                       (lambda done: progress(done, len(items))) if progress else None)
     lines = examples.describe(labels=False)["examples"]  # either kind of examples counts its lines there
@@ -76,15 +77,14 @@ def gather_statistics(model_ref: str, kind: str, data: str | Path, out: str | Pa
     return save_statistics(out, tensors, kind, record)
 
 
-def _likelihood(model: nn.Module, ckpt: Checkpoint, tokenizer, data: str | Path, fisher_labels: str, size: int):
-    """The data's examples, its items of `size` lines and the logits whose likelihood the Fisher squares: a sequence
-    classifier's class per line, or a causal LM's scored next tokens; any other model is refused."""
+def _likelihood_of(ckpt: Checkpoint, fisher_labels: str) -> str:
+    """"classifier" or "causal_lm": whose likelihood the Fisher squares, from the class the config names (the one
+    load_model builds); any other model is refused, as is a labelling the model's outputs rule out."""
     from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
                                                         MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES)
-    name = type(model).__name__  # transformers' own tables of which class is which (GPT2LMHeadModel is a causal LM)
+    name = model_class(ckpt.config).__name__  # transformers' own tables: GPT2LMHeadModel is a causal LM
     if name in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.values():
-        examples = read_labelled_texts(data, ckpt.config, ckpt.ref, labelled=fisher_labels == "given")
-        return examples, list(classifier_items(examples, tokenizer, size)), class_logits
+        return "classifier"
     if name not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values():
         raise UsageError(f"model {ckpt.ref!r} ({name}) is neither a causal LM nor a sequence classifier, so it has no "
                          "likelihood of its data to take a Fisher of. Fix: use --kind gram, or give the model with "
@@ -94,6 +94,16 @@ def _likelihood(model: nn.Module, ckpt: Checkpoint, tokenizer, data: str | Path,
                          "tokens), sampled (drawn from the model) or weighted-sum (every token weighted by √p in one "
                          "gradient per batch). The exact expectation takes one backward pass per vocabulary entry "
                          "and scored token, which no causal LM's vocabulary allows.")
+    return "causal_lm"
+
+
+def _likelihood_items(likelihood: str, ckpt: Checkpoint, tokenizer, data: str | Path, fisher_labels: str,
+                      size: int):
+    """The data's examples, its items of `size` lines and the logits whose likelihood the Fisher squares: a sequence
+    classifier's class per line, or a causal LM's scored next tokens."""
+    if likelihood == "classifier":
+        examples = read_labelled_texts(data, ckpt.config, ckpt.ref, labelled=fisher_labels == "given")
+        return examples, list(classifier_items(examples, tokenizer, size)), class_logits
     examples = read_examples(data, tokenizer, labelled=True)
     return examples, list(batches_in_order(examples, size, _pad_id(tokenizer))), scored_logits
 
