@@ -10,6 +10,7 @@ from .io.checkpoint import Checkpoint
 from .io.output import check_free_space, check_output_dir
 from .plan.plan import Plan
 from .plan.planner import build_plan
+from .programs.folded_floor_check import check_folded_floor
 from .programs.whole_model_trim import apply_whole_model_trim
 from .spec import MergeSpec, load_spec, parse_spec
 
@@ -26,7 +27,9 @@ def as_spec(spec: MergeSpec | str | Path | dict[str, Any]) -> MergeSpec:
 
 def plan(spec: MergeSpec | str | Path | dict[str, Any], max_shard_size: int | str = "2GB") -> Plan:
     """The Plan for a spec, from checkpoint headers only."""
-    return build_plan(as_spec(spec), max_shard_size)[0]
+    merge_spec = as_spec(spec)
+    check_folded_floor(merge_spec)
+    return build_plan(merge_spec, max_shard_size)[0]
 
 
 def prepare(
@@ -35,6 +38,7 @@ def prepare(
     """Everything that can fail before a merge starts: spec, output directory, checkpoints, plan."""
     merge_spec = as_spec(spec)
     check_output_dir(Path(out))
+    check_folded_floor(merge_spec)  # a second Fisher floor would merge silently (programs/folded_floor_check.py)
     the_plan, checkpoints = build_plan(merge_spec, max_shard_size)
     check_free_space(Path(out), sum(j.nbytes for j in the_plan.jobs) + SIDE_FILES_ALLOWANCE)
     return apply_whole_model_trim(the_plan, checkpoints), checkpoints  # reads data only for trim="model"
