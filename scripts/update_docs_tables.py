@@ -33,6 +33,7 @@ NEW_TASK_RESULT = ROOT / "benchmarks" / "results" / "llm-new-task" / "result.jso
 LEARNING_MEMORY_RESULT = ROOT / "benchmarks" / "results" / "learning-memory" / "result.json"
 FISHER_LABELS_RESULT = ROOT / "benchmarks" / "results" / "fisher-labels" / "result.json"
 SIDE_BY_SIDE_RESULT = ROOT / "benchmarks" / "results" / "fusionbench-side-by-side" / "result.json"
+SEED_SPREAD_RESULT = ROOT / "benchmarks" / "results" / "learning-seed-spread" / "result.json"
 
 
 def _span(text: str, marker: str) -> tuple[int, int]:
@@ -65,6 +66,8 @@ def generated_blocks() -> list[tuple[Path, str, str]]:
             (ROOT / "docs" / "learned.md", "over-merge-table", _over_merge_table()),
             (ROOT / "docs" / "learned.md", "learning-memory-table", _benchmark_script("learning_memory").markdown(
                 json.loads(LEARNING_MEMORY_RESULT.read_text()))),
+            (ROOT / "docs" / "learned.md", "seed-spread-table", _benchmark_script("learning_seed_spread").markdown(
+                json.loads(SEED_SPREAD_RESULT.read_text()))),
             (ROOT / "docs" / "learned.md", "fisher-labels-table", _benchmark_script("fisher_labels").markdown(
                 json.loads(FISHER_LABELS_RESULT.read_text()))),
             (ROOT / "docs" / "learned.md", "side-by-side-table", _benchmark_script("fusionbench_side_by_side").markdown(

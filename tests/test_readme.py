@@ -135,6 +135,12 @@ SIDE_BY_SIDE_CODE = (BENCH_CODE + LEARNED_ROWS_CODE + STATISTICS_CODE + WITHOUT_
                      + ["benchmarks/fusionbench_side_by_side.py", "src/taskfuse/programs/fisher_floor.py"])
 OVER_MERGE_CODE = BENCH_CODE + LEARNED_ROWS_CODE + ["src/taskfuse/bench/learned_over_merge.py", "benchmarks/learned_over_merge.py",
                                  VIEW_OVER_MERGE]
+# The learning-seed spread of the best learned row: the over-merge rows' code, the study, and bench-full's committed
+# result (its chosen start and the row seed 0 must reproduce)
+SEED_SPREAD_CODE = BENCH_CODE + LEARNED_ROWS_CODE + ["src/taskfuse/bench/learned_over_merge.py", VIEW_OVER_MERGE,
+                                                     "src/taskfuse/bench/seed_spread.py",
+                                                     "benchmarks/learning_seed_spread.py",
+                                                     "benchmarks/results/bench-full/result.json"]
 # Memory while learning, each learned row in a process of its own: the rows' code (with both gradient steps), the
 # over-merge rows' code, the measurement
 LEARNING_MEMORY_CODE = OVER_MERGE_CODE + ["src/taskfuse/bench/learning_memory.py", "benchmarks/learning_memory.py"]
@@ -176,6 +182,7 @@ RESULTS = [("bench-full", BENCH_CODE + LEARNED_ROWS_CODE + STATISTICS_CODE + FUL
            ("learned-over-merge", OVER_MERGE_CODE, "python benchmarks/learned_over_merge.py"),
            ("fisher-labels", FISHER_LABELS_CODE, "python benchmarks/fisher_labels.py"),
            ("learning-memory", LEARNING_MEMORY_CODE, "python benchmarks/learning_memory.py"),
+           ("learning-seed-spread", SEED_SPREAD_CODE, "python benchmarks/learning_seed_spread.py"),
            ("weak-to-strong", WEAK_TO_STRONG_CODE, "python benchmarks/weak_to_strong.py --accept-unlicensed --multi"),
            ("llm-new-task", NEW_TASK_CODE,
             "python benchmarks/llm_new_task.py --task-file benchmarks/tasks/wordnet_verb_topic_llm.jsonl")]
@@ -263,7 +270,9 @@ VIEW_OVER_MERGE_STUDIES = {"bench-full": ["src/taskfuse/bench/run.py"],
                            "learned-over-merge": ["src/taskfuse/bench/learned_over_merge.py",
                                                   "benchmarks/learned_over_merge.py"],
                            "learning-memory": ["src/taskfuse/bench/learning_memory.py",
-                                               "benchmarks/learning_memory.py"]}
+                                               "benchmarks/learning_memory.py"],
+                           "learning-seed-spread": ["src/taskfuse/bench/seed_spread.py",
+                                                    "benchmarks/learning_seed_spread.py"]}
 
 
 @pytest.mark.parametrize("pin", [LEARNING_LOOP, LEARN, FISHER_LABELS])

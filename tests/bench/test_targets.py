@@ -38,6 +38,19 @@ def test_atlas_takes_its_best_validation_labelled_row_and_never_the_few_shot_one
     assert best.met is True and best.measured.startswith("atlas_fewshot 99.00 %, iso_cts 90.00 %")
 
 
+def test_the_seed_spread_is_told_beside_the_best_learned_row_it_learned_again():
+    learned = full([row("atlas over iso_cts", 0.9195, True)])
+    learned["code"] = {"commit": "abc"}
+    spread = {"method": "atlas over iso_cts", "bench_full": {"commit": "abc", "normalized": 0.9195},
+              "summary": {"normalized": {"n": 5, "mean": 0.9203}, "seeds_reaching": 2}}
+    best = by_target(learned_targets(learned, spread), "best learned")
+    assert best.met is False and best.margin == "−0.05 points"  # the verdict stays bench-full's own run's
+    assert best.measured.endswith("over 5 learning seeds (learning-seed-spread) 92.03 % on average, 2 of 5 reach it")
+    for other in ({**spread, "method": "atlas_fewshot over iso_cts"},  # another row, or another bench-full run
+                  {**spread, "bench_full": {"commit": "def", "normalized": 0.9195}}, None):
+        assert "seeds" not in by_target(learned_targets(learned, other), "best learned").measured
+
+
 def test_a_result_without_the_rows_measures_nothing_and_says_so():
     targets = learned_targets({"methods": [row("iso_cts", 0.9)]})
     assert [t.met for t in targets] == [None, None]
