@@ -2,6 +2,8 @@ import pytest
 
 from taskfuse.bench.report import write_report
 from taskfuse.bench.run import run_bench
+from taskfuse.zoo.build import build_zoo
+from taskfuse.zoo.recipe import VARIANTS
 
 
 @pytest.fixture(scope="session")
@@ -14,3 +16,10 @@ def tiny_bench(tmp_path_factory):
         result = run_bench("tiny", progress=lambda *a: events.append(a))
         report = write_report(result, tmp_path_factory.mktemp("report") / "tiny")
         yield result, report, events, cache
+
+
+@pytest.fixture
+def tiny_zoo(tiny_bench, monkeypatch):
+    """The tiny benchmark's zoo, read from its cache."""
+    monkeypatch.setenv("TASKFUSE_CACHE", str(tiny_bench[3]))
+    return build_zoo(VARIANTS["tiny"])

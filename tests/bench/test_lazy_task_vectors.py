@@ -9,14 +9,6 @@ from taskfuse.programs.lazy_task_vectors import FileTaskVector, ties_trimmed
 from taskfuse.programs.merge_view import MergeView
 from taskfuse.programs.slerp_view import SlerpView
 from taskfuse.programs.sparsify import ties_vectors
-from taskfuse.zoo.build import build_zoo
-from taskfuse.zoo.recipe import VARIANTS
-
-
-@pytest.fixture
-def tiny_zoo(tiny_bench, monkeypatch):
-    monkeypatch.setenv("TASKFUSE_CACHE", str(tiny_bench[3]))
-    return build_zoo(VARIANTS["tiny"])
 
 
 def whole_vectors(zoo, theta0):

@@ -17,16 +17,9 @@ from taskfuse.errors import UsageError
 from taskfuse.programs.learn import Recipe
 from taskfuse.programs.learned_spec import learned_spec
 from taskfuse.programs.merge_view import Parameterization
-from taskfuse.zoo.build import build_zoo
 from taskfuse.zoo.recipe import VARIANTS
 from tests.cli.test_user_errors import SCRIPT
 from tests.io.test_output import assert_untouched, foreign_folder
-
-
-@pytest.fixture
-def tiny_zoo(tiny_bench, monkeypatch):
-    monkeypatch.setenv("TASKFUSE_CACHE", str(tiny_bench[3]))
-    return build_zoo(VARIANTS["tiny"])
 
 
 def test_every_learned_row_says_what_data_it_saw_and_is_scored_from_its_spec(tiny_bench):

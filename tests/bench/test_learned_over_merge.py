@@ -10,14 +10,6 @@ from taskfuse.bench.learned_over_merge import OverMerge, check_learnable_over_me
 from taskfuse.bench.learned_row import TENSOR_RULES
 from taskfuse.errors import UsageError
 from taskfuse.programs.learned_spec import learned_spec
-from taskfuse.zoo.build import build_zoo
-from taskfuse.zoo.recipe import VARIANTS
-
-
-@pytest.fixture
-def tiny_zoo(tiny_bench, monkeypatch):
-    monkeypatch.setenv("TASKFUSE_CACHE", str(tiny_bench[3]))
-    return build_zoo(VARIANTS["tiny"])
 
 
 def test_atlas_over_iso_cts_starts_at_the_merge_and_its_specs_write_the_learned_view(tiny_zoo, tmp_path):

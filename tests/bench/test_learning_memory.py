@@ -12,16 +12,8 @@ import torch
 
 from taskfuse.bench.learned import learned_method, task_streams, zoo_view
 from taskfuse.bench.learning_memory import HEADROOM, MIB, HeldPeak, measure_row, saved_activation_bytes
-from taskfuse.zoo.build import build_zoo
-from taskfuse.zoo.recipe import VARIANTS
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def tiny_zoo(tiny_bench, monkeypatch):
-    monkeypatch.setenv("TASKFUSE_CACHE", str(tiny_bench[3]))
-    return build_zoo(VARIANTS["tiny"])
 
 
 def test_saved_activations_grow_with_the_batch_and_leave_the_weights_out(tiny_zoo):

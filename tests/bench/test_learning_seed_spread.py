@@ -14,16 +14,8 @@ from taskfuse.bench.learned_over_merge import OverMerge, over_merge_row, write_s
 from taskfuse.bench.references import reference_scores
 from taskfuse.bench.seed_spread import seed_rows, spread, summarised, with_learning_seed
 from taskfuse.eval.harness import Evaluator
-from taskfuse.zoo.build import build_zoo
-from taskfuse.zoo.recipe import VARIANTS
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "learning_seed_spread.py"
-
-
-@pytest.fixture
-def tiny_zoo(tiny_bench, monkeypatch):
-    monkeypatch.setenv("TASKFUSE_CACHE", str(tiny_bench[3]))
-    return build_zoo(VARIANTS["tiny"])
 
 
 def test_the_zoos_own_seed_gives_the_benchmarks_row_and_another_seed_another_order(tiny_zoo, tmp_path):
