@@ -22,11 +22,11 @@ from pathlib import Path
 
 from taskfuse.bench.learned import learned_method
 from taskfuse.bench.learned_over_merge import OVER_MERGE_LR, OverMerge, over_merge_row, scored, write_start
-from taskfuse.bench.provenance import code_commit, command_line, machine
+from taskfuse.bench.provenance import code_commit, command_line, machine, write_result
 from taskfuse.bench.references import reference_scores
 from taskfuse.eval.encoder import load_encoder
 from taskfuse.eval.harness import Evaluator
-from taskfuse.io.output import staged_output
+from taskfuse.io.output import check_output_dir
 from taskfuse.zoo.build import build_zoo
 from taskfuse.zoo.recipe import variant_named
 
@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=OVER_MERGE_LR)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
+    check_output_dir(args.out, "report")  # before minutes of learning, not after them
     started, code = time.perf_counter(), code_commit()
     zoo = build_zoo(variant_named(args.variant))
     test = Evaluator(zoo.tasks, {t: e.head() for t, e in zoo.experts.items()}, "test")
@@ -70,9 +71,7 @@ def main() -> None:
                   f"(the merge it started from: {100 * anchor['average']['normalized']:.1f} %)", flush=True)
     out = {"command": command_line(), "code": code, "machine": machine(), "variant": args.variant,
            "seconds": round(time.perf_counter() - started, 1), "over": anchor, "rows": rows}
-    with staged_output(args.out, "report") as stage:
-        (stage / "result.json").write_text(json.dumps(out, indent=2) + "\n")
-        (stage / "results.md").write_text(markdown(out))
+    write_result(args.out, out, markdown(out))
     print(markdown(out))
 
 

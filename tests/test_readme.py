@@ -143,7 +143,9 @@ SEED_SPREAD_CODE = BENCH_CODE + LEARNED_ROWS_CODE + ["src/taskfuse/bench/learned
                                                      "benchmarks/results/bench-full/result.json"]
 # Memory while learning, each learned row in a process of its own: the rows' code (with both gradient steps), the
 # over-merge rows' code, the measurement
-LEARNING_MEMORY_CODE = OVER_MERGE_CODE + ["src/taskfuse/bench/learning_memory.py", "benchmarks/learning_memory.py"]
+# (the over-merge study's own script excepted: the measurement imports the over-merge rows' module, never the script)
+LEARNING_MEMORY_CODE = [p for p in OVER_MERGE_CODE if p != "benchmarks/learned_over_merge.py"] + [
+    "src/taskfuse/bench/learning_memory.py", "benchmarks/learning_memory.py"]
 # The weak-to-strong study: the LLM benchmark's tasks, judge, zoo and fusion, the opt-in models and their conversion
 # (the GGUF reader; it writes no GGUF, and a test below checks that it never loads the writing modules), the prompt
 # router (Twin-Merging's)
