@@ -57,3 +57,12 @@ def test_the_script_writes_one_row_per_seed_and_refuses_repeated_seeds(tiny_benc
     again = subprocess.run([*common, "--seeds", "1", "1", "--out", str(tmp_path / "again")], env=env,
                            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert again.returncode == 2 and "repeats a seed" in again.stderr and not (tmp_path / "again").exists()
+
+
+def test_the_committed_study_reproduces_bench_fulls_row_with_its_seed():
+    """Seed 0 is the benchmark's own learning seed: the committed study's row for it is bench-full's committed row,
+    and its summary is the one its rows give."""
+    result = json.loads((SCRIPT.parents[0] / "results" / "learning-seed-spread" / "result.json").read_text())
+    [own] = [r for r in result["rows"] if r["seed"] == 0]
+    assert result["bench_full"] is not None and own["average"]["normalized"] == result["bench_full"]["normalized"]
+    assert result["summary"] == summarised(result["rows"], result["over"]["average"]["normalized"], 0.02)
