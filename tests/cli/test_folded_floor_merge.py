@@ -8,14 +8,13 @@ from transformers import AutoModelForCausalLM
 
 from taskfuse.io.statistics_file import TENSORS
 from taskfuse.programs.fisher_floor import NEGLIGIBLE_FLOOR, fold_floor
-from tests.cli.test_statistics_cli import lms  # noqa: F401 (the module's fixture: a base, two tunes, their data)
 from tests.cli.test_user_errors import assert_user_error, taskfuse, write_spec
 
 NAME = "model.layers.0.mlp.down_proj.weight"
 
 
 @pytest.fixture(scope="module")
-def statistics(lms, tmp_path_factory):  # noqa: F811
+def statistics(lms, tmp_path_factory):
     """Each tune's unit-norm Fisher, and the same folded at floors 1e-3 and 1e-4."""
     base, tunes, data = lms
     root = tmp_path_factory.mktemp("folded")

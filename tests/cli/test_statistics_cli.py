@@ -8,22 +8,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from taskfuse.io.statistics_file import TENSORS, statistics_kind
-from taskfuse.testing.tiny_llm import fortune_texts, save_finetune, save_tiny_causal_lm
 from tests.cli.test_user_errors import assert_user_error, taskfuse, write_spec
 from tests.io.test_output import assert_untouched, foreign_folder
-
-
-@pytest.fixture(scope="module")
-def lms(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stats-cli")
-    base = save_tiny_causal_lm(root / "base")
-    tunes = [save_finetune(root / f"ft{i}", base, seed=i + 1) for i in range(2)]
-    data = []
-    for i, texts in enumerate((fortune_texts(40)[:20], fortune_texts(40)[20:])):
-        path = root / f"task{i}.jsonl"
-        path.write_text("".join(json.dumps({"prompt": t[:40], "completion": t[40:120]}) + "\n" for t in texts))
-        data.append(path)
-    return base, tunes, data
 
 
 @pytest.mark.parametrize("kind, method", [("gram", "regmean"), ("fisher", "fisher")])
