@@ -16,10 +16,19 @@ ROOT = Path(__file__).resolve().parents[1]
 # file (checked), pinned so that its docstring may change
 LEARN = ("src/taskfuse/programs/learn.py::OBJECTIVES,LearnProgress,DivergedError,Recipe,TaskBatches,"
          "_accumulate_gradients,_task_loss")
+# Registered methods that no result runs: the replay of aTLAS×K's learned partitions (its coefficients come from
+# `taskfuse learn --partitions`, so no grid merges with it: bench/grid.py lists it in EXCLUDED). Their modules, and
+# the two places that register them (an import in methods/__init__.py, an EXCLUDED entry in bench/grid.py), are
+# left out of the code the results pin; a test below checks that nothing else changed in those two places.
+UNRUN_METHODS = {"partitioned_task_arithmetic": "src/taskfuse/methods/partitioned.py"}
+METHODS_INIT = "src/taskfuse/methods/__init__.py"
+GRID = "src/taskfuse/bench/grid.py"
+GRID_PIN = f"{GRID}::GRIDS,benchmarked_methods,configs,_grid,_SUMMED,_MEANS,_SPECTRAL"  # all but EXCLUDED
 # Code whose change changes the benchmark's numbers: the committed result must be at least as new as its last change.
-BENCH_CODE = ["src/taskfuse/methods", "src/taskfuse/ops", "src/taskfuse/plan", "src/taskfuse/execute/compute.py",
+BENCH_CODE = ["src/taskfuse/methods", *(f":(exclude){p}" for p in (*UNRUN_METHODS.values(), METHODS_INIT)),
+              "src/taskfuse/ops", "src/taskfuse/plan", "src/taskfuse/execute/compute.py",
               "src/taskfuse/execute/loading.py", "src/taskfuse/zoo/recipe.py", "src/taskfuse/zoo/train.py",
-              "src/taskfuse/eval", "src/taskfuse/bench/grid.py", "src/taskfuse/bench/merging.py",
+              "src/taskfuse/eval", GRID_PIN, "src/taskfuse/bench/merging.py",
               "src/taskfuse/bench/references.py",
               LEARN, "src/taskfuse/programs/merge_view.py",
               "src/taskfuse/programs/objectives.py", "src/taskfuse/programs/slerp_view.py",
@@ -217,6 +226,32 @@ def test_a_committed_result_is_newer_than_the_code_under_it(folder, code_paths, 
         f"{git('log', '-1', '--format=%h %s', last_change)[:100]} changed code the numbers of {folder} depend on "
         f"after the committed result was made (at {code['commit'][:10]}): rerun `{command}` and commit its output "
         f"to benchmarks/results/{folder}/")
+
+
+def _without_imports_of(source: str, modules: set[str]) -> str:
+    """The module's syntax tree minus its relative imports of `modules`."""
+    body = [n for n in ast.parse(source).body
+            if not (isinstance(n, ast.ImportFrom) and n.level == 1 and n.module in modules)]
+    return ast.dump(ast.Module(body=body, type_ignores=[]))
+
+
+def _excluded(source: str) -> dict:
+    return ast.literal_eval(code_pins.top_level(source)["EXCLUDED"].value)
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="not a git checkout")
+@pytest.mark.parametrize("folder", [f for f, paths, _ in RESULTS if GRID_PIN in paths])
+def test_a_method_no_result_runs_is_registered_without_changing_what_the_results_ran(folder):
+    """Since the result was made, methods/__init__.py changed only by importing UNRUN_METHODS' modules, and
+    bench/grid.py's EXCLUDED only by listing those methods (so no grid merges with them); the rest of both files is
+    pinned as before (BENCH_CODE)."""
+    commit = json.loads((ROOT / "benchmarks" / "results" / folder / "result.json").read_text())["code"]["commit"]
+    modules = {Path(p).stem for p in UNRUN_METHODS.values()}
+    assert _without_imports_of(git("show", f"{commit}:{METHODS_INIT}"), modules) == \
+        _without_imports_of((ROOT / METHODS_INIT).read_text(), modules), f"{METHODS_INIT} changed: rerun {folder}"
+    now = _excluded((ROOT / GRID).read_text())
+    assert set(UNRUN_METHODS) <= set(now)
+    assert _excluded(git("show", f"{commit}:{GRID}")) == {k: v for k, v in now.items() if k not in UNRUN_METHODS}
 
 
 # The modules through which the results that pin LEARNED_TABLE run (`taskfuse bench` dispatches --routing and --llm to

@@ -271,3 +271,51 @@ def test_both_gradient_steps_learn_the_same_coefficients_on_a_spec(lm_family):
     assert runs["recomputed"].losses[-1] < runs["recomputed"].losses[0]
     torch.testing.assert_close(runs["recomputed"].view.coefficients, runs["merged-once"].view.coefficients,
                                rtol=1e-3, atol=1e-4)
+
+
+def test_atlas_with_partitions_learns_from_a_merge_and_writes_a_replayable_spec(lm_family, tmp_path):
+    """--partitions K (aTLAS×K): each tensor's coefficients split over K seeded random partitions; the record keeps
+    all of them, the map their mean, and the replay spec (partitioned_task_arithmetic) writes the same bytes."""
+    from transformers import AutoModelForCausalLM
+
+    root, data, texts, tokenizer = lm_family
+    start = subprocess.run([SCRIPT, "merge", root / "spec.yaml", "-o", tmp_path / "start"], capture_output=True,
+                           text=True)
+    assert start.returncode == 0, start.stderr
+    done = learn("atlas", "--spec", root / "spec.yaml", "--data", data[0], "--data", data[1], "--start",
+                 tmp_path / "start", "--partitions", "3", "--partition-seed", "4", "--steps", "8", "--lr", "0.05",
+                 "-o", tmp_path / "learned")
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "learned" / "taskfuse_learned.json").read_text())
+    assert record["learning"]["parameterization"] == {"kind": "partition", "partitions": 3, "seed": 4}
+    assert record["losses"][-1] < record["losses"][0]
+    rows = record["partition_coefficients"]
+    assert set(rows) == set(record["coefficients"]) and all(len(r) == 3 for r in rows.values())
+    for name, per_model in rows.items():  # the map's value is the partitions' mean
+        assert record["coefficients"][name] == pytest.approx([sum(per_model[str(t)]) / 3 for t in range(3)])
+    assert any(len(set(row)) > 1 for per_model in rows.values() for row in per_model.values())  # they differ
+    assert (tmp_path / "learned" / "coefficients.png").read_bytes()[:4] == b"\x89PNG"
+    replay = yaml.safe_load((tmp_path / "learned" / "taskfuse_spec.yaml").read_text())
+    assert replay["method"] == "partitioned_task_arithmetic" and replay["params"]["partition_seed"] == 4
+    assert [m["path"] for m in replay["models"]] == record["tasks"] == [record["start"], *replay_paths(root)]
+    again = subprocess.run([SCRIPT, "merge", tmp_path / "learned" / "taskfuse_spec.yaml", "-o", tmp_path / "again"],
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "again" / "model.safetensors").read_bytes() == \
+        (tmp_path / "learned" / "model.safetensors").read_bytes()
+    both = texts[TASKS[0]] + texts[TASKS[1]]
+    assert mean_loss(AutoModelForCausalLM.from_pretrained(tmp_path / "learned"), tokenizer, both) < \
+        mean_loss(AutoModelForCausalLM.from_pretrained(tmp_path / "start"), tokenizer, both)
+
+
+def replay_paths(root):
+    return [m["path"] for m in yaml.safe_load((root / "spec.yaml").read_text())["models"]]
+
+
+@pytest.mark.parametrize("method", ["adamerging_layer_ties", "adamerging_task", "self_positioning"])
+def test_partitions_for_a_method_that_cannot_take_them_are_refused_first(lm_family, tmp_path, method):
+    root, data, _, _ = lm_family
+    done = learn(method, "--spec", root / "spec.yaml", "--data", data[0], "--data", data[1], "--partitions", "2",
+                 "-o", tmp_path / "out")
+    assert done.returncode == 2 and "cannot learn per partition" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()

@@ -13,6 +13,8 @@ EXCLUDED = {
     "slerp": "interpolates exactly two models; the zoo has one expert per task",
     "passthrough": "copies one input unchanged; the experts' own rows show that",
     "self_positioning": "its weights and scale are learned on a probe set: the self_positioning learned row",
+    "partitioned_task_arithmetic": "replays coefficients learned per random partition of each tensor (taskfuse "
+                                   "learn --partitions); without them it is task arithmetic",
 }
 
 _SUMMED = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)  # λ on a sum of T task vectors

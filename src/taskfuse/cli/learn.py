@@ -21,8 +21,10 @@ def learned_files(learned: dict, method: str) -> dict[str, bytes]:
     from ..bench.plots import coefficient_heatmap
     files = {"taskfuse_learned.json": json.dumps(learned, indent=1).encode()}
     if "*" not in learned["coefficients"]:
+        what = ("mean over each tensor's partitions" if "partition_coefficients" in learned
+                else "learned coefficients")
         with tempfile.TemporaryDirectory() as tmp:
-            coefficient_heatmap(learned["coefficients"], learned["tasks"], f"{method}: learned coefficients",
+            coefficient_heatmap(learned["coefficients"], learned["tasks"], f"{method}: {what}",
                                 Path(tmp) / "coefficients.png")
             files["coefficients.png"] = (Path(tmp) / "coefficients.png").read_bytes()
     return files
@@ -45,7 +47,8 @@ def _learn_spec(chosen, spec_path: Path, data: list[str], out: Path, start: Path
     from ..programs.spec_learning import SpecLearning, learn_for_spec
     from ..bench.learned import describe, held_memory
     from ..bench.memory import RssPeak
-    from ..bench.learned_row import coefficients
+    from ..bench.partition_row import learned_coefficients
+    from ..programs.partition_spec import partition_spec
     if chosen.interpolation == "slerp":
         raise UsageError(f"{chosen.name} is Self Positioning for embedding models: a contrastive loss on labelled "
                          "examples of a classification task's classes. With --spec (causal LMs) use atlas "
@@ -62,11 +65,14 @@ def _learn_spec(chosen, spec_path: Path, data: list[str], out: Path, start: Path
         result = learn_for_spec(merge_spec, data, how, lambda done, total, loss: bars.update(
             bar, completed=done, description=f"{chosen.name} loss {loss:.4f}"))
     models = [*([start_path] if start_path else []), *(m.path for m in merge_spec.models)]
-    replay = learned_spec(result.view, merge_spec.base, models, seed=merge_spec.seed,
-                          dtype=merge_spec.dtype, ties_density=chosen.ties_density)
+    if chosen.parameterization.kind == "partition":
+        replay = partition_spec(result.view, merge_spec.base, models, seed=merge_spec.seed, dtype=merge_spec.dtype)
+    else:
+        replay = learned_spec(result.view, merge_spec.base, models, seed=merge_spec.seed,
+                              dtype=merge_spec.dtype, ties_density=chosen.ties_density)
     learned = {"method": chosen.name, "learning": describe(chosen), "data_seen": result.data_seen,
                **({"start": start_path} if start_path else {}),
-               "coefficients": coefficients(result.view), "tasks": models,
+               **learned_coefficients(result.view), "tasks": models,
                "losses": [round(x, 5) for x in result.losses], "seconds": {"learn": round(result.seconds, 1)},
                "gradient_step": how.step, "memory": held_memory(result.view, memory.added)}
     api.merge(replay, out, extra_files=learned_files(learned, chosen.name))
@@ -91,6 +97,13 @@ def register(app: typer.Typer, fail) -> None:
                                                    "(e.g. taskfuse merge's output) to learn from; its coefficient "
                                                    "starts at 1, the models' at 0. The replay spec names it: keep "
                                                    "it"),
+              partitions: Optional[int] = typer.Option(None, "--partitions", min=2, max=255,
+                                                       help="aTLAS×K: split each tensor's entries into K seeded "
+                                                       "random partitions, one coefficient per model and partition "
+                                                       "(atlas, atlas_fewshot, adamerging_layer); replayed by the "
+                                                       "partitioned_task_arithmetic method"),
+              partition_seed: int = typer.Option(0, "--partition-seed", help="with --partitions: the seed that "
+                                                 "draws each tensor's partitions"),
               step: str = typer.Option("recomputed", "--step", help="the gradient step: recomputed (each layer "
                                        "recomputed in backward: least memory) or merged-once (θ merged once per "
                                        "step: faster, holds θ's gradient and every layer's activations); both learn "
@@ -100,6 +113,7 @@ def register(app: typer.Typer, fail) -> None:
         experts on their validation data; with --spec and --data: your causal LMs on your text."""
         from ..bench.learned import learn_on_zoo, learned_method
         from ..bench.learned_row import record, write_learned
+        from ..bench.partition_row import is_partitioned, partitioned_record, with_partitions, write_partitioned
         from ..io.output import check_output_dir
         from ..programs.learning_loop import STEPS
         from ..zoo.build import build_zoo
@@ -107,7 +121,7 @@ def register(app: typer.Typer, fail) -> None:
         try:
             if lr is not None and not lr > 0:
                 raise UsageError(f"--lr {lr}: give a positive learning rate.")
-            chosen = learned_method(method, steps, lr)
+            chosen = with_partitions(learned_method(method, steps, lr), partitions, partition_seed)
             if step not in STEPS:
                 raise UsageError(f"--step {step}: use one of {', '.join(STEPS)}.")
             if start is not None and not start.exists():
@@ -130,8 +144,12 @@ def register(app: typer.Typer, fail) -> None:
                 bar = bars.add_task(method, total=chosen.recipe.steps, stage="learn")
                 result = learn_on_zoo(zoo, chosen, lambda done, total, loss: bars.update(
                     bar, completed=done, description=f"{method} loss {loss:.4f}"), step)
-            learned = record(zoo, chosen, result)
-            write_learned(zoo, chosen, result, out, learned_files(learned, method))
+            if is_partitioned(result.view):
+                learned = partitioned_record(zoo, chosen, result)
+                write_partitioned(zoo, result, out, learned_files(learned, method))
+            else:
+                learned = record(zoo, chosen, result)
+                write_learned(zoo, chosen, result, out, learned_files(learned, method))
         except TaskfuseError as e:
             fail(e)
         _summary(out, method, f"the {variant} zoo", chosen.recipe.steps, learned,

@@ -13,6 +13,7 @@ from .iso import IsoC, IsoCts, iso_c, iso_cts
 from .karcher import Karcher, karcher
 from .linear import Linear, linear
 from .model_stock import ModelStock, model_stock
+from .partitioned import PartitionedTaskArithmetic, partitioned_task_arithmetic
 from .passthrough import Passthrough, passthrough
 from .regmean import Regmean, regmean
 from .registry import MethodInfo, all_methods, get_method, method
