@@ -319,3 +319,26 @@ def test_partitions_for_a_method_that_cannot_take_them_are_refused_first(lm_fami
                  "-o", tmp_path / "out")
     assert done.returncode == 2 and "cannot learn per partition" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_adamerging_over_dare_dropped_vectors_of_a_spec_replays_as_a_dare_merge(lm_family, tmp_path):
+    root, data, _, _ = lm_family
+    args = ("--spec", root / "spec.yaml", "--data", data[0], "--data", data[1], "--sparsify", "dare_linear",
+            "--sparsify-param", "density=0.5")
+    done = learn("adamerging_layer", *args, "--steps", "4", "-o", tmp_path / "learned")
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "learned" / "taskfuse_learned.json").read_text())
+    assert record["sparsify"] == {"method": "dare_linear", "params": {"density": 0.5}}
+    replay = yaml.safe_load((tmp_path / "learned" / "taskfuse_spec.yaml").read_text())
+    assert replay["method"] == "dare_linear" and replay["params"] == {"density": 0.5}
+    again = subprocess.run([SCRIPT, "merge", tmp_path / "learned" / "taskfuse_spec.yaml", "-o", tmp_path / "again"],
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "again" / "model.safetensors").read_bytes() == \
+        (tmp_path / "learned" / "model.safetensors").read_bytes()
+    start = subprocess.run([SCRIPT, "merge", root / "spec.yaml", "-o", tmp_path / "start"], capture_output=True,
+                           text=True)
+    assert start.returncode == 0, start.stderr
+    refused = learn("adamerging_layer", *args, "--start", tmp_path / "start", "-o", tmp_path / "no")
+    assert refused.returncode == 2 and "cannot be pre-processed by dare_linear" in refused.stderr
+    assert not (tmp_path / "no").exists()

@@ -30,6 +30,18 @@ def learned_files(learned: dict, method: str) -> dict[str, bytes]:
     return files
 
 
+def key_values(pairs: list[str], option: str) -> dict:
+    """{"density": 0.3} from ["density=0.3"]: each value read as YAML (numbers, booleans, strings)."""
+    import yaml
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{option} {pair!r}: give KEY=VALUE, e.g. density=0.3.")
+        values[key] = yaml.safe_load(value)
+    return values
+
+
 def _summary(out: Path, method: str, source, steps: int, learned: dict, score_hint: str) -> None:
     memory = learned.get("memory")
     held = (f" held base {memory['base_mib']} MiB + task vectors {memory['task_vectors_mib']} MiB, RSS grew "
@@ -39,7 +51,8 @@ def _summary(out: Path, method: str, source, steps: int, learned: dict, score_hi
                   f"{out / 'taskfuse_spec.yaml'} -o OUT; score: {score_hint}", soft_wrap=True)
 
 
-def _learn_spec(chosen, spec_path: Path, data: list[str], out: Path, start: Path | None, step: str) -> None:
+def _learn_spec(chosen, spec_path: Path, data: list[str], out: Path, start: Path | None, step: str,
+                sparsifier: tuple[str, dict] | None = None) -> None:
     """`taskfuse learn --spec`: a user's causal LMs, each learning from its own JSONL (from a merge of them, with
     `start`)."""
     from .. import api
@@ -49,6 +62,7 @@ def _learn_spec(chosen, spec_path: Path, data: list[str], out: Path, start: Path
     from ..bench.memory import RssPeak
     from ..bench.partition_row import learned_coefficients
     from ..programs.partition_spec import partition_spec
+    from ..programs.sparsified_vectors import sparsified_spec
     if chosen.interpolation == "slerp":
         raise UsageError(f"{chosen.name} is Self Positioning for embedding models: a contrastive loss on labelled "
                          "examples of a classification task's classes. With --spec (causal LMs) use atlas "
@@ -59,7 +73,7 @@ def _learn_spec(chosen, spec_path: Path, data: list[str], out: Path, start: Path
     merge_spec = api.as_spec(spec_path)
     start_path = None if start is None else str(start.resolve())  # the replay spec must find it from anywhere
     how = SpecLearning(chosen.parameterization, chosen.recipe, chosen.init, chosen.ties_density,
-                       seed=merge_spec.seed, start=start_path, step=step)
+                       seed=merge_spec.seed, start=start_path, step=step, sparsify=sparsifier)
     with _progress_bars() as bars, RssPeak() as memory:
         bar = bars.add_task(chosen.name, total=chosen.recipe.steps, stage="learn")
         result = learn_for_spec(merge_spec, data, how, lambda done, total, loss: bars.update(
@@ -70,9 +84,12 @@ def _learn_spec(chosen, spec_path: Path, data: list[str], out: Path, start: Path
     else:
         replay = learned_spec(result.view, merge_spec.base, models, seed=merge_spec.seed,
                               dtype=merge_spec.dtype, ties_density=chosen.ties_density)
+        if sparsifier is not None:
+            replay = sparsified_spec(replay, *sparsifier)
     learned = {"method": chosen.name, "learning": describe(chosen), "data_seen": result.data_seen,
                **({"start": start_path} if start_path else {}),
                **learned_coefficients(result.view), "tasks": models,
+               **({"sparsify": dict(zip(("method", "params"), sparsifier))} if sparsifier else {}),
                "losses": [round(x, 5) for x in result.losses], "seconds": {"learn": round(result.seconds, 1)},
                "gradient_step": how.step, "memory": held_memory(result.view, memory.added)}
     api.merge(replay, out, extra_files=learned_files(learned, chosen.name))
@@ -104,6 +121,12 @@ def register(app: typer.Typer, fail) -> None:
                                                        "partitioned_task_arithmetic method"),
               partition_seed: int = typer.Option(0, "--partition-seed", help="with --partitions: the seed that "
                                                  "draws each tensor's partitions"),
+              sparsify: Optional[str] = typer.Option(None, "--sparsify", help="learn over the task vectors as this "
+                                                     "registered delta method pre-processes them (dare_linear, "
+                                                     "breadcrumbs, ties, ...: AdaMerging++ with any sparsifier); "
+                                                     "the replay spec is that method with the learned weights"),
+              sparsify_param: list[str] = typer.Option([], "--sparsify-param", help="KEY=VALUE parameter of the "
+                                                       "--sparsify method (repeatable), e.g. density=0.3"),
               step: str = typer.Option("recomputed", "--step", help="the gradient step: recomputed (each layer "
                                        "recomputed in backward: least memory) or merged-once (θ merged once per "
                                        "step: faster, holds θ's gradient and every layer's activations); both learn "
@@ -114,6 +137,7 @@ def register(app: typer.Typer, fail) -> None:
         from ..bench.learned import learn_on_zoo, learned_method
         from ..bench.learned_row import record, write_learned
         from ..bench.partition_row import is_partitioned, partitioned_record, with_partitions, write_partitioned
+        from ..bench.sparsified_row import check_sparsifiable, learn_sparsified_on_zoo, write_sparsified
         from ..io.output import check_output_dir
         from ..programs.learning_loop import STEPS
         from ..zoo.build import build_zoo
@@ -122,6 +146,12 @@ def register(app: typer.Typer, fail) -> None:
             if lr is not None and not lr > 0:
                 raise UsageError(f"--lr {lr}: give a positive learning rate.")
             chosen = with_partitions(learned_method(method, steps, lr), partitions, partition_seed)
+            sparsifier = None
+            if sparsify is not None:
+                sparsifier = (sparsify, key_values(sparsify_param, "--sparsify-param"))
+                check_sparsifiable(chosen, *sparsifier)
+            elif sparsify_param:
+                raise UsageError("--sparsify-param goes with --sparsify METHOD.")
             if step not in STEPS:
                 raise UsageError(f"--step {step}: use one of {', '.join(STEPS)}.")
             if start is not None and not start.exists():
@@ -133,7 +163,7 @@ def register(app: typer.Typer, fail) -> None:
                                  "folder.")
             check_output_dir(out, "merge")  # before the zoo and the learning, not after
             if spec is not None:
-                return _learn_spec(chosen, spec, [str(d) for d in data], out, start, step)
+                return _learn_spec(chosen, spec, [str(d) for d in data], out, start, step, sparsifier)
             if start is not None:
                 raise UsageError("--start goes with --spec (your models and a merge of them); for the zoo's experts, "
                                  "python benchmarks/learned_over_merge.py learns from a data-free merge.")
@@ -142,9 +172,14 @@ def register(app: typer.Typer, fail) -> None:
             with _progress_bars() as bars:
                 zoo = build_zoo(variant_named(variant), 1, _zoo_reporter(bars), tuple(map(str, task_file)))
                 bar = bars.add_task(method, total=chosen.recipe.steps, stage="learn")
-                result = learn_on_zoo(zoo, chosen, lambda done, total, loss: bars.update(
-                    bar, completed=done, description=f"{method} loss {loss:.4f}"), step)
-            if is_partitioned(result.view):
+                report = lambda done, total, loss: bars.update(  # noqa: E731
+                    bar, completed=done, description=f"{method} loss {loss:.4f}")
+                result = (learn_on_zoo(zoo, chosen, report, step) if sparsifier is None
+                          else learn_sparsified_on_zoo(zoo, chosen, sparsifier, report, step))
+            if sparsifier is not None:
+                learned = {**record(zoo, chosen, result), "sparsify": dict(zip(("method", "params"), sparsifier))}
+                write_sparsified(zoo, result, sparsifier, out, learned_files(learned, method))
+            elif is_partitioned(result.view):
                 learned = partitioned_record(zoo, chosen, result)
                 write_partitioned(zoo, result, out, learned_files(learned, method))
             else:

@@ -18,6 +18,7 @@ from ..spec.model import MergeSpec
 from .learn import LearnProgress, Recipe
 from .learning_loop import DEFAULT_STEP, learn_coefficients
 from .merge_view import MergeView, Parameterization
+from .sparsified_vectors import sparsified_vectors
 from .sparsify import ties_vectors
 from .text_data import language_model_batches, read_examples
 
@@ -36,6 +37,9 @@ class SpecLearning:
     # the gradient step (programs/learning_loop.py STEPS): the memory-lean one, or "merged-once" (faster, and
     # holds θ(Λ)'s gradient and every layer's activations of a batch)
     step: str = DEFAULT_STEP
+    # (method, params): learn over the vectors as that registered delta method pre-processes them
+    # (programs/sparsified_vectors.py); the replay spec is then that method with the learned weights
+    sparsify: tuple[str, dict] | None = None
 
 
 @dataclass
@@ -94,6 +98,9 @@ def learn_for_spec(spec: MergeSpec, data_files: list[str], how: SpecLearning,
         raise UsageError("a start merge cannot be TIES-trimmed with the models' task vectors: the replayed TIES "
                          "merge would trim it again. Fix: start from the merge with atlas or adamerging_layer, or "
                          "use adamerging_layer_ties without --start.")
+    if how.start is not None and how.sparsify is not None:
+        raise UsageError(f"a start merge cannot be pre-processed by {how.sparsify[0]} with the models' task vectors: "
+                         "the replayed merge would pre-process it again. Fix: drop --start or --sparsify.")
     tokenizer = AutoTokenizer.from_pretrained(spec.base)
     labelled = how.recipe.objective == "cross_entropy"
     examples = [read_examples(f, tokenizer, labelled) for f in data_files]
@@ -104,6 +111,8 @@ def learn_for_spec(spec: MergeSpec, data_files: list[str], how: SpecLearning,
     vectors = [task_vector(Checkpoint.open(entry.path), theta0, f"model {entry.path}") for entry in spec.models]
     if how.ties_density is not None:
         vectors = ties_vectors(vectors, how.ties_density)
+    if how.sparsify is not None:  # keyed on the merge's seed, as the replayed merge draws
+        vectors = sparsified_vectors(vectors, *how.sparsify, seed=spec.seed, bases=theta0)
     if how.start is None:
         view = MergeView(base, vectors, how.parameterization, how.init)
     else:
