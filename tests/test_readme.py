@@ -121,7 +121,8 @@ GGUF_READER = ["src/taskfuse/io/gguf_read.py", "src/taskfuse/io/gguf_header.py",
                "src/taskfuse/io/gguf_rope.py"]
 LLM_CODE = BENCH_CODE + [LEARNED_TABLE, "src/taskfuse/llm", "src/taskfuse/io/adapter.py",
                          "src/taskfuse/programs/moe.py", "src/taskfuse/programs/moe_tuning.py",
-                         "src/taskfuse/programs/spec_learning.py", "src/taskfuse/programs/text_data.py",
+                         "src/taskfuse/programs/spec_learning.py", "src/taskfuse/programs/sparsified_vectors.py",
+                         "src/taskfuse/programs/text_data.py",
                          "src/taskfuse/routing/arrow.py", "src/taskfuse/routing/library.py",
                          "src/taskfuse/routing/modules.py", "src/taskfuse/routing/emr.py",
                          "src/taskfuse/routing/twin.py", *LEARNING_STEP_CODE]
@@ -132,7 +133,8 @@ LLM_CODE = BENCH_CODE + [LEARNED_TABLE, "src/taskfuse/llm", "src/taskfuse/io/ada
 # programs/spec_learning.py only through the LLM benchmark's learned row, which they never run (a test below checks
 # the route): they are guarded without that file.
 SPEC_LEARNING = "src/taskfuse/programs/spec_learning.py"
-LLM_CODE_WITHOUT_LEARNING = [p for p in LLM_CODE if p not in (SPEC_LEARNING, *LEARNING_STEP_CODE)]
+SPARSIFIED = "src/taskfuse/programs/sparsified_vectors.py"  # the spec learning's pre-processing, imported by it
+LLM_CODE_WITHOUT_LEARNING = [p for p in LLM_CODE if p not in (SPEC_LEARNING, SPARSIFIED, *LEARNING_STEP_CODE)]
 LLM_ROUTING_CODE = LLM_CODE_WITHOUT_LEARNING + ["src/taskfuse/routing/phatgoose.py", "src/taskfuse/routing/mhr.py"]
 ROUTING_ROWS_SETTINGS = {"MHR_HEADS", "MHR_ROUTING_LR", "PHATGOOSE_TOP_K"}
 # The subspace methods (TSV, Iso-C, Iso-CTS) and their SVD helpers: bench-full's grid, the LLM benchmark's grid, the
@@ -150,6 +152,16 @@ SEED_SPREAD_CODE = BENCH_CODE + LEARNED_ROWS_CODE + ["src/taskfuse/bench/learned
                                                      "src/taskfuse/bench/seed_spread.py",
                                                      "benchmarks/learning_seed_spread.py",
                                                      "benchmarks/results/bench-full/result.json"]
+# aTLAS×K over Iso-CTS: the over-merge rows' code, the partitioned view's row, spec and method (which BENCH_CODE
+# leaves out, no other result running it), and the committed results it quotes (bench-full's start and per-tensor
+# row, the seed study's average)
+PARTITIONS_CODE = [p for p in BENCH_CODE if p != f":(exclude){UNRUN_METHODS['partitioned_task_arithmetic']}"] + \
+    LEARNED_ROWS_CODE + [UNRUN_METHODS["partitioned_task_arithmetic"], "src/taskfuse/programs/partition_spec.py",
+                         "src/taskfuse/bench/partition_row.py", "src/taskfuse/bench/partitions_over_merge.py",
+                         "src/taskfuse/bench/view_learning.py",
+                         "src/taskfuse/bench/learned_over_merge.py", VIEW_OVER_MERGE,
+                         "benchmarks/partitions_over_merge.py", "benchmarks/results/bench-full/result.json",
+                         "benchmarks/results/learning-seed-spread/result.json"]
 # Memory while learning, each learned row in a process of its own: the rows' code (with both gradient steps), the
 # over-merge rows' code, the measurement
 # (the over-merge study's own script excepted: the measurement imports the over-merge rows' module, never the script)
@@ -194,6 +206,7 @@ RESULTS = [("bench-full", BENCH_CODE + LEARNED_ROWS_CODE + STATISTICS_CODE + FUL
            ("fisher-labels", FISHER_LABELS_CODE, "python benchmarks/fisher_labels.py"),
            ("learning-memory", LEARNING_MEMORY_CODE, "python benchmarks/learning_memory.py"),
            ("learning-seed-spread", SEED_SPREAD_CODE, "python benchmarks/learning_seed_spread.py"),
+           ("partitions-over-merge", PARTITIONS_CODE, "python benchmarks/partitions_over_merge.py"),
            ("weak-to-strong", WEAK_TO_STRONG_CODE, "python benchmarks/weak_to_strong.py --accept-unlicensed --multi"),
            ("llm-new-task", NEW_TASK_CODE,
             "python benchmarks/llm_new_task.py --task-file benchmarks/tasks/wordnet_verb_topic_llm.jsonl")]
@@ -309,7 +322,9 @@ VIEW_OVER_MERGE_STUDIES = {"bench-full": ["src/taskfuse/bench/run.py"],
                            "learning-memory": ["src/taskfuse/bench/learning_memory.py",
                                                "benchmarks/learning_memory.py"],
                            "learning-seed-spread": ["src/taskfuse/bench/seed_spread.py",
-                                                    "benchmarks/learning_seed_spread.py"]}
+                                                    "benchmarks/learning_seed_spread.py"],
+                           "partitions-over-merge": ["src/taskfuse/bench/partitions_over_merge.py",
+                                                     "benchmarks/partitions_over_merge.py"]}
 
 
 @pytest.mark.parametrize("pin", [LEARNING_LOOP, LEARN, FISHER_LABELS])

@@ -12,40 +12,34 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from .. import api
 from ..eval.encoder import load_encoder
 from ..eval.harness import Evaluator, Score
 from ..programs.learn import LearnProgress
-from ..programs.learning_loop import DEFAULT_STEP, learn_coefficients
+from ..programs.learning_loop import DEFAULT_STEP
 from ..programs.lazy_task_vectors import FileTaskVector
+from ..programs.merge_view import MergeView
 from ..programs.partition_spec import partition_spec
 from ..programs.spec_learning import view_over_merge
 from ..zoo.build import Zoo
-from .learned import LearnedMethod, LearnedResult, describe, held_memory, task_streams
+from .learned import LearnedMethod, LearnedResult, describe
 from .learned_over_merge import OverMerge, scored
 from .learned_row import TENSOR_RULES, summary
-from .memory import RssPeak
 from .partition_row import learned_coefficients
+from .view_learning import learn_built_view
 
 
 def learn_partitions_over_merge(zoo: Zoo, method: LearnedMethod, start: Path,
                                 progress: LearnProgress | None = None, step: str = DEFAULT_STEP) -> LearnedResult:
     """Learn per partition from the merge written at `start`: the view's first task vector is the merge's (every
     partition at 1), the others the experts' (at 0), as learned_over_merge.learn_over_merge does per tensor."""
-    with RssPeak() as memory:
+    def build() -> MergeView:
         base = load_encoder(zoo.base_dir)
         theta0 = base.state_dict()
-        view = view_over_merge(base, FileTaskVector(start, theta0),
+        return view_over_merge(base, FileTaskVector(start, theta0),
                                [FileTaskVector(e.model_dir, theta0) for e in zoo.experts.values()],
                                method.parameterization)
-        streams = task_streams(zoo, method, zoo.variant.recipe.seed)
-        torch.manual_seed(zoo.variant.recipe.seed)
-        started = time.perf_counter()
-        losses = learn_coefficients(view, streams, method.recipe, progress, step)
-        seconds = time.perf_counter() - started
-    return LearnedResult(view, losses, seconds, step, held_memory(view, memory.added))
+    return learn_built_view(zoo, method, build, progress, step)
 
 
 def partitions_over_merge_row(zoo: Zoo, method: LearnedMethod, over: OverMerge, start: Path, test: Evaluator,

@@ -6,21 +6,19 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import torch
-
 from .. import api
 from ..errors import UsageError
 from ..eval.encoder import load_encoder
 from ..programs.learn import LearnProgress
 from ..programs.learned_spec import learned_spec
-from ..programs.learning_loop import DEFAULT_STEP, learn_coefficients
+from ..programs.learning_loop import DEFAULT_STEP
 from ..programs.lazy_task_vectors import FileTaskVector
 from ..programs.merge_view import MergeView
 from ..programs.sparsified_vectors import check_sparsifier, sparsified_spec, sparsified_vectors
 from ..zoo.build import Zoo
-from .learned import LearnedMethod, LearnedResult, held_memory, task_streams
+from .learned import LearnedMethod, LearnedResult
 from .learned_row import TENSOR_RULES
-from .memory import RssPeak
+from .view_learning import learn_built_view
 
 
 def check_sparsifiable(method: LearnedMethod, sparsify: str, params: dict) -> None:
@@ -37,18 +35,13 @@ def learn_sparsified_on_zoo(zoo: Zoo, method: LearnedMethod, sparsify: tuple[str
                             progress: LearnProgress | None = None, step: str = DEFAULT_STEP) -> LearnedResult:
     """bench/learned.py's learn_on_zoo over the pre-processed vectors (drawn with the zoo's seed, which the written
     spec's merge uses)."""
-    with RssPeak() as memory:
+    def build() -> MergeView:
         base = load_encoder(zoo.base_dir)
         theta0 = base.state_dict()
         vectors = sparsified_vectors([FileTaskVector(e.model_dir, theta0) for e in zoo.experts.values()],
                                      *sparsify, seed=zoo.variant.recipe.seed, bases=theta0)
-        view = MergeView(base, vectors, method.parameterization, method.init)
-        streams = task_streams(zoo, method, zoo.variant.recipe.seed)
-        torch.manual_seed(zoo.variant.recipe.seed)
-        started = time.perf_counter()
-        losses = learn_coefficients(view, streams, method.recipe, progress, step)
-        seconds = time.perf_counter() - started
-    return LearnedResult(view, losses, seconds, step, held_memory(view, memory.added))
+        return MergeView(base, vectors, method.parameterization, method.init)
+    return learn_built_view(zoo, method, build, progress, step)
 
 
 def write_sparsified(zoo: Zoo, result: LearnedResult, sparsify: tuple[str, dict], out: Path,

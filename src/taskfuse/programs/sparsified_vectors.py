@@ -16,7 +16,7 @@ the same model order, so a mask drawn here is the mask the replayed merge draws.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
@@ -24,6 +24,7 @@ from torch import Tensor
 from ..errors import UsageError
 from ..methods import Inputs, get_method
 from ..methods.inputs import stable_seed
+from .lazy_task_vectors import TiesTrimmedVector
 
 # |M(w) − Σ w_t M(e_t)| allowed, relative to the largest |M(w)|: float32 summation in another order, not a
 # different merge (a weight-normalised merge is off by a factor, not by rounding)
@@ -82,31 +83,13 @@ class _SparsifiedTensor:
         return [r.to(raw[t].dtype) for t, r in enumerate(rows)]
 
 
-class SparsifiedVector(Mapping):
-    """Vector t pre-processed by the method, one tensor at a time."""
-
-    def __init__(self, shared: _SparsifiedTensor, t: int):
-        self.shared, self.t = shared, t
-
-    def __getitem__(self, name: str) -> Tensor:
-        return self.shared.row(name, self.t)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.shared.vectors[0]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.shared.vectors[0])
-
-    def __len__(self) -> int:
-        return len(self.shared.vectors[0])
-
-
 def sparsified_vectors(vectors: list[Mapping], method: str, params: dict, seed: int,
                        bases: Mapping | None = None) -> list[Mapping]:
     """Each vector pre-processed by `method` with `params` as the engine's merge at `seed` would (`bases`: θ₀ per
     tensor, for the methods that read it), computed on demand tensor by tensor."""
     shared = _SparsifiedTensor(vectors, method, params, seed, bases)
-    return [SparsifiedVector(shared, t) for t in range(len(vectors))]
+    # TiesTrimmedVector reads row t of any such shared pre-processing (its .row and .vectors), tensor by tensor
+    return [TiesTrimmedVector(shared, t) for t in range(len(vectors))]
 
 
 def sparsified_spec(spec: dict, method: str, params: dict) -> dict:
