@@ -122,7 +122,7 @@ GGUF_READER = ["src/taskfuse/io/gguf_read.py", "src/taskfuse/io/gguf_header.py",
 LLM_CODE = BENCH_CODE + [LEARNED_TABLE, "src/taskfuse/llm", "src/taskfuse/io/adapter.py",
                          "src/taskfuse/programs/moe.py", "src/taskfuse/programs/moe_tuning.py",
                          "src/taskfuse/programs/spec_learning.py", "src/taskfuse/programs/sparsified_vectors.py",
-                         "src/taskfuse/programs/text_data.py",
+                         "src/taskfuse/programs/lazy_task_vectors.py", "src/taskfuse/programs/text_data.py",
                          "src/taskfuse/routing/arrow.py", "src/taskfuse/routing/library.py",
                          "src/taskfuse/routing/modules.py", "src/taskfuse/routing/emr.py",
                          "src/taskfuse/routing/twin.py", *LEARNING_STEP_CODE]
@@ -133,8 +133,9 @@ LLM_CODE = BENCH_CODE + [LEARNED_TABLE, "src/taskfuse/llm", "src/taskfuse/io/ada
 # programs/spec_learning.py only through the LLM benchmark's learned row, which they never run (a test below checks
 # the route): they are guarded without that file.
 SPEC_LEARNING = "src/taskfuse/programs/spec_learning.py"
-SPARSIFIED = "src/taskfuse/programs/sparsified_vectors.py"  # the spec learning's pre-processing, imported by it
-LLM_CODE_WITHOUT_LEARNING = [p for p in LLM_CODE if p not in (SPEC_LEARNING, SPARSIFIED, *LEARNING_STEP_CODE)]
+# the spec learning's pre-processing (--sparsify), which it imports, and the lazy vectors that reads them through
+SPARSIFIED = ["src/taskfuse/programs/sparsified_vectors.py", "src/taskfuse/programs/lazy_task_vectors.py"]
+LLM_CODE_WITHOUT_LEARNING = [p for p in LLM_CODE if p not in (SPEC_LEARNING, *SPARSIFIED, *LEARNING_STEP_CODE)]
 LLM_ROUTING_CODE = LLM_CODE_WITHOUT_LEARNING + ["src/taskfuse/routing/phatgoose.py", "src/taskfuse/routing/mhr.py"]
 ROUTING_ROWS_SETTINGS = {"MHR_HEADS", "MHR_ROUTING_LR", "PHATGOOSE_TOP_K"}
 # The subspace methods (TSV, Iso-C, Iso-CTS) and their SVD helpers: bench-full's grid, the LLM benchmark's grid, the
@@ -262,9 +263,10 @@ def test_a_method_no_result_runs_is_registered_without_changing_what_the_results
     modules = {Path(p).stem for p in UNRUN_METHODS.values()}
     assert _without_imports_of(git("show", f"{commit}:{METHODS_INIT}"), modules) == \
         _without_imports_of((ROOT / METHODS_INIT).read_text(), modules), f"{METHODS_INIT} changed: rerun {folder}"
-    now = _excluded((ROOT / GRID).read_text())
+    now, then = _excluded((ROOT / GRID).read_text()), _excluded(git("show", f"{commit}:{GRID}"))
     assert set(UNRUN_METHODS) <= set(now)
-    assert _excluded(git("show", f"{commit}:{GRID}")) == {k: v for k, v in now.items() if k not in UNRUN_METHODS}
+    assert {k: v for k, v in then.items() if k not in UNRUN_METHODS} == \
+        {k: v for k, v in now.items() if k not in UNRUN_METHODS}
 
 
 # The modules through which the results that pin LEARNED_TABLE run (`taskfuse bench` dispatches --routing and --llm to
@@ -308,9 +310,13 @@ def test_the_studies_without_the_learned_rows_never_import_them():
     guarded = {folder: {file_of(e) for e in paths} for folder, paths, _ in RESULTS}
     for folder, entries in PINNING_STUDIES.items():
         unguarded = rows - guarded[folder]  # bench-llm guards the loop and the step: its aTLAS row runs them
-        # importers left out: the table's file, the rows' code itself, and programs/spec_learning.py, which the LLM
-        # studies reach only through a row they never run (test_the_llm_studies_guarded_without_spec_learning_...)
-        for file in code_pins.reachable(entries, table_path) - rows - shared - {ROOT / SPEC_LEARNING}:
+        # importers left out: the table's file, the rows' code itself, and programs/spec_learning.py with the
+        # pre-processing only it imports there, which the LLM studies reach only through a row they never run
+        # (test_the_llm_studies_guarded_without_spec_learning_...)
+        if folder != "bench-llm":
+            assert set(code_pins.names_taken(entries, SPARSIFIED[0])) <= {SPEC_LEARNING}, folder
+        for file in code_pins.reachable(entries, table_path) - rows - shared - {ROOT / SPEC_LEARNING,
+                                                                               ROOT / SPARSIFIED[0]}:
             imported = {code_pins.module_file(m) for m in code_pins.imported_modules(file)} - {None}
             assert not {f.resolve() for f in imported} & unguarded, f"{folder}: {file} imports the learned rows' code"
 

@@ -51,6 +51,20 @@ def test_the_seed_spread_is_told_beside_the_best_learned_row_it_learned_again():
         assert "seeds" not in by_target(learned_targets(learned, other), "best learned").measured
 
 
+def test_the_partitions_study_is_told_beside_the_best_learned_row_it_learned_per_partition():
+    learned = full([row("atlas over iso_cts", 0.9195, True)])
+    partitions = {"per_tensor": {"bench_full": 0.9195},
+                  "rows": [{**row("atlas×4 over iso_cts", 0.918), "partitions": 4},
+                           {**row("atlas×16 over iso_cts", 0.9217), "partitions": 16}]}
+    best = by_target(learned_targets(learned, None, partitions), "best learned")
+    assert best.met is False and best.margin == "−0.05 points"  # the verdict stays bench-full's own run's
+    assert best.measured.endswith("with K coefficients per tensor (partitions-over-merge, one run each) "
+                                  "K = 4 91.80 %, K = 16 92.17 %")
+    for other in ({**partitions, "per_tensor": None}, {**partitions, "per_tensor": {"bench_full": 0.93}},
+                  {**partitions, "rows": [{**row("atlas_fewshot×4 over iso_cts", 0.95), "partitions": 4}]}, None):
+        assert "partitions" not in by_target(learned_targets(learned, None, other), "best learned").measured
+
+
 def test_a_result_without_the_rows_measures_nothing_and_says_so():
     targets = learned_targets({"methods": [row("iso_cts", 0.9)]})
     assert [t.met for t in targets] == [None, None]
