@@ -31,6 +31,12 @@ def check_sparsifiable(method: LearnedMethod, sparsify: str, params: dict) -> No
     check_sparsifier(sparsify, params)
 
 
+def sparsify_record(sparsify: tuple[str, dict]) -> dict:
+    """What taskfuse_learned.json says of the pre-processing the coefficients were learned over."""
+    method, params = sparsify
+    return {"method": method, "params": params}
+
+
 def learn_sparsified_on_zoo(zoo: Zoo, method: LearnedMethod, sparsify: tuple[str, dict],
                             progress: LearnProgress | None = None, step: str = DEFAULT_STEP) -> LearnedResult:
     """bench/learned.py's learn_on_zoo over the pre-processed vectors (drawn with the zoo's seed, which the written

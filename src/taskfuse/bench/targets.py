@@ -223,7 +223,8 @@ def all_targets(results: Path) -> list[Target]:
     read = lambda name: json.loads((results / name / "result.json").read_text())  # noqa: E731
     full = read("bench-full")
     optional = lambda name: read(name) if (results / name / "result.json").exists() else None  # noqa: E731
-    return [*learned_targets(full, optional("learning-seed-spread"), optional("partitions-over-merge")), *learning_memory_targets(read("learning-memory")),
+    return [*learned_targets(full, optional("learning-seed-spread"), optional("partitions-over-merge")),
+            *learning_memory_targets(read("learning-memory")),
             *side_by_side_targets(read("fusionbench-side-by-side")),
             *routing_targets(read("bench-routing"), full), *llm_new_task_targets(read("llm-new-task")),
             *llm_targets(read("bench-llm"), read("gguf-input"))]

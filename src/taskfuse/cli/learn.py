@@ -61,6 +61,7 @@ def _learn_spec(chosen, spec_path: Path, data: list[str], out: Path, start: Path
     from ..bench.learned import describe, held_memory
     from ..bench.memory import RssPeak
     from ..bench.partition_row import learned_coefficients
+    from ..bench.sparsified_row import sparsify_record
     from ..programs.partition_spec import partition_spec
     from ..programs.sparsified_vectors import sparsified_spec
     if chosen.interpolation == "slerp":
@@ -89,7 +90,7 @@ def _learn_spec(chosen, spec_path: Path, data: list[str], out: Path, start: Path
     learned = {"method": chosen.name, "learning": describe(chosen), "data_seen": result.data_seen,
                **({"start": start_path} if start_path else {}),
                **learned_coefficients(result.view), "tasks": models,
-               **({"sparsify": dict(zip(("method", "params"), sparsifier))} if sparsifier else {}),
+               **({"sparsify": sparsify_record(sparsifier)} if sparsifier else {}),
                "losses": [round(x, 5) for x in result.losses], "seconds": {"learn": round(result.seconds, 1)},
                "gradient_step": how.step, "memory": held_memory(result.view, memory.added)}
     api.merge(replay, out, extra_files=learned_files(learned, chosen.name))
@@ -137,7 +138,8 @@ def register(app: typer.Typer, fail) -> None:
         from ..bench.learned import learn_on_zoo, learned_method
         from ..bench.learned_row import record, write_learned
         from ..bench.partition_row import is_partitioned, partitioned_record, with_partitions, write_partitioned
-        from ..bench.sparsified_row import check_sparsifiable, learn_sparsified_on_zoo, write_sparsified
+        from ..bench.sparsified_row import (check_sparsifiable, learn_sparsified_on_zoo, sparsify_record,
+                                            write_sparsified)
         from ..io.output import check_output_dir
         from ..programs.learning_loop import STEPS
         from ..zoo.build import build_zoo
@@ -177,7 +179,7 @@ def register(app: typer.Typer, fail) -> None:
                 result = (learn_on_zoo(zoo, chosen, report, step) if sparsifier is None
                           else learn_sparsified_on_zoo(zoo, chosen, sparsifier, report, step))
             if sparsifier is not None:
-                learned = {**record(zoo, chosen, result), "sparsify": dict(zip(("method", "params"), sparsifier))}
+                learned = {**record(zoo, chosen, result), "sparsify": sparsify_record(sparsifier)}
                 write_sparsified(zoo, result, sparsifier, out, learned_files(learned, method))
             elif is_partitioned(result.view):
                 learned = partitioned_record(zoo, chosen, result)
