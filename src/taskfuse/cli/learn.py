@@ -1,5 +1,5 @@
-"""`taskfuse learn`: learn merge coefficients (AdaMerging, aTLAS, Self Positioning) for the zoo's experts, or for a spec's causal LMs
-on the user's text, and write the merge with the spec that replays it."""
+"""`taskfuse learn`: learn merge coefficients (AdaMerging, aTLAS, Self Positioning) for the zoo's experts, or for a
+spec's causal LMs or sequence classifiers on the user's text, and write the merge with the spec that replays it."""
 from __future__ import annotations
 
 import json
@@ -53,11 +53,12 @@ def _summary(out: Path, method: str, source, steps: int, learned: dict, score_hi
 
 def _learn_spec(chosen, spec_path: Path, data: list[str], out: Path, start: Path | None, step: str,
                 sparsifier: tuple[str, dict] | None = None) -> None:
-    """`taskfuse learn --spec`: a user's causal LMs, each learning from its own JSONL (from a merge of them, with
-    `start`)."""
+    """`taskfuse learn --spec`: a user's causal LMs or sequence classifiers, each learning from its own JSONL (from
+    a merge of them, with `start`)."""
     from .. import api
     from ..programs.learned_spec import learned_spec
     from ..programs.spec_learning import SpecLearning, learn_for_spec
+    from ..programs.classifier_learning import CLASSIFIER_TENSOR_RULES, is_classifier_spec, learn_for_classifiers
     from ..bench.learned import describe, held_memory
     from ..bench.memory import RssPeak
     from ..bench.partition_row import learned_coefficients
@@ -66,25 +67,31 @@ def _learn_spec(chosen, spec_path: Path, data: list[str], out: Path, start: Path
     from ..programs.sparsified_vectors import sparsified_spec
     if chosen.interpolation == "slerp":
         raise UsageError(f"{chosen.name} is Self Positioning for embedding models: a contrastive loss on labelled "
-                         "examples of a classification task's classes. With --spec (causal LMs) use atlas "
-                         "(cross-entropy on your texts) or an adamerging method.")
-    if chosen.per_class is not None:
-        raise UsageError(f"{chosen.name} takes k examples per class of a classification task; with --spec use "
-                         "atlas (cross-entropy on your texts) or an adamerging method.")
+                         "examples of a classification task's classes. With --spec use atlas (cross-entropy on "
+                         "your texts or labels) or an adamerging method.")
     merge_spec = api.as_spec(spec_path)
+    classifiers = is_classifier_spec(merge_spec)
+    if chosen.per_class is not None and not classifiers:
+        raise UsageError(f"{chosen.name} takes k examples per class of a classification task; with --spec's causal "
+                         "LMs use atlas (cross-entropy on your texts) or an adamerging method.")
     start_path = None if start is None else str(start.resolve())  # the replay spec must find it from anywhere
     how = SpecLearning(chosen.parameterization, chosen.recipe, chosen.init, chosen.ties_density,
+                       **({"batch_size": chosen.batch_size} if classifiers else {}),
                        seed=merge_spec.seed, start=start_path, step=step, sparsify=sparsifier)
     with _progress_bars() as bars, RssPeak() as memory:
         bar = bars.add_task(chosen.name, total=chosen.recipe.steps, stage="learn")
-        result = learn_for_spec(merge_spec, data, how, lambda done, total, loss: bars.update(
-            bar, completed=done, description=f"{chosen.name} loss {loss:.4f}"))
+        report = lambda done, total, loss: bars.update(  # noqa: E731
+            bar, completed=done, description=f"{chosen.name} loss {loss:.4f}")
+        result = (learn_for_classifiers(merge_spec, data, how, chosen.per_class, report) if classifiers
+                  else learn_for_spec(merge_spec, data, how, report))
     models = [*([start_path] if start_path else []), *(m.path for m in merge_spec.models)]
+    rules = CLASSIFIER_TENSOR_RULES if classifiers else None
     if chosen.parameterization.kind == "partition":
-        replay = partition_spec(result.view, merge_spec.base, models, seed=merge_spec.seed, dtype=merge_spec.dtype)
+        replay = partition_spec(result.view, merge_spec.base, models, seed=merge_spec.seed, dtype=merge_spec.dtype,
+                                tensor_rules=rules)
     else:
         replay = learned_spec(result.view, merge_spec.base, models, seed=merge_spec.seed,
-                              dtype=merge_spec.dtype, ties_density=chosen.ties_density)
+                              dtype=merge_spec.dtype, tensor_rules=rules, ties_density=chosen.ties_density)
         if sparsifier is not None:
             replay = sparsified_spec(replay, *sparsifier)
     learned = {"method": chosen.name, "learning": describe(chosen), "data_seen": result.data_seen,
@@ -93,8 +100,24 @@ def _learn_spec(chosen, spec_path: Path, data: list[str], out: Path, start: Path
                **({"sparsify": sparsify_record(sparsifier)} if sparsifier else {}),
                "losses": [round(x, 5) for x in result.losses], "seconds": {"learn": round(result.seconds, 1)},
                "gradient_step": how.step, "memory": held_memory(result.view, memory.added)}
-    api.merge(replay, out, extra_files=learned_files(learned, chosen.name))
-    _summary(out, chosen.name, spec_path, chosen.recipe.steps, learned, f"load {out} with transformers")
+    if not classifiers:
+        api.merge(replay, out, extra_files=learned_files(learned, chosen.name))
+        return _summary(out, chosen.name, spec_path, chosen.recipe.steps, learned, f"load {out} with transformers")
+    _write_classifier_merge(replay, {**learned, "heads": {m.path: f"heads/{i}" for i, m in
+                                                          enumerate(merge_spec.models)}}, result, out, chosen.name)
+    _summary(out, chosen.name, spec_path, chosen.recipe.steps, learned, "model i's classifier (its place in the "
+             f"spec) is taskfuse.programs.classifier_heads.task_classifier({str(out)!r}, i)")
+
+
+def _write_classifier_merge(replay: dict, learned: dict, result, out: Path, method: str) -> None:
+    """The merged body as the replay spec writes it, and every model's head beside it (`heads/<i>/`): one folder
+    that appears whole or not at all."""
+    from .. import api
+    from ..io.output import staged_output
+    from ..programs.classifier_heads import write_heads
+    with staged_output(out, "merge") as stage:
+        api.merge(replay, stage, extra_files=learned_files(learned, method))
+        write_heads(stage, result.own, result.configs)
 
 
 def register(app: typer.Typer, fail) -> None:
@@ -108,9 +131,10 @@ def register(app: typer.Typer, fail) -> None:
               steps: Optional[int] = typer.Option(None, min=1, help="optimiser steps (default: the method's)"),
               lr: Optional[float] = typer.Option(None, help="learning rate (default: the method's)"),
               spec: Optional[Path] = typer.Option(None, help="your own models instead of the zoo: a spec with a base "
-                                                  "causal LM and its fine-tunes"),
+                                                  "and its causal-LM or sequence-classifier fine-tunes"),
               data: list[Path] = typer.Option([], "--data", help="with --spec: one JSONL per model, in the spec's "
-                                              "order, of {\"text\"} or {\"prompt\", \"completion\"} lines"),
+                                              "order, of {\"text\"} or {\"prompt\", \"completion\"} lines "
+                                              "(classifiers: {\"text\"}, with \"label\" for atlas)"),
               start: Optional[Path] = typer.Option(None, "--start", help="with --spec: a merge of the spec's models "
                                                    "(e.g. taskfuse merge's output) to learn from; its coefficient "
                                                    "starts at 1, the models' at 0. The replay spec names it: keep "
@@ -134,7 +158,8 @@ def register(app: typer.Typer, fail) -> None:
                                        "the same coefficients up to summation order")) -> None:
         """Learn how much of each model's task vector to take (per task or per tensor) and write the merge with
         the spec that replays it, the learned record and a coefficient map. Without --spec: the benchmark zoo's
-        experts on their validation data; with --spec and --data: your causal LMs on your text."""
+        experts on their validation data; with --spec and --data: your causal LMs or sequence classifiers on your
+        text."""
         from ..bench.learned import learn_on_zoo, learned_method
         from ..bench.learned_row import record, write_learned
         from ..bench.partition_row import is_partitioned, partitioned_record, with_partitions, write_partitioned

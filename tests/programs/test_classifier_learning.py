@@ -1,0 +1,149 @@
+"""`taskfuse learn --spec` over sequence classifiers: real tiny BERT classifiers (built from a transformers config,
+fine-tuned here on two of the benchmark's real Debian-text tasks with different label sets), their base saved as
+a masked LM (as bert-base-uncased is), so the body is merged and each task keeps its own head and pooler."""
+import json
+import shutil
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
+
+from taskfuse.eval.encoder import base_encoder_dir, load_tokenizer
+from taskfuse.eval.tasks import load_task
+from taskfuse.programs.classifier_heads import task_classifier
+from taskfuse.zoo.recipe import VARIANTS
+from tests.cli.test_user_errors import assert_user_error, taskfuse
+
+TASKS = ("wordnet_pos", "fortune_language")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+
+def _save_tokenizer(folder):
+    for name in TOKENIZER_FILES:
+        if (base_encoder_dir() / name).exists():
+            shutil.copy(base_encoder_dir() / name, folder / name)
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory):
+    """The base (a BertForMaskedLM: `bert.` names, no pooler), two classifiers fine-tuned from it (2 and 3+
+    classes), each task's validation texts as JSONL with class names."""
+    root = tmp_path_factory.mktemp("classifiers")
+    tokenizer = load_tokenizer()
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    torch.manual_seed(0)
+    BertForMaskedLM(config).save_pretrained(root / "base")
+    _save_tokenizer(root / "base")
+    data = []
+    for i, name in enumerate(TASKS):
+        task = load_task(name, 0, VARIANTS["tiny"].sizes)
+        names = dict(enumerate(task.label_names))
+        torch.manual_seed(i)
+        tune = BertForSequenceClassification.from_pretrained(root / "base", num_labels=len(names), id2label=names,
+                                                             label2id={n: k for k, n in names.items()})
+        optimizer = torch.optim.AdamW(tune.parameters(), lr=3e-3)
+        train = task.splits["train"]
+        for step in range(40):
+            rows = [(step * 8 + j) % len(train.texts) for j in range(8)]
+            batch = tokenizer([train.texts[r] for r in rows], padding=True, truncation=True, max_length=48,
+                              return_tensors="pt")
+            loss = tune(**batch, labels=torch.tensor([int(train.labels[r]) for r in rows])).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        tune.save_pretrained(root / f"ft_{name}")
+        _save_tokenizer(root / f"ft_{name}")
+        split = task.splits["validation"]
+        path = root / f"{name}.jsonl"
+        path.write_text("".join(json.dumps({"text": t[:200], "label": names[int(y)]}) + "\n"
+                                for t, y in list(zip(split.texts, split.labels))[:40]))
+        data.append(path)
+    spec = root / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"method": "task_arithmetic", "base": str(root / "base"),
+                                    "models": [{"path": str(root / f"ft_{n}")} for n in TASKS]}))
+    return root, spec, data
+
+
+def _logits(model, texts):
+    tokenizer = load_tokenizer()
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=48, return_tensors="pt")
+    with torch.no_grad():
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
+def _texts(path, n=12):
+    return [json.loads(line)["text"] for line in path.read_text().splitlines()[:n]]
+
+
+def test_a_task_wise_merge_serves_each_task_with_the_merged_body_and_its_own_head(family, tmp_path):
+    root, spec, data = family
+    out = tmp_path / "learned"
+    done = taskfuse("learn", "adamerging_task", "--spec", str(spec), "--data", str(data[0]), "--data", str(data[1]),
+                    "--steps", "3", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    replay = yaml.safe_load((out / "taskfuse_spec.yaml").read_text())
+    weights = [m["weight"] for m in replay["models"]]
+    assert replay["tensor_rules"]["missing"] == "copy_base" and replay["tensor_rules"]["extra"] == "drop"
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["BertForMaskedLM"]
+    # the reference, computed here: each classifier with its body's tensors at θ₀ + Σ_t w_t (θ_t − θ₀)
+    base = BertForMaskedLM.from_pretrained(root / "base").state_dict()
+    tunes = [BertForSequenceClassification.from_pretrained(root / f"ft_{n}").eval() for n in TASKS]
+    states = [t.state_dict() for t in tunes]
+    merged = {k: v + sum(w * (s[k] - v) for w, s in zip(weights, states)) for k, v in base.items()
+              if k.startswith("bert.") and v.is_floating_point()}
+    for i, tune in enumerate(tunes):
+        reference = BertForSequenceClassification.from_pretrained(root / f"ft_{TASKS[i]}").eval()
+        reference.load_state_dict({**states[i], **merged})  # the pooler, absent from the base, stays its own
+        served = task_classifier(out, i)
+        texts = _texts(data[i])
+        assert torch.allclose(_logits(served, texts), _logits(reference, texts), atol=1e-5)
+        assert not torch.allclose(_logits(served, texts), _logits(tune, texts), atol=1e-3)  # the body did merge
+    assert set(load_file(out / "heads" / "0" / "head.safetensors")) == {
+        "bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight", "classifier.bias"}
+
+
+@pytest.mark.parametrize("method", ["atlas", "atlas_fewshot", "adamerging_layer"])
+def test_learned_classifier_merges_replay_bit_for_bit_and_learn(family, tmp_path, method):
+    root, spec, data = family
+    out = tmp_path / "learned"
+    done = taskfuse("learn", method, "--spec", str(spec), "--data", str(data[0]), "--data", str(data[1]),
+                    "--steps", "12", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    learned = json.loads((out / "taskfuse_learned.json").read_text())
+    losses = learned["losses"]
+    assert losses[-1] < losses[0], losses
+    if method == "atlas_fewshot":  # 16 per class at most
+        assert all(d["examples"] < 40 for d in learned["data_seen"]), learned["data_seen"]
+    assert learned["heads"] == {str(root / f"ft_{n}"): f"heads/{i}" for i, n in enumerate(TASKS)}
+    again = taskfuse("merge", str(out / "taskfuse_spec.yaml"), "-o", str(tmp_path / "replayed"))
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "replayed" / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
+
+
+def test_a_base_without_the_classifiers_body_prefix_is_refused_before_anything_is_written(family, tmp_path):
+    root, spec, data = family
+    bare = tmp_path / "bare"
+    BertModel(BertConfig.from_pretrained(root / "base")).save_pretrained(bare)  # names without `bert.`
+    _save_tokenizer(bare)
+    other = tmp_path / "spec.yaml"
+    other.write_text(spec.read_text().replace(str(root / "base"), str(bare)))
+    out = tmp_path / "out"
+    done = taskfuse("learn", "atlas", "--spec", str(other), "--data", str(data[0]), "--data", str(data[1]),
+                    "--steps", "2", "-o", str(out))
+    assert_user_error(done, "IncompatibleInputsError", "bert.", "AutoModelForMaskedLM")
+    assert not out.exists()
+
+
+def test_a_label_the_head_does_not_know_is_refused_with_its_line(family, tmp_path):
+    root, spec, data = family
+    wrong = tmp_path / "wrong.jsonl"
+    wrong.write_text(data[1].read_text() + json.dumps({"text": "a text", "label": "no such class"}) + "\n")
+    done = taskfuse("learn", "atlas", "--spec", str(spec), "--data", str(data[0]), "--data", str(wrong),
+                    "--steps", "2", "-o", str(tmp_path / "out"))
+    lines = len(data[1].read_text().splitlines()) + 1
+    text = assert_user_error(done, "TaskDataError", f"{wrong}:{lines}", "no such class", "'english'")
+    assert "Loading weights" not in text  # refused before any model is loaded
+    assert not (tmp_path / "out").exists()
