@@ -116,3 +116,13 @@ def test_labels_a_head_does_not_know_are_refused_and_the_models_own_need_none(tm
     assert_user_error(taskfuse("statistics", headless, "--kind", "fisher", "--data", data, "-o", tmp_path / "b"),
                       "BertModel", "neither a causal LM nor a sequence classifier", "--kind gram")
     assert not (tmp_path / "b").exists()
+
+
+def test_a_two_class_head_saved_without_its_labels_reads_as_two_classes(tmp_path):
+    """transformers 5 leaves id2label and num_labels out of config.json at their default (two classes)."""
+    from taskfuse.programs.classifier_data import head_labels
+    BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
+                                             intermediate_size=16)).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert head_labels(config) == ["LABEL_0", "LABEL_1"]
+    assert head_labels({**config, "id2label": {"0": "no", "1": "yes", "2": "maybe"}}) == ["no", "yes", "maybe"]

@@ -147,3 +147,100 @@ def test_a_label_the_head_does_not_know_is_refused_with_its_line(family, tmp_pat
     text = assert_user_error(done, "TaskDataError", f"{wrong}:{lines}", "no such class", "'english'")
     assert "Loading weights" not in text  # refused before any model is loaded
     assert not (tmp_path / "out").exists()
+
+
+def _write_unlabelled(path, texts):
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    return path
+
+
+def test_entropy_learns_from_unlabelled_text_and_cross_entropy_asks_for_labels(family, tmp_path):
+    root, spec, data = family
+    plain = [_write_unlabelled(tmp_path / f"{i}.jsonl", _texts(d, 30)) for i, d in enumerate(data)]
+    done = taskfuse("learn", "adamerging_layer", "--spec", str(spec), "--data", str(plain[0]), "--data",
+                    str(plain[1]), "--steps", "4", "--step", "merged-once", "-o", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    seen = json.loads((tmp_path / "out" / "taskfuse_learned.json").read_text())["data_seen"]
+    assert [d["labels"] for d in seen] == [False, False]
+    assert [d["examples"] for d in seen] == [len(p.read_text().splitlines()) for p in plain]
+    refused = taskfuse("learn", "atlas", "--spec", str(spec), "--data", str(plain[0]), "--data", str(plain[1]),
+                       "--steps", "2", "-o", str(tmp_path / "atlas"))
+    assert_user_error(refused, "TaskDataError", f"{plain[0]}:1", '"label"')
+    assert not (tmp_path / "atlas").exists()
+
+
+@pytest.mark.parametrize("options", [["--partitions", "4"], ["--sparsify", "dare_linear", "--sparsify-param",
+                                                                "density=0.5"]])
+def test_partitioned_and_sparsified_classifier_merges_replay_bit_for_bit(family, tmp_path, options):
+    root, spec, data = family
+    out = tmp_path / "learned"
+    done = taskfuse("learn", "atlas", "--spec", str(spec), "--data", str(data[0]), "--data", str(data[1]),
+                    "--steps", "4", *options, "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    replay = yaml.safe_load((out / "taskfuse_spec.yaml").read_text())
+    assert replay["method"] == {"--partitions": "partitioned_task_arithmetic", "--sparsify": "dare_linear"}[options[0]]
+    again = taskfuse("merge", str(out / "taskfuse_spec.yaml"), "-o", str(tmp_path / "replayed"))
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "replayed" / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
+    assert task_classifier(out, 1).config.id2label == BertForSequenceClassification.from_pretrained(
+        root / f"ft_{TASKS[1]}").config.id2label
+
+
+def test_learning_from_a_merge_of_the_classifiers_starts_at_that_merge(family, tmp_path):
+    root, spec, data = family
+    start_spec = tmp_path / "start.yaml"
+    start_spec.write_text(yaml.safe_dump({**yaml.safe_load(spec.read_text()), "params": {"scale": 0.5},
+                                          "tensor_rules": {"missing": "copy_base", "extra": "drop"}}))
+    assert taskfuse("merge", str(start_spec), "-o", str(tmp_path / "start")).returncode == 0
+    out = tmp_path / "learned"
+    done = taskfuse("learn", "atlas", "--spec", str(spec), "--data", str(data[0]), "--data", str(data[1]),
+                    "--steps", "6", "--start", str(tmp_path / "start"), "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    learned = json.loads((out / "taskfuse_learned.json").read_text())
+    assert learned["tasks"][0] == str((tmp_path / "start").resolve()) and len(learned["tasks"]) == 3
+    assert learned["heads"] == {str(root / f"ft_{n}"): f"heads/{i}" for i, n in enumerate(TASKS)}
+    again = taskfuse("merge", str(out / "taskfuse_spec.yaml"), "-o", str(tmp_path / "replayed"))
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "replayed" / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
+
+
+def test_a_classifier_whose_head_reads_the_first_token_is_served_as_its_class_serves_it(tmp_path):
+    """DistilBERT: no pooler, a pre-classifier on the first token; the head runs through the class's own forward."""
+    from transformers import DistilBertConfig, DistilBertForMaskedLM, DistilBertForSequenceClassification
+    tokenizer = load_tokenizer()
+    config = DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+                              max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    DistilBertForMaskedLM(config).save_pretrained(tmp_path / "base")
+    _save_tokenizer(tmp_path / "base")
+    texts = fortune_texts_from_task()
+    for i in range(2):
+        torch.manual_seed(i + 1)
+        tune = DistilBertForSequenceClassification.from_pretrained(tmp_path / "base", num_labels=2 + i)
+        with torch.no_grad():  # a fine-tune's update, drawn: only the structure matters to what is checked here
+            for p in tune.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        tune.save_pretrained(tmp_path / f"ft{i}")
+        _write_unlabelled(tmp_path / f"{i}.jsonl", texts)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"method": "task_arithmetic", "base": str(tmp_path / "base"),
+                                    "models": [{"path": str(tmp_path / f"ft{i}")} for i in range(2)]}))
+    done = taskfuse("learn", "adamerging_task", "--spec", str(spec), "--data", str(tmp_path / "0.jsonl"), "--data",
+                    str(tmp_path / "1.jsonl"), "--steps", "2", "-o", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    weights = [m["weight"] for m in yaml.safe_load((tmp_path / "out" / "taskfuse_spec.yaml").read_text())["models"]]
+    base = DistilBertForMaskedLM.from_pretrained(tmp_path / "base").state_dict()
+    for i in range(2):
+        states = [DistilBertForSequenceClassification.from_pretrained(tmp_path / f"ft{j}").state_dict()
+                  for j in range(2)]
+        reference = DistilBertForSequenceClassification.from_pretrained(tmp_path / f"ft{i}").eval()
+        reference.load_state_dict({**states[i], **{k: v + sum(w * (s[k] - v) for w, s in zip(weights, states))
+                                                   for k, v in base.items() if k.startswith("distilbert.")}})
+        assert set(load_file(tmp_path / "out" / "heads" / str(i) / "head.safetensors")) == {
+            "pre_classifier.weight", "pre_classifier.bias", "classifier.weight", "classifier.bias"}
+        assert torch.allclose(_logits(task_classifier(tmp_path / "out", i), texts),
+                              _logits(reference, texts), atol=1e-5)
+
+
+def fortune_texts_from_task(n=24):
+    return list(load_task("fortune_language", 0, VARIANTS["tiny"].sizes).splits["train"].texts[:n])

@@ -17,6 +17,7 @@ from ..errors import TaskDataError
 from ..io.jsonl import jsonl_records
 
 MAX_TOKENS = 256  # per text; longer texts are cut (recorded)
+DEFAULT_CLASSES = 2  # PretrainedConfig's num_labels
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,8 @@ class LabelledTexts:
 def head_labels(config: dict) -> list[str]:
     """The classifier's class names in index order (`LABEL_i` where the config names none)."""
     names = {int(i): str(n) for i, n in (config.get("id2label") or {}).items()}
-    count = max(len(names), int(config.get("num_labels") or 0))
+    # neither given: transformers' default of two classes, which transformers 5 leaves out of config.json
+    count = max(len(names), int(config.get("num_labels") or 0)) or DEFAULT_CLASSES
     return [names.get(i, f"LABEL_{i}") for i in range(count)]
 
 
