@@ -2,8 +2,6 @@
 spec's causal LMs or sequence classifiers on the user's text, and write the merge with the spec that replays it."""
 from __future__ import annotations
 
-import json
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -14,20 +12,6 @@ from ..errors import TaskfuseError, UsageError
 from .bench import VARIANT_HELP, _progress_bars, _zoo_reporter
 
 console = Console(stderr=True)
-
-
-def learned_files(learned: dict, method: str) -> dict[str, bytes]:
-    """taskfuse_learned.json, and for per-tensor coefficients their layer × task map, to write beside the merge."""
-    from ..bench.plots import coefficient_heatmap
-    files = {"taskfuse_learned.json": json.dumps(learned, indent=1).encode()}
-    if "*" not in learned["coefficients"]:
-        what = ("mean over each tensor's partitions" if "partition_coefficients" in learned
-                else "learned coefficients")
-        with tempfile.TemporaryDirectory() as tmp:
-            coefficient_heatmap(learned["coefficients"], learned["tasks"], f"{method}: {what}",
-                                Path(tmp) / "coefficients.png")
-            files["coefficients.png"] = (Path(tmp) / "coefficients.png").read_bytes()
-    return files
 
 
 def key_values(pairs: list[str], option: str) -> dict:
@@ -53,71 +37,15 @@ def _summary(out: Path, method: str, source, steps: int, learned: dict, score_hi
 
 def _learn_spec(chosen, spec_path: Path, data: list[str], out: Path, start: Path | None, step: str,
                 sparsifier: tuple[str, dict] | None = None) -> None:
-    """`taskfuse learn --spec`: a user's causal LMs or sequence classifiers, each learning from its own JSONL (from
-    a merge of them, with `start`)."""
-    from .. import api
-    from ..programs.learned_spec import learned_spec
-    from ..programs.spec_learning import SpecLearning, learn_for_spec
-    from ..programs.classifier_learning import CLASSIFIER_TENSOR_RULES, is_classifier_spec, learn_for_classifiers
-    from ..bench.learned import describe, held_memory
-    from ..bench.memory import RssPeak
-    from ..bench.partition_row import learned_coefficients
-    from ..bench.sparsified_row import sparsify_record
-    from ..programs.partition_spec import partition_spec
-    from ..programs.sparsified_vectors import sparsified_spec
-    if chosen.interpolation == "slerp":
-        raise UsageError(f"{chosen.name} is Self Positioning for embedding models: a contrastive loss on labelled "
-                         "examples of a classification task's classes. With --spec use atlas (cross-entropy on "
-                         "your texts or labels) or an adamerging method.")
-    merge_spec = api.as_spec(spec_path)
-    classifiers = is_classifier_spec(merge_spec)
-    if chosen.per_class is not None and not classifiers:
-        raise UsageError(f"{chosen.name} takes k examples per class of a classification task; with --spec's causal "
-                         "LMs use atlas (cross-entropy on your texts) or an adamerging method.")
-    start_path = None if start is None else str(start.resolve())  # the replay spec must find it from anywhere
-    how = SpecLearning(chosen.parameterization, chosen.recipe, chosen.init, chosen.ties_density,
-                       **({"batch_size": chosen.batch_size} if classifiers else {}),
-                       seed=merge_spec.seed, start=start_path, step=step, sparsify=sparsifier)
-    with _progress_bars() as bars, RssPeak() as memory:
+    """`taskfuse learn --spec`, with a progress bar and a summary."""
+    from ..bench.spec_learning_run import learn_spec_models
+    with _progress_bars() as bars:
         bar = bars.add_task(chosen.name, total=chosen.recipe.steps, stage="learn")
-        report = lambda done, total, loss: bars.update(  # noqa: E731
-            bar, completed=done, description=f"{chosen.name} loss {loss:.4f}")
-        result = (learn_for_classifiers(merge_spec, data, how, chosen.per_class, report) if classifiers
-                  else learn_for_spec(merge_spec, data, how, report))
-    models = [*([start_path] if start_path else []), *(m.path for m in merge_spec.models)]
-    rules = CLASSIFIER_TENSOR_RULES if classifiers else None
-    if chosen.parameterization.kind == "partition":
-        replay = partition_spec(result.view, merge_spec.base, models, seed=merge_spec.seed, dtype=merge_spec.dtype,
-                                tensor_rules=rules)
-    else:
-        replay = learned_spec(result.view, merge_spec.base, models, seed=merge_spec.seed,
-                              dtype=merge_spec.dtype, tensor_rules=rules, ties_density=chosen.ties_density)
-        if sparsifier is not None:
-            replay = sparsified_spec(replay, *sparsifier)
-    learned = {"method": chosen.name, "learning": describe(chosen), "data_seen": result.data_seen,
-               **({"start": start_path} if start_path else {}),
-               **learned_coefficients(result.view), "tasks": models,
-               **({"sparsify": sparsify_record(sparsifier)} if sparsifier else {}),
-               "losses": [round(x, 5) for x in result.losses], "seconds": {"learn": round(result.seconds, 1)},
-               "gradient_step": how.step, "memory": held_memory(result.view, memory.added)}
-    if not classifiers:
-        api.merge(replay, out, extra_files=learned_files(learned, chosen.name))
-        return _summary(out, chosen.name, spec_path, chosen.recipe.steps, learned, f"load {out} with transformers")
-    _write_classifier_merge(replay, {**learned, "heads": {m.path: f"heads/{i}" for i, m in
-                                                          enumerate(merge_spec.models)}}, result, out, chosen.name)
-    _summary(out, chosen.name, spec_path, chosen.recipe.steps, learned, "model i's classifier (its place in the "
-             f"spec) is taskfuse.programs.classifier_heads.task_classifier({str(out)!r}, i)")
-
-
-def _write_classifier_merge(replay: dict, learned: dict, result, out: Path, method: str) -> None:
-    """The merged body as the replay spec writes it, and every model's head beside it (`heads/<i>/`): one folder
-    that appears whole or not at all."""
-    from .. import api
-    from ..io.output import staged_output
-    from ..programs.classifier_heads import write_heads
-    with staged_output(out, "merge") as stage:
-        api.merge(replay, stage, extra_files=learned_files(learned, method))
-        write_heads(stage, result.own, result.configs)
+        learned = learn_spec_models(chosen, spec_path, data, out, start, step, sparsifier, lambda done, total, loss:
+                                    bars.update(bar, completed=done, description=f"{chosen.name} loss {loss:.4f}"))
+    hint = (f"load {out} with transformers" if "heads" not in learned else "model i's classifier (its place in the "
+            f"spec) is taskfuse.programs.classifier_heads.task_classifier({str(out)!r}, i)")
+    _summary(out, chosen.name, spec_path, chosen.recipe.steps, learned, hint)
 
 
 def register(app: typer.Typer, fail) -> None:
@@ -165,6 +93,7 @@ def register(app: typer.Typer, fail) -> None:
         from ..bench.partition_row import is_partitioned, partitioned_record, with_partitions, write_partitioned
         from ..bench.sparsified_row import (check_sparsifiable, learn_sparsified_on_zoo, sparsify_record,
                                             write_sparsified)
+        from ..bench.spec_learning_run import learned_files
         from ..io.output import check_output_dir
         from ..programs.learning_loop import STEPS
         from ..zoo.build import build_zoo

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from ..errors import CheckpointError, UsageError
@@ -31,23 +31,29 @@ def write_heads(folder: Path, own: list[dict[str, Tensor]], configs: list[dict])
 def task_classifier(merged: str | Path, index: int) -> nn.Module:
     """Model `index`'s classifier (its place in the learned spec) on the merged body: its class from its config,
     every tensor the merged model holds under the same name, its own head's for the rest; in eval mode."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
     folder = Path(merged) / HEADS / str(index)
     if not (folder / "head.safetensors").is_file():
         held = sorted(p.name for p in (Path(merged) / HEADS).iterdir()) if (Path(merged) / HEADS).is_dir() else []
         raise UsageError(f"{merged} has no head {index} ({folder}); it holds heads {held or 'none'}. Fix: give the "
                          "folder `taskfuse learn --spec` wrote for your classifiers and a model's place in its spec.")
-    model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(folder))
-    own, body = load_file(str(folder / "head.safetensors")), Checkpoint.open(merged)
+    return classifier_on_body(merged, folder)
+
+
+def classifier_on_body(merged: str | Path, classifier: str | Path) -> nn.Module:
+    """The classifier saved at `classifier` (a head folder, or a whole classifier) with every tensor the merged
+    model at `merged` holds under the same name: a merge of classifiers' bodies serving one of them."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+    model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(classifier))
+    body, own = Checkpoint.open(merged), Checkpoint.open(classifier)
     state = {}
     for name in model.state_dict():
-        if name in own:
-            state[name] = own[name]
-        elif name in body.tensors:
+        if name in body.tensors:
             state[name] = body.read(name)
+        elif name in own.tensors:
+            state[name] = own.read(name)
     lacking = [name for name in model.state_dict() if name not in state]
     if lacking:
-        raise CheckpointError(f"{merged}: neither the merged model nor head {index} holds {lacking[0]} (and "
+        raise CheckpointError(f"neither the merged model {merged} nor {classifier} holds {lacking[0]} (and "
                               f"{len(lacking) - 1} more) of {type(model).__name__}. Fix: rebuild the folder with "
                               "`taskfuse learn --spec`; a merge alone holds no heads.")
     model.load_state_dict(state)

@@ -1,0 +1,64 @@
+"""Learned and data-free merges of the benchmark's tasks as a user's sequence classifiers: eight
+BertForSequenceClassification fine-tunes of all-MiniLM-L6-v2, each with its own head (bench/classifier_zoo.py),
+merged by `taskfuse merge` (task arithmetic, TIES, Iso-CTS) and by `taskfuse learn --spec` (AdaMerging task- and
+layer-wise, aTLAS, aTLAS from the Iso-CTS merge) as bench/classifier_study.py says.
+
+    python benchmarks/classifier_learning.py                 # full zoo: the classifiers are trained once (cached)
+    python benchmarks/classifier_learning.py --variant tiny
+
+Writes benchmarks/results/classifier-learning/result.json and results.md (command, commit and machine recorded).
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from taskfuse.bench.classifier_study import run_classifier_study
+from taskfuse.bench.provenance import code_commit, command_line, machine, write_result
+from taskfuse.io.output import check_output_dir
+
+OUT = Path(__file__).resolve().parent / "results" / "classifier-learning"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", default="full")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--steps", type=int, default=None, help="the learned rows' steps (default: the variant's)")
+    args = parser.parse_args()
+    check_output_dir(args.out, "report")  # before the run, not after it
+    started, code = time.perf_counter(), code_commit()
+    with tempfile.TemporaryDirectory(prefix="taskfuse-classifier-study-") as work:
+        study = run_classifier_study(args.variant, Path(work), lambda line: print(line, flush=True), args.steps)
+    result = {"command": command_line(), "code": code, "machine": machine(), **study,
+              "data": "validation split: learning (texts for AdaMerging, texts and labels for aTLAS) and the "
+                      "data-free rows' parameters; test split: every score",
+              "seconds": round(time.perf_counter() - started, 1)}
+    write_result(args.out, result, markdown(result))
+    print(markdown(result))
+
+
+def markdown(result: dict) -> str:
+    tasks = result["tasks"]
+    lines = ["| row | kind | chosen | avg normalised % | avg accuracy % | learning s | "
+             + " | ".join(f"{t} %" for t in tasks) + " |", "|" + "---|" * (len(tasks) + 6)]
+    own = result["own_classifiers"]["test"]
+    lines.append("| each task's own classifier | | | 100.0 | " + f"{100 * sum(own.values()) / len(own):.1f} | | "
+                 + " | ".join(f"{100 * own[t]:.1f}" for t in tasks) + " |")
+    for row in result["rows"]:
+        chosen = row.get("params", "")
+        seconds = row["seconds"] if row["kind"] == "learned" else ""
+        lines.append(f"| {row['method']} | {row['kind']} | {chosen} | {100 * row['average']['normalized']:.1f} | "
+                     f"{100 * row['average']['accuracy']:.1f} | {seconds} | "
+                     + " | ".join(f"{100 * row['accuracy'][t]:.1f}" for t in tasks) + " |")
+    return ("The benchmark's tasks as sequence classifiers (BertForSequenceClassification fine-tunes of "
+            "all-MiniLM-L6-v2, each with its own head): test accuracy per task, and on average normalised by each "
+            "task's own classifier. Data-free rows choose their parameters on the validation split; learned rows "
+            "learn on it (`taskfuse learn --spec`).\n\n" + "\n".join(lines) +
+            f"\n\n`{result['command']}` at {(result['code'] or {}).get('commit')}, {result['seconds']} s\n")
+
+
+if __name__ == "__main__":
+    main()
