@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from .execute import MergeResult, execute
+from .errors import IncompatibleInputsError
 from .execute.executor import Progress
 from .io.checkpoint import Checkpoint
 from .io.output import check_free_space, check_output_dir
@@ -12,6 +13,7 @@ from .plan.plan import Plan
 from .plan.planner import build_plan
 from .programs.folded_floor_check import check_folded_floor
 from .programs.whole_model_trim import apply_whole_model_trim
+from .programs.wrapped_names import explain_wrapped_names
 from .spec import MergeSpec, load_spec, parse_spec
 
 SIDE_FILES_ALLOWANCE = 64 * 2**20  # config, tokenizer (tokenizer.json can be ~30 MB), model card, spec
@@ -29,7 +31,15 @@ def plan(spec: MergeSpec | str | Path | dict[str, Any], max_shard_size: int | st
     """The Plan for a spec, from checkpoint headers only."""
     merge_spec = as_spec(spec)
     check_folded_floor(merge_spec)
-    return build_plan(merge_spec, max_shard_size)[0]
+    return _planned(merge_spec, max_shard_size)[0]
+
+
+def _planned(merge_spec: MergeSpec, max_shard_size: int | str) -> tuple[Plan, list[Checkpoint]]:
+    try:
+        return build_plan(merge_spec, max_shard_size)
+    except IncompatibleInputsError as e:  # checkpoints that share no names may be one body saved two ways
+        explain_wrapped_names(merge_spec, e)
+        raise
 
 
 def prepare(
@@ -39,7 +49,7 @@ def prepare(
     merge_spec = as_spec(spec)
     check_output_dir(Path(out))
     check_folded_floor(merge_spec)  # a second Fisher floor would merge silently (programs/folded_floor_check.py)
-    the_plan, checkpoints = build_plan(merge_spec, max_shard_size)
+    the_plan, checkpoints = _planned(merge_spec, max_shard_size)
     check_free_space(Path(out), sum(j.nbytes for j in the_plan.jobs) + SIDE_FILES_ALLOWANCE)
     return apply_whole_model_trim(the_plan, checkpoints), checkpoints  # reads data only for trim="model"
 

@@ -158,10 +158,11 @@ def test_entropy_learns_from_unlabelled_text_and_cross_entropy_asks_for_labels(f
     root, spec, data = family
     plain = [_write_unlabelled(tmp_path / f"{i}.jsonl", _texts(d, 30)) for i, d in enumerate(data)]
     done = taskfuse("learn", "adamerging_layer", "--spec", str(spec), "--data", str(plain[0]), "--data",
-                    str(plain[1]), "--steps", "4", "--step", "merged-once", "-o", str(tmp_path / "out"))
+                    str(plain[1]), "--steps", "4", "--step", "merged-once", "--max-tokens", "16", "-o",
+                    str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     seen = json.loads((tmp_path / "out" / "taskfuse_learned.json").read_text())["data_seen"]
-    assert [d["labels"] for d in seen] == [False, False]
+    assert [d["labels"] for d in seen] == [False, False] and [d["max_tokens"] for d in seen] == [16, 16]
     assert [d["examples"] for d in seen] == [len(p.read_text().splitlines()) for p in plain]
     refused = taskfuse("learn", "atlas", "--spec", str(spec), "--data", str(plain[0]), "--data", str(plain[1]),
                        "--steps", "2", "-o", str(tmp_path / "atlas"))

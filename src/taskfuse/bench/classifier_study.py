@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from .. import api
-from ..eval.encoder import encode, load_tokenizer
+from ..eval.encoder import MAX_TOKENS, encode, load_tokenizer
 from ..eval.harness import mean
 from ..programs.classifier_heads import classifier_on_body, task_classifier
 from ..programs.classifier_learning import CLASSIFIER_TENSOR_RULES
@@ -96,7 +96,9 @@ def run_classifier_study(variant: str, work: Path, say: Say = print, steps: int 
     for name, over in [*((n, None) for n in LEARNED), OVER]:
         method = learned_method(name, steps or zoo.variant.learn_steps)
         out = work / (name if over is None else f"{name}-over-{over}")
-        learned = learn_spec_models(method, spec_path, [str(d) for d in data], out, chosen_dirs.get(over), "recomputed")
+        # the texts cut where the classifiers' training and every score cut them (the zoo's encoding)
+        learned = learn_spec_models(method, spec_path, [str(d) for d in data], out, chosen_dirs.get(over), "recomputed",
+                                    max_tokens=MAX_TOKENS)
         rows.append({"method": name if over is None else f"{name} over {over}", "kind": "learned",
                      "learning": learned["learning"], "data_seen": learned["data_seen"],
                      "losses": learned["losses"], "seconds": learned["seconds"]["learn"], "memory": learned["memory"],

@@ -39,15 +39,18 @@ def learned_files(learned: dict, method: str) -> dict[str, bytes]:
 
 def learn_spec_models(chosen: LearnedMethod, spec_path: Path, data: list[str], out: Path, start: Path | None,
                       step: str, sparsifier: tuple[str, dict] | None = None,
-                      progress: LearnProgress | None = None) -> dict:
+                      progress: LearnProgress | None = None, max_tokens: int | None = None) -> dict:
     """Learn `chosen` over the spec's models and write `out`; returns the learned record (with "heads" for
-    classifiers)."""
+    classifiers). `max_tokens`: classifiers only, tokens per text (default programs/classifier_data.MAX_TOKENS)."""
     if chosen.interpolation == "slerp":
         raise UsageError(f"{chosen.name} is Self Positioning for embedding models: a contrastive loss on labelled "
                          "examples of a classification task's classes. With --spec use atlas (cross-entropy on "
                          "your texts or labels) or an adamerging method.")
     merge_spec = api.as_spec(spec_path)
     classifiers = is_classifier_spec(merge_spec)
+    if max_tokens is not None and not classifiers:
+        raise UsageError("--max-tokens goes with a spec of sequence classifiers; a causal LM's texts are cut to its "
+                         "own context.")
     if chosen.per_class is not None and not classifiers:
         raise UsageError(f"{chosen.name} takes k examples per class of a classification task; with --spec's causal "
                          "LMs use atlas (cross-entropy on your texts) or an adamerging method.")
@@ -56,7 +59,8 @@ def learn_spec_models(chosen: LearnedMethod, spec_path: Path, data: list[str], o
                        **({"batch_size": chosen.batch_size} if classifiers else {}),
                        seed=merge_spec.seed, start=start_path, step=step, sparsify=sparsifier)
     with RssPeak() as memory:
-        result = (learn_for_classifiers(merge_spec, data, how, chosen.per_class, progress) if classifiers
+        result = (learn_for_classifiers(merge_spec, data, how, chosen.per_class, progress,
+                                        **({"max_tokens": max_tokens} if max_tokens else {})) if classifiers
                   else learn_for_spec(merge_spec, data, how, progress))
     models = [*([start_path] if start_path else []), *(m.path for m in merge_spec.models)]
     rules = CLASSIFIER_TENSOR_RULES if classifiers else None

@@ -36,13 +36,14 @@ def _summary(out: Path, method: str, source, steps: int, learned: dict, score_hi
 
 
 def _learn_spec(chosen, spec_path: Path, data: list[str], out: Path, start: Path | None, step: str,
-                sparsifier: tuple[str, dict] | None = None) -> None:
+                sparsifier: tuple[str, dict] | None = None, max_tokens: int | None = None) -> None:
     """`taskfuse learn --spec`, with a progress bar and a summary."""
     from ..bench.spec_learning_run import learn_spec_models
     with _progress_bars() as bars:
         bar = bars.add_task(chosen.name, total=chosen.recipe.steps, stage="learn")
         learned = learn_spec_models(chosen, spec_path, data, out, start, step, sparsifier, lambda done, total, loss:
-                                    bars.update(bar, completed=done, description=f"{chosen.name} loss {loss:.4f}"))
+                                    bars.update(bar, completed=done, description=f"{chosen.name} loss {loss:.4f}"),
+                                    max_tokens)
     hint = (f"load {out} with transformers" if "heads" not in learned else "model i's classifier (its place in the "
             f"spec) is taskfuse.programs.classifier_heads.task_classifier({str(out)!r}, i)")
     _summary(out, chosen.name, spec_path, chosen.recipe.steps, learned, hint)
@@ -80,6 +81,9 @@ def register(app: typer.Typer, fail) -> None:
                                                      "the replay spec is that method with the learned weights"),
               sparsify_param: list[str] = typer.Option([], "--sparsify-param", help="KEY=VALUE parameter of the "
                                                        "--sparsify method (repeatable), e.g. density=0.3"),
+              max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help="with --spec's sequence "
+                                                       "classifiers: tokens per text, as many as they were trained to "
+                                                       "read (default 256, or the model's positions if fewer)"),
               step: str = typer.Option("recomputed", "--step", help="the gradient step: recomputed (each layer "
                                        "recomputed in backward: least memory) or merged-once (θ merged once per "
                                        "step: faster, holds θ's gradient and every layer's activations); both learn "
@@ -119,7 +123,10 @@ def register(app: typer.Typer, fail) -> None:
                                  "folder.")
             check_output_dir(out, "merge")  # before the zoo and the learning, not after
             if spec is not None:
-                return _learn_spec(chosen, spec, [str(d) for d in data], out, start, step, sparsifier)
+                return _learn_spec(chosen, spec, [str(d) for d in data], out, start, step, sparsifier, max_tokens)
+            if max_tokens is not None:
+                raise UsageError("--max-tokens goes with --spec (your classifiers); the zoo's experts read their "
+                                 "tasks as the benchmark encodes them.")
             if start is not None:
                 raise UsageError("--start goes with --spec (your models and a merge of them); for the zoo's experts, "
                                  "python benchmarks/learned_over_merge.py learns from a data-free merge.")

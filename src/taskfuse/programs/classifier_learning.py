@@ -106,9 +106,13 @@ class ClassifierLearned(SpecLearned):
 
 
 def learn_for_classifiers(spec: MergeSpec, data_files: list[str], how: SpecLearning, per_class: int | None = None,
-                          progress: LearnProgress | None = None) -> ClassifierLearned:
+                          progress: LearnProgress | None = None,
+                          max_tokens: int = MAX_TOKENS) -> ClassifierLearned:
     """Fit Λ for the spec's classifiers, each on its own task's texts through its own head (`per_class`: the first
-    k examples of each class of a labelled file, aTLAS few-shot)."""
+    k examples of each class of a labelled file, aTLAS few-shot), each text cut to `max_tokens` tokens (or the
+    model's positions, if fewer): as many as the classifiers were trained to read."""
+    if max_tokens < 1:
+        raise UsageError(f"--max-tokens {max_tokens}: give at least 1 token per text.")
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     check_spec_for_learning(spec, data_files)
@@ -155,15 +159,15 @@ def learn_for_classifiers(spec: MergeSpec, data_files: list[str], how: SpecLearn
         configs.append(ckpt.config or {})
         body_own = {n: t.float() for n, t in own[-1].items() if n.startswith(f"{prefix}.")}
         _check_body_covered(module, body_own, theta0, entry.path)
-        # texts are cut to what the model can position (a small model may take fewer than MAX_TOKENS)
-        width = min(MAX_TOKENS, tokenizer.model_max_length, configs[-1].get("max_position_embeddings") or MAX_TOKENS)
+        # texts are cut to what the model can position, if that is fewer
+        width = min(max_tokens, tokenizer.model_max_length, configs[-1].get("max_position_embeddings") or max_tokens)
         tasks[entry.path] = TaskBatches(OwnHead(classifier), _stream(texts[i], tokenizer, how.batch_size, how.seed + i,
                                                                      width), _features_with(body_own))
     torch.manual_seed(how.seed)
     started = time.perf_counter()
     losses = learn_coefficients(view, tasks, how.recipe, progress, step=how.step)
-    seen = [{**data.describe(labelled), **({"per_class": per_class} if labelled and per_class else {})}
-            for data in texts]
+    seen = [{**data.describe(labelled), "max_tokens": max_tokens,
+             **({"per_class": per_class} if labelled and per_class else {})} for data in texts]
     return ClassifierLearned(view, losses, time.perf_counter() - started, seen, own, configs)
 
 
