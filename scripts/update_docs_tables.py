@@ -35,6 +35,7 @@ FISHER_LABELS_RESULT = ROOT / "benchmarks" / "results" / "fisher-labels" / "resu
 SIDE_BY_SIDE_RESULT = ROOT / "benchmarks" / "results" / "fusionbench-side-by-side" / "result.json"
 SEED_SPREAD_RESULT = ROOT / "benchmarks" / "results" / "learning-seed-spread" / "result.json"
 PARTITIONS_RESULT = ROOT / "benchmarks" / "results" / "partitions-over-merge" / "result.json"
+CLASSIFIER_RESULT = ROOT / "benchmarks" / "results" / "classifier-learning" / "result.json"
 
 
 def _span(text: str, marker: str) -> tuple[int, int]:
@@ -71,6 +72,8 @@ def generated_blocks() -> list[tuple[Path, str, str]]:
                 json.loads(SEED_SPREAD_RESULT.read_text()))),
             (ROOT / "docs" / "learned.md", "partitions-table", _benchmark_script("partitions_over_merge").markdown(
                 json.loads(PARTITIONS_RESULT.read_text()))),
+            (ROOT / "docs" / "learned.md", "classifier-table", _benchmark_script("classifier_learning").markdown(
+                json.loads(CLASSIFIER_RESULT.read_text()))),
             (ROOT / "docs" / "learned.md", "fisher-labels-table", _benchmark_script("fisher_labels").markdown(
                 json.loads(FISHER_LABELS_RESULT.read_text()))),
             (ROOT / "docs" / "learned.md", "side-by-side-table", _benchmark_script("fusionbench_side_by_side").markdown(

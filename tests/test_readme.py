@@ -195,6 +195,19 @@ FISHER_LABELS_CODE = BENCH_CODE + [FISHER_LABELS, "src/taskfuse/programs/statist
                                    "src/taskfuse/bench/statistics_rows.py::validation_data,example_items",
                                    "src/taskfuse/bench/learned_over_merge.py::scored",
                                    "src/taskfuse/bench/learned_row.py::TENSOR_RULES", "benchmarks/fisher_labels.py"]
+# The encoder benchmark's tasks as a user's sequence classifiers: the classifiers' training, `taskfuse learn --spec`
+# over classifiers (what the CLI runs, bench/spec_learning_run.py, and the spec learning's pieces it takes), the
+# data-free grids, the heads, the study
+CLASSIFIER_CODE = BENCH_CODE + ["src/taskfuse/bench/learned.py", *LEARNING_STEP_CODE, *SPARSIFIED,
+                                "src/taskfuse/programs/classifier_learning.py", "src/taskfuse/programs/classifier_heads.py",
+                                "src/taskfuse/programs/classifier_data.py", "src/taskfuse/programs/partition_spec.py",
+                                f"{SPEC_LEARNING}::SpecLearning,SpecLearned,check_spec_for_learning,task_vector,"
+                                "view_over_merge",
+                                "src/taskfuse/bench/spec_learning_run.py", "src/taskfuse/bench/classifier_zoo.py",
+                                "src/taskfuse/bench/memory.py",
+                                "src/taskfuse/bench/partition_row.py::learned_coefficients",
+                                "src/taskfuse/bench/sparsified_row.py::sparsify_record",
+                                "src/taskfuse/bench/classifier_study.py", "benchmarks/classifier_learning.py"]
 RESULTS = [("bench-full", BENCH_CODE + LEARNED_ROWS_CODE + STATISTICS_CODE + FULL_RUN_CODE, "taskfuse bench --full"),
            ("fusionbench-side-by-side", SIDE_BY_SIDE_CODE, "python benchmarks/fusionbench_side_by_side.py"),
            ("gguf-input", GGUF_CODE, "python benchmarks/gguf_input_cost.py"),
@@ -208,6 +221,7 @@ RESULTS = [("bench-full", BENCH_CODE + LEARNED_ROWS_CODE + STATISTICS_CODE + FUL
            ("learning-memory", LEARNING_MEMORY_CODE, "python benchmarks/learning_memory.py"),
            ("learning-seed-spread", SEED_SPREAD_CODE, "python benchmarks/learning_seed_spread.py"),
            ("partitions-over-merge", PARTITIONS_CODE, "python benchmarks/partitions_over_merge.py"),
+           ("classifier-learning", CLASSIFIER_CODE, "python benchmarks/classifier_learning.py"),
            ("weak-to-strong", WEAK_TO_STRONG_CODE, "python benchmarks/weak_to_strong.py --accept-unlicensed --multi"),
            ("llm-new-task", NEW_TASK_CODE,
             "python benchmarks/llm_new_task.py --task-file benchmarks/tasks/wordnet_verb_topic_llm.jsonl")]
