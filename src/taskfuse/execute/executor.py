@@ -17,6 +17,7 @@ from ..errors import UsageError
 from ..io.checkpoint import Checkpoint
 from ..io.gguf_read import GGUFCheckpoint
 from ..io.layout import copy_side_files, write_config, write_index
+from ..io.sentence_transformers_layout import SentenceTransformersLayout, sentence_transformers_layout
 from ..io.output import staged_output
 from ..ops.slices import Runner, run_in_order
 from ..plan.plan import Plan, TensorJob
@@ -59,12 +60,15 @@ def execute(
     previous_threads = torch.get_num_threads()
     workers = threads or os.cpu_count() or 1
     out = Path(out)
+    modules = _sentence_modules(plan, checkpoints)  # refused before anything is written, not after the merge
     try:
         with (staged_output(out, "merge") as stage,
               ThreadPoolExecutor(workers, thread_name_prefix="taskfuse-math") as math):
             compute = Compute(torch_device, workers, thread_runner(math, workers))
             _write_shards(plan, checkpoints, stage, compute, progress)
             _write_side_files(plan, checkpoints, stage)
+            if modules is not None:
+                modules.copy_to(stage)
             for name, content in (extra_files or {}).items():
                 (stage / Path(name).name).write_bytes(content)
             files = tuple(sorted(p.name for p in stage.iterdir()))
@@ -147,6 +151,13 @@ def _write_side_files(plan: Plan, ckpts: Sequence[Checkpoint], stage: Path) -> N
         alignment.output.save(stage)
     (stage / "README.md").write_text(model_card(plan))
     (stage / "taskfuse_spec.yaml").write_text(yaml.safe_dump(plan.spec, sort_keys=False))
+
+
+def _sentence_modules(plan: Plan, ckpts: Sequence[Checkpoint]) -> SentenceTransformersLayout | None:
+    """The config model's sentence-transformers modules (pooling, normalisation), if it is such a folder."""
+    config_ckpt = ckpts[plan.config_from] if plan.config_from is not None else None
+    roots = {c.ref: side_files_root(c) for c in ckpts}
+    return sentence_transformers_layout(side_files_root(config_ckpt), {r: p for r, p in roots.items() if p})
 
 
 def side_files_root(ckpt: Checkpoint | None) -> Path | None:
