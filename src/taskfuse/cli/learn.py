@@ -1,5 +1,6 @@
 """`taskfuse learn`: learn merge coefficients (AdaMerging, aTLAS, Self Positioning) for the zoo's experts, or for a
-spec's causal LMs or sequence classifiers on the user's text, and write the merge with the spec that replays it."""
+spec's causal LMs, sequence classifiers or embedding models on the user's text, and write the merge with the spec
+that replays it."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,14 +39,15 @@ def _summary(out: Path, method: str, source, steps: int, learned: dict, score_hi
 def _learn_spec(chosen, spec_path: Path, data: list[str], out: Path, start: Path | None, step: str,
                 sparsifier: tuple[str, dict] | None = None, max_tokens: int | None = None) -> None:
     """`taskfuse learn --spec`, with a progress bar and a summary."""
-    from ..bench.spec_learning_run import learn_spec_models
+    from ..bench.learn_spec import learn_spec
     with _progress_bars() as bars:
         bar = bars.add_task(chosen.name, total=chosen.recipe.steps, stage="learn")
-        learned = learn_spec_models(chosen, spec_path, data, out, start, step, sparsifier, lambda done, total, loss:
-                                    bars.update(bar, completed=done, description=f"{chosen.name} loss {loss:.4f}"),
-                                    max_tokens)
-    hint = (f"load {out} with transformers" if "heads" not in learned else "model i's classifier (its place in the "
-            f"spec) is taskfuse.programs.classifier_heads.task_classifier({str(out)!r}, i)")
+        learned = learn_spec(chosen, spec_path, data, out, start, step, sparsifier, lambda done, total, loss:
+                             bars.update(bar, completed=done, description=f"{chosen.name} loss {loss:.4f}"),
+                             max_tokens)
+    hint = (f"load {out} with transformers (an embedding model's with SentenceTransformer)" if "heads" not in learned
+            else "model i's classifier (its place in the spec) is "
+            f"taskfuse.programs.classifier_heads.task_classifier({str(out)!r}, i)")
     _summary(out, chosen.name, spec_path, chosen.recipe.steps, learned, hint)
 
 
@@ -60,10 +62,12 @@ def register(app: typer.Typer, fail) -> None:
               steps: Optional[int] = typer.Option(None, min=1, help="optimiser steps (default: the method's)"),
               lr: Optional[float] = typer.Option(None, help="learning rate (default: the method's)"),
               spec: Optional[Path] = typer.Option(None, help="your own models instead of the zoo: a spec with a base "
-                                                  "and its causal-LM or sequence-classifier fine-tunes"),
+                                                  "and its causal-LM, sequence-classifier or embedding-model "
+                                                  "(sentence-transformers) fine-tunes"),
               data: list[Path] = typer.Option([], "--data", help="with --spec: one JSONL per model, in the spec's "
                                               "order, of {\"text\"} or {\"prompt\", \"completion\"} lines "
-                                              "(classifiers: {\"text\"}, with \"label\" for atlas)"),
+                                              "(classifiers: {\"text\"}, with \"label\" for atlas; embedding "
+                                              "models: {\"text\", \"positive\"} pairs or {\"text\", \"label\"})"),
               start: Optional[Path] = typer.Option(None, "--start", help="with --spec: a merge of the spec's models "
                                                    "(e.g. taskfuse merge's output) to learn from; its coefficient "
                                                    "starts at 1, the models' at 0. The replay spec names it: keep "
@@ -82,16 +86,18 @@ def register(app: typer.Typer, fail) -> None:
               sparsify_param: list[str] = typer.Option([], "--sparsify-param", help="KEY=VALUE parameter of the "
                                                        "--sparsify method (repeatable), e.g. density=0.3"),
               max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help="with --spec's sequence "
-                                                       "classifiers: tokens per text, as many as they were trained to "
-                                                       "read (default 256, or the model's positions if fewer)"),
+                                                       "classifiers or embedding models: tokens per text, as many as "
+                                                       "they were trained to read (classifiers: default 256, or the "
+                                                       "model's positions if fewer; embedding models: the base's "
+                                                       "max_seq_length)"),
               step: str = typer.Option("recomputed", "--step", help="the gradient step: recomputed (each layer "
                                        "recomputed in backward: least memory) or merged-once (θ merged once per "
                                        "step: faster, holds θ's gradient and every layer's activations); both learn "
                                        "the same coefficients up to summation order")) -> None:
         """Learn how much of each model's task vector to take (per task or per tensor) and write the merge with
         the spec that replays it, the learned record and a coefficient map. Without --spec: the benchmark zoo's
-        experts on their validation data; with --spec and --data: your causal LMs or sequence classifiers on your
-        text."""
+        experts on their validation data; with --spec and --data: your causal LMs, sequence classifiers or
+        embedding models on your text."""
         from ..bench.learned import learn_on_zoo, learned_method
         from ..bench.learned_row import record, write_learned
         from ..bench.partition_row import is_partitioned, partitioned_record, with_partitions, write_partitioned
