@@ -34,7 +34,7 @@ def test_a_result_that_cannot_be_written_leaves_nothing(tmp_path):
 
 
 # The studies that take minutes to hours before they write: each checks its --out first.
-CHECKING_STUDIES = ["classifier_learning", "extract_lora_fidelity", "fisher_labels", "fusionbench_side_by_side",
+CHECKING_STUDIES = ["classifier_learning", "embedding_learning", "extract_lora_fidelity", "fisher_labels", "fusionbench_side_by_side",
                     "gguf_input_cost", "learned_over_merge", "learning_seed_spread", "partitions_over_merge"]
 
 
