@@ -22,7 +22,8 @@ def test_the_study_scores_every_row_from_what_taskfuse_merge_and_learn_write(tin
         assert row["zoo_row_normalized"] is None  # the committed rows are the full zoo's, not the tiny one's
     learned = {r["method"]: r for r in result["rows"] if r["kind"] == "learned"}
     assert all(len(r["losses"]) == 2 for r in learned.values())
-    assert all(d["kind"] == "labels" and d["labels"] for d in learned["atlas"]["data_seen"])
+    assert all(d["kind"] == "labels" and d["labels"] and d["max_tokens"] == 48
+               for d in learned["atlas"]["data_seen"])
     assert all(d["per_class"] == 16 for d in learned["atlas_fewshot"]["data_seen"])  # the tiny zoo has fewer
     # the learned folder replays: the row's learning started from the Iso-CTS merge, its first model
     assert learned["atlas over iso_cts"]["learning"]["recipe"]["objective"] == "cross_entropy"

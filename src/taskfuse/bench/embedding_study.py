@@ -7,7 +7,8 @@ user's `{"text", "label"}` JSONL whose label is the task's prompt for the class 
 the learning embeds the prompts with the merged model itself (programs/embedding_learning.py), exactly as
 `taskfuse learn --spec` runs it (bench/learn_spec.py). Rows: task arithmetic and Iso-CTS at the parameters the
 committed full benchmark chose on validation (the anchors, merged by `taskfuse merge`), then aTLAS, aTLAS few-shot,
-Self Positioning and aTLAS from the Iso-CTS merge (`--start`), each scored from the folder it writes.
+Self Positioning and aTLAS from the Iso-CTS merge (`--start`), each scored from the folder it writes. Texts are cut
+to the zoo's 48 tokens (`--max-tokens 48`).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from .. import api
-from ..eval.encoder import load_encoder
+from ..eval.encoder import MAX_TOKENS, load_encoder
 from ..eval.harness import Evaluator
 from ..zoo.build import build_zoo
 from ..zoo.recipe import variant_named
@@ -71,9 +72,11 @@ def run_embedding_study(variant: str, work: Path, bench_full: Path, say: Say = p
         method = learned_method(name, steps or zoo.variant.learn_steps)
         label = name if over is None else f"{name} over {over}"
         out = work / label.replace(" ", "-")
+        # the texts cut where the experts' training and every score cut them (the zoo's encoding), not at the
+        # base's 256 positions
         learned = learn_spec(method, spec_path, data, out, anchors.get(over), "recomputed",
                              progress=lambda done, total, loss: say(f"  {label} step {done}/{total} loss {loss:.4f}")
-                             if done % 20 == 0 else None)
+                             if done % 20 == 0 else None, max_tokens=MAX_TOKENS)
         rows.append({"method": label, "kind": "learned", "learning": learned["learning"],
                      "data_seen": learned["data_seen"], "losses": learned["losses"],
                      "seconds": learned["seconds"]["learn"], "memory": learned["memory"],
