@@ -2,30 +2,19 @@
 itself with CLS pooling, normalisation and (in one family) a Dense projection, merged by `taskfuse merge` and loaded
 back with `SentenceTransformer(OUT)`."""
 import json
-import shutil
 
 import pytest
 import torch
 from sentence_transformers import SentenceTransformer, models
-from transformers import BertConfig, BertModel
+from transformers import BertModel
 
 from taskfuse import api
 from taskfuse.errors import IncompatibleInputsError
-from taskfuse.eval.encoder import base_encoder_dir, load_tokenizer
+from taskfuse.eval.encoder import load_tokenizer
 from tests.cli.test_user_errors import assert_user_error, taskfuse, write_spec
+from tests.programs.test_embedding_learning import _tiny_bert
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 TEXTS = ["a dog barked at the postman", "kernel modules load at boot", "the recipe needs two eggs"]
-
-
-def _tiny_bert(folder, seed):
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(load_tokenizer()), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
-    BertModel(config).save_pretrained(folder)
-    for name in TOKENIZER_FILES:
-        if (base_encoder_dir() / name).exists():
-            shutil.copy(base_encoder_dir() / name, folder / name)
 
 
 def _sentence_model(raw, dense_seed=None):

@@ -1,7 +1,7 @@
 """What `taskfuse learn --spec` writes for a learned view: the spec that replays it and the learned record.
 
-Shared by the embedding models' run (bench/embedding_learning_run.py); bench/spec_learning_run.py (causal LMs and
-classifiers) builds the same two inline, and takes these at the next rerun of the results that pin it.
+Shared by the runs for causal LMs and classifiers (bench/spec_learning_run.py) and for embedding models
+(bench/embedding_learning_run.py).
 """
 from __future__ import annotations
 

@@ -10,17 +10,14 @@ from pathlib import Path
 from .. import api
 from ..errors import UsageError
 from ..io.output import staged_output
+from ..programs.classifier_data import MAX_TOKENS
 from ..programs.classifier_heads import write_heads
 from ..programs.classifier_learning import CLASSIFIER_TENSOR_RULES, is_classifier_spec, learn_for_classifiers
 from ..programs.learn import LearnProgress
-from ..programs.learned_spec import learned_spec
-from ..programs.partition_spec import partition_spec
-from ..programs.sparsified_vectors import sparsified_spec
 from ..programs.spec_learning import SpecLearning, learn_for_spec
-from .learned import LearnedMethod, describe, held_memory
+from .learned import LearnedMethod
 from .memory import RssPeak
-from .partition_row import learned_coefficients
-from .sparsified_row import sparsify_record
+from .spec_learned_output import learned_record, replay_spec
 
 
 def learned_files(learned: dict, method: str) -> dict[str, bytes]:
@@ -43,14 +40,14 @@ def learn_spec_models(chosen: LearnedMethod, spec_path: Path, data: list[str], o
     """Learn `chosen` over the spec's models and write `out`; returns the learned record (with "heads" for
     classifiers). `max_tokens`: classifiers only, tokens per text (default programs/classifier_data.MAX_TOKENS)."""
     if chosen.interpolation == "slerp":
-        raise UsageError(f"{chosen.name} is Self Positioning for embedding models: a contrastive loss on labelled "
-                         "examples of a classification task's classes. With --spec use atlas (cross-entropy on "
-                         "your texts or labels) or an adamerging method.")
+        raise UsageError(f"{chosen.name} is Self Positioning for embedding models (a contrastive loss on pairs or "
+                         "labelled texts). With a spec of causal LMs or sequence classifiers use atlas (cross-entropy "
+                         "on your texts or labels) or an adamerging method.")
     merge_spec = api.as_spec(spec_path)
     classifiers = is_classifier_spec(merge_spec)
     if max_tokens is not None and not classifiers:
-        raise UsageError("--max-tokens goes with a spec of sequence classifiers; a causal LM's texts are cut to its "
-                         "own context.")
+        raise UsageError("--max-tokens goes with a spec of sequence classifiers or embedding models; a causal LM's "
+                         "texts are cut to its own context.")
     if chosen.per_class is not None and not classifiers:
         raise UsageError(f"{chosen.name} takes k examples per class of a classification task; with --spec's causal "
                          "LMs use atlas (cross-entropy on your texts) or an adamerging method.")
@@ -59,25 +56,12 @@ def learn_spec_models(chosen: LearnedMethod, spec_path: Path, data: list[str], o
                        **({"batch_size": chosen.batch_size} if classifiers else {}),
                        seed=merge_spec.seed, start=start_path, step=step, sparsify=sparsifier)
     with RssPeak() as memory:
-        result = (learn_for_classifiers(merge_spec, data, how, chosen.per_class, progress,
-                                        **({"max_tokens": max_tokens} if max_tokens else {})) if classifiers
-                  else learn_for_spec(merge_spec, data, how, progress))
+        result = (learn_for_classifiers(merge_spec, data, how, chosen.per_class, progress, max_tokens or MAX_TOKENS)
+                  if classifiers else learn_for_spec(merge_spec, data, how, progress))
     models = [*([start_path] if start_path else []), *(m.path for m in merge_spec.models)]
-    rules = CLASSIFIER_TENSOR_RULES if classifiers else None
-    if chosen.parameterization.kind == "partition":
-        replay = partition_spec(result.view, merge_spec.base, models, seed=merge_spec.seed, dtype=merge_spec.dtype,
-                                tensor_rules=rules)
-    else:
-        replay = learned_spec(result.view, merge_spec.base, models, seed=merge_spec.seed,
-                              dtype=merge_spec.dtype, tensor_rules=rules, ties_density=chosen.ties_density)
-        if sparsifier is not None:
-            replay = sparsified_spec(replay, *sparsifier)
-    learned = {"method": chosen.name, "learning": describe(chosen), "data_seen": result.data_seen,
-               **({"start": start_path} if start_path else {}),
-               **learned_coefficients(result.view), "tasks": models,
-               **({"sparsify": sparsify_record(sparsifier)} if sparsifier else {}),
-               "losses": [round(x, 5) for x in result.losses], "seconds": {"learn": round(result.seconds, 1)},
-               "gradient_step": how.step, "memory": held_memory(result.view, memory.added)}
+    replay = replay_spec(chosen, result, merge_spec, models, CLASSIFIER_TENSOR_RULES if classifiers else None,
+                         sparsifier)
+    learned = learned_record(chosen, result, how, models, sparsifier, memory.added)
     if not classifiers:
         api.merge(replay, out, extra_files=learned_files(learned, chosen.name))
         return learned

@@ -23,13 +23,13 @@ from torch import Tensor, nn
 from ..errors import CheckpointError, IncompatibleInputsError, SpecError, UsageError
 from ..io.checkpoint import Checkpoint
 from ..spec.model import MergeSpec
+from .batch_order import shuffled_batches
 from .classifier_data import MAX_TOKENS, LabelledTexts, read_labelled_texts
 from .learning_loop import learn_coefficients
 from .learn import LearnProgress, TaskBatches
-from .merge_view import BoundMerge, MergeView
-from .sparsified_vectors import sparsified_vectors
-from .sparsify import ties_vectors
-from .spec_learning import SpecLearned, SpecLearning, check_spec_for_learning, task_vector, view_over_merge
+from .merge_view import BoundMerge
+from .spec_learning import SpecLearned, SpecLearning, check_spec_for_learning, task_vector
+from .spec_view import check_learnable, learning_view
 
 CLASSIFIER = "ForSequenceClassification"
 # the replayed merge: the base's tensors the models lack (a masked-LM head) are the base's, the models' own (their
@@ -116,9 +116,7 @@ def learn_for_classifiers(spec: MergeSpec, data_files: list[str], how: SpecLearn
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     check_spec_for_learning(spec, data_files)
-    if how.start is not None and (how.ties_density is not None or how.sparsify is not None):
-        raise UsageError("a start merge cannot be pre-processed with the models' task vectors: the replayed merge "
-                         "would pre-process it again. Fix: drop --start, or learn without TIES/--sparsify.")
+    check_learnable(how)
     base = Checkpoint.open(spec.base)
     checkpoints = [Checkpoint.open(entry.path) for entry in spec.models]
     labelled = how.recipe.objective == "cross_entropy"
@@ -130,22 +128,18 @@ def learn_for_classifiers(spec: MergeSpec, data_files: list[str], how: SpecLearn
     def load(path: str) -> nn.Module:
         return AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).eval()
 
-    first = load(spec.models[0].path)  # its body, set to the base's weights, is the one every task runs
-    prefix = first.base_model_prefix
+    # the body's name in the first model's class, read from its config where transformers names the class, so a
+    # base without it is refused before any model loads
+    prefix = _declared_prefix(checkpoints[0])
+    first = None if prefix else load(spec.models[0].path)
+    prefix = prefix or first.base_model_prefix
     body_names = _body_names(base, prefix, spec.base)
     _check_models_hold(checkpoints, body_names)
+    first = first or load(spec.models[0].path)  # its body, set to the base's weights, is the one every task runs
     module = PrefixedBody(prefix, getattr(first, prefix)).eval()
     theta0 = _load_body(module, body_names, base, spec.models[0].path)
     vectors = [task_vector(c, theta0, f"model {entry.path}") for c, entry in zip(checkpoints, spec.models)]
-    if how.ties_density is not None:
-        vectors = ties_vectors(vectors, how.ties_density)
-    if how.sparsify is not None:
-        vectors = sparsified_vectors(vectors, *how.sparsify, seed=spec.seed, bases=theta0)
-    if how.start is None:
-        view = MergeView(module, vectors, how.parameterization, how.init)
-    else:
-        start = task_vector(Checkpoint.open(how.start), theta0, f"start merge {how.start}")
-        view = view_over_merge(module, start, vectors, how.parameterization)
+    view = learning_view(module, theta0, vectors, how, spec.seed)
     tokenizer = AutoTokenizer.from_pretrained(spec.base)
     own, configs, tasks = [], [], {}
     for i, (entry, ckpt) in enumerate(zip(spec.models, checkpoints)):
@@ -169,6 +163,15 @@ def learn_for_classifiers(spec: MergeSpec, data_files: list[str], how: SpecLearn
     seen = [{**data.describe(labelled), "max_tokens": max_tokens,
              **({"per_class": per_class} if labelled and per_class else {})} for data in texts]
     return ClassifierLearned(view, losses, time.perf_counter() - started, seen, own, configs)
+
+
+def _declared_prefix(model: Checkpoint) -> str | None:
+    """The `base_model_prefix` of the class model's config names (BertForSequenceClassification: `bert`), or None
+    where transformers has no such class."""
+    import transformers
+    architecture = ((model.config or {}).get("architectures") or [""])[0]
+    prefix = getattr(getattr(transformers, architecture, None), "base_model_prefix", None) if architecture else None
+    return prefix if isinstance(prefix, str) and prefix else None
 
 
 def _body_names(base: Checkpoint, prefix: str, ref: str) -> list[str]:
@@ -237,13 +240,9 @@ def _first_per_class(data: LabelledTexts, k: int) -> LabelledTexts:
 def _stream(data: LabelledTexts, tokenizer, batch_size: int, seed: int, width: int):
     """A task's endless stream of padded batches in a new seeded order every pass."""
     def stream() -> Iterator[tuple[dict, Tensor]]:
-        g = torch.Generator().manual_seed(seed)
-        while True:
-            order = torch.randperm(len(data.texts), generator=g).tolist()
-            for start in range(0, len(order), batch_size):
-                rows = order[start:start + batch_size]
-                encoded = tokenizer([data.texts[r] for r in rows], padding=True, truncation=True,
-                                    max_length=width, return_tensors="pt")
-                yield ({"ids": encoded["input_ids"], "mask": encoded["attention_mask"]},
-                       torch.tensor([data.labels[r] for r in rows]))
+        for rows in shuffled_batches(len(data.texts), batch_size, seed):
+            encoded = tokenizer([data.texts[r] for r in rows], padding=True, truncation=True, max_length=width,
+                                return_tensors="pt")
+            yield ({"ids": encoded["input_ids"], "mask": encoded["attention_mask"]},
+                   torch.tensor([data.labels[r] for r in rows]))
     return stream

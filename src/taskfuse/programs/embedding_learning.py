@@ -24,12 +24,13 @@ from ..errors import IncompatibleInputsError, UsageError
 from ..io.checkpoint import Checkpoint
 from ..io.sentence_transformers_layout import sentence_transformers_layout
 from ..spec.model import MergeSpec
+from .batch_order import shuffled_batches
 from .embedding_data import LABELS, PAIRS, EmbeddingExamples, read_embedding_examples
 from .learn import LearnProgress, TaskBatches
 from .learning_loop import learn_coefficients
 from .merge_view import BoundMerge
 from .spec_learning import SpecLearned, SpecLearning, check_spec_for_learning, task_vector
-from .spec_view import learning_view
+from .spec_view import check_learnable, learning_view
 
 LOGIT_SCALE = 20.0  # MultipleNegativesRankingLoss's scale: cosine similarity / temperature 0.05
 
@@ -56,6 +57,7 @@ def learn_for_embeddings(spec: MergeSpec, data_files: list[str], how: SpecLearni
         raise UsageError("AdaMerging minimises the entropy of a classifier's predictions, and an embedding model "
                          "makes none. Fix: learn with atlas or atlas_fewshot (InfoNCE on your pairs or labelled "
                          "texts), or self_positioning.")
+    check_learnable(how, slerp)
     if max_tokens is not None and max_tokens < 1:
         raise UsageError(f"--max-tokens {max_tokens}: give at least 1 token per text.")
     examples = [read_embedding_examples(f, entry.path) for f, entry in zip(data_files, spec.models)]
@@ -124,19 +126,15 @@ def _stream(data: EmbeddingExamples, tokenizer, batch_size: int, seed: int, widt
     """A task's endless stream of batches in a new seeded order every pass: each batch's texts, then its keys (the
     batch's positives, or every label text), and each text's key index."""
     def stream() -> Iterator[tuple[dict, Tensor]]:
-        g = torch.Generator().manual_seed(seed)
-        while True:
-            order = torch.randperm(len(data.texts), generator=g).tolist()
-            for start in range(0, len(order), batch_size):
-                rows = order[start:start + batch_size]
-                if data.kind == PAIRS and len(rows) < 2:
-                    continue  # a pair alone has no negative: its loss is 0 whatever Λ is
-                if data.kind == PAIRS:
-                    keys, targets = [data.positives[r] for r in rows], list(range(len(rows)))
-                else:
-                    keys, targets = list(data.label_names), [data.labels[r] for r in rows]
-                encoded = tokenizer([data.texts[r] for r in rows] + keys, padding=True, truncation=True,
-                                    max_length=width, return_tensors="pt")
-                yield ({"ids": encoded["input_ids"], "mask": encoded["attention_mask"], "texts": len(rows)},
-                       torch.tensor(targets))
+        for rows in shuffled_batches(len(data.texts), batch_size, seed):
+            if data.kind == PAIRS and len(rows) < 2:
+                continue  # a pair alone has no negative: its loss is 0 whatever Λ is
+            if data.kind == PAIRS:
+                keys, targets = [data.positives[r] for r in rows], list(range(len(rows)))
+            else:
+                keys, targets = list(data.label_names), [data.labels[r] for r in rows]
+            encoded = tokenizer([data.texts[r] for r in rows] + keys, padding=True, truncation=True,
+                                max_length=width, return_tensors="pt")
+            yield ({"ids": encoded["input_ids"], "mask": encoded["attention_mask"], "texts": len(rows)},
+                   torch.tensor(targets))
     return stream

@@ -15,15 +15,20 @@ from .sparsify import ties_vectors
 from .spec_learning import SpecLearning, task_vector, view_over_merge
 
 
-def learning_view(module: nn.Module, theta0: dict[str, torch.Tensor], vectors: list[dict[str, torch.Tensor]],
-                  how: SpecLearning, seed: int, slerp: bool = False) -> MergeView:
-    """`slerp`: Self Positioning's view (its `how.init` is λ's start), which takes the vectors as they are."""
+def check_learnable(how: SpecLearning, slerp: bool = False) -> None:
+    """What learning_view refuses, checked before any model loads."""
     if slerp and (how.start is not None or how.ties_density is not None or how.sparsify is not None):
         raise UsageError("self_positioning interpolates the models' own task vectors: it takes no --start and no "
                          "--sparsify. Fix: drop them, or learn with atlas.")
     if how.start is not None and (how.ties_density is not None or how.sparsify is not None):
         raise UsageError("a start merge cannot be pre-processed with the models' task vectors: the replayed merge "
                          "would pre-process it again. Fix: drop --start, or learn without TIES/--sparsify.")
+
+
+def learning_view(module: nn.Module, theta0: dict[str, torch.Tensor], vectors: list[dict[str, torch.Tensor]],
+                  how: SpecLearning, seed: int, slerp: bool = False) -> MergeView:
+    """`slerp`: Self Positioning's view (its `how.init` is λ's start), which takes the vectors as they are."""
+    check_learnable(how, slerp)
     if how.ties_density is not None:
         vectors = ties_vectors(vectors, how.ties_density)
     if how.sparsify is not None:  # keyed on the merge's seed, as the replayed merge draws
