@@ -36,6 +36,7 @@ SIDE_BY_SIDE_RESULT = ROOT / "benchmarks" / "results" / "fusionbench-side-by-sid
 SEED_SPREAD_RESULT = ROOT / "benchmarks" / "results" / "learning-seed-spread" / "result.json"
 PARTITIONS_RESULT = ROOT / "benchmarks" / "results" / "partitions-over-merge" / "result.json"
 CLASSIFIER_RESULT = ROOT / "benchmarks" / "results" / "classifier-learning" / "result.json"
+EMBEDDING_RESULT = ROOT / "benchmarks" / "results" / "embedding-learning" / "result.json"
 
 
 def _span(text: str, marker: str) -> tuple[int, int]:
@@ -74,6 +75,8 @@ def generated_blocks() -> list[tuple[Path, str, str]]:
                 json.loads(PARTITIONS_RESULT.read_text()))),
             (ROOT / "docs" / "learned.md", "classifier-table", _benchmark_script("classifier_learning").markdown(
                 json.loads(CLASSIFIER_RESULT.read_text()))),
+            (ROOT / "docs" / "learned.md", "embedding-table", _benchmark_script("embedding_learning").markdown(
+                json.loads(EMBEDDING_RESULT.read_text()))),
             (ROOT / "docs" / "learned.md", "fisher-labels-table", _benchmark_script("fisher_labels").markdown(
                 json.loads(FISHER_LABELS_RESULT.read_text()))),
             (ROOT / "docs" / "learned.md", "side-by-side-table", _benchmark_script("fusionbench_side_by_side").markdown(

@@ -204,10 +204,33 @@ CLASSIFIER_CODE = BENCH_CODE + ["src/taskfuse/bench/learned.py", *LEARNING_STEP_
                                 f"{SPEC_LEARNING}::SpecLearning,SpecLearned,check_spec_for_learning,task_vector,"
                                 "view_over_merge",
                                 "src/taskfuse/bench/spec_learning_run.py", "src/taskfuse/bench/classifier_zoo.py",
+                                "src/taskfuse/programs/spec_view.py", "src/taskfuse/bench/spec_learned_output.py",
+                                "src/taskfuse/bench/learned_row.py::coefficients", "src/taskfuse/programs/batch_order.py",
                                 "src/taskfuse/bench/memory.py",
                                 "src/taskfuse/bench/partition_row.py::learned_coefficients",
                                 "src/taskfuse/bench/sparsified_row.py::sparsify_record",
                                 "src/taskfuse/bench/classifier_study.py", "benchmarks/classifier_learning.py"]
+# The encoder benchmark's experts as a user's embedding models: `taskfuse learn --spec` over embedding models (what
+# the CLI runs, bench/learn_spec.py, and the spec learning's pieces it takes), the merge that keeps their modules,
+# the anchors' parameters read from the committed full benchmark, the study
+EMBEDDING_CODE = BENCH_CODE + ["src/taskfuse/bench/learned.py", *LEARNING_STEP_CODE, *SPARSIFIED,
+                               "src/taskfuse/programs/embedding_learning.py", "src/taskfuse/programs/embedding_data.py",
+                               "src/taskfuse/programs/spec_view.py", "src/taskfuse/programs/spec_models.py",
+                               "src/taskfuse/programs/batch_order.py",
+                               "src/taskfuse/programs/partition_spec.py",
+                               f"{SPEC_LEARNING}::SpecLearning,SpecLearned,check_spec_for_learning,task_vector,"
+                               "view_over_merge",
+                               "src/taskfuse/bench/learn_spec.py", "src/taskfuse/bench/embedding_learning_run.py",
+                               "src/taskfuse/bench/spec_learned_output.py",
+                               "src/taskfuse/bench/spec_learning_run.py::learned_files",
+                               "src/taskfuse/bench/memory.py",
+                               "src/taskfuse/bench/partition_row.py::learned_coefficients",
+                               "src/taskfuse/bench/learned_row.py::coefficients",
+                               "src/taskfuse/bench/sparsified_row.py::sparsify_record",
+                               "src/taskfuse/bench/learned_over_merge.py::scored",
+                               "src/taskfuse/bench/committed_choice.py", "src/taskfuse/io/sentence_transformers_layout.py",
+                               "src/taskfuse/execute/executor.py", "benchmarks/results/bench-full/result.json",
+                               "src/taskfuse/bench/embedding_study.py", "benchmarks/embedding_learning.py"]
 RESULTS = [("bench-full", BENCH_CODE + LEARNED_ROWS_CODE + STATISTICS_CODE + FULL_RUN_CODE, "taskfuse bench --full"),
            ("fusionbench-side-by-side", SIDE_BY_SIDE_CODE, "python benchmarks/fusionbench_side_by_side.py"),
            ("gguf-input", GGUF_CODE, "python benchmarks/gguf_input_cost.py"),
@@ -222,6 +245,7 @@ RESULTS = [("bench-full", BENCH_CODE + LEARNED_ROWS_CODE + STATISTICS_CODE + FUL
            ("learning-seed-spread", SEED_SPREAD_CODE, "python benchmarks/learning_seed_spread.py"),
            ("partitions-over-merge", PARTITIONS_CODE, "python benchmarks/partitions_over_merge.py"),
            ("classifier-learning", CLASSIFIER_CODE, "python benchmarks/classifier_learning.py"),
+           ("embedding-learning", EMBEDDING_CODE, "python benchmarks/embedding_learning.py"),
            ("weak-to-strong", WEAK_TO_STRONG_CODE, "python benchmarks/weak_to_strong.py --accept-unlicensed --multi"),
            ("llm-new-task", NEW_TASK_CODE,
             "python benchmarks/llm_new_task.py --task-file benchmarks/tasks/wordnet_verb_topic_llm.jsonl")]
