@@ -195,6 +195,9 @@ FISHER_LABELS_CODE = BENCH_CODE + [FISHER_LABELS, "src/taskfuse/programs/statist
                                    "src/taskfuse/bench/statistics_rows.py::validation_data,example_items",
                                    "src/taskfuse/bench/learned_over_merge.py::scored",
                                    "src/taskfuse/bench/learned_row.py::TENSOR_RULES", "benchmarks/fisher_labels.py"]
+# How learn --spec sorts a spec's models, without what it does for PEFT adapters (_adapter_kind, ADAPTER_KINDS):
+# neither study names an adapter, so model_kind never reaches that code in their runs
+SPEC_MODEL_KINDS = "src/taskfuse/programs/spec_models.py::model_kind,spec_model_kind,_names,CAUSAL,CLASSIFIER,EMBEDDING,KINDS"
 # The encoder benchmark's tasks as a user's sequence classifiers: the classifiers' training, `taskfuse learn --spec`
 # over classifiers (what the CLI runs, bench/spec_learning_run.py, and the spec learning's pieces it takes), the
 # data-free grids, the heads, the study
@@ -209,13 +212,14 @@ CLASSIFIER_CODE = BENCH_CODE + ["src/taskfuse/bench/learned.py", *LEARNING_STEP_
                                 "src/taskfuse/bench/memory.py",
                                 "src/taskfuse/bench/partition_row.py::learned_coefficients",
                                 "src/taskfuse/bench/sparsified_row.py::sparsify_record",
-                                "src/taskfuse/bench/classifier_study.py", "benchmarks/classifier_learning.py"]
+                                "src/taskfuse/bench/classifier_study.py", "benchmarks/classifier_learning.py",
+                                SPEC_MODEL_KINDS]
 # The encoder benchmark's experts as a user's embedding models: `taskfuse learn --spec` over embedding models (what
 # the CLI runs, bench/learn_spec.py, and the spec learning's pieces it takes), the merge that keeps their modules,
 # the anchors' parameters read from the committed full benchmark, the study
 EMBEDDING_CODE = BENCH_CODE + ["src/taskfuse/bench/learned.py", *LEARNING_STEP_CODE, *SPARSIFIED,
                                "src/taskfuse/programs/embedding_learning.py", "src/taskfuse/programs/embedding_data.py",
-                               "src/taskfuse/programs/spec_view.py", "src/taskfuse/programs/spec_models.py",
+                               "src/taskfuse/programs/spec_view.py", SPEC_MODEL_KINDS,
                                "src/taskfuse/programs/batch_order.py",
                                "src/taskfuse/programs/partition_spec.py",
                                f"{SPEC_LEARNING}::SpecLearning,SpecLearned,check_spec_for_learning,task_vector,"

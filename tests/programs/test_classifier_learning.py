@@ -44,16 +44,7 @@ def family(tmp_path_factory):
         torch.manual_seed(i)
         tune = BertForSequenceClassification.from_pretrained(root / "base", num_labels=len(names), id2label=names,
                                                              label2id={n: k for k, n in names.items()})
-        optimizer = torch.optim.AdamW(tune.parameters(), lr=3e-3)
-        train = task.splits["train"]
-        for step in range(40):
-            rows = [(step * 8 + j) % len(train.texts) for j in range(8)]
-            batch = tokenizer([train.texts[r] for r in rows], padding=True, truncation=True, max_length=48,
-                              return_tensors="pt")
-            loss = tune(**batch, labels=torch.tensor([int(train.labels[r]) for r in rows])).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
+        fine_tune(tune, task, tokenizer)
         tune.save_pretrained(root / f"ft_{name}")
         _save_tokenizer(root / f"ft_{name}")
         split = task.splits["validation"]
@@ -65,6 +56,19 @@ def family(tmp_path_factory):
     spec.write_text(yaml.safe_dump({"method": "task_arithmetic", "base": str(root / "base"),
                                     "models": [{"path": str(root / f"ft_{n}")} for n in TASKS]}))
     return root, spec, data
+
+
+def fine_tune(model, task, tokenizer, steps=40):
+    """`steps` AdamW steps of 8 training texts on the task's labels (every parameter that requires a gradient)."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    train = task.splits["train"]
+    for step in range(steps):
+        rows = [(step * 8 + j) % len(train.texts) for j in range(8)]
+        batch = tokenizer([train.texts[r] for r in rows], padding=True, truncation=True, max_length=48,
+                          return_tensors="pt")
+        model(**batch, labels=torch.tensor([int(train.labels[r]) for r in rows])).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
 
 
 def _logits(model, texts):

@@ -167,7 +167,7 @@ def test_what_embedding_models_cannot_learn_is_refused_with_the_fix(family, tmp_
     assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3"))
 
 
-def test_a_masked_lm_or_a_classification_adapter_is_refused_not_learned_as_a_causal_lm(family, tmp_path):
+def test_a_masked_lm_or_a_token_classification_adapter_is_refused_not_learned_as_a_causal_lm(family, tmp_path):
     """Before, a spec of masked LMs went to the causal-LM loader, which draws the head it lacks at random."""
     for name in ("base", "a", "b"):
         _tiny_bert(tmp_path / name, cls=BertForMaskedLM)
@@ -178,15 +178,16 @@ def test_a_masked_lm_or_a_classification_adapter_is_refused_not_learned_as_a_cau
     assert_user_error(_learn("atlas", spec, [text, text], tmp_path / "out"),
                       f"model {tmp_path / 'a'} is a BertForMaskedLM", "its head would be drawn at random", "Fix:")
     from peft import LoraConfig, TaskType, get_peft_model
-    from transformers import BertForSequenceClassification
-    classifier = BertForSequenceClassification.from_pretrained(tmp_path / "base", num_labels=3)
-    classifier.save_pretrained(tmp_path / "classifier")
-    get_peft_model(classifier, LoraConfig(task_type=TaskType.SEQ_CLS, r=2, target_modules=["query"])).save_pretrained(
+    from transformers import BertForSequenceClassification, BertForTokenClassification
+    BertForSequenceClassification.from_pretrained(tmp_path / "base", num_labels=3).save_pretrained(
+        tmp_path / "classifier")
+    tagger = BertForTokenClassification.from_pretrained(tmp_path / "base", num_labels=3)
+    get_peft_model(tagger, LoraConfig(task_type=TaskType.TOKEN_CLS, r=2, target_modules=["query"])).save_pretrained(
         tmp_path / "adapter")
     spec.write_text(yaml.safe_dump({"method": "task_arithmetic", "base": str(tmp_path / "base"),
                                     "models": [{"path": f"{tmp_path / 'base'}+{tmp_path / 'adapter'}"}]}))
     assert_user_error(_learn("atlas", spec, [text], tmp_path / "out"),
-                      "is a PEFT adapter for task type SEQ_CLS", "merge_and_unload()", "Fix:")
+                      "is a PEFT adapter for task type TOKEN_CLS", "(SEQ_CLS)", "Fix:")
     root_, embed_spec, _ = family
     mixed = yaml.safe_load(embed_spec.read_text())
     mixed["models"].append({"path": str(tmp_path / "classifier")})

@@ -54,7 +54,8 @@ class Checkpoint:
     @classmethod
     def open(cls, ref: str | Path, base_dir: Path | None = None) -> "Checkpoint":
         """Open a local directory or .safetensors file, or a hub id (downloaded through huggingface_hub)."""
-        from .adapter import AdapterCheckpoint, is_adapter_dir  # these build on this module
+        from .adapter import is_adapter_dir  # these build on this module
+        from .classifier_adapter import open_adapter
         from .gguf_read import GGUFCheckpoint, is_gguf_file
 
         ref = str(ref)
@@ -66,11 +67,11 @@ class Checkpoint:
             if not is_adapter_dir(adapter):
                 raise CheckpointError(f"model {ref!r}: {adapter_ref!r} is not a PEFT adapter directory (no "
                                       "adapter_config.json). Fix: BASE+ADAPTER names a base and a LoRA adapter.")
-            return AdapterCheckpoint.open(ref, adapter, base_ref, base_dir)
+            return open_adapter(ref, adapter, base_ref, base_dir)
         if not path.exists():
             path = _fetch(ref, path)
         if is_adapter_dir(path):
-            return AdapterCheckpoint.open(ref, path, base_dir=base_dir)
+            return open_adapter(ref, path, base_dir=base_dir)
         if is_gguf_file(path):
             return GGUFCheckpoint.open(ref, path)
         if path.is_file():

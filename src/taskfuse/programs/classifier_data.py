@@ -63,11 +63,18 @@ def read_labelled_texts(path: str | Path, config: dict, owner: str, labelled: bo
     return LabelledTexts(str(path), tuple(texts), tuple(labels))
 
 
-def classifier_items(data: LabelledTexts, tokenizer, size: int) -> Iterator[tuple[dict, Tensor]]:
-    """(inputs, labels) of `size` texts each, in file order, padded to the longest of each item."""
+def text_width(tokenizer, config: dict, max_tokens: int = MAX_TOKENS) -> int:
+    """Tokens per text: `max_tokens`, or what the model can position (its config, its tokenizer) if that is fewer."""
+    return min(max_tokens, tokenizer.model_max_length, config.get("max_position_embeddings") or max_tokens)
+
+
+def classifier_items(data: LabelledTexts, tokenizer, size: int,
+                     width: int = MAX_TOKENS) -> Iterator[tuple[dict, Tensor]]:
+    """(inputs, labels) of `size` texts each, in file order, each cut to `width` tokens and padded to the longest
+    of its item."""
     for start in range(0, len(data.texts), size):
         encoded = tokenizer(list(data.texts[start:start + size]), padding=True, truncation=True,
-                            max_length=MAX_TOKENS, return_tensors="pt")
+                            max_length=width, return_tensors="pt")
         yield ({"ids": encoded["input_ids"], "mask": encoded["attention_mask"]},
                torch.tensor(data.labels[start:start + size]))
 

@@ -11,47 +11,35 @@ dropped.
 """
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from ..errors import CheckpointError, IncompatibleInputsError, SpecError, UsageError
+from ..errors import CheckpointError, IncompatibleInputsError, UsageError
 from ..io.checkpoint import Checkpoint
+from ..io.classifier_adapter import ClassifierAdapterCheckpoint, classifier_from_checkpoint
 from ..spec.model import MergeSpec
 from .batch_order import shuffled_batches
-from .classifier_data import MAX_TOKENS, LabelledTexts, read_labelled_texts
+from .classifier_data import MAX_TOKENS, LabelledTexts, read_labelled_texts, text_width
 from .learning_loop import learn_coefficients
 from .learn import LearnProgress, TaskBatches
 from .merge_view import BoundMerge
+from .spec_models import CLASSIFIER, spec_model_kind
 from .spec_learning import SpecLearned, SpecLearning, check_spec_for_learning, task_vector
 from .spec_view import check_learnable, learning_view
 
-CLASSIFIER = "ForSequenceClassification"
 # the replayed merge: the base's tensors the models lack (a masked-LM head) are the base's, the models' own (their
 # heads) are left to HEADS
 CLASSIFIER_TENSOR_RULES = {"missing": "copy_base", "extra": "drop"}
 
 
 def is_classifier_spec(spec: MergeSpec) -> bool:
-    """Whether the spec's models are sequence classifiers (all of them; a mix is refused)."""
-    kinds = {entry.path: _architecture(entry.path).endswith(CLASSIFIER) for entry in spec.models}
-    if len(set(kinds.values())) > 1:
-        named = ", ".join(p for p, c in kinds.items() if c)
-        raise SpecError(f"the spec mixes sequence classifiers ({named}) with other models: their coefficients are "
-                        "learned with different objectives. Fix: learn the classifiers in a spec of their own.")
-    return next(iter(kinds.values()))
-
-
-def _architecture(path: str) -> str:
-    config = Path(path) / "config.json"
-    if not config.is_file():
-        return ""  # a GGUF file or BASE+ADAPTER: not a classifier directory, the causal-LM path reads it
-    return (json.loads(config.read_text()).get("architectures") or [""])[0]
+    """Whether the spec's models are sequence classifiers or their SEQ_CLS adapters (all of them; a mix of kinds is
+    refused)."""
+    return spec_model_kind(spec) == CLASSIFIER
 
 
 class _GivenBody(nn.Module):
@@ -125,17 +113,19 @@ def learn_for_classifiers(spec: MergeSpec, data_files: list[str], how: SpecLearn
              for f, c, entry in zip(data_files, checkpoints, spec.models)]
     if labelled and per_class:
         texts = [_first_per_class(data, per_class) for data in texts]
-    def load(path: str) -> nn.Module:
-        return AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).eval()
+    def load(i: int) -> nn.Module:  # an adapter's classifier is built from what its checkpoint reads
+        if isinstance(checkpoints[i], ClassifierAdapterCheckpoint):
+            return classifier_from_checkpoint(checkpoints[i])
+        return AutoModelForSequenceClassification.from_pretrained(spec.models[i].path, dtype=torch.float32).eval()
 
     # the body's name in the first model's class, read from its config where transformers names the class, so a
     # base without it is refused before any model loads
     prefix = _declared_prefix(checkpoints[0])
-    first = None if prefix else load(spec.models[0].path)
+    first = None if prefix else load(0)
     prefix = prefix or first.base_model_prefix
     body_names = _body_names(base, prefix, spec.base)
     _check_models_hold(checkpoints, body_names)
-    first = first or load(spec.models[0].path)  # its body, set to the base's weights, is the one every task runs
+    first = first or load(0)  # its body, set to the base's weights, is the one every task runs
     module = PrefixedBody(prefix, getattr(first, prefix)).eval()
     theta0 = _load_body(module, body_names, base, spec.models[0].path)
     vectors = [task_vector(c, theta0, f"model {entry.path}") for c, entry in zip(checkpoints, spec.models)]
@@ -143,7 +133,7 @@ def learn_for_classifiers(spec: MergeSpec, data_files: list[str], how: SpecLearn
     tokenizer = AutoTokenizer.from_pretrained(spec.base)
     own, configs, tasks = [], [], {}
     for i, (entry, ckpt) in enumerate(zip(spec.models, checkpoints)):
-        classifier = first if i == 0 else load(entry.path)
+        classifier = first if i == 0 else load(i)
         if classifier.base_model_prefix != prefix:
             raise IncompatibleInputsError(f"model {entry.path} is a {type(classifier).__name__}, its body under "
                                           f"`{classifier.base_model_prefix}.` where the first model's is under "
@@ -153,8 +143,7 @@ def learn_for_classifiers(spec: MergeSpec, data_files: list[str], how: SpecLearn
         configs.append(ckpt.config or {})
         body_own = {n: t.float() for n, t in own[-1].items() if n.startswith(f"{prefix}.")}
         _check_body_covered(module, body_own, theta0, entry.path)
-        # texts are cut to what the model can position, if that is fewer
-        width = min(max_tokens, tokenizer.model_max_length, configs[-1].get("max_position_embeddings") or max_tokens)
+        width = text_width(tokenizer, configs[-1], max_tokens)
         tasks[entry.path] = TaskBatches(OwnHead(classifier), _stream(texts[i], tokenizer, how.batch_size, how.seed + i,
                                                                      width), _features_with(body_own))
     torch.manual_seed(how.seed)

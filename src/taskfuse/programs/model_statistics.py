@@ -20,10 +20,10 @@ from ..io.statistics_file import save_statistics
 from ..io.transformers_model import load_model, load_tokenizer, model_class
 from ..methods.registry import STATISTICS
 from . import fisher_floor
-from .classifier_data import class_logits, classifier_items, read_labelled_texts
+from .classifier_data import class_logits, classifier_items, read_labelled_texts, text_width
 from .fisher_labels import LABELS, fisher_of_labels
 from .statistics import gram_statistics, normalized_fisher
-from .text_data import batches_in_order, read_examples, scored_logits
+from .text_data import TextExamples, batches_in_order, read_examples, scored_logits
 
 
 CAUSAL_LM_LABELS = tuple(labels for labels in LABELS if labels != "expected")  # expected: a pass per vocabulary entry
@@ -53,7 +53,7 @@ def gather_statistics(model_ref: str, kind: str, data: str | Path, out: str | Pa
     tokenizer = load_tokenizer(ckpt)
     model = load_model(ckpt)
     if kind == "gram":
-        examples = read_examples(data, tokenizer, labelled=False)
+        examples = _within_positions(read_examples(data, tokenizer, labelled=False), tokenizer, ckpt)
         batches = list(batches_in_order(examples, batch_size, _pad_id(tokenizer)))
         tensors = gram_statistics(model, (inputs for inputs, _ in batches), _forward)
         return save_statistics(out, tensors, kind, {"model": model_ref, "data": examples.describe(labels=False)})
@@ -103,9 +103,20 @@ def _likelihood_items(likelihood: str, ckpt: Checkpoint, tokenizer, data: str | 
     classifier's class per line, or a causal LM's scored next tokens."""
     if likelihood == "classifier":
         examples = read_labelled_texts(data, ckpt.config, ckpt.ref, labelled=fisher_labels == "given")
-        return examples, list(classifier_items(examples, tokenizer, size)), class_logits
-    examples = read_examples(data, tokenizer, labelled=True)
+        width = text_width(tokenizer, ckpt.config or {})  # a text longer than the model's positions is cut
+        return examples, list(classifier_items(examples, tokenizer, size, width)), class_logits
+    examples = _within_positions(read_examples(data, tokenizer, labelled=True), tokenizer, ckpt)
     return examples, list(batches_in_order(examples, size, _pad_id(tokenizer))), scored_logits
+
+
+def _within_positions(examples: TextExamples, tokenizer, ckpt: Checkpoint) -> TextExamples:
+    """Each example cut to what the model can position, where that is fewer than the texts' own cut (a small
+    model's 128 positions): a longer one fails inside the model's position embedding."""
+    width = text_width(tokenizer, ckpt.config or {}, max(len(ids) for ids in examples.ids))
+    if all(len(ids) <= width for ids in examples.ids):
+        return examples
+    return TextExamples(examples.path, tuple(ids[:width] for ids in examples.ids),
+                        tuple(min(start, width - 2) for start in examples.scored_from))
 
 
 def _pad_id(tokenizer) -> int:

@@ -2,9 +2,10 @@
 
 Each kind learns with its own objective: causal LMs on next tokens, sequence classifiers through their own heads,
 embedding models (sentence-transformers folders, or bare encoders such as a `BertModel`, which sentence-transformers
-reads with mean pooling) on pairs or labelled texts. Anything else (a masked LM, a token classifier, an adapter for
-classification) is refused with what to do, instead of being loaded as a causal LM with a freshly drawn head, which
-transformers does with a warning and which would learn from noise.
+reads with mean pooling) on pairs or labelled texts. A PEFT adapter learns as the kind it adapts (a SEQ_CLS adapter
+as the classifier it was trained as: io/classifier_adapter.py). Anything else (a masked LM, a token classifier, an
+adapter for another task type) is refused with what to do, instead of being loaded as a causal LM with a freshly
+drawn head, which transformers does with a warning and which would learn from noise.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from ..spec.model import MergeSpec
 CAUSAL, CLASSIFIER, EMBEDDING = "causal", "classifier", "embedding"
 KINDS = {CAUSAL: "causal LMs", CLASSIFIER: "sequence classifiers", EMBEDDING: "embedding models"}
 # PEFT task types whose adapters learn like their kind (PEFT names no type for a plain adapter)
-ADAPTER_KINDS = {"CAUSAL_LM": CAUSAL, None: CAUSAL}
+ADAPTER_KINDS = {"CAUSAL_LM": CAUSAL, None: CAUSAL, "SEQ_CLS": CLASSIFIER}
 
 
 def model_kind(path: str) -> str:
@@ -64,10 +65,9 @@ def _adapter_kind(path: str, folder: Path) -> str:
     if task_type in ADAPTER_KINDS:
         return ADAPTER_KINDS[task_type]
     raise UsageError(
-        f"model {path} is a PEFT adapter for task type {task_type}: learn --spec reads adapters of causal LMs only "
-        "(their head is the base's). Fix: merge it into its model first, e.g. PeftModel.from_pretrained("
-        "AutoModelForSequenceClassification.from_pretrained(BASE, num_labels=N), ADAPTER).merge_and_unload()"
-        ".save_pretrained(DIR), and name DIR in the spec.")
+        f"model {path} is a PEFT adapter for task type {task_type}: learn --spec reads adapters of causal LMs "
+        "(CAUSAL_LM, or none given) and of sequence classifiers (SEQ_CLS), each learned through its own head. "
+        "Fix: merge the adapters data-free (taskfuse merge), or learn over adapters of those task types.")
 
 
 def _names(mapping: str) -> set[str]:
