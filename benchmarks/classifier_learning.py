@@ -10,34 +10,18 @@ Writes benchmarks/results/classifier-learning/result.json and results.md (comman
 """
 from __future__ import annotations
 
-import argparse
-import tempfile
-import time
 from pathlib import Path
 
 from taskfuse.bench.classifier_study import run_classifier_study
-from taskfuse.bench.provenance import code_commit, command_line, machine, write_result
-from taskfuse.io.output import check_output_dir
+from taskfuse.bench.study_script import run_study_script
 
 OUT = Path(__file__).resolve().parent / "results" / "classifier-learning"
+DATA = ("validation split: learning (texts for AdaMerging, texts and labels for aTLAS) and the data-free rows' "
+        "parameters; test split: every score")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", default="full")
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--steps", type=int, default=None, help="the learned rows' steps (default: the variant's)")
-    args = parser.parse_args()
-    check_output_dir(args.out, "report")  # before the run, not after it
-    started, code = time.perf_counter(), code_commit()
-    with tempfile.TemporaryDirectory(prefix="taskfuse-classifier-study-") as work:
-        study = run_classifier_study(args.variant, Path(work), lambda line: print(line, flush=True), args.steps)
-    result = {"command": command_line(), "code": code, "machine": machine(), **study,
-              "data": "validation split: learning (texts for AdaMerging, texts and labels for aTLAS) and the "
-                      "data-free rows' parameters; test split: every score",
-              "seconds": round(time.perf_counter() - started, 1)}
-    write_result(args.out, result, markdown(result))
-    print(markdown(result))
+    run_study_script(__doc__.splitlines()[0], OUT, run_classifier_study, DATA, markdown)
 
 
 def markdown(result: dict) -> str:

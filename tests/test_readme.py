@@ -213,13 +213,15 @@ CLASSIFIER_CODE = BENCH_CODE + ["src/taskfuse/bench/learned.py", *LEARNING_STEP_
                                 "src/taskfuse/bench/partition_row.py::learned_coefficients",
                                 "src/taskfuse/bench/sparsified_row.py::sparsify_record",
                                 "src/taskfuse/bench/classifier_study.py", "benchmarks/classifier_learning.py",
-                                SPEC_MODEL_KINDS]
+                                SPEC_MODEL_KINDS, "src/taskfuse/programs/few_shot.py",
+                                "src/taskfuse/bench/study_script.py"]
 # The encoder benchmark's experts as a user's embedding models: `taskfuse learn --spec` over embedding models (what
 # the CLI runs, bench/learn_spec.py, and the spec learning's pieces it takes), the merge that keeps their modules,
 # the anchors' parameters read from the committed full benchmark, the study
 EMBEDDING_CODE = BENCH_CODE + ["src/taskfuse/bench/learned.py", *LEARNING_STEP_CODE, *SPARSIFIED,
                                "src/taskfuse/programs/embedding_learning.py", "src/taskfuse/programs/embedding_data.py",
                                "src/taskfuse/programs/spec_view.py", SPEC_MODEL_KINDS,
+                               "src/taskfuse/programs/few_shot.py", "src/taskfuse/bench/study_script.py",
                                "src/taskfuse/programs/batch_order.py",
                                "src/taskfuse/programs/partition_spec.py",
                                f"{SPEC_LEARNING}::SpecLearning,SpecLearned,check_spec_for_learning,task_vector,"

@@ -15,6 +15,7 @@ from ..programs.classifier_heads import write_heads
 from ..programs.classifier_learning import CLASSIFIER_TENSOR_RULES, is_classifier_spec, learn_for_classifiers
 from ..programs.learn import LearnProgress
 from ..programs.spec_learning import SpecLearning, learn_for_spec
+from ..spec.model import MergeSpec
 from .learned import LearnedMethod
 from .memory import RssPeak
 from .spec_learned_output import learned_record, replay_spec
@@ -34,7 +35,7 @@ def learned_files(learned: dict, method: str) -> dict[str, bytes]:
     return files
 
 
-def learn_spec_models(chosen: LearnedMethod, spec_path: Path, data: list[str], out: Path, start: Path | None,
+def learn_spec_models(chosen: LearnedMethod, spec: MergeSpec | Path, data: list[str], out: Path, start: Path | None,
                       step: str, sparsifier: tuple[str, dict] | None = None,
                       progress: LearnProgress | None = None, max_tokens: int | None = None) -> dict:
     """Learn `chosen` over the spec's models and write `out`; returns the learned record (with "heads" for
@@ -43,7 +44,7 @@ def learn_spec_models(chosen: LearnedMethod, spec_path: Path, data: list[str], o
         raise UsageError(f"{chosen.name} is Self Positioning for embedding models (a contrastive loss on pairs or "
                          "labelled texts). With a spec of causal LMs or sequence classifiers use atlas (cross-entropy "
                          "on your texts or labels) or an adamerging method.")
-    merge_spec = api.as_spec(spec_path)
+    merge_spec = api.as_spec(spec)
     classifiers = is_classifier_spec(merge_spec)
     if max_tokens is not None and not classifiers:
         raise UsageError("--max-tokens goes with a spec of sequence classifiers or embedding models; a causal LM's "

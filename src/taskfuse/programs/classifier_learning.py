@@ -24,6 +24,7 @@ from ..io.classifier_adapter import ClassifierAdapterCheckpoint, classifier_from
 from ..spec.model import MergeSpec
 from .batch_order import shuffled_batches
 from .classifier_data import MAX_TOKENS, LabelledTexts, read_labelled_texts, text_width
+from .few_shot import first_per_class
 from .learning_loop import learn_coefficients
 from .learn import LearnProgress, TaskBatches
 from .merge_view import BoundMerge
@@ -218,11 +219,7 @@ def _features_with(body_own: dict[str, Tensor]):
 
 def _first_per_class(data: LabelledTexts, k: int) -> LabelledTexts:
     """The first `k` examples of each class, in file order (aTLAS few-shot)."""
-    rows, taken = [], {}
-    for i, label in enumerate(data.labels):
-        if taken.get(label, 0) < k:
-            taken[label] = taken.get(label, 0) + 1
-            rows.append(i)
+    rows = first_per_class(data.labels, k)
     return LabelledTexts(data.path, tuple(data.texts[i] for i in rows), tuple(data.labels[i] for i in rows))
 
 
