@@ -18,7 +18,8 @@ from taskfuse.io.checkpoint import Checkpoint
 from taskfuse.programs.classifier_heads import task_classifier
 from taskfuse.zoo.recipe import VARIANTS
 from tests.cli.test_user_errors import assert_user_error, taskfuse
-from tests.programs.test_classifier_learning import TASKS, _logits, _save_tokenizer, _texts, fine_tune
+from tests.programs.test_classifier_learning import (TASKS, _logits, _save_tokenizer, _texts, fine_tune, save_tiny_base,
+                                                     write_validation)
 
 
 def _adapter(base, task, seed, out):
@@ -37,21 +38,12 @@ def library(tmp_path_factory):
     """The base, one SEQ_CLS adapter per task (named BASE+ADAPTER in the spec), each task's validation texts with
     class indices (an adapter keeps no class names), and PEFT's own models for reference."""
     root = tmp_path_factory.mktemp("adapters")
-    tokenizer = load_tokenizer()
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
-    torch.manual_seed(0)
-    BertForPreTraining(config).save_pretrained(root / "base")
-    _save_tokenizer(root / "base")
+    save_tiny_base(BertForPreTraining, root / "base")
     data, peft = [], []
     for i, name in enumerate(TASKS):
         task = load_task(name, 0, VARIANTS["tiny"].sizes)
         peft.append(_adapter(root / "base", task, i, root / f"lora_{name}"))
-        split = task.splits["validation"]
-        path = root / f"{name}.jsonl"
-        path.write_text("".join(json.dumps({"text": t[:200], "label": int(y)}) + "\n"
-                                for t, y in list(zip(split.texts, split.labels))[:40]))
-        data.append(path)
+        data.append(write_validation(task, root / f"{name}.jsonl", int))
     spec = root / "spec.yaml"
     spec.write_text(yaml.safe_dump({"method": "task_arithmetic", "base": str(root / "base"),
                                     "models": [{"path": f"{root / 'base'}+{root / f'lora_{n}'}"} for n in TASKS]}))
@@ -76,10 +68,7 @@ def test_a_seq_cls_adapter_reads_as_the_classifier_peft_trained(library):
 
 def test_learning_over_seq_cls_adapters_serves_each_task_with_its_head_and_replays_bit_for_bit(library, tmp_path):
     root, spec, data, peft = library
-    out = tmp_path / "learned"
-    done = taskfuse("learn", "adamerging_task", "--spec", str(spec), "--data", str(data[0]), "--data", str(data[1]),
-                    "--steps", "3", "-o", str(out))
-    assert done.returncode == 0, done.stderr
+    out = _learned("adamerging_task", spec, data, tmp_path, 3)
     replay = yaml.safe_load((out / "taskfuse_spec.yaml").read_text())
     weights = [m["weight"] for m in replay["models"]]
     assert replay["tensor_rules"]["extra"] == "drop"
@@ -101,6 +90,14 @@ def test_learning_over_seq_cls_adapters_serves_each_task_with_its_head_and_repla
     assert (tmp_path / "replayed" / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
 
 
+def _learned(method, spec, data, tmp_path, steps):
+    out = tmp_path / "learned"
+    done = taskfuse("learn", method, "--spec", str(spec), "--data", str(data[0]), "--data", str(data[1]),
+                    "--steps", str(steps), "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    return out
+
+
 def _reloaded(root, name):
     from peft import PeftModel
     classes = len(load_task(name, 0, VARIANTS["tiny"].sizes).label_names)
@@ -110,10 +107,7 @@ def _reloaded(root, name):
 
 def test_atlas_over_seq_cls_adapters_learns(library, tmp_path):
     root, spec, data, peft = library
-    out = tmp_path / "learned"
-    done = taskfuse("learn", "atlas", "--spec", str(spec), "--data", str(data[0]), "--data", str(data[1]),
-                    "--steps", "12", "-o", str(out))
-    assert done.returncode == 0, done.stderr
+    out = _learned("atlas", spec, data, tmp_path, 12)
     losses = json.loads((out / "taskfuse_learned.json").read_text())["losses"]
     assert losses[-1] < losses[0], losses
 
@@ -179,6 +173,8 @@ def test_statistics_of_seq_cls_adapters_feed_a_data_aware_merge(library, tmp_pat
         assert done.returncode == 0, done.stderr
         model["statistics"] = str(tmp_path / f"stats{i}")
     stats = load_file(next((tmp_path / "stats0").glob("*.safetensors")))
+    # texts of up to 200 characters cut to the tiny model's 128 positions (they ended inside it before)
+    assert json.loads((tmp_path / "stats0" / "statistics.json").read_text())["data"]["max_tokens"] == 128
     assert any(n.startswith("bert.encoder.layer.0.attention.self.query") for n in stats)
     if kind == "fisher":  # the head's Fisher is gathered too: its gradient flows through the adapter's head
         assert stats["classifier.weight"].abs().sum() > 0

@@ -31,12 +31,7 @@ def family(tmp_path_factory):
     """The base (a BertForMaskedLM: `bert.` names, no pooler), two classifiers fine-tuned from it (2 and 3+
     classes), each task's validation texts as JSONL with class names."""
     root = tmp_path_factory.mktemp("classifiers")
-    tokenizer = load_tokenizer()
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
-    torch.manual_seed(0)
-    BertForMaskedLM(config).save_pretrained(root / "base")
-    _save_tokenizer(root / "base")
+    tokenizer = save_tiny_base(BertForMaskedLM, root / "base")
     data = []
     for i, name in enumerate(TASKS):
         task = load_task(name, 0, VARIANTS["tiny"].sizes)
@@ -47,15 +42,31 @@ def family(tmp_path_factory):
         fine_tune(tune, task, tokenizer)
         tune.save_pretrained(root / f"ft_{name}")
         _save_tokenizer(root / f"ft_{name}")
-        split = task.splits["validation"]
-        path = root / f"{name}.jsonl"
-        path.write_text("".join(json.dumps({"text": t[:200], "label": names[int(y)]}) + "\n"
-                                for t, y in list(zip(split.texts, split.labels))[:40]))
-        data.append(path)
+        data.append(write_validation(task, root / f"{name}.jsonl", lambda y: names[y]))
     spec = root / "spec.yaml"
     spec.write_text(yaml.safe_dump({"method": "task_arithmetic", "base": str(root / "base"),
                                     "models": [{"path": str(root / f"ft_{n}")} for n in TASKS]}))
     return root, spec, data
+
+
+def save_tiny_base(model_class, folder):
+    """A tiny BERT (the benchmark's tokenizer, 2 layers of 32) of `model_class` saved with its tokenizer in
+    `folder`; returns the tokenizer."""
+    tokenizer = load_tokenizer()
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    torch.manual_seed(0)
+    model_class(config).save_pretrained(folder)
+    _save_tokenizer(folder)
+    return tokenizer
+
+
+def write_validation(task, path, label):
+    """The task's first 40 validation texts (200 characters at most) as {"text", "label": label(class index)}."""
+    split = task.splits["validation"]
+    path.write_text("".join(json.dumps({"text": t[:200], "label": label(int(y))}) + "\n"
+                            for t, y in list(zip(split.texts, split.labels))[:40]))
+    return path
 
 
 def fine_tune(model, task, tokenizer, steps=40):

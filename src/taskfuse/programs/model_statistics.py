@@ -52,21 +52,23 @@ def gather_statistics(model_ref: str, kind: str, data: str | Path, out: str | Pa
     likelihood = _likelihood_of(ckpt, fisher_labels) if kind == "fisher" else None  # refused before loading
     tokenizer = load_tokenizer(ckpt)
     model = load_model(ckpt)
+    width = text_width(tokenizer, ckpt.config or {})  # tokens per text: 256, or the model's positions if fewer
     if kind == "gram":
-        examples = _within_positions(read_examples(data, tokenizer, labelled=False), tokenizer, ckpt)
+        examples = _within_positions(read_examples(data, tokenizer, labelled=False), width)
         batches = list(batches_in_order(examples, batch_size, _pad_id(tokenizer)))
         tensors = gram_statistics(model, (inputs for inputs, _ in batches), _forward)
-        return save_statistics(out, tensors, kind, {"model": model_ref, "data": examples.describe(labels=False)})
+        return save_statistics(out, tensors, kind, {"model": model_ref,
+                                                          "data": {**examples.describe(False), "max_tokens": width}})
     # one squared gradient per line, or per batch of lines for weighted-sum (FusionBench's estimator)
     examples, items, logits = _likelihood_items(likelihood, ckpt, tokenizer, data, fisher_labels,
-                                                batch_size if fisher_labels == "weighted-sum" else 1)
+                                                batch_size if fisher_labels == "weighted-sum" else 1, width)
     tensors, count = fisher_of_labels(model, items, logits, fisher_labels, seed,
                                       (lambda done: progress(done, len(items))) if progress else None)
     lines = examples.describe(labels=False)["examples"]  # either kind of examples counts its lines there
     if count != lines:  # batches of lines: summed over batches, per line (in place: model-sized)
         for t in tensors.values():
             t.mul_(count / lines)
-    record = {"model": model_ref, "data": examples.describe(labels=fisher_labels == "given"),
+    record = {"model": model_ref, "data": {**examples.describe(labels=fisher_labels == "given"), "max_tokens": width},
               "fisher_labels": fisher_labels if fisher_labels != "sampled" else {"sampled": {"seed": seed}}}
     if normalize:
         tensors, record["fisher_norm"] = normalized_fisher(tensors)
@@ -98,21 +100,19 @@ def _likelihood_of(ckpt: Checkpoint, fisher_labels: str) -> str:
 
 
 def _likelihood_items(likelihood: str, ckpt: Checkpoint, tokenizer, data: str | Path, fisher_labels: str,
-                      size: int):
+                      size: int, width: int):
     """The data's examples, its items of `size` lines and the logits whose likelihood the Fisher squares: a sequence
-    classifier's class per line, or a causal LM's scored next tokens."""
+    classifier's class per line, or a causal LM's scored next tokens; each text cut to `width` tokens."""
     if likelihood == "classifier":
         examples = read_labelled_texts(data, ckpt.config, ckpt.ref, labelled=fisher_labels == "given")
-        width = text_width(tokenizer, ckpt.config or {})  # a text longer than the model's positions is cut
         return examples, list(classifier_items(examples, tokenizer, size, width)), class_logits
-    examples = _within_positions(read_examples(data, tokenizer, labelled=True), tokenizer, ckpt)
+    examples = _within_positions(read_examples(data, tokenizer, labelled=True), width)
     return examples, list(batches_in_order(examples, size, _pad_id(tokenizer))), scored_logits
 
 
-def _within_positions(examples: TextExamples, tokenizer, ckpt: Checkpoint) -> TextExamples:
-    """Each example cut to what the model can position, where that is fewer than the texts' own cut (a small
+def _within_positions(examples: TextExamples, width: int) -> TextExamples:
+    """Each example cut to `width` tokens, where the model positions fewer than the texts' own cut (a small
     model's 128 positions): a longer one fails inside the model's position embedding."""
-    width = text_width(tokenizer, ckpt.config or {}, max(len(ids) for ids in examples.ids))
     if all(len(ids) <= width for ids in examples.ids):
         return examples
     return TextExamples(examples.path, tuple(ids[:width] for ids in examples.ids),
