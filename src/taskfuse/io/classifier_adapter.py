@@ -137,11 +137,8 @@ def _class_name(config) -> str:
 
 
 def classifier_from_checkpoint(checkpoint: ClassifierAdapterCheckpoint):
-    """The adapter's classifier as a transformers module (float32, eval mode): its class from the checkpoint's
-    config, every tensor as the checkpoint reads it (the base's, updated by LoRA, and the saved head)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-    settings = {k: v for k, v in checkpoint.config.items() if k != "model_type"}
-    model = AutoModelForSequenceClassification.from_config(
-        AutoConfig.for_model(checkpoint.config["model_type"], **settings), dtype=torch.float32)
-    model.load_state_dict({name: checkpoint.read(name).float() for name in model.state_dict()})
-    return model.eval()
+    """The adapter's classifier as a transformers module (float32, eval mode): io/transformers_model.py's reading of
+    any checkpoint, whose config here names the classifier class (every tensor as the checkpoint reads it: the
+    base's, updated by LoRA, and the saved head)."""
+    from .transformers_model import load_model
+    return load_model(checkpoint)
