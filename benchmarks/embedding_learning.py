@@ -11,36 +11,20 @@ Writes benchmarks/results/embedding-learning/result.json and results.md (command
 """
 from __future__ import annotations
 
-import argparse
-import tempfile
-import time
 from pathlib import Path
 
 from taskfuse.bench.embedding_study import run_embedding_study
-from taskfuse.bench.provenance import code_commit, command_line, machine, write_result
-from taskfuse.io.output import check_output_dir
+from taskfuse.bench.study_script import run_study_script
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "embedding-learning"
 BENCH_FULL = HERE / "results" / "bench-full" / "result.json"
+DATA = "validation split: learning (texts, each class as its label prompt); test split: every score"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", default="full")
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--steps", type=int, default=None, help="the learned rows' steps (default: the variant's)")
-    args = parser.parse_args()
-    check_output_dir(args.out, "report")  # before the run, not after it
-    started, code = time.perf_counter(), code_commit()
-    with tempfile.TemporaryDirectory(prefix="taskfuse-embedding-study-") as work:
-        study = run_embedding_study(args.variant, Path(work), BENCH_FULL, lambda line: print(line, flush=True),
-                                    args.steps)
-    result = {"command": command_line(), "code": code, "machine": machine(), **study,
-              "data": "validation split: learning (texts, each class as its label prompt); test split: every score",
-              "seconds": round(time.perf_counter() - started, 1)}
-    write_result(args.out, result, markdown(result))
-    print(markdown(result))
+    run_study_script(__doc__.splitlines()[0], OUT, lambda variant, work, progress, steps: run_embedding_study(
+        variant, work, BENCH_FULL, progress, steps), DATA, markdown)
 
 
 def markdown(result: dict) -> str:

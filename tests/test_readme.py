@@ -221,6 +221,7 @@ CLASSIFIER_CODE = BENCH_CODE + ["src/taskfuse/bench/learned.py", *LEARNING_STEP_
 EMBEDDING_CODE = BENCH_CODE + ["src/taskfuse/bench/learned.py", *LEARNING_STEP_CODE, *SPARSIFIED,
                                "src/taskfuse/programs/embedding_learning.py", "src/taskfuse/programs/embedding_data.py",
                                "src/taskfuse/programs/spec_view.py", SPEC_MODEL_KINDS,
+                               "src/taskfuse/programs/few_shot.py", "src/taskfuse/bench/study_script.py",
                                "src/taskfuse/programs/batch_order.py",
                                "src/taskfuse/programs/partition_spec.py",
                                f"{SPEC_LEARNING}::SpecLearning,SpecLearned,check_spec_for_learning,task_vector,"

@@ -194,3 +194,47 @@ def test_a_masked_lm_or_a_token_classification_adapter_is_refused_not_learned_as
     spec.write_text(yaml.safe_dump(mixed))
     assert_user_error(_learn("atlas", spec, [text] * 3, tmp_path / "out"), "the spec mixes kinds of model")
     assert not (tmp_path / "out").exists()
+
+
+def test_lora_adapters_of_an_embedding_model_learn_as_the_models_they_adapt(family, tmp_path):
+    """PEFT FEATURE_EXTRACTION adapters of the base's transformer, each trained with sentence-transformers' own loss
+    through the base's pooling: learn --spec learns over base + ΔW, writes a sentence-transformers folder, and the
+    replay spec (naming the adapters) gives it back bit for bit."""
+    from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+
+    root, _, data = family
+    adapters = []
+    for i, file in enumerate(data):
+        model = SentenceTransformer(str(root / "base"), device="cpu")
+        attribute = "model" if isinstance(getattr(model[0], "model", None), torch.nn.Module) else "auto_model"
+        lora = get_peft_model(getattr(model[0], attribute), LoraConfig(
+            task_type=TaskType.FEATURE_EXTRACTION, r=4, lora_alpha=8, target_modules=["query", "value", "dense"]))
+        setattr(model[0], attribute, lora)
+        _fine_tune(model, [json.loads(line) for line in file.read_text().splitlines()], i)
+        lora.save_pretrained(tmp_path / f"adapter{i}")
+        adapters.append(tmp_path / f"adapter{i}")
+    assert json.loads((adapters[0] / "adapter_config.json").read_text())["task_type"] == "FEATURE_EXTRACTION"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"method": "task_arithmetic", "base": str(root / "base"),
+                                    "models": [{"path": str(a)} for a in adapters]}))
+    out = tmp_path / "learned"
+    done = _learn("atlas", spec, data, out, "--steps", "10")
+    assert done.returncode == 0, done.stderr
+    learned = json.loads((out / "taskfuse_learned.json").read_text())
+    assert learned["losses"][-1] < learned["losses"][0], learned["losses"]
+    merged = SentenceTransformer(str(out), device="cpu")
+    assert [type(m).__name__ for m in merged] == ["Transformer", "Pooling", "Normalize"]
+    # θ(Λ) by hand: the base plus each adapter's update as PEFT merges it, weighted by the learned coefficients
+    lam = learned["coefficients"]
+    state = BertModel.from_pretrained(root / "base").state_dict()
+    tunes = [PeftModel.from_pretrained(BertModel.from_pretrained(root / "base"), a).merge_and_unload().state_dict()
+             for a in adapters]
+    written = BertModel.from_pretrained(out).state_dict()
+    query = "encoder.layer.0.attention.self.query.weight"
+    assert query in lam and any(w != 0 for w in lam[query])
+    for name in lam:
+        expected = state[name] + sum(w * (t[name] - state[name]) for w, t in zip(lam[name], tunes))
+        torch.testing.assert_close(written[name], expected, atol=1e-6, rtol=1e-5)
+    again = taskfuse("merge", out / "taskfuse_spec.yaml", "-o", tmp_path / "replayed")
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "replayed" / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()

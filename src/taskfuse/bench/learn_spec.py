@@ -16,7 +16,7 @@ def learn_spec(chosen: LearnedMethod, spec_path: Path, data: list[str], out: Pat
                max_tokens: int | None = None) -> dict:
     """Learn `chosen` over the spec's models (causal LMs, sequence classifiers or embedding models) and write
     `out`; returns the learned record."""
-    if spec_model_kind(api.as_spec(spec_path)) == EMBEDDING:
-        return learn_embedding_models(chosen, api.as_spec(spec_path), data, out, start, step, sparsifier, progress,
-                                      max_tokens)
-    return learn_spec_models(chosen, spec_path, data, out, start, step, sparsifier, progress, max_tokens)
+    spec = api.as_spec(spec_path)  # parsed once: its kind and the run that learns it read the same spec
+    if spec_model_kind(spec) == EMBEDDING:
+        return learn_embedding_models(chosen, spec, data, out, start, step, sparsifier, progress, max_tokens)
+    return learn_spec_models(chosen, spec, data, out, start, step, sparsifier, progress, max_tokens)

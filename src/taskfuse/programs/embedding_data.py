@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import TaskDataError
 from ..io.jsonl import jsonl_records
+from .few_shot import first_per_class
 
 PAIRS, LABELS = "pairs", "labels"
 
@@ -37,11 +38,7 @@ class EmbeddingExamples:
         have no classes: the file is the probe set, kept whole."""
         if self.kind == PAIRS:
             return self
-        rows, taken = [], {}
-        for i, label in enumerate(self.labels):
-            if taken.get(label, 0) < k:
-                taken[label] = taken.get(label, 0) + 1
-                rows.append(i)
+        rows = first_per_class(self.labels, k)
         return EmbeddingExamples(self.path, LABELS, tuple(self.texts[i] for i in rows), (),
                                  tuple(self.labels[i] for i in rows), self.label_names)
 

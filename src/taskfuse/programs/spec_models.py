@@ -2,10 +2,11 @@
 
 Each kind learns with its own objective: causal LMs on next tokens, sequence classifiers through their own heads,
 embedding models (sentence-transformers folders, or bare encoders such as a `BertModel`, which sentence-transformers
-reads with mean pooling) on pairs or labelled texts. A PEFT adapter learns as the kind it adapts (a SEQ_CLS adapter
-as the classifier it was trained as: io/classifier_adapter.py). Anything else (a masked LM, a token classifier, an
-adapter for another task type) is refused with what to do, instead of being loaded as a causal LM with a freshly
-drawn head, which transformers does with a warning and which would learn from noise.
+reads with mean pooling) on pairs or labelled texts. A PEFT adapter learns as the kind it adapts: a SEQ_CLS adapter
+as the classifier it was trained as (io/classifier_adapter.py), a FEATURE_EXTRACTION adapter (PEFT's type for an
+encoder's embeddings) as its base's embedding model with the update added. Anything else (a masked LM, a token
+classifier, an adapter for another task type) is refused with what to do, instead of being loaded as a causal LM with
+a freshly drawn head, which transformers does with a warning and which would learn from noise.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from ..spec.model import MergeSpec
 CAUSAL, CLASSIFIER, EMBEDDING = "causal", "classifier", "embedding"
 KINDS = {CAUSAL: "causal LMs", CLASSIFIER: "sequence classifiers", EMBEDDING: "embedding models"}
 # PEFT task types whose adapters learn like their kind (PEFT names no type for a plain adapter)
-ADAPTER_KINDS = {"CAUSAL_LM": CAUSAL, None: CAUSAL, "SEQ_CLS": CLASSIFIER}
+ADAPTER_KINDS = {"CAUSAL_LM": CAUSAL, None: CAUSAL, "SEQ_CLS": CLASSIFIER, "FEATURE_EXTRACTION": EMBEDDING}
 
 
 def model_kind(path: str) -> str:
@@ -66,7 +67,8 @@ def _adapter_kind(path: str, folder: Path) -> str:
         return ADAPTER_KINDS[task_type]
     raise UsageError(
         f"model {path} is a PEFT adapter for task type {task_type}: learn --spec reads adapters of causal LMs "
-        "(CAUSAL_LM, or none given) and of sequence classifiers (SEQ_CLS), each learned through its own head. "
+        "(CAUSAL_LM, or none given), of sequence classifiers (SEQ_CLS), each learned through its own head, and of "
+        "embedding models (FEATURE_EXTRACTION). "
         "Fix: merge the adapters data-free (taskfuse merge), or learn over adapters of those task types.")
 
 
