@@ -236,8 +236,29 @@ def test_unreadable_path(tmp_path, llama_family):
         merge(spec_for("ties", base, [tunes[0], tmp_path / "nope"]), tmp_path / "o")
     notdir = tmp_path / "file.txt"
     notdir.write_text("x")
-    with pytest.raises(CheckpointError, match="no model.safetensors"):
+    with pytest.raises(CheckpointError, match="no model.safetensors.*Fix: name the folder that holds the weights"):
         merge(spec_for("ties", base, [tunes[0], tmp_path]), tmp_path / "o2")
+
+
+def test_an_older_sentence_transformers_layout_is_named_with_how_to_save_it_again(tmp_path):
+    """sentence-transformers before 2.3 saved the transformer in a module folder (0_Transformer/) named by
+    modules.json, not at the root; sentence-transformers still loads such folders, so say how to convert it."""
+    from transformers import BertConfig, BertModel
+
+    old = tmp_path / "old"
+    BertModel(BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=16)).save_pretrained(old / "0_Transformer")
+    (old / "1_Pooling").mkdir()
+    (old / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 8,
+                                                              "pooling_mode_mean_tokens": True}))
+    (old / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    with pytest.raises(CheckpointError, match=r"older layout, its transformer in 0_Transformer/.*"
+                                              r"SentenceTransformer\(path\)\.save\(new_path\)"):
+        merge({"method": "task_arithmetic", "base": str(old / "0_Transformer"), "models": [{"path": str(old)}]},
+              tmp_path / "o")
+    assert_no_output(tmp_path, tmp_path / "o")
 
 
 def test_binary_file_posing_as_checkpoint(tmp_path, llama_family):

@@ -225,4 +225,22 @@ def _scan_directory(ref: str, root: Path) -> dict[str, TensorMeta]:
     loose = sorted(p.name for p in root.glob("*.safetensors"))
     if loose:
         return _read_safetensors_headers(ref, root, loose)
-    raise CheckpointError(f"model {ref!r}: no model.safetensors, safetensors index or pytorch_model.bin in {root}.")
+    raise CheckpointError(f"model {ref!r}: no model.safetensors, safetensors index or pytorch_model.bin in {root}. "
+                          f"Fix: {_where_the_weights_are(root)}")
+
+
+def _where_the_weights_are(root: Path) -> str:
+    """The fix for a folder without weights: an older sentence-transformers folder keeps its transformer in a
+    module folder (0_Transformer/, named by modules.json), which taskfuse does not read as the model."""
+    try:
+        modules = json.loads((root / "modules.json").read_text())
+    except (OSError, ValueError):
+        modules = []
+    for module in modules if isinstance(modules, list) else []:
+        folder = root / str(module.get("path", "")) if isinstance(module, dict) else root
+        holds_weights = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
+        if folder != root and str(module.get("type", "")).endswith(".Transformer") and holds_weights:
+            return (f"this is a sentence-transformers folder in the older layout, its transformer in "
+                    f"{folder.name}/. Load it and save it again in today's layout (SentenceTransformer(path)"
+                    f".save(new_path), which keeps its pooling), or name {folder} to merge the transformer alone.")
+    return "name the folder that holds the weights, or download the complete checkpoint."
