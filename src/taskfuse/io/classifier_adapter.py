@@ -135,10 +135,3 @@ def _class_name(config) -> str:
     from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
     return MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES[config.model_type]
 
-
-def classifier_from_checkpoint(checkpoint: ClassifierAdapterCheckpoint):
-    """The adapter's classifier as a transformers module (float32, eval mode): io/transformers_model.py's reading of
-    any checkpoint, whose config here names the classifier class (every tensor as the checkpoint reads it: the
-    base's, updated by LoRA, and the saved head)."""
-    from .transformers_model import load_model
-    return load_model(checkpoint)

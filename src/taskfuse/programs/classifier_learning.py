@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from ..errors import CheckpointError, IncompatibleInputsError, UsageError
 from ..io.checkpoint import Checkpoint
-from ..io.classifier_adapter import ClassifierAdapterCheckpoint, classifier_from_checkpoint
+from ..io.classifier_adapter import ClassifierAdapterCheckpoint
+from ..io.transformers_model import load_model
 from ..spec.model import MergeSpec
 from .batch_order import shuffled_batches
 from .classifier_data import MAX_TOKENS, LabelledTexts, read_labelled_texts, text_width
@@ -116,7 +117,7 @@ def learn_for_classifiers(spec: MergeSpec, data_files: list[str], how: SpecLearn
         texts = [_first_per_class(data, per_class) for data in texts]
     def load(i: int) -> nn.Module:  # an adapter's classifier is built from what its checkpoint reads
         if isinstance(checkpoints[i], ClassifierAdapterCheckpoint):
-            return classifier_from_checkpoint(checkpoints[i])
+            return load_model(checkpoints[i])  # its config names the classifier class; float32, eval mode
         return AutoModelForSequenceClassification.from_pretrained(spec.models[i].path, dtype=torch.float32).eval()
 
     # the body's name in the first model's class, read from its config where transformers names the class, so a
