@@ -214,6 +214,21 @@ def test_lora_adapters_of_an_embedding_model_learn_as_the_models_they_adapt(fami
         lora.save_pretrained(tmp_path / f"adapter{i}")
         adapters.append(tmp_path / f"adapter{i}")
     assert json.loads((adapters[0] / "adapter_config.json").read_text())["task_type"] == "FEATURE_EXTRACTION"
+    # the second as sentence-transformers keeps an adapter model: the adapter at the root of its folder, beside the
+    # base's modules; sentence-transformers loads it as the base with the adapter, and so does taskfuse
+    for part in (root / "base").iterdir():
+        if part.name not in ("model.safetensors", "config.json"):
+            (shutil.copytree if part.is_dir() else shutil.copy)(part, adapters[1] / part.name)
+    texts = [json.loads(line)["text"] for line in data[0].read_text().splitlines()[:6]]
+    (tmp_path / "one.yaml").write_text(yaml.safe_dump({"method": "passthrough", "models": [{"path": str(adapters[1])}]}))
+    assert taskfuse("merge", tmp_path / "one.yaml", "-o", tmp_path / "read").returncode == 0
+    read, peft_read = (SentenceTransformer(str(folder), device="cpu").encode(texts, convert_to_tensor=True)
+                       for folder in (tmp_path / "read", adapters[1]))
+    assert [type(m).__name__ for m in SentenceTransformer(str(tmp_path / "read"), device="cpu")][1:] == [
+        "Pooling", "Normalize"]
+    torch.testing.assert_close(read, peft_read, atol=1e-5, rtol=1e-4)
+    base_read = SentenceTransformer(str(root / "base"), device="cpu").encode(texts, convert_to_tensor=True)
+    assert (read - base_read).abs().max() > 1e-3  # the adapter's update is in what both read
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({"method": "task_arithmetic", "base": str(root / "base"),
                                     "models": [{"path": str(a)} for a in adapters]}))
