@@ -42,7 +42,9 @@ def load_model(ckpt: Checkpoint, dtype: torch.dtype = torch.float32):
     config = transformers.AutoConfig.for_model(**ckpt.config)
     cls = model_class(ckpt.config)
     model = (cls.from_config(config) if cls is transformers.AutoModel else cls._from_config(config)).to(dtype)
-    missing, unexpected = model.load_state_dict({n: ckpt.read(n).to(dtype) for n in ckpt.tensors}, strict=False)
+    computed = _computed_buffers(model)
+    missing, unexpected = model.load_state_dict({n: ckpt.read(n).to(dtype) for n in ckpt.tensors
+                                                 if n not in computed}, strict=False)
     tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
     if unexpected or set(missing) - tied:
         raise IncompatibleInputsError(f"model {ckpt.ref!r} does not fit its own config's {cls.__name__}: missing "
@@ -50,3 +52,10 @@ def load_model(ckpt: Checkpoint, dtype: torch.dtype = torch.float32):
                                       "Fix: check that config.json belongs to these weights.")
     model.tie_weights()
     return model.eval()
+
+
+def _computed_buffers(model) -> set[str]:
+    """Buffers the class builds itself and does not save (`persistent=False`), e.g. BERT's `embeddings.position_ids`:
+    checkpoints saved by older transformers hold them (sentence-transformers/all-MiniLM-L6-v2 does), and transformers'
+    own loading skips them; they are not weights the checkpoint could get wrong."""
+    return {name for name, _ in model.named_buffers()} - set(model.state_dict())
