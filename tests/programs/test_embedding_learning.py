@@ -220,7 +220,8 @@ def test_lora_adapters_of_an_embedding_model_learn_as_the_models_they_adapt(fami
         if part.name not in ("model.safetensors", "config.json"):
             (shutil.copytree if part.is_dir() else shutil.copy)(part, adapters[1] / part.name)
     texts = [json.loads(line)["text"] for line in data[0].read_text().splitlines()[:6]]
-    (tmp_path / "one.yaml").write_text(yaml.safe_dump({"method": "passthrough", "models": [{"path": str(adapters[1])}]}))
+    (tmp_path / "one.yaml").write_text(yaml.safe_dump({"method": "passthrough",
+                                                       "models": [{"path": str(adapters[1])}]}))
     assert taskfuse("merge", tmp_path / "one.yaml", "-o", tmp_path / "read").returncode == 0
     read, peft_read = (SentenceTransformer(str(folder), device="cpu").encode(texts, convert_to_tensor=True)
                        for folder in (tmp_path / "read", adapters[1]))
