@@ -14,6 +14,7 @@ from transformers import BertConfig, BertForMaskedLM, BertModel
 
 from taskfuse.eval.encoder import base_encoder_dir, load_tokenizer
 from taskfuse.eval.tasks import load_task
+from taskfuse.programs.spec_models import EMBEDDING, model_kind
 from taskfuse.zoo.recipe import VARIANTS
 from tests.cli.test_user_errors import assert_user_error, taskfuse
 
@@ -233,6 +234,10 @@ def test_lora_adapters_of_an_embedding_model_learn_as_the_models_they_adapt(fami
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({"method": "task_arithmetic", "base": str(root / "base"),
                                     "models": [{"path": str(a)} for a in adapters]}))
+    # their merge as one adapter names no task type (PEFT's plain adapter): it learns as its base's kind
+    assert taskfuse("merge", spec, "--as-adapter", "-o", tmp_path / "merged").returncode == 0
+    assert json.loads((tmp_path / "merged" / "adapter_config.json").read_text()).get("task_type") is None
+    assert model_kind(str(tmp_path / "merged")) == model_kind(f"{root / 'base'}+{tmp_path / 'merged'}") == EMBEDDING
     out = tmp_path / "learned"
     done = _learn("atlas", spec, data, out, "--steps", "10")
     assert done.returncode == 0, done.stderr

@@ -18,8 +18,8 @@ from ..spec.model import MergeSpec
 
 CAUSAL, CLASSIFIER, EMBEDDING = "causal", "classifier", "embedding"
 KINDS = {CAUSAL: "causal LMs", CLASSIFIER: "sequence classifiers", EMBEDDING: "embedding models"}
-# PEFT task types whose adapters learn like their kind (PEFT names no type for a plain adapter)
-ADAPTER_KINDS = {"CAUSAL_LM": CAUSAL, None: CAUSAL, "SEQ_CLS": CLASSIFIER, "FEATURE_EXTRACTION": EMBEDDING}
+# PEFT task types whose adapters learn like their kind (an adapter with none learns as its base's kind)
+ADAPTER_KINDS = {"CAUSAL_LM": CAUSAL, "SEQ_CLS": CLASSIFIER, "FEATURE_EXTRACTION": EMBEDDING}
 
 
 def model_kind(path: str) -> str:
@@ -62,13 +62,17 @@ def spec_model_kind(spec: MergeSpec) -> str:
 
 
 def _adapter_kind(path: str, folder: Path) -> str:
-    task_type = json.loads((folder / "adapter_config.json").read_text()).get("task_type")
+    config = json.loads((folder / "adapter_config.json").read_text())
+    task_type = config.get("task_type")
+    if task_type is None:  # PEFT's plain adapter (and `merge --as-adapter`'s output) adapts its base as it is
+        base = path.split("+", 1)[0] if not Path(path).exists() else config.get("base_model_name_or_path")
+        return model_kind(base) if base and Path(base).exists() else CAUSAL  # a hub id: the causal loader decides
     if task_type in ADAPTER_KINDS:
         return ADAPTER_KINDS[task_type]
     raise UsageError(
         f"model {path} is a PEFT adapter for task type {task_type}: learn --spec reads adapters of causal LMs "
-        "(CAUSAL_LM, or none given), of sequence classifiers (SEQ_CLS), each learned through its own head, and of "
-        "embedding models (FEATURE_EXTRACTION). "
+        "(CAUSAL_LM), of sequence classifiers (SEQ_CLS), each learned through its own head, and of "
+        "embedding models (FEATURE_EXTRACTION), and adapters of no task type as their base's kind. "
         "Fix: merge the adapters data-free (taskfuse merge), or learn over adapters of those task types.")
 
 
