@@ -28,6 +28,7 @@ from .store import Expert, expert_dir, expert_key, find_expert
 from .train import fine_tune, prepare_full, prepare_lora
 
 WORKER_POLL_SECONDS = 1.0  # how soon a dead worker is noticed
+WORKER_EXIT_SECONDS = 30.0  # how long a stopped worker may take to remove its stage
 # (task, stage, done, total): stage is "full", "lora", "done" or "cached".
 ZooProgress = Callable[[str, str, int, int], None]
 
@@ -123,6 +124,8 @@ def _worker(index: int, tasks: list[Task], base_dir: Path, recipe: Recipe, threa
                                                             lambda *a: queue.put(("progress", index, a)), wait)]
     except BaseException as e:
         queue.put(("failed", index, f"{type(e).__name__}: {e}"))
+        if isinstance(e, SystemExit):  # stopped (SIGTERM): exit without waiting to flush the queue, which can
+            queue.cancel_join_thread()  # wait forever on the write lock of a worker killed in the middle of a put
         raise
     queue.put(("finished", index, None))
 
@@ -151,7 +154,10 @@ def _build_in_processes(tasks: list[Task], base_dir: Path, recipe: Recipe, worke
             if p.is_alive():
                 p.terminate()  # SIGTERM: the worker removes its staging folder on the way out
         for p in procs:
-            p.join()
+            p.join(WORKER_EXIT_SECONDS)
+            if p.is_alive():  # stuck on its way out: SIGKILL (the next build removes the stage it leaves)
+                p.kill()
+                p.join()
 
 
 def _handle(message: tuple, finished: set[int], progress: ZooProgress | None) -> None:
