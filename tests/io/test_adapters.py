@@ -208,6 +208,49 @@ def test_a_linear_merge_of_adapters_is_written_as_an_exact_adapter(tmp_path, fam
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=3e-6, msg=name)
 
 
+def test_written_adapters_name_their_task_type_so_peft_auto_classes_load_them(tmp_path, family):
+    """PEFT's AutoPeftModelForCausalLM picks the model class from the config's task type (or, for an adapter of
+    none, the auto_mapping PEFT records): an adapter with neither is refused ("Cannot infer the auto class")."""
+    from peft import AutoPeftModelForCausalLM
+
+    from taskfuse.programs.extract_lora import RankRule, extract_lora
+    from taskfuse.programs.merge_to_adapter import merge_to_adapter
+    base_dir = family["base"]
+    # "twin" names no task type (PEFT writes auto_mapping instead); "typed" says CAUSAL_LM
+    typed = make_adapter(base_dir, tmp_path / "typed", 7, task_type="CAUSAL_LM")
+    assert json.loads((family["twin"] / "adapter_config.json").read_text())["task_type"] is None
+    spec = {"method": "task_arithmetic", "base": str(base_dir),
+            "models": [{"path": str(family["twin"])}, {"path": str(typed)}]}
+    merge_to_adapter(spec, tmp_path / "exact")
+    merge_to_adapter({**spec, "method": "ties"}, tmp_path / "svd", RankRule(rank=64))
+    api.merge(spec, tmp_path / "full")
+    extract_lora(tmp_path / "full", base_dir, tmp_path / "extracted", RankRule(rank=64))
+    tokens = torch.randint(0, 100, (2, 7))
+    from transformers import AutoModelForCausalLM
+    with torch.no_grad():
+        expected = AutoModelForCausalLM.from_pretrained(tmp_path / "full")(tokens).logits
+    for name in ("exact", "svd", "extracted"):
+        assert json.loads((tmp_path / name / "adapter_config.json").read_text())["task_type"] == "CAUSAL_LM"
+        model = AutoPeftModelForCausalLM.from_pretrained(tmp_path / name)
+        if name != "svd":  # ties is another merge: its adapter is checked against its own full merge above
+            with torch.no_grad():
+                torch.testing.assert_close(model(tokens).logits, expected, atol=1e-4, rtol=1e-4, msg=name)
+    # an adapter of a class no PEFT task type loads (a masked LM): the output records the base's class as PEFT's
+    # auto_mapping, which PEFT's generic AutoPeftModel reads
+    from peft import AutoPeftModel, LoraConfig, get_peft_model
+    from transformers import BertForMaskedLM
+    from taskfuse.testing.checkpoints import tiny_config
+    masked = save(BertForMaskedLM(tiny_config("bert", 128, False)), tmp_path / "masked")
+    get_peft_model(BertForMaskedLM.from_pretrained(masked), LoraConfig(r=2, target_modules=["query"],
+                                                                       init_lora_weights=False)).save_pretrained(
+        tmp_path / "masked_lora")
+    merge_to_adapter({"method": "task_arithmetic", "base": str(masked),
+                      "models": [{"path": str(tmp_path / "masked_lora")}]}, tmp_path / "masked_merged")
+    written = json.loads((tmp_path / "masked_merged" / "adapter_config.json").read_text())
+    assert written["task_type"] is None and written["auto_mapping"]["base_model_class"] == "BertForMaskedLM"
+    assert type(AutoPeftModel.from_pretrained(tmp_path / "masked_merged").base_model.model) is BertForMaskedLM
+
+
 def test_other_merges_become_adapters_by_truncated_svd_or_are_refused(tmp_path, family):
     from taskfuse.errors import UsageError
     from taskfuse.programs.extract_lora import RankRule

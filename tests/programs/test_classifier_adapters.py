@@ -206,3 +206,17 @@ def test_a_seq_cls_adapter_over_a_base_saved_as_a_classifier_replaces_its_head(l
                                           tmp_path / "adapter").merge_and_unload().state_dict()
     assert set(adapter.tensors) == set(reference)
     assert all(torch.allclose(adapter.read(n).float(), reference[n], atol=1e-6) for n in reference)
+    # written back as an adapter it keeps its task type: PEFT's auto class for classifiers loads it, head and all
+    from peft import AutoPeftModelForSequenceClassification
+    (tmp_path / "one.yaml").write_text(yaml.safe_dump({
+        "method": "task_arithmetic", "base": str(tmp_path / "base"),
+        "models": [{"path": f"{tmp_path / 'base'}+{tmp_path / 'adapter'}"}]}))
+    done = taskfuse("merge", str(tmp_path / "one.yaml"), "--as-adapter", "-o", str(tmp_path / "written"))
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "written" / "adapter_config.json").read_text())["task_type"] == "SEQ_CLS"
+    tokens = torch.randint(5, 100, (3, 9))
+    with torch.no_grad():
+        expected = PeftModel.from_pretrained(BertForSequenceClassification.from_pretrained(tmp_path / "base"),
+                                             tmp_path / "adapter")(input_ids=tokens).logits
+        got = AutoPeftModelForSequenceClassification.from_pretrained(tmp_path / "written")(input_ids=tokens).logits
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)

@@ -234,9 +234,15 @@ def test_lora_adapters_of_an_embedding_model_learn_as_the_models_they_adapt(fami
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({"method": "task_arithmetic", "base": str(root / "base"),
                                     "models": [{"path": str(a)} for a in adapters]}))
-    # their merge as one adapter names no task type (PEFT's plain adapter): it learns as its base's kind
+    # their merge as one adapter keeps their task type, so PEFT's auto class for it loads the merge
     assert taskfuse("merge", spec, "--as-adapter", "-o", tmp_path / "merged").returncode == 0
-    assert json.loads((tmp_path / "merged" / "adapter_config.json").read_text()).get("task_type") is None
+    merged_config = json.loads((tmp_path / "merged" / "adapter_config.json").read_text())
+    assert merged_config["task_type"] == "FEATURE_EXTRACTION"
+    from peft import AutoPeftModelForFeatureExtraction
+    assert type(AutoPeftModelForFeatureExtraction.from_pretrained(tmp_path / "merged").base_model.model) is BertModel
+    assert model_kind(str(tmp_path / "merged")) == EMBEDDING
+    # PEFT's plain adapter (no task type) adapts its base as it is, so it learns as its base's kind
+    (tmp_path / "merged" / "adapter_config.json").write_text(json.dumps({**merged_config, "task_type": None}))
     assert model_kind(str(tmp_path / "merged")) == model_kind(f"{root / 'base'}+{tmp_path / 'merged'}") == EMBEDDING
     out = tmp_path / "learned"
     done = _learn("atlas", spec, data, out, "--steps", "10")

@@ -237,7 +237,9 @@ def _where_the_weights_are(root: Path) -> str:
     except (OSError, ValueError):
         modules = []
     for module in modules if isinstance(modules, list) else []:
-        folder = root / str(module.get("path", "")) if isinstance(module, dict) else root
+        if not isinstance(module, dict):
+            continue
+        folder = root / str(module.get("path", ""))
         holds_weights = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
         if folder != root and str(module.get("type", "")).endswith(".Transformer") and holds_weights:
             return (f"this is a sentence-transformers folder in the older layout, its transformer in "

@@ -33,10 +33,11 @@ class AdapterBuilder:
     def __bool__(self) -> bool:
         return bool(self.ranks or self.whole)
 
-    def finish(self, base_ref: str, siblings: dict[str, torch.Tensor] | None = None) -> tuple[dict, dict]:
+    def finish(self, base_ref: str, siblings: dict[str, torch.Tensor] | None = None,
+               task: dict | None = None) -> tuple[dict, dict]:
         """(tensors, config). A changed bias of a LoRA module is stored as PEFT's bias="all" stores it; any other
         module with a tensor stored whole goes to modules_to_save with all of its tensors (`siblings` supplies
-        the unchanged ones, name → value)."""
+        the unchanged ones, name → value). `task`: the config's task_type (and auto_mapping), adapter_task.py's."""
         tensors = dict(self.tensors)
         biases = [n for n in self.whole if n.endswith(".bias") and n.rpartition(".")[0] in self.ranks]
         to_save = sorted({n.rpartition(".")[0] for n in self.whole if n not in biases})
@@ -54,7 +55,7 @@ class AdapterBuilder:
                   "alpha_pattern": dict(differing), "target_modules": sorted(self.ranks),
                   "modules_to_save": to_save or None, "bias": "all" if biases else "none",
                   "fan_in_fan_out": any(k == "conv1d" for k in self.kinds.values()), "lora_dropout": 0.0,
-                  "use_rslora": False, "use_dora": False, "init_lora_weights": True}
+                  "use_rslora": False, "use_dora": False, "init_lora_weights": True, **(task or {})}
         return tensors, config
 
     def siblings_needed(self) -> set[str]:

@@ -18,6 +18,7 @@ import torch
 from ..errors import IncompatibleInputsError, UsageError
 from ..io.checkpoint import Checkpoint
 from .adapter_files import AdapterBuilder, write_adapter
+from .adapter_task import task_fields
 
 FACTORED_KINDS = ("linear", "conv1d", "embedding")
 REPORT = "taskfuse_extraction.json"
@@ -104,8 +105,10 @@ def module_kinds(ckpt: Checkpoint) -> dict[str, str]:
 
 
 def extract_lora(model: str | Path, base: str | Path, out: str | Path, rule: RankRule, *,
-                 progress: Callable[[int, int, str], None] | None = None, label: str | None = None) -> Extraction:
-    """Write a PEFT LoRA adapter to `out` (atomically) that turns `base` into (an approximation of) `model`."""
+                 progress: Callable[[int, int, str], None] | None = None, label: str | None = None,
+                 task: dict | None = None) -> Extraction:
+    """Write a PEFT LoRA adapter to `out` (atomically) that turns `base` into (an approximation of) `model`;
+    its task type is `task`, else the fine-tune's (adapter_task.py)."""
     started = time.perf_counter()
     fine_tune, pretrained = Checkpoint.open(model), Checkpoint.open(base)
     check_same_tensors(fine_tune, pretrained)
@@ -116,7 +119,8 @@ def extract_lora(model: str | Path, base: str | Path, out: str | Path, rule: Ran
                                       "is no update to extract.")
     needed = adapter.siblings_needed()
     tensors, config = adapter.finish(pretrained.ref, {n: fine_tune.read(n) for n in fine_tune.tensors
-                                                      if n.rpartition(".")[0] in needed})
+                                                      if n.rpartition(".")[0] in needed},
+                                     task or task_fields([fine_tune], pretrained.config))
     if rule.rank is not None:  # the asked rank is the config's r; smaller matrices get theirs in rank_pattern
         differing = {m: r for m, r in adapter.ranks.items() if r != rule.rank}
         config = {**config, "r": rule.rank, "lora_alpha": rule.rank, "rank_pattern": differing,

@@ -19,6 +19,7 @@ from ..io.adapter import AdapterCheckpoint
 from ..io.output import check_output_dir
 from ..plan.plan import TensorJob
 from .adapter_files import AdapterBuilder, write_adapter
+from .adapter_task import task_fields
 from .extract_lora import REPORT as EXTRACTION_REPORT
 from .extract_lora import RankRule, extract_lora
 
@@ -52,7 +53,8 @@ def merge_to_adapter(spec, out: str | Path, rule: RankRule | None = None, extra:
                          "Fix: give --rank R or --energy E to re-factorise the merged update by truncated SVD.")
     base = ckpts[0]
     tensors, config = adapter.finish(merge_spec.base, {n: base.read(n) for n in base.tensors
-                                                       if n.rpartition(".")[0] in adapter.siblings_needed()})
+                                                       if n.rpartition(".")[0] in adapter.siblings_needed()},
+                                     task_fields(ckpts[1:], base.config))
     report = {"spec": merge_spec.model_dump(mode="json"), "exact": True,
               "ranks": adapter.ranks, "saved_whole": sorted(adapter.whole), **(extra or {})}
     write_adapter(out, tensors, config, REPORT, report)
@@ -111,11 +113,14 @@ def concatenate(job: TensorJob, ckpts, adapter: AdapterBuilder) -> str | None:
 
 def refactorised(merge_spec, out: Path, rule: RankRule) -> dict:
     from .. import api
+    from ..plan.planner import open_checkpoints
+    opened = open_checkpoints(merge_spec)  # the base first (merge_spec has one)
     # named like a staging folder, so that a later run removes it if this process is killed mid-way
     staging = out.resolve().parent / f".{out.name}.partial-merge-{os.getpid()}"
     try:
         api.merge(merge_spec.model_copy(update={"dtype": "float32"}), staging)
-        result = extract_lora(staging, merge_spec.base, out, rule, label="the merge of the spec")
+        result = extract_lora(staging, merge_spec.base, out, rule, label="the merge of the spec",
+                              task=task_fields(opened[1:], opened[0].config))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {"spec": merge_spec.model_dump(mode="json"), "exact": False, "summary": result.summary(),
