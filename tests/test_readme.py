@@ -99,7 +99,8 @@ FULL_RUN_CODE = ["src/taskfuse/bench/run.py", "src/taskfuse/bench/search_zoo.py"
                  "src/taskfuse/programs/search.py", "src/taskfuse/bench/learned_over_merge.py", VIEW_OVER_MERGE]
 ROUTING_CODE = BENCH_CODE + [LEARNED_TABLE, "src/taskfuse/routing", "src/taskfuse/bench/routing_study.py",
                              "src/taskfuse/bench/routing_rows.py", "src/taskfuse/io/adapter.py"]
-EXTRACT_CODE = ["src/taskfuse/programs/extract_lora.py", "src/taskfuse/programs/adapter_files.py", "src/taskfuse/eval",
+ADAPTER_WRITING = ["src/taskfuse/programs/adapter_files.py", "src/taskfuse/programs/adapter_task.py"]
+EXTRACT_CODE = ["src/taskfuse/programs/extract_lora.py", *ADAPTER_WRITING, "src/taskfuse/eval",
                 "src/taskfuse/zoo/recipe.py", "src/taskfuse/zoo/train.py", "src/taskfuse/bench/references.py",
                 "benchmarks/extract_lora_fidelity.py"]
 GGUF_CODE = ["src/taskfuse/io/gguf_read.py", "src/taskfuse/io/gguf_header.py", "src/taskfuse/io/gguf_names.py",
@@ -183,7 +184,7 @@ WEAK_TO_STRONG_CODE = ["src/taskfuse/llm", "src/taskfuse/eval", "src/taskfuse/io
 NEW_TASK_CODE = LLM_CODE_WITHOUT_LEARNING + ["src/taskfuse/bench/llm_new_task.py", "benchmarks/llm_new_task.py",
                             "src/taskfuse/programs/lorahub_adapter.py", "src/taskfuse/programs/mhr_new_task.py",
                             "src/taskfuse/programs/library_text.py", "src/taskfuse/programs/merge_to_adapter.py",
-                            "src/taskfuse/programs/adapter_files.py", "src/taskfuse/programs/adapter_finetune.py",
+                            *ADAPTER_WRITING, "src/taskfuse/programs/adapter_finetune.py",
                             "src/taskfuse/routing/lorahub.py",
                             "src/taskfuse/routing/mhr.py", "src/taskfuse/routing/weighted.py",
                             f"src/taskfuse/bench/routing_rows.py::{','.join(sorted(ROUTING_ROWS_SETTINGS))}",

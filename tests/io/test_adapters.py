@@ -280,6 +280,7 @@ def test_merge_as_adapter_on_the_command_line(tmp_path, family):
     done = taskfuse("merge", spec, "-o", tmp_path / "a", "--as-adapter")
     assert done.returncode == 0, done.stderr
     assert "exact" in done.stderr and (tmp_path / "a" / "taskfuse_adapter.json").exists()
+    assert f"load it with AutoPeftModelForCausalLM.from_pretrained('{tmp_path / 'a'}')" in done.stderr
     ties = tmp_path / "ties.yaml"
     ties.write_text(spec.read_text().replace("task_arithmetic", "ties"))
     assert_user_error(taskfuse("merge", ties, "-o", tmp_path / "b", "--as-adapter"), "--rank R or --energy E")

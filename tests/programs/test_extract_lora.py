@@ -89,6 +89,8 @@ def test_a_buffer_only_the_base_has_is_left_to_the_base(tmp_path):
     tensors["embeddings.position_ids"] = torch.arange(64).unsqueeze(0)
     save_file(tensors, base / "model.safetensors", metadata={"format": "pt"})
     assert extract_lora(tune, base, tmp_path / "lora", RankRule(rank=4)).modules
+    # a bare encoder's adapter is PEFT's FEATURE_EXTRACTION, which AutoPeftModelForFeatureExtraction loads
+    assert json.loads((tmp_path / "lora" / "adapter_config.json").read_text())["task_type"] == "FEATURE_EXTRACTION"
 
 
 def test_bad_requests_are_typed_and_write_nothing(tmp_path, llama_family, bert_family):
@@ -114,5 +116,6 @@ def test_the_command_line(tmp_path, llama_family):
     done = taskfuse("extract-lora", tunes[1], "--base", base, "--energy", "0.5", "-o", tmp_path / "cli")
     assert done.returncode == 0, done.stderr
     assert "LoRA modules" in done.stderr and (tmp_path / "cli" / "adapter_model.safetensors").exists()
+    assert f"load it with AutoPeftModelForCausalLM.from_pretrained('{tmp_path / 'cli'}')" in done.stderr
     assert_user_error(taskfuse("extract-lora", tunes[1], "--base", base, "-o", tmp_path / "none"),
                       "give exactly one of --rank")

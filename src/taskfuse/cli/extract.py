@@ -26,6 +26,7 @@ def register(app: typer.Typer, fail) -> None:
         layer's best rank-r approximation of (MODEL − BASE); changed biases and norms are stored whole. The
         per-layer error is in OUT/taskfuse_extraction.json."""
         from ..programs.extract_lora import REPORT, RankRule, extract_lora as run
+        from .adapter_loading import how_to_load
         try:
             rule = RankRule(rank, energy)
             with progress_display(console, "extracting") as bar:
@@ -38,5 +39,5 @@ def register(app: typer.Typer, fail) -> None:
         console.print(f"wrote {out}: {summary['modules']} LoRA modules (rank {summary['rank']['min']}-"
                       f"{summary['rank']['max']}), {summary['tensors_saved_whole']} tensors stored whole; relative "
                       f"error of the updates mean {summary['relative_error']['mean']:.4f}, max "
-                      f"{summary['relative_error']['max']:.4f} (per layer: {out / REPORT}); {summary['seconds']} s",
-                      soft_wrap=True)
+                      f"{summary['relative_error']['max']:.4f} (per layer: {out / REPORT}); {summary['seconds']} s; "
+                      f"load it with {how_to_load(out)}", soft_wrap=True)

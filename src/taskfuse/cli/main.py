@@ -114,6 +114,7 @@ def _merge_to_gguf(spec: Path, out: Path, fmt: str, outtype: str, device: str, t
 def _merge_to_adapter(spec: Path, out: Path, rank: Optional[int], energy: Optional[float]) -> None:
     from ..programs.extract_lora import RankRule
     from ..programs.merge_to_adapter import merge_to_adapter
+    from .adapter_loading import how_to_load
     try:
         with console.status("merging into an adapter"):
             report = merge_to_adapter(spec, out, None if rank is None and energy is None else RankRule(rank, energy))
@@ -122,7 +123,7 @@ def _merge_to_adapter(spec: Path, out: Path, rank: Optional[int], energy: Option
     how = ("exact: the adapters' factors concatenated" if report["exact"] else
            f"re-factorised, mean relative error {report['summary']['relative_error']['mean']:.4f}")
     console.print(f"wrote the adapter {out} ({how}; details in {out / report['report_file']}); load it with "
-                  "PeftModel.from_pretrained(base, OUT)", soft_wrap=True)
+                  f"{how_to_load(out)}", soft_wrap=True)
 
 
 # Set by main(), the console script, and never by in-process callers such as tests' CliRunner.

@@ -187,6 +187,7 @@ def _lorahub(base: str, adapters: dict[str, str], data: str, out: Path, search: 
     from ..programs.lorahub_adapter import lorahub_adapter
     from ..programs.merge_to_adapter import REPORT
     from ..routing.lorahub import LoraHubSearch
+    from .adapter_loading import how_to_load
     from .progress import progress_display
     how = LoraHubSearch(**search)
     check_output_dir(out, "adapter")  # before the search, not after it
@@ -213,7 +214,7 @@ def _lorahub(base: str, adapters: dict[str, str], data: str, out: Path, search: 
               f"{tuned['finetune']['losses'][-1]:.4f})" if finetune_steps else "")
     console.print(f"wrote the adapter {out}: LoraHub weights {weights}; objective {found['objective']:.4f} against "
                   f"{found['objective_at_start']:.4f} for the base, {found['evaluations']} evaluations{tuning}. Load "
-                  "it with PeftModel.from_pretrained(base, OUT)", soft_wrap=True)
+                  f"it with {how_to_load(out)}", soft_wrap=True)
 
 
 def _named_data(data: list[str]) -> dict[str, str]:
