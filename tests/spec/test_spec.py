@@ -33,6 +33,22 @@ def test_relative_paths_resolve_against_spec_file(tmp_path, llama_family):
     path.unlink()
 
 
+def test_a_folder_named_base_and_base_plus_adapter_resolve_against_the_spec_file(tmp_path, llama_family):
+    """`base` is a keyword only where a spec names where the config or tokenizer comes from: a folder called base
+    beside the spec is that folder, in `base:` and in BASE+ADAPTER alike."""
+    import shutil
+    base, tunes = llama_family
+    shutil.copytree(base, tmp_path / "base")
+    (tmp_path / "adapter").mkdir()
+    path = tmp_path / "rel.yaml"
+    path.write_text(yaml.safe_dump({"method": "task_arithmetic", "base": "base", "tokenizer_from": "base",
+                                    "models": [{"path": "base+adapter"}, {"path": "org/model+adapter"}]}))
+    loaded = load_spec(path)
+    here = tmp_path.resolve()
+    assert loaded.base == str(here / "base") and loaded.tokenizer_from == "base"
+    assert [m.path for m in loaded.models] == [f"{here / 'base'}+{here / 'adapter'}", f"org/model+{here / 'adapter'}"]
+
+
 def test_per_model_parameters_become_tuples(llama_family):
     base, tunes = llama_family
     spec = spec_for("ties", base, tunes, params={"density": 0.5})

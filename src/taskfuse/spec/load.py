@@ -89,15 +89,22 @@ def load_spec(path: str | Path) -> MergeSpec:
 
 def _resolve_paths(spec: MergeSpec, root: Path) -> MergeSpec:
     def fix(p: str | None) -> str | None:
-        if p is None or p in ("base", "union") or Path(p).is_absolute() or not (root / p).exists():
+        if p is None or Path(p).is_absolute():
             return p
-        return str((root / p).resolve())
+        if (root / p).exists():
+            return str((root / p).resolve())
+        if "+" in p:  # BASE+ADAPTER: each part where it is a folder beside the spec
+            return "+".join(fix(part) for part in p.split("+", 1))
+        return p  # a hub id, or a path the checkpoint reader refuses with its own error
+
+    def fix_source(p: str | None) -> str | None:  # "base" and "union" are keywords here, not folders
+        return p if p in ("base", "union") else fix(p)
 
     update = {
         "base": fix(spec.base),
         "models": [m.model_copy(update={"path": fix(m.path)}) for m in spec.models],
-        "config_from": fix(spec.config_from),
-        "tokenizer_from": fix(spec.tokenizer_from),
+        "config_from": fix_source(spec.config_from),
+        "tokenizer_from": fix_source(spec.tokenizer_from),
         "slices": [s.model_copy(update={"model": fix(s.model)}) for s in spec.slices] if spec.slices else None,
     }
     return spec.model_copy(update=update)
