@@ -281,6 +281,13 @@ def test_merge_as_adapter_on_the_command_line(tmp_path, family):
     assert done.returncode == 0, done.stderr
     assert "exact" in done.stderr and (tmp_path / "a" / "taskfuse_adapter.json").exists()
     assert f"load it with AutoPeftModelForCausalLM.from_pretrained('{tmp_path / 'a'}')" in done.stderr
+    # a dry run plans and writes nothing; a GGUF is a full model's format, not an adapter's
+    dry = taskfuse("merge", spec, "-o", tmp_path / "dry", "--as-adapter", "--rank", "4", "--dry-run")
+    assert dry.returncode == 0 and "dry run" in dry.stderr and "rank 4" in dry.stderr, dry.stderr
+    assert not (tmp_path / "dry").exists()
+    assert_user_error(taskfuse("merge", spec, "-o", tmp_path / "gguf", "--as-adapter", "--format", "gguf"),
+                      "--format gguf writes a full model")
+    assert not (tmp_path / "gguf").exists()
     ties = tmp_path / "ties.yaml"
     ties.write_text(spec.read_text().replace("task_arithmetic", "ties"))
     assert_user_error(taskfuse("merge", ties, "-o", tmp_path / "b", "--as-adapter"), "--rank R or --energy E")

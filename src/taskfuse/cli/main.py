@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import api
-from ..errors import TaskfuseError, UsageError
+from ..errors import SpecError, TaskfuseError, UsageError
 from ..execute import execute
 from ..execute.device import resolve_device
 from ..methods import all_methods, get_method
@@ -70,7 +70,7 @@ def merge(
     """Merge the models of SPEC into a Hugging Face directory OUT (or a PEFT adapter, --as-adapter, or a GGUF,
     --format gguf)."""
     if as_adapter or rank is not None or energy is not None:
-        _merge_to_adapter(spec, out, rank, energy)
+        _merge_to_adapter(spec, out, rank, energy, fmt, dry_run)
         return
     if fmt != "hf" and not dry_run:
         _merge_to_gguf(spec, out, fmt, outtype, device, threads)
@@ -111,11 +111,18 @@ def _merge_to_gguf(spec: Path, out: Path, fmt: str, outtype: str, device: str, t
                   soft_wrap=True)
 
 
-def _merge_to_adapter(spec: Path, out: Path, rank: Optional[int], energy: Optional[float]) -> None:
+def _merge_to_adapter(spec: Path, out: Path, rank: Optional[int], energy: Optional[float], fmt: str,
+                      dry_run: bool) -> None:
     from ..programs.extract_lora import RankRule
     from ..programs.merge_to_adapter import merge_to_adapter
     from .adapter_loading import how_to_load
     try:
+        if fmt != "hf":  # before, the adapter was written and --format was ignored
+            raise UsageError(f"--format {fmt} writes a full model, and --as-adapter (or --rank/--energy) a PEFT "
+                             "adapter in safetensors. Fix: drop one of them.")
+        if dry_run:  # before, --dry-run was ignored here and the adapter written
+            _dry_run_adapter(spec, out, rank, energy)
+            return
         with console.status("merging into an adapter"):
             report = merge_to_adapter(spec, out, None if rank is None and energy is None else RankRule(rank, energy))
     except TaskfuseError as e:
@@ -124,6 +131,23 @@ def _merge_to_adapter(spec: Path, out: Path, rank: Optional[int], energy: Option
            f"re-factorised, mean relative error {report['summary']['relative_error']['mean']:.4f}")
     console.print(f"wrote the adapter {out} ({how}; details in {out / report['report_file']}); load it with "
                   f"{how_to_load(out)}", soft_wrap=True)
+
+
+def _dry_run_adapter(spec: Path, out: Path, rank: Optional[int], energy: Optional[float]) -> None:
+    """What a dry run can check of an adapter output without merging: the rank rule, the spec, its base, the
+    checkpoints and the plan, and the output folder."""
+    from ..io.output import check_output_dir
+    from ..programs.extract_lora import RankRule
+    rule = None if rank is None and energy is None else RankRule(rank, energy)
+    merge_spec = api.as_spec(spec)
+    if merge_spec.base is None:
+        raise SpecError("an adapter output is an update of a base: add `base:` to the spec.")
+    check_output_dir(out, "adapter")
+    the_plan = api.plan(merge_spec)
+    how = (f"re-factorised by truncated SVD at {f'rank {rank}' if rank is not None else f'energy {energy}'}"
+           if rule else "exact where the merge is a sum of LoRA updates, which is checked while writing")
+    console.print(f"dry run: the adapter {out} can be written ({how}); {json.dumps(the_plan.summary())}",
+                  soft_wrap=True)
 
 
 # Set by main(), the console script, and never by in-process callers such as tests' CliRunner.
