@@ -188,6 +188,15 @@ def test_a_start_merge_is_never_overwritten_and_bad_starts_are_typed_errors(lm_f
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("option", [["--task-file", "tasks.jsonl"], ["--variant", "full"]])
+def test_the_zoos_options_beside_a_spec_are_refused_not_ignored(lm_family, tmp_path, option):
+    root, data, _, _ = lm_family
+    done = learn("atlas", "--spec", root / "spec.yaml", "--data", data[0], "--data", data[1], *option,
+                 "--steps", "1", "-o", tmp_path / "out")
+    assert done.returncode == 2 and f"{option[0]} chooses the benchmark zoo's" in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_peft_adapter_in_the_spec_learns_from_its_exact_update(lm_family, tmp_path):
     """A model given as BASE+ADAPTER (as in a merge) enters as its exact update W + scaling·B·A, the same task vector
     PEFT's own merge gives, and `learn --spec` runs on it."""

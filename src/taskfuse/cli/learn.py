@@ -128,6 +128,10 @@ def register(app: typer.Typer, fail) -> None:
                                  "the learned merge's replay spec reads. Fix: write the learned merge to another "
                                  "folder.")
             check_output_dir(out, "merge")  # before the zoo and the learning, not after
+            if spec is not None and (task_file or variant != "quick"):  # the zoo's options, which --spec replaces
+                raise UsageError(f"{'--task-file' if task_file else '--variant'} chooses the benchmark zoo's "
+                                 "experts and tasks, which --spec replaces with your models. Fix: give your data "
+                                 "with --data (one JSONL per model), or drop --spec to learn on the zoo.")
             if spec is not None:
                 return _learn_spec(chosen, spec, [str(d) for d in data], out, start, step, sparsifier, max_tokens)
             if max_tokens is not None:
