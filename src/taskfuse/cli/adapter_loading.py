@@ -12,9 +12,9 @@ def how_to_load(adapter_dir: Path) -> str:
     from peft import MODEL_TYPE_TO_PEFT_MODEL_MAPPING
     config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
     target = MODEL_TYPE_TO_PEFT_MODEL_MAPPING.get(config.get("task_type") or "")
-    auto_classes = [c for c in vars(peft.auto).values()
-                    if isinstance(c, type) and issubclass(c, peft.auto._BaseAutoPeftModel)]
-    name = next((c.__name__ for c in auto_classes if target is not None and c._target_peft_class is target),
+    # PEFT's auto classes each name the PeftModel class they build (getattr: a message must not fail on a new PEFT)
+    name = next((c.__name__ for c in vars(peft.auto).values()
+                 if target is not None and isinstance(c, type) and getattr(c, "_target_peft_class", None) is target),
                 "AutoPeftModel" if config.get("auto_mapping") and target is None else None)
     where = repr(str(adapter_dir))
     return f"{name}.from_pretrained({where})" if name else f"PeftModel.from_pretrained(base, {where})"
