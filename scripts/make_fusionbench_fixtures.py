@@ -1,5 +1,5 @@
-"""Generate reference outputs from FusionBench for the reference-conformance tests of TSV-M, Iso-C, Iso-CTS and the
-TALL masks under consensus merging.
+"""Generate reference outputs from FusionBench for the reference-conformance tests of TSV-M, Iso-C, Iso-CTS, WUDI,
+MagMax and the TALL masks under consensus merging.
 
     python scripts/make_fusionbench_fixtures.py       # uses benchmarks/.fusionbench-venv, creating it if needed
 
@@ -31,6 +31,7 @@ VERSION = "0.2.33"
 OUT = ROOT / "tests" / "fixtures" / "fusionbench"
 TALL_LAMBDA = 0.4
 ISO_CTS_COMMON = 0.8
+WUDI_STEPS = 300  # the reference code's iter_num (its default config)
 
 # Runs inside FusionBench's environment: task vectors in, FusionBench's merged task vectors and TALL masks out.
 REFERENCE_RUN = """
@@ -39,8 +40,11 @@ from safetensors.torch import load_file, save_file
 from fusion_bench.method.task_singular_vector.utils.TSVM_utils import compute_and_sum_svd_mem_reduction
 from fusion_bench.method.isotropic_merging.iso_utils import iso_c, iso_cts
 from fusion_bench.method.tall_mask.utils import generate_task_masks
+from fusion_bench.method.wudi.wudi import wudi_merging
+from fusion_bench.method.magmax.magmax import _magmax_select
 
 inputs, out, tall_lambda, common = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+wudi_steps = int(sys.argv[5])
 tensors = load_file(inputs)
 names = sorted(k.split("/", 1)[1] for k in tensors if k.startswith("base/"))
 tags = sorted({k.split("/", 1)[0] for k in tensors} - {"base"})
@@ -56,6 +60,10 @@ for n in names:
     flat_ptm = tensors[f"base/{n}"].reshape(1, -1)
     masks[n] = generate_task_masks(flat_tv, flat_ft, flat_ptm, tall_mask_lambda=tall_lambda).to(torch.uint8)
 save_file(masks, f"{out}/tall_masks.safetensors")
+torch.manual_seed(0)
+save_file({k: v.detach().contiguous() for k, v in wudi_merging(tvs, accelerator="cpu", iter_num=wudi_steps).items()},
+          f"{out}/wudi.safetensors")
+save_file({k: v.contiguous() for k, v in _magmax_select(tvs).items()}, f"{out}/magmax.safetensors")
 """
 
 
@@ -67,15 +75,18 @@ def main() -> None:
         save_file(tagged_tensors(dict(zip(("base", "ft0", "ft1", "ft2"), [base, *tunes]))), OUT / "inputs.safetensors")
         (OUT / "config.json").write_text((base / "config.json").read_text())
         subprocess.run([str(python), "-c", REFERENCE_RUN, str(OUT / "inputs.safetensors"), str(OUT),
-                        str(TALL_LAMBDA), str(ISO_CTS_COMMON)], check=True)
+                        str(TALL_LAMBDA), str(ISO_CTS_COMMON), str(WUDI_STEPS)], check=True)
     torch_v = subprocess.run([str(python), "-c", "import torch; print(torch.__version__)"], capture_output=True,
                              text=True, check=True).stdout.strip()
     (OUT / "versions.json").write_text(json.dumps({
         "fusion-bench": VERSION, "torch": torch_v, "tall_lambda": TALL_LAMBDA, "iso_cts_common_fraction": ISO_CTS_COMMON,
+        "wudi_steps": WUDI_STEPS,
         "functions": ["fusion_bench.method.task_singular_vector.utils.TSVM_utils.compute_and_sum_svd_mem_reduction",
                       "fusion_bench.method.isotropic_merging.iso_utils.iso_c",
                       "fusion_bench.method.isotropic_merging.iso_utils.iso_cts",
-                      "fusion_bench.method.tall_mask.utils.generate_task_masks"]}, indent=2) + "\n")
+                      "fusion_bench.method.tall_mask.utils.generate_task_masks",
+                      "fusion_bench.method.wudi.wudi.wudi_merging",
+                      "fusion_bench.method.magmax.magmax._magmax_select"]}, indent=2) + "\n")
     print("wrote", sorted(p.name for p in OUT.iterdir()))
 
 

@@ -16,11 +16,13 @@ ROOT = Path(__file__).resolve().parents[1]
 # file (checked), pinned so that its docstring may change
 LEARN = ("src/taskfuse/programs/learn.py::OBJECTIVES,LearnProgress,DivergedError,Recipe,TaskBatches,"
          "_accumulate_gradients,_task_loss")
-# Registered methods that no result runs: the replay of aTLAS×K's learned partitions (its coefficients come from
-# `taskfuse learn --partitions`, so no grid merges with it: bench/grid.py lists it in EXCLUDED). Their modules, and
+# Registered methods that no grid of the benchmark merges with (bench/grid.py lists them in EXCLUDED): the replay of
+# aTLAS×K's learned partitions (its coefficients come from `taskfuse learn --partitions`), and the methods registered
+# after the committed full run (WUDI, MagMax: benchmarks/data_free_additions.py scores them). Their modules, and
 # the two places that register them (an import in methods/__init__.py, an EXCLUDED entry in bench/grid.py), are
 # left out of the code the results pin; a test below checks that nothing else changed in those two places.
-UNRUN_METHODS = {"partitioned_task_arithmetic": "src/taskfuse/methods/partitioned.py"}
+UNRUN_METHODS = {"partitioned_task_arithmetic": "src/taskfuse/methods/partitioned.py",
+                 "wudi": "src/taskfuse/methods/wudi.py", "magmax": "src/taskfuse/methods/magmax.py"}
 METHODS_INIT = "src/taskfuse/methods/__init__.py"
 GRID = "src/taskfuse/bench/grid.py"
 GRID_PIN = f"{GRID}::GRIDS,benchmarked_methods,configs,_grid,_SUMMED,_MEANS,_SPECTRAL"  # all but EXCLUDED
@@ -238,6 +240,12 @@ EMBEDDING_CODE = BENCH_CODE + ["src/taskfuse/bench/learned.py", *LEARNING_STEP_C
                                "src/taskfuse/bench/committed_choice.py", "src/taskfuse/io/sentence_transformers_layout.py",
                                "src/taskfuse/execute/executor.py", "benchmarks/results/bench-full/result.json",
                                "src/taskfuse/bench/embedding_study.py", "benchmarks/embedding_learning.py"]
+# The data-free methods registered after the committed full run, scored on its experts beside task arithmetic and
+# Iso-CTS at the full run's choices (so the benchmark's merging, evaluation and zoo code, as bench-full pins them)
+ADDED_METHODS = [UNRUN_METHODS["wudi"], UNRUN_METHODS["magmax"]]
+DATA_FREE_ADDITIONS_CODE = [p for p in BENCH_CODE if p.removeprefix(":(exclude)") not in ADDED_METHODS] + \
+    ADDED_METHODS + ["src/taskfuse/bench/data_free_additions.py", "src/taskfuse/bench/study_script.py",
+                     "src/taskfuse/bench/learned_over_merge.py::scored", "benchmarks/data_free_additions.py"]
 RESULTS = [("bench-full", BENCH_CODE + LEARNED_ROWS_CODE + STATISTICS_CODE + FULL_RUN_CODE, "taskfuse bench --full"),
            ("fusionbench-side-by-side", SIDE_BY_SIDE_CODE, "python benchmarks/fusionbench_side_by_side.py"),
            ("gguf-input", GGUF_CODE, "python benchmarks/gguf_input_cost.py"),
@@ -255,7 +263,8 @@ RESULTS = [("bench-full", BENCH_CODE + LEARNED_ROWS_CODE + STATISTICS_CODE + FUL
            ("embedding-learning", EMBEDDING_CODE, "python benchmarks/embedding_learning.py"),
            ("weak-to-strong", WEAK_TO_STRONG_CODE, "python benchmarks/weak_to_strong.py --accept-unlicensed --multi"),
            ("llm-new-task", NEW_TASK_CODE,
-            "python benchmarks/llm_new_task.py --task-file benchmarks/tasks/wordnet_verb_topic_llm.jsonl")]
+            "python benchmarks/llm_new_task.py --task-file benchmarks/tasks/wordnet_verb_topic_llm.jsonl"),
+           ("data-free-additions", DATA_FREE_ADDITIONS_CODE, "python benchmarks/data_free_additions.py")]
 
 
 @pytest.mark.parametrize("folder, command", [(f, c) for f, _, c in RESULTS], ids=[r[0] for r in RESULTS])

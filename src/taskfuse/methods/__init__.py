@@ -12,6 +12,7 @@ from .inputs import Inputs
 from .iso import IsoC, IsoCts, iso_c, iso_cts
 from .karcher import Karcher, karcher
 from .linear import Linear, linear
+from .magmax import MagMax, magmax
 from .model_stock import ModelStock, model_stock
 from .partitioned import PartitionedTaskArithmetic, partitioned_task_arithmetic
 from .passthrough import Passthrough, passthrough
@@ -22,5 +23,6 @@ from .slerp import Slerp, slerp
 from .task_arithmetic import TaskArithmetic, task_arithmetic
 from .ties import Ties, ties
 from .tsv import Tsv, tsv
+from .wudi import Wudi, wudi
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,0 +1,52 @@
+"""Data-free methods added after the committed full run (WUDI-Merging, MagMax), scored on the full benchmark's
+experts and splits as its data-free rows are, beside task arithmetic and Iso-CTS merged again in the same run.
+
+    python benchmarks/data_free_additions.py                 # full zoo (built once, cached)
+    python benchmarks/data_free_additions.py --variant tiny --out /tmp/additions
+
+Writes benchmarks/results/data-free-additions/result.json and results.md (command, commit and machine recorded).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from taskfuse.bench.data_free_additions import data_free_additions
+from taskfuse.bench.study_script import run_study_script
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "results" / "data-free-additions"
+BENCH_FULL = HERE / "results" / "bench-full" / "result.json"
+DATA = "validation split: each method's parameters (no data in the merge); test split: every score"
+
+
+def main() -> None:
+    committed = json.loads(BENCH_FULL.read_text())
+    run_study_script(__doc__.splitlines()[0], OUT,
+                     lambda variant, work, say, steps: data_free_additions(variant, work, say, committed),
+                     DATA, markdown)
+
+
+def markdown(result: dict) -> str:
+    tasks = result["tasks"]
+    lines = ["| row | chosen on validation | avg normalised % | avg accuracy % | merge s | "
+             + " | ".join(f"{t} %" for t in tasks) + " |", "|" + "---|" * (len(tasks) + 5)]
+    for row in result["rows"] + result["anchors"]:
+        chosen = next(t for t in row.get("trials", [row]) if t["params"] == row["params"])
+        name = row["method"] if "trials" in row else f"{row['method']} (bench-full's choice, scored again)"
+        lines.append(f"| {name} | {row['params']} | {100 * row['average']['normalized']:.2f} | "
+                     f"{100 * row['average']['accuracy']:.1f} | {chosen['merge_seconds']} | "
+                     + " | ".join(f"{100 * row['test_normalized'][t]:.1f}" for t in tasks) + " |")
+    again = "; ".join(f"{a['method']} {100 * a['committed_normalized']:.2f} %" for a in result["anchors"])
+    trials = ["| method | params | validation normalised % | merge s |", "|---|---|---|---|"]
+    trials += [f"| {row['method']} | {t['params']} | {100 * t['validation_normalized']:.2f} | {t['merge_seconds']} |"
+               for row in result["rows"] for t in row["trials"]]
+    return ("Test scores normalised by each task's expert (% of its accuracy); each added method's parameters chosen "
+            "on the validation split.\n\n" + "\n".join(lines) +
+            f"\n\nThe committed full run ({result['committed']['commit']}): {again}.\n\nEvery grid point:\n\n"
+            + "\n".join(trials) + f"\n\n`{result['command']}` at {(result['code'] or {}).get('commit')}, "
+            f"{result['seconds']} s\n")
+
+
+if __name__ == "__main__":
+    main()
