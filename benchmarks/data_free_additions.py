@@ -1,5 +1,6 @@
-"""Data-free methods added after the committed full run (WUDI-Merging, MagMax), scored on the full benchmark's
-experts and splits as its data-free rows are, beside task arithmetic and Iso-CTS merged again in the same run.
+"""Data-free methods added after the committed full run (WUDI-Merging, MagMax, KnOTS), scored on the full benchmark's
+experts and splits as its data-free rows are, beside task arithmetic and Iso-CTS merged again in the same run, and
+over the zoo's LoRA experts beside task arithmetic, TIES, TSV-M and Iso-CTS.
 
     python benchmarks/data_free_additions.py                 # full zoo (built once, cached)
     python benchmarks/data_free_additions.py --variant tiny --out /tmp/additions
@@ -29,23 +30,32 @@ def main() -> None:
 
 def markdown(result: dict) -> str:
     tasks = result["tasks"]
-    lines = ["| row | chosen on validation | avg normalised % | avg accuracy % | merge s | "
-             + " | ".join(f"{t} %" for t in tasks) + " |", "|" + "---|" * (len(tasks) + 5)]
-    for row in result["rows"] + result["anchors"]:
+    header = ["| row | chosen on validation | avg normalised % | avg accuracy % | merge s | "
+              + " | ".join(f"{t} %" for t in tasks) + " |", "|" + "---|" * (len(tasks) + 5)]
+
+    def line(row: dict, name: str) -> str:
         chosen = next(t for t in row.get("trials", [row]) if t["params"] == row["params"])
-        name = row["method"] if "trials" in row else f"{row['method']} (bench-full's choice, scored again)"
-        lines.append(f"| {name} | {row['params']} | {100 * row['average']['normalized']:.2f} | "
-                     f"{100 * row['average']['accuracy']:.1f} | {chosen['merge_seconds']} | "
-                     + " | ".join(f"{100 * row['test_normalized'][t]:.1f}" for t in tasks) + " |")
+        return (f"| {name} | {row['params']} | {100 * row['average']['normalized']:.2f} | "
+                f"{100 * row['average']['accuracy']:.1f} | {chosen['merge_seconds']} | "
+                + " | ".join(f"{100 * row['test_normalized'][t]:.1f}" for t in tasks) + " |")
+
+    def table(named: list[tuple[dict, str]]) -> list[str]:
+        return header + [line(row, name) for row, name in sorted(named, key=lambda n: -n[0]["average"]["normalized"])]
+
+    full = table([(r, r["method"]) for r in result["rows"]]
+                 + [(a, f"{a['method']} (bench-full's choice, scored again)") for a in result["anchors"]])
+    lora = table([(r, r["method"]) for r in result["lora_rows"]])
     again = "; ".join(f"{a['method']} {100 * a['committed_normalized']:.2f} %" for a in result["anchors"])
-    trials = ["| method | params | validation normalised % | merge s |", "|---|---|---|---|"]
-    trials += [f"| {row['method']} | {t['params']} | {100 * t['validation_normalized']:.2f} | {t['merge_seconds']} |"
-               for row in result["rows"] for t in row["trials"]]
-    return ("Test scores normalised by each task's expert (% of its accuracy); each added method's parameters chosen "
-            "on the validation split.\n\n" + "\n".join(lines) +
-            f"\n\nThe committed full run ({result['committed']['commit']}): {again}.\n\nEvery grid point:\n\n"
-            + "\n".join(trials) + f"\n\n`{result['command']}` at {(result['code'] or {}).get('commit')}, "
-            f"{result['seconds']} s\n")
+    trials = ["| section | method | params | validation normalised % | merge s |", "|---|---|---|---|---|"]
+    trials += [f"| {section} | {row['method']} | {t['params']} | {100 * t['validation_normalized']:.2f} | "
+               f"{t['merge_seconds']} |" for section, key in (("full", "rows"), ("LoRA", "lora_rows"))
+               for row in result[key] for t in row["trials"]]
+    return ("Test scores normalised by each task's full expert (% of its accuracy); each method's parameters chosen "
+            "on the validation split.\n\nOver the full experts:\n\n" + "\n".join(full) +
+            f"\n\nThe committed full run ({result['committed']['commit']}): {again}.\n\n"
+            "Over the LoRA experts (the zoo's PEFT adapters as the spec's models):\n\n" + "\n".join(lora) +
+            "\n\nEvery grid point:\n\n" + "\n".join(trials) +
+            f"\n\n`{result['command']}` at {(result['code'] or {}).get('commit')}, {result['seconds']} s\n")
 
 
 if __name__ == "__main__":

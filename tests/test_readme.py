@@ -18,11 +18,12 @@ LEARN = ("src/taskfuse/programs/learn.py::OBJECTIVES,LearnProgress,DivergedError
          "_accumulate_gradients,_task_loss")
 # Registered methods that no grid of the benchmark merges with (bench/grid.py lists them in EXCLUDED): the replay of
 # aTLAS×K's learned partitions (its coefficients come from `taskfuse learn --partitions`), and the methods registered
-# after the committed full run (WUDI, MagMax: benchmarks/data_free_additions.py scores them). Their modules, and
+# after the committed full run (WUDI, MagMax, KnOTS: benchmarks/data_free_additions.py scores them). Their modules, and
 # the two places that register them (an import in methods/__init__.py, an EXCLUDED entry in bench/grid.py), are
 # left out of the code the results pin; a test below checks that nothing else changed in those two places.
 UNRUN_METHODS = {"partitioned_task_arithmetic": "src/taskfuse/methods/partitioned.py",
-                 "wudi": "src/taskfuse/methods/wudi.py", "magmax": "src/taskfuse/methods/magmax.py"}
+                 "wudi": "src/taskfuse/methods/wudi.py", "magmax": "src/taskfuse/methods/magmax.py",
+                 "knots": "src/taskfuse/methods/knots.py"}
 METHODS_INIT = "src/taskfuse/methods/__init__.py"
 GRID = "src/taskfuse/bench/grid.py"
 GRID_PIN = f"{GRID}::GRIDS,benchmarked_methods,configs,_grid,_SUMMED,_MEANS,_SPECTRAL"  # all but EXCLUDED
@@ -242,7 +243,7 @@ EMBEDDING_CODE = BENCH_CODE + ["src/taskfuse/bench/learned.py", *LEARNING_STEP_C
                                "src/taskfuse/bench/embedding_study.py", "benchmarks/embedding_learning.py"]
 # The data-free methods registered after the committed full run, scored on its experts beside task arithmetic and
 # Iso-CTS at the full run's choices (so the benchmark's merging, evaluation and zoo code, as bench-full pins them)
-ADDED_METHODS = [UNRUN_METHODS["wudi"], UNRUN_METHODS["magmax"]]
+ADDED_METHODS = [UNRUN_METHODS["wudi"], UNRUN_METHODS["magmax"], UNRUN_METHODS["knots"]]
 DATA_FREE_ADDITIONS_CODE = [p for p in BENCH_CODE if p.removeprefix(":(exclude)") not in ADDED_METHODS] + \
     ADDED_METHODS + ["src/taskfuse/bench/data_free_additions.py", "src/taskfuse/bench/study_script.py",
                      "src/taskfuse/bench/learned_over_merge.py::scored", "benchmarks/data_free_additions.py"]

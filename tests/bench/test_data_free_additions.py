@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from taskfuse.bench.data_free_additions import ADDED_GRIDS, data_free_additions
+from taskfuse.bench.data_free_additions import ADDED_GRIDS, LORA_GRIDS, data_free_additions
 from taskfuse.bench.grid import EXCLUDED, GRIDS
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -21,17 +21,21 @@ def test_the_added_methods_are_the_ones_the_full_run_leaves_out():
 def test_best_validation_point_is_scored_on_test_beside_the_anchors(tiny_zoo, tmp_path):
     grids = {"wudi": [{"solver": "exact", "scale": 1.0}, {"solver": "adam", "steps": 2, "scale": 0.5}],
              "magmax": [{"scale": 0.2}, {"scale": 1.0}]}
+    lora_grids = {"knots": [{"density": 0.2, "scale": 1.0}, {"density": 1.0, "scale": 0.5}],
+                  "task_arithmetic": [{"scale": 0.3}]}
     lines = []
-    result = data_free_additions("tiny", tmp_path, lines.append, COMMITTED, grids)
+    result = data_free_additions("tiny", tmp_path, lines.append, COMMITTED, grids, lora_grids)
     assert [r["method"] for r in result["rows"]] == ["wudi", "magmax"]
-    for row in result["rows"]:
+    assert [r["method"] for r in result["lora_rows"]] == ["knots", "task_arithmetic"]
+    for row in result["rows"] + result["lora_rows"]:
         validation = [t["validation_normalized"] for t in row["trials"]]
-        assert [t["params"] for t in row["trials"]] == grids[row["method"]]
+        assert [t["params"] for t in row["trials"]] == {**grids, **lora_grids}[row["method"]]
         assert row["params"] == row["trials"][validation.index(max(validation))]["params"]
         assert set(row["test_normalized"]) == set(tiny_zoo.tasks) and 0 < row["average"]["normalized"] < 1.5
     assert [a["method"] for a in result["anchors"]] == ["task_arithmetic", "iso_cts"]
     assert result["anchors"][1]["params"] == next(m for m in COMMITTED["methods"] if m["method"] == "iso_cts")["params"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["iso_cts", "magmax-best", "task_arithmetic", "wudi-best"]
+    assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["magmax-best", "wudi-best"]
+    assert sorted(p.name for p in (tmp_path / "lora").iterdir()) == ["knots-best", "task_arithmetic-best"]
     assert any("on test" in line for line in lines)
 
     spec = importlib.util.spec_from_file_location("script", BENCHMARKS / "data_free_additions.py")
@@ -40,12 +44,18 @@ def test_best_validation_point_is_scored_on_test_beside_the_anchors(tiny_zoo, tm
     table = script.markdown({**result, "command": "python benchmarks/data_free_additions.py", "code": None,
                              "seconds": 1.0})
     assert "| wudi |" in table and "iso_cts (bench-full's choice, scored again)" in table
-    assert table.count("| magmax | {'scale'") == 1 + len(grids["magmax"])  # its row, then every grid point
+    assert table.count("| full | magmax | {'scale'") == len(grids["magmax"])
+    assert table.count("| LoRA | knots | {'density'") == len(lora_grids["knots"])
+    full_part = table.split("Over the LoRA experts")[0]
+    listed = [float(r.split(" | ")[2]) for r in full_part.splitlines() if r.startswith("| ") and "---" not in r
+              and not r.startswith("| row")]
+    assert len(listed) == 4 and listed == sorted(listed, reverse=True)
 
 
-@pytest.mark.parametrize("method", sorted(ADDED_GRIDS))
-def test_every_grid_point_is_valid(method):
+@pytest.mark.parametrize("grids", [ADDED_GRIDS, LORA_GRIDS])
+def test_every_grid_point_is_valid(grids):
     from taskfuse.methods import get_method
 
-    for params in ADDED_GRIDS[method]:
-        get_method(method).params(**params)
+    for method, grid in grids.items():
+        for params in grid:
+            get_method(method).params(**params)

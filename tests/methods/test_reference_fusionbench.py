@@ -1,5 +1,5 @@
-"""Reference conformance against FusionBench 0.2.33: its own TSV-M, Iso-C, Iso-CTS, WUDI, MagMax and TALL-mask
-functions run on
+"""Reference conformance against FusionBench 0.2.33: its own TSV-M, Iso-C, Iso-CTS, WUDI, MagMax, KnOTS-alignment,
+TIES and TALL-mask functions run on
 the same task vectors in its own virtual environment (scripts/make_fusionbench_fixtures.py; versions in
 tests/fixtures/fusionbench/versions.json), taskfuse's merges through the public API on the same checkpoints."""
 import json
@@ -58,6 +58,20 @@ def test_wudi_matches_fusionbench(tmp_path, checkpoints):
         if expected.dim() == 2:
             assert torch.linalg.matrix_norm(ours[name] - expected) <= 1e-6 * torch.linalg.matrix_norm(expected)
             assert (expected - summed(checkpoints, name)).abs().max() > 1e-3  # the descent did move it
+
+
+def test_knots_matches_fusionbench_alignment_then_ties(tmp_path, checkpoints):
+    """FusionBench has KnOTS's alignment but not its merge: its alignment, then its TIES on each matrix's aligned
+    coordinates (keeping TIES's count of entries), then the shared basis (the KnOTS code's svd-vector path)."""
+    ours = merged_deltas(tmp_path, checkpoints, "knots", {"density": VERSIONS["knots_density"]})
+    theirs = load_file(FIXTURES / "knots.safetensors")
+    raw_ties = merged_deltas(tmp_path / "ties", checkpoints, "ties", {"density": VERSIONS["knots_density"]})
+    assert ours.keys() == theirs.keys()
+    for name, expected in theirs.items():
+        torch.testing.assert_close(ours[name], expected, rtol=1e-4, atol=5e-5 * float(expected.abs().max()),
+                                   msg=f"knots vs FusionBench: {name}")
+        if expected.dim() == 2:  # not TIES on the raw update: the alignment changed what was trimmed
+            assert (raw_ties[name] - expected).abs().max() > 0.1 * expected.abs().max()
 
 
 def summed(checkpoints, name: str) -> torch.Tensor:

@@ -1,7 +1,13 @@
 """Data-free methods registered after the committed full run (bench/grid.py lists them in EXCLUDED), scored as that
 run scores its data-free rows: each grid point merged through the public API and scored on the validation split,
-the best point (the first of equals) scored on the test split. Task arithmetic and Iso-CTS, at the parameters the
-committed full run chose, are merged and scored again in the same run, so the new rows sit beside them."""
+the best point (the first of equals) scored on the test split. Two sections:
+
+- full experts: the new methods over the zoo's full fine-tunes; task arithmetic and Iso-CTS at the parameters the
+  committed full run chose are merged and scored again in the same run, so the new rows sit beside them;
+- LoRA experts: the new methods and four of the full run's (task arithmetic, TIES, TSV-M, Iso-CTS) over the zoo's
+  PEFT adapters, each a model of the spec (its update B·A · scaling), where KnOTS is meant to help.
+
+Scores are normalised by the full experts' accuracy in both sections."""
 from __future__ import annotations
 
 import shutil
@@ -9,63 +15,89 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import api
 from ..eval.encoder import load_encoder
 from ..eval.harness import Evaluator, Score, mean, normalized
 from ..zoo.build import Zoo, build_zoo
 from ..zoo.recipe import variant_named
 from .learned_over_merge import scored
-from .merging import merge_zoo
+from .merging import zoo_spec
 from .references import reference_scores
 
 # The paper's WUDI (Adam from Σ τ_t, 300 steps at lr 1e-5) takes no scale; it is searched here as every other
-# method's λ is, and so is the exact minimiser of the same objective. MagMax's λ around the paper's 0.5
-# (one task vector's size, not a sum's).
+# method's λ is, and so is the exact minimiser of the same objective. MagMax's λ around the paper's 0.5 (one task
+# vector's size, not a sum's); KnOTS-TIES around TIES's best point on the full run (density 0.2-0.4, λ 1).
 ADDED_GRIDS = {
     "wudi": [{"solver": "adam", "scale": s} for s in (0.8, 1.0, 1.2)]
-            + [{"solver": "exact", "scale": s} for s in (0.6, 0.8, 1.0, 1.2, 1.5)],
-    "magmax": [{"scale": s} for s in (0.3, 0.5, 0.7, 1.0, 1.5)],
+            + [{"solver": "exact", "scale": s} for s in (0.4, 0.6)],
+    "magmax": [{"scale": s} for s in (0.3, 0.5, 0.7)],
+    "knots": [{"density": 0.2, "scale": 1.0}, {"density": 0.4, "scale": 1.0}, {"density": 0.2, "scale": 1.5}],
+}
+LORA_GRIDS = {
+    "task_arithmetic": [{"scale": s} for s in (0.2, 0.3)],
+    "ties": [{"density": 0.2, "scale": s} for s in (1.0, 1.5)],
+    "tsv": [{"scale": s} for s in (1.0, 2.0)],
+    "iso_cts": [{"scale": s} for s in (2.0, 4.0)],
+    "wudi": [{"solver": "adam", "scale": s} for s in (0.8, 1.0)],
+    "magmax": [{"scale": s} for s in (0.5, 1.0)],
+    "knots": [{"density": 0.2, "scale": s} for s in (1.0, 2.0)],
 }
 ANCHORS = ("task_arithmetic", "iso_cts")
+SpecOf = Callable[[str, dict], dict]
 
 
 def data_free_additions(variant: str, work: Path, say: Callable[[str], None], committed: dict,
-                        grids: dict[str, list[dict]] = ADDED_GRIDS) -> dict:
-    """Each added method's grid on validation and its best point on test; the anchors at `committed`'s chosen
+                        grids: dict[str, list[dict]] = ADDED_GRIDS,
+                        lora_grids: dict[str, list[dict]] = LORA_GRIDS) -> dict:
+    """Each section's grids on validation and their best points on test; the anchors at `committed`'s chosen
     parameters (a bench-full result.json) on test."""
     zoo = build_zoo(variant_named(variant))
     heads = {t: e.head() for t, e in zoo.experts.items()}
     validation, test = Evaluator(zoo.tasks, heads, "validation"), Evaluator(zoo.tasks, heads, "test")
-    val_experts, test_experts = (reference_scores(zoo, e)["expert"] for e in (validation, test))
-    rows = [_best_of_grid(zoo, method, grid, work, validation, test, val_experts, test_experts, say)
-            for method, grid in grids.items()]
+    experts = {split: reference_scores(zoo, e)["expert"] for split, e in (("validation", validation), ("test", test))}
+
+    def best(section: str, spec_of: SpecOf, method: str, grid: list[dict]) -> dict:
+        (work / section).mkdir(exist_ok=True)
+        return _best_of_grid(spec_of, method, grid, work / section, validation, test, experts, say)
+
+    full = lambda method, params: zoo_spec(zoo, method, params, zoo.variant.recipe.seed)  # noqa: E731
+    lora = lambda method, params: lora_spec(zoo, method, params)  # noqa: E731
+    rows = [best("full", full, method, grid) for method, grid in grids.items()]
+    lora_rows = [best("lora", lora, method, grid) for method, grid in lora_grids.items()]
     chosen = {m["method"]: m for m in committed["methods"]}
     anchors = []
     for method in ANCHORS:
-        merged, seconds = _merged(zoo, method, chosen[method]["params"], work / method)
+        merged, seconds = _merged(full(method, chosen[method]["params"]), work / f"anchor-{method}")
         anchors.append({"method": method, "params": chosen[method]["params"], "merge_seconds": round(seconds, 2),
                         "committed_normalized": chosen[method]["average"]["normalized"],
-                        **scored(test.score(load_encoder(merged)), test_experts)})
+                        **scored(test.score(load_encoder(merged)), experts["test"])})
         say(f"{method} {chosen[method]['params']}: {100 * anchors[-1]['average']['normalized']:.2f} % on test")
-    return {"variant": variant, "tasks": list(zoo.tasks), "rows": rows, "anchors": anchors,
+    return {"variant": variant, "tasks": list(zoo.tasks), "rows": rows, "anchors": anchors, "lora_rows": lora_rows,
             "committed": {"commit": (committed.get("code") or {}).get("commit")}}
 
 
-def _merged(zoo: Zoo, method: str, params: dict, out: Path) -> tuple[Path, float]:
+def lora_spec(zoo: Zoo, method: str, params: dict) -> dict:
+    """The zoo's LoRA adapters merged over the base encoder (a delta-space method: each adapter's update)."""
+    return {**zoo_spec(zoo, method, params, zoo.variant.recipe.seed),
+            "models": [{"path": str(e.lora_dir)} for e in zoo.experts.values()]}
+
+
+def _merged(spec: dict, out: Path) -> tuple[Path, float]:
     started = time.perf_counter()
-    merge_zoo(zoo, method, params, out, seed=zoo.variant.recipe.seed)
+    api.merge(spec, out, threads=None)
     return out, time.perf_counter() - started
 
 
-def _best_of_grid(zoo: Zoo, method: str, grid: list[dict], work: Path, validation: Evaluator, test: Evaluator,
-                  val_experts: dict[str, Score], test_experts: dict[str, Score], say: Callable[[str], None]) -> dict:
+def _best_of_grid(spec_of: SpecOf, method: str, grid: list[dict], work: Path, validation: Evaluator,
+                  test: Evaluator, experts: dict[str, dict[str, Score]], say: Callable[[str], None]) -> dict:
     """The grid scored on validation; the best point's folder is kept (merges are deterministic) and scored on
     test."""
     trials, best = [], work / f"{method}-best"
     for i, params in enumerate(grid):
-        merged, seconds = _merged(zoo, method, params, work / f"{method}-{i}")
-        on_validation = mean(normalized(validation.score(load_encoder(merged)), val_experts).values())
+        merged, seconds = _merged(spec_of(method, params), work / f"{method}-{i}")
+        on_validation = mean(normalized(validation.score(load_encoder(merged)), experts["validation"]).values())
         trials.append({"params": params, "merge_seconds": round(seconds, 2), "validation_normalized": on_validation})
-        say(f"{method} {params}: {100 * on_validation:.2f} % on validation, merged in {seconds:.1f} s")
+        say(f"{work.name} {method} {params}: {100 * on_validation:.2f} % on validation, merged in {seconds:.1f} s")
         if on_validation > max((t["validation_normalized"] for t in trials[:-1]), default=-1.0):
             shutil.rmtree(best, ignore_errors=True)
             merged.rename(best)
@@ -73,6 +105,6 @@ def _best_of_grid(zoo: Zoo, method: str, grid: list[dict], work: Path, validatio
             shutil.rmtree(merged)
     chosen = max(range(len(trials)), key=lambda i: (trials[i]["validation_normalized"], -i))
     row = {"method": method, "params": trials[chosen]["params"], "trials": trials,
-           **scored(test.score(load_encoder(best)), test_experts)}
-    say(f"{method} {row['params']}: {100 * row['average']['normalized']:.2f} % on test")
+           **scored(test.score(load_encoder(best)), experts["test"])}
+    say(f"{work.name} {method} {row['params']}: {100 * row['average']['normalized']:.2f} % on test")
     return row

@@ -11,6 +11,7 @@ from .fisher import Fisher, fisher
 from .inputs import Inputs
 from .iso import IsoC, IsoCts, iso_c, iso_cts
 from .karcher import Karcher, karcher
+from .knots import Knots, knots
 from .linear import Linear, linear
 from .magmax import MagMax, magmax
 from .model_stock import ModelStock, model_stock

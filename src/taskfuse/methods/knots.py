@@ -1,0 +1,61 @@
+"""KnOTS: align the task updates of a matrix in one shared basis (an SVD of their concatenation), then merge their
+coordinates in it with TIES or DARE-TIES."""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic.dataclasses import dataclass
+
+from ..ops.consensus import scaled
+from ..ops.subspace import all_zero, numerical_rank, svd
+from .dare import DareTies, dare_ties
+from .inputs import Inputs
+from .params import STRICT, PerModelDensity
+from .registry import method
+from .ties import Ties, ties
+
+
+@dataclass(config=STRICT)
+class Knots:
+    inner: Literal["ties", "dare_ties"] = "ties"  # the merge applied to the aligned coordinates (the paper's two)
+    density: PerModelDensity = 0.2  # the inner merge's: TIES keeps the top fraction, DARE keeps at random
+    scale: float = 1.0  # λ on the merged update
+
+
+def aligned(stack: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """U (m, k) and the coordinates S·V_tᵀ (T, k, n) of each task's (m, n) update in the left singular basis of
+    [ΔW_1 … ΔW_T] (m, T·n), so that ΔW_t = U · coordinates[t] (the paper's Eq. 3-4). Directions at float32
+    round-off are dropped (the reference drops singular values ≤ 1e-5): k is the updates' joint rank, at most T·r
+    for rank-r LoRA updates."""
+    n_tasks, _, n = stack.shape
+    joined = torch.cat(list(stack), dim=1)
+    u, s, vh = svd(joined)
+    k = numerical_rank(s, joined.shape)
+    coordinates = (s[:k, None] * vh[:k]).reshape(k, n_tasks, n).transpose(0, 1)
+    return u[:, :k], coordinates
+
+
+@method(
+    "knots",
+    params=Knots,
+    space="delta",
+    paper="Stoica et al. 2025, Model merging with SVD to tie the KnOTS, ICLR, arXiv:2410.19735",
+    reference="github.com/gstoica27/KnOTS (task_merger.py, svd-vector representation); "
+    "fusion_bench.method.knots.knots_utils.subspace_alignment",
+    traits=("symmetric", "matrix"),
+)
+def knots(x: Inputs, p: Knots):
+    """λ · U · merge_t(S·V_tᵀ) on 2-D tensors, U S [V_1ᵀ … V_Tᵀ] the SVD of the updates side by side; other tensors
+    take the inner merge of the task vectors themselves.
+
+    TIES trims within each tensor's coordinates (the reference trims over the whole model's at once); weights enter
+    the inner merge as they enter TIES."""
+    inner, params = (ties, Ties(density=p.density)) if p.inner == "ties" else (dare_ties, DareTies(density=p.density))
+    if x.stack.dim() != 3 or all_zero(x.stack):
+        return scaled(inner(x, params), p.scale)
+    basis, coordinates = aligned(x.stack)
+    if basis.shape[1] == 0:
+        return torch.zeros_like(x.stack[0])
+    merged = inner(Inputs(coordinates.float(), x.weights, key=x.key, seed=x.seed), params)
+    return scaled((basis @ merged.double()).to(x.stack.dtype), p.scale)
