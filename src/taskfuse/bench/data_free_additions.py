@@ -20,28 +20,22 @@ from ..eval.encoder import load_encoder
 from ..eval.harness import Evaluator, Score, mean, normalized
 from ..zoo.build import Zoo, build_zoo
 from ..zoo.recipe import variant_named
+from .grid import GRIDS
 from .learned_over_merge import scored
 from .merging import zoo_spec
 from .references import reference_scores
 
 # The paper's WUDI (Adam from Σ τ_t, 300 steps at lr 1e-5) takes no scale; it is searched here as every other
 # method's λ is, and so is the exact minimiser of the same objective. MagMax's λ around the paper's 0.5 (one task
-# vector's size, not a sum's); KnOTS-TIES around TIES's best point on the full run (density 0.2-0.4, λ 1).
+# vector's size, not a sum's); KnOTS-TIES around TIES's best points on the full run (density 0.2-0.4, λ 1-2).
 ADDED_GRIDS = {
     "wudi": [{"solver": "adam", "scale": s} for s in (0.8, 1.0, 1.2)]
-            + [{"solver": "exact", "scale": s} for s in (0.4, 0.6)],
-    "magmax": [{"scale": s} for s in (0.3, 0.5, 0.7)],
-    "knots": [{"density": 0.2, "scale": 1.0}, {"density": 0.4, "scale": 1.0}, {"density": 0.2, "scale": 1.5}],
+            + [{"solver": "exact", "scale": s} for s in (0.2, 0.4, 0.6)],
+    "magmax": [{"scale": s} for s in (0.5, 0.7, 1.0)],
+    "knots": [{"density": d, "scale": s} for d in (0.2, 0.4) for s in (1.0, 1.5, 2.0)],
 }
-LORA_GRIDS = {
-    "task_arithmetic": [{"scale": s} for s in (0.2, 0.3)],
-    "ties": [{"density": 0.2, "scale": s} for s in (1.0, 1.5)],
-    "tsv": [{"scale": s} for s in (1.0, 2.0)],
-    "iso_cts": [{"scale": s} for s in (2.0, 4.0)],
-    "wudi": [{"solver": "adam", "scale": s} for s in (0.8, 1.0)],
-    "magmax": [{"scale": s} for s in (0.5, 1.0)],
-    "knots": [{"density": 0.2, "scale": s} for s in (1.0, 2.0)],
-}
+# Over the LoRA experts, four of the full run's methods on the full run's own grids, beside the new ones
+LORA_GRIDS = {**{method: GRIDS[method] for method in ("task_arithmetic", "ties", "tsv", "iso_cts")}, **ADDED_GRIDS}
 ANCHORS = ("task_arithmetic", "iso_cts")
 SpecOf = Callable[[str, dict], dict]
 
