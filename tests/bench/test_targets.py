@@ -65,6 +65,30 @@ def test_the_partitions_study_is_told_beside_the_best_learned_row_it_learned_per
         assert "partitions" not in by_target(learned_targets(learned, None, other), "best learned").measured
 
 
+def additions(best: float, anchors_agree: bool = True, commit: str = "abc") -> dict:
+    anchors = [{"method": "iso_cts", "average": {"normalized": 0.90}, "committed_normalized": 0.90},
+               {"method": "task_arithmetic", "average": {"normalized": 0.80},
+                "committed_normalized": 0.80 if anchors_agree else 0.81}]
+    return {"rows": [row("wudi", best), row("magmax", 0.70)], "anchors": anchors, "committed": {"commit": commit}}
+
+
+def test_a_data_free_method_added_since_raises_the_bar_only_where_it_beats_the_same_experts():
+    run = {**full([row("atlas over iso_cts", 0.93, True)]), "code": {"commit": "abc"}}
+    judged = lambda extra: by_target(learned_targets(run, additions=extra), "best learned")  # noqa: E731
+    assert judged(None).measured == judged(additions(0.89)).measured == "atlas over iso_cts 93.00 %, iso_cts 90.00 %"
+    assert judged(None).met is True
+    raised = judged(additions(0.92))
+    assert raised.measured == "atlas over iso_cts 93.00 %, wudi 92.00 % (data-free-additions)" and raised.met is False
+    for elsewhere in (additions(0.92, anchors_agree=False), additions(0.92, commit="other")):  # not the same zoo/run
+        assert judged(elsewhere).met is True
+    routing = {"summary": {"multitask": {"arrow": 0.91, "twin_merging_task_given": 0.99}, "tasks": 8,
+                           "new_task_average_normalized": {"lorahub": 0.7, "kshot_lora": 0.6},
+                           "beats_zero_shot": {"lorahub": 7}}}
+    every = by_target(routing_targets(routing, run, additions(0.92)), "every routed row")
+    assert every.asked.endswith("(wudi, data-free-additions)") and every.met is False
+    assert by_target(routing_targets(routing, run), "every routed row").met is True
+
+
 def test_a_result_without_the_rows_measures_nothing_and_says_so():
     targets = learned_targets({"methods": [row("iso_cts", 0.9)]})
     assert [t.met for t in targets] == [None, None]

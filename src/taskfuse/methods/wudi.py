@@ -26,7 +26,8 @@ class Wudi:
 
 
 def interference_terms(stack: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """G = Σ_t τ_tᵀτ_t / ‖τ_t‖² and B = Σ_t τ_t τ_tᵀτ_t / ‖τ_t‖² of a (T, m, n) stack, in float64.
+    """G = Σ_t τ_tᵀτ_t / ‖τ_t‖² (n, n), summed in float64, and B = Σ_t τ_t G_t (m, n), in the stack's float32 as the
+    reference computes everything: no (m, n) float64 copy, which for a 128k-vocabulary embedding table is 4 GB.
 
     The paper's loss Σ_t ‖(τ − τ_t) τ_tᵀ‖² / ‖τ_t‖² equals tr(τ G τᵀ) − 2 tr(τ Bᵀ) + const, so its gradient is
     2 (τ G − B): one (m, n) × (n, n) product per step whatever T is, where the loss as written costs T products of
@@ -34,21 +35,22 @@ def interference_terms(stack: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     is left out (its term is 0/0 as written)."""
     n = stack.shape[-1]
     gram_sum = stack.new_zeros((n, n), dtype=torch.float64)
-    pulled = stack.new_zeros(stack.shape[1:], dtype=torch.float64)
-    for task in stack.double():
-        norm2 = task.square().sum()
+    pulled = torch.zeros_like(stack[0])
+    for task in stack:
+        gram = (task.T @ task).double()
+        norm2 = gram.trace()  # ‖τ_t‖²
         if norm2 == 0:
             continue
-        gram = task.T @ task / norm2
+        gram /= norm2
         gram_sum += gram
-        pulled += task @ gram
+        pulled += task @ gram.to(task.dtype)
     return gram_sum, pulled
 
 
 def descend(start: torch.Tensor, gram_sum: torch.Tensor, pulled: torch.Tensor, steps: int, lr: float) -> torch.Tensor:
     """`steps` Adam steps on the loss from `start` (float32, as the reference runs them); gradients in closed form."""
     merged = torch.nn.Parameter(start.float().clone())
-    gram, target = gram_sum.float(), pulled.float()
+    gram, target = gram_sum.float(), pulled
     optimizer = torch.optim.Adam([merged], lr=lr, weight_decay=0)
     for _ in range(steps):
         merged.grad = 2 * (merged.detach() @ gram - target)
@@ -58,8 +60,10 @@ def descend(start: torch.Tensor, gram_sum: torch.Tensor, pulled: torch.Tensor, s
 
 def minimiser(gram_sum: torch.Tensor, pulled: torch.Tensor) -> torch.Tensor:
     """τ G = B solved for τ (G is symmetric); least squares with the smallest norm where G is singular (LoRA updates
-    span only their rank's directions, and τ is then 0 outside them)."""
-    return torch.linalg.lstsq(gram_sum, pulled.T, driver="gelsd").solution.T
+    span only their rank's directions, and τ is then 0 outside them). G's products were taken in float32, so its
+    directions below float32 round-off of the largest are noise, not directions of the updates."""
+    rcond = torch.finfo(torch.float32).eps * gram_sum.shape[0]
+    return torch.linalg.lstsq(gram_sum, pulled.T.double(), rcond=rcond, driver="gelsd").solution.T
 
 
 @method(
