@@ -37,6 +37,7 @@ SEED_SPREAD_RESULT = ROOT / "benchmarks" / "results" / "learning-seed-spread" / 
 PARTITIONS_RESULT = ROOT / "benchmarks" / "results" / "partitions-over-merge" / "result.json"
 CLASSIFIER_RESULT = ROOT / "benchmarks" / "results" / "classifier-learning" / "result.json"
 EMBEDDING_RESULT = ROOT / "benchmarks" / "results" / "embedding-learning" / "result.json"
+ADDITIONS_RESULT = ROOT / "benchmarks" / "results" / "data-free-additions" / "result.json"
 
 
 def _span(text: str, marker: str) -> tuple[int, int]:
@@ -84,6 +85,8 @@ def generated_blocks() -> list[tuple[Path, str, str]]:
             (ROOT / "docs" / "llm.md", "weak-to-strong-table",
              weak_to_strong_table(json.loads(WEAK_TO_STRONG_RESULT.read_text()))),
             (ROOT / "docs" / "llm.md", "new-task-table", new_task_table(json.loads(NEW_TASK_RESULT.read_text()))),
+            (ROOT / "docs" / "benchmark.md", "additions-table", _benchmark_script("data_free_additions").markdown(
+                json.loads(ADDITIONS_RESULT.read_text()))),
             (ROOT / "README.md", "targets-table", targets_markdown(all_targets(ROOT / "benchmarks" / "results")))]
 
 

@@ -30,7 +30,7 @@ from .references import reference_scores
 # vector's size, not a sum's); KnOTS-TIES around TIES's best points on the full run (density 0.2-0.4, λ 1-2).
 ADDED_GRIDS = {
     "wudi": [{"solver": "adam", "scale": s} for s in (0.8, 1.0, 1.2)]
-            + [{"solver": "exact", "scale": s} for s in (0.2, 0.4, 0.6)],
+            + [{"solver": "exact", "scale": s} for s in (0.4, 0.6, 0.8, 1.0, 1.2)],
     "magmax": [{"scale": s} for s in (0.5, 0.7, 1.0)],
     "knots": [{"density": d, "scale": s} for d in (0.2, 0.4) for s in (1.0, 1.5, 2.0)],
 }
