@@ -17,8 +17,7 @@ from .registry import method
 @dataclass(config=STRICT)
 class Wudi:
     # "adam": the paper's (and FusionBench's) short descent from Σ τ_t; "exact": the objective's minimiser in closed
-    # form (our addition, one linear solve per matrix). The minimiser is not what makes WUDI work: on the benchmark's
-    # experts it keeps 71-78 % of their accuracy where the descent keeps 95 % (benchmarks/data_free_additions.py)
+    # form (our addition, one linear solve per matrix; how the two compare: benchmarks/data_free_additions.py)
     solver: Literal["adam", "exact"] = "adam"
     steps: Annotated[int, Field(ge=0)] = 300  # Adam iterations per matrix (the reference code's iter_num)
     lr: Annotated[float, Field(gt=0.0)] = 1e-5  # Adam learning rate (the reference code's)
