@@ -199,14 +199,14 @@ def methods(
     if name is None:
         table = Table("method", "space", "summary", "paper")
         for m in all_methods():
-            table.add_row(m.name, m.space, m.summary, m.paper)
+            table.add_row(m.name, m.space, what_it_does(m), m.paper)
         out.print(table)
         return
     try:
         m = get_method(name)
     except TaskfuseError as e:
         _fail(e)
-    out.print(f"[bold]{m.name}[/] ({m.space} space): {m.summary}\npaper: {m.paper}\nreference: {m.reference}\n"
+    out.print(f"[bold]{m.name}[/] ({m.space} space): {what_it_does(m)}\npaper: {m.paper}\nreference: {m.reference}\n"
               f"traits: {', '.join(sorted(m.traits)) or '-'}\nmodels: {m.min_models}..{m.max_models or 'any'}")
     table = Table("parameter", "type", "default")
     for f in m.params.__dataclass_fields__.values():
@@ -214,11 +214,18 @@ def methods(
     out.print(table)
 
 
+def what_it_does(m) -> str:
+    """The first paragraph of the method's docstring on one line: the registry's summary is its first line, which
+    cuts a sentence that runs on (knots)."""
+    paragraph = (m.fn.__doc__ or "").strip().split("\n\n")[0]
+    return " ".join(line.strip() for line in paragraph.splitlines()) or m.summary
+
+
 def methods_markdown() -> str:
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
 
-    rows = [f"| `{m.name}` | {m.space} | {cell(m.summary)} | {cell(m.paper)} |" for m in all_methods()]
+    rows = [f"| `{m.name}` | {m.space} | {cell(what_it_does(m))} | {cell(m.paper)} |" for m in all_methods()]
     return "| method | space | what it does | paper |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
 
 
