@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from taskfuse.methods import Inputs, MagMax, Wudi, magmax, wudi
-from taskfuse.methods.wudi import interference_terms
+from taskfuse.methods.wudi import interference_terms, minimiser
 
 
 def written_loss(merged: torch.Tensor, stack: torch.Tensor) -> torch.Tensor:
@@ -55,6 +55,16 @@ def test_exact_solver_stays_in_the_span_of_low_rank_updates():
     outside = merged - merged @ span.T @ span
     assert outside.abs().max() < 1e-5 * merged.abs().max()
     assert torch.isfinite(merged).all()
+
+
+@pytest.mark.parametrize("rank", [None, 2])
+def test_the_pseudo_inverse_is_the_least_squares_solution_with_the_cut(rank):
+    """The eigendecomposition (any device) gives what CPU-only SVD least squares with the same cut gives, on a full
+    G and on the singular G of low-rank updates."""
+    gram_sum, pulled = interference_terms(task_stack(shape=(20, 16), count=3, rank=rank).float())
+    rcond = torch.finfo(torch.float32).eps * gram_sum.shape[0]
+    reference = torch.linalg.lstsq(gram_sum, pulled.T.double(), rcond=rcond, driver="gelsd").solution.T
+    torch.testing.assert_close(minimiser(gram_sum, pulled), reference, rtol=1e-9, atol=1e-9 * reference.abs().max())
 
 
 def test_a_zero_task_vector_is_ignored_not_divided_by():

@@ -26,16 +26,28 @@ from .merging import zoo_spec
 from .references import reference_scores
 
 # The paper's WUDI (Adam from Σ τ_t, 300 steps at lr 1e-5) takes no scale; it is searched here as every other
-# method's λ is, and so is the exact minimiser of the same objective. MagMax's λ around the paper's 0.5 (one task
-# vector's size, not a sum's); KnOTS-TIES around TIES's best points on the full run (density 0.2-0.4, λ 1-2).
+# method's λ is, and so is the exact minimiser of the same objective (still rising at 1.2, the edge of the first run's
+# 0.4-1.2). MagMax's λ around the paper's 0.5 (one task vector's size, not a sum's); KnOTS-TIES around TIES's best
+# points on the full run (density 0.2-0.4), λ from below 1.0 (the first run's lowest point, where it peaked).
 ADDED_GRIDS = {
     "wudi": [{"solver": "adam", "scale": s} for s in (0.8, 1.0, 1.2)]
-            + [{"solver": "exact", "scale": s} for s in (0.4, 0.6, 0.8, 1.0, 1.2)],
+            + [{"solver": "exact", "scale": s} for s in (1.0, 1.2, 1.5, 2.0, 2.5)],
     "magmax": [{"scale": s} for s in (0.5, 0.7, 1.0)],
-    "knots": [{"density": d, "scale": s} for d in (0.2, 0.4) for s in (1.0, 1.5, 2.0)],
+    "knots": [{"density": d, "scale": s} for d in (0.2, 0.4) for s in (0.6, 0.8, 1.0, 1.5)],
 }
-# Over the LoRA experts, four of the full run's methods on the full run's own grids, beside the new ones
-LORA_GRIDS = {**{method: GRIDS[method] for method in ("task_arithmetic", "ties", "tsv", "iso_cts")}, **ADDED_GRIDS}
+# Over the LoRA experts, four of the full run's methods beside the new ones, on grids sized for the adapters: the
+# first run took the full run's grids, and TIES, TSV-M, Iso-CTS, WUDI, MagMax and KnOTS all chose their lowest λ there
+# (task arithmetic peaked inside its grid, kept here).
+LORA_GRIDS = {
+    "task_arithmetic": GRIDS["task_arithmetic"],
+    "ties": [{"density": d, "scale": s} for d in (0.1, 0.2, 0.3, 0.4) for s in (0.3, 0.45, 0.6, 0.8)],
+    "tsv": [{"scale": s} for s in (0.2, 0.3, 0.4, 0.5, 0.7)],
+    "iso_cts": [{"scale": s} for s in (0.4, 0.6, 0.8, 1.0, 1.25)],
+    "wudi": [{"solver": "adam", "scale": s} for s in (0.2, 0.4, 0.6)]
+            + [{"solver": "exact", "scale": s} for s in (0.1, 0.2, 0.3, 0.4, 0.5)],
+    "magmax": [{"scale": s} for s in (0.2, 0.3, 0.4, 0.5)],
+    "knots": [{"density": d, "scale": s} for d in (0.2, 0.4) for s in (0.4, 0.6, 0.8, 1.0)],
+}
 ANCHORS = ("task_arithmetic", "iso_cts")
 SpecOf = Callable[[str, dict], dict]
 
@@ -86,18 +98,18 @@ def _best_of_grid(spec_of: SpecOf, method: str, grid: list[dict], work: Path, va
                   test: Evaluator, experts: dict[str, dict[str, Score]], say: Callable[[str], None]) -> dict:
     """The grid scored on validation; the best point's folder is kept (merges are deterministic) and scored on
     test."""
-    trials, best = [], work / f"{method}-best"
+    trials, best, chosen = [], work / f"{method}-best", 0
     for i, params in enumerate(grid):
         merged, seconds = _merged(spec_of(method, params), work / f"{method}-{i}")
         on_validation = mean(normalized(validation.score(load_encoder(merged)), experts["validation"]).values())
         trials.append({"params": params, "merge_seconds": round(seconds, 2), "validation_normalized": on_validation})
         say(f"{work.name} {method} {params}: {100 * on_validation:.2f} % on validation, merged in {seconds:.1f} s")
-        if on_validation > max((t["validation_normalized"] for t in trials[:-1]), default=-1.0):
+        if i == 0 or on_validation > trials[chosen]["validation_normalized"]:  # the first of equals is kept
+            chosen = i
             shutil.rmtree(best, ignore_errors=True)
             merged.rename(best)
         else:
             shutil.rmtree(merged)
-    chosen = max(range(len(trials)), key=lambda i: (trials[i]["validation_normalized"], -i))
     row = {"method": method, "params": trials[chosen]["params"], "trials": trials,
            **scored(test.score(load_encoder(best)), experts["test"])}
     say(f"{work.name} {method} {row['params']}: {100 * row['average']['normalized']:.2f} % on test")

@@ -30,5 +30,5 @@ def magmax(x: Inputs, p: MagMax):
     Where a positive and a negative entry tie in magnitude, the positive one is kept: the reference keeps the later
     model's, which makes the merge depend on the models' order."""
     weighted = x.stack * broadcast_weights(x.weights, x.stack)
-    largest, smallest = weighted.max(dim=0).values, weighted.min(dim=0).values
+    smallest, largest = torch.aminmax(weighted, dim=0)
     return scaled(torch.where(largest >= -smallest, largest, smallest), p.scale)

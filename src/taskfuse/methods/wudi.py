@@ -58,11 +58,14 @@ def descend(start: torch.Tensor, gram_sum: torch.Tensor, pulled: torch.Tensor, s
 
 
 def minimiser(gram_sum: torch.Tensor, pulled: torch.Tensor) -> torch.Tensor:
-    """τ G = B solved for τ (G is symmetric); least squares with the smallest norm where G is singular (LoRA updates
-    span only their rank's directions, and τ is then 0 outside them). G's products were taken in float32, so its
-    directions below float32 round-off of the largest are noise, not directions of the updates."""
-    rcond = torch.finfo(torch.float32).eps * gram_sum.shape[0]
-    return torch.linalg.lstsq(gram_sum, pulled.T.double(), rcond=rcond, driver="gelsd").solution.T
+    """τ G = B solved for τ: τ = B G⁺, the least-squares solution with the smallest norm where G is singular (LoRA
+    updates span only their rank's directions, and τ is then 0 outside them). G's products were taken in float32, so
+    its directions below float32 round-off of the largest are noise, not directions of the updates, and are cut.
+
+    G is symmetric positive semi-definite, so its pseudo-inverse comes from one eigendecomposition, which every torch
+    device has; the SVD-based least-squares driver that cuts small directions (gelsd) runs on the CPU only."""
+    rtol = torch.finfo(torch.float32).eps * gram_sum.shape[0]
+    return pulled.double() @ torch.linalg.pinv(gram_sum, rtol=rtol, hermitian=True)
 
 
 @method(
