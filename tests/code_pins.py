@@ -5,10 +5,15 @@ share but use differently (bench/learned.py: the learned rows use all of it, the
 and one helper) would otherwise send every result back to be rerun when any part of it changes. A code path
 "path::A,B" pins definitions A and B of that file instead: the result stands while their code (compared as syntax
 trees, so comments and blank lines do not count) and the imports they read are as they were at its commit.
+
+A study that starts from another committed result (bench-full's chosen parameters, its rows' scores) pins that
+result's rows the same way, "result.json::row A,row B": the study stands while those rows' parameters and scores are
+as they were, so a rerun of the other result that reproduces them (a new commit, new timings) does not send it back.
 """
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -20,6 +25,21 @@ def split_pin(entry: str) -> tuple[str, list[str]] | None:
         return None
     path, names = entry.split("::", 1)
     return path, names.split(",")
+
+
+def changed_rows(old_text: str, new_text: str, names: list[str]) -> list[str]:
+    """The named rows (data-free `methods` or `learned`, by their "method") of a benchmark result.json whose
+    parameters or average scores differ between two versions, or that one version lacks."""
+    def rows(text: str) -> dict[str, tuple]:
+        result = json.loads(text)
+        return {r["method"]: (r.get("params"), r["average"]) for r in [*result["methods"], *result.get("learned", [])]}
+    old, new = rows(old_text), rows(new_text)
+    return [name for name in names if name not in old or name not in new or old[name] != new[name]]
+
+
+def changed(path: str, old_text: str, new_text: str, names: list[str]) -> list[str]:
+    """What changed of a pin's names: rows of a result file, definitions of a source file."""
+    return (changed_rows if path.endswith(".json") else changed_pins)(old_text, new_text, names)
 
 
 def top_level(source: str) -> dict[str, ast.stmt]:

@@ -100,6 +100,9 @@ def git(*args: str) -> str:
 VIEW_OVER_MERGE = "src/taskfuse/programs/spec_learning.py::view_over_merge"
 FULL_RUN_CODE = ["src/taskfuse/bench/run.py", "src/taskfuse/bench/search_zoo.py", "src/taskfuse/bench/search_rows.py",
                  "src/taskfuse/programs/search.py", "src/taskfuse/bench/learned_over_merge.py", VIEW_OVER_MERGE]
+# bench-full's rows that studies starting from it read (chosen parameters, scores): pinned as rows, not as the whole
+# file, so that a rerun of bench-full that reproduces them does not send those studies back (tests/code_pins.py)
+BENCH_FULL_RESULT = "benchmarks/results/bench-full/result.json"
 ROUTING_CODE = BENCH_CODE + [LEARNED_TABLE, "src/taskfuse/routing", "src/taskfuse/bench/routing_study.py",
                              "src/taskfuse/bench/routing_rows.py", "src/taskfuse/io/adapter.py"]
 ADAPTER_WRITING = ["src/taskfuse/programs/adapter_files.py", "src/taskfuse/programs/adapter_task.py"]
@@ -156,7 +159,7 @@ OVER_MERGE_CODE = BENCH_CODE + LEARNED_ROWS_CODE + ["src/taskfuse/bench/learned_
 SEED_SPREAD_CODE = BENCH_CODE + LEARNED_ROWS_CODE + ["src/taskfuse/bench/learned_over_merge.py", VIEW_OVER_MERGE,
                                                      "src/taskfuse/bench/seed_spread.py",
                                                      "benchmarks/learning_seed_spread.py",
-                                                     "benchmarks/results/bench-full/result.json"]
+                                                     f"{BENCH_FULL_RESULT}::iso_cts,atlas over iso_cts"]
 # aTLAS×K over Iso-CTS: the over-merge rows' code, the partitioned view's row, spec and method (which BENCH_CODE
 # leaves out, no other result running it), and the committed results it quotes (bench-full's start and per-tensor
 # row, the seed study's average)
@@ -165,7 +168,7 @@ PARTITIONS_CODE = [p for p in BENCH_CODE if p != f":(exclude){UNRUN_METHODS['par
                          "src/taskfuse/bench/partition_row.py", "src/taskfuse/bench/partitions_over_merge.py",
                          "src/taskfuse/bench/view_learning.py",
                          "src/taskfuse/bench/learned_over_merge.py", VIEW_OVER_MERGE,
-                         "benchmarks/partitions_over_merge.py", "benchmarks/results/bench-full/result.json",
+                         "benchmarks/partitions_over_merge.py", f"{BENCH_FULL_RESULT}::iso_cts,atlas over iso_cts",
                          "benchmarks/results/learning-seed-spread/result.json"]
 # Memory while learning, each learned row in a process of its own: the rows' code (with both gradient steps), the
 # over-merge rows' code, the measurement
@@ -239,14 +242,17 @@ EMBEDDING_CODE = BENCH_CODE + ["src/taskfuse/bench/learned.py", *LEARNING_STEP_C
                                "src/taskfuse/bench/sparsified_row.py::sparsify_record",
                                "src/taskfuse/bench/learned_over_merge.py::scored",
                                "src/taskfuse/bench/committed_choice.py", "src/taskfuse/io/sentence_transformers_layout.py",
-                               "src/taskfuse/execute/executor.py", "benchmarks/results/bench-full/result.json",
+                               "src/taskfuse/execute/executor.py",
+                               f"{BENCH_FULL_RESULT}::task_arithmetic,iso_cts,atlas,atlas_fewshot,self_positioning,"
+                               "atlas over iso_cts",
                                "src/taskfuse/bench/embedding_study.py", "benchmarks/embedding_learning.py"]
 # The data-free methods registered after the committed full run, scored on its experts beside task arithmetic and
 # Iso-CTS at the full run's choices (so the benchmark's merging, evaluation and zoo code, as bench-full pins them)
 ADDED_METHODS = [UNRUN_METHODS["wudi"], UNRUN_METHODS["magmax"], UNRUN_METHODS["knots"]]
 DATA_FREE_ADDITIONS_CODE = [p for p in BENCH_CODE if p.removeprefix(":(exclude)") not in ADDED_METHODS] + \
     ADDED_METHODS + ["src/taskfuse/bench/data_free_additions.py", "src/taskfuse/bench/study_script.py",
-                     "src/taskfuse/bench/learned_over_merge.py::scored", "benchmarks/data_free_additions.py"]
+                     "src/taskfuse/bench/learned_over_merge.py::scored", "benchmarks/data_free_additions.py",
+                     f"{BENCH_FULL_RESULT}::task_arithmetic,iso_cts"]
 RESULTS = [("bench-full", BENCH_CODE + LEARNED_ROWS_CODE + STATISTICS_CODE + FULL_RUN_CODE, "taskfuse bench --full"),
            ("fusionbench-side-by-side", SIDE_BY_SIDE_CODE, "python benchmarks/fusionbench_side_by_side.py"),
            ("gguf-input", GGUF_CODE, "python benchmarks/gguf_input_cost.py"),
@@ -285,7 +291,7 @@ def test_a_committed_result_is_newer_than_the_code_under_it(folder, code_paths, 
     code = json.loads((ROOT / "benchmarks" / "results" / folder / "result.json").read_text())["code"]
     assert code["commit"] and not code["uncommitted_changes"], f"rerun `{command}` from a clean checkout"
     for path, names in filter(None, map(code_pins.split_pin, code_paths)):
-        changed = code_pins.changed_pins(git("show", f"{code['commit']}:{path}"), (ROOT / path).read_text(), names)
+        changed = code_pins.changed(path, git("show", f"{code['commit']}:{path}"), (ROOT / path).read_text(), names)
         assert not changed, (f"{path}: {', '.join(changed)} changed since the committed result of {folder} was made "
                              f"(at {code['commit'][:10]}): rerun `{command}` and commit its output")
     # the files as they are against the files the result was made with (a change taken back is no change: the
@@ -469,6 +475,35 @@ def test_a_pin_is_compared_as_code():
     assert code_pins.changed_pins(before, before.replace("+ LIMIT", "- LIMIT"), ["f"]) == ["f"]
     assert code_pins.changed_pins(before, before.replace(".a import", ".b import"), ["f"]) == ["f (import of x)"]
     assert code_pins.unpinned_dependencies(before, ["f"]) == {"LIMIT"}
+
+
+def test_a_pin_of_result_rows_compares_their_parameters_and_scores_only():
+    """A rerun that reproduces the pinned rows (new commit, timings, other rows) leaves them unchanged; a row whose
+    parameters or score moved, or that is gone, is changed."""
+    result = {"code": {"commit": "a"}, "seconds": {"total": 1.0},
+              "methods": [{"method": "iso_cts", "params": {"scale": 4.0}, "average": {"normalized": 0.96},
+                           "trials": [1]}, {"method": "ties", "params": {}, "average": {"normalized": 0.8}}],
+              "learned": [{"method": "atlas over iso_cts", "average": {"normalized": 0.98}, "seconds": {"learn": 5}}]}
+    names = ["iso_cts", "atlas over iso_cts"]
+
+    def rerun(**changes) -> str:
+        again = json.loads(json.dumps(result))
+        again.update(code={"commit": "b"}, seconds={"total": 2.0})
+        again["methods"][1]["average"] = {"normalized": 0.7}  # a row the pin does not name
+        again["learned"][0]["seconds"] = {"learn": 9}
+        for name, (key, value) in changes.items():
+            next(r for r in again["methods"] + again["learned"] if r["method"] == name)[key] = value
+        return json.dumps(again)
+
+    before = json.dumps(result)
+    assert code_pins.changed(BENCH_FULL_RESULT, before, rerun(), names) == []
+    assert code_pins.changed(BENCH_FULL_RESULT, before, rerun(iso_cts=("params", {"scale": 3.5})), names) == \
+        ["iso_cts"]
+    moved = rerun(**{"atlas over iso_cts": ("average", {"normalized": 0.981})})
+    assert code_pins.changed(BENCH_FULL_RESULT, before, moved, names) == ["atlas over iso_cts"]
+    gone = json.loads(before)
+    gone["learned"] = []
+    assert code_pins.changed(BENCH_FULL_RESULT, before, json.dumps(gone), names) == ["atlas over iso_cts"]
 
 
 LLM_BASE_RESULTS = ["bench-llm", "bench-llm-routing", "llm-new-task"]

@@ -46,8 +46,11 @@ def test_the_seed_spread_is_told_beside_the_best_learned_row_it_learned_again():
     best = by_target(learned_targets(learned, spread), "best learned")
     assert best.met is False and best.margin == "−0.05 points"  # the verdict stays bench-full's own run's
     assert best.measured.endswith("over 5 learning seeds (learning-seed-spread) 92.03 % on average, 2 of 5 reach it")
-    for other in ({**spread, "method": "atlas_fewshot over iso_cts"},  # another row, or another bench-full run
-                  {**spread, "bench_full": {"commit": "def", "normalized": 0.9195}}, None):
+    # another row, or another bench-full run's score of the row; a rerun that reproduces it (another commit) keeps it
+    rerun = {**spread, "bench_full": {"commit": "def", "normalized": 0.9195}}
+    assert "seeds" in by_target(learned_targets(learned, rerun), "best learned").measured
+    for other in ({**spread, "method": "atlas_fewshot over iso_cts"},
+                  {**spread, "bench_full": {"commit": "abc", "normalized": 0.9194}}, None):
         assert "seeds" not in by_target(learned_targets(learned, other), "best learned").measured
 
 
@@ -65,10 +68,11 @@ def test_the_partitions_study_is_told_beside_the_best_learned_row_it_learned_per
         assert "partitions" not in by_target(learned_targets(learned, None, other), "best learned").measured
 
 
-def additions(best: float, anchors_agree: bool = True, commit: str = "abc") -> dict:
-    anchors = [{"method": "iso_cts", "average": {"normalized": 0.90}, "committed_normalized": 0.90},
-               {"method": "task_arithmetic", "average": {"normalized": 0.80},
-                "committed_normalized": 0.80 if anchors_agree else 0.81}]
+def additions(best: float, anchors_agree: bool = True, commit: str = "abc", iso_params: dict | None = None) -> dict:
+    anchors = [{"method": "iso_cts", "params": iso_params, "average": {"normalized": 0.90},
+                "committed_normalized": 0.90},
+               {"method": "task_arithmetic", "params": None, "average": {"normalized": 0.80 if anchors_agree else 0.81},
+                "committed_normalized": 0.80}]
     return {"rows": [row("wudi", best), row("magmax", 0.70)], "anchors": anchors, "committed": {"commit": commit}}
 
 
@@ -79,8 +83,10 @@ def test_a_data_free_method_added_since_raises_the_bar_only_where_it_beats_the_s
     assert judged(None).met is True
     raised = judged(additions(0.92))
     assert raised.measured == "atlas over iso_cts 93.00 %, wudi 92.00 % (data-free-additions)" and raised.met is False
-    for elsewhere in (additions(0.92, anchors_agree=False), additions(0.92, commit="other")):  # not the same zoo/run
+    # anchors that did not score as this run's rows, or that merged at other parameters: not the same experts/run
+    for elsewhere in (additions(0.92, anchors_agree=False), additions(0.92, iso_params={"scale": 2.0})):
         assert judged(elsewhere).met is True
+    assert judged(additions(0.92, commit="other")).met is False  # a rerun that reproduced the anchors still counts
     routing = {"summary": {"multitask": {"arrow": 0.91, "twin_merging_task_given": 0.99}, "tasks": 8,
                            "new_task_average_normalized": {"lorahub": 0.7, "kshot_lora": 0.6},
                            "beats_zero_shot": {"lorahub": 7}}}

@@ -43,11 +43,14 @@ def _best(rows: list[dict]) -> dict:
 
 def best_data_free(full: dict, additions: dict | None = None) -> tuple[dict, str]:
     """bench-full's best data-free row, or a data-free method registered since (benchmarks/data_free_additions.py)
-    that beats it over the same experts, with the result it comes from. The study counts only where it ran beside
-    this bench-full run and its anchors (task arithmetic, Iso-CTS) scored to the digit as the full run's rows did."""
+    that beats it over the same experts, with the result it comes from. The study counts only where its anchors
+    (task arithmetic, Iso-CTS, at the parameters this bench-full run chose) scored to the digit as this run's rows
+    did: the same experts, splits and evaluation, whichever commit made either result."""
     best = _best(full["methods"])
-    if additions is None or additions["committed"]["commit"] != (full.get("code") or {}).get("commit") or \
-            any(a["average"]["normalized"] != a["committed_normalized"] for a in additions["anchors"]):
+    rows = {r["method"]: r for r in full["methods"]}
+    if additions is None or any(a["method"] not in rows or rows[a["method"]].get("params") != a.get("params")
+                                or a["average"]["normalized"] != rows[a["method"]]["average"]["normalized"]
+                                for a in additions["anchors"]):
         return best, "bench-full"
     added = _best(additions["rows"])
     return (added, "data-free-additions") if added["average"]["normalized"] > best["average"]["normalized"] else \
@@ -61,10 +64,12 @@ def _learning_minutes(row: dict) -> float:
 
 def seed_note(spread: dict | None, full: dict, method: str) -> str:
     """What the learning-seed study (benchmarks/learning_seed_spread.py) adds to a verdict judged from one run: the
-    row's average and how many of its seeds reach the target, when the study learned that row of this bench-full run.
+    row's average and how many of its seeds reach the target, when the study learned that row of this bench-full run
+    (its seed 0 set beside this run's score of the row: a rerun of bench-full that reproduces it keeps the study).
     The verdict stays bench-full's own."""
-    if spread is None or spread.get("method") != method or not spread.get("bench_full") \
-            or spread["bench_full"]["commit"] != full.get("code", {}).get("commit"):
+    row = _normalized(full.get("learned", []), method)
+    if spread is None or spread.get("method") != method or not spread.get("bench_full") or row is None \
+            or 100 * spread["bench_full"]["normalized"] != row:
         return ""
     summary = spread["summary"]
     return (f"; over {summary['normalized']['n']} learning seeds (learning-seed-spread) "
