@@ -59,6 +59,9 @@ def test_a_spec_that_is_not_utf8(tmp_path):
     (["--threads", "-1"], ["Invalid value for '--threads'", "greater than or equal to 1"]),
     (["--device", "bogus"], ["DeviceError", "'bogus' is not a torch device", "Fix"]),
     (["--device", "mps"], ["DeviceError", "cpu or cuda only"]),
+    # options the output would not use are refused, not dropped
+    (["--outtype", "q8_0"], ["UsageError", "--outtype q8_0 has no effect on --format hf", "Fix: drop them"]),
+    (["--format", "gguf", "--max-shard-size", "1GB"], ["--max-shard-size 1GB has no effect on --format gguf"]),
 ])
 def test_bad_merge_options(tmp_path, llama_family, args, patterns):
     base, tunes = llama_family

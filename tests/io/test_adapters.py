@@ -288,6 +288,11 @@ def test_merge_as_adapter_on_the_command_line(tmp_path, family):
     assert_user_error(taskfuse("merge", spec, "-o", tmp_path / "gguf", "--as-adapter", "--format", "gguf"),
                       "--format gguf writes a full model")
     assert not (tmp_path / "gguf").exists()
+    # the adapter output merges on the CPU in one pass: a device or thread count asked for is refused, not dropped
+    assert_user_error(taskfuse("merge", spec, "-o", tmp_path / "gpu", "--as-adapter", "--device", "cuda",
+                               "--threads", "2"),
+                      "--device cuda, --threads 2 have no effect on a PEFT adapter", "Fix: drop them")
+    assert not (tmp_path / "gpu").exists()
     ties = tmp_path / "ties.yaml"
     ties.write_text(spec.read_text().replace("task_arithmetic", "ties"))
     assert_user_error(taskfuse("merge", ties, "-o", tmp_path / "b", "--as-adapter"), "--rank R or --energy E")

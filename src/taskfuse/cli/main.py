@@ -69,7 +69,12 @@ def merge(
 ) -> None:
     """Merge the models of SPEC into a Hugging Face directory OUT (or a PEFT adapter, --as-adapter, or a GGUF,
     --format gguf)."""
-    if as_adapter or rank is not None or energy is not None:
+    to_adapter = as_adapter or rank is not None or energy is not None
+    try:
+        _refuse_ignored_options(to_adapter, fmt, device, threads, max_shard_size, outtype)
+    except UsageError as e:
+        _fail(e)
+    if to_adapter:
         _merge_to_adapter(spec, out, rank, energy, fmt, dry_run)
         return
     if fmt != "hf" and not dry_run:
@@ -93,6 +98,21 @@ def merge(
     console.print(f"wrote {result.out} ({len(result.plan.jobs)} tensors, {len(result.plan.shards)} shard(s)) in "
                   f"{result.seconds:.1f}s, peak RSS {result.peak_rss_bytes / 2**20:.0f} MiB")
     _exit_now_if_standalone()
+
+
+def _refuse_ignored_options(to_adapter: bool, fmt: str, device: str, threads: Optional[int], max_shard_size: str,
+                            outtype: str) -> None:
+    """An option the chosen output does not use is refused, not dropped: a user who asks for `--device cuda` and gets
+    a CPU merge (the adapter output merges on the CPU, in one pass) would take it for a GPU one."""
+    ignored = [f"--{name.replace('_', '-')} {value}" for name, value, default, used in (
+        ("device", device, "cpu", not to_adapter), ("threads", threads, None, not to_adapter),
+        ("max_shard_size", max_shard_size, "2GB", not to_adapter and fmt == "hf"),
+        ("outtype", outtype, "f16", fmt == "gguf")) if value != default and not used]
+    if ignored:
+        output = "a PEFT adapter (--as-adapter, --rank, --energy)" if to_adapter else f"--format {fmt}"
+        raise UsageError(f"{', '.join(ignored)} {'has' if len(ignored) == 1 else 'have'} no effect on {output}: --device and --threads apply to a full "
+                         "model's merge, --max-shard-size to a safetensors folder, --outtype to --format gguf. "
+                         "Fix: drop them, or choose the output they apply to.")
 
 
 def _merge_to_gguf(spec: Path, out: Path, fmt: str, outtype: str, device: str, threads: Optional[int]) -> None:
