@@ -1,8 +1,9 @@
 """KnOTS: the shared basis reproduces every update, and the merge stays in the updates' column span."""
+import pytest
 import torch
 
 from taskfuse.methods import Inputs, Knots, Ties, knots, ties
-from taskfuse.methods.knots import aligned
+from taskfuse.methods.knots import aligned, aligned_by_gram
 
 
 def lora_updates(count=3, shape=(24, 16), rank=2, seed=0) -> torch.Tensor:
@@ -45,3 +46,21 @@ def test_other_tensors_take_the_inner_merge_and_dare_ties_is_seeded():
     torch.testing.assert_close(knots(matrices, dare), knots(matrices, dare))
     assert not torch.equal(knots(matrices, dare), knots(Inputs(matrices.stack, matrices.weights, key=matrices.key,
                                                                seed=4), dare))
+
+
+@pytest.mark.parametrize("rank", [None, 2])
+def test_a_tall_concatenation_is_aligned_through_its_gram_matrix_as_by_the_svd(rank):
+    """m > T·n (a vocabulary table): the Gram route, in blocks of rows, gives the SVD route's coordinates (up to each
+    direction's sign, which U carries too) and the same merge, full-rank or of low-rank updates."""
+    g = torch.Generator().manual_seed(2)
+    stack = (torch.randn(3, 200, 16, generator=g) if rank is None
+             else torch.randn(3, 200, rank, generator=g) @ torch.randn(3, rank, 16, generator=g))
+    basis, coordinates = aligned(stack)
+    by_gram, back = aligned_by_gram(stack, rows=64)
+    assert by_gram.shape == coordinates.shape == (3, 48 if rank is None else 6, 16)
+    signs = torch.sign((by_gram * coordinates).sum(dim=(0, 2)))[None, :, None]
+    torch.testing.assert_close(by_gram * signs, coordinates, rtol=1e-8, atol=1e-8 * coordinates.abs().max())
+    torch.testing.assert_close(back(by_gram[0]), stack[0], rtol=1e-5, atol=1e-5)  # U · coordinates of one update
+    x = Inputs(stack, torch.ones(3), key="embed.weight")
+    merged = ties(Inputs(coordinates.float(), torch.ones(3), key="embed.weight"), Ties(density=0.3))
+    torch.testing.assert_close(knots(x, Knots(density=0.3)), (basis @ merged.double()).float(), rtol=1e-5, atol=1e-5)

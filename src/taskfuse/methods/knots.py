@@ -2,6 +2,7 @@
 coordinates in it with TIES or DARE-TIES."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -36,6 +37,41 @@ def aligned(stack: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return u[:, :k], coordinates
 
 
+Back = Callable[[torch.Tensor], torch.Tensor]  # merged coordinates (k, n) to the merged update (m, n)
+
+
+def aligned_by_gram(stack: torch.Tensor, rows: int = 4096) -> tuple[torch.Tensor, Back]:
+    """`aligned` for a tall concatenation (m > T·n: a vocabulary table, 128k × 4096 in a Llama 3), where the SVD of
+    [ΔW_1 … ΔW_T] would hold it and its U in float64 (two (m, T·n) copies: 2 × 17 GB for four models). The same V
+    and S come from the eigendecomposition of its Gram matrix (T·n, T·n), summed over `rows`-row blocks; U = X·V·S⁻¹
+    is never formed: the returned function takes merged coordinates (k, n) back to (m, n) as X · (V·S⁻¹·merged),
+    block by block. The Gram matrix squares the singular values, so its float64 round-off (about 1e-16 of the
+    largest) sits far below the float32 round-off (about 1e-7 · max(m, T·n) of the largest singular value, squared)
+    under which `numerical_rank` drops a direction anyway."""
+    n_tasks, m, n = stack.shape
+
+    def block(start: int) -> torch.Tensor:  # rows start… of [ΔW_1 … ΔW_T], (rows, T·n), in float64
+        return stack[:, start:start + rows].double().permute(1, 0, 2).reshape(-1, n_tasks * n)
+
+    gram = stack.new_zeros((n_tasks * n, n_tasks * n), dtype=torch.float64)
+    for start in range(0, m, rows):
+        joined = block(start)
+        gram += joined.T @ joined
+    eigenvalues, eigenvectors = torch.linalg.eigh(gram)  # ascending
+    s, v = eigenvalues.flip(0).clamp_min(0).sqrt(), eigenvectors.flip(1)
+    k = numerical_rank(s, (m, n_tasks * n))
+    coordinates = (s[:k, None] * v[:, :k].T).reshape(k, n_tasks, n).transpose(0, 1)
+    lift = v[:, :k] / s[:k]  # (T·n, k): U = X · lift
+
+    def back(merged: torch.Tensor) -> torch.Tensor:
+        weights = lift @ merged.double()  # (T·n, n)
+        out = stack.new_empty((m, n))
+        for start in range(0, m, rows):
+            out[start:start + rows] = (block(start) @ weights).to(stack.dtype)
+        return out
+    return coordinates, back
+
+
 @method(
     "knots",
     params=Knots,
@@ -54,8 +90,13 @@ def knots(x: Inputs, p: Knots):
     inner, params = (ties, Ties(density=p.density)) if p.inner == "ties" else (dare_ties, DareTies(density=p.density))
     if x.stack.dim() != 3 or all_zero(x.stack):
         return scaled(inner(x, params), p.scale)
-    basis, coordinates = aligned(x.stack)
-    if basis.shape[1] == 0:
+    n_tasks, m, n = x.stack.shape
+    if m > n_tasks * n:
+        coordinates, back = aligned_by_gram(x.stack)
+    else:
+        basis, coordinates = aligned(x.stack)
+        back = lambda merged: basis @ merged.double()  # noqa: E731
+    if coordinates.shape[1] == 0:
         return torch.zeros_like(x.stack[0])
     merged = inner(Inputs(coordinates.float(), x.weights, key=x.key, seed=x.seed), params)
-    return scaled((basis @ merged.double()).to(x.stack.dtype), p.scale)
+    return scaled(back(merged).to(x.stack.dtype), p.scale)
