@@ -40,19 +40,24 @@ TABLE = "model.embed_tokens.weight"
 # Runs in a fresh process: argv[1] is the spec (JSON), argv[2] the output folder, argv[3] the route. Prints one JSON
 # line with the merge's seconds and the process's peak RSS.
 MERGE = r'''
-import json, resource, sys, time
-import torch
+import importlib, json, resource, sys, time
 from taskfuse import api
-from taskfuse.methods import knots as knots_module
+knots_module = importlib.import_module("taskfuse.methods.knots")  # the module: the package's `knots` is the function
 
 if sys.argv[3] == "svd":
     def svd_route(stack):  # what knots did for every matrix before the Gram route: the SVD of the concatenation
         basis, coordinates = knots_module.aligned(stack)
         return coordinates, lambda merged: basis @ merged.double()
     knots_module.aligned_by_gram = svd_route
+used = []
+gram_route = knots_module.aligned_by_gram
+def counted(stack, *args, **kwargs):  # which tensors took the tall route (the SVD one, when patched above)
+    used.append(list(stack.shape))
+    return gram_route(stack, *args, **kwargs)
+knots_module.aligned_by_gram = counted
 started = time.perf_counter()
 api.merge(json.loads(sys.argv[1]), sys.argv[2], threads=None)
-print(json.dumps({"seconds": time.perf_counter() - started,
+print(json.dumps({"seconds": time.perf_counter() - started, "tall_stacks": used,
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 '''
 
@@ -75,7 +80,10 @@ def merged_in_a_fresh_process(spec: dict, out: Path, route: str) -> dict:
                           text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"the {route} merge failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    run = json.loads(done.stdout.strip().splitlines()[-1])
+    if not run["tall_stacks"]:
+        raise SystemExit(f"the {route} merge aligned no tall stack: the routes were not compared")
+    return run
 
 
 def main() -> None:
@@ -113,7 +121,8 @@ def markdown(result: dict) -> str:
             f"perturbed copies; its vocabulary table {result['table']} is {shape}.\n\n" + "\n".join(rows)
             + f"\n\nGram / SVD: {ratio['seconds']:.2f}x the time, {ratio['peak_rss_mib']:.2f}x the peak memory. "
             f"The two tables differ by at most {result['table_max_relative_difference']:.1e} of its largest entry; "
-            f"the other tensors are {same}.\n\n`{result['command']}` at {result['code']['commit']}\n")
+            f"the other tensors are {same}. Stacks that took the tall route: {result['runs']['gram']['tall_stacks']} "
+            f"(models, rows, columns).\n\n`{result['command']}` at {result['code']['commit']}\n")
 
 if __name__ == "__main__":
     main()
