@@ -253,12 +253,12 @@ DATA_FREE_ADDITIONS_CODE = [p for p in BENCH_CODE if p.removeprefix(":(exclude)"
     ADDED_METHODS + ["src/taskfuse/bench/data_free_additions.py", "src/taskfuse/bench/study_script.py",
                      "src/taskfuse/bench/learned_over_merge.py::scored", "benchmarks/data_free_additions.py",
                      f"{BENCH_FULL_RESULT}::task_arithmetic,iso_cts"]
-# KnOTS's Gram route for a vocabulary table against the SVD route it replaced, in the same merge of SmolLM2 and
-# perturbed copies (the merge engine, the method and what it calls, the inputs' making)
-KNOTS_TABLE_CODE = [UNRUN_METHODS["knots"], "src/taskfuse/ops/subspace.py", "src/taskfuse/methods/ties.py",
+# KnOTS's alignment through Gram matrices against the SVDs it replaced, in the same merge of SmolLM2 and perturbed
+# copies (the merge engine, the method and what it calls, the inputs' making)
+KNOTS_ALIGNMENT_CODE = [UNRUN_METHODS["knots"], "src/taskfuse/ops/subspace.py", "src/taskfuse/methods/ties.py",
                     "src/taskfuse/methods/dare.py", "src/taskfuse/execute", "src/taskfuse/plan",
                     "src/taskfuse/testing/checkpoints.py::perturb", "benchmarks/gguf_input_cost.py::smollm2,SMOLLM2",
-                    "benchmarks/knots_vocabulary_table.py"]
+                    "benchmarks/knots_alignment.py"]
 RESULTS = [("bench-full", BENCH_CODE + LEARNED_ROWS_CODE + STATISTICS_CODE + FULL_RUN_CODE, "taskfuse bench --full"),
            ("fusionbench-side-by-side", SIDE_BY_SIDE_CODE, "python benchmarks/fusionbench_side_by_side.py"),
            ("gguf-input", GGUF_CODE, "python benchmarks/gguf_input_cost.py"),
@@ -278,7 +278,7 @@ RESULTS = [("bench-full", BENCH_CODE + LEARNED_ROWS_CODE + STATISTICS_CODE + FUL
            ("llm-new-task", NEW_TASK_CODE,
             "python benchmarks/llm_new_task.py --task-file benchmarks/tasks/wordnet_verb_topic_llm.jsonl"),
            ("data-free-additions", DATA_FREE_ADDITIONS_CODE, "python benchmarks/data_free_additions.py"),
-           ("knots-vocabulary-table", KNOTS_TABLE_CODE, "python benchmarks/knots_vocabulary_table.py")]
+           ("knots-alignment", KNOTS_ALIGNMENT_CODE, "python benchmarks/knots_alignment.py")]
 
 
 @pytest.mark.parametrize("folder, command", [(f, c) for f, _, c in RESULTS], ids=[r[0] for r in RESULTS])

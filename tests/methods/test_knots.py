@@ -4,6 +4,7 @@ import torch
 
 from taskfuse.methods import Inputs, Knots, Ties, knots, ties
 from taskfuse.methods.knots import aligned, aligned_by_gram
+from taskfuse.ops.subspace import numerical_rank
 
 
 def lora_updates(count=3, shape=(24, 16), rank=2, seed=0) -> torch.Tensor:
@@ -48,19 +49,39 @@ def test_other_tensors_take_the_inner_merge_and_dare_ties_is_seeded():
                                                                seed=4), dare))
 
 
+def svd_reference(stack: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's alignment as written: the SVD of the updates side by side, less the round-off directions."""
+    n_tasks, _, n = stack.shape
+    joined = torch.cat(list(stack.double()), dim=1)
+    u, s, vh = torch.linalg.svd(joined, full_matrices=False)
+    k = numerical_rank(s, joined.shape)
+    return u[:, :k], (s[:k, None] * vh[:k]).reshape(k, n_tasks, n).transpose(0, 1)
+
+
 @pytest.mark.parametrize("rank", [None, 2])
-def test_a_tall_concatenation_is_aligned_through_its_gram_matrix_as_by_the_svd(rank):
-    """m > T·n (a vocabulary table): the Gram route, in blocks of rows, gives the SVD route's coordinates (up to each
-    direction's sign, which U carries too) and the same merge, full-rank or of low-rank updates."""
+@pytest.mark.parametrize("rows", [12, 200])  # a wide concatenation (3·16 columns) and a tall one
+def test_the_gram_routes_align_as_the_svd_of_the_concatenation_does(rank, rows):
+    """Both Gram routes (XXᵀ for `aligned`, XᵀX by blocks of rows for `aligned_by_gram`) give the SVD's coordinates
+    up to each direction's sign (which U carries too) and take them back to the updates, full-rank or low-rank."""
     g = torch.Generator().manual_seed(2)
-    stack = (torch.randn(3, 200, 16, generator=g) if rank is None
-             else torch.randn(3, 200, rank, generator=g) @ torch.randn(3, rank, 16, generator=g))
+    stack = (torch.randn(3, rows, 16, generator=g) if rank is None
+             else torch.randn(3, rows, rank, generator=g) @ torch.randn(3, rank, 16, generator=g))
+    reference_basis, reference = svd_reference(stack)
     basis, coordinates = aligned(stack)
     by_gram, back = aligned_by_gram(stack, rows=64)
-    assert by_gram.shape == coordinates.shape == (3, 48 if rank is None else 6, 16)
-    signs = torch.sign((by_gram * coordinates).sum(dim=(0, 2)))[None, :, None]
-    torch.testing.assert_close(by_gram * signs, coordinates, rtol=1e-8, atol=1e-8 * coordinates.abs().max())
-    torch.testing.assert_close(back(by_gram[0]), stack[0], rtol=1e-5, atol=1e-5)  # U · coordinates of one update
-    x = Inputs(stack, torch.ones(3), key="embed.weight")
+    for found in (coordinates, by_gram):
+        assert found.shape == reference.shape == (3, min(rows, 48) if rank is None else 6, 16)
+        signs = torch.sign((found * reference).sum(dim=(0, 2)))[None, :, None]
+        torch.testing.assert_close(found * signs, reference, rtol=1e-8, atol=1e-8 * reference.abs().max())
+    for t in range(3):
+        torch.testing.assert_close((basis @ coordinates[t]).float(), stack[t], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(back(by_gram[t]), stack[t], rtol=1e-5, atol=1e-5)
+
+
+def test_a_tall_stack_is_merged_through_its_gram_matrix_as_through_the_svd():
+    g = torch.Generator().manual_seed(3)
+    stack = torch.randn(3, 200, 16, generator=g)
+    basis, coordinates = svd_reference(stack)
     merged = ties(Inputs(coordinates.float(), torch.ones(3), key="embed.weight"), Ties(density=0.3))
-    torch.testing.assert_close(knots(x, Knots(density=0.3)), (basis @ merged.double()).float(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(knots(Inputs(stack, torch.ones(3), key="embed.weight"), Knots(density=0.3)),
+                               (basis @ merged.double()).float(), rtol=1e-5, atol=1e-5)
