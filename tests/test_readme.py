@@ -256,9 +256,9 @@ DATA_FREE_ADDITIONS_CODE = [p for p in BENCH_CODE if p.removeprefix(":(exclude)"
 # KnOTS's alignment through Gram matrices against the SVDs it replaced, in the same merge of SmolLM2 and perturbed
 # copies (the merge engine, the method and what it calls, the inputs' making)
 KNOTS_ALIGNMENT_CODE = [UNRUN_METHODS["knots"], "src/taskfuse/ops/subspace.py", "src/taskfuse/methods/ties.py",
-                    "src/taskfuse/methods/dare.py", "src/taskfuse/execute", "src/taskfuse/plan",
-                    "src/taskfuse/testing/checkpoints.py::perturb", "benchmarks/gguf_input_cost.py::smollm2,SMOLLM2",
-                    "benchmarks/knots_alignment.py"]
+                        "src/taskfuse/methods/dare.py", "src/taskfuse/execute", "src/taskfuse/plan",
+                        "src/taskfuse/testing/checkpoints.py::perturb",
+                        "benchmarks/gguf_input_cost.py::smollm2,SMOLLM2", "benchmarks/knots_alignment.py"]
 RESULTS = [("bench-full", BENCH_CODE + LEARNED_ROWS_CODE + STATISTICS_CODE + FULL_RUN_CODE, "taskfuse bench --full"),
            ("fusionbench-side-by-side", SIDE_BY_SIDE_CODE, "python benchmarks/fusionbench_side_by_side.py"),
            ("gguf-input", GGUF_CODE, "python benchmarks/gguf_input_cost.py"),

@@ -110,7 +110,8 @@ def _refuse_ignored_options(to_adapter: bool, fmt: str, device: str, threads: Op
         ("outtype", outtype, "f16", fmt == "gguf")) if value != default and not used]
     if ignored:
         output = "a PEFT adapter (--as-adapter, --rank, --energy)" if to_adapter else f"--format {fmt}"
-        raise UsageError(f"{', '.join(ignored)} {'has' if len(ignored) == 1 else 'have'} no effect on {output}: --device and --threads apply to a full "
+        verb = "has" if len(ignored) == 1 else "have"
+        raise UsageError(f"{', '.join(ignored)} {verb} no effect on {output}: --device and --threads apply to a full "
                          "model's merge, --max-shard-size to a safetensors folder, --outtype to --format gguf. "
                          "Fix: drop them, or choose the output they apply to.")
 
