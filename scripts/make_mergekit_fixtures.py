@@ -1,6 +1,7 @@
 """Generate reference outputs from mergekit for the reference-conformance tests.
 
     python scripts/make_mergekit_fixtures.py          # uses benchmarks/.mergekit-venv, creating it if needed
+    python scripts/make_mergekit_fixtures.py --only slerp_three_slices   # one fixture, on the committed inputs
 
 Builds three tiny float32 Llama checkpoints (base + 2 fine-tunes) with taskfuse's test helpers, runs mergekit-yaml
 (in its own virtual environment; none of its code enters taskfuse) for each deterministic method both tools
@@ -9,6 +10,7 @@ tests/fixtures/mergekit/, plus versions.json recording the mergekit and torch ve
 """
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -25,7 +27,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_vs_mergekit import MERGEKIT_VENV, MERGEKIT_VERSION, ensure_mergekit  # noqa: E402
 
 from taskfuse.io.checkpoint import Checkpoint  # noqa: E402
-from taskfuse.testing.checkpoints import build_family, tagged_tensors  # noqa: E402
+from taskfuse.testing.checkpoints import build_family, checkpoints_from_tagged, tagged_tensors  # noqa: E402
 
 OUT = ROOT / "tests" / "fixtures" / "mergekit"
 W = [{"weight": 1.0, "density": 0.4}, {"weight": 0.5, "density": 0.6}]
@@ -40,34 +42,96 @@ CONFIGS = {
     "slerp": {"slerp": True, "parameters": {"t": [0.2, 0.7]}},
     "model_stock": {"base": True, "models": [{}, {}]},
     "karcher": {"models": [{"parameters": {"weight": 1.0}}, {"parameters": {"weight": 0.5}}]},
+    # mergekit takes the first rule that matches a tensor and never reaches rules after a catch-all
+    "slerp_first_match": {"method": "slerp", "slerp": True, "parameters": {"t": [{"filter": "self_attn.q_proj", "value": 0.9},
+                                                              {"filter": "self_attn", "value": 0.1}, {"value": 0.5},
+                                                              {"filter": "mlp", "value": 0.0}]}},
+    # the config's weight is every model's that gives none
+    "task_arithmetic_shared_weight": {"method": "task_arithmetic", "base": True, "parameters": {"weight": 0.3},
+                                      "models": [{"parameters": {"weight": 1.0}}, {}]},
 }
+# Slices that merge several models, each source with the same layers (spec/mergekit_slices.py); the tiny models have
+# three layers. Gradients are evaluated along each slice; a one-layer slice sits at its end.
+ATTN_MLP_T = [{"filter": "self_attn", "value": [0, 0.5, 0.3, 0.7, 1]}, {"filter": "mlp", "value": [1, 0.5, 0.7, 0.3, 0]}]
+SLICED = {
+    # the widely copied SLERP recipe: one slice over every layer, filtered gradients
+    "slerp_one_slice": {"merge_method": "slerp", "ranges": [(0, 3)], "parameters": {"t": [*ATTN_MLP_T, {"value": 0.5}]}},
+    # the config's gradient runs again along each slice
+    "slerp_two_slices": {"merge_method": "slerp", "ranges": [(0, 2), (2, 3)],
+                         "parameters": {"t": [*ATTN_MLP_T, {"value": [0.2, 0.6]}]}},
+    # a middle slice's own settings, tried before the config's (first matching rule wins)
+    "slerp_three_slices": {"merge_method": "slerp", "ranges": [(0, 1), (1, 2), (2, 3)],
+                           "slice_parameters": {1: {"t": [{"filter": "mlp", "value": 0.9},
+                                                          {"filter": "o_proj", "value": [0.1, 0.2]}]}},
+                           "parameters": {"t": [*ATTN_MLP_T, {"value": [0.2, 0.6]}]}},
+    # sources' weights that change in a middle slice, a slice's λ gradient
+    "ties_three_slices": {"merge_method": "ties", "ranges": [(0, 1), (1, 2), (2, 3)], "parameters": {"lambda": 1.0},
+                          "source_parameters": {1: [{"weight": 0.2, "density": 0.5}, {"weight": 0.9, "density": 0.6}]},
+                          "slice_parameters": {1: {"lambda": [0.5, 1.5]}}},
+}
+SLICED_SOURCES = [{"weight": 0.7, "density": 0.5}, {"weight": 0.4, "density": 0.6}]
+
+
+def sliced_yaml(spec: dict, base: Path, tunes: list[Path]) -> dict:
+    """A mergekit config of slices over the base and the fine-tunes (SLERP: the base and the first fine-tune)."""
+    models = [base, tunes[0]] if spec["merge_method"] == "slerp" else [base, *tunes]
+    slices = []
+    for i, (start, end) in enumerate(spec["ranges"]):
+        own = spec.get("source_parameters", {}).get(i, SLICED_SOURCES)
+        sources = [{"model": str(m), "layer_range": [start, end]} for m in models]
+        if spec["merge_method"] != "slerp":
+            for src, params in zip(sources[1:], own):
+                src["parameters"] = params
+        slices.append({"sources": sources, **({"parameters": spec["slice_parameters"][i]}
+                                              if i in spec.get("slice_parameters", {}) else {})})
+    return {"merge_method": spec["merge_method"], "base_model": str(base), "dtype": "float32",
+            "parameters": spec["parameters"], "slices": slices}
 
 
 def mergekit_yaml(method: str, spec: dict, base: Path, tunes: list[Path]) -> dict:
-    cfg: dict = {"merge_method": method, "dtype": "float32"}
+    cfg: dict = {"merge_method": spec.get("method", method), "dtype": "float32"}
     if spec.get("slerp"):
         cfg.update(base_model=str(base), parameters=spec["parameters"],
                    models=[{"model": str(base)}, {"model": str(tunes[0])}])
         return cfg
     cfg["models"] = [{"model": str(t), **m} for t, m in zip(tunes, spec["models"])]
+    if spec.get("parameters"):
+        cfg["parameters"] = spec["parameters"]
     if spec.get("base"):
         cfg["base_model"] = str(base)
     return cfg
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="regenerate these fixtures alone, on the committed "
+                        "inputs (the others stay as they are)")
+    only = parser.parse_args().only
+    unknown = sorted(set(only or []) - set(CONFIGS) - set(SLICED))
+    if unknown:
+        parser.error(f"unknown fixture(s) {unknown}; choose from {sorted(CONFIGS) + sorted(SLICED)}")
     exe = ensure_mergekit()
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        base, tunes = build_family(Path(tmp) / "models", "llama", 2, torch.float32)
-        save_file(tagged_tensors(dict(zip(("base", "ft0", "ft1"), [base, *tunes]))), OUT / "inputs.safetensors")
-        (OUT / "config.json").write_text((base / "config.json").read_text())
-        for method, spec in CONFIGS.items():
-            cfg = mergekit_yaml(method, spec, base, tunes)
+        if only:
+            paths = checkpoints_from_tagged(load_file(OUT / "inputs.safetensors"), OUT / "config.json",
+                                            Path(tmp) / "models")
+            base, tunes = paths["base"], [paths["ft0"], paths["ft1"]]
+        else:
+            base, tunes = build_family(Path(tmp) / "models", "llama", 2, torch.float32)
+            save_file(tagged_tensors(dict(zip(("base", "ft0", "ft1"), [base, *tunes]))), OUT / "inputs.safetensors")
+            (OUT / "config.json").write_text((base / "config.json").read_text())
+        configs = {**{m: mergekit_yaml(m, spec, base, tunes) for m, spec in CONFIGS.items()},
+                   **{name: sliced_yaml(spec, base, tunes) for name, spec in SLICED.items()}}
+        for method, cfg in configs.items():
+            if only and method not in only:
+                continue
             out = Path(tmp) / f"out-{method}"
             cfg_path = Path(tmp) / f"{method}.yaml"
             cfg_path.write_text(yaml.safe_dump(cfg))
-            subprocess.run([str(exe), str(cfg_path), str(out)], check=True, capture_output=True)
+            run = subprocess.run([str(exe), str(cfg_path), str(out)], capture_output=True, text=True)
+            if run.returncode:
+                sys.exit(f"mergekit failed on {method}:\n{run.stderr[-3000:]}")
             ck = Checkpoint.open(out)
             save_file({n: ck.read(n) for n in ck.tensors}, OUT / f"{method}.safetensors")
             portable = json.loads(json.dumps(cfg).replace(str(base), "@base").replace(str(tunes[0]), "@ft0")

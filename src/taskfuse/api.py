@@ -11,6 +11,7 @@ from .io.checkpoint import Checkpoint
 from .io.output import check_free_space, check_output_dir
 from .plan.plan import Plan
 from .plan.planner import build_plan
+from .programs.depth_check import check_depth
 from .programs.folded_floor_check import check_folded_floor
 from .programs.whole_model_trim import apply_whole_model_trim
 from .programs.wrapped_names import explain_wrapped_names
@@ -36,10 +37,12 @@ def plan(spec: MergeSpec | str | Path | dict[str, Any], max_shard_size: int | st
 
 def _planned(merge_spec: MergeSpec, max_shard_size: int | str) -> tuple[Plan, list[Checkpoint]]:
     try:
-        return build_plan(merge_spec, max_shard_size)
+        the_plan, checkpoints = build_plan(merge_spec, max_shard_size)
     except IncompatibleInputsError as e:  # checkpoints that share no names may be one body saved two ways
         explain_wrapped_names(merge_spec, e)
         raise
+    check_depth(merge_spec, the_plan)  # per-layer parameters written for another depth (programs/depth_check.py)
+    return the_plan, checkpoints
 
 
 def prepare(

@@ -11,6 +11,9 @@ from typing import Any
 
 from ..errors import SpecError, collect
 from ..methods.registry import suggest
+from .mergekit_rules import filter_glob, rules_of, split
+from .mergekit_slices import (as_models_config, depth, evaluated, filter_problems, is_merged, layer_globs,
+                              per_layer_weights, positions, slice_problems, slice_settings, source_problems)
 
 _TIES_LIKE = {"elect_on": "weighted"}
 # mergekit name -> (taskfuse method, fixed params that reproduce mergekit, its default normalize, default rescale)
@@ -46,13 +49,18 @@ def translate_mergekit(cfg: dict[str, Any], source: str) -> dict[str, Any]:
                         f"supported: {', '.join(sorted(METHODS))}")
         collect(problems, SpecError, f"{source}: mergekit config")
     method, fixed, default_norm, default_rescale = METHODS[name]
-    params, overrides = _parameters(cfg.get("parameters") or {}, method, default_norm, default_rescale, problems)
-    spec: dict[str, Any] = {"method": method, "params": {**fixed, **params}, "overrides": overrides}
+    if cfg.get("slices") and is_merged(cfg["slices"]):
+        return _merged_slices(cfg, source)
+    raw = dict(cfg.get("parameters") or {})
+    default_weight = _default_weight(raw.pop("weight", 1.0), problems)
+    params, filtered = _parameters(raw, method, default_norm, default_rescale, problems)
+    spec: dict[str, Any] = {"method": method, "params": {**fixed, **params},
+                            "overrides": [{"tensors": filter_glob(part), "params": p} for part, p in filtered]}
     base = cfg.get("base_model")
     if cfg.get("slices"):
         models, spec["slices"] = _slices(cfg["slices"], problems)
     else:
-        models = _models(cfg, base, method, problems)
+        models = _models(cfg, base, method, default_weight, problems)
     if method in ("slerp",):
         spec["models"] = [{"path": base}] + [m for m in models if m["path"] != base] if base else models
     else:
@@ -122,13 +130,22 @@ def _slice_shape(entry: dict, where: str) -> list[str]:
     return problems
 
 
-def _models(cfg: dict, base: str | None, method: str, problems: list[str]) -> list[dict]:
+def _default_weight(weight, problems: list[str]) -> float:
+    """The config's `parameters.weight`: mergekit's weight for every model that gives none of its own."""
+    if isinstance(weight, (int, float)) and not isinstance(weight, bool):
+        return weight
+    problems.append("parameters.weight: only a plain number is supported here (per-layer or filtered weights "
+                    "are not). Fix: give each model its own weight.")
+    return 1.0
+
+
+def _models(cfg: dict, base: str | None, method: str, default_weight: float, problems: list[str]) -> list[dict]:
     models = []
     for i, entry in enumerate(cfg.get("models") or []):
         unknown = set(entry) - {"model", "parameters"}
         problems += [f"models[{i}]: key {k!r} is not supported" for k in sorted(unknown)]
         params = dict(entry.get("parameters") or {})
-        weight = params.pop("weight", 1.0)
+        weight = params.pop("weight", default_weight)
         if isinstance(weight, (list, dict)):
             problems.append(f"models[{i}].parameters.weight: per-layer or filtered weights are not supported")
             weight = 1.0
@@ -145,7 +162,9 @@ def _models(cfg: dict, base: str | None, method: str, problems: list[str]) -> li
 
 
 def _parameters(raw: dict, method: str, default_norm, default_rescale, problems) -> tuple[dict, list]:
-    params, overrides = {}, []
+    """`params` for mergekit's settings `raw`, and its filtered rules as (name part, params) in the order overrides
+    take them (mergekit_rules.py: mergekit's first matching rule wins, taskfuse's last matching override)."""
+    params, filtered_rules = {}, []
     if default_norm is not None:
         params["normalize"] = _normalize(method, raw.pop("normalize", default_norm))
     if default_rescale is not None:
@@ -160,15 +179,11 @@ def _parameters(raw: dict, method: str, default_norm, default_rescale, problems)
         if key not in RENAME:
             problems.append(f"mergekit parameter {key!r} is not supported for {method}{suggest(key, RENAME)}")
             continue
-        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            for rule in value:
-                if "filter" in rule:
-                    overrides.append({"tensors": f"*{rule['filter']}*", "params": {RENAME[key]: rule["value"]}})
-                else:
-                    params[RENAME[key]] = rule["value"]
-        else:
-            params[RENAME[key]] = value
-    return params, overrides
+        catch_all, filtered = split(rules_of(value))
+        if catch_all is not None:
+            params[RENAME[key]] = catch_all
+        filtered_rules += [(part, {RENAME[key]: v}) for part, v in filtered]
+    return params, filtered_rules
 
 
 def _normalize(method: str, value: bool):
@@ -209,3 +224,53 @@ def _tokenizer_block(block, base, spec: dict, problems: list[str]) -> None:
     _tokenizer(block.get("source"), base, spec, problems)
     if block.get("pad_to_multiple_of") is not None:
         spec["pad_vocab_to_multiple_of"] = block["pad_to_multiple_of"]
+
+
+def _merged_slices(cfg: dict, source: str) -> dict[str, Any]:
+    """A config whose slices merge several models: the first slice as a models-form config, the depth the slices
+    cover, and, where there are several slices, every layer's settings as overrides (mergekit_slices.py)."""
+    slices = cfg["slices"]
+    method, fixed, default_norm, default_rescale = METHODS[cfg["merge_method"]]
+    problems = slice_problems(slices, method)
+    problems += [f"slices[{i}].parameters.weight: a slice's weight is not supported. Fix: give each source its "
+                 "weight" for i, sl in enumerate(slices) if "weight" in (sl.get("parameters") or {})]
+    if (len(slices) > 1 or depth(slices) == 1) and not problems:
+        problems += source_problems(cfg)
+        problems += filter_problems(cfg.get("parameters") or {}, "parameters")
+        for i, sl in enumerate(slices):
+            problems += filter_problems(sl.get("parameters") or {}, f"slices[{i}].parameters")
+        first, last = (evaluated(slice_settings(cfg)[i][2], 0.0) for i in (0, -1))
+        if first != last:
+            problems.append("slices[0] and slices[-1] give different settings at their first layer: mergekit merges "
+                            "the embeddings with the first slice's and the final norm and head with the last's, "
+                            "which taskfuse cannot tell apart by name. Fix: the same settings at both ends.")
+    collect(problems, SpecError, f"{source}: mergekit config")
+    spec = translate_mergekit(as_models_config(cfg), source)
+    spec["depth"] = depth(slices)
+    if len(slices) > 1 or spec["depth"] == 1:  # a one-layer slice's gradients sit at 1, the schedule's at 0
+        raw = dict(cfg.get("parameters") or {})
+        default_weight = raw.get("weight", 1.0)
+        spec["overrides"] += _per_layer_settings(cfg, method, default_norm, default_rescale, problems)
+        spec["overrides"] += per_layer_weights(cfg, [m["path"] for m in spec["models"]], default_weight)
+        collect(problems, SpecError, f"{source}: mergekit config")
+    return spec
+
+
+def _per_layer_settings(cfg: dict, method: str, default_norm, default_rescale, problems: list[str]) -> list[dict]:
+    """Every layer's settings at its position along its slice: one override for the layer, then one for each
+    filtered rule (the last wins). A setting one slice gives and another does not takes the method's default there,
+    as mergekit's layer would."""
+    from ..methods.registry import get_method
+    defaults = {f.name: f.default for f in get_method(method).params.__dataclass_fields__.values()}
+    every_slice = slice_settings(cfg)
+    keys = {RENAME.get(k, k) for _, _, settings in every_slice for k in settings if k in RENAME}
+    overrides = []
+    for start, end, settings in every_slice:
+        settings = {k: v for k, v in settings.items() if k != "weight"}  # the models' weights: per_layer_weights
+        for layer, position in zip(range(start, end), positions(start, end)):
+            params, filtered = _parameters(evaluated(settings, position), method, default_norm, default_rescale,
+                                           problems)
+            params = {**{k: defaults[k] for k in keys if k in defaults}, **params}
+            overrides.append({"tensors": layer_globs(layer), "params": params})
+            overrides += [{"tensors": layer_globs(layer, part), "params": p} for part, p in filtered]
+    return overrides

@@ -74,6 +74,9 @@ class MergeSpec(BaseModel):
                                                  "multiple of this (embeddings are then matched by token)")
     tensor_rules: TensorRules = Field(default_factory=TensorRules)
     slices: list[SliceEntry] | None = None
+    depth: int | None = Field(None, ge=1, description="the models' number of layers, where the spec was written "
+                              "for one (a mergekit config whose merged slices name layer ranges): the merge is "
+                              "refused unless the models have exactly this many")
 
     @model_validator(mode="after")
     def _override_weights_fit(self) -> "MergeSpec":
