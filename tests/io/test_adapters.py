@@ -297,3 +297,23 @@ def test_merge_as_adapter_on_the_command_line(tmp_path, family):
     ties.write_text(spec.read_text().replace("task_arithmetic", "ties"))
     assert_user_error(taskfuse("merge", ties, "-o", tmp_path / "b", "--as-adapter"), "--rank R or --energy E")
     assert not (tmp_path / "b").exists()
+
+
+def test_a_mergekit_config_of_merged_slices_over_adapters_is_checked_for_depth_on_the_command_line(tmp_path, family):
+    """The exact adapter route plans without the full merge's checks: the CLI checks the slices' depth first."""
+    import yaml
+    from tests.cli.test_user_errors import assert_user_error, taskfuse
+
+    def recipe(end: int):
+        spec = tmp_path / f"slices-{end}.yaml"
+        spec.write_text(yaml.safe_dump({
+            "merge_method": "task_arithmetic", "base_model": str(family["base"]),
+            "slices": [{"sources": [{"model": str(family[m]), "layer_range": [0, end], "parameters": {"weight": 0.5}}
+                                    for m in ("plain", "twin")]}]}))
+        return spec
+    for extra in ([], ["--dry-run"]):
+        assert_user_error(taskfuse("merge", recipe(2), "-o", tmp_path / "short", "--as-adapter", *extra),
+                          "cover layers 0-1 (2 layers)", "have 3")
+        assert not (tmp_path / "short").exists()
+    done = taskfuse("merge", recipe(3), "-o", tmp_path / "whole", "--as-adapter")
+    assert done.returncode == 0 and "exact" in done.stderr, done.stderr

@@ -144,8 +144,12 @@ def _merge_to_adapter(spec: Path, out: Path, rank: Optional[int], energy: Option
         if dry_run:  # before, --dry-run was ignored here and the adapter written
             _dry_run_adapter(spec, out, rank, energy)
             return
+        merge_spec = api.as_spec(spec)
+        if merge_spec.depth is not None:  # the exact route plans without api's checks: a depth is checked here
+            api.plan(merge_spec)
         with console.status("merging into an adapter"):
-            report = merge_to_adapter(spec, out, None if rank is None and energy is None else RankRule(rank, energy))
+            report = merge_to_adapter(merge_spec, out, None if rank is None and energy is None else
+                                      RankRule(rank, energy))
     except TaskfuseError as e:
         _fail(e)
     how = ("exact: the adapters' factors concatenated" if report["exact"] else
