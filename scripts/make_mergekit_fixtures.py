@@ -49,6 +49,18 @@ CONFIGS = {
     # the config's weight is every model's that gives none
     "task_arithmetic_shared_weight": {"method": "task_arithmetic", "base": True, "parameters": {"weight": 0.3},
                                       "models": [{"parameters": {"weight": 1.0}}, {}]},
+    # mergekit's README's TIES example on two fine-tunes: weights per layer (a gradient) and per tensor (filters)
+    "ties_weights_per_layer_and_filter": {
+        "method": "ties", "base": True, "parameters": {"normalize": True, "int8_mask": True},
+        "models": [{"parameters": {"density": [1, 0.7, 0.1], "weight": [0, 0.3, 0.7, 1]}},
+                   {"parameters": {"density": 0.5, "weight": [{"filter": "mlp", "value": 0.5},
+                                                              {"filter": "self_attn.q", "value": -0.2},
+                                                              {"value": 0.3}]}}]},
+    # a model's filtered weight that matches no rule falls back to the config's (filtered) weight
+    "task_arithmetic_filtered_weights": {
+        "method": "task_arithmetic", "base": True,
+        "parameters": {"weight": [{"filter": "mlp", "value": 0.2}, {"value": 0.6}]},
+        "models": [{"parameters": {"weight": [{"filter": "self_attn", "value": 1.0}]}}, {}]},
 }
 # Slices that merge several models, each source with the same layers (spec/mergekit_slices.py); the tiny models have
 # three layers. Gradients are evaluated along each slice; a one-layer slice sits at its end.

@@ -92,11 +92,16 @@ def test_a_filter_with_glob_characters_is_matched_as_text(llama_family):
     assert jobs_by_name(plan(cfg))["model.layers.0.self_attn.q_proj.weight"].params["t"] == pytest.approx(0.5)
 
 
-def test_the_configs_weight_is_each_models_that_gives_none_and_must_be_plain(llama_family):
+def test_the_configs_weight_is_each_models_that_gives_none(llama_family):
     base, tunes = llama_family
     cfg = {"merge_method": "task_arithmetic", "base_model": str(base), "parameters": {"weight": 0.3},
            "models": [{"model": str(tunes[0]), "parameters": {"weight": 1.0}}, {"model": str(tunes[1])}]}
     assert [m.weight for m in parse_spec(cfg).models] == [1.0, 0.3]
-    cfg["parameters"]["weight"] = [0.1, 0.2]
-    with pytest.raises(SpecError, match=r"parameters.weight: only a plain number"):
+
+
+def test_a_weight_per_layer_across_several_slices_is_refused(llama_family):
+    base, tunes = llama_family
+    cfg = sliced(base, tunes[0], [(0, 2), (2, 3)], method="task_arithmetic", parameters={"weight": [0.1, 0.2]})
+    with pytest.raises(SpecError, match=r"parameters.weight: a weight given per layer or per tensor is not supported "
+                                        r"across several slices"):
         parse_spec(cfg)

@@ -12,8 +12,9 @@ from typing import Any
 from ..errors import SpecError, collect
 from ..methods.registry import suggest
 from .mergekit_rules import filter_glob, rules_of, split
-from .mergekit_slices import (as_models_config, depth, evaluated, filter_problems, is_merged, layer_globs,
+from .mergekit_slices import (as_models_config, chained, depth, evaluated, filter_problems, is_merged, layer_globs,
                               per_layer_weights, positions, slice_problems, slice_settings, source_problems)
+from .mergekit_weights import is_plain, reference_model, tensor_names, weight_overrides
 
 _TIES_LIKE = {"elect_on": "weighted"}
 # mergekit name -> (taskfuse method, fixed params that reproduce mergekit, its default normalize, default rescale)
@@ -52,7 +53,7 @@ def translate_mergekit(cfg: dict[str, Any], source: str) -> dict[str, Any]:
     if cfg.get("slices") and is_merged(cfg["slices"]):
         return _merged_slices(cfg, source)
     raw = dict(cfg.get("parameters") or {})
-    default_weight = _default_weight(raw.pop("weight", 1.0), problems)
+    shared_weight = raw.pop("weight", None)
     params, filtered = _parameters(raw, method, default_norm, default_rescale, problems)
     spec: dict[str, Any] = {"method": method, "params": {**fixed, **params},
                             "overrides": [{"tensors": filter_glob(part), "params": p} for part, p in filtered]}
@@ -60,7 +61,7 @@ def translate_mergekit(cfg: dict[str, Any], source: str) -> dict[str, Any]:
     if cfg.get("slices"):
         models, spec["slices"] = _slices(cfg["slices"], problems)
     else:
-        models = _models(cfg, base, method, default_weight, problems)
+        models = _models(cfg, base, method, shared_weight, problems)
     if method in ("slerp",):
         spec["models"] = [{"path": base}] + [m for m in models if m["path"] != base] if base else models
     else:
@@ -73,6 +74,8 @@ def translate_mergekit(cfg: dict[str, Any], source: str) -> dict[str, Any]:
     _tokenizer(cfg.get("tokenizer_source"), base, spec, problems)
     _tokenizer_block(cfg.get("tokenizer"), base, spec, problems)
     collect(problems, SpecError, f"{source}: mergekit config")
+    if not cfg.get("slices"):
+        _per_tensor_weights(spec, cfg, source)
     return spec
 
 
@@ -130,35 +133,42 @@ def _slice_shape(entry: dict, where: str) -> list[str]:
     return problems
 
 
-def _default_weight(weight, problems: list[str]) -> float:
-    """The config's `parameters.weight`: mergekit's weight for every model that gives none of its own."""
-    if isinstance(weight, (int, float)) and not isinstance(weight, bool):
-        return weight
-    problems.append("parameters.weight: only a plain number is supported here (per-layer or filtered weights "
-                    "are not). Fix: give each model its own weight.")
-    return 1.0
-
-
-def _models(cfg: dict, base: str | None, method: str, default_weight: float, problems: list[str]) -> list[dict]:
+def _models(cfg: dict, base: str | None, method: str, shared_weight: Any, problems: list[str]) -> list[dict]:
+    """The spec's models; a weight given per layer or per tensor (its own, else the config's `weight` chained after
+    it) is kept under "mergekit_weight" for `_per_tensor_weights`."""
     models = []
     for i, entry in enumerate(cfg.get("models") or []):
         unknown = set(entry) - {"model", "parameters"}
         problems += [f"models[{i}]: key {k!r} is not supported" for k in sorted(unknown)]
         params = dict(entry.get("parameters") or {})
-        weight = params.pop("weight", default_weight)
-        if isinstance(weight, (list, dict)):
-            problems.append(f"models[{i}].parameters.weight: per-layer or filtered weights are not supported")
-            weight = 1.0
+        setting = chained({"weight": params.pop("weight")} if "weight" in params else {},
+                          {"weight": shared_weight} if shared_weight is not None else {}).get("weight", 1.0)
         mapped, filtered = _parameters(params, method, None, None, problems)
         if filtered:
-            problems.append(f"models[{i}].parameters: per-model parameter filters are not supported")
+            problems.append(f"models[{i}].parameters: per-model parameter filters are not supported (a filtered "
+                            "`weight` is)")
         # mergekit skips the base among delta-space models: its task vector is zero
         if entry.get("model") == base and method not in ("linear", "karcher", "slerp", "passthrough"):
             continue
         if method == "karcher":
-            weight = 1.0  # mergekit's karcher averages uniformly and ignores per-model weights
-        models.append({"path": entry.get("model"), "weight": weight, "params": mapped})
+            setting = 1.0  # mergekit's karcher averages uniformly and ignores per-model weights
+        model = {"path": entry.get("model"), "weight": setting if is_plain(setting) else 1.0, "params": mapped}
+        models.append(model if is_plain(setting) else {**model, "mergekit_weight": setting})
     return models
+
+
+def _per_tensor_weights(spec: dict, cfg: dict, source: str) -> None:
+    """Models whose weight mergekit gives per layer or per tensor: their weights evaluated for every tensor of the
+    reference model, as overrides (mergekit_weights.py)."""
+    settings = [m.pop("mergekit_weight", m.get("weight", 1.0)) for m in spec["models"]]
+    if all(is_plain(s) for s in settings):
+        return
+    names, depth = tensor_names(reference_model(cfg, spec["models"]), source)
+    plain, overrides = weight_overrides(settings, names, depth)
+    for model, weight in zip(spec["models"], plain):
+        model["weight"] = weight
+    spec["overrides"] += overrides
+    spec["depth"] = depth
 
 
 def _parameters(raw: dict, method: str, default_norm, default_rescale, problems) -> tuple[dict, list]:
@@ -235,6 +245,9 @@ def _merged_slices(cfg: dict, source: str) -> dict[str, Any]:
     problems += [f"slices[{i}].parameters.weight: a slice's weight is not supported. Fix: give each source its "
                  "weight" for i, sl in enumerate(slices) if "weight" in (sl.get("parameters") or {})]
     if (len(slices) > 1 or depth(slices) == 1) and not problems:
+        if not is_plain((cfg.get("parameters") or {}).get("weight", 1.0)):
+            problems.append("parameters.weight: a weight given per layer or per tensor is not supported across "
+                            "several slices. Fix: one slice for every layer, or plain weights.")
         problems += source_problems(cfg)
         problems += filter_problems(cfg.get("parameters") or {}, "parameters")
         for i, sl in enumerate(slices):
