@@ -11,6 +11,7 @@ from .io.checkpoint import Checkpoint
 from .io.output import check_free_space, check_output_dir
 from .plan.plan import Plan
 from .plan.planner import build_plan
+from .programs.chat_template import chat_template_files
 from .programs.depth_check import check_depth
 from .programs.folded_floor_check import check_folded_floor
 from .programs.whole_model_trim import apply_whole_model_trim
@@ -70,5 +71,5 @@ def merge(
     """Merge as `spec` says and write a Hugging Face model directory to `out`; `extra_files` (name → content, e.g.
     a learned merge's record and figures) are written into it before it appears."""
     the_plan, checkpoints = prepare(spec, out, max_shard_size)
-    return execute(the_plan, checkpoints, out, device=device, threads=threads, progress=progress,
-                   extra_files=extra_files)
+    files = {**chat_template_files(the_plan, checkpoints), **(extra_files or {})}
+    return execute(the_plan, checkpoints, out, device=device, threads=threads, progress=progress, extra_files=files)

@@ -20,6 +20,7 @@ from ..errors import SpecError, TaskfuseError, UsageError
 from ..execute import execute
 from ..execute.device import resolve_device
 from ..methods import all_methods, get_method
+from ..programs.chat_template import chat_template_files
 from ..terminate import exit_cleanly_on_sigterm
 from .bench import register as register_bench_commands
 from .convert import register as register_convert_command
@@ -72,7 +73,12 @@ def merge(
     to_adapter = as_adapter or rank is not None or energy is not None
     try:
         _refuse_ignored_options(to_adapter, fmt, device, threads, max_shard_size, outtype)
-    except UsageError as e:
+        if (to_adapter or fmt != "hf") and api.as_spec(spec).chat_template is not None:
+            raise UsageError("the spec's chat_template is written into a model folder's tokenizer files, which a "
+                             f"{'PEFT adapter' if to_adapter else f'--format {fmt}'} output does not carry. Fix: "
+                             "merge into a folder (no --as-adapter, --rank, --energy or --format gguf), or drop "
+                             "chat_template.")
+    except TaskfuseError as e:
         _fail(e)
     if to_adapter:
         _merge_to_adapter(spec, out, rank, energy, fmt, dry_run)
@@ -83,6 +89,7 @@ def merge(
     try:
         resolve_device(device)
         the_plan, checkpoints = api.prepare(spec, out, max_shard_size)  # every check a merge makes before writing
+        files = chat_template_files(the_plan, checkpoints)  # `auto` finds a template, or nothing is written
         if dry_run:
             console.print(f"dry run: {out} can be written; {json.dumps(the_plan.summary())}", soft_wrap=True)
             return
@@ -92,7 +99,8 @@ def merge(
             def progress(done: int, total: int, name: str) -> None:
                 bar.update(task, completed=done, total=total, description=name)
 
-            result = execute(the_plan, checkpoints, out, device=device, threads=threads, progress=progress)
+            result = execute(the_plan, checkpoints, out, device=device, threads=threads, progress=progress,
+                             extra_files=files)
     except TaskfuseError as e:
         _fail(e)
     console.print(f"wrote {result.out} ({len(result.plan.jobs)} tensors, {len(result.plan.shards)} shard(s)) in "

@@ -34,7 +34,7 @@ METHODS: dict[str, tuple[str, dict, bool | None, bool | None]] = {
     "passthrough": ("passthrough", {}, None, None),
 }
 TOP_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "out_dtype", "tokenizer_source", "tokenizer",
-            "slices"}
+            "slices", "chat_template"}
 # Plain renames of mergekit parameter names; weight/normalize/rescale are handled separately.
 RENAME = {"density": "density", "gamma": "gamma", "epsilon": "epsilon", "lambda": "scale", "t": "t",
           "max_iter": "max_iter", "tol": "tol"}
@@ -71,6 +71,8 @@ def translate_mergekit(cfg: dict[str, Any], source: str) -> dict[str, Any]:
     dtype = cfg.get("out_dtype") or cfg.get("dtype")
     if dtype is not None:
         spec["dtype"] = dtype
+    if cfg.get("chat_template") is not None:
+        spec["chat_template"] = cfg["chat_template"]
     _tokenizer(cfg.get("tokenizer_source"), base, spec, problems)
     _tokenizer_block(cfg.get("tokenizer"), base, spec, problems)
     collect(problems, SpecError, f"{source}: mergekit config")
@@ -83,7 +85,7 @@ def _shape_problems(cfg: dict) -> list[str]:
     """Where the document's structure is not mergekit's (a list where a mapping belongs, a number for a model path),
     say so by key, before translation looks inside."""
     problems = [f"key {k!r}: keys must be strings" for k in cfg if not isinstance(k, str)]
-    for key in ("merge_method", "base_model", "dtype", "out_dtype", "tokenizer_source"):
+    for key in ("merge_method", "base_model", "dtype", "out_dtype", "tokenizer_source", "chat_template"):
         if cfg.get(key) is not None and not isinstance(cfg[key], str):
             problems.append(f"{key}: expected a string, got {type(cfg[key]).__name__}")
     problems += _parameter_shape(cfg.get("parameters"), "parameters")

@@ -5,6 +5,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .chat_templates import check_setting
+
 STRICT = ConfigDict(extra="forbid")
 DType = Literal["float32", "float16", "bfloat16"]
 
@@ -72,6 +74,8 @@ class MergeSpec(BaseModel):
                                        "differ, embedding rows are matched by token")
     pad_vocab_to_multiple_of: int | None = Field(None, ge=1, description="round the output's vocabulary rows up to a "
                                                  "multiple of this (embeddings are then matched by token)")
+    chat_template: str | None = Field(None, description="the output tokenizer's chat template: 'auto' (the one "
+                                      "most of the models' tokenizers carry), 'chatml', or Jinja text")
     tensor_rules: TensorRules = Field(default_factory=TensorRules)
     slices: list[SliceEntry] | None = None
     depth: int | None = Field(None, ge=1, description="the models' number of layers, where the spec was written "
@@ -85,6 +89,11 @@ class MergeSpec(BaseModel):
                 raise ValueError(f"overrides[{i}] ({ov.globs[0]!r}) gives {len(ov.weights)} weights for "
                                  f"{len(self.models)} models: give one weight per entry of `models`, in order")
         return self
+
+    @field_validator("chat_template")
+    @classmethod
+    def _known_template(cls, value: str | None) -> str | None:
+        return None if value is None else check_setting(value)
 
     @field_validator("models")
     @classmethod
