@@ -43,12 +43,15 @@ CONFIGS = {
     "model_stock": {"base": True, "models": [{}, {}]},
     "karcher": {"models": [{"parameters": {"weight": 1.0}}, {"parameters": {"weight": 0.5}}]},
     # mergekit takes the first rule that matches a tensor and never reaches rules after a catch-all
-    "slerp_first_match": {"method": "slerp", "slerp": True, "parameters": {"t": [{"filter": "self_attn.q_proj", "value": 0.9},
-                                                              {"filter": "self_attn", "value": 0.1}, {"value": 0.5},
-                                                              {"filter": "mlp", "value": 0.0}]}},
+    "slerp_first_match": {"method": "slerp", "slerp": True,
+                          "parameters": {"t": [{"filter": "self_attn.q_proj", "value": 0.9},
+                                               {"filter": "self_attn", "value": 0.1}, {"value": 0.5},
+                                               {"filter": "mlp", "value": 0.0}]}},
     # the config's weight is every model's that gives none
     "task_arithmetic_shared_weight": {"method": "task_arithmetic", "base": True, "parameters": {"weight": 0.3},
                                       "models": [{"parameters": {"weight": 1.0}}, {}]},
+    # SCE with half the entries selected by variance; mergekit ignores the weights
+    "sce": {"base": True, "parameters": {"select_topk": 0.5}, "models": [{"parameters": {"weight": 0.7}}, {}]},
     # mergekit's README's TIES example on two fine-tunes: weights per layer (a gradient) and per tensor (filters)
     "ties_weights_per_layer_and_filter": {
         "method": "ties", "base": True, "parameters": {"normalize": True, "int8_mask": True},
@@ -64,10 +67,12 @@ CONFIGS = {
 }
 # Slices that merge several models, each source with the same layers (spec/mergekit_slices.py); the tiny models have
 # three layers. Gradients are evaluated along each slice; a one-layer slice sits at its end.
-ATTN_MLP_T = [{"filter": "self_attn", "value": [0, 0.5, 0.3, 0.7, 1]}, {"filter": "mlp", "value": [1, 0.5, 0.7, 0.3, 0]}]
+ATTN_MLP_T = [{"filter": "self_attn", "value": [0, 0.5, 0.3, 0.7, 1]},
+              {"filter": "mlp", "value": [1, 0.5, 0.7, 0.3, 0]}]
 SLICED = {
     # the widely copied SLERP recipe: one slice over every layer, filtered gradients
-    "slerp_one_slice": {"merge_method": "slerp", "ranges": [(0, 3)], "parameters": {"t": [*ATTN_MLP_T, {"value": 0.5}]}},
+    "slerp_one_slice": {"merge_method": "slerp", "ranges": [(0, 3)],
+                        "parameters": {"t": [*ATTN_MLP_T, {"value": 0.5}]}},
     # the config's gradient runs again along each slice
     "slerp_two_slices": {"merge_method": "slerp", "ranges": [(0, 2), (2, 3)],
                          "parameters": {"t": [*ATTN_MLP_T, {"value": [0.2, 0.6]}]}},

@@ -19,6 +19,7 @@ from .partitioned import PartitionedTaskArithmetic, partitioned_task_arithmetic
 from .passthrough import Passthrough, passthrough
 from .regmean import Regmean, regmean
 from .registry import MethodInfo, all_methods, get_method, method
+from .sce import Sce, sce
 from .self_positioning import SelfPositioning, self_positioning
 from .slerp import Slerp, slerp
 from .task_arithmetic import TaskArithmetic, task_arithmetic

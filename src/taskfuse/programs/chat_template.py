@@ -2,8 +2,9 @@
 
 Merged chat models often come from fine-tunes with different templates, and the tokenizer copied from the base (or
 `tokenizer_from`) carries only its own. The spec may name the template the output should carry: `auto`, the one
-most of the models' tokenizers carry (the first of them on a tie); `chatml`, written in spec/chat_templates.py from the ChatML
-format's documentation (mergekit's named template files are its own and are not copied); or the Jinja text itself.
+most of the models' tokenizers carry (the first of them on a tie); `chatml`, written in spec/chat_templates.py from
+the ChatML format's documentation (mergekit's named template files are its own and are not copied); or the Jinja
+text itself.
 
 It is written as chat_template.jinja, which transformers reads before tokenizer_config.json's `chat_template`, and
 into tokenizer_config.json as well where that file is the tokenizer source's own, for readers that know only it.

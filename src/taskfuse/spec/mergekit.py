@@ -31,13 +31,14 @@ METHODS: dict[str, tuple[str, dict, bool | None, bool | None]] = {
     "slerp": ("slerp", {}, None, None),
     "model_stock": ("model_stock", {}, None, None),
     "karcher": ("karcher", {}, None, None),
+    "sce": ("sce", {"selection": "task_vectors", "coefficient_floor": 1e-6}, None, None),
     "passthrough": ("passthrough", {}, None, None),
 }
 TOP_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "out_dtype", "tokenizer_source", "tokenizer",
             "slices", "chat_template"}
 # Plain renames of mergekit parameter names; weight/normalize/rescale are handled separately.
 RENAME = {"density": "density", "gamma": "gamma", "epsilon": "epsilon", "lambda": "scale", "t": "t",
-          "max_iter": "max_iter", "tol": "tol"}
+          "max_iter": "max_iter", "tol": "tol", "select_topk": "select_topk"}
 NO_EFFECT = {"int8_mask"}  # changes the mask's storage dtype only, never the result
 
 
@@ -152,8 +153,8 @@ def _models(cfg: dict, base: str | None, method: str, shared_weight: Any, proble
         # mergekit skips the base among delta-space models: its task vector is zero
         if entry.get("model") == base and method not in ("linear", "karcher", "slerp", "passthrough"):
             continue
-        if method == "karcher":
-            setting = 1.0  # mergekit's karcher averages uniformly and ignores per-model weights
+        if method in ("karcher", "sce"):
+            setting = 1.0  # mergekit's karcher and sce ignore per-model weights (sce calculates its own)
         model = {"path": entry.get("model"), "weight": setting if is_plain(setting) else 1.0, "params": mapped}
         models.append(model if is_plain(setting) else {**model, "mergekit_weight": setting})
     return models
