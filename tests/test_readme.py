@@ -260,7 +260,11 @@ KNOTS_ALIGNMENT_CODE = [UNRUN_METHODS["knots"], "src/taskfuse/ops/subspace.py", 
                         "src/taskfuse/methods/dare.py", "src/taskfuse/execute", "src/taskfuse/plan",
                         "src/taskfuse/testing/checkpoints.py::perturb",
                         "benchmarks/gguf_input_cost.py::smollm2,SMOLLM2", "benchmarks/knots_alignment.py"]
+# The default run's time (the README's "quick offline benchmark (N min)"): the data-free grid's middle on the quick
+# zoo, built from an empty cache
+QUICK_RUN_CODE = BENCH_CODE + ["src/taskfuse/bench/run.py", "src/taskfuse/zoo"]
 RESULTS = [("bench-full", BENCH_CODE + LEARNED_ROWS_CODE + STATISTICS_CODE + FULL_RUN_CODE, "taskfuse bench --full"),
+           ("bench-quick", QUICK_RUN_CODE, "taskfuse bench"),
            ("fusionbench-side-by-side", SIDE_BY_SIDE_CODE, "python benchmarks/fusionbench_side_by_side.py"),
            ("gguf-input", GGUF_CODE, "python benchmarks/gguf_input_cost.py"),
            ("bench-routing", ROUTING_CODE,

@@ -67,10 +67,19 @@ def merge(
     fmt: str = typer.Option("hf", "--format", help="hf (safetensors folder) or gguf (OUT/<OUT name>-<outtype>.gguf; "
                             "llama, mistral, qwen2, qwen3, gemma3)"),
     outtype: str = typer.Option("f16", help="with --format gguf: f32, f16, bf16 or q8_0"),
+    intermediate_dir: Optional[Path] = typer.Option(None, help="a multi-stage SPEC (merges separated by ---): keep "
+                                                    "each named stage here and reuse those whose spec is unchanged"),
 ) -> None:
     """Merge the models of SPEC into a Hugging Face directory OUT (or a PEFT adapter, --as-adapter, or a GGUF,
-    --format gguf)."""
+    --format gguf). A SPEC of several merges separated by `---` (mergekit-multi's format) runs them stage by stage."""
     to_adapter = as_adapter or rank is not None or energy is not None
+    if _is_multi_stage(spec):
+        _merge_stages(spec, out, intermediate_dir, dry_run, device, threads, max_shard_size,
+                      to_adapter or fmt != "hf" or outtype != "f16")
+        return
+    if intermediate_dir is not None:
+        _fail(UsageError(f"--intermediate-dir is for a multi-stage spec (merges separated by ---), and {spec} holds "
+                         "one merge. Fix: drop it."))
     try:
         _refuse_ignored_options(to_adapter, fmt, device, threads, max_shard_size, outtype)
         if (to_adapter or fmt != "hf") and api.as_spec(spec).chat_template is not None:
@@ -106,6 +115,46 @@ def merge(
     console.print(f"wrote {result.out} ({len(result.plan.jobs)} tensors, {len(result.plan.shards)} shard(s)) in "
                   f"{result.seconds:.1f}s, peak RSS {result.peak_rss_bytes / 2**20:.0f} MiB")
     _exit_now_if_standalone()
+
+
+def _is_multi_stage(spec: Path) -> bool:
+    from ..spec.load import read_documents
+    try:
+        return len(read_documents(spec)) > 1
+    except TaskfuseError:
+        return False  # the single-spec path reports it
+
+
+def _merge_stages(spec: Path, out: Path, intermediate_dir: Optional[Path], dry_run: bool, device: str,
+                  threads: Optional[int], max_shard_size: str, other_output: bool) -> None:
+    from ..programs.multi_merge import ordered, read_stages, run_stages
+    try:
+        if other_output:
+            raise UsageError("a multi-stage merge writes its stages and its result as model folders: --as-adapter, "
+                             "--rank, --energy, --format and --outtype do not apply. Fix: drop them, then convert the "
+                             "result (`taskfuse extract-lora`, or a one-stage `taskfuse merge --format gguf`).")
+        if dry_run:
+            stages = ordered(read_stages(spec), spec)
+            console.print(f"dry run: {len(stages)} stages in this order: "
+                          f"{', '.join(s.name or '(final)' for s in stages)}; the final one into {out}", soft_wrap=True)
+            return
+        resolve_device(device)
+
+        def merge_stage(merge_spec, folder: Path):
+            with progress_display(console, "merging") as bar:
+                task = bar.add_task("", total=None)
+                return api.merge(merge_spec, folder, device=device, threads=threads, max_shard_size=max_shard_size,
+                                 progress=lambda done, total, name: bar.update(task, completed=done, total=total,
+                                                                                description=name))
+
+        def report(i: int, n: int, stage, reused: bool) -> None:
+            what = "reused, its spec unchanged" if reused else "merging"
+            console.print(f"stage {i + 1}/{n} {stage.name or '(final)'}: {what}")
+
+        runs = run_stages(spec, out, intermediate_dir, merge_stage, report)
+    except TaskfuseError as e:
+        _fail(e)
+    console.print(f"wrote {out} after {len(runs)} stages ({sum(r.reused for r in runs)} reused)", soft_wrap=True)
 
 
 def _refuse_ignored_options(to_adapter: bool, fmt: str, device: str, threads: Optional[int], max_shard_size: str,

@@ -71,11 +71,11 @@ def parse_spec(data: Any, source: str = "spec") -> MergeSpec:
         raise  # unreachable: collect raised
 
 
-def load_spec(path: str | Path) -> MergeSpec:
-    """Read and validate a YAML spec file. Relative model paths resolve against the spec's directory."""
+def read_documents(path: str | Path) -> list[Any]:
+    """The YAML documents of a spec file (one, or several for a multi-stage merge), with typed errors."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
     except OSError as e:
         raise SpecError(f"cannot read spec {path}: {e.strerror}. Fix: check the path.") from e
     except UnicodeDecodeError as e:
@@ -83,8 +83,23 @@ def load_spec(path: str | Path) -> MergeSpec:
                         "the right file? Fix: save the spec as UTF-8 YAML.") from e
     except yaml.YAMLError as e:
         raise SpecError(f"{path} is not valid YAML: {e}") from e
+
+
+def load_spec(path: str | Path) -> MergeSpec:
+    """Read and validate a YAML spec file. Relative model paths resolve against the spec's directory."""
+    documents = read_documents(path)
+    if len(documents) > 1:
+        raise SpecError(f"{path} holds {len(documents)} merges separated by `---` (a multi-stage merge, "
+                        "mergekit-multi's format): `taskfuse merge` runs them stage by stage, and this command takes "
+                        "one spec. Fix: run `taskfuse merge`, or give this command one of the stages.")
+    return spec_from_document(documents[0] if documents else None, Path(path))
+
+
+def spec_from_document(data: Any, path: Path) -> MergeSpec:
+    """A spec from one parsed YAML document of the file `path`, its relative model paths resolved against the
+    file's folder (a multi-stage file holds several: programs/multi_merge.py)."""
     spec = parse_spec(data, str(path))
-    return _resolve_paths(spec, path.parent)
+    return _resolve_paths(spec, Path(path).parent)
 
 
 def _resolve_paths(spec: MergeSpec, root: Path) -> MergeSpec:
