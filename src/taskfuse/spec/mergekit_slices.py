@@ -61,7 +61,8 @@ def slice_problems(slices: list[dict], method: str) -> list[str]:
 
 def as_models_config(cfg: dict) -> dict:
     """The models-form config that the first slice describes: its sources as models (with their settings), its
-    settings in front of the config's. The depth and further slices' overrides are added by `per_layer_overrides`."""
+    settings in front of the config's. The depth and the per-layer overrides are added by mergekit.py's
+    `_merged_slices`."""
     first = cfg["slices"][0]
     out = {k: v for k, v in cfg.items() if k != "slices"}
     out["models"] = [{"model": src["model"], **({"parameters": src["parameters"]} if src.get("parameters") else {})}
@@ -104,8 +105,8 @@ def evaluated(settings: dict, position: float) -> dict:
 
 
 def layer_globs(layer: int, name_part: str | None = None) -> list[str]:
-    """Globs for the tensors of layer `layer` (containing `name_part`, where given): the part before or after the
-    layer's block name, which `check_filters` makes sure it cannot overlap."""
+    """Globs for the tensors of layer `layer` (containing `name_part`, where given, before or after the layer's block
+    name, which `filter_problems` makes sure it cannot overlap)."""
     globs = []
     for word in LAYER_WORDS:
         for block in (f"*.{word}.{layer}.*", f"{word}.{layer}.*"):
