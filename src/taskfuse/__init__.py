@@ -18,7 +18,7 @@ del plan  # noqa: F821
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "merge": ".api", "plan": ".api",
+    "merge": ".api", "plan": ".api", "merge_stages": ".api",
     "Inputs": ".methods", "all_methods": ".methods", "get_method": ".methods",
     **{name: ".errors" for name in (
         "TaskfuseError", "SpecError", "UnknownMethodError", "IncompatibleInputsError", "CheckpointError",
@@ -27,7 +27,7 @@ _PUBLIC = {
 __all__ = list(_PUBLIC)
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ loads them
-    from .api import merge, plan  # noqa: F811
+    from .api import merge, merge_stages, plan  # noqa: F811
     from .errors import (
         CheckpointError, HubUnavailableError, IncompatibleInputsError, NonFiniteInputError, OutputExistsError,
         SpecError, TaskfuseError, UnknownMethodError,

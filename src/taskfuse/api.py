@@ -73,3 +73,21 @@ def merge(
     the_plan, checkpoints = prepare(spec, out, max_shard_size)
     files = {**chat_template_files(the_plan, checkpoints), **(extra_files or {})}
     return execute(the_plan, checkpoints, out, device=device, threads=threads, progress=progress, extra_files=files)
+
+
+def merge_stages(
+    path: str | Path,
+    out: str | Path,
+    *,
+    intermediate_dir: str | Path | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+    max_shard_size: int | str = "2GB",
+):
+    """Run a multi-stage file (merges separated by `---`, mergekit-multi's format) stage by stage, the final stage
+    into `out` (programs/multi_merge.py); returns each stage's folder and whether it was reused."""
+    from .programs.multi_merge import run_stages
+
+    def merge_stage(spec: MergeSpec, folder: Path) -> MergeResult:
+        return merge(spec, folder, device=device, threads=threads, max_shard_size=max_shard_size)
+    return run_stages(path, out, intermediate_dir, merge_stage)

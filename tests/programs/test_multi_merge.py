@@ -69,6 +69,14 @@ def test_kept_intermediates_are_reused_only_while_they_and_their_inputs_are_unch
     assert reused_after(first_weight=0.9) == {"first": False, "second": False, None: False}
 
 
+def test_the_python_api_runs_a_stages_file(tmp_path, llama_family):
+    import taskfuse
+    path, _ = stages_file(tmp_path, *llama_family)
+    runs = taskfuse.merge_stages(path, tmp_path / "out", intermediate_dir=tmp_path / "kept")
+    assert [(r.name, r.reused) for r in runs] == [("first", False), ("second", False), (None, False)]
+    assert (tmp_path / "out" / "model.safetensors").exists() and (tmp_path / "kept" / "second").is_dir()
+
+
 def test_a_failing_stage_leaves_nothing_behind(tmp_path, llama_family):
     base, tunes = llama_family
     path, documents = stages_file(tmp_path, base, tunes)
