@@ -52,6 +52,13 @@ CONFIGS = {
                                       "models": [{"parameters": {"weight": 1.0}}, {}]},
     # SCE with half the entries selected by variance; mergekit ignores the weights
     "sce": {"base": True, "parameters": {"select_topk": 0.5}, "models": [{"parameters": {"weight": 0.7}}, {}]},
+    # NuSLERP by the models' weights: whole tensors, rows, and with a base (task vectors) by columns
+    "nuslerp": {"models": [{"parameters": {"weight": 1.0}}, {"parameters": {"weight": 0.6}}]},
+    "nuslerp_rows": {"method": "nuslerp", "parameters": {"nuslerp_flatten": False},
+                     "models": [{"parameters": {"weight": 0.3}}, {"parameters": {"weight": 0.9}}]},
+    "nuslerp_task_vectors_columns": {"method": "nuslerp", "base": True,
+                                     "parameters": {"nuslerp_flatten": False, "nuslerp_row_wise": True},
+                                     "models": [{"parameters": {"weight": 0.5}}, {"parameters": {"weight": 0.8}}]},
     # mergekit's README's TIES example on two fine-tunes: weights per layer (a gradient) and per tensor (filters)
     "ties_weights_per_layer_and_filter": {
         "method": "ties", "base": True, "parameters": {"normalize": True, "int8_mask": True},

@@ -21,6 +21,8 @@ EXCLUDED = {
     "magmax": "not in the committed full run yet: benchmarks/data_free_additions.py scores it",
     "knots": "not in the committed full run yet: benchmarks/data_free_additions.py scores it",
     "sce": "registered after the committed full run and not scored on the benchmark yet",
+    "nuslerp": "interpolates exactly two models; the zoo has one expert per task",
+    "nuslerp_task_vectors": "interpolates exactly two task vectors; the zoo has one expert per task",
 }
 
 _SUMMED = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)  # λ on a sum of T task vectors

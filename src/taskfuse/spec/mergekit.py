@@ -32,6 +32,7 @@ METHODS: dict[str, tuple[str, dict, bool | None, bool | None]] = {
     "model_stock": ("model_stock", {}, None, None),
     "karcher": ("karcher", {}, None, None),
     "sce": ("sce", {"selection": "task_vectors", "coefficient_floor": 1e-6}, None, None),
+    "nuslerp": ("nuslerp", {}, None, None),  # nuslerp_task_vectors where a base_model is given
     "passthrough": ("passthrough", {}, None, None),
 }
 TOP_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "out_dtype", "tokenizer_source", "tokenizer",
@@ -51,6 +52,8 @@ def translate_mergekit(cfg: dict[str, Any], source: str) -> dict[str, Any]:
                         f"supported: {', '.join(sorted(METHODS))}")
         collect(problems, SpecError, f"{source}: mergekit config")
     method, fixed, default_norm, default_rescale = METHODS[name]
+    if method == "nuslerp" and cfg.get("base_model"):
+        method = "nuslerp_task_vectors"  # mergekit's nuslerp interpolates task vectors where it has a base
     if cfg.get("slices") and is_merged(cfg["slices"]):
         return _merged_slices(cfg, source)
     raw = dict(cfg.get("parameters") or {})
@@ -178,6 +181,9 @@ def _parameters(raw: dict, method: str, default_norm, default_rescale, problems)
     """`params` for mergekit's settings `raw`, and its filtered rules as (name part, params) in the order overrides
     take them (mergekit_rules.py: mergekit's first matching rule wins, taskfuse's last matching override)."""
     params, filtered_rules = {}, []
+    if method.startswith("nuslerp") and {"nuslerp_flatten", "nuslerp_row_wise"} & set(raw):
+        flat, row_wise = raw.pop("nuslerp_flatten", True), raw.pop("nuslerp_row_wise", False)
+        params["vectors"] = "flat" if flat else "columns" if row_wise else "rows"  # mergekit's "row_wise": dim 0
     if default_norm is not None:
         params["normalize"] = _normalize(method, raw.pop("normalize", default_norm))
     if default_rescale is not None:
