@@ -59,6 +59,14 @@ CONFIGS = {
     "nuslerp_task_vectors_columns": {"method": "nuslerp", "base": True,
                                      "parameters": {"nuslerp_flatten": False, "nuslerp_row_wise": True},
                                      "models": [{"parameters": {"weight": 0.5}}, {"parameters": {"weight": 0.8}}]},
+    # Multi-SLERP of the two fine-tunes, and of their task vectors with raw (unnormalised) weights
+    "multislerp": {"models": [{"parameters": {"weight": 1.0}}, {"parameters": {"weight": 0.6}}]},
+    "multislerp_task_vectors": {"method": "multislerp", "base": True, "parameters": {"normalize_weights": False},
+                                "models": [{"parameters": {"weight": 0.7}}, {"parameters": {"weight": 0.4}}]},
+    # Multi-SLERP of three models: the base and both fine-tunes
+    "multislerp_three": {"method": "multislerp", "base_among_models": True,
+                         "models": [{"parameters": {"weight": 0.2}}, {"parameters": {"weight": 0.5}},
+                                    {"parameters": {"weight": 0.3}}]},
     # mergekit's README's TIES example on two fine-tunes: weights per layer (a gradient) and per tensor (filters)
     "ties_weights_per_layer_and_filter": {
         "method": "ties", "base": True, "parameters": {"normalize": True, "int8_mask": True},
@@ -118,7 +126,8 @@ def mergekit_yaml(method: str, spec: dict, base: Path, tunes: list[Path]) -> dic
         cfg.update(base_model=str(base), parameters=spec["parameters"],
                    models=[{"model": str(base)}, {"model": str(tunes[0])}])
         return cfg
-    cfg["models"] = [{"model": str(t), **m} for t, m in zip(tunes, spec["models"])]
+    inputs = [base, *tunes] if spec.get("base_among_models") else tunes
+    cfg["models"] = [{"model": str(t), **m} for t, m in zip(inputs, spec["models"])]
     if spec.get("parameters"):
         cfg["parameters"] = spec["parameters"]
     if spec.get("base"):

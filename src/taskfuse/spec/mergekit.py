@@ -33,13 +33,15 @@ METHODS: dict[str, tuple[str, dict, bool | None, bool | None]] = {
     "karcher": ("karcher", {}, None, None),
     "sce": ("sce", {"selection": "task_vectors", "coefficient_floor": 1e-6}, None, None),
     "nuslerp": ("nuslerp", {}, None, None),  # nuslerp_task_vectors where a base_model is given
+    "multislerp": ("multislerp", {}, None, None),  # multislerp_task_vectors where a base_model is given
     "passthrough": ("passthrough", {}, None, None),
 }
 TOP_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "out_dtype", "tokenizer_source", "tokenizer",
             "slices", "chat_template"}
 # Plain renames of mergekit parameter names; weight/normalize/rescale are handled separately.
 RENAME = {"density": "density", "gamma": "gamma", "epsilon": "epsilon", "lambda": "scale", "t": "t",
-          "max_iter": "max_iter", "tol": "tol", "select_topk": "select_topk"}
+          "max_iter": "max_iter", "tol": "tol", "select_topk": "select_topk", "normalize_weights": "normalize_weights",
+          "eps": "eps"}
 NO_EFFECT = {"int8_mask"}  # changes the mask's storage dtype only, never the result
 
 
@@ -52,8 +54,8 @@ def translate_mergekit(cfg: dict[str, Any], source: str) -> dict[str, Any]:
                         f"supported: {', '.join(sorted(METHODS))}")
         collect(problems, SpecError, f"{source}: mergekit config")
     method, fixed, default_norm, default_rescale = METHODS[name]
-    if method == "nuslerp" and cfg.get("base_model"):
-        method = "nuslerp_task_vectors"  # mergekit's nuslerp interpolates task vectors where it has a base
+    if method in ("nuslerp", "multislerp") and cfg.get("base_model"):
+        method += "_task_vectors"  # mergekit's nuslerp and multislerp interpolate task vectors where it has a base
     if cfg.get("slices") and is_merged(cfg["slices"]):
         return _merged_slices(cfg, source)
     raw = dict(cfg.get("parameters") or {})
