@@ -67,6 +67,9 @@ CONFIGS = {
     "multislerp_three": {"method": "multislerp", "base_among_models": True,
                          "models": [{"parameters": {"weight": 0.2}}, {"parameters": {"weight": 0.5}},
                                     {"parameters": {"weight": 0.3}}]},
+    # RAM and RAM+ (tensor-local) with a threshold that leaves entries changed by one model, by both, and by none
+    "ram": {"base": True, "parameters": {"epsilon": 0.02}, "models": [{}, {}]},
+    "ramplus_tl": {"base": True, "parameters": {"epsilon": 0.02, "r": 0.5, "alpha": 0.8}, "models": [{}, {}]},
     # mergekit's README's TIES example on two fine-tunes: weights per layer (a gradient) and per tensor (filters)
     "ties_weights_per_layer_and_filter": {
         "method": "ties", "base": True, "parameters": {"normalize": True, "int8_mask": True},

@@ -25,6 +25,7 @@ EXCLUDED = {
     "nuslerp_task_vectors": "interpolates exactly two task vectors; the zoo has one expert per task",
     "multislerp": "registered after the committed full run and not scored on the benchmark yet",
     "multislerp_task_vectors": "registered after the committed full run and not scored on the benchmark yet",
+    "ram": "registered after the committed full run and not scored on the benchmark yet",
 }
 
 _SUMMED = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)  # λ on a sum of T task vectors

@@ -19,6 +19,7 @@ from .multislerp import MultiSlerp, multislerp, multislerp_task_vectors
 from .nuslerp import NuSlerp, nuslerp, nuslerp_task_vectors
 from .partitioned import PartitionedTaskArithmetic, partitioned_task_arithmetic
 from .passthrough import Passthrough, passthrough
+from .ram import Ram, ram
 from .regmean import Regmean, regmean
 from .registry import MethodInfo, all_methods, get_method, method
 from .sce import Sce, sce

@@ -34,6 +34,8 @@ METHODS: dict[str, tuple[str, dict, bool | None, bool | None]] = {
     "sce": ("sce", {"selection": "task_vectors", "coefficient_floor": 1e-6}, None, None),
     "nuslerp": ("nuslerp", {}, None, None),  # nuslerp_task_vectors where a base_model is given
     "multislerp": ("multislerp", {}, None, None),  # multislerp_task_vectors where a base_model is given
+    "ram": ("ram", {}, None, None),
+    "ramplus_tl": ("ram", {"r": 0.1}, None, None),
     "passthrough": ("passthrough", {}, None, None),
 }
 TOP_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "out_dtype", "tokenizer_source", "tokenizer",
@@ -41,7 +43,7 @@ TOP_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "out_
 # Plain renames of mergekit parameter names; weight/normalize/rescale are handled separately.
 RENAME = {"density": "density", "gamma": "gamma", "epsilon": "epsilon", "lambda": "scale", "t": "t",
           "max_iter": "max_iter", "tol": "tol", "select_topk": "select_topk", "normalize_weights": "normalize_weights",
-          "eps": "eps"}
+          "eps": "eps", "r": "r", "alpha": "alpha"}
 NO_EFFECT = {"int8_mask"}  # changes the mask's storage dtype only, never the result
 
 
@@ -158,8 +160,8 @@ def _models(cfg: dict, base: str | None, method: str, shared_weight: Any, proble
         # mergekit skips the base among delta-space models: its task vector is zero
         if entry.get("model") == base and method not in ("linear", "karcher", "slerp", "passthrough"):
             continue
-        if method in ("karcher", "sce"):
-            setting = 1.0  # mergekit's karcher and sce ignore per-model weights (sce calculates its own)
+        if method in ("karcher", "sce", "ram"):
+            setting = 1.0  # mergekit's karcher, sce and ram ignore per-model weights
         model = {"path": entry.get("model"), "weight": setting if is_plain(setting) else 1.0, "params": mapped}
         models.append(model if is_plain(setting) else {**model, "mergekit_weight": setting})
     return models
