@@ -70,6 +70,10 @@ CONFIGS = {
     # RAM and RAM+ (tensor-local) with a threshold that leaves entries changed by one model, by both, and by none
     "ram": {"base": True, "parameters": {"epsilon": 0.02}, "models": [{}, {}]},
     "ramplus_tl": {"base": True, "parameters": {"epsilon": 0.02, "r": 0.5, "alpha": 0.8}, "models": [{}, {}]},
+    # NearSwap of the base toward the first fine-tune, where entries differ by less than 0.01 (the base is listed
+    # among the models, as mergekit's docs show it)
+    "nearswap": {"base": True, "base_among_models": True, "parameters": {"t": 0.01},
+                 "models": [{}, {}]},
     # mergekit's README's TIES example on two fine-tunes: weights per layer (a gradient) and per tensor (filters)
     "ties_weights_per_layer_and_filter": {
         "method": "ties", "base": True, "parameters": {"normalize": True, "int8_mask": True},

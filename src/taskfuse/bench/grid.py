@@ -26,6 +26,7 @@ EXCLUDED = {
     "multislerp": "registered after the committed full run and not scored on the benchmark yet",
     "multislerp_task_vectors": "registered after the committed full run and not scored on the benchmark yet",
     "ram": "registered after the committed full run and not scored on the benchmark yet",
+    "nearswap": "pulls the base toward exactly one model; the zoo has one expert per task",
 }
 
 _SUMMED = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)  # λ on a sum of T task vectors

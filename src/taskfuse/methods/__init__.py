@@ -16,6 +16,7 @@ from .linear import Linear, linear
 from .magmax import MagMax, magmax
 from .model_stock import ModelStock, model_stock
 from .multislerp import MultiSlerp, multislerp, multislerp_task_vectors
+from .nearswap import NearSwap, nearswap
 from .nuslerp import NuSlerp, nuslerp, nuslerp_task_vectors
 from .partitioned import PartitionedTaskArithmetic, partitioned_task_arithmetic
 from .passthrough import Passthrough, passthrough
