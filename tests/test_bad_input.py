@@ -280,11 +280,20 @@ def test_hub_id_offline_fails_fast_and_clearly(tmp_path, llama_family, monkeypat
 
 def test_mergekit_unsupported_keys_are_errors(tmp_path, llama_family):
     base, tunes = llama_family
-    cfg = {"merge_method": "nuslerp", "base_model": str(base), "tokenizer_source": "union", "chat_template": "x",
-           "models": [{"model": str(t)} for t in tunes]}
+    cfg = {"merge_method": "arcee_fusion", "base_model": str(base), "tokenizer_source": "union",
+           "modules": {"text_decoder": {}}, "models": [{"model": str(t)} for t in tunes]}
     with pytest.raises(SpecError) as e:
         merge(cfg, tmp_path / "o")
-    assert "nuslerp" in str(e.value) and "chat_template" in str(e.value)
+    assert "arcee_fusion" in str(e.value) and "'modules'" in str(e.value)
+    # a chat template taskfuse does not have by name, and NuSLERP of more than two models
+    cfg = {"merge_method": "nuslerp", "base_model": str(base), "chat_template": "x",
+           "models": [{"model": str(t)} for t in tunes]}
+    with pytest.raises(SpecError, match="chat_template 'x' is neither"):
+        merge(cfg, tmp_path / "o")
+    del cfg["chat_template"]
+    with pytest.raises(SpecError, match="'nuslerp_task_vectors' takes 2 models, the spec lists 3"):
+        merge(cfg, tmp_path / "o")
+    assert not (tmp_path / "o").exists()
 
 
 def test_copied_float_tensors_take_the_output_dtype(family_copy, tmp_path):
