@@ -14,7 +14,7 @@ from tests.conftest import spec_for
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="no CUDA device visible to torch here; CUDA merging is untested on this machine")
 
-WITHOUT_BASE = {"slerp", "karcher", "linear", "passthrough"}
+WITHOUT_BASE = {m.name for m in all_methods() if m.space == "weight"}  # slerp, linear, karcher, nuslerp, ...
 
 
 # RegMean and Fisher merge with statistics files this smoke test does not build: not yet run on a GPU

@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from taskfuse import api
-from taskfuse.methods import all_methods
+from taskfuse.methods import all_methods, get_method
 
 DELTA = [m.name for m in all_methods() if m.space == "delta"]
 
@@ -23,6 +23,7 @@ def test_untouched_tensor_equals_base_and_touched_one_is_merged(bert_family, tmp
         save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
         (folder / "config.json").write_text((tune / "config.json").read_text())
         models.append(folder)
+    models = models[:get_method(method).max_models]  # a method of one model (nearswap) takes the first
     spec = {"method": method, "base": str(base), "models": [{"path": str(m)} for m in models]}
     out = api.merge(spec, tmp_path / "out").out
     merged, original = load_file(out / "model.safetensors"), load_file(base / "model.safetensors")
