@@ -26,7 +26,7 @@ from ..spec.model import MergeSpec
 
 # where a document names a model: taskfuse's keys and mergekit's
 MODEL_KEYS = ("base", "config_from", "tokenizer_from", "base_model", "tokenizer_source")
-LIST_KEYS = {"models": ("path", "model"), "slices": ("model",)}
+LIST_KEYS = ("models", "slices")  # lists of mappings whose `path` or `model` (or sources' `model`) names a model
 
 
 @dataclass(frozen=True)
@@ -55,53 +55,45 @@ def read_stages(path: Path) -> list[Stage]:
 
 def model_references(document: dict) -> list[str]:
     """Every string the document uses as a model (mergekit's `+adapter` suffix and slices' sources included)."""
-    found = [document[k] for k in MODEL_KEYS if isinstance(document.get(k), str)]
-    tokenizer = document.get("tokenizer")
-    if isinstance(tokenizer, dict) and isinstance(tokenizer.get("source"), str):
-        found.append(tokenizer["source"])
-    for entry in _entries(document):
-        found += [entry[k] for k in ("path", "model") if isinstance(entry.get(k), str)]
-    return [part for ref in found for part in ref.split("+")]
+    found: list[str] = []
 
-
-def _entries(document: dict) -> list[dict]:
-    """The mappings that name models: models, slices and mergekit slices' sources."""
-    entries = []
-    for key in LIST_KEYS:
-        for entry in document.get(key) or []:
-            if isinstance(entry, dict):
-                entries.append(entry)
-                entries += [s for s in entry.get("sources") or [] if isinstance(s, dict)]
-    return entries
+    def record(ref: str) -> str:
+        found.extend(ref.split("+"))
+        return ref
+    _map_references(document, record)
+    return found
 
 
 def with_paths(document: dict, paths: dict[str, str]) -> dict:
     """The document with every model reference that names a stage replaced by that stage's output folder."""
-    def swap(ref):
-        return "+".join(paths.get(part, part) for part in ref.split("+")) if isinstance(ref, str) else ref
-    out = {k: swap(v) if k in MODEL_KEYS else v for k, v in document.items()}
-    if isinstance(out.get("tokenizer"), dict):
-        out["tokenizer"] = {**out["tokenizer"], "source": swap(out["tokenizer"].get("source"))}
+    return _map_references(document, lambda ref: "+".join(paths.get(part, part) for part in ref.split("+")))
+
+
+def _map_references(document: dict, swap: Callable[[str], str]) -> dict:
+    """The document with `swap` applied to every model reference: the keys of MODEL_KEYS, a tokenizer block's source,
+    and the models and slices entries (with mergekit slices' sources), wherever they hold a string."""
+    def entry(value):
+        if not isinstance(value, dict):
+            return value
+        out = {k: swap(v) if k in ("path", "model") and isinstance(v, str) else v for k, v in value.items()}
+        if isinstance(out.get("sources"), list):
+            out["sources"] = [entry(s) for s in out["sources"]]
+        return out
+    out = {k: swap(v) if k in MODEL_KEYS and isinstance(v, str) else v for k, v in document.items()}
+    tokenizer = out.get("tokenizer")
+    if isinstance(tokenizer, dict) and isinstance(tokenizer.get("source"), str):
+        out["tokenizer"] = {**tokenizer, "source": swap(tokenizer["source"])}
     for key in LIST_KEYS:
         if isinstance(out.get(key), list):
-            out[key] = [_swap_entry(e, swap) for e in out[key]]
+            out[key] = [entry(e) for e in out[key]]
     return out
-
-
-def _swap_entry(entry, swap):
-    if not isinstance(entry, dict):
-        return entry
-    entry = {k: swap(v) if k in ("path", "model") else v for k, v in entry.items()}
-    if isinstance(entry.get("sources"), list):
-        entry["sources"] = [_swap_entry(s, swap) for s in entry["sources"]]
-    return entry
 
 
 def ordered(stages: list[Stage], path: Path) -> list[Stage]:
     """The stages, each after the ones it uses, the final one last; a cycle or two final stages are refused."""
     names = {s.name for s in stages if s.name is not None}
     uses = {id(s): set(model_references(s.document)) & names for s in stages}
-    used = set().union(*uses.values()) if uses else set()
+    used = set().union(*uses.values())
     finals = [s for s in stages if s.name is None] or [s for s in stages if s.name not in used]
     if not finals:
         raise SpecError(f"{path}: every stage is named and used by another, so the stages use each other in a cycle "
