@@ -17,7 +17,7 @@ from rich.text import Text
 
 from .. import api
 from ..errors import SpecError, TaskfuseError, UsageError
-from ..execute import execute
+from ..spec import MergeSpec
 from ..execute.device import resolve_device
 from ..methods import all_methods, get_method
 from ..programs.chat_template import chat_template_files
@@ -80,9 +80,12 @@ def merge(
     if intermediate_dir is not None:
         _fail(UsageError(f"--intermediate-dir is for a multi-stage spec (merges separated by ---), and {spec} holds "
                          "one merge. Fix: drop it."))
+    merge_spec = spec
     try:
         _refuse_ignored_options(to_adapter, fmt, device, threads, max_shard_size, outtype)
-        if (to_adapter or fmt != "hf") and api.as_spec(spec).chat_template is not None:
+        if to_adapter or fmt != "hf":
+            merge_spec = api.as_spec(spec)  # parsed once here, for the check below and for the merge
+        if merge_spec is not spec and merge_spec.chat_template is not None:
             raise UsageError("the spec's chat_template is written into a model folder's tokenizer files, which a "
                              f"{'PEFT adapter' if to_adapter else f'--format {fmt}'} output does not carry. Fix: "
                              "merge into a folder (no --as-adapter, --rank, --energy or --format gguf), or drop "
@@ -90,31 +93,34 @@ def merge(
     except TaskfuseError as e:
         _fail(e)
     if to_adapter:
-        _merge_to_adapter(spec, out, rank, energy, fmt, dry_run)
+        _merge_to_adapter(merge_spec, out, rank, energy, fmt, dry_run)
         return
     if fmt != "hf" and not dry_run:
-        _merge_to_gguf(spec, out, fmt, outtype, device, threads)
+        _merge_to_gguf(merge_spec, out, fmt, outtype, device, threads)
         return
     try:
         resolve_device(device)
-        the_plan, checkpoints = api.prepare(spec, out, max_shard_size)  # every check a merge makes before writing
-        files = chat_template_files(the_plan, checkpoints)  # `auto` finds a template, or nothing is written
         if dry_run:
+            the_plan, checkpoints = api.prepare(spec, out, max_shard_size)  # every check a merge makes before writing
+            chat_template_files(the_plan, checkpoints)  # `auto` finds a template
             console.print(f"dry run: {out} can be written; {json.dumps(the_plan.summary())}", soft_wrap=True)
             return
-        with progress_display(console, "merging") as bar:
-            task = bar.add_task("", total=len(the_plan.jobs))
-
-            def progress(done: int, total: int, name: str) -> None:
-                bar.update(task, completed=done, total=total, description=name)
-
-            result = execute(the_plan, checkpoints, out, device=device, threads=threads, progress=progress,
-                             extra_files=files)
+        result = _merge_showing_progress(spec, out, device, threads, max_shard_size)
     except TaskfuseError as e:
         _fail(e)
     console.print(f"wrote {result.out} ({len(result.plan.jobs)} tensors, {len(result.plan.shards)} shard(s)) in "
                   f"{result.seconds:.1f}s, peak RSS {result.peak_rss_bytes / 2**20:.0f} MiB")
     _exit_now_if_standalone()
+
+
+def _merge_showing_progress(spec, out: Path, device: str, threads: Optional[int], max_shard_size: str):
+    """api.merge with a bar of the tensors merged."""
+    with progress_display(console, "merging") as bar:
+        task = bar.add_task("", total=None)
+
+        def progress(done: int, total: int, name: str) -> None:
+            bar.update(task, completed=done, total=total, description=name)
+        return api.merge(spec, out, device=device, threads=threads, max_shard_size=max_shard_size, progress=progress)
 
 
 def _is_multi_stage(spec: Path) -> bool:
@@ -141,11 +147,7 @@ def _merge_stages(spec: Path, out: Path, intermediate_dir: Optional[Path], dry_r
         resolve_device(device)
 
         def merge_stage(merge_spec, folder: Path):
-            with progress_display(console, "merging") as bar:
-                task = bar.add_task("", total=None)
-                return api.merge(merge_spec, folder, device=device, threads=threads, max_shard_size=max_shard_size,
-                                 progress=lambda done, total, name: bar.update(task, completed=done, total=total,
-                                                                                description=name))
+            return _merge_showing_progress(merge_spec, folder, device, threads, max_shard_size)
 
         def report(i: int, n: int, stage, reused: bool) -> None:
             what = "reused, its spec unchanged" if reused else "merging"
@@ -173,7 +175,7 @@ def _refuse_ignored_options(to_adapter: bool, fmt: str, device: str, threads: Op
                          "Fix: drop them, or choose the output they apply to.")
 
 
-def _merge_to_gguf(spec: Path, out: Path, fmt: str, outtype: str, device: str, threads: Optional[int]) -> None:
+def _merge_to_gguf(spec: MergeSpec, out: Path, fmt: str, outtype: str, device: str, threads: Optional[int]) -> None:
     from ..programs.gguf_output import gguf_name, merge_to_gguf
     try:
         if fmt != "gguf":
@@ -189,7 +191,7 @@ def _merge_to_gguf(spec: Path, out: Path, fmt: str, outtype: str, device: str, t
                   soft_wrap=True)
 
 
-def _merge_to_adapter(spec: Path, out: Path, rank: Optional[int], energy: Optional[float], fmt: str,
+def _merge_to_adapter(merge_spec: MergeSpec, out: Path, rank: Optional[int], energy: Optional[float], fmt: str,
                       dry_run: bool) -> None:
     from ..programs.extract_lora import RankRule
     from ..programs.merge_to_adapter import merge_to_adapter
@@ -199,9 +201,8 @@ def _merge_to_adapter(spec: Path, out: Path, rank: Optional[int], energy: Option
             raise UsageError(f"--format {fmt} writes a full model, and --as-adapter (or --rank/--energy) a PEFT "
                              "adapter in safetensors. Fix: drop one of them.")
         if dry_run:  # before, --dry-run was ignored here and the adapter written
-            _dry_run_adapter(spec, out, rank, energy)
+            _dry_run_adapter(merge_spec, out, rank, energy)
             return
-        merge_spec = api.as_spec(spec)
         if merge_spec.depth is not None:  # the exact route plans without api's checks: a depth is checked here
             api.plan(merge_spec)
         with console.status("merging into an adapter"):
@@ -215,13 +216,12 @@ def _merge_to_adapter(spec: Path, out: Path, rank: Optional[int], energy: Option
                   f"{how_to_load(out)}", soft_wrap=True)
 
 
-def _dry_run_adapter(spec: Path, out: Path, rank: Optional[int], energy: Optional[float]) -> None:
+def _dry_run_adapter(merge_spec: MergeSpec, out: Path, rank: Optional[int], energy: Optional[float]) -> None:
     """What a dry run can check of an adapter output without merging: the rank rule, the spec, its base, the
     checkpoints and the plan, and the output folder."""
     from ..io.output import check_output_dir
     from ..programs.extract_lora import RankRule
     rule = None if rank is None and energy is None else RankRule(rank, energy)
-    merge_spec = api.as_spec(spec)
     if merge_spec.base is None:
         raise SpecError("an adapter output is an update of a base: add `base:` to the spec.")
     check_output_dir(out, "adapter")
