@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import SpecError
+from ..execute.executor import side_files_root
 from ..io.checkpoint import Checkpoint
 from ..plan.plan import Plan
 from ..spec.chat_templates import AUTO, NAMED
@@ -38,7 +39,6 @@ def carried_template(root: Path | None) -> str | None:
 def resolved_template(setting: str, checkpoints: Sequence[Checkpoint]) -> str:
     if setting != AUTO:
         return NAMED.get(setting, setting)
-    from ..execute.executor import side_files_root
     carried = [t for t in (carried_template(side_files_root(c)) for c in checkpoints) if t is not None]
     if not carried:
         refs = ", ".join(c.ref for c in checkpoints)
@@ -51,7 +51,6 @@ def resolved_template(setting: str, checkpoints: Sequence[Checkpoint]) -> str:
 def chat_template_files(plan: Plan, checkpoints: Sequence[Checkpoint]) -> dict[str, bytes]:
     """The files that give the output the spec's chat template ({} when it sets none), made before anything is
     written, so that a template `auto` cannot find leaves no output."""
-    from ..execute.executor import side_files_root
     setting = plan.spec.get("chat_template")
     if setting is None:
         return {}
