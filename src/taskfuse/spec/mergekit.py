@@ -255,19 +255,20 @@ def _merged_slices(cfg: dict, source: str) -> dict[str, Any]:
     cover, and, where there are several slices, every layer's settings as overrides (mergekit_slices.py)."""
     slices = cfg["slices"]
     method, fixed, default_norm, default_rescale = METHODS[cfg["merge_method"]]
+    shared_weight = (cfg.get("parameters") or {}).get("weight", 1.0)
     problems = slice_problems(slices, method)
     problems += [f"slices[{i}].parameters.weight: a slice's weight is not supported. Fix: give each source its "
                  "weight" for i, sl in enumerate(slices) if "weight" in (sl.get("parameters") or {})]
     if (len(slices) > 1 or depth(slices) == 1) and not problems:
-        if not is_plain((cfg.get("parameters") or {}).get("weight", 1.0)):
+        if not is_plain(shared_weight):
             problems.append("parameters.weight: a weight given per layer or per tensor is not supported across "
                             "several slices. Fix: one slice for every layer, or plain weights.")
         problems += source_problems(cfg)
         problems += filter_problems(cfg.get("parameters") or {}, "parameters")
         for i, sl in enumerate(slices):
             problems += filter_problems(sl.get("parameters") or {}, f"slices[{i}].parameters")
-        first, last = (evaluated(slice_settings(cfg)[i][2], 0.0) for i in (0, -1))
-        if first != last:
+        every_slice = slice_settings(cfg)
+        if evaluated(every_slice[0][2], 0.0) != evaluated(every_slice[-1][2], 0.0):
             problems.append("slices[0] and slices[-1] give different settings at their first layer: mergekit merges "
                             "the embeddings with the first slice's and the final norm and head with the last's, "
                             "which taskfuse cannot tell apart by name. Fix: the same settings at both ends.")
@@ -275,10 +276,8 @@ def _merged_slices(cfg: dict, source: str) -> dict[str, Any]:
     spec = translate_mergekit(as_models_config(cfg), source)
     spec["depth"] = depth(slices)
     if len(slices) > 1 or spec["depth"] == 1:  # a one-layer slice's gradients sit at 1, the schedule's at 0
-        raw = dict(cfg.get("parameters") or {})
-        default_weight = raw.get("weight", 1.0)
         spec["overrides"] += _per_layer_settings(cfg, method, default_norm, default_rescale, problems)
-        spec["overrides"] += per_layer_weights(cfg, [m["path"] for m in spec["models"]], default_weight)
+        spec["overrides"] += per_layer_weights(cfg, [m["path"] for m in spec["models"]], shared_weight)
         collect(problems, SpecError, f"{source}: mergekit config")
     return spec
 
