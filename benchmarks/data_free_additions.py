@@ -1,6 +1,8 @@
-"""Data-free methods added after the committed full run (WUDI-Merging, MagMax, KnOTS), scored on the full benchmark's
-experts and splits as its data-free rows are, beside task arithmetic and Iso-CTS merged again in the same run, and
-over the zoo's LoRA experts beside task arithmetic, TIES, TSV-M and Iso-CTS.
+"""Data-free methods added after the committed full run, scored on the full experts and splits as its rows are.
+
+WUDI-Merging, MagMax, KnOTS, SCE, RAM and Multi-SLERP (of the weights and of the task vectors) beside task arithmetic
+and Iso-CTS merged again in the same run, and over the zoo's LoRA experts beside task arithmetic, TIES, TSV-M and
+Iso-CTS.
 
     python benchmarks/data_free_additions.py                 # full zoo (built once, cached)
     python benchmarks/data_free_additions.py --variant tiny --out /tmp/additions

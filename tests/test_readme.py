@@ -254,7 +254,7 @@ EMBEDDING_CODE = BENCH_CODE + ["src/taskfuse/bench/learned.py", *LEARNING_STEP_C
                                "src/taskfuse/bench/embedding_study.py", "benchmarks/embedding_learning.py"]
 # The data-free methods registered after the committed full run, scored on its experts beside task arithmetic and
 # Iso-CTS at the full run's choices (so the benchmark's merging, evaluation and zoo code, as bench-full pins them)
-ADDED_METHODS = [UNRUN_METHODS["wudi"], UNRUN_METHODS["magmax"], UNRUN_METHODS["knots"]]
+ADDED_METHODS = [UNRUN_METHODS[m] for m in ("wudi", "magmax", "knots", "sce", "ram", "multislerp")]
 DATA_FREE_ADDITIONS_CODE = [p for p in BENCH_CODE if p.removeprefix(":(exclude)") not in ADDED_METHODS] + \
     ADDED_METHODS + ["src/taskfuse/bench/data_free_additions.py", "src/taskfuse/bench/study_script.py",
                      "src/taskfuse/bench/learned_over_merge.py::scored", "benchmarks/data_free_additions.py",

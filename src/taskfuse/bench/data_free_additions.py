@@ -25,6 +25,18 @@ from .learned_over_merge import scored
 from .merging import zoo_spec
 from .references import reference_scores
 
+# SCE averages the agreeing task vectors, as TIES does, so its λ is searched over TIES's; the variance selection
+# either only weighs the models (the authors' code) or also drops the unselected entries (mergekit's sce).
+_TIES_SCALES = sorted({point["scale"] for point in GRIDS["ties"]})
+_SCE_SELECTIONS = ({"select_topk": 1.0}, {"select_topk": 0.1}, {"select_topk": 0.1, "selection": "task_vectors"})
+# RAM keeps an entry's change where one model alone made it and averages it elsewhere; which entries count as
+# changed is ε. The full experts' |τ| has a median of about 4e-4, so ε = 1e-5 leaves nearly every entry changed by
+# all eight models (RAM is then their mean), and 1e-3 leaves about a third changed by one model only; the LoRA
+# updates' median is about 1e-3. No λ: the method has none (r = 0.1 is mergekit's RAM+ strength).
+_ram_grid = lambda epsilons: [{"epsilon": e, "r": r} for e in epsilons for r in (0.0, 0.1)]  # noqa: E731
+# The spherical means take no parameter that changes the merge of equally weighted models.
+_SPHERICAL = [{}]
+
 # The paper's WUDI (Adam from Σ τ_t, 300 steps at lr 1e-5) takes no scale; it is searched here as every other
 # method's λ is, and so is the exact minimiser of the same objective (still rising at 1.2, the edge of the first run's
 # 0.4-1.2). MagMax's λ around the paper's 0.5 (one task vector's size, not a sum's); KnOTS-TIES around TIES's best
@@ -34,6 +46,10 @@ ADDED_GRIDS = {
             + [{"solver": "exact", "scale": s} for s in (1.0, 1.2, 1.5, 2.0, 2.5)],
     "magmax": [{"scale": s} for s in (0.5, 0.7, 1.0)],
     "knots": [{"density": d, "scale": s} for d in (0.2, 0.4) for s in (0.6, 0.8, 1.0, 1.5)],
+    "sce": [{**selection, "scale": s} for selection in _SCE_SELECTIONS for s in _TIES_SCALES],
+    "ram": _ram_grid((1e-5, 3e-4, 1e-3, 2e-3)),
+    "multislerp": _SPHERICAL,
+    "multislerp_task_vectors": _SPHERICAL,
 }
 # Over the LoRA experts, four of the full run's methods beside the new ones, on grids sized for the adapters: the
 # first run took the full run's grids, and TIES, TSV-M, Iso-CTS, WUDI, MagMax and KnOTS all chose their lowest λ there
@@ -47,6 +63,9 @@ LORA_GRIDS = {
             + [{"solver": "exact", "scale": s} for s in (0.1, 0.2, 0.3, 0.4, 0.5)],
     "magmax": [{"scale": s} for s in (0.2, 0.3, 0.4, 0.5)],
     "knots": [{"density": d, "scale": s} for d in (0.2, 0.4) for s in (0.4, 0.6, 0.8, 1.0)],
+    "sce": [{**selection, "scale": s} for selection in _SCE_SELECTIONS for s in (0.6, 0.8, 1.0, 1.5)],
+    "ram": _ram_grid((1e-5, 1e-3, 2e-3, 4e-3)),
+    "multislerp_task_vectors": _SPHERICAL,
 }
 ANCHORS = ("task_arithmetic", "iso_cts")
 SpecOf = Callable[[str, dict], dict]

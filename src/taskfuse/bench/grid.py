@@ -20,12 +20,12 @@ EXCLUDED = {
     "wudi": "not in the committed full run yet: benchmarks/data_free_additions.py scores it",
     "magmax": "not in the committed full run yet: benchmarks/data_free_additions.py scores it",
     "knots": "not in the committed full run yet: benchmarks/data_free_additions.py scores it",
-    "sce": "registered after the committed full run and not scored on the benchmark yet",
+    "sce": "not in the committed full run yet: benchmarks/data_free_additions.py scores it",
     "nuslerp": "interpolates exactly two models; the zoo has one expert per task",
     "nuslerp_task_vectors": "interpolates exactly two task vectors; the zoo has one expert per task",
-    "multislerp": "registered after the committed full run and not scored on the benchmark yet",
-    "multislerp_task_vectors": "registered after the committed full run and not scored on the benchmark yet",
-    "ram": "registered after the committed full run and not scored on the benchmark yet",
+    "multislerp": "not in the committed full run yet: benchmarks/data_free_additions.py scores it",
+    "multislerp_task_vectors": "not in the committed full run yet: benchmarks/data_free_additions.py scores it",
+    "ram": "not in the committed full run yet: benchmarks/data_free_additions.py scores it",
     "nearswap": "pulls the base toward exactly one model; the zoo has one expert per task",
 }
 
