@@ -74,6 +74,8 @@ CONFIGS = {
     # among the models, as mergekit's docs show it)
     "nearswap": {"base": True, "base_among_models": True, "parameters": {"t": 0.01},
                  "models": [{}, {}]},
+    # Arcee Fusion of the first fine-tune into the base (the base listed among the models, as for nearswap)
+    "arcee_fusion": {"base": True, "base_among_models": True, "models": [{}, {}]},
     # mergekit's README's TIES example on two fine-tunes: weights per layer (a gradient) and per tensor (filters)
     "ties_weights_per_layer_and_filter": {
         "method": "ties", "base": True, "parameters": {"normalize": True, "int8_mask": True},

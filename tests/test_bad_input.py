@@ -280,11 +280,15 @@ def test_hub_id_offline_fails_fast_and_clearly(tmp_path, llama_family, monkeypat
 
 def test_mergekit_unsupported_keys_are_errors(tmp_path, llama_family):
     base, tunes = llama_family
-    cfg = {"merge_method": "arcee_fusion", "base_model": str(base), "tokenizer_source": "union",
+    cfg = {"merge_method": "task_arithmetc", "base_model": str(base), "tokenizer_source": "union",
            "modules": {"text_decoder": {}}, "models": [{"model": str(t)} for t in tunes]}
     with pytest.raises(SpecError) as e:
         merge(cfg, tmp_path / "o")
-    assert "arcee_fusion" in str(e.value) and "'modules'" in str(e.value)
+    assert "'task_arithmetc'" in str(e.value) and "'task_arithmetic'" in str(e.value) and "'modules'" in str(e.value)
+    # Arcee Fusion fuses one model into the base
+    cfg = {"merge_method": "arcee_fusion", "base_model": str(base), "models": [{"model": str(t)} for t in tunes]}
+    with pytest.raises(SpecError, match="'arcee_fusion' takes 1 models?, the spec lists 3"):
+        merge(cfg, tmp_path / "o")
     # a chat template taskfuse does not have by name, and NuSLERP of more than two models
     cfg = {"merge_method": "nuslerp", "base_model": str(base), "chat_template": "x",
            "models": [{"model": str(t)} for t in tunes]}

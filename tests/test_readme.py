@@ -18,10 +18,10 @@ LEARN = ("src/taskfuse/programs/learn.py::OBJECTIVES,LearnProgress,DivergedError
          "_accumulate_gradients,_task_loss")
 # Registered methods that no grid of the benchmark merges with (bench/grid.py lists them in EXCLUDED): the replay of
 # aTLAS×K's learned partitions (its coefficients come from `taskfuse learn --partitions`), and the methods registered
-# after the committed full run (WUDI, MagMax, KnOTS: benchmarks/data_free_additions.py scores them; SCE: not scored
-# yet; NuSLERP: two models only, as SLERP; Multi-SLERP and RAM: not scored yet; NearSwap: one model only). Their modules, and the two places that register them (an import in methods/__init__.py, an EXCLUDED entry in
-# bench/grid.py), are left out of the code the results pin; a test below checks that nothing else changed in those
-# two places.
+# after the committed full run (WUDI, MagMax, KnOTS, SCE, Multi-SLERP, RAM: benchmarks/data_free_additions.py scores
+# them; NuSLERP: two models only, as SLERP; NearSwap and Arcee Fusion: one model only). Their modules, and the two
+# places that register them (an import in methods/__init__.py, an EXCLUDED entry in bench/grid.py), are left out of
+# the code the results pin; a test below checks that nothing else changed in those two places.
 UNRUN_METHODS = {"partitioned_task_arithmetic": "src/taskfuse/methods/partitioned.py",
                  "wudi": "src/taskfuse/methods/wudi.py", "magmax": "src/taskfuse/methods/magmax.py",
                  "knots": "src/taskfuse/methods/knots.py", "sce": "src/taskfuse/methods/sce.py",
@@ -29,7 +29,8 @@ UNRUN_METHODS = {"partitioned_task_arithmetic": "src/taskfuse/methods/partitione
                  "nuslerp_task_vectors": "src/taskfuse/methods/nuslerp.py",
                  "multislerp": "src/taskfuse/methods/multislerp.py",
                  "multislerp_task_vectors": "src/taskfuse/methods/multislerp.py",
-                 "ram": "src/taskfuse/methods/ram.py", "nearswap": "src/taskfuse/methods/nearswap.py"}
+                 "ram": "src/taskfuse/methods/ram.py", "nearswap": "src/taskfuse/methods/nearswap.py",
+                 "arcee_fusion": "src/taskfuse/methods/arcee_fusion.py"}
 METHODS_INIT = "src/taskfuse/methods/__init__.py"
 GRID = "src/taskfuse/bench/grid.py"
 GRID_PIN = f"{GRID}::GRIDS,benchmarked_methods,configs,_grid,_SUMMED,_MEANS,_SPECTRAL"  # all but EXCLUDED

@@ -27,6 +27,7 @@ EXCLUDED = {
     "multislerp_task_vectors": "not in the committed full run yet: benchmarks/data_free_additions.py scores it",
     "ram": "not in the committed full run yet: benchmarks/data_free_additions.py scores it",
     "nearswap": "pulls the base toward exactly one model; the zoo has one expert per task",
+    "arcee_fusion": "fuses exactly one model into the base; the zoo has one expert per task",
 }
 
 _SUMMED = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)  # λ on a sum of T task vectors

@@ -3,6 +3,7 @@
     >>> from taskfuse.methods import ties, Ties, Inputs
     >>> merged_delta = ties(Inputs.of(deltas, weights), Ties(density=0.2))
 """
+from .arcee_fusion import ArceeFusion, arcee_fusion
 from .breadcrumbs import Breadcrumbs, BreadcrumbsTies, breadcrumbs, breadcrumbs_ties
 from .consensus import Consensus, consensus
 from .dare import Dare, DareTies, dare_linear, dare_ties

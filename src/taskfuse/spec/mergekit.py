@@ -37,6 +37,7 @@ METHODS: dict[str, tuple[str, dict, bool | None, bool | None]] = {
     "ram": ("ram", {}, None, None),
     "ramplus_tl": ("ram", {"r": 0.1}, None, None),
     "nearswap": ("nearswap", {}, None, None),
+    "arcee_fusion": ("arcee_fusion", {}, None, None),
     "passthrough": ("passthrough", {}, None, None),
 }
 TOP_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "out_dtype", "tokenizer_source", "tokenizer",
@@ -161,8 +162,8 @@ def _models(cfg: dict, base: str | None, method: str, shared_weight: Any, proble
         # mergekit skips the base among delta-space models: its task vector is zero
         if entry.get("model") == base and method not in ("linear", "karcher", "slerp", "passthrough"):
             continue
-        if method in ("karcher", "sce", "ram", "nearswap"):
-            setting = 1.0  # mergekit's karcher, sce, ram and nearswap ignore per-model weights
+        if method in ("karcher", "sce", "ram", "nearswap", "arcee_fusion"):
+            setting = 1.0  # these mergekit methods ignore per-model weights
         model = {"path": entry.get("model"), "weight": setting if is_plain(setting) else 1.0, "params": mapped}
         models.append(model if is_plain(setting) else {**model, "mergekit_weight": setting})
     return models

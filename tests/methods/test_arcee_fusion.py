@@ -1,0 +1,42 @@
+"""Arcee Fusion worked by hand (against mergekit itself: the arcee_fusion fixture)."""
+import torch
+
+from taskfuse.methods import ArceeFusion, Inputs, arcee_fusion
+from taskfuse.methods.arcee_fusion import fusion_mask, importance, order_statistic
+
+
+def test_importance_is_the_change_times_its_rows_divergence():
+    base = torch.tensor([[0.0, 0.0], [1.0, 2.0]])
+    tuned = torch.tensor([[1.0, 0.0], [1.0, 2.0]])
+    scores = importance(tuned, base)
+    p = torch.softmax(torch.tensor([1.0, 0.0]), 0) + 1e-8
+    q = torch.tensor([0.5, 0.5]) + 1e-8
+    expected_kl = float((p * (p / q).log()).sum())
+    torch.testing.assert_close(scores, torch.tensor([[expected_kl, 0.0], [0.0, 0.0]]))
+
+
+def test_the_quartiles_are_entries_at_truncated_positions_not_interpolated():
+    values = torch.tensor([5.0, 1.0, 4.0, 2.0, 3.0, 6.0])  # sorted 1..6; positions ⌊q · 5⌋ = 1, 2, 3
+    assert [float(order_statistic(values, q)) for q in (0.25, 0.5, 0.75)] == [2.0, 3.0, 4.0]
+    big = torch.randn(2_000_001, generator=torch.Generator().manual_seed(0))
+    assert float(order_statistic(big, 0.5)) == float(big.sort().values[1_000_000])  # exact past mergekit's sample
+
+
+def test_only_outlying_scores_pass_the_fence():
+    scores = torch.tensor([1.0, 1.0, 1.0, 1.0, 2.0, 9.0])  # q1 = median = q3 = 1: the fence is at 1, reached by all
+    assert fusion_mask(scores).tolist() == [1.0] * 6
+    scores = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 30.0])  # median 4 + 1.5 · (6 − 2) = 10
+    assert fusion_mask(scores).tolist() == [0.0] * 8 + [1.0]
+
+
+def test_the_merge_keeps_the_outlying_changes_and_drops_the_rest():
+    torch.manual_seed(0)
+    base = torch.randn(16, 32)
+    tau = 0.01 * torch.randn(16, 32)
+    tau[3, 5] = 3.0  # one large change, in a row whose distribution it moves
+    merged = arcee_fusion(Inputs(tau[None], torch.ones(1), base), ArceeFusion())
+    kept = merged != 0
+    assert kept[3, 5] and 0 < int(kept.sum()) < tau.numel() // 4
+    torch.testing.assert_close(merged[kept], tau[kept])  # a kept change is whole
+    # the models' weights do not enter (mergekit's neither)
+    torch.testing.assert_close(arcee_fusion(Inputs(tau[None], torch.full((1,), 0.3), base), ArceeFusion()), merged)
