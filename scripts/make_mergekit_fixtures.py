@@ -6,7 +6,9 @@
 Builds three tiny float32 Llama checkpoints (base + 2 fine-tunes) with taskfuse's test helpers, runs mergekit-yaml
 (in its own virtual environment; none of its code enters taskfuse) for each deterministic method both tools
 implement, and stores inputs, configs and outputs as one safetensors file per method under
-tests/fixtures/mergekit/, plus versions.json recording the mergekit and torch versions used.
+tests/fixtures/mergekit/, plus versions.json recording the mergekit and torch versions used. mergekit-moe's configs
+go to tests/fixtures/mergekit/moe/, each output without its routers (mergekit's and taskfuse's initialisations
+differ by design), in the naming of the transformers that mergekit ran with.
 """
 from __future__ import annotations
 
@@ -113,6 +115,15 @@ SLICED = {
 SLICED_SOURCES = [{"weight": 0.7, "density": 0.5}, {"weight": 0.4, "density": 0.6}]
 
 
+# mergekit-moe configs, run on the committed inputs with the test helpers' byte-level tokenizer saved beside the base
+MOE = {
+    "moe_mixtral": {"gate_mode": "random", "dtype": "float32", "experts_per_token": 1,
+                    "experts": [{"source_model": "@ft0", "positive_prompts": ["The cat sat on the mat."]},
+                                {"source_model": "@ft1", "positive_prompts": ["SELECT name FROM users;"]}]},
+}
+ROUTER = ".mlp.gate.weight"  # a Mixtral router's name in transformers 5's layout
+
+
 def sliced_yaml(spec: dict, base: Path, tunes: list[Path]) -> dict:
     """A mergekit config of slices over the base and the fine-tunes (SLERP: the base and the first fine-tune)."""
     models = [base, tunes[0]] if spec["merge_method"] == "slerp" else [base, *tunes]
@@ -149,9 +160,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", metavar="NAME", help="regenerate these fixtures alone, on the committed "
                         "inputs (the others stay as they are)")
     only = parser.parse_args().only
-    unknown = sorted(set(only or []) - set(CONFIGS) - set(SLICED))
+    unknown = sorted(set(only or []) - set(CONFIGS) - set(SLICED) - set(MOE))
     if unknown:
-        parser.error(f"unknown fixture(s) {unknown}; choose from {sorted(CONFIGS) + sorted(SLICED)}")
+        parser.error(f"unknown fixture(s) {unknown}; choose from {sorted(CONFIGS) + sorted(SLICED) + sorted(MOE)}")
     exe = ensure_mergekit()
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -180,10 +191,37 @@ def main() -> None:
                                   .replace(str(tunes[1]), "@ft1"))
             (OUT / f"{method}.yaml").write_text(yaml.safe_dump(portable))
             print("wrote", method)
+        write_moe_fixtures(exe, base, tunes, Path(tmp), only)
     py = str(MERGEKIT_VENV / "bin" / "python")
     torch_v = subprocess.run([py, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True)
     (OUT / "versions.json").write_text(json.dumps({"mergekit": MERGEKIT_VERSION, "torch": torch_v.stdout.strip()},
                                                   indent=2) + "\n")
+
+
+def write_moe_fixtures(exe: Path, base: Path, tunes: list[Path], tmp: Path, only: list[str] | None) -> None:
+    from taskfuse.testing.tiny_llm import byte_bpe_tokenizer
+
+    byte_bpe_tokenizer().save_pretrained(base)  # mergekit-moe saves the base's tokenizer with the MoE
+    (OUT / "moe").mkdir(exist_ok=True)
+    tags = {"@base": str(base), "@ft0": str(tunes[0]), "@ft1": str(tunes[1])}
+    for name, portable in MOE.items():
+        if only and name not in only:
+            continue
+        text = yaml.safe_dump({"base_model": "@base", **portable})
+        for tag, path in tags.items():
+            text = text.replace(tag, path)
+        cfg_path, out = tmp / f"{name}.yaml", tmp / f"out-{name}"
+        cfg_path.write_text(text)
+        run = subprocess.run([str(exe.parent / "mergekit-moe"), str(cfg_path), str(out)], capture_output=True,
+                             text=True)
+        if run.returncode:
+            sys.exit(f"mergekit-moe failed on {name}:\n{run.stderr[-3000:]}")
+        tensors = {}
+        for shard in sorted(out.glob("*.safetensors")):
+            tensors.update({k: v for k, v in load_file(shard).items() if not k.endswith(ROUTER)})
+        save_file(tensors, OUT / "moe" / f"{name}.safetensors")
+        (OUT / "moe" / f"{name}.yaml").write_text(yaml.safe_dump({"base_model": "@base", **portable}))
+        print("wrote", name)
 
 
 if __name__ == "__main__":

@@ -41,3 +41,25 @@ def test_matches_mergekit(tmp_path, checkpoints, method):
     tol = TOLERANCE.get(method, 1e-6)
     for name in theirs:
         torch.testing.assert_close(ours[name], theirs[name], atol=tol, rtol=tol, msg=f"{method}: {name}")
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (FIXTURES / "moe").glob("*.yaml")))
+def test_moe_matches_mergekit_moe_but_for_the_routers(tmp_path, checkpoints, name):
+    """The same mergekit-moe config through `taskfuse moe`'s reader: every tensor of the MoE equal to mergekit's, in
+    the naming of the transformers that loads it, except the routers (initialised differently by design)."""
+    from transformers import AutoModelForCausalLM
+
+    from taskfuse.programs.moe import upcycle
+    from taskfuse.programs.moe_source import read_moe_spec
+
+    text = (FIXTURES / "moe" / f"{name}.yaml").read_text()
+    for tag, path in checkpoints.items():
+        text = text.replace(tag, path)
+    (tmp_path / "moe.yaml").write_text(text)
+    upcycle(read_moe_spec(tmp_path / "moe.yaml"), tmp_path / "out")
+    ours = AutoModelForCausalLM.from_pretrained(tmp_path / "out").state_dict()
+    theirs = load_file(FIXTURES / "moe" / f"{name}.safetensors")
+    routers = {k for k in ours if k.endswith(".mlp.gate.weight")}
+    assert routers and ours.keys() - routers == theirs.keys()
+    for key in theirs:
+        assert torch.equal(ours[key], theirs[key]), f"{name}: {key}"
