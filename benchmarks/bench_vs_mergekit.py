@@ -36,7 +36,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 MERGEKIT_VENV = HERE / ".mergekit-venv"
 MERGEKIT_VERSION = "0.1.5"
-METHODS = ["linear", "task_arithmetic", "ties", "dare_ties", "slerp"]
+# Every mergekit 0.1.5 method taskfuse implements (passthrough copies; the I/O floor below measures that)
+METHODS = ["linear", "task_arithmetic", "ties", "dare_ties", "slerp", "dare_linear", "breadcrumbs", "breadcrumbs_ties",
+           "della", "della_linear", "model_stock", "karcher", "sce", "nuslerp", "multislerp", "ram", "ramplus_tl",
+           "nearswap", "arcee_fusion"]
+RANDOM = {"dare_ties", "dare_linear", "della", "della_linear"}  # masks drawn differently: no difference reported
 # Runs one command and prints its wall time and peak RSS; a fresh wrapper per run keeps RUSAGE_CHILDREN per run.
 MEASURE = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
            "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True); "
@@ -118,14 +122,19 @@ def ensure_mergekit() -> Path:
 
 def mergekit_config(method: str, base: Path, tunes: list[Path]) -> dict:
     models = [{"model": str(t), "parameters": {"weight": 0.5, "density": 0.5}} for t in tunes]
-    if method in ("linear",):
-        models = [{"model": str(t), "parameters": {"weight": 0.5}} for t in tunes]
-        return {"merge_method": method, "models": models, "dtype": "bfloat16"}
-    if method == "slerp":
-        return {"merge_method": "slerp", "base_model": str(base), "dtype": "bfloat16", "parameters": {"t": 0.4},
-                "models": [{"model": str(base)}, {"model": str(tunes[0])}]}
+    weighted = [{"model": str(t), "parameters": {"weight": 0.5}} for t in tunes]
+    plain = [{"model": str(t)} for t in tunes]
+    if method in ("linear", "karcher", "nuslerp", "multislerp"):  # the fine-tunes' weights, no base
+        return {"merge_method": method, "models": weighted, "dtype": "bfloat16"}
+    if method in ("slerp", "nearswap", "arcee_fusion"):  # the base and one fine-tune
+        parameters = {"slerp": {"t": 0.4}, "nearswap": {"t": 0.0001}}.get(method)
+        return {"merge_method": method, "base_model": str(base), "dtype": "bfloat16",
+                "models": [{"model": str(base)}, {"model": str(tunes[0])}], **({"parameters": parameters}
+                                                                             if parameters else {})}
     if method == "task_arithmetic":
-        models = [{"model": str(t), "parameters": {"weight": 0.5}} for t in tunes]
+        models = weighted
+    elif method in ("model_stock", "sce", "ram", "ramplus_tl"):
+        models = plain
     return {"merge_method": method, "base_model": str(base), "models": models, "dtype": "bfloat16"}
 
 
@@ -169,7 +178,7 @@ def run_method(method: str, work: Path, paths: list[Path], mergekit: Path, args)
             runs[tool].append(measure(cmd, paths))
     mk_s, tf_s = (statistics.median(t for t, _ in runs[tool]) for tool in ("mergekit", "taskfuse"))
     mk_rss, tf_rss = (max(r for _, r in runs[tool]) for tool in ("mergekit", "taskfuse"))
-    diff = max_abs_diff(outs["mergekit"], outs["taskfuse"]) if method != "dare_ties" else None
+    diff = max_abs_diff(outs["mergekit"], outs["taskfuse"]) if method not in RANDOM else None
     for out in outs.values():
         shutil.rmtree(out, ignore_errors=True)
     return {"method": method, "mergekit_s": mk_s, "taskfuse_s": tf_s, "speedup": mk_s / tf_s,
