@@ -1,14 +1,16 @@
 """Arcee Fusion worked by hand (against mergekit itself: the arcee_fusion fixture)."""
+import importlib
+
 import torch
 
 from taskfuse.methods import ArceeFusion, Inputs, arcee_fusion
-from taskfuse.methods.arcee_fusion import fusion_mask, importance, order_statistic
+from taskfuse.methods.arcee_fusion import fusion_mask, importance, order_statistic, row_divergence
 
 
 def test_importance_is_the_change_times_its_rows_divergence():
     base = torch.tensor([[0.0, 0.0], [1.0, 2.0]])
-    tuned = torch.tensor([[1.0, 0.0], [1.0, 2.0]])
-    scores = importance(tuned, base)
+    tau = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    scores = importance(tau, base)
     p = torch.softmax(torch.tensor([1.0, 0.0]), 0) + 1e-8
     q = torch.tensor([0.5, 0.5]) + 1e-8
     expected_kl = float((p * (p / q).log()).sum())
@@ -40,3 +42,13 @@ def test_the_merge_keeps_the_outlying_changes_and_drops_the_rest():
     torch.testing.assert_close(merged[kept], tau[kept])  # a kept change is whole
     # the models' weights do not enter (mergekit's neither)
     torch.testing.assert_close(arcee_fusion(Inputs(tau[None], torch.full((1,), 0.3), base), ArceeFusion()), merged)
+
+
+def test_rows_are_taken_a_block_at_a_time_with_the_same_result(monkeypatch):
+    torch.manual_seed(1)
+    base, tau = torch.randn(7, 5, 6), 0.1 * torch.randn(7, 5, 6)
+    whole = row_divergence(tau, base)
+    module = importlib.import_module("taskfuse.methods.arcee_fusion")  # the package's name is the function
+    monkeypatch.setattr(module, "ROWS_PER_BLOCK", 4)  # 35 rows: blocks of 4, the last of 3
+    torch.testing.assert_close(row_divergence(tau, base), whole)
+    assert whole.shape == (7, 5, 1) and row_divergence(tau[0, 0], base[0, 0]).shape == (1,)

@@ -13,6 +13,7 @@ from .registry import method
 SOFTMAX_FLOOR = 1e-8  # added to both softmaxes before their ratio's logarithm, as mergekit does
 # the threshold is the median plus this many interquartile ranges (Tukey's fence for outliers)
 FENCE = 1.5
+ROWS_PER_BLOCK = 4096  # rows whose softmaxes are held at once
 
 
 @dataclass(config=STRICT)
@@ -20,13 +21,23 @@ class ArceeFusion:
     """No parameters: mergekit's arcee_fusion takes none."""
 
 
-def importance(tuned: Tensor, base: Tensor) -> Tensor:
-    """|tuned − base| per entry times KL(softmax(tuned) ‖ softmax(base)) of its row (the last axis; one value for a
-    1-D tensor): an entry matters where it moved and its row's distribution, read as logits, moved too."""
-    p = torch.softmax(tuned, dim=-1) + SOFTMAX_FLOOR
-    q = torch.softmax(base, dim=-1) + SOFTMAX_FLOOR
-    divergence = (p * (p / q).log()).sum(dim=-1, keepdim=True)
-    return (tuned - base).abs() * divergence
+def row_divergence(tau: Tensor, base: Tensor) -> Tensor:
+    """(*S[:-1], 1) KL(softmax(θ₀ + τ) ‖ softmax(θ₀)) of each row (the last axis; one value for a 1-D tensor), both
+    read as logits. Computed a block of rows at a time: an embedding table's softmaxes are never held whole."""
+    rows_tau, rows_base = tau.reshape(-1, tau.shape[-1]), base.reshape(-1, base.shape[-1])
+    divergence = torch.empty(rows_tau.shape[0], 1, dtype=tau.dtype, device=tau.device)
+    for start in range(0, rows_tau.shape[0], ROWS_PER_BLOCK):
+        block = slice(start, start + ROWS_PER_BLOCK)
+        q = torch.softmax(rows_base[block], dim=-1).add_(SOFTMAX_FLOOR)
+        p = torch.softmax(rows_base[block] + rows_tau[block], dim=-1).add_(SOFTMAX_FLOOR)
+        divergence[block] = (p * (p / q).log_()).sum(dim=-1, keepdim=True)
+    return divergence.reshape(*tau.shape[:-1], 1)
+
+
+def importance(tau: Tensor, base: Tensor) -> Tensor:
+    """|τ| per entry times its row's divergence: an entry matters where it moved and its row's distribution, read
+    as logits, moved too."""
+    return tau.abs().mul_(row_divergence(tau, base))
 
 
 def order_statistic(flat: Tensor, q: float) -> Tensor:
@@ -58,4 +69,4 @@ def arcee_fusion(x: Inputs, p: ArceeFusion):
     The base is the spec's base, the other model its one model; the models' weights are not used (mergekit's
     neither)."""
     tau = x.stack[0]
-    return tau * fusion_mask(importance(x.base + tau, x.base))
+    return tau * fusion_mask(importance(tau, x.base))

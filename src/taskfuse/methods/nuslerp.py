@@ -36,18 +36,20 @@ def spherical_by_weights(x: Inputs, p: NuSlerp) -> Tensor:
         a, b = a.reshape(-1), b.reshape(-1)
     elif p.vectors == "columns":
         a, b = a.transpose(0, -1), b.transpose(0, -1)
-    cos = torch.sum(_unit(a) * _unit(b), dim=-1, keepdim=True).clamp(-1, 1)
+    # the angle from one product and the two norms, and the result as two scaled vectors: a vector's coefficients
+    # are scalars, so no unit vectors or intermediate mixtures are formed (each would be a whole tensor)
+    dot = torch.dot(a, b).reshape(1) if a.dim() == 1 else torch.einsum("...i,...i->...", a, b).unsqueeze(-1)
+    norm_a, norm_b = (torch.linalg.vector_norm(v, dim=-1, keepdim=True).clamp(min=NORM_FLOOR) for v in (a, b))
+    cos = (dot / (norm_a * norm_b)).clamp(-1, 1)
     colinear = (1 - cos.square()) <= COLINEAR ** 2
     theta = torch.acos(torch.where(colinear, torch.zeros_like(cos), cos))
-    spherical = (torch.sin((1 - t) * theta) * a + torch.sin(t * theta) * b) / torch.sin(theta)
-    out = torch.where(colinear, (1 - t) * a + t * b, spherical)
+    sin = torch.where(colinear, torch.ones_like(theta), torch.sin(theta))
+    to_a = torch.where(colinear, torch.full_like(theta, 1 - t), torch.sin((1 - t) * theta) / sin)
+    to_b = torch.where(colinear, torch.full_like(theta, t), torch.sin(t * theta) / sin)
+    out = (a * to_a).addcmul_(b, to_b)
     if p.vectors == "columns":
         out = out.transpose(0, -1)
     return out.reshape(x.stack.shape[1:])
-
-
-def _unit(v: Tensor) -> Tensor:
-    return v / torch.linalg.vector_norm(v, dim=-1, keepdim=True).clamp(min=NORM_FLOOR)
 
 
 @method(
