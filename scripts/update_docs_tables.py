@@ -22,7 +22,7 @@ from taskfuse.bench.llm_new_task_figure import new_task_figure  # noqa: E402
 from taskfuse.bench.targets import all_targets, markdown as targets_markdown  # noqa: E402
 
 BENCH_RESULT = ROOT / "benchmarks" / "results" / "bench-full" / "result.json"
-SPEED_RESULT = ROOT / "benchmarks" / "results-2026-11-22-zero-copy.json"
+SPEED_RESULT = ROOT / "benchmarks" / "results-2026-12-06-all-methods.json"
 ROUTING_RESULT = ROOT / "benchmarks" / "results" / "bench-routing" / "result.json"
 EXTRACT_RESULT = ROOT / "benchmarks" / "results" / "extract-lora" / "result.json"
 LLM_RESULT = ROOT / "benchmarks" / "results" / "bench-llm" / "result.json"
