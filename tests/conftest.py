@@ -22,6 +22,22 @@ def bert_family(tmp_path_factory):
     return build_family(tmp_path_factory.mktemp("bert"), "bert", 2, torch.float32)
 
 
+@pytest.fixture(scope="session")
+def moe_family(tmp_path_factory):
+    """A tiny Llama base with its tokenizer and 3 fine-tunes of it (seeded perturbations), for MoE upcycling."""
+    from taskfuse.testing.checkpoints import perturb
+    from taskfuse.testing.tiny_llm import save_tiny_causal_lm, tiny_causal_lm
+
+    root = tmp_path_factory.mktemp("moe")
+    base = save_tiny_causal_lm(root / "base", "llama", seed=0, tie=False)
+    experts = []
+    for i in range(3):
+        model = perturb(tiny_causal_lm("llama", 384, seed=0, tie=False), seed=10 + i, scale=0.05)
+        model.save_pretrained(root / f"expert{i}")
+        experts.append(root / f"expert{i}")
+    return base, experts
+
+
 @pytest.fixture
 def family_copy(tmp_path, llama_family):
     """A writable copy of the Llama family, for tests that damage checkpoints."""

@@ -14,16 +14,9 @@ PROMPTS = ["The cat sat on the mat and purred.", "SELECT name FROM users WHERE i
            "Ich bin ein Berliner, sagte er."]
 
 
-@pytest.fixture(scope="module")
-def family(tmp_path_factory):
-    root = tmp_path_factory.mktemp("moe")
-    base = save_tiny_causal_lm(root / "base", "llama", seed=0, tie=False)
-    experts = []
-    for i in range(3):
-        model = perturb(tiny_causal_lm("llama", 384, seed=0, tie=False), seed=10 + i, scale=0.05)
-        model.save_pretrained(root / f"expert{i}")
-        experts.append(root / f"expert{i}")
-    return base, experts
+@pytest.fixture
+def family(moe_family):
+    return moe_family
 
 
 def spec(base, experts, **extra):

@@ -9,22 +9,14 @@ from taskfuse.errors import SpecError
 from taskfuse.programs.moe import load_moe_spec, upcycle
 from taskfuse.programs.moe_source import read_moe_spec
 from taskfuse.spec.mergekit_moe import is_mergekit_moe, translate_mergekit_moe
-from taskfuse.testing.checkpoints import perturb
-from taskfuse.testing.tiny_llm import save_tiny_causal_lm, tiny_causal_lm
 
 PROMPTS = ["The cat sat on the mat and purred.", "SELECT name FROM users WHERE id = 42;"]
 
 
-@pytest.fixture(scope="module")
-def family(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mergekit-moe")
-    base = save_tiny_causal_lm(root / "base", "llama", seed=0, tie=False)
-    experts = []
-    for i in range(2):
-        perturb(tiny_causal_lm("llama", 384, seed=0, tie=False), seed=20 + i, scale=0.05).save_pretrained(
-            root / f"expert{i}")
-        experts.append(root / f"expert{i}")
-    return base, experts
+@pytest.fixture
+def family(moe_family):
+    base, experts = moe_family
+    return base, experts[:2]
 
 
 def mergekit_moe(base, experts, **extra) -> dict:
