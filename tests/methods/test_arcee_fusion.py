@@ -1,10 +1,11 @@
 """Arcee Fusion worked by hand (against mergekit itself: the arcee_fusion fixture)."""
 import importlib
 
+import pytest
 import torch
 
 from taskfuse.methods import ArceeFusion, Inputs, arcee_fusion
-from taskfuse.methods.arcee_fusion import fusion_mask, importance, order_statistic, row_divergence
+from taskfuse.methods.arcee_fusion import fusion_mask, importance, order_statistics, row_divergence
 
 
 def test_importance_is_the_change_times_its_rows_divergence():
@@ -19,9 +20,19 @@ def test_importance_is_the_change_times_its_rows_divergence():
 
 def test_the_quartiles_are_entries_at_truncated_positions_not_interpolated():
     values = torch.tensor([5.0, 1.0, 4.0, 2.0, 3.0, 6.0])  # sorted 1..6; positions ⌊q · 5⌋ = 1, 2, 3
-    assert [float(order_statistic(values, q)) for q in (0.25, 0.5, 0.75)] == [2.0, 3.0, 4.0]
-    big = torch.randn(2_000_001, generator=torch.Generator().manual_seed(0))
-    assert float(order_statistic(big, 0.5)) == float(big.sort().values[1_000_000])  # exact past mergekit's sample
+    assert [float(v) for v in order_statistics(values, (0.25, 0.5, 0.75))] == [2.0, 3.0, 4.0]
+
+
+@pytest.mark.parametrize("values", [
+    torch.randn(2_000_001, generator=torch.Generator().manual_seed(0)),  # past mergekit's sample, both signs
+    torch.randn(50_000, generator=torch.Generator().manual_seed(1)).abs() * 1e-30,  # subnormal and tiny
+    torch.tensor([0.0, -0.0, 3.0, -3.0, 3.0, 1e-45, -1e-45, float("inf"), -float("inf"), 2.5] * 7),  # ties, edges
+])
+def test_the_radix_selection_is_exact(values):
+    qs = (0.0, 0.25, 0.5, 0.75, 1.0, 0.1)
+    ordered = values.sort().values
+    expected = [float(ordered[int(torch.tensor(q) * (values.numel() - 1))]) for q in qs]
+    assert [float(v) for v in order_statistics(values, qs)] == expected
 
 
 def test_only_outlying_scores_pass_the_fence():

@@ -40,16 +40,31 @@ def importance(tau: Tensor, base: Tensor) -> Tensor:
     return tau.abs().mul_(row_divergence(tau, base))
 
 
-def order_statistic(flat: Tensor, q: float) -> Tensor:
-    """The entry at sorted position ⌊q · (n − 1)⌋ (no interpolation between neighbours, as mergekit's quantiles)."""
-    position = int(torch.tensor(q) * (flat.numel() - 1))  # float32 product, truncated, as mergekit computes it
-    return flat.kthvalue(position + 1).values
+def sortable_keys(flat: Tensor) -> Tensor:
+    """int32 keys in the order of the float32 values: a non-negative float's bits grow with it; a negative one's lower
+    31 bits are flipped, so that it sorts below every non-negative one and below the negatives nearer zero."""
+    bits = flat.contiguous().view(torch.int32)
+    return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+
+
+def order_statistics(flat: Tensor, qs: tuple[float, ...]) -> list[Tensor]:
+    """The entries at sorted positions ⌊q · (n − 1)⌋ (no interpolation between neighbours, as mergekit's quantiles),
+    exactly. A radix select: one histogram of the keys' top 16 bits places every position in a bucket, and only that
+    bucket's entries are searched; three selections over the whole tensor took about 3x as long."""
+    buckets = (sortable_keys(flat) >> 16) + 32768
+    ends = torch.bincount(buckets, minlength=65536).cumsum(0)
+    found = []
+    for q in qs:
+        position = int(torch.tensor(q) * (flat.numel() - 1))  # float32 product, truncated, as mergekit computes it
+        bucket = int(torch.searchsorted(ends, torch.tensor([position]), right=True))
+        before = int(ends[bucket - 1]) if bucket > 0 else 0
+        found.append(flat[buckets == bucket].kthvalue(position - before + 1).values)
+    return found
 
 
 def fusion_mask(scores: Tensor) -> Tensor:
     """1 where a score reaches median + 1.5 · (q3 − q1) over the tensor, else 0."""
-    flat = scores.reshape(-1)
-    q1, median, q3 = (order_statistic(flat, q) for q in (0.25, 0.5, 0.75))
+    q1, median, q3 = order_statistics(scores.reshape(-1), (0.25, 0.5, 0.75))
     return (scores >= median + FENCE * (q3 - q1)).to(scores.dtype)
 
 
