@@ -36,3 +36,11 @@ def test_coefficients_become_uniform_below_the_floor_and_weights_scale_them():
     weighted = sce(Inputs.of([A, B], [1.0, 3.0]), Sce())
     eta_a, eta_b = 14.25 / 22.5, 3 * 8.25 / 22.5
     assert weighted[1] == pytest.approx((0.5 * eta_a + 1.5 * eta_b) / (eta_a + eta_b))
+
+
+def test_entries_tied_at_the_variance_cut_off_are_selected_by_lower_index():
+    # four entries of equal variance, half selected: the first two, whatever the slicing (torch.topk's choice among
+    # ties was unspecified, so the first implementation's mask could change with the build)
+    a, b = torch.ones(4), -torch.ones(4)
+    merged = sce(Inputs.of([a, b]), Sce(select_topk=0.5, selection="task_vectors"))
+    torch.testing.assert_close(merged, torch.tensor([1.0, 1.0, 0.0, 0.0]))  # a zero sum elects +: a's entries
