@@ -248,5 +248,22 @@ def speed_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def latest_rows(results: list[tuple[str, dict]]) -> list[dict]:
+    """Each method's row from the last of `results` (name, result; oldest first) that measured it, in the order of
+    the first, with the name of its file as "run": follow-up runs re-measure the methods a change touched."""
+    latest = {row["method"]: row | {"run": name} for name, result in results for row in result["rows"]}
+    return [latest[row["method"]] for row in results[0][1]["rows"]]
+
+
+def latest_table(results: list[tuple[str, dict]]) -> str:
+    """The docs' table of each method's latest measurement, the run it comes from named per row."""
+    lines = [f"| method | mergekit {results[0][1]['mergekit']} s | taskfuse s | speed-up | taskfuse peak RSS MiB | "
+             "RSS ratio | run |", "|---|---|---|---|---|---|---|"]
+    for r in latest_rows(results):
+        lines.append(f"| {r['method']} | {r['mergekit_s']:.1f} | {r['taskfuse_s']:.1f} | {r['speedup']:.1f}x | "
+                     f"{r['taskfuse_rss_mib']:.0f} | {r['rss_ratio']:.2f} | {r['run']} |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     main()

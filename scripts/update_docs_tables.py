@@ -23,6 +23,9 @@ from taskfuse.bench.targets import all_targets, markdown as targets_markdown  # 
 
 BENCH_RESULT = ROOT / "benchmarks" / "results" / "bench-full" / "result.json"
 SPEED_RESULT = ROOT / "benchmarks" / "results-2026-12-06-all-methods.json"
+# runs after SPEED_RESULT that re-measured the methods a change touched, oldest first
+SPEED_FOLLOW_UPS = [ROOT / "benchmarks" / f"results-2026-12-06-{name}.json"
+                    for name in ("nuslerp-arcee-followup", "arcee-radix", "sliced")]
 ROUTING_RESULT = ROOT / "benchmarks" / "results" / "bench-routing" / "result.json"
 EXTRACT_RESULT = ROOT / "benchmarks" / "results" / "extract-lora" / "result.json"
 LLM_RESULT = ROOT / "benchmarks" / "results" / "bench-llm" / "result.json"
@@ -51,46 +54,50 @@ def replace_block(path: Path, marker: str, body: str) -> None:
     path.write_text(text[:start] + body.strip() + "\n" + text[end:])
 
 
+def speed_results() -> list[tuple[str, dict]]:
+    """(file name, result) of the speed run and its follow-ups, oldest first."""
+    return [(path.name, json.loads(path.read_text())) for path in (SPEED_RESULT, *SPEED_FOLLOW_UPS)]
+
+
 def generated_blocks() -> list[tuple[Path, str, str]]:
     """(file, marker, table) for every generated table in the docs."""
     result = json.loads(BENCH_RESULT.read_text())
-    spec = importlib.util.spec_from_file_location("bench_vs_mergekit", ROOT / "benchmarks" / "bench_vs_mergekit.py")
-    speed = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(speed)
+    speed = benchmark_script("bench_vs_mergekit")
     return [(ROOT / "README.md", "methods-table", methods_markdown()),
             (ROOT / "README.md", "bench-table", markdown(result)),
             (ROOT / "docs" / "benchmark.md", "bench-table", markdown(result)),
             (ROOT / "docs" / "benchmark.md", "task-table", task_markdown(result)),
             (ROOT / "docs" / "performance.md", "speed-table", speed.speed_table(json.loads(SPEED_RESULT.read_text()))),
+            (ROOT / "docs" / "performance.md", "latest-speed-table", speed.latest_table(speed_results())),
             (ROOT / "docs" / "adapters.md", "routing-table", routing_markdown(json.loads(ROUTING_RESULT.read_text()))),
             (ROOT / "docs" / "adapters.md", "extract-table", _extraction_table()),
             (ROOT / "docs" / "llm.md", "llm-table", llm_markdown(json.loads(LLM_RESULT.read_text()))),
             (ROOT / "docs" / "llm.md", "llm-routing-table", llm_markdown(json.loads(LLM_ROUTING_RESULT.read_text()))),
             (ROOT / "README.md", "over-merge-table", _over_merge_table()),
             (ROOT / "docs" / "learned.md", "over-merge-table", _over_merge_table()),
-            (ROOT / "docs" / "learned.md", "learning-memory-table", _benchmark_script("learning_memory").markdown(
+            (ROOT / "docs" / "learned.md", "learning-memory-table", benchmark_script("learning_memory").markdown(
                 json.loads(LEARNING_MEMORY_RESULT.read_text()))),
-            (ROOT / "docs" / "learned.md", "seed-spread-table", _benchmark_script("learning_seed_spread").markdown(
+            (ROOT / "docs" / "learned.md", "seed-spread-table", benchmark_script("learning_seed_spread").markdown(
                 json.loads(SEED_SPREAD_RESULT.read_text()))),
-            (ROOT / "docs" / "learned.md", "partitions-table", _benchmark_script("partitions_over_merge").markdown(
+            (ROOT / "docs" / "learned.md", "partitions-table", benchmark_script("partitions_over_merge").markdown(
                 json.loads(PARTITIONS_RESULT.read_text()))),
-            (ROOT / "docs" / "learned.md", "classifier-table", _benchmark_script("classifier_learning").markdown(
+            (ROOT / "docs" / "learned.md", "classifier-table", benchmark_script("classifier_learning").markdown(
                 json.loads(CLASSIFIER_RESULT.read_text()))),
-            (ROOT / "docs" / "learned.md", "embedding-table", _benchmark_script("embedding_learning").markdown(
+            (ROOT / "docs" / "learned.md", "embedding-table", benchmark_script("embedding_learning").markdown(
                 json.loads(EMBEDDING_RESULT.read_text()))),
-            (ROOT / "docs" / "learned.md", "fisher-labels-table", _benchmark_script("fisher_labels").markdown(
+            (ROOT / "docs" / "learned.md", "fisher-labels-table", benchmark_script("fisher_labels").markdown(
                 json.loads(FISHER_LABELS_RESULT.read_text()))),
-            (ROOT / "docs" / "learned.md", "side-by-side-table", _benchmark_script("fusionbench_side_by_side").markdown(
+            (ROOT / "docs" / "learned.md", "side-by-side-table", benchmark_script("fusionbench_side_by_side").markdown(
                 json.loads(SIDE_BY_SIDE_RESULT.read_text()))),
             (ROOT / "docs" / "llm.md", "weak-to-strong-table",
              weak_to_strong_table(json.loads(WEAK_TO_STRONG_RESULT.read_text()))),
             (ROOT / "docs" / "llm.md", "new-task-table", new_task_table(json.loads(NEW_TASK_RESULT.read_text()))),
-            (ROOT / "docs" / "benchmark.md", "additions-table", _benchmark_script("data_free_additions").markdown(
+            (ROOT / "docs" / "benchmark.md", "additions-table", benchmark_script("data_free_additions").markdown(
                 json.loads(ADDITIONS_RESULT.read_text()))),
             (ROOT / "README.md", "targets-table", targets_markdown(all_targets(ROOT / "benchmarks" / "results")))]
 
 
-def _benchmark_script(name: str):
+def benchmark_script(name: str):
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -98,11 +105,11 @@ def _benchmark_script(name: str):
 
 
 def _extraction_table() -> str:
-    return _benchmark_script("extract_lora_fidelity").markdown(json.loads(EXTRACT_RESULT.read_text()))
+    return benchmark_script("extract_lora_fidelity").markdown(json.loads(EXTRACT_RESULT.read_text()))
 
 
 def _over_merge_table() -> str:
-    return _benchmark_script("learned_over_merge").markdown(json.loads(OVER_MERGE_RESULT.read_text()))
+    return benchmark_script("learned_over_merge").markdown(json.loads(OVER_MERGE_RESULT.read_text()))
 
 
 def current_block(path: Path, marker: str) -> str:
