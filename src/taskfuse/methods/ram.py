@@ -43,7 +43,7 @@ def ram(x: SliceInputs, p: Ram):
     An entry is changed by a model where |τ_t| > ε. RAM+'s ratio is counted in each tensor (mergekit's "tensor-local"
     ramplus_tl), where the paper counts it over the whole model, in one pass before the merge."""
     scale = None
-    if p.r != 0:
+    if p.r != 0 and x.slices.numel:
         shared, unique = x.slices.sum(lambda chunk, sl: shared_and_unique(chunk, p.epsilon)).to(torch.float32)
         scale = 1 + p.r * (shared / unique.clamp(min=p.epsilon)).clamp(0, p.alpha)
 

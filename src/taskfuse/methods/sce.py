@@ -72,6 +72,8 @@ def sce(x: SliceInputs, p: Sce):
     "Erase" keeps, per entry, the task vectors whose sign agrees with the sign of their sum (a zero sum elects +),
     and the agreeing ones are averaged with their coefficients. The models' weights multiply the coefficients.
     Passes over the tensor: the variance cut-off (when selecting), the energies, the merge."""
+    if x.slices.numel == 0:  # nothing to select or weigh
+        return lambda chunk, sl: chunk[0]
     spread, cut = variance_selection(x.slices, p.select_topk) if p.select_topk < 1 else (None, None)
 
     def selected(chunk: Tensor, sl: slice) -> Tensor:
