@@ -62,17 +62,21 @@ def small_slices(monkeypatch):
     monkeypatch.setattr(chunks.chunk_slices, "__defaults__", (256,))
 
 
-@pytest.mark.parametrize("method", ["dare_linear", "ties", "breadcrumbs_ties", "model_stock", "task_arithmetic"])
-def test_result_independent_of_threads(tmp_path, llama_family, small_slices, method):
+@pytest.mark.parametrize("method,params", [
+    ("dare_linear", {}), ("ties", {}), ("breadcrumbs_ties", {}), ("model_stock", {}), ("task_arithmetic", {}),
+    ("ram", {"r": 0.1, "epsilon": 1e-3}), ("sce", {"select_topk": 0.3, "selection": "task_vectors"}),
+    ("multislerp", {}),
+])
+def test_result_independent_of_threads(tmp_path, llama_family, small_slices, method, params):
     base, tunes = llama_family
-    spec = spec_for(method, base, tunes, seed=3)
+    spec = spec_for(method, base, tunes, params=params, seed=3)
     a = load_dir(merge(spec, tmp_path / "a", threads=1).out)
     b = load_dir(merge(spec, tmp_path / "b", threads=2).out)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("method,params", [("ties", {"density": 0.3}), ("dare_ties", {"density": 0.5}),
-                                           ("model_stock", {})])
+                                           ("model_stock", {}), ("ram", {"r": 0.1, "epsilon": 1e-3})])
 def test_streaming_in_small_slices_equals_in_memory(tmp_path, llama_family, small_slices, method, params):
     base, tunes = llama_family
     got = load_dir(merge(spec_for(method, base, tunes, params=params, seed=0), tmp_path / "out", threads=2).out)
