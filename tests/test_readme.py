@@ -169,6 +169,15 @@ SEED_SPREAD_CODE = BENCH_CODE + LEARNED_ROWS_CODE + ["src/taskfuse/bench/learned
                                                      "src/taskfuse/bench/seed_spread.py",
                                                      "benchmarks/learning_seed_spread.py",
                                                      f"{BENCH_FULL_RESULT}::iso_cts,atlas over iso_cts"]
+# Tail averaging of aTLAS over Iso-CTS: the seed study's code (its seeds, spread and the over-merge rows' code), the
+# averaging, the study, and bench-full's committed rows it anchors on (the start, seed 0's last iterate)
+TAIL_AVERAGE_CODE = BENCH_CODE + LEARNED_ROWS_CODE + ["src/taskfuse/bench/learned_over_merge.py", VIEW_OVER_MERGE,
+                                                      "src/taskfuse/bench/seed_spread.py",
+                                                      "src/taskfuse/programs/tail_average.py",
+                                                      "src/taskfuse/bench/tail_averaged_over_merge.py",
+                                                      "src/taskfuse/bench/study_script.py",
+                                                      "benchmarks/tail_averaged_over_merge.py",
+                                                      f"{BENCH_FULL_RESULT}::iso_cts,atlas over iso_cts"]
 # aTLAS×K over Iso-CTS: the over-merge rows' code, the partitioned view's row, spec and method (which BENCH_CODE
 # leaves out, no other result running it), and the committed results it quotes (bench-full's start and per-tensor
 # row, the seed study's average)
@@ -285,6 +294,7 @@ RESULTS = [("bench-full", BENCH_CODE + LEARNED_ROWS_CODE + STATISTICS_CODE + FUL
            ("learning-memory", LEARNING_MEMORY_CODE, "python benchmarks/learning_memory.py"),
            ("learning-seed-spread", SEED_SPREAD_CODE, "python benchmarks/learning_seed_spread.py"),
            ("partitions-over-merge", PARTITIONS_CODE, "python benchmarks/partitions_over_merge.py"),
+           ("tail-averaged-over-merge", TAIL_AVERAGE_CODE, "python benchmarks/tail_averaged_over_merge.py"),
            ("classifier-learning", CLASSIFIER_CODE, "python benchmarks/classifier_learning.py"),
            ("embedding-learning", EMBEDDING_CODE, "python benchmarks/embedding_learning.py"),
            ("weak-to-strong", WEAK_TO_STRONG_CODE, "python benchmarks/weak_to_strong.py --accept-unlicensed --multi"),
@@ -412,7 +422,9 @@ VIEW_OVER_MERGE_STUDIES = {"bench-full": ["src/taskfuse/bench/run.py"],
                            "learning-seed-spread": ["src/taskfuse/bench/seed_spread.py",
                                                     "benchmarks/learning_seed_spread.py"],
                            "partitions-over-merge": ["src/taskfuse/bench/partitions_over_merge.py",
-                                                     "benchmarks/partitions_over_merge.py"]}
+                                                     "benchmarks/partitions_over_merge.py"],
+                           "tail-averaged-over-merge": ["src/taskfuse/bench/tail_averaged_over_merge.py",
+                                                        "benchmarks/tail_averaged_over_merge.py"]}
 
 
 @pytest.mark.parametrize("pin", [LEARNING_LOOP, LEARN, FISHER_LABELS])

@@ -169,3 +169,37 @@ def test_the_committed_results_give_every_target_a_verdict_and_a_result_folder()
     for t in targets:
         assert (RESULTS / t.source / "result.json").exists()
         assert t.met is not None, t
+
+
+def tail_study(averaged: list[float], last: list[float], validation: tuple[float, float] = (0.95, 0.94),
+               start: float = 0.90, seed0_last: float = 0.9195) -> dict:
+    mean = lambda values: {"n": len(values), "mean": sum(values) / len(values)}  # noqa: E731
+    return {"method": "atlas over iso_cts", "over": "iso_cts", "over_params": None, "bench_full": {"commit": "abc"},
+            "start": {"test": {"average": {"normalized": start}}},
+            "rows": [{"seed": s, "last": {"test": {"average": {"normalized": seed0_last if s == 0 else v}}}}
+                     for s, v in enumerate(last)],
+            "summary": {"test": {"averaged": mean(averaged), "last": mean(last),
+                                 "seeds_reaching": {"averaged": sum(a >= start + 0.02 for a in averaged)}},
+                        "validation": {"averaged": {"mean": validation[0]}, "last": {"mean": validation[1]}}}}
+
+
+def test_the_tail_averaged_mean_over_seeds_counts_only_as_this_runs_row_chosen_on_validation():
+    run = {**full([row("atlas over iso_cts", 0.9195, True)]), "code": {"commit": "abc"}}
+    judged = lambda study: by_target(learned_targets(run, tail=study), "best learned")  # noqa: E731
+    study = tail_study([0.9205, 0.9215], [0.9195, 0.9190])
+    best = judged(study)
+    assert best.met is True and best.margin == "+0.10 points" and best.source == "tail-averaged-over-merge"
+    assert best.measured == ("atlas over iso_cts, tail-averaged 92.10 % on average over 2 learning seeds "
+                             "(bench-full's run of it, last iterate: 91.95 %), iso_cts 90.00 %")
+    # validation (the data the coefficients learn from) prefers the last iterate: told beside bench-full's verdict
+    unchosen = judged(tail_study([0.9205, 0.9215], [0.9195, 0.919], validation=(0.94, 0.95)))
+    assert unchosen.met is False and unchosen.source == "bench-full" and unchosen.margin == "−0.05 points"
+    assert unchosen.measured.endswith("with its coefficients averaged over the last half of the steps "
+                                      "(tail-averaged-over-merge) 92.10 % on average, 2 of 2 reach it, but 1.00 "
+                                      "points lower on validation, the data it learns from: not chosen")
+    # another start, seed 0 not this run's row, or not above the run's own: bench-full's verdict, nothing told
+    for other in (tail_study([0.9205, 0.9215], [0.9195, 0.919], start=0.91),
+                  tail_study([0.9205, 0.9215], [0.9195, 0.919], seed0_last=0.92), {**study, "bench_full": None}, None):
+        assert judged(other).met is False and judged(other).measured == "atlas over iso_cts 91.95 %, iso_cts 90.00 %"
+    below = judged(tail_study([0.9190, 0.9192], [0.9195, 0.919]))
+    assert below.met is False and below.source == "bench-full"

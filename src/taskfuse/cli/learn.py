@@ -3,6 +3,7 @@ spec's causal LMs, sequence classifiers or embedding models on the user's text, 
 that replays it."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
 
@@ -31,6 +32,8 @@ def _summary(out: Path, method: str, source, steps: int, learned: dict, score_hi
     memory = learned.get("memory")
     held = (f" held base {memory['base_mib']} MiB + task vectors {memory['task_vectors_mib']} MiB, RSS grew "
             f"{memory['rss_added_mib']} MiB." if memory else "")
+    tail = learned.get("tail_average")
+    held += f" Coefficients: the mean over the last {tail['steps_averaged']} steps." if tail else ""
     console.print(f"wrote {out}: {method} on {source}, {steps} steps in {learned['seconds']['learn']} s (loss "
                   f"{learned['losses'][0]:.4f} → {learned['losses'][-1]:.4f});{held} Replay: taskfuse merge "
                   f"{out / 'taskfuse_spec.yaml'} -o OUT; score: {score_hint}", soft_wrap=True)
@@ -93,7 +96,11 @@ def register(app: typer.Typer, fail) -> None:
               step: str = typer.Option("recomputed", "--step", help="the gradient step: recomputed (each layer "
                                        "recomputed in backward: least memory) or merged-once (θ merged once per "
                                        "step: faster, holds θ's gradient and every layer's activations); both learn "
-                                       "the same coefficients up to summation order")) -> None:
+                                       "the same coefficients up to summation order"),
+              average_tail: Optional[float] = typer.Option(None, "--average-tail", help="write the mean of the "
+                                                           "coefficients over this fraction of the last steps (0.5: "
+                                                           "the second half; Polyak/SWA averaging) instead of the "
+                                                           "last step's")) -> None:
         """Learn how much of each model's task vector to take (per task or per tensor) and write the merge with
         the spec that replays it, the learned record and a coefficient map. Without --spec: the benchmark zoo's
         experts on their validation data; with --spec and --data: your causal LMs, sequence classifiers or
@@ -106,6 +113,7 @@ def register(app: typer.Typer, fail) -> None:
         from ..bench.spec_learning_run import learned_files
         from ..io.output import check_output_dir
         from ..programs.learning_loop import STEPS
+        from ..programs.tail_average import check_fraction, tail_averaged
         from ..zoo.build import build_zoo
         from ..zoo.recipe import variant_named
         try:
@@ -118,6 +126,12 @@ def register(app: typer.Typer, fail) -> None:
                 check_sparsifiable(chosen, *sparsifier)
             elif sparsify_param:
                 raise UsageError("--sparsify-param goes with --sparsify METHOD.")
+            if average_tail is not None:
+                check_fraction(average_tail)
+                if spec is not None:
+                    raise UsageError("--average-tail is not yet offered with --spec (the spec learning writes its "
+                                     "record before the average is known); it learns on the zoo's experts. Fix: "
+                                     "drop --average-tail, or learn on the zoo.")
             if step not in STEPS:
                 raise UsageError(f"--step {step}: use one of {', '.join(STEPS)}.")
             if start is not None and not start.exists():
@@ -147,16 +161,20 @@ def register(app: typer.Typer, fail) -> None:
                 bar = bars.add_task(method, total=chosen.recipe.steps, stage="learn")
                 report = lambda done, total, loss: bars.update(  # noqa: E731
                     bar, completed=done, description=f"{method} loss {loss:.4f}")
-                result = (learn_on_zoo(zoo, chosen, report, step) if sparsifier is None
-                          else learn_sparsified_on_zoo(zoo, chosen, sparsifier, report, step))
+                with (tail_averaged(chosen.recipe.steps, average_tail) if average_tail is not None
+                      else nullcontext()) as average:
+                    report = report if average is None else average.progress(report)
+                    result = (learn_on_zoo(zoo, chosen, report, step) if sparsifier is None
+                              else learn_sparsified_on_zoo(zoo, chosen, sparsifier, report, step))
+            averaged = {} if average is None else {"tail_average": average.describe()}
             if sparsifier is not None:
-                learned = {**record(zoo, chosen, result), "sparsify": sparsify_record(sparsifier)}
+                learned = {**record(zoo, chosen, result), "sparsify": sparsify_record(sparsifier), **averaged}
                 write_sparsified(zoo, result, sparsifier, out, learned_files(learned, method))
             elif is_partitioned(result.view):
-                learned = partitioned_record(zoo, chosen, result)
+                learned = {**partitioned_record(zoo, chosen, result), **averaged}
                 write_partitioned(zoo, result, out, learned_files(learned, method))
             else:
-                learned = record(zoo, chosen, result)
+                learned = {**record(zoo, chosen, result), **averaged}
                 write_learned(zoo, chosen, result, out, learned_files(learned, method))
         except TaskfuseError as e:
             fail(e)
