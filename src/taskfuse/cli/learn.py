@@ -129,9 +129,9 @@ def register(app: typer.Typer, fail) -> None:
             if average_tail is not None:
                 check_fraction(average_tail)
                 if spec is not None:
-                    raise UsageError("--average-tail is not yet offered with --spec (the spec learning writes its "
-                                     "record before the average is known); it learns on the zoo's experts. Fix: "
-                                     "drop --average-tail, or learn on the zoo.")
+                    raise UsageError("--average-tail is not yet offered with --spec: the spec learning writes "
+                                     "its record (taskfuse_learned.json) itself, and it could not say that the "
+                                     "coefficients were averaged. Fix: drop --average-tail, or learn on the zoo.")
             if step not in STEPS:
                 raise UsageError(f"--step {step}: use one of {', '.join(STEPS)}.")
             if start is not None and not start.exists():
