@@ -4,7 +4,8 @@ The benchmark's best learned row (aTLAS learned from Iso-CTS, 98.07 % in bench-f
 learning seeds) is 0.05 points short of issue 12's best data-free row + 2 points. Its coefficients end wherever the
 last validation batches pushed them; here the same runs (experts, start, data, steps, rate and the five seeds of
 benchmarks/learning_seed_spread.py) also write the mean of their last 50 iterates (programs/tail_average.py), and
-both are scored on validation (where the choice to average is judged) and on test.
+both are scored on validation (the data the coefficients are fitted to), on the training split (which only the
+experts saw: the judge of whether to average) and on test.
 
     python benchmarks/tail_averaged_over_merge.py                   # full zoo, seeds 0-4, 100 steps
     python benchmarks/tail_averaged_over_merge.py --variant tiny --steps 2 --out /tmp/tail
@@ -22,8 +23,8 @@ from taskfuse.bench.tail_averaged_over_merge import tail_averaged_over_merge
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "tail-averaged-over-merge"
 BENCH_FULL = HERE / "results" / "bench-full" / "result.json"
-DATA = ("validation split (labelled): the learning, and the scores the choice to average is judged by; "
-        "test split: the scores reported")
+DATA = ("validation split (labelled): the learning; training split (the experts' own): the scores the choice to "
+        "average is judged by; test split: the scores reported")
 
 
 def main() -> None:
@@ -35,11 +36,12 @@ def main() -> None:
 
 def markdown(result: dict) -> str:
     tasks, start = result["tasks"], result["start"]
-    lines = ["| row | validation normalised % | test normalised % | "
-             + " | ".join(f"{t} (test) %" for t in tasks) + " |", "|" + "---|" * (len(tasks) + 3)]
+    lines = ["| row | validation normalised % | train normalised % | test normalised % | "
+             + " | ".join(f"{t} (test) %" for t in tasks) + " |", "|" + "---|" * (len(tasks) + 4)]
 
     def line(name: str, record: dict) -> str:
         return (f"| {name} | {100 * record['validation']['average']['normalized']:.2f} | "
+                f"{100 * record['train']['average']['normalized']:.2f} | "
                 f"{100 * record['test']['average']['normalized']:.2f} | "
                 + " | ".join(f"{100 * record['test']['test_normalized'][t]:.1f}" for t in tasks) + " |")
 
@@ -51,7 +53,7 @@ def markdown(result: dict) -> str:
     text = [f"Normalised accuracy (% of each task's expert); {result['method']} learned once per seed, the mean of "
             f"its last {100 * result['fraction']:.0f} % of iterates and its last iterate written from the same run.",
             "", *lines, ""]
-    for split in ("validation", "test"):
+    for split in ("validation", "train", "test"):
         s = result["summary"][split]
         a, b, g = s["averaged"], s["last"], s["gain_of_averaging"]
         text.append(f"- {split}: averaged {100 * a['mean']:.2f} % on average over {a['n']} seeds "
@@ -60,6 +62,12 @@ def markdown(result: dict) -> str:
                     f"seed ({100 * g['min']:+.2f} to {100 * g['max']:+.2f}); the start + 2 points "
                     f"({100 * s['threshold']:.2f} %) reached by {s['seeds_reaching']['averaged']} averaged and "
                     f"{s['seeds_reaching']['last']} last-iterate seeds.")
+    judge = result["summary"]["judge"]
+    chosen = judge["chosen_per_seed_on_test"]
+    text.append(f"- the judge ({judge['split']} split): prefers the average on average over the seeds: "
+                f"{'yes' if judge['prefers_average'] else 'no'}; seed by seed on {judge['seeds_preferring_average']} "
+                f"of {chosen['n']}; the iterate it chooses seed by seed scores {100 * chosen['mean']:.2f} % on test "
+                f"on average ({100 * chosen['min']:.2f} to {100 * chosen['max']:.2f}).")
     full = result["bench_full"]
     if full is not None:
         seed0 = next(r for r in result["rows"] if r["seed"] == 0)

@@ -1,5 +1,6 @@
 """Tail averaging on the tiny zoo's real experts: the study's last iterate is the over-merge row's own, its average
-the mean the loop's iterates give; `taskfuse learn --average-tail` writes and records the average."""
+the mean the loop's iterates give, the training split choosing between them; `taskfuse learn --average-tail` writes
+and records the average."""
 import json
 import os
 import subprocess
@@ -31,6 +32,12 @@ def test_one_run_gives_the_over_merge_rows_last_iterate_and_an_average_beside_it
     gain = row["averaged"]["test"]["average"]["normalized"] - row["last"]["test"]["average"]["normalized"]
     assert made["test"]["gain_of_averaging"]["mean"] == pytest.approx(gain)
     assert made["test"]["threshold"] == pytest.approx(0.52) and made["validation"]["averaged"]["n"] == 2
+    # the training split judges: the iterate it prefers is the one whose test score counts seed by seed
+    prefers = row["averaged"]["train"]["average"]["normalized"] > row["last"]["train"]["average"]["normalized"]
+    assert row["judge_prefers_average"] is prefers and made["judge"]["prefers_average"] is prefers
+    assert made["judge"]["seeds_preferring_average"] == 2 * prefers
+    chosen = row["averaged" if prefers else "last"]["test"]["average"]["normalized"]
+    assert made["judge"]["chosen_per_seed_on_test"]["mean"] == pytest.approx(chosen)
 
 
 def test_learn_writes_the_mean_of_the_last_steps_and_records_it(tiny_bench, tmp_path):

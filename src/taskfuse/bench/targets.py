@@ -94,8 +94,10 @@ def partitions_note(partitions: dict | None, best: dict) -> str:
 def tail_averaged_row(study: dict | None, full: dict) -> dict | None:
     """The tail-averaged study's row (benchmarks/tail_averaged_over_merge.py) as the mean of its seeds, where it was
     learned as this bench-full run's row: its start scored as this run's row of the same method and parameters, its
-    seed 0's last iterate as this run's learned row. "chosen": whether validation prefers the average to the last
-    iterate; only then does it count as a learned row (a choice that only test would make is not taken)."""
+    seed 0's last iterate as this run's learned row. "chosen": whether the study's judge, a split the coefficients
+    never see (the training split), prefers the average to the last iterate on average over the seeds; only then
+    does it count as a learned row. Validation cannot choose it (the coefficients are fitted to it), and a choice
+    that only test would make is not taken."""
     if study is None or not study.get("bench_full"):
         return None
     rows = {r["method"]: r for r in full["methods"] + full.get("learned", [])}
@@ -106,21 +108,28 @@ def tail_averaged_row(study: dict | None, full: dict) -> dict | None:
             or start["average"]["normalized"] != study["start"]["test"]["average"]["normalized"] \
             or seed0["last"]["test"]["average"]["normalized"] != learned["average"]["normalized"]:
         return None
-    validation = summary["validation"]["averaged"]["mean"] - summary["validation"]["last"]["mean"]
+    gain = {split: summary[split]["averaged"]["mean"] - summary[split]["last"]["mean"]
+            for split in ("validation", summary["judge"]["split"])}
     return {"method": f"{study['method']}, tail-averaged", "seeds": summary["test"]["averaged"]["n"],
             "average": {"normalized": summary["test"]["averaged"]["mean"]}, "bench_full_row": learned,
-            "reaching": summary["test"]["seeds_reaching"]["averaged"], "validation_gain": validation,
-            "chosen": validation > 0}
+            "reaching": summary["test"]["seeds_reaching"]["averaged"], "validation_gain": gain["validation"],
+            "judge": summary["judge"]["split"], "judge_gain": gain[summary["judge"]["split"]],
+            "chosen": summary["judge"]["prefers_average"]}
+
+
+def _judged(averaged: dict) -> str:
+    """How the judge and validation scored the average against the last iterate, in words."""
+    return (f"the {averaged['judge']} split, which the coefficients never see, {_points(100 * averaged['judge_gain'])}; "
+            f"validation, which they are fitted to, {_points(100 * averaged['validation_gain'])}")
 
 
 def tail_note(averaged: dict | None) -> str:
-    """What the tail-averaged study adds beside the verdict where validation does not choose the average."""
+    """What the tail-averaged study adds beside the verdict where its judge does not choose the average."""
     if averaged is None or averaged["chosen"]:
         return ""
     return (f"; with its coefficients averaged over the last half of the steps (tail-averaged-over-merge) "
             f"{100 * averaged['average']['normalized']:.2f} % on average, {averaged['reaching']} of "
-            f"{averaged['seeds']} reach it, but {100 * -averaged['validation_gain']:.2f} points lower on validation, "
-            "the data it learns from: not chosen")
+            f"{averaged['seeds']} reach it, but not chosen ({_judged(averaged)})")
 
 
 def learned_targets(full: dict, spread: dict | None = None, partitions: dict | None = None,
@@ -155,7 +164,7 @@ def learned_targets(full: dict, spread: dict | None = None, partitions: dict | N
             own = averaged["bench_full_row"]
             measured = (f"{averaged['method']} {100 * averaged['average']['normalized']:.2f} % on average over "
                         f"{averaged['seeds']} learning seeds (bench-full's run of it, last iterate: "
-                        f"{100 * own['average']['normalized']:.2f} %), {free}")
+                        f"{100 * own['average']['normalized']:.2f} %; chosen by {_judged(averaged)}), {free}")
             targets.append(Target(12, "best learned row ≥ best data-free row + 2 points", measured, _points(gap - 2),
                                   gap >= 2, "tail-averaged-over-merge"))
         else:
