@@ -193,8 +193,8 @@ def test_the_tail_averaged_mean_over_seeds_counts_only_as_this_runs_row_chosen_b
     assert best.met is True and best.margin == "+0.10 points" and best.source == "tail-averaged-over-merge"
     assert best.measured == ("atlas over iso_cts, tail-averaged 92.10 % on average over 2 learning seeds "
                              "(bench-full's run of it, last iterate: 91.95 %; chosen by the train split, which the "
-                             "coefficients never see, +0.10 points; validation, which they are fitted to, −1.00 points), "
-                             "iso_cts 90.00 %")
+                             "coefficients never see, +0.10 points; validation, which they are fitted to, "
+                             "−1.00 points), iso_cts 90.00 %")
     # the judge prefers the last iterate (validation's preference does not count either way): told beside the verdict
     for unchosen in (judged(tail_study([0.9205, 0.9215], [0.9195, 0.919], train=(0.993, 0.994))),
                      judged(tail_study([0.9205, 0.9215], [0.9195, 0.919], train=(0.993, 0.994),

@@ -119,8 +119,9 @@ def tail_averaged_row(study: dict | None, full: dict) -> dict | None:
 
 def _judged(averaged: dict) -> str:
     """How the judge and validation scored the average against the last iterate, in words."""
-    return (f"the {averaged['judge']} split, which the coefficients never see, {_points(100 * averaged['judge_gain'])}; "
-            f"validation, which they are fitted to, {_points(100 * averaged['validation_gain'])}")
+    return (f"the {averaged['judge']} split, which the coefficients never see, "
+            f"{_points(100 * averaged['judge_gain'])}; validation, which they are fitted to, "
+            f"{_points(100 * averaged['validation_gain'])}")
 
 
 def tail_note(averaged: dict | None) -> str:
@@ -160,21 +161,19 @@ def learned_targets(full: dict, spread: dict | None = None, partitions: dict | N
                 + ("" if free_source == source else f" ({free_source})"))
         if averaged is not None and averaged["chosen"] \
                 and averaged["average"]["normalized"] > best_learned["average"]["normalized"]:
-            gap = 100 * (averaged["average"]["normalized"] - best_free["average"]["normalized"])
-            own = averaged["bench_full_row"]
+            best, where = averaged, "tail-averaged-over-merge"
             measured = (f"{averaged['method']} {100 * averaged['average']['normalized']:.2f} % on average over "
                         f"{averaged['seeds']} learning seeds (bench-full's run of it, last iterate: "
-                        f"{100 * own['average']['normalized']:.2f} %; chosen by {_judged(averaged)}), {free}")
-            targets.append(Target(12, "best learned row ≥ best data-free row + 2 points", measured, _points(gap - 2),
-                                  gap >= 2, "tail-averaged-over-merge"))
+                        f"{100 * averaged['bench_full_row']['average']['normalized']:.2f} %; chosen by "
+                        f"{_judged(averaged)}), {free}")
         else:
-            gap = 100 * (best_learned["average"]["normalized"] - best_free["average"]["normalized"])
-            targets.append(Target(12, "best learned row ≥ best data-free row + 2 points",
-                                  f"{best_learned['method']} {100 * best_learned['average']['normalized']:.2f} %, "
-                                  f"{free}" + seed_note(spread, full, best_learned["method"])
-                                  + partitions_note(partitions, best_learned)
-                                  + (tail_note(averaged) if averaged and averaged["bench_full_row"] is best_learned
-                                     else ""), _points(gap - 2), gap >= 2, source))
+            best, where = best_learned, source
+            measured = (f"{best_learned['method']} {100 * best_learned['average']['normalized']:.2f} %, {free}"
+                        + seed_note(spread, full, best_learned["method"]) + partitions_note(partitions, best_learned)
+                        + (tail_note(averaged) if averaged and averaged["bench_full_row"] is best_learned else ""))
+        gap = 100 * (best["average"]["normalized"] - best_free["average"]["normalized"])
+        targets.append(Target(12, "best learned row ≥ best data-free row + 2 points", measured, _points(gap - 2),
+                              gap >= 2, where))
         slowest = max(learned, key=_learning_minutes)
         minutes = _learning_minutes(slowest)
         targets.append(Target(12, "each learned method ≤ 10 minutes on the 2-core machine",
