@@ -42,6 +42,7 @@ CLASSIFIER_RESULT = ROOT / "benchmarks" / "results" / "classifier-learning" / "r
 EMBEDDING_RESULT = ROOT / "benchmarks" / "results" / "embedding-learning" / "result.json"
 ADDITIONS_RESULT = ROOT / "benchmarks" / "results" / "data-free-additions" / "result.json"
 TAIL_AVERAGE_RESULT = ROOT / "benchmarks" / "results" / "tail-averaged-over-merge" / "result.json"
+TAIL_AVERAGE_CV_RESULT = ROOT / "benchmarks" / "results" / "tail-average-cross-validated" / "result.json"
 
 
 def _span(text: str, marker: str) -> tuple[int, int]:
@@ -84,6 +85,8 @@ def generated_blocks() -> list[tuple[Path, str, str]]:
                 json.loads(PARTITIONS_RESULT.read_text()))),
             (ROOT / "docs" / "learned.md", "tail-average-table", benchmark_script("tail_averaged_over_merge")
              .markdown(json.loads(TAIL_AVERAGE_RESULT.read_text()))),
+            (ROOT / "docs" / "learned.md", "tail-average-cv-table", benchmark_script("tail_average_cross_validated")
+             .markdown(json.loads(TAIL_AVERAGE_CV_RESULT.read_text()))),
             (ROOT / "docs" / "learned.md", "classifier-table", benchmark_script("classifier_learning").markdown(
                 json.loads(CLASSIFIER_RESULT.read_text()))),
             (ROOT / "docs" / "learned.md", "embedding-table", benchmark_script("embedding_learning").markdown(

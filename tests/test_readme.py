@@ -178,6 +178,10 @@ TAIL_AVERAGE_CODE = BENCH_CODE + LEARNED_ROWS_CODE + ["src/taskfuse/bench/learne
                                                       "src/taskfuse/bench/study_script.py",
                                                       "benchmarks/tail_averaged_over_merge.py",
                                                       f"{BENCH_FULL_RESULT}::iso_cts,atlas over iso_cts"]
+# Cross-validating whether to tail-average: the tail study's code (the averaging, its written-and-scored runs,
+# bench-full's parameters it learns at) less its script, and the folds' study
+TAIL_AVERAGE_CV_CODE = [p for p in TAIL_AVERAGE_CODE if p != "benchmarks/tail_averaged_over_merge.py"] + [
+    "src/taskfuse/bench/tail_average_cross_validated.py", "benchmarks/tail_average_cross_validated.py"]
 # aTLAS×K over Iso-CTS: the over-merge rows' code, the partitioned view's row, spec and method (which BENCH_CODE
 # leaves out, no other result running it), and the committed results it quotes (bench-full's start and per-tensor
 # row, the seed study's average)
@@ -295,6 +299,7 @@ RESULTS = [("bench-full", BENCH_CODE + LEARNED_ROWS_CODE + STATISTICS_CODE + FUL
            ("learning-seed-spread", SEED_SPREAD_CODE, "python benchmarks/learning_seed_spread.py"),
            ("partitions-over-merge", PARTITIONS_CODE, "python benchmarks/partitions_over_merge.py"),
            ("tail-averaged-over-merge", TAIL_AVERAGE_CODE, "python benchmarks/tail_averaged_over_merge.py"),
+           ("tail-average-cross-validated", TAIL_AVERAGE_CV_CODE, "python benchmarks/tail_average_cross_validated.py"),
            ("classifier-learning", CLASSIFIER_CODE, "python benchmarks/classifier_learning.py"),
            ("embedding-learning", EMBEDDING_CODE, "python benchmarks/embedding_learning.py"),
            ("weak-to-strong", WEAK_TO_STRONG_CODE, "python benchmarks/weak_to_strong.py --accept-unlicensed --multi"),
@@ -424,7 +429,9 @@ VIEW_OVER_MERGE_STUDIES = {"bench-full": ["src/taskfuse/bench/run.py"],
                            "partitions-over-merge": ["src/taskfuse/bench/partitions_over_merge.py",
                                                      "benchmarks/partitions_over_merge.py"],
                            "tail-averaged-over-merge": ["src/taskfuse/bench/tail_averaged_over_merge.py",
-                                                        "benchmarks/tail_averaged_over_merge.py"]}
+                                                        "benchmarks/tail_averaged_over_merge.py"],
+                           "tail-average-cross-validated": ["src/taskfuse/bench/tail_average_cross_validated.py",
+                                                            "benchmarks/tail_average_cross_validated.py"]}
 
 
 @pytest.mark.parametrize("pin", [LEARNING_LOOP, LEARN, FISHER_LABELS])

@@ -157,7 +157,8 @@ def test_routing_targets_leave_the_static_baseline_and_the_kshot_lora_out():
 
 def test_the_llm_kshot_comparison_counts_the_seeds_it_leads_on():
     seeds = lambda *xs: [{"exact_match": x} for x in xs]  # noqa: E731
-    summary = {"lorahub": {"exact_match": 0.5}, "lorahub_tuned": {"exact_match": 1.02, "per_seed": seeds(1.0, 1.06, 1.0)},
+    summary = {"lorahub": {"exact_match": 0.5},
+               "lorahub_tuned": {"exact_match": 1.02, "per_seed": seeds(1.0, 1.06, 1.0)},
                "kshot_lora": {"exact_match": 1.01, "per_seed": seeds(1.01, 1.01, 1.01)}}
     [target] = llm_new_task_targets({"summary": summary})
     assert target.met is True and target.measured.endswith("ahead on 1 of 3 seeds") and target.margin == "+1.00 points"
@@ -175,7 +176,7 @@ def tail_study(averaged: list[float], last: list[float], train: tuple[float, flo
                start: float = 0.90, seed0_last: float = 0.9195, validation: tuple[float, float] = (0.94, 0.95)) -> dict:
     mean = lambda values: {"n": len(values), "mean": sum(values) / len(values)}  # noqa: E731
     return {"method": "atlas over iso_cts", "over": "iso_cts", "over_params": None, "bench_full": {"commit": "abc"},
-            "start": {"test": {"average": {"normalized": start}}},
+            "fraction": 0.5, "start": {"test": {"average": {"normalized": start}}},
             "rows": [{"seed": s, "last": {"test": {"average": {"normalized": seed0_last if s == 0 else v}}}}
                      for s, v in enumerate(last)],
             "summary": {"test": {"averaged": mean(averaged), "last": mean(last),
@@ -185,23 +186,39 @@ def tail_study(averaged: list[float], last: list[float], train: tuple[float, flo
                         "judge": {"split": "train", "prefers_average": train[0] > train[1]}}}
 
 
-def test_the_tail_averaged_mean_over_seeds_counts_only_as_this_runs_row_chosen_by_a_split_it_never_saw():
-    run = {**full([row("atlas over iso_cts", 0.9195, True)]), "code": {"commit": "abc"}}
-    judged = lambda study: by_target(learned_targets(run, tail=study), "best learned")  # noqa: E731
-    study = tail_study([0.9205, 0.9215], [0.9195, 0.9190])
+def cross_validation(gain: float, **changed) -> dict:
+    return {"variant": "full", "method": "atlas over iso_cts", "over": "iso_cts", "over_params": None,
+            "fraction": 0.5, "steps": 100, "lr": 0.01, "seed": 0, "folds": 4,
+            "summary": {"gain_of_averaging": gain, "prefers_average": gain > 0, "folds_preferring_average": 3},
+            **changed}
+
+
+def test_the_tail_averaged_mean_over_seeds_counts_only_as_this_runs_row_chosen_by_cross_validation():
+    learned = {**row("atlas over iso_cts", 0.9195, True), "learning": {"recipe": {"steps": 100, "lr": 0.01}}}
+    run = {**full([learned]), "code": {"commit": "abc"}}
+    judged = lambda study, cv=cross_validation(0.002): by_target(  # noqa: E731
+        learned_targets(run, tail=study, cv=cv), "best learned")
+    study = tail_study([0.9205, 0.9215], [0.9195, 0.9190], train=(0.993, 0.994))
     best = judged(study)
     assert best.met is True and best.margin == "+0.10 points" and best.source == "tail-averaged-over-merge"
     assert best.measured == ("atlas over iso_cts, tail-averaged 92.10 % on average over 2 learning seeds "
-                             "(bench-full's run of it, last iterate: 91.95 %; chosen by the train split, which the "
-                             "coefficients never see, +0.10 points; validation, which they are fitted to, "
-                             "−1.00 points), iso_cts 90.00 %")
-    # the judge prefers the last iterate (validation's preference does not count either way): told beside the verdict
-    for unchosen in (judged(tail_study([0.9205, 0.9215], [0.9195, 0.919], train=(0.993, 0.994))),
-                     judged(tail_study([0.9205, 0.9215], [0.9195, 0.919], train=(0.993, 0.994),
-                                       validation=(0.96, 0.95)))):
-        assert unchosen.met is False and unchosen.source == "bench-full" and unchosen.margin == "−0.05 points"
-        assert "(tail-averaged-over-merge) 92.10 % on average, 2 of 2 reach it, but not chosen (the train split, " \
-               "which the coefficients never see, −0.10 points; validation" in unchosen.measured
+                             "(bench-full's run of it, last iterate: 91.95 %; chosen by 4-fold cross-validation on "
+                             "validation +0.20 points pooled over the held-out folds, the average preferred in 3 of 4; "
+                             "the train split, which the experts fitted, −0.10 points; validation in-sample, which "
+                             "the coefficients are fitted to, −1.00 points), iso_cts 90.00 %")
+    # cross-validation prefers the last iterate, or none cross-validated this procedure (another fraction, steps,
+    # rate, seed or zoo): not chosen, whatever the training split or validation in-sample prefer; told beside
+    others = [cross_validation(0.002, **changed) for changed in ({"fraction": 0.25}, {"steps": 50}, {"lr": 0.05},
+                                                                  {"seed": 1}, {"variant": "quick"})]
+    for cv in (cross_validation(-0.001), cross_validation(0.0), *others, None):
+        for train, validation in (((0.995, 0.994), (0.96, 0.95)), ((0.993, 0.994), (0.94, 0.95))):
+            unchosen = judged(tail_study([0.9205, 0.9215], [0.9195, 0.919], train=train, validation=validation), cv)
+            assert unchosen.met is False and unchosen.source == "bench-full" and unchosen.margin == "−0.05 points"
+            assert "(tail-averaged-over-merge) 92.10 % on average, 2 of 2 reach it, but not chosen (" \
+                   in unchosen.measured
+            assert ("no cross-validation of the choice;" in unchosen.measured) is (cv is None or cv in others)
+    refused = judged(study, cross_validation(-0.001)).measured
+    assert "4-fold cross-validation on validation −0.10 points pooled" in refused
     # another start, seed 0 not this run's row, or not above the run's own: bench-full's verdict, nothing told
     for other in (tail_study([0.9205, 0.9215], [0.9195, 0.919], start=0.91),
                   tail_study([0.9205, 0.9215], [0.9195, 0.919], seed0_last=0.92), {**study, "bench_full": None}, None):

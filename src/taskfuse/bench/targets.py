@@ -91,13 +91,14 @@ def partitions_note(partitions: dict | None, best: dict) -> str:
     return f"; with K coefficients per tensor (partitions-over-merge, one run each) {told}"
 
 
-def tail_averaged_row(study: dict | None, full: dict) -> dict | None:
+def tail_averaged_row(study: dict | None, full: dict, cv: dict | None = None) -> dict | None:
     """The tail-averaged study's row (benchmarks/tail_averaged_over_merge.py) as the mean of its seeds, where it was
     learned as this bench-full run's row: its start scored as this run's row of the same method and parameters, its
-    seed 0's last iterate as this run's learned row. "chosen": whether the study's judge, a split the coefficients
-    never see (the training split), prefers the average to the last iterate on average over the seeds; only then
-    does it count as a learned row. Validation cannot choose it (the coefficients are fitted to it), and a choice
-    that only test would make is not taken."""
+    seed 0's last iterate as this run's learned row. "chosen": whether cross-validation on validation (`cv`,
+    benchmarks/tail_average_cross_validated.py, of the same procedure: cross_validated) prefers the average to the
+    last iterate; only then does it count as a learned row. Validation in-sample cannot choose it (the coefficients
+    are fitted to it), the training split (the study's own judge) rewards staying close to the experts that fitted
+    it, and a choice that only test would make is not taken: both are told, neither chooses."""
     if study is None or not study.get("bench_full"):
         return None
     rows = {r["method"]: r for r in full["methods"] + full.get("learned", [])}
@@ -110,22 +111,41 @@ def tail_averaged_row(study: dict | None, full: dict) -> dict | None:
         return None
     gain = {split: summary[split]["averaged"]["mean"] - summary[split]["last"]["mean"]
             for split in ("validation", summary["judge"]["split"])}
+    chosen_by = cross_validated(cv, study, learned)
     return {"method": f"{study['method']}, tail-averaged", "seeds": summary["test"]["averaged"]["n"],
             "average": {"normalized": summary["test"]["averaged"]["mean"]}, "bench_full_row": learned,
             "reaching": summary["test"]["seeds_reaching"]["averaged"], "validation_gain": gain["validation"],
             "judge": summary["judge"]["split"], "judge_gain": gain[summary["judge"]["split"]],
-            "chosen": summary["judge"]["prefers_average"]}
+            "cross_validation": chosen_by, "chosen": bool(chosen_by and chosen_by["prefers_average"])}
+
+
+def cross_validated(cv: dict | None, study: dict, learned: dict) -> dict | None:
+    """The cross-validation study's verdict where it cross-validated the tail study's procedure: the same method,
+    start and fraction, on the full zoo, at the steps, rate and learning seed of bench-full's row (`learned`)."""
+    recipe = learned.get("learning", {}).get("recipe", {})
+    if cv is None or cv["variant"] != "full" or cv["seed"] != 0 \
+            or any(cv[key] != study[key] for key in ("method", "over", "over_params", "fraction")) \
+            or (cv["steps"], cv["lr"]) != (recipe.get("steps"), recipe.get("lr")):
+        return None
+    verdict = cv["summary"]
+    return {"folds": cv["folds"], "gain": verdict["gain_of_averaging"], "prefers_average": verdict["prefers_average"],
+            "folds_preferring_average": verdict["folds_preferring_average"]}
 
 
 def _judged(averaged: dict) -> str:
-    """How the judge and validation scored the average against the last iterate, in words."""
-    return (f"the {averaged['judge']} split, which the coefficients never see, "
-            f"{_points(100 * averaged['judge_gain'])}; validation, which they are fitted to, "
-            f"{_points(100 * averaged['validation_gain'])}")
+    """How cross-validation, the training split and validation in-sample scored the average against the last
+    iterate, in words."""
+    cv = averaged["cross_validation"]
+    chose = ("no cross-validation of the choice" if cv is None else
+             f"{cv['folds']}-fold cross-validation on validation {_points(100 * cv['gain'])} pooled over the held-out "
+             f"folds, the average preferred in {cv['folds_preferring_average']} of {cv['folds']}")
+    return (f"{chose}; the {averaged['judge']} split, which the experts fitted, "
+            f"{_points(100 * averaged['judge_gain'])}; "
+            f"validation in-sample, which the coefficients are fitted to, {_points(100 * averaged['validation_gain'])}")
 
 
 def tail_note(averaged: dict | None) -> str:
-    """What the tail-averaged study adds beside the verdict where its judge does not choose the average."""
+    """What the tail-averaged study adds beside the verdict where cross-validation does not choose the average."""
     if averaged is None or averaged["chosen"]:
         return ""
     return (f"; with its coefficients averaged over the last half of the steps (tail-averaged-over-merge) "
@@ -134,11 +154,11 @@ def tail_note(averaged: dict | None) -> str:
 
 
 def learned_targets(full: dict, spread: dict | None = None, partitions: dict | None = None,
-                    additions: dict | None = None, tail: dict | None = None) -> list[Target]:
+                    additions: dict | None = None, tail: dict | None = None, cv: dict | None = None) -> list[Target]:
     """Issue 12's accuracy and time targets on bench-full (the full encoder benchmark); `spread`, the learning-seed
     study's result, `partitions`, the aTLAS×K study's, and `additions`, the data-free methods registered since,
     where there are; `tail`, the tail-averaged study's, which counts as the best learned row where it is one of
-    this run's (tail_averaged_row) and beats the run's own."""
+    this run's, `cv` (its cross-validation) chooses it (tail_averaged_row) and it beats the run's own."""
     data_free, learned = full["methods"], full.get("learned", [])
     rows, source = data_free + learned, "bench-full"
     ta, ada = _normalized(rows, "task_arithmetic"), _normalized(rows, "adamerging_layer")
@@ -156,7 +176,7 @@ def learned_targets(full: dict, spread: dict | None = None, partitions: dict | N
         targets.append(Target(12, asked, "no aTLAS row", "", None, source))
     if learned:
         (best_free, free_source), best_learned = best_data_free(full, additions), _best(learned)
-        averaged = tail_averaged_row(tail, full)
+        averaged = tail_averaged_row(tail, full, cv)
         free = (f"{best_free['method']} {100 * best_free['average']['normalized']:.2f} %"
                 + ("" if free_source == source else f" ({free_source})"))
         if averaged is not None and averaged["chosen"] \
@@ -300,7 +320,7 @@ def all_targets(results: Path) -> list[Target]:
     optional = lambda name: read(name) if (results / name / "result.json").exists() else None  # noqa: E731
     additions = optional("data-free-additions")
     return [*learned_targets(full, optional("learning-seed-spread"), optional("partitions-over-merge"), additions,
-                             optional("tail-averaged-over-merge")),
+                             optional("tail-averaged-over-merge"), optional("tail-average-cross-validated")),
             *learning_memory_targets(read("learning-memory")),
             *side_by_side_targets(read("fusionbench-side-by-side")),
             *routing_targets(read("bench-routing"), full, additions), *llm_new_task_targets(read("llm-new-task")),
