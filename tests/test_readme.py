@@ -91,6 +91,12 @@ def test_the_readme_quick_run_time_is_its_results_file():
     assert f"{result['seconds']['zoo'] / 60:.1f} of them training" in readme
 
 
+def test_the_readme_full_run_time_is_its_results_file():
+    result = json.loads((ROOT / "benchmarks" / "results" / "bench-full" / "result.json").read_text())
+    minutes = f"{result['seconds']['total'] / 60:.1f}"
+    assert f"learned rows included ({minutes} minutes in its committed run" in (ROOT / "README.md").read_text()
+
+
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "bash .ci/run" in readme
