@@ -19,7 +19,8 @@ from taskfuse.bench.llm_report import markdown as llm_markdown  # noqa: E402
 from taskfuse.bench.weak_to_strong import table as weak_to_strong_table  # noqa: E402
 from taskfuse.bench.llm_new_task import table as new_task_table  # noqa: E402
 from taskfuse.bench.llm_new_task_figure import new_task_figure  # noqa: E402
-from taskfuse.bench.targets import all_targets, markdown as targets_markdown  # noqa: E402
+from taskfuse.bench.target import markdown as targets_markdown  # noqa: E402
+from taskfuse.bench.targets import all_targets  # noqa: E402
 
 BENCH_RESULT = ROOT / "benchmarks" / "results" / "bench-full" / "result.json"
 SPEED_RESULT = ROOT / "benchmarks" / "results-2026-12-06-all-methods.json"

@@ -1,8 +1,9 @@
 """The issues' targets judged from result files: which rows each target reads, and met / missed / not measured."""
 from pathlib import Path
 
-from taskfuse.bench.targets import (all_targets, learned_targets, learning_memory_targets, llm_new_task_targets,
-                                    markdown, routing_targets, side_by_side_targets)
+from taskfuse.bench.library_targets import llm_new_task_targets, routing_targets
+from taskfuse.bench.target import markdown
+from taskfuse.bench.targets import all_targets, learned_targets, learning_memory_targets, side_by_side_targets
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 

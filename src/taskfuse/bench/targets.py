@@ -1,60 +1,23 @@
 """The measured targets the composition issues set (12: learned merging, 13: LoRA libraries, 15: causal LMs),
 each read from the committed result file that measures it: what was asked, what the last committed run measured,
 and whether, by how much, it is met. README's status table is generated from here, so "met" can only come from a
-result that anyone can remake with the command that result records.
+result that anyone can remake with the command that result records. Issue 12's targets are judged here (with the
+studies that qualify the best learned row's verdict); 13's and 15's in library_targets.py.
 
 A target a committed result cannot judge (a row it predates) is reported as not measured, never as met."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
-from .routing_report import MULTITASK_ROWS, NEW_TASK_ROWS
-
-
-@dataclass(frozen=True)
-class Target:
-    issue: int
-    asked: str      # the target, in the issue's terms
-    measured: str   # the committed numbers it is judged on, and the rows they come from
-    margin: str     # how far above (+) or short (−) of the target, in its unit; "" where not measured
-    met: bool | None  # None: the committed result does not measure it
-    source: str     # the result folder under benchmarks/results/
-
-
-def _signed(value: float, unit: str, digits: int = 2) -> str:
-    return f"{value:+.{digits}f} {unit}".replace("-", "−")
-
-
-def _points(value: float) -> str:
-    return _signed(value, "points")
+from .library_targets import llm_new_task_targets, llm_targets, routing_targets
+from .target import Target, best_data_free, best_row, points, signed
 
 
 def _normalized(rows: list[dict], name: str) -> float | None:
     """A bench-full row's average normalised test accuracy in %, None where the run has no such row."""
     found = [r["average"]["normalized"] for r in rows if r["method"] == name]
     return 100 * found[0] if found else None
-
-
-def _best(rows: list[dict]) -> dict:
-    return max(rows, key=lambda r: r["average"]["normalized"])
-
-
-def best_data_free(full: dict, additions: dict | None = None) -> tuple[dict, str]:
-    """bench-full's best data-free row, or a data-free method registered since (benchmarks/data_free_additions.py)
-    that beats it over the same experts, with the result it comes from. The study counts only where its anchors
-    (task arithmetic, Iso-CTS, at the parameters this bench-full run chose) scored to the digit as this run's rows
-    did: the same experts, splits and evaluation, whichever commit made either result."""
-    best = _best(full["methods"])
-    rows = {r["method"]: r for r in full["methods"]}
-    if additions is None or any(a["method"] not in rows or rows[a["method"]].get("params") != a.get("params")
-                                or a["average"]["normalized"] != rows[a["method"]]["average"]["normalized"]
-                                for a in additions["anchors"]):
-        return best, "bench-full"
-    added = _best(additions["rows"])
-    return (added, "data-free-additions") if added["average"]["normalized"] > best["average"]["normalized"] else \
-        (best, "bench-full")
 
 
 def _learning_minutes(row: dict) -> float:
@@ -137,11 +100,11 @@ def _judged(averaged: dict) -> str:
     iterate, in words."""
     cv = averaged["cross_validation"]
     chose = ("no cross-validation of the choice" if cv is None else
-             f"{cv['folds']}-fold cross-validation on validation {_points(100 * cv['gain'])} pooled over the held-out "
+             f"{cv['folds']}-fold cross-validation on validation {points(100 * cv['gain'])} pooled over the held-out "
              f"folds, the average preferred in {cv['folds_preferring_average']} of {cv['folds']}")
     return (f"{chose}; the {averaged['judge']} split, which the experts fitted, "
-            f"{_points(100 * averaged['judge_gain'])}; "
-            f"validation in-sample, which the coefficients are fitted to, {_points(100 * averaged['validation_gain'])}")
+            f"{points(100 * averaged['judge_gain'])}; "
+            f"validation in-sample, which the coefficients are fitted to, {points(100 * averaged['validation_gain'])}")
 
 
 def tail_note(averaged: dict | None) -> str:
@@ -163,7 +126,7 @@ def learned_targets(full: dict, spread: dict | None = None, partitions: dict | N
     rows, source = data_free + learned, "bench-full"
     ta, ada = _normalized(rows, "task_arithmetic"), _normalized(rows, "adamerging_layer")
     asked = "layer-wise AdaMerging ≥ task arithmetic + 5 points (normalised)"
-    targets = [Target(12, asked, f"adamerging_layer {ada:.1f} %, task_arithmetic {ta:.1f} %", _points(ada - ta - 5),
+    targets = [Target(12, asked, f"adamerging_layer {ada:.1f} %, task_arithmetic {ta:.1f} %", points(ada - ta - 5),
                       ada - ta >= 5, source)
                if ada is not None and ta is not None else Target(12, asked, "no such row", "", None, source)]
     atlas = [(r["method"], 100 * r["average"]["normalized"]) for r in learned
@@ -171,11 +134,11 @@ def learned_targets(full: dict, spread: dict | None = None, partitions: dict | N
     asked = "aTLAS with validation labels ≥ 98 % normalised"
     if atlas:
         name, best = max(atlas, key=lambda a: a[1])
-        targets.append(Target(12, asked, f"{name} {best:.2f} %", _points(best - 98), best >= 98, source))
+        targets.append(Target(12, asked, f"{name} {best:.2f} %", points(best - 98), best >= 98, source))
     else:
         targets.append(Target(12, asked, "no aTLAS row", "", None, source))
     if learned:
-        (best_free, free_source), best_learned = best_data_free(full, additions), _best(learned)
+        (best_free, free_source), best_learned = best_data_free(full, additions), best_row(learned)
         averaged = tail_averaged_row(tail, full, cv)
         free = (f"{best_free['method']} {100 * best_free['average']['normalized']:.2f} %"
                 + ("" if free_source == source else f" ({free_source})"))
@@ -192,12 +155,12 @@ def learned_targets(full: dict, spread: dict | None = None, partitions: dict | N
                         + seed_note(spread, full, best_learned["method"]) + partitions_note(partitions, best_learned)
                         + (tail_note(averaged) if averaged and averaged["bench_full_row"] is best_learned else ""))
         gap = 100 * (best["average"]["normalized"] - best_free["average"]["normalized"])
-        targets.append(Target(12, "best learned row ≥ best data-free row + 2 points", measured, _points(gap - 2),
+        targets.append(Target(12, "best learned row ≥ best data-free row + 2 points", measured, points(gap - 2),
                               gap >= 2, where))
         slowest = max(learned, key=_learning_minutes)
         minutes = _learning_minutes(slowest)
         targets.append(Target(12, "each learned method ≤ 10 minutes on the 2-core machine",
-                              f"slowest: {slowest['method']} {minutes:.1f} min", _signed(10 - minutes, "min", 1),
+                              f"slowest: {slowest['method']} {minutes:.1f} min", signed(10 - minutes, "min", 1),
                               minutes <= 10, source))
     return targets
 
@@ -226,7 +189,7 @@ def _memory_target(step: str, rows: list[dict]) -> Target:
     return Target(12, "memory while learning ≤ base + task vectors + one batch + 20 % (each row in its own process), "
                   f"{STEP_WORDS.get(step, step)}",
                   f"{within} of {len(rows)} rows within; most: {worst} at {ratio[worst]:.2f}x the bound "
-                  f"(its loop alone {loop[worst]:.2f}x)", _signed(within - len(rows), "rows", 0),
+                  f"(its loop alone {loop[worst]:.2f}x)", signed(within - len(rows), "rows", 0),
                   within == len(rows), "learning-memory")
 
 
@@ -240,76 +203,9 @@ def side_by_side_targets(side: dict) -> list[Target]:
         short = [what for what, ok in (("accuracy", accuracy >= 0), ("time", time < 1), ("memory", memory < 1))
                  if not ok]
         targets.append(Target(12, f"{row['method']}: accuracy ≥ FusionBench's, time and memory lower",
-                              f"{_points(accuracy)}, {time:.2f}x the time, {memory:.2f}x the memory",
+                              f"{points(accuracy)}, {time:.2f}x the time, {memory:.2f}x the memory",
                               "met" if not short else "short on " + ", ".join(short), not short,
                               "fusionbench-side-by-side"))
-    return targets
-
-
-# the routing report's multi-task rows that compose the library per input or per task (task arithmetic over the
-# LoRA updates is the static baseline beside them)
-ROUTED_ROWS = tuple(k for k in MULTITASK_ROWS if k != "lora_task_arithmetic")
-# its new-task rows that compose the library (not the base, the task's own LoRA, or a LoRA trained from scratch)
-COMPOSITION_ROWS = tuple(k for k in NEW_TASK_ROWS if k not in ("zero_shot", "kshot_lora", "lora_expert"))
-
-
-def routing_targets(routing: dict, full: dict, additions: dict | None = None) -> list[Target]:
-    """Issue 13's targets on bench-routing, against the best data-free row (best_data_free)."""
-    source, summary = "bench-routing", routing["summary"]
-    routed = {k: 100 * v for k, v in summary["multitask"].items() if k in ROUTED_ROWS}
-    best_name, best = max(routed.items(), key=lambda kv: kv[1])
-    worst_name, worst = min(routed.items(), key=lambda kv: kv[1])
-    free, free_source = best_data_free(full, additions)
-    free_score = 100 * free["average"]["normalized"]
-    new = {k: 100 * v for k, v in summary["new_task_average_normalized"].items() if k in COMPOSITION_ROWS}
-    wins = {k: summary["beats_zero_shot"][k] for k in new}
-    most = max(wins, key=lambda k: (wins[k], new[k]))
-    top = max(new, key=new.get)
-    kshot, tasks = 100 * summary["new_task_average_normalized"]["kshot_lora"], summary["tasks"]
-    return [Target(13, "best routed row ≥ 99 % normalised (all tasks)", f"{best_name} {best:.1f} %",
-                   _points(best - 99), best >= 99, source),
-            Target(13, f"every routed row above the best data-free row ({free['method']}, {free_source})",
-                   f"lowest: {worst_name} {worst:.1f} % against {free_score:.1f} %", _points(worst - free_score),
-                   worst > free_score, source),
-            Target(13, f"composition beats zero-shot on ≥ 6 of the {tasks} held-out tasks",
-                   f"{most}: {wins[most]} of {tasks}", _signed(wins[most] - 6, "tasks", 0), wins[most] >= 6, source),
-            Target(13, "composition beats the k-shot LoRA on average (held-out tasks)",
-                   f"{top} {new[top]:.1f} %, k-shot LoRA {kshot:.1f} %", _points(new[top] - kshot),
-                   new[top] > kshot, source)]
-
-
-def llm_new_task_targets(study: dict) -> list[Target]:
-    """Issue 13's k-shot comparison on the LLM benchmark's library: on the mean and, for a row learnt once per
-    seed, on how many seeds."""
-    summary = study["summary"]
-    top = max((k for k in COMPOSITION_ROWS if k in summary), key=lambda k: summary[k]["exact_match"])
-    ours, kshot = summary[top], summary["kshot_lora"]
-    margin = 100 * (ours["exact_match"] - kshot["exact_match"])
-    measured = f"{top} {100 * ours['exact_match']:.1f} %, k-shot LoRA {100 * kshot['exact_match']:.1f} %"
-    if "per_seed" in ours:
-        ahead = sum(a["exact_match"] > b["exact_match"] for a, b in zip(ours["per_seed"], kshot["per_seed"]))
-        measured += f"; ahead on {ahead} of {len(ours['per_seed'])} seeds"
-    return [Target(13, "composition beats the k-shot LoRA on average (LLM library, exact match)", measured,
-                   _points(margin), margin > 0, "llm-new-task")]
-
-
-def llm_targets(llm: dict, gguf: dict) -> list[Target]:
-    """Issue 15's targets: the upcycled MoE, the LLM benchmark's time budget, the cost of GGUF inputs."""
-    moe = [(k, 100 * v["exact_match"]) for k, v in llm["summary"].items() if k.startswith("moe")]
-    targets = []
-    if moe:
-        name, score = moe[0]
-        targets.append(Target(15, "trained-router MoE ≥ 95 % normalised exact match", f"{name} {score:.1f} %",
-                              _points(score - 95), score >= 95, "bench-llm"))
-    minutes = llm["seconds"] / 60
-    targets.append(Target(15, "the whole LLM benchmark ≤ 40 minutes (2-core machine)",
-                          f"{minutes:.1f} min, {llm['zoo_seconds'] / 60:.1f} of them the expert zoo",
-                          _signed(40 - minutes, "min", 1), minutes <= 40, "bench-llm"))
-    ratios = {kind: r["total"] for kind, r in gguf["ratio_gguf_to_safetensors"].items()}
-    worst = max(ratios.values())
-    targets.append(Target(15, "merging GGUF inputs ≤ 2x the same merge from safetensors",
-                          ", ".join(f"{kind} {ratio:.2f}x" for kind, ratio in ratios.items()),
-                          _signed(2 - worst, "x"), worst <= 2, "gguf-input"))
     return targets
 
 
@@ -325,12 +221,3 @@ def all_targets(results: Path) -> list[Target]:
             *side_by_side_targets(read("fusionbench-side-by-side")),
             *routing_targets(read("bench-routing"), full, additions), *llm_new_task_targets(read("llm-new-task")),
             *llm_targets(read("bench-llm"), read("gguf-input"))]
-
-
-def markdown(targets: list[Target]) -> str:
-    lines = ["| issue | target | committed measurement | margin | met | result |", "|---|---|---|---|---|---|"]
-    verdict = {True: "yes", False: "**no**", None: "not measured"}
-    for t in targets:
-        lines.append(f"| {t.issue} | {t.asked} | {t.measured} | {t.margin} | {verdict[t.met]} | "
-                     f"[{t.source}](benchmarks/results/{t.source}/) |")
-    return "\n".join(lines)
