@@ -13,6 +13,7 @@ import yaml
 
 from taskfuse import merge
 from taskfuse.cli import main as cli_main
+from taskfuse.cli import merge as merge_command
 from taskfuse.errors import OutputWriteError
 from taskfuse.io import output
 from taskfuse.testing.checkpoints import save_as_bin
@@ -162,7 +163,7 @@ def test_an_unexpected_error_prints_one_paragraph_and_saves_the_traceback(tmp_pa
         raise RuntimeError("an internal invariant failed")
 
     monkeypatch.setenv("TASKFUSE_CACHE", str(tmp_path))
-    monkeypatch.setattr(cli_main, "_STANDALONE", False)  # main() sets it; restored afterwards
+    monkeypatch.setattr(merge_command, "STANDALONE", False)  # main() sets it; restored afterwards
     monkeypatch.setattr(cli_main.api, "plan", broken)
     monkeypatch.setattr(sys, "argv", ["taskfuse", "plan", "spec.yaml"])
     with pytest.raises(SystemExit) as exit_:
