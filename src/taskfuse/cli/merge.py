@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -90,13 +92,17 @@ def _merge(spec: Path, out: Path, device: str, threads: Optional[int], max_shard
     exit_now_if_standalone()
 
 
-def _merge_showing_progress(spec, out: Path, device: str, threads: Optional[int], max_shard_size: str):
-    """api.merge with a bar of the tensors merged."""
+@contextmanager
+def _merging_bar() -> Iterator[Callable[[int, int, str], None]]:
+    """A bar of the tensors merged; yields the engine's progress callback (done, total, tensor name)."""
     with progress_display(console, "merging") as bar:
         task = bar.add_task("", total=None)
+        yield lambda done, total, name: bar.update(task, completed=done, total=total, description=name)
 
-        def progress(done: int, total: int, name: str) -> None:
-            bar.update(task, completed=done, total=total, description=name)
+
+def _merge_showing_progress(spec, out: Path, device: str, threads: Optional[int], max_shard_size: str):
+    """api.merge with a bar of the tensors merged."""
+    with _merging_bar() as progress:
         return api.merge(spec, out, device=device, threads=threads, max_shard_size=max_shard_size, progress=progress)
 
 
@@ -154,10 +160,8 @@ def _merge_to_gguf(spec: MergeSpec, out: Path, fmt: str, outtype: str, device: s
     if fmt != "gguf":
         raise UsageError(f"--format {fmt!r}: choose hf or gguf.")
     resolve_device(device)
-    with progress_display(console, "merging") as bar:
-        task = bar.add_task("", total=None)
-        summary = merge_to_gguf(spec, out, outtype, device=device, threads=threads, progress=lambda done, total,
-                                name: bar.update(task, completed=done, total=total, description=name))
+    with _merging_bar() as progress:
+        summary = merge_to_gguf(spec, out, outtype, device=device, threads=threads, progress=progress)
     console.print(f"wrote {out / gguf_name(out, outtype)} ({summary['tensors']} tensors as {summary['types']})",
                   soft_wrap=True)
 
@@ -198,8 +202,6 @@ def _dry_run_adapter(merge_spec: MergeSpec, out: Path, rank: Optional[int], ener
            if rule else "exact where the merge is a sum of LoRA updates, which is checked while writing")
     console.print(f"dry run: the adapter {out} can be written ({how}); {json.dumps(the_plan.summary())}",
                   soft_wrap=True)
-
-
 
 
 def exit_now_if_standalone() -> None:
