@@ -2,6 +2,7 @@
 taskfuse refuses with the fix. Their merges against mergekit's own are tests/methods/test_reference_mergekit.py's
 *_slice(s) fixtures."""
 import pytest
+import torch
 
 from taskfuse import IncompatibleInputsError, SpecError, merge, plan
 from taskfuse.spec import parse_spec
@@ -52,8 +53,6 @@ def test_merged_slices_that_end_before_the_models_last_layer_are_refused_and_not
      c["slices"][1]["sources"][1].update(layer_range=[1, 3]), r"should start at layer 2"),
     (lambda c: c["slices"][1]["sources"].reverse(), r"other models than slices\[0\]"),
     (lambda c: c["slices"][0].update(base_model="x"), r"slices\[0\]: key 'base_model' is not supported"),
-    (lambda c: c["slices"][1].update(parameters={"t": [{"filter": "layers.3", "value": 0.1}]}),
-     r"filter 'layers.3' may overlap a layer's name"),
     (lambda c: c["slices"][1].update(parameters={"t": 0.9}), r"slices\[0\] and slices\[-1\] give different settings"),
     (lambda c: c.update(merge_method="passthrough"), r"passthrough takes one source per slice"),
 ])
@@ -105,3 +104,31 @@ def test_a_weight_per_layer_across_several_slices_is_refused(llama_family):
     with pytest.raises(SpecError, match=r"parameters.weight: a weight given per layer or per tensor is not supported "
                                         r"across several slices"):
         parse_spec(cfg)
+
+
+def test_a_slices_filter_may_name_any_part_of_a_tensors_name_as_mergekits_filters_do(llama_family):
+    base, tunes = llama_family
+    cfg = sliced(base, tunes[0], [(0, 1), (1, 2), (2, 3)], parameters={"t": 0.5},
+                 s1={"t": [{"filter": "layers.1.mlp.up", "value": 0.9}, {"value": 0.5}]})
+    jobs = jobs_by_name(plan(cfg))
+    assert jobs["model.layers.1.mlp.up_proj.weight"].params["t"] == pytest.approx(0.9)
+    assert jobs["model.layers.1.mlp.down_proj.weight"].params["t"] == pytest.approx(0.5)
+    assert jobs["model.layers.2.mlp.up_proj.weight"].params["t"] == pytest.approx(0.5)
+
+
+def test_nested_numbered_blocks_take_the_settings_of_their_outer_blocks_layer(tmp_path):
+    """T5 numbers its sub-layers inside each block (`encoder.block.1.layer.0`): every tensor of block i takes slice
+    settings of layer i, as the plan's own per-layer schedules do, not those of the sub-layer's number."""
+    from transformers import T5Config, T5ForConditionalGeneration
+    config = T5Config(vocab_size=32, d_model=8, d_kv=4, d_ff=16, num_layers=3, num_decoder_layers=3, num_heads=2)
+    for seed, name in enumerate(("base", "tune")):
+        torch.manual_seed(seed)
+        T5ForConditionalGeneration(config).save_pretrained(tmp_path / name)
+    cfg = sliced(tmp_path / "base", tmp_path / "tune", [(0, 1), (1, 2), (2, 3)], s1={"t": 0.9})
+    jobs = jobs_by_name(plan(cfg))
+    by_block = {}
+    for name, job in jobs.items():
+        if ".block." in name:
+            by_block.setdefault(int(name.split(".block.")[1].split(".")[0]), set()).add(job.params["t"])
+    assert by_block == {0: {0.5}, 1: {0.9}, 2: {0.5}}
+    assert len([n for n in jobs if ".block.1." in n and ".layer.2." in n]) > 0  # the decoder's third sub-layer

@@ -12,8 +12,9 @@ from typing import Any
 from ..errors import SpecError, collect
 from ..methods.registry import suggest
 from .mergekit_rules import filter_glob, rules_of, split
-from .mergekit_slices import (as_models_config, chained, depth, evaluated, filter_problems, is_merged, layer_globs,
-                              per_layer_weights, positions, slice_problems, slice_settings, source_problems)
+from .mergekit_slices import (as_models_config, chained, depth, evaluated, is_merged, layer_tensors, per_layer_weights,
+                              positions, slice_problems, slice_settings, source_problems, tensors_by_layer)
+from .mergekit_tokenizer import tokenizer_block, tokenizer_source
 from .mergekit_weights import is_plain, reference_model, tensor_names, weight_overrides
 
 _TIES_LIKE = {"elect_on": "weighted"}
@@ -83,8 +84,8 @@ def translate_mergekit(cfg: dict[str, Any], source: str) -> dict[str, Any]:
         spec["dtype"] = dtype
     if cfg.get("chat_template") is not None:
         spec["chat_template"] = cfg["chat_template"]
-    _tokenizer(cfg.get("tokenizer_source"), base, spec, problems)
-    _tokenizer_block(cfg.get("tokenizer"), base, spec, problems)
+    tokenizer_source(cfg.get("tokenizer_source"), base, spec)
+    tokenizer_block(cfg.get("tokenizer"), base, spec, problems)
     collect(problems, SpecError, f"{source}: mergekit config")
     if not cfg.get("slices"):
         _per_tensor_weights(spec, cfg, source)
@@ -232,25 +233,6 @@ def _slices(slices: list, problems: list[str]) -> tuple[list[dict], list[dict]]:
     return [{"path": p} for p in unique], entries
 
 
-def _tokenizer(source, base, spec: dict, problems: list[str]) -> None:
-    if source is None:
-        return
-    spec["tokenizer_from"] = base if source == "base" and base else source  # "union" and model paths as they are
-
-
-def _tokenizer_block(block, base, spec: dict, problems: list[str]) -> None:
-    """mergekit's `tokenizer:` mapping: source (base, union or a model) and pad_to_multiple_of."""
-    if block is None:
-        return
-    if not isinstance(block, dict) or set(block) - {"source", "pad_to_multiple_of"}:
-        problems.append("tokenizer: expected a mapping with source and pad_to_multiple_of (per-token `tokens` "
-                        "rules are not supported)")
-        return
-    _tokenizer(block.get("source"), base, spec, problems)
-    if block.get("pad_to_multiple_of") is not None:
-        spec["pad_vocab_to_multiple_of"] = block["pad_to_multiple_of"]
-
-
 def _merged_slices(cfg: dict, source: str) -> dict[str, Any]:
     """A config whose slices merge several models: the first slice as a models-form config, the depth the slices
     cover, and, where there are several slices, every layer's settings as overrides (mergekit_slices.py)."""
@@ -265,9 +247,6 @@ def _merged_slices(cfg: dict, source: str) -> dict[str, Any]:
             problems.append("parameters.weight: a weight given per layer or per tensor is not supported across "
                             "several slices. Fix: one slice for every layer, or plain weights.")
         problems += source_problems(cfg)
-        problems += filter_problems(cfg.get("parameters") or {}, "parameters")
-        for i, sl in enumerate(slices):
-            problems += filter_problems(sl.get("parameters") or {}, f"slices[{i}].parameters")
         every_slice = slice_settings(cfg)
         if evaluated(every_slice[0][2], 0.0) != evaluated(every_slice[-1][2], 0.0):
             problems.append("slices[0] and slices[-1] give different settings at their first layer: mergekit merges "
@@ -277,16 +256,18 @@ def _merged_slices(cfg: dict, source: str) -> dict[str, Any]:
     spec = translate_mergekit(as_models_config(cfg), source)
     spec["depth"] = depth(slices)
     if len(slices) > 1 or spec["depth"] == 1:  # a one-layer slice's gradients sit at 1, the schedule's at 0
-        spec["overrides"] += _per_layer_settings(cfg, method, default_norm, default_rescale, problems)
-        spec["overrides"] += per_layer_weights(cfg, [m["path"] for m in spec["models"]], shared_weight)
+        by_layer = tensors_by_layer(tensor_names(reference_model(cfg, spec["models"]), source)[0])
+        spec["overrides"] += _per_layer_settings(cfg, method, default_norm, default_rescale, problems, by_layer)
+        spec["overrides"] += per_layer_weights(cfg, [m["path"] for m in spec["models"]], shared_weight, by_layer)
         collect(problems, SpecError, f"{source}: mergekit config")
     return spec
 
 
-def _per_layer_settings(cfg: dict, method: str, default_norm, default_rescale, problems: list[str]) -> list[dict]:
-    """Every layer's settings at its position along its slice: one override for the layer, then one for each
-    filtered rule (the last wins). A setting one slice gives and another does not takes the method's default there,
-    as mergekit's layer would."""
+def _per_layer_settings(cfg: dict, method: str, default_norm, default_rescale, problems: list[str],
+                        by_layer: dict[int, list[str]]) -> list[dict]:
+    """Every layer's settings at its position along its slice: one override for the layer's tensors, then one for
+    each filtered rule's among them (the last wins). A setting one slice gives and another does not takes the
+    method's default there, as mergekit's layer would."""
     from ..methods.registry import get_method
     defaults = {f.name: f.default for f in get_method(method).params.__dataclass_fields__.values()}
     every_slice = slice_settings(cfg)
@@ -298,6 +279,6 @@ def _per_layer_settings(cfg: dict, method: str, default_norm, default_rescale, p
             params, filtered = _parameters(evaluated(settings, position), method, default_norm, default_rescale,
                                            problems)
             params = {**{k: defaults[k] for k in keys if k in defaults}, **params}
-            overrides.append({"tensors": layer_globs(layer), "params": params})
-            overrides += [{"tensors": layer_globs(layer, part), "params": p} for part, p in filtered]
+            overrides += [{"tensors": tensors, "params": p} for part, p in [(None, params), *filtered]
+                          if (tensors := layer_tensors(by_layer, layer, part))]
     return overrides

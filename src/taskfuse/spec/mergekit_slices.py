@@ -8,19 +8,20 @@ into layer i of the output, so what it takes is the case where that is what the 
 the same models in the same order, each source with the same layer_range, and the slices run on from layer 0. The
 spec then records the depth they cover, and a merge of models with another depth is refused before anything is
 written (programs/depth_check.py). One slice is a models-form config with the slice's settings in front of the
-config's; each further slice adds per-layer overrides with its settings evaluated at each of its layers.
+config's; each further slice adds per-layer overrides with its settings evaluated at each of its layers, listing
+the layer's tensors by name from the reference model (the base, else the first model), so that a layer is the one
+the plan's own schedules see and a filter matches as mergekit's does, as text anywhere in the name.
 """
 from __future__ import annotations
 
-import re
+import glob
 from typing import Any
 
-from .mergekit_rules import Rule, at_position, filter_glob, is_rule_list, reachable, rules_of
+from ..plan.schedule import layer_index
+from .mergekit_rules import Rule, at_position, is_rule_list, reachable, rules_of
 
 SLICE_KEYS = {"sources", "parameters"}
 SOURCE_KEYS = {"model", "layer_range", "parameters"}
-# the names of a layer stack's blocks that plan/schedule.py's LAYER reads a layer index after
-LAYER_WORDS = ("layers", "layer", "h", "blocks", "block")
 
 
 def is_merged(slices: list[dict]) -> bool:
@@ -104,32 +105,22 @@ def evaluated(settings: dict, position: float) -> dict:
     return out
 
 
-def layer_globs(layer: int, name_part: str | None = None) -> list[str]:
-    """Globs for the tensors of layer `layer` (containing `name_part`, where given, before or after the layer's block
-    name, which `filter_problems` makes sure it cannot overlap)."""
-    globs = []
-    for word in LAYER_WORDS:
-        for block in (f"*.{word}.{layer}.*", f"{word}.{layer}.*"):
-            if name_part is None:
-                globs.append(block)
-            else:
-                inner = filter_glob(name_part)[1:-1]
-                globs += [f"{block}{inner}*", f"*{inner}*.{word}.{layer}.*"] if block.startswith("*") else \
-                         [f"{block}{inner}*"]
-    return globs
+def tensors_by_layer(names: list[str]) -> dict[int, list[str]]:
+    """The reference model's tensor names by the layer the plan gives them (plan/schedule.py's `layer_index`: the
+    first numbered block, so T5's `block.3.layer.0` is layer 3)."""
+    by_layer: dict[int, list[str]] = {}
+    for name in names:
+        index = layer_index(name)
+        if index is not None:
+            by_layer.setdefault(index, []).append(name)
+    return by_layer
 
 
-def filter_problems(settings: dict, where: str) -> list[str]:
-    """Filters that per-layer globs cannot combine with a layer's name exactly: one that could overlap the layer's
-    block name and number (a dot, a digit, or part of a block word)."""
-    problems = []
-    for key, value in settings.items():
-        for part, _ in rules_of(value):
-            if part is not None and (re.search(r"[.\d]", part) or any(part in w for w in LAYER_WORDS)):
-                problems.append(f"{where}.{key}: filter {part!r} may overlap a layer's name (`layers.N.`), which "
-                                "per-slice settings cannot combine with exactly. Fix: a filter naming a module "
-                                "(self_attn, mlp, down_proj), or one slice for every layer.")
-    return problems
+def layer_tensors(by_layer: dict[int, list[str]], layer: int, name_part: str | None = None) -> list[str]:
+    """Layer `layer`'s tensors (those containing `name_part`, where given, as mergekit's filters match), by exact
+    name: globs of a block word and number would also catch a nested block's number (`layer.0` inside any T5
+    block) and could not tell a filter from the layer's own name."""
+    return [glob.escape(n) for n in by_layer.get(layer, []) if name_part is None or name_part in n]
 
 
 def positions(start: int, end: int) -> list[float]:
@@ -175,7 +166,8 @@ def source_problems(cfg: dict) -> list[str]:
     return problems
 
 
-def per_layer_weights(cfg: dict, models_in_spec: list[str], default_weight: float) -> list[dict[str, Any]]:
+def per_layer_weights(cfg: dict, models_in_spec: list[str], default_weight: float,
+                      by_layer: dict[int, list[str]]) -> list[dict[str, Any]]:
     """Overrides giving the sources' plain weights of each slice after the first, per layer, where they differ."""
     per_slice = source_settings(cfg)
     names = [src["model"] for src in cfg["slices"][0]["sources"]]
@@ -184,6 +176,6 @@ def per_layer_weights(cfg: dict, models_in_spec: list[str], default_weight: floa
         if settings == per_slice[0]:
             continue
         weight = {name: s.get("weight", default_weight) for name, s in zip(names, settings)}
-        for layer in range(start, end):
-            overrides.append({"tensors": layer_globs(layer), "weights": [weight[m] for m in models_in_spec]})
+        overrides += [{"tensors": tensors, "weights": [weight[m] for m in models_in_spec]}
+                      for tensors in (layer_tensors(by_layer, layer) for layer in range(start, end)) if tensors]
     return overrides
