@@ -97,6 +97,15 @@ def test_the_readme_full_run_time_is_its_results_file():
     assert f"learned rows included ({minutes} minutes in its committed run" in (ROOT / "README.md").read_text()
 
 
+def test_the_bench_commands_run_times_are_their_results_files():
+    from taskfuse.cli.bench import COMMITTED_MINUTES
+
+    def minutes(folder: str) -> float:
+        seconds = json.loads((ROOT / "benchmarks" / "results" / folder / "result.json").read_text())["seconds"]
+        return round((seconds["total"] if isinstance(seconds, dict) else seconds) / 60, 1)
+    assert COMMITTED_MINUTES == {run: minutes(f"bench-{run}") for run in ("full", "quick", "routing", "llm")}
+
+
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "bash .ci/run" in readme

@@ -13,6 +13,8 @@ from ..errors import TaskfuseError, UsageError
 from .progress import progress_display
 
 console = Console(stderr=True)
+# each run's wall time in its committed result (benchmarks/results/bench-<run>/result.json; a test keeps them equal)
+COMMITTED_MINUTES = {"full": 104.0, "quick": 6.1, "routing": 53.6, "llm": 32.4}
 VARIANT_HELP = "zoo size: full (8 tasks), quick (4 tasks, fewer examples), tiny (2 tasks, for tests)"
 
 
@@ -140,11 +142,12 @@ def register(app: typer.Typer, fail) -> None:
 
     @app.command()
     def bench(variant: Optional[str] = typer.Option(None, help=VARIANT_HELP + " (default: quick)"),
-              full: bool = typer.Option(False, "--full", help="the full benchmark: 8 tasks, every grid point "
-                                        "(67-105 minutes on 2 cores once the experts are cached, before "
-                                        "the three rows learned from a merge: about 16 more)"),
+              full: bool = typer.Option(False, "--full", help="the full benchmark: 8 tasks, every grid point, "
+                                        f"every learned row ({COMMITTED_MINUTES['full']} minutes in the committed "
+                                        "run on 2 cores, the experts cached)"),
               quick: bool = typer.Option(False, "--quick", help="the default: 4 tasks, fewer examples, two grid "
-                                         "points per method (about 10 minutes from an empty cache on 2 cores)"),
+                                         f"points per method ({COMMITTED_MINUTES['quick']} minutes from an empty "
+                                         "cache on 2 cores in the committed run)"),
               out: Path = typer.Option(Path("out/bench"), help="report folder: created, or replaced if it holds an "
                                        "earlier report; anything else is refused"),
               workers: int = typer.Option(1, min=1, help="processes for building missing experts"),
@@ -164,11 +167,13 @@ def register(app: typer.Typer, fail) -> None:
                                                     "none)"),
               routing: bool = typer.Option(False, "--routing", help="instead of merging: compose the zoo's LoRA "
                                            "adapters (Arrow, LoraHub, ...) on every task and on each task held out "
-                                           "(about 15 minutes for --full on 2 cores once the experts are cached); "
+                                           f"({COMMITTED_MINUTES['routing']} minutes for --full with one --task-file "
+                                           "on 2 cores in the committed run, the experts cached); "
                                            "with --llm: Arrow, PHATGOOSE and MHR over the LLM's LoRA experts"),
               llm: bool = typer.Option(False, "--llm", help="instead of the encoder: the LLM benchmark (SmolLM2-135M, "
-                                       "LoRA experts on 6 generative tasks, every data-free merge; 38-41 "
-                                       "minutes on 2 cores from an empty cache; --quick for a short run)"),
+                                       "LoRA experts on 6 generative tasks, every data-free merge; "
+                                       f"{COMMITTED_MINUTES['llm']} minutes on 2 cores in the committed run, "
+                                       "training the experts included; --quick for a short run)"),
               fusion: bool = typer.Option(False, "--fusion", help="with --llm: add the decode-time rows (Dynamic "
                                           "Logits Fusion, proxy tuning); about 8x a merge's evaluation")) -> None:
         """Build the zoo, merge it with every data-free method (tuned on validation) and every learned method
