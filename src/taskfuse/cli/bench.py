@@ -62,7 +62,8 @@ def register(app: typer.Typer, fail) -> None:
     @app.command()
     def zoo(variant: str = typer.Option("full", help=VARIANT_HELP),
             workers: int = typer.Option(1, min=1, help="training processes (each gets cores/workers threads)"),
-            task_file: list[Path] = typer.Option([], "--task-file", help="your own .jsonl/.csv task (repeatable)")) -> None:
+            task_file: list[Path] = typer.Option([], "--task-file",
+                                                 help="your own .jsonl/.csv task (repeatable)")) -> None:
         """Build (or find in the cache) one full fine-tune and one LoRA expert per task."""
         from ..zoo.build import build_zoo
         from ..zoo.recipe import variant_named
@@ -74,7 +75,8 @@ def register(app: typer.Typer, fail) -> None:
         table = Table("task", "expert folder", "train s", "final loss (full / LoRA)")
         for name, e in built.experts.items():
             info = e.info
-            table.add_row(name, str(e.path), str(info["seconds"]), f"{info['final_loss']['full']} / {info['final_loss']['lora']}")
+            losses = info["final_loss"]
+            table.add_row(name, str(e.path), str(info["seconds"]), f"{losses['full']} / {losses['lora']}")
         Console().print(table)
 
     def _routing_study(variant: str, target: Path, task_files: tuple[str, ...]) -> None:

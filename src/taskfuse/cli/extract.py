@@ -20,8 +20,9 @@ def register(app: typer.Typer, fail) -> None:
                      out: Path = typer.Option(..., "-o", "--out", help="folder for the adapter (new, empty, or an "
                                               "earlier extracted adapter)"),
                      rank: Optional[int] = typer.Option(None, help="the same LoRA rank for every layer"),
-                     energy: Optional[float] = typer.Option(None, help="per layer, the smallest rank keeping this "
-                                                            "fraction of the update's squared singular values")) -> None:
+                     energy: Optional[float] = typer.Option(
+                         None, help="per layer, the smallest rank keeping this fraction of the update's squared "
+                                    "singular values")) -> None:
         """Write a PEFT adapter that PeftModel.from_pretrained loads on BASE, approximating MODEL: B·A is each
         layer's best rank-r approximation of (MODEL − BASE); changed biases and norms are stored whole. The
         per-layer error is in OUT/taskfuse_extraction.json."""

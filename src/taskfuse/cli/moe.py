@@ -20,7 +20,8 @@ def register(app: typer.Typer, fail) -> None:
                                         "hidden|trained|random, tune_router (steps, lr, batch_size, routing_loss), "
                                         "dtype, shared_expert none|base (Qwen2); or a mergekit-moe config "
                                         "(base_model, experts[].source_model, gate_mode hidden|random)"),
-            out: Path = typer.Option(..., "-o", "--out", help="output folder (new, empty, or an earlier merge)")) -> None:
+            out: Path = typer.Option(..., "-o", "--out",
+                                     help="output folder (new, empty, or an earlier merge)")) -> None:
         """Write a Mixtral (Llama/Mistral base), Qwen2-MoE or Qwen3-MoE checkpoint: attention, norms and embeddings
         from the base, each expert's MLP as one expert, routers initialised from hidden states of each expert's
         prompts. AutoModelForCausalLM loads it."""
@@ -36,7 +37,8 @@ def register(app: typer.Typer, fail) -> None:
                 summary = upcycle(read_moe_spec(spec), out, tuning)
         except TaskfuseError as e:
             fail(e)
-        console.print(f"wrote {out} ({summary['format']}): {summary['experts']} experts x {summary['layers']} layers, top-"
+        console.print(f"wrote {out} ({summary['format']}): {summary['experts']} experts x {summary['layers']} "
+                      f"layers, top-"
                       f"{summary['experts_per_token']} routing, routers from {summary['router_init']}"
                       + (f", tuned {summary['tune_router']['steps']} steps (loss {summary['tune_router']['losses'][0]}"
                          f" -> {summary['tune_router']['losses'][-1]})" if "tune_router" in summary else ""),

@@ -124,7 +124,8 @@ def _phatgoose(base: str, adapters: dict[str, str], data: dict[str, str], out: P
                lr: float):
     """Train each adapter's gates on its --data and write the PHATGOOSE model; the library, for the summary."""
     from ..programs.library_text import causal_lm_loader, pad_id, tokenizer_of
-    from ..programs.phatgoose_gates import GATE_BATCH, data_seen, phatgoose_model, read_library_data, train_library_gates
+    from ..programs.phatgoose_gates import (GATE_BATCH, data_seen, phatgoose_model, read_library_data,
+                                            train_library_gates)
     from ..routing.library import LoraLibrary
     from ..routing.store import save_routed
     from .progress import progress_display
