@@ -4,6 +4,7 @@ and `learn` (cli/learn.py), `search` (cli/search.py), `extract-lora` (cli/extrac
 `generate` (cli/generate.py), `fetch-model` (cli/fetch_model.py)."""
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -138,6 +139,16 @@ register_convert_command(app, _fail)
 register_moe_command(app, _fail)
 register_generate_command(app, _fail)
 register_fetch_model_command(app, _fail)
+
+
+def _summary(doc: str | None) -> str | None:
+    """A docstring's first paragraph on one line."""
+    return " ".join(inspect.cleandoc(doc).split("\n\n")[0].split()) if doc else None
+
+
+for _command in app.registered_commands:  # typer's command list keeps a docstring's line breaks: ragged summaries
+    if _command.short_help is None and _command.help is None and _command.callback is not None:
+        _command.short_help = _summary(_command.callback.__doc__)
 
 
 def main() -> None:
