@@ -51,18 +51,19 @@ def run_demo(workdir: Path, console: Console) -> list[dict]:
         logits = _logits(result.out)
         dist = {k: float((logits - v).abs().mean()) for k, v in ref.items()}
         rows.append({"method": info.name, "seconds": result.seconds, "files": len(result.files), **dist})
-    _print(console, rows)
+    _print(console, rows, workdir)
     return rows
 
 
-def _print(console: Console, rows: list[dict]) -> None:
+def _print(console: Console, rows: list[dict], workdir: Path) -> None:
     table = Table("method", "merge s", "files", "|Δlogits| vs base", "vs ft0", "vs ft1", "vs ft2",
                   title="each merged model loaded with transformers and run on one prompt")
     for r in rows:
         table.add_row(r["method"], f"{r['seconds']:.2f}", str(r["files"]),
                       *(f"{r[k]:.4f}" for k in ("base", "ft0", "ft1", "ft2")))
     console.print(table)
-    console.print("Specs are in specs/, merged models in merged/. Try: taskfuse plan <spec> --json")
+    console.print(f"Specs are in {workdir / 'specs'}, merged models in {workdir / 'merged'}. Try: taskfuse plan "
+                  f"{workdir / 'specs' / 'ties.yaml'} --json", soft_wrap=True)
     data_aware = [m.name for m in all_methods() if m.statistics]
     if data_aware:
         console.print(f"Not in the demo: {', '.join(data_aware)} (they merge with statistics of data; see "

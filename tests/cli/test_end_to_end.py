@@ -132,6 +132,7 @@ def test_demo_runs(tmp_path):
     assert res.exit_code == 0, res.output
     assert "tsv" in res.output and (tmp_path / "demo" / "merged" / "ties" / "config.json").exists()
     assert "Not in the demo" in res.output and not (tmp_path / "demo" / "merged" / "regmean").exists()
+    assert f"taskfuse plan {tmp_path / 'demo' / 'specs' / 'ties.yaml'} --json" in res.output  # a path that exists
     stale = tmp_path / "demo" / "merged" / "ties" / "stale.txt"
     stale.write_text("from the first run")
     again = runner.invoke(app, ["demo", "--workdir", str(tmp_path / "demo")])  # an earlier demo is replaced
