@@ -23,6 +23,7 @@ from .bench import register as register_bench_commands
 from .convert import register as register_convert_command
 from .generate import register as register_generate_command
 from .moe import register as register_moe_command
+from .plan_table import plan_table
 from .extract import register as register_extract_command
 from .fetch_model import register as register_fetch_model_command
 from .learn import register as register_learn_command
@@ -55,7 +56,8 @@ def plan(
     as_json: bool = typer.Option(False, "--json", help="print the full plan as JSON"),
     max_shard_size: str = typer.Option("2GB"),
 ) -> None:
-    """Show every output tensor's method, parameters and sources without reading tensor data."""
+    """Show every output tensor's method, parameters, sources and weights without reading tensor data (tensors
+    that differ only in their layer number and share the rest on one row; --json: one entry per tensor)."""
     try:
         p = api.plan(spec, max_shard_size)
     except TaskfuseError as e:
@@ -63,11 +65,7 @@ def plan(
     if as_json:
         sys.stdout.write(p.to_json() + "\n")
         return
-    table = Table("tensor", "method", "params", "sources", "shard")
-    for j in p.jobs:
-        params = ", ".join(f"{k}={v}" for k, v in j.params.items() if v is not None)
-        table.add_row(j.name, j.method, params, ", ".join(str(s.checkpoint) for s in j.sources), j.shard)
-    Console().print(table)
+    Console().print(plan_table(p))
     Console().print(json.dumps(p.summary()))
 
 
