@@ -55,8 +55,12 @@ def test_unknown_keys_all_reported_with_suggestions(tmp_path, llama_family):
 
 def test_unknown_method_parameter_names_tensor(tmp_path, llama_family):
     base, tunes = llama_family
-    with pytest.raises(SpecError, match="'densty'.*did you mean 'density'"):
+    with pytest.raises(SpecError, match="'densty'.*did you mean 'density'") as e:
         merge(spec_for("ties", base, tunes, params={"densty": 0.2}), tmp_path / "o")
+    problems, tensors = int(str(e.value).split("(")[1].split()[0]), len(Checkpoint.open(base).tensors)
+    lines = str(e.value).splitlines()[1:]  # the same problem at every tensor: one line, the others counted after it
+    assert problems == tensors and len(lines) == 1 and f"the same at {tensors - 1} more tensors" in lines[0]
+    assert "'model.norm.weight'" in lines[0] or "'lm_head.weight'" in lines[0]  # the last one named too
 
 
 def test_out_of_range_parameter(tmp_path, llama_family):
@@ -307,3 +311,16 @@ def test_copied_float_tensors_take_the_output_dtype(family_copy, tmp_path):
     spec = spec_for("task_arithmetic", base, tunes, dtype="float32", tensor_rules={"missing": "copy_base"})
     jobs = {j.name: j for j in merge(spec, tmp_path / "o").plan.jobs}
     assert jobs[name].rule == "copy_base" and jobs[name].dtype == "float32"  # base is bf16
+
+
+def test_problems_are_listed_once_per_kind_only_where_three_or_more_differ_in_their_tensor_alone():
+    from taskfuse.errors import collect
+    problems = [f"tensor 'layers.{i}.w' is missing from ft1. Fix: x" for i in range(4)] + \
+               ["tensor 'a' is missing from ft2. Fix: x", "tensor 'b' is missing from ft2. Fix: x", "no base"]
+    with pytest.raises(SpecError) as e:
+        collect(problems, SpecError, "header")
+    assert str(e.value).splitlines() == [
+        "header (7 problems):",
+        "  - tensor 'layers.0.w' is missing from ft1. Fix: x — and the same at 3 more tensors ('layers.1.w', "
+        "'layers.2.w', 'layers.3.w')",
+        "  - tensor 'a' is missing from ft2. Fix: x", "  - tensor 'b' is missing from ft2. Fix: x", "  - no base"]

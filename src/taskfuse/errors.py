@@ -4,6 +4,8 @@ Every message names what was wrong (model, tensor, key) and how to fix it, so a 
 """
 from __future__ import annotations
 
+import re
+
 
 class TaskfuseError(Exception):
     """Base of every error taskfuse raises on purpose."""
@@ -60,8 +62,30 @@ class DeviceError(UsageError):
 def collect(errors: list[str], kind: type[TaskfuseError], header: str) -> None:
     """Raise one error listing every problem found, so users fix them all in one pass."""
     if errors:
-        lines = "\n".join(f"  - {e}" for e in errors)
+        lines = "\n".join(f"  - {e}" for e in _grouped(errors))
         raise kind(f"{header} ({len(errors)} problem{'s' if len(errors) > 1 else ''}):\n{lines}")
+
+
+TENSOR = re.compile(r"tensor '([^']*)'")
+GROUPED_FROM = 3  # problems that differ only in the tensor they name, listed once from this many on
+
+
+def _grouped(errors: list[str]) -> list[str]:
+    """One line for problems that differ only in the tensor they name (a misspelt top-level parameter is a problem
+    at every tensor: 291 lines for a 7B model), the other tensors named after it; the rest as they are."""
+    groups: dict[str, list[str]] = {}
+    for e in errors:
+        found = TENSOR.search(e)
+        groups.setdefault(TENSOR.sub("tensor ?", e, count=1) if found else e, []).append(e)
+    lines = []
+    for members in groups.values():
+        if len(members) < GROUPED_FROM or not TENSOR.search(members[0]):
+            lines += members
+            continue
+        others = [repr(TENSOR.search(e).group(1)) for e in members[1:]]
+        shown = others if len(others) <= 3 else [*others[:2], "…", others[-1]]
+        lines.append(f"{members[0]} — and the same at {len(others)} more tensors ({', '.join(shown)})")
+    return lines
 
 
 class TaskDataError(TaskfuseError, ValueError):
