@@ -23,6 +23,7 @@ from .bench import register as register_bench_commands
 from .convert import register as register_convert_command
 from .generate import register as register_generate_command
 from .moe import register as register_moe_command
+from .method_params import params_table
 from .plan_table import plan_table
 from .extract import register as register_extract_command
 from .fetch_model import register as register_fetch_model_command
@@ -91,10 +92,7 @@ def methods(
         _fail(e)
     out.print(f"[bold]{m.name}[/] ({m.space} space): {what_it_does(m)}\npaper: {m.paper}\nreference: {m.reference}\n"
               f"traits: {', '.join(sorted(m.traits)) or '-'}\nmodels: {m.min_models}..{m.max_models or 'any'}")
-    table = Table("parameter", "type", "default")
-    for f in m.params.__dataclass_fields__.values():
-        table.add_row(f.name, str(f.type), repr(f.default))
-    out.print(table)
+    out.print(params_table(m.params) if m.params.__dataclass_fields__ else "parameters: none")
 
 
 def what_it_does(m) -> str:
