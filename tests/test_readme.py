@@ -97,6 +97,14 @@ def test_the_readme_full_run_time_is_its_results_file():
     assert f"learned rows included ({minutes} minutes in its committed run" in (ROOT / "README.md").read_text()
 
 
+def test_the_full_runs_host_in_the_benchmark_doc_is_its_results_file():
+    machine = json.loads((ROOT / "benchmarks" / "results" / "bench-full" / "result.json").read_text())["machine"]
+    paragraph = (ROOT / "docs" / "benchmark.md").read_text().split("Committed run:")[1].split("\n\n")[0]
+    family = next(name for name in ("AMD EPYC", "Intel") if name in machine["processor"])
+    host = " ".join(paragraph.split()).split("torch 2.13.0+cpu, an ")[1]
+    assert host.startswith(family) and f"{machine['matmul_gflops']['float32']:.0f} GFLOP/s" in host
+
+
 def test_the_bench_commands_run_times_are_their_results_files():
     from taskfuse.cli.bench import COMMITTED_MINUTES
 
