@@ -90,6 +90,21 @@ class MergeSpec(BaseModel):
                                  f"{len(self.models)} models: give one weight per entry of `models`, in order")
         return self
 
+    @model_validator(mode="after")
+    def _averaged_weights_sum_to_something(self) -> "MergeSpec":
+        """`linear` divides by the sum of the weights; at 0 there is no average (the combination would fall back to
+        the plain weighted sum, a difference of models or all zeros, and write it without a word)."""
+        checks = [("the models' weights", self.method, self.params, [m.weight for m in self.models])]
+        checks += [(f"overrides[{i}]'s weights", ov.method or self.method,
+                    ov.params if ov.method and ov.method != self.method else {**self.params, **ov.params}, ov.weights)
+                   for i, ov in enumerate(self.overrides) if ov.weights is not None]
+        for what, method, params, weights in checks:
+            if method == "linear" and params.get("normalize", True) is not False and abs(sum(weights)) < 1e-12:
+                raise ValueError(f"linear averages the models, dividing by the sum of {what}, and {weights} sum to "
+                                 "0. Fix: weights with a non-zero sum; `params: {normalize: false}` for the plain "
+                                 "weighted sum; or task_arithmetic with a base to subtract a model's update")
+        return self
+
     @field_validator("chat_template")
     @classmethod
     def _known_template(cls, value: str | None) -> str | None:
