@@ -326,12 +326,14 @@ def test_problems_are_listed_once_per_kind_only_where_three_or_more_differ_in_th
         "  - tensor 'a' is missing from ft2. Fix: x", "  - tensor 'b' is missing from ft2. Fix: x", "  - no base"]
 
 
-def test_a_linear_average_of_weights_that_sum_to_zero_is_refused_and_nothing_is_written(tmp_path, llama_family):
+def test_an_average_of_weights_that_sum_to_zero_is_refused_and_nothing_is_written(tmp_path, llama_family):
     _, tunes = llama_family
     models = [{"path": str(tunes[0]), "weight": 1.0}, {"path": str(tunes[1]), "weight": -1.0}]
-    with pytest.raises(SpecError, match=r"linear averages.*\[1.0, -1.0\] sum to 0.*normalize: false.*task_arith"):
+    with pytest.raises(SpecError, match=r"linear divides by the sum.*\[1.0, -1.0\] sum to 0.*normalize: false.*task_"):
         merge({"method": "linear", "models": models}, tmp_path / "o")
     assert_no_output(tmp_path, tmp_path / "o")
+    with pytest.raises(SpecError, match=r"karcher divides by the sum"):  # it stopped on NaN, blaming an overflow
+        merge({"method": "karcher", "models": models}, tmp_path / "o")
     with pytest.raises(SpecError, match=r"overrides\[0\]'s weights"):
         merge({"method": "linear", "models": [{"path": str(t)} for t in tunes[:2]],
                "overrides": [{"tensors": "model.layers.1.*", "weights": [0.0, 0.0]}]}, tmp_path / "o")

@@ -57,6 +57,11 @@ class SliceEntry(BaseModel):
     layers: tuple[int, int]
 
 
+# methods that divide by the sum of the models' weights → the parameter that turns that off (None: always)
+AVERAGING = {"linear": "normalize", "karcher": None, "multislerp": "normalize_weights",
+             "multislerp_task_vectors": "normalize_weights"}
+
+
 class MergeSpec(BaseModel):
     model_config = STRICT
     taskfuse: Literal[1] = Field(1, description="spec format version")
@@ -92,17 +97,22 @@ class MergeSpec(BaseModel):
 
     @model_validator(mode="after")
     def _averaged_weights_sum_to_something(self) -> "MergeSpec":
-        """`linear` divides by the sum of the weights; at 0 there is no average (the combination would fall back to
-        the plain weighted sum, a difference of models or all zeros, and write it without a word)."""
+        """The averaging methods divide by the sum of the weights; at 0 there is no average (linear fell back to the
+        plain weighted sum, a difference of models or all zeros, and wrote it without a word; Karcher and
+        Multi-SLERP stopped on NaN, blaming an overflow)."""
         checks = [("the models' weights", self.method, self.params, [m.weight for m in self.models])]
         checks += [(f"overrides[{i}]'s weights", ov.method or self.method,
                     ov.params if ov.method and ov.method != self.method else {**self.params, **ov.params}, ov.weights)
                    for i, ov in enumerate(self.overrides) if ov.weights is not None]
         for what, method, params, weights in checks:
-            if method == "linear" and params.get("normalize", True) is not False and abs(sum(weights)) < 1e-12:
-                raise ValueError(f"linear averages the models, dividing by the sum of {what}, and {weights} sum to "
-                                 "0. Fix: weights with a non-zero sum; `params: {normalize: false}` for the plain "
-                                 "weighted sum; or task_arithmetic with a base to subtract a model's update")
+            if method not in AVERAGING or abs(sum(weights)) >= 1e-12:
+                continue
+            switch = AVERAGING[method]
+            if switch is None or params.get(switch, True) is not False:
+                raise ValueError(f"{method} divides by the sum of {what}, and {weights} sum to 0. Fix: weights with "
+                                 "a non-zero sum; " + (f"`params: {{{switch}: false}}` to take them as they are; "
+                                                       if switch else "") +
+                                 "or task_arithmetic with a base to subtract a model's update")
         return self
 
     @field_validator("chat_template")
