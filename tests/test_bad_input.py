@@ -339,3 +339,13 @@ def test_an_average_of_weights_that_sum_to_zero_is_refused_and_nothing_is_writte
                "overrides": [{"tensors": "model.layers.1.*", "weights": [0.0, 0.0]}]}, tmp_path / "o")
     merge({"method": "linear", "models": models, "params": {"normalize": False}}, tmp_path / "difference")
     assert (tmp_path / "difference" / "config.json").exists()  # the plain weighted sum, asked for by name
+
+
+@pytest.mark.parametrize("method", ["ties", "tsv", "task_arithmetic"])
+def test_a_delta_merge_whose_models_include_its_base_is_refused_with_the_fix(tmp_path, llama_family, method):
+    base, tunes = llama_family
+    spec = {"method": method, "base": str(base), "models": [{"path": str(base)}, *({"path": str(t)} for t in tunes)]}
+    with pytest.raises(SpecError, match=r"models\[0\] .* is the spec's base.*Fix: remove it from `models`"):
+        merge(spec, tmp_path / "o")
+    assert_no_output(tmp_path, tmp_path / "o")
+    merge({**spec, "method": "linear"}, tmp_path / "soup")  # a weight-space soup may hold the base as a member

@@ -11,6 +11,7 @@ from .io.checkpoint import Checkpoint
 from .io.output import check_free_space, check_output_dir
 from .plan.plan import Plan
 from .plan.planner import build_plan
+from .programs.base_among_models import check_base_not_among_models
 from .programs.chat_template import chat_template_files
 from .programs.depth_check import check_depth
 from .programs.folded_floor_check import check_folded_floor
@@ -33,6 +34,7 @@ def plan(spec: MergeSpec | str | Path | dict[str, Any], max_shard_size: int | st
     """The Plan for a spec, from checkpoint headers only."""
     merge_spec = as_spec(spec)
     check_folded_floor(merge_spec)
+    check_base_not_among_models(merge_spec)
     return _planned(merge_spec, max_shard_size)[0]
 
 
@@ -53,6 +55,7 @@ def prepare(
     merge_spec = as_spec(spec)
     check_output_dir(Path(out))
     check_folded_floor(merge_spec)  # a second Fisher floor would merge silently (programs/folded_floor_check.py)
+    check_base_not_among_models(merge_spec)  # a zero task vector would too (programs/base_among_models.py)
     the_plan, checkpoints = _planned(merge_spec, max_shard_size)
     check_free_space(Path(out), sum(j.nbytes for j in the_plan.jobs) + SIDE_FILES_ALLOWANCE)
     return apply_whole_model_trim(the_plan, checkpoints), checkpoints  # reads data only for trim="model"
