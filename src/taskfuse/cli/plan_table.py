@@ -21,8 +21,9 @@ def plan_table(plan: Plan) -> Table:
         if found:
             layers.append(int(found.group(1)))
         shards.add(job.shard)
-    table = Table("method", "params", "sources", "weights", "shard")
-    table.columns.insert(0, Column("tensor", overflow="fold"))  # the name, whole: it says what the row is
+    # the name and the parameters whole, folded where a column is narrow, never cut short
+    table = Table(Column("tensor", overflow="fold"), "method", Column("params", overflow="fold"), "sources",
+                  "weights", "shard")
     for (pattern, *shown), (layers, shards) in rows.items():
         name = pattern if not layers else pattern.replace("{}", str(layers[0]) if len(layers) == 1 else
                                                           "{" + spans(layers) + "}")
