@@ -73,18 +73,19 @@ GROUPED_FROM = 3  # problems that differ only in the tensor they name, listed on
 def _grouped(errors: list[str]) -> list[str]:
     """One line for problems that differ only in the tensor they name (a misspelt top-level parameter is a problem
     at every tensor: 291 lines for a 7B model), the other tensors named after it; the rest as they are."""
-    groups: dict[str, list[str]] = {}
+    groups: dict[str, list[tuple[str, str | None]]] = {}  # the problem with its tensor blanked → (problem, tensor)
     for e in errors:
         found = TENSOR.search(e)
-        groups.setdefault(TENSOR.sub("tensor ?", e, count=1) if found else e, []).append(e)
+        groups.setdefault(TENSOR.sub("tensor ?", e, count=1) if found else e, []).append(
+            (e, found.group(1) if found else None))
     lines = []
     for members in groups.values():
-        if len(members) < GROUPED_FROM or not TENSOR.search(members[0]):
-            lines += members
+        if len(members) < GROUPED_FROM or members[0][1] is None:
+            lines += [e for e, _ in members]
             continue
-        others = [repr(TENSOR.search(e).group(1)) for e in members[1:]]
+        others = [repr(tensor) for _, tensor in members[1:]]
         shown = others if len(others) <= 3 else [*others[:2], "…", others[-1]]
-        lines.append(f"{members[0]} — and the same at {len(others)} more tensors ({', '.join(shown)})")
+        lines.append(f"{members[0][0]} — and the same at {len(others)} more tensors ({', '.join(shown)})")
     return lines
 
 

@@ -99,8 +99,12 @@ def what_it_does(m) -> str:
     """The first paragraph of the method's docstring on one line: the registry's summary is its first line, which
     cuts a sentence that runs on (knots). (The registry is where this belongs; methods/registry.py is pinned by
     bench-full, so it waits for that result's next run.)"""
-    paragraph = (m.fn.__doc__ or "").strip().split("\n\n")[0]
-    return " ".join(line.strip() for line in paragraph.splitlines())
+    return first_paragraph(m.fn.__doc__) or ""
+
+
+def first_paragraph(doc: str | None) -> str | None:
+    """A docstring's first paragraph on one line."""
+    return " ".join(inspect.cleandoc(doc).split("\n\n")[0].split()) if doc else None
 
 
 def methods_markdown() -> str:
@@ -137,14 +141,9 @@ register_generate_command(app, _fail)
 register_fetch_model_command(app, _fail)
 
 
-def _summary(doc: str | None) -> str | None:
-    """A docstring's first paragraph on one line."""
-    return " ".join(inspect.cleandoc(doc).split("\n\n")[0].split()) if doc else None
-
-
 for _command in app.registered_commands:  # typer's command list keeps a docstring's line breaks: ragged summaries
     if _command.short_help is None and _command.help is None and _command.callback is not None:
-        _command.short_help = _summary(_command.callback.__doc__)
+        _command.short_help = first_paragraph(_command.callback.__doc__)
 
 
 def main() -> None:
